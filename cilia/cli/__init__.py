@@ -1,0 +1,1 @@
+"""The cilia command line: a thin face over the library."""

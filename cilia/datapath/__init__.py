@@ -1,0 +1,1 @@
+"""Datapaths that consume MapState: the kernel (bpf) and the pure-Python mirror (sim)."""

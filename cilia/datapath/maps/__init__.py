@@ -1,0 +1,1 @@
+"""One module per BPF map: key/value layouts, limits and dumps."""

@@ -1,0 +1,1 @@
+"""Labels, selectors and security identities."""

@@ -1,0 +1,1 @@
+"""Kubernetes objects: loading, typed models and validation (the bottom layer)."""
