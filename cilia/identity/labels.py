@@ -6,6 +6,7 @@ identity; it is the key of identity allocation and what selectors match against.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -39,10 +40,49 @@ def parse_label(text: str, default_source: str = SOURCE_UNSPEC) -> Label:
     return Label(source, key, value)
 
 
+class CIDRKey(NamedTuple):
+    """A ``cidr:`` label key as numbers, for prefix-aware matching: ``addr`` is the masked address."""
+
+    version: int
+    addr: int
+    bits: int
+
+    def contains(self, other: CIDRKey) -> bool:
+        """True if ``other`` lies within this prefix (same family, at least as long)."""
+        if self.version != other.version or self.bits > other.bits:
+            return False
+        shift = (32 if self.version == 4 else 128) - self.bits
+        return (self.addr >> shift) == (other.addr >> shift)
+
+
+def prefix_to_cidr_key(prefix: str) -> str:
+    """The ``cidr:`` label key of a prefix: IPv6 ``:`` is written ``-``, with a ``0`` added where the
+    key would otherwise start or end with ``-`` (label keys cannot). ``2001:db8::/32`` →
+    ``2001-db8--0/32``. The prefix is masked first."""
+    net = ipaddress.ip_network(prefix, strict=False)
+    addr = str(net.network_address)
+    if net.version == 6:
+        if addr.startswith(":"):
+            addr = "0" + addr
+        if addr.endswith(":"):
+            addr = addr + "0"
+        addr = addr.replace(":", "-")
+    return f"{addr}/{net.prefixlen}"
+
+
+def parse_cidr_key(key: str) -> CIDRKey | None:
+    """Parse a ``cidr:`` label key (``-`` stands for ``:``); None if it is not a prefix."""
+    try:
+        net = ipaddress.ip_network(key.replace("-", ":"), strict=False)
+    except ValueError:
+        return None
+    return CIDRKey(net.version, int(net.network_address), net.prefixlen)
+
+
 class Labels:
     """An immutable set of labels, at most one per (source, key), indexed by key for matching."""
 
-    __slots__ = ("_by_key", "_frozen", "_hash")
+    __slots__ = ("_by_key", "_cidrs", "_frozen", "_hash")
 
     def __init__(self, labels: Iterable[Label] = ()) -> None:
         by_key: dict[str, dict[str, str]] = {}
@@ -51,6 +91,7 @@ class Labels:
         self._by_key = by_key
         self._frozen = frozenset(Label(s, k, v) for k, d in by_key.items() for s, v in d.items())
         self._hash = hash(self._frozen)
+        self._cidrs: tuple[tuple[CIDRKey, str], ...] | None = None
 
     @classmethod
     def parse(cls, texts: Iterable[str], default_source: str = SOURCE_UNSPEC) -> Labels:
@@ -63,6 +104,18 @@ class Labels:
     def sources_of(self, key: str) -> dict[str, str]:
         """source -> value for every label with this key."""
         return self._by_key.get(key, {})
+
+    def cidr_keys(self) -> tuple[tuple[CIDRKey, str], ...]:
+        """(parsed prefix, value) of every ``cidr:`` label whose key is a prefix (computed once)."""
+        if self._cidrs is None:
+            found = []
+            for key, sources in self._by_key.items():
+                if SOURCE_CIDR in sources:
+                    parsed = parse_cidr_key(key)
+                    if parsed is not None:
+                        found.append((parsed, sources[SOURCE_CIDR]))
+            self._cidrs = tuple(sorted(found))
+        return self._cidrs
 
     def keys(self) -> Iterable[str]:
         return self._by_key.keys()
