@@ -1,0 +1,84 @@
+"""Where a node keeps its state and how its agent is configured.
+
+One agent runs per node. Its durable state (the store, endpoint table, logs) lives in the state
+directory (``/var/lib/cilia``, ``--state-dir`` / ``CILIA_STATE_DIR``); its run-time files (the REST
+socket, the pid file) in the run directory (``/run/cilia``, ``CILIA_RUN_DIR``). Tests give every
+agent a private pair of directories.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/var/lib/cilia")
+DEFAULT_RUN_DIR = Path("/run/cilia")
+SOCKET_NAME = "cilia.sock"
+PID_NAME = "agent.pid"
+
+ENFORCEMENT_MODES = ("default", "always", "never")
+ALLOW_LOCALHOST = ("always", "policy")
+
+
+class ConfigError(ValueError):
+    """An agent setting has a value the agent cannot use."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of one node agent. Build it with :meth:`resolve` so that flags override the
+    environment, which overrides the defaults."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    run_dir: Path = DEFAULT_RUN_DIR
+    node_index: int = 0
+    enforcement_mode: str = "default"
+    allow_localhost: str = "always"
+    cluster: str = "default"
+    datapath: str = "bpf"  # bpf | sim (sim: no kernel enforcement, for development without root)
+
+    def __post_init__(self) -> None:
+        if self.enforcement_mode not in ENFORCEMENT_MODES:
+            raise ConfigError(f"enforcement mode {self.enforcement_mode!r}: use one of {ENFORCEMENT_MODES}")
+        if self.allow_localhost not in ALLOW_LOCALHOST:
+            raise ConfigError(f"allow-localhost {self.allow_localhost!r}: use one of {ALLOW_LOCALHOST}")
+        if not 0 <= self.node_index <= 14:
+            raise ConfigError(f"node index {self.node_index}: must be 0..14 (one /20 of 198.18.0.0/16 each)")
+        if self.datapath not in ("bpf", "sim"):
+            raise ConfigError(f"datapath {self.datapath!r}: use bpf or sim")
+
+    @classmethod
+    def resolve(
+        cls, state_dir: str | Path | None = None, run_dir: str | Path | None = None, **overrides: object
+    ) -> AgentConfig:
+        """Flags, then ``CILIA_STATE_DIR`` / ``CILIA_RUN_DIR``, then the defaults."""
+        sd = Path(state_dir or os.environ.get("CILIA_STATE_DIR") or DEFAULT_STATE_DIR)
+        rd = Path(run_dir or os.environ.get("CILIA_RUN_DIR") or DEFAULT_RUN_DIR)
+        cfg = cls(state_dir=sd.absolute(), run_dir=rd.absolute())
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(cfg, **given) if given else cfg  # type: ignore[arg-type]
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / SOCKET_NAME
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / PID_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "agent.log"
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "store.db"
+
+    @property
+    def endpoints_path(self) -> Path:
+        return self.state_dir / "endpoints.json"
+
+    @property
+    def settings_path(self) -> Path:
+        return self.state_dir / "agent.json"
