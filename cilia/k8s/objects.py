@@ -1,0 +1,454 @@
+"""Typed values for the Kubernetes objects cilia reads, and :class:`Cluster`, the set of them.
+
+Non-policy kinds check only the fields cilia reads and tolerate everything else a real object
+carries (a Deployment has many fields cilia has no use for). The three policy kinds wrap the strict
+models of :mod:`cilia.k8s.api`; their full validation lives in :mod:`cilia.k8s.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cilia.k8s import api
+from cilia.k8s.source import Document
+
+DEFAULT_NAMESPACE = "default"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+# Kubernetes' rand.SafeEncodeString alphabet: no vowels and no look-alike characters.
+SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+CNP = "CiliumNetworkPolicy"
+CCNP = "CiliumClusterwideNetworkPolicy"
+KNP = "NetworkPolicy"
+POLICY_KINDS = {CNP: "cilium.io/v2", CCNP: "cilium.io/v2", KNP: "networking.k8s.io/v1"}
+
+
+class Lenient(BaseModel):
+    """Base for non-policy kinds: checks what cilia reads, ignores the rest."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Meta(Lenient):
+    name: str | None = None
+    generate_name: str | None = Field(default=None, alias="generateName")
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class ContainerPortSpec(Lenient):
+    name: str | None = None
+    container_port: int = Field(alias="containerPort", ge=1, le=65535)
+    protocol: str = "TCP"
+
+
+class ContainerSpec(Lenient):
+    name: str
+    image: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    ports: list[ContainerPortSpec] | None = None
+
+
+class PodSpecModel(Lenient):
+    containers: list[ContainerSpec] = Field(default_factory=list)
+    service_account_name: str | None = Field(default=None, alias="serviceAccountName")
+    node_name: str | None = Field(default=None, alias="nodeName")
+
+
+class PodStatusModel(Lenient):
+    pod_ip: str | None = Field(default=None, alias="podIP")
+
+
+class PodModel(Lenient):
+    metadata: Meta
+    spec: PodSpecModel = Field(default_factory=PodSpecModel)
+    status: PodStatusModel | None = None
+
+
+class PodTemplateModel(Lenient):
+    metadata: Meta = Field(default_factory=Meta)
+    spec: PodSpecModel
+
+
+class DeploymentSpecModel(Lenient):
+    replicas: int = Field(default=1, ge=0)
+    selector: api.LabelSelector | None = None
+    template: PodTemplateModel
+
+
+class DeploymentModel(Lenient):
+    metadata: Meta
+    spec: DeploymentSpecModel
+
+
+class NamespaceModel(Lenient):
+    metadata: Meta
+
+
+class ServicePortSpec(Lenient):
+    name: str | None = None
+    port: int = Field(ge=1, le=65535)
+    target_port: int | str | None = Field(default=None, alias="targetPort")
+    protocol: str = "TCP"
+
+
+class ServiceSpecModel(Lenient):
+    selector: dict[str, str] | None = None
+    ports: list[ServicePortSpec] | None = None
+    cluster_ip: str | None = Field(default=None, alias="clusterIP")
+    type: str | None = None
+
+
+class ServiceModel(Lenient):
+    metadata: Meta
+    spec: ServiceSpecModel = Field(default_factory=ServiceSpecModel)
+
+
+class EndpointAddressSpec(Lenient):
+    ip: str
+
+
+class EndpointPortSpec(Lenient):
+    name: str | None = None
+    port: int | None = None
+    protocol: str = "TCP"
+
+
+class EndpointSubsetSpec(Lenient):
+    addresses: list[EndpointAddressSpec] | None = None
+    ports: list[EndpointPortSpec] | None = None
+
+
+class EndpointsModel(Lenient):
+    metadata: Meta
+    subsets: list[EndpointSubsetSpec] | None = None
+
+
+class SliceEndpointSpec(Lenient):
+    addresses: list[str] = Field(default_factory=list)
+
+
+class EndpointSliceModel(Lenient):
+    metadata: Meta
+    endpoints: list[SliceEndpointSpec] | None = None
+    ports: list[EndpointPortSpec] | None = None
+
+
+class ServiceAccountModel(Lenient):
+    metadata: Meta
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object was read from (1-based line/column of its first key)."""
+
+    file: str
+    document: int
+    line: int
+    column: int
+
+    @classmethod
+    def of(cls, doc: Document) -> Source:
+        return cls(doc.file, doc.index, doc.line, doc.column)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+_NO_SOURCE = Source("", 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    declared: bool = True
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    name: str | None
+    container_port: int
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str | None
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    ports: tuple[ContainerPort, ...]
+
+
+@dataclass(frozen=True)
+class Pod:
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...] = ()
+    service_account: str | None = None
+    containers: tuple[Container, ...] = ()
+    pod_ip: str | None = None
+    node_name: str | None = None
+    owner: str | None = None  # "Deployment/<name>" for expanded pods
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def ports(self) -> tuple[ContainerPort, ...]:
+        return tuple(p for c in self.containers for p in c.ports)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    namespace: str
+    replicas: int
+    template_hash: str
+    pods: tuple[Pod, ...]
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str | None
+    port: int
+    target_port: int | str | None
+    protocol: str
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    selector: tuple[tuple[str, str], ...] | None
+    ports: tuple[ServicePort, ...]
+    cluster_ip: str | None = None
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
+class ServiceEndpoints:
+    """Endpoints or EndpointSlice of a selector-less Service: the backend addresses and ports."""
+
+    service: str
+    namespace: str
+    addresses: tuple[str, ...]
+    ports: tuple[ServicePort, ...]
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A CNP, CCNP or NetworkPolicy. ``namespace`` is ``""`` for a CCNP."""
+
+    kind: str
+    name: str
+    namespace: str
+    model: api.CiliumNetworkPolicy | api.NetworkPolicy
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+    @property
+    def rules(self) -> tuple[api.Rule, ...]:
+        """The Cilium rules (``spec`` then ``specs``); empty for a NetworkPolicy."""
+        if not isinstance(self.model, api.CiliumNetworkPolicy):
+            return ()
+        out = [self.model.spec] if self.model.spec is not None else []
+        return tuple(out + list(self.model.specs or []))
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An object of a kind cilia does not use (ConfigMap, ServiceAccount, …)."""
+
+    kind: str
+    name: str
+    namespace: str
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Everything loaded from a set of manifests."""
+
+    namespaces: tuple[Namespace, ...] = ()
+    pods: tuple[Pod, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
+    services: tuple[Service, ...] = ()
+    endpoints: tuple[ServiceEndpoints, ...] = ()
+    policies: tuple[Policy, ...] = ()
+    ignored: tuple[Ignored, ...] = ()
+
+    def namespace(self, name: str) -> Namespace | None:
+        return next((n for n in self.namespaces if n.name == name), None)
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        return next((p for p in self.pods if p.namespace == namespace and p.name == name), None)
+
+
+# --------------------------------------------------------------------------- constructors
+
+
+def _pairs(mapping: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((mapping or {}).items()))
+
+
+def safe_encode(digest: bytes, length: int) -> str:
+    """``length`` characters of Kubernetes' safe alphabet derived from ``digest``."""
+    number = int.from_bytes(digest, "big")
+    out = []
+    for _ in range(length):
+        number, rem = divmod(number, len(SAFE_ALPHABET))
+        out.append(SAFE_ALPHABET[rem])
+    return "".join(out)
+
+
+def template_hash(template: Any) -> str:
+    """The 10-character ``pod-template-hash`` of a pod template (content-derived, stable)."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return safe_encode(hashlib.sha256(canonical.encode()).digest(), 10)
+
+
+def pod_suffix(deployment: str, tmpl_hash: str, index: int) -> str:
+    """The 5-character random-looking suffix of replica ``index`` (deterministic)."""
+    return safe_encode(hashlib.sha256(f"{deployment}/{tmpl_hash}/{index}".encode()).digest(), 5)
+
+
+def _containers(spec: PodSpecModel) -> tuple[Container, ...]:
+    return tuple(
+        Container(
+            name=c.name,
+            image=c.image,
+            command=tuple(c.command or ()),
+            args=tuple(c.args or ()),
+            ports=tuple(ContainerPort(p.name, p.container_port, p.protocol.upper()) for p in c.ports or ()),
+        )
+        for c in spec.containers
+    )
+
+
+def make_namespace(
+    name: str, labels: dict[str, str] | None = None, *, declared: bool = True, source: Source = _NO_SOURCE
+) -> Namespace:
+    """A Namespace with the ``kubernetes.io/metadata.name`` label the API server always sets."""
+    merged = dict(labels or {})
+    merged[NAMESPACE_NAME_LABEL] = name
+    return Namespace(name, _pairs(merged), declared, source)
+
+
+def pod_from(model: PodModel, source: Source) -> Pod:
+    meta = model.metadata
+    return Pod(
+        name=meta.name or meta.generate_name or "",
+        namespace=meta.namespace or DEFAULT_NAMESPACE,
+        labels=_pairs(meta.labels),
+        annotations=_pairs(meta.annotations),
+        service_account=model.spec.service_account_name,
+        containers=_containers(model.spec),
+        pod_ip=model.status.pod_ip if model.status else None,
+        node_name=model.spec.node_name,
+        source=source,
+    )
+
+
+def deployment_from(model: DeploymentModel, raw_template: Any, source: Source) -> Deployment:
+    """A Deployment and its ``replicas`` pods, named ``<name>-<hash>-<suffix>`` like Kubernetes."""
+    name = model.metadata.name or ""
+    namespace = model.metadata.namespace or DEFAULT_NAMESPACE
+    tmpl = model.spec.template
+    h = template_hash(raw_template)
+    labels = dict(tmpl.metadata.labels or {})
+    labels[POD_TEMPLATE_HASH_LABEL] = h
+    pods = tuple(
+        Pod(
+            name=f"{name}-{h}-{pod_suffix(name, h, i)}",
+            namespace=namespace,
+            labels=_pairs(labels),
+            annotations=_pairs(tmpl.metadata.annotations),
+            service_account=tmpl.spec.service_account_name,
+            containers=_containers(tmpl.spec),
+            node_name=tmpl.spec.node_name,
+            owner=f"Deployment/{name}",
+            source=source,
+        )
+        for i in range(model.spec.replicas)
+    )
+    return Deployment(name, namespace, model.spec.replicas, h, pods, source)
+
+
+def service_from(model: ServiceModel, source: Source) -> Service:
+    spec = model.spec
+    return Service(
+        name=model.metadata.name or "",
+        namespace=model.metadata.namespace or DEFAULT_NAMESPACE,
+        selector=_pairs(spec.selector) if spec.selector is not None else None,
+        ports=tuple(ServicePort(p.name, p.port, p.target_port, p.protocol.upper()) for p in spec.ports or ()),
+        cluster_ip=spec.cluster_ip,
+        source=source,
+    )
+
+
+def endpoints_from(model: EndpointsModel, source: Source) -> ServiceEndpoints:
+    addrs: list[str] = []
+    ports: list[ServicePort] = []
+    for subset in model.subsets or ():
+        addrs.extend(a.ip for a in subset.addresses or ())
+        ports.extend(ServicePort(p.name, p.port or 0, None, p.protocol.upper()) for p in subset.ports or ())
+    return ServiceEndpoints(
+        model.metadata.name or "",
+        model.metadata.namespace or DEFAULT_NAMESPACE,
+        tuple(addrs),
+        tuple(dict.fromkeys(ports)),
+        source,
+    )
+
+
+def endpoint_slice_from(model: EndpointSliceModel, source: Source) -> ServiceEndpoints:
+    labels = model.metadata.labels or {}
+    service = labels.get("kubernetes.io/service-name", model.metadata.name or "")
+    addrs = [a for e in model.endpoints or () for a in e.addresses]
+    ports = [ServicePort(p.name, p.port or 0, None, p.protocol.upper()) for p in model.ports or ()]
+    return ServiceEndpoints(
+        service, model.metadata.namespace or DEFAULT_NAMESPACE, tuple(addrs), tuple(ports), source
+    )
+
+
+def policy_from(model: api.CiliumNetworkPolicy | api.NetworkPolicy, source: Source) -> Policy:
+    namespace = model.metadata.namespace or ""
+    if model.kind != CCNP and not namespace:
+        namespace = DEFAULT_NAMESPACE
+    if model.kind == CCNP:
+        namespace = ""
+    return Policy(model.kind, model.metadata.name or "", namespace, model, source)
+
+
+# The lenient models by kind, with the apiVersions Kubernetes serves them under.
+OBJECT_MODELS: dict[str, tuple[type[Lenient], tuple[str, ...]]] = {
+    "Namespace": (NamespaceModel, ("v1",)),
+    "Pod": (PodModel, ("v1",)),
+    "Deployment": (DeploymentModel, ("apps/v1",)),
+    "Service": (ServiceModel, ("v1",)),
+    "Endpoints": (EndpointsModel, ("v1",)),
+    "EndpointSlice": (EndpointSliceModel, ("discovery.k8s.io/v1",)),
+    "ServiceAccount": (ServiceAccountModel, ("v1",)),
+}
