@@ -1,0 +1,170 @@
+"""The node agent process: reconcile loop over a store watch, REST API, flow reader.
+
+``run(cfg)`` runs in the foreground until SIGTERM/SIGINT. Stopping the agent never removes pods or
+kernel state: the programs stay attached and the maps pinned, so enforcement continues, and the
+next agent adopts everything (``cilia down`` is what tears the node down, see
+:mod:`cilia.agent.node`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from typing import Any
+
+from cilia.agent.api import APIServer
+from cilia.agent.config import AgentConfig
+from cilia.agent.endpoints import EndpointTable
+from cilia.agent.events import EventLog
+from cilia.agent.flows import FlowRing
+from cilia.agent.interfaces import NodeDatapath, PodRuntime
+from cilia.agent.reconcile import Reconciler
+from cilia.store import Store
+
+log = logging.getLogger("cilia.agent")
+
+
+class Agent:
+    """One node's agent; also the :class:`cilia.agent.api.AgentView` the REST API serves."""
+
+    def __init__(self, cfg: AgentConfig, store: Store, runtime: PodRuntime, datapath: NodeDatapath,
+                 gateway: str) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.runtime = runtime
+        self.datapath = datapath
+        self.events = EventLog(cfg.state_dir / "events.jsonl")
+        self.flow_ring = FlowRing()
+        self.reconciler = Reconciler(
+            store, runtime, datapath,
+            endpoints=EndpointTable(cfg.endpoints_path), events=self.events, gateway=gateway,
+            cluster=cfg.cluster, enforcement_mode=cfg.enforcement_mode, allow_localhost=cfg.allow_localhost,
+        )  # fmt: skip
+        self._lock = threading.RLock()  # the reconciler's state: the loop writes, the API reads
+        self._cond = threading.Condition()
+        self._processed = 0
+        self._caught_up = False
+        self._ready = False
+        self._stop = threading.Event()
+        self.started = time.time()
+        self.last_error = ""
+
+    # ------------------------------------------------------------------ loop
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Recover, then reconcile every store change until :meth:`stop`."""
+        with self._lock:
+            rev = self.reconciler.start()
+        self._advance(rev)
+        self._ready = True
+        log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
+        with self.store.watch(rev + 1) as watch:
+            while not self._stop.is_set():
+                ev = watch.get(timeout=0.2)
+                batch = ([ev] if ev is not None else []) + watch.drain()
+                if batch:
+                    with self._lock:
+                        try:
+                            self.reconciler.handle(batch)
+                            self.last_error = ""
+                        except Exception as e:  # keep the node running; the error is visible in status
+                            self.last_error = f"{type(e).__name__}: {e}"
+                            log.exception("reconcile failed")
+                self._advance(watch.next_revision - 1)
+
+    def _advance(self, revision: int) -> None:
+        with self._cond:
+            self._processed = max(self._processed, revision)
+            self._caught_up = self._processed >= self.store.revision
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ AgentView
+
+    def wait_revision(self, revision: int, timeout: float) -> int:
+        """Wait until every store change up to ``revision`` and the agent's own follow-up writes
+        (pods of a Deployment, identities) are reconciled."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._processed >= revision and self._caught_up):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(min(left, 0.1))
+            return self._processed
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "ready": self._ready,
+                "pid": os.getpid(),
+                "revision": self._processed,
+                "caught_up": self._caught_up,
+                "endpoints": len(self.reconciler.endpoints),
+                "identities": len(self.reconciler.allocator.identities()),
+                "policies": len(self.reconciler.desired.policies),
+                "state_dir": str(self.cfg.state_dir),
+                "datapath": self.cfg.datapath,
+                "enforcement_mode": self.cfg.enforcement_mode,
+                "uptime_s": round(time.time() - self.started, 1),
+                "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "last_error": self.last_error,
+            }
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for ep in self.reconciler.endpoints:
+                data = ep.to_json()
+                data["enforcement"] = self.reconciler.policy.enforcement(ep.identity)
+                data["policy_entries"] = len(self.reconciler.applied.get(ep.id, {}))
+                out.append(data)
+            return out
+
+    def identities(self) -> list[dict[str, Any]]:
+        with self._lock:
+            used: dict[int, list[str]] = {}
+            for ep in self.reconciler.endpoints:
+                used.setdefault(ep.identity, []).append(str(ep.pod))
+            return [
+                {"id": n, "labels": labels.strings(), "endpoints": sorted(used.get(n, []))}
+                for n, labels in sorted(self.reconciler.allocator.identities().items())
+            ]
+
+    def flows(self, since: int, limit: int) -> dict[str, Any]:
+        return self.flow_ring.snapshot(since, limit)
+
+
+def run(cfg: AgentConfig) -> int:
+    """Run the agent in the foreground (``cilia agent``); returns the exit code."""
+    from cilia.agent.node import open_node
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    node = open_node(cfg)
+    agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    server = APIServer(cfg.socket_path, agent)
+    cfg.pid_path.write_text(f"{os.getpid()}\n")
+    server.start()
+    node.start_flows(agent)
+    try:
+        agent.run()
+    finally:
+        server.close()
+        node.close()
+        try:
+            if cfg.pid_path.read_text().strip() == str(os.getpid()):
+                cfg.pid_path.unlink()
+        except FileNotFoundError:
+            pass
+        log.info("agent stopped (node state kept; `cilia down` removes it)")
+    return 0

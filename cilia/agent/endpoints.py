@@ -1,0 +1,119 @@
+"""The endpoint table: one endpoint per local pod (numeric id, address, interfaces, identity).
+
+Persisted as JSON in the state directory on every change, so a restarted agent adopts the pods that
+still exist (same endpoint ids, same addresses) instead of recreating them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cilia.agent.desired import PodKey
+
+MAX_ENDPOINT_ID = 0xFFFF
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod as the datapath knows it. ``identity`` 0 means not yet identified."""
+
+    id: int
+    pod: PodKey
+    ip: str
+    ifindex: int
+    host_ifname: str
+    netns: str
+    identity: int = 0
+    labels: tuple[str, ...] = ()  # identity labels, ``source:key=value``
+    state: str = "ready"  # creating | ready | failed
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pod"] = str(self.pod)
+        data["labels"] = list(self.labels)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Endpoint:
+        ns, _, name = str(data["pod"]).partition("/")
+        return cls(
+            id=int(data["id"]), pod=PodKey(ns, name), ip=str(data["ip"]), ifindex=int(data["ifindex"]),
+            host_ifname=str(data["host_ifname"]), netns=str(data["netns"]),
+            identity=int(data.get("identity", 0)), labels=tuple(data.get("labels", ())),
+            state=str(data.get("state", "ready")),
+        )  # fmt: skip
+
+
+class EndpointTableFullError(RuntimeError):
+    """Every endpoint id is taken."""
+
+
+class EndpointTable:
+    """Endpoints by id and by pod, with smallest-free id allocation and optional persistence."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._by_id: dict[int, Endpoint] = {}
+        self._by_pod: dict[PodKey, int] = {}
+        if path is not None and path.exists():
+            for item in json.loads(path.read_text() or "[]"):
+                ep = Endpoint.from_json(item)
+                self._by_id[ep.id] = ep
+                self._by_pod[ep.pod] = ep.id
+
+    def __iter__(self) -> Iterator[Endpoint]:
+        return iter(sorted(self._by_id.values(), key=lambda e: e.id))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, pod: PodKey) -> Endpoint | None:
+        eid = self._by_pod.get(pod)
+        return self._by_id.get(eid) if eid is not None else None
+
+    def by_id(self, eid: int) -> Endpoint | None:
+        return self._by_id.get(eid)
+
+    def by_ip(self) -> dict[str, Endpoint]:
+        return {e.ip: e for e in self._by_id.values()}
+
+    def new_id(self) -> int:
+        for eid in range(1, MAX_ENDPOINT_ID + 1):
+            if eid not in self._by_id:
+                return eid
+        raise EndpointTableFullError(f"all {MAX_ENDPOINT_ID} endpoint ids are in use")
+
+    def put(self, ep: Endpoint) -> None:
+        old = self._by_pod.get(ep.pod)
+        if old is not None and old != ep.id:
+            self._by_id.pop(old, None)
+        self._by_id[ep.id] = ep
+        self._by_pod[ep.pod] = ep.id
+        self.save()
+
+    def update(self, pod: PodKey, **changes: Any) -> Endpoint:
+        ep = self.get(pod)
+        if ep is None:
+            raise KeyError(str(pod))
+        new = replace(ep, **changes)
+        self.put(new)
+        return new
+
+    def remove(self, pod: PodKey) -> Endpoint | None:
+        eid = self._by_pod.pop(pod, None)
+        ep = self._by_id.pop(eid, None) if eid is not None else None
+        self.save()
+        return ep
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([e.to_json() for e in self], indent=1, sort_keys=True))
+        os.replace(tmp, self.path)

@@ -1,0 +1,323 @@
+"""The node's reconcile loop, as a chain of small steps (Felix's calculator graph):
+
+    store events ─► desired state ─► Deployment controller (pod objects back into the store)
+                                  ─► identities (pod labels → allocator)
+                                  ─► policy (rules + identities → MapState per identity)
+                                  ─► endpoints (pods ↔ runtime; datapath attach before address)
+                                  ─► datapath (MapState diffs per endpoint; ipcache pod IP → identity)
+
+Each batch of store events is folded into the desired state, then the steps run in an order that
+never opens traffic both the old and the new state deny: peers learn a new identity before any
+packet carries it; a pod's identity moves in the datapath before its old identity is released.
+:meth:`Reconciler.start` reconciles against what already exists (restart recovery: pods found on
+the system are adopted, not recreated).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from cilia.agent.desired import (
+    DesiredState,
+    ObjectError,
+    PodKey,
+    PolicyKey,
+    deployment_ops,
+)
+from cilia.agent.endpoints import Endpoint, EndpointTable
+from cilia.agent.events import EventLog
+from cilia.agent.interfaces import MapState, NodeDatapath, PodRuntime, RuntimePod
+from cilia.agent.policystate import PolicyState
+from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
+from cilia.identity.labels import Labels
+from cilia.identity.podlabels import pod_identity_labels
+from cilia.identity.reserved import ReservedIdentity
+from cilia.k8s.objects import Pod
+from cilia.store import Event, EventType, Kind, Put, Record, Store, StoreError
+from cilia.store import identities as stored_ids
+
+log = logging.getLogger("cilia.agent")
+
+HOST_PREFIX_LEN = 32
+
+
+class Reconciler:
+    """Keeps one node's pods, identities and kernel maps equal to the store's desired state."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: PodRuntime,
+        datapath: NodeDatapath,
+        *,
+        endpoints: EndpointTable | None = None,
+        events: EventLog | None = None,
+        gateway: str = "198.18.0.1",
+        cluster: str = "default",
+        enforcement_mode: str = "default",
+        allow_localhost: str = "always",
+    ) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.datapath = datapath
+        self.endpoints = endpoints if endpoints is not None else EndpointTable()
+        self.events = events
+        self.gateway = gateway
+        self.cluster = cluster
+        self.desired = DesiredState()
+        self.allocator = LocalAllocator()
+        self.policy = PolicyState(enforcement_mode=enforcement_mode, allow_localhost=allow_localhost)
+        self.allocator.subscribe(self._on_identity, replay=True)
+        self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
+        self.revision = 0  # store revision reconciled so far
+
+    # ------------------------------------------------------------------ identities
+
+    def _on_identity(self, ev: IdentityEvent) -> None:
+        if ev.kind is EventKind.ADDED:
+            self.policy.add_identity(ev.identity, ev.labels)
+            if ev.identity > max(ReservedIdentity):
+                self._persist_identity(ev.identity, ev.labels)
+        else:
+            self.policy.remove_identity(ev.identity)
+            if ev.identity > max(ReservedIdentity):
+                self._forget_identity(ev.identity, ev.labels)
+
+    def _persist_identity(self, n: int, labels: Labels) -> None:
+        value = {"id": n, "labels": labels.strings()}
+        ops = [Put(stored_ids.id_key(n), value), Put(stored_ids.labels_key(labels.strings()), value)]
+        self.store.txn(ops)
+
+    def _forget_identity(self, n: int, labels: Labels) -> None:
+        from cilia.store import Delete
+
+        self.store.txn(
+            [Delete(stored_ids.id_key(n), True), Delete(stored_ids.labels_key(labels.strings()), True)]
+        )
+
+    def identity_labels(self, pod: Pod) -> Labels:
+        return pod_identity_labels(
+            pod.label_map, pod.namespace, self.desired.namespace_labels(pod.namespace),
+            pod.service_account or "", self.cluster,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ start / recovery
+
+    def start(self) -> int:
+        """Build state from a store snapshot, adopt what exists on the node, and bring the
+        datapath fully in sync. Returns the revision to watch from (exclusive)."""
+        snap = self.store.snapshot()
+        restored: dict[int, Labels] = {}
+        for rec in snap.records:
+            if rec.key.kind is Kind.IDENTITIES:
+                restored[int(rec.value["id"])] = Labels.parse(rec.value["labels"])
+            else:
+                self._fold(_as_event(rec, snap.revision))
+        self.allocator.restore(restored)
+        for key, pol in sorted(self.desired.policies.items()):
+            self._set_policy(key, pol)
+
+        existing = self.runtime.existing()
+        adopted: dict[PodKey, tuple[RuntimePod, Labels, int]] = {}
+        for pk, rpod in sorted(existing.items()):
+            pod = self.desired.pods.get(pk)
+            if pod is None:
+                self._emit("Normal", "Removed", f"Pod/{pk}", "pod no longer desired; deleted on restart")
+                self.runtime.delete(pk)
+                continue
+            labels = self.identity_labels(pod)
+            adopted[pk] = (rpod, labels, self.allocator.allocate(labels))
+        # The restored references were only placeholders: drop them so unused identities go.
+        for labels in restored.values():
+            self.allocator.release(labels)
+        for ep in list(self.endpoints):
+            if ep.pod not in adopted:
+                self.endpoints.remove(ep.pod)
+        for pk, (rpod, labels, ident) in adopted.items():
+            old = self.endpoints.get(pk)
+            eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
+            ep = Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
+                          tuple(labels.strings()))
+            self.endpoints.put(ep)
+            self.datapath.attach(rpod.ifindex, eid, ident)
+            self.applied[eid] = self.datapath.policy(eid)
+        self._sync_ipcache()
+        self.policy.take_affected()
+        self._sync_policies(None)
+        self.revision = snap.revision
+        self._converge_pods()
+        return snap.revision
+
+    # ------------------------------------------------------------------ event batches
+
+    def handle(self, events: Iterable[Event]) -> None:
+        """Fold a batch of store events in and reconcile everything they touch."""
+        touched_pods: set[PodKey] = set()
+        relabel_all_in: set[str] = set()
+        last = self.revision
+        for ev in events:
+            last = max(last, ev.revision)
+            what = self._fold(ev)
+            if what is None:
+                continue
+            kind, key = what
+            if kind == "pod":
+                touched_pods.add(key)
+            elif kind == "namespace":
+                relabel_all_in.add(key)
+            elif kind == "policy":
+                pol = self.desired.policies.get(key)
+                if pol is None:
+                    self.policy.delete_policy(key)
+                    self._emit("Normal", "PolicyDeleted", str(key), "policy removed from the node")
+                else:
+                    self._set_policy(key, pol)
+        for pk in self.desired.pods:
+            if pk.namespace in relabel_all_in:
+                touched_pods.add(pk)
+        self._converge_pods(touched_pods)
+        self._sync_policies(self.policy.take_affected())
+        self.revision = last
+
+    def _fold(self, ev: Event) -> tuple[str, Any] | None:
+        try:
+            return self.desired.apply(ev)
+        except ObjectError as e:
+            self._emit("Warning", "InvalidObject", str(ev.key), str(e))
+            return None
+
+    def _set_policy(self, key: PolicyKey, pol: Any) -> None:
+        try:
+            self.policy.set_policy(key, pol)
+        except Exception as e:  # a policy cilia cannot translate must not stop the node
+            self._emit("Warning", "PolicyFailed", str(key), f"{type(e).__name__}: {e}")
+            log.exception("policy %s", key)
+            return
+        self._emit("Normal", "PolicyApplied", str(key), "policy translated and applied")
+
+    # ------------------------------------------------------------------ pods ↔ endpoints
+
+    def _converge_pods(self, touched: set[PodKey] | None = None) -> None:
+        ops = deployment_ops(self.desired, self.store.revision)
+        if ops:
+            try:
+                self.store.txn(ops)  # the new pod objects come back as events
+            except StoreError as e:
+                self._emit("Warning", "ControllerFailed", "Deployment", str(e))
+        keys = set(self.desired.pods) | {e.pod for e in self.endpoints}
+        if touched is not None:
+            keys &= touched | {k for k in self.desired.pods if self.endpoints.get(k) is None}
+        releases: list[Labels] = []
+        for pk in sorted(keys):
+            pod = self.desired.pods.get(pk)
+            ep = self.endpoints.get(pk)
+            if pod is None and ep is not None:
+                releases.append(self._delete_endpoint(ep))
+            elif pod is not None and ep is None:
+                self._create_endpoint(pk, pod)
+            elif pod is not None and ep is not None:
+                old = self._relabel(ep, pod)
+                if old is not None:
+                    releases.append(old)
+        if releases:
+            self._sync_policies(self.policy.take_affected())
+            for labels in releases:
+                self.allocator.release(labels)
+
+    def _create_endpoint(self, pk: PodKey, pod: Pod) -> None:
+        labels = self.identity_labels(pod)
+        ident = self.allocator.allocate(labels)
+        # Peers learn the new identity before the pod exists.
+        self._sync_policies(self.policy.take_affected())
+        eid = self.endpoints.new_id()
+        ms = self.policy.mapstate(ident, pod)
+
+        def before_address(rpod: RuntimePod) -> None:
+            self.datapath.attach(rpod.ifindex, eid, ident)
+            self.datapath.set_policy(eid, ms)
+            self.datapath.upsert_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}", ident)
+
+        try:
+            rpod = self.runtime.create(self.desired.raw_pods[pk], before_address)
+        except Exception as e:
+            self.allocator.release(labels)
+            self._emit("Warning", "FailedCreatePod", f"Pod/{pk}", f"{type(e).__name__}: {e}")
+            log.exception("create pod %s", pk)
+            return
+        self.applied[eid] = ms
+        self.endpoints.put(Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
+                                    tuple(labels.strings())))
+        self._emit("Normal", "Started", f"Pod/{pk}", f"endpoint {eid}, {rpod.ip}, identity {ident}")
+
+    def _relabel(self, ep: Endpoint, pod: Pod) -> Labels | None:
+        """Move the endpoint to the identity of its current labels; the old labels to release."""
+        labels = self.identity_labels(pod)
+        if tuple(labels.strings()) == ep.labels:
+            return None
+        ident = self.allocator.allocate(labels)
+        self._sync_policies(self.policy.take_affected())  # peers learn the new identity first
+        new_ms = self.policy.mapstate(ident, pod)
+        old_ms = self.applied.get(ep.id, {})
+        self.datapath.apply_diff(ep.id, old_ms, new_ms)
+        self.datapath.set_identity(ep.ifindex, ep.id, ident)
+        self.datapath.upsert_ipcache(f"{ep.ip}/{HOST_PREFIX_LEN}", ident)
+        self.applied[ep.id] = new_ms
+        old_labels = Labels.parse(ep.labels)
+        self.endpoints.update(ep.pod, identity=ident, labels=tuple(labels.strings()))
+        self._emit("Normal", "Relabelled", f"Pod/{ep.pod}", f"identity {ep.identity} → {ident}")
+        return old_labels
+
+    def _delete_endpoint(self, ep: Endpoint) -> Labels:
+        self.datapath.delete_ipcache(f"{ep.ip}/{HOST_PREFIX_LEN}")
+        try:
+            self.runtime.delete(ep.pod)
+        finally:
+            self.datapath.detach(ep.ifindex, ep.id)
+            self.applied.pop(ep.id, None)
+            self.endpoints.remove(ep.pod)
+        self._emit("Normal", "Killing", f"Pod/{ep.pod}", f"endpoint {ep.id} removed")
+        return Labels.parse(ep.labels)
+
+    # ------------------------------------------------------------------ datapath sync
+
+    def _sync_policies(self, identities: set[int] | None) -> None:
+        """Bring each endpoint whose identity's policy may have changed (None: all) in sync."""
+        for ep in list(self.endpoints):
+            if identities is not None and ep.identity not in identities:
+                continue
+            pod = self.desired.pods.get(ep.pod)
+            if pod is None:
+                continue
+            new = self.policy.mapstate(ep.identity, pod)
+            old = self.applied.get(ep.id)
+            if old == new:
+                continue
+            if old is None:
+                self.datapath.set_policy(ep.id, new)
+            else:
+                self.datapath.apply_diff(ep.id, old, new)
+            self.applied[ep.id] = new
+
+    def _sync_ipcache(self) -> None:
+        want = {f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints}
+        want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
+        have = self.datapath.ipcache()
+        for prefix, ident in want.items():
+            if have.get(prefix) != ident:
+                self.datapath.upsert_ipcache(prefix, ident)
+        for prefix in have:
+            if prefix not in want:
+                self.datapath.delete_ipcache(prefix)
+
+    # ------------------------------------------------------------------ misc
+
+    def _emit(self, type_: str, reason: str, involved: str, message: str) -> None:
+        log.info("%s %s %s: %s", type_, reason, involved, message)
+        if self.events is not None:
+            self.events.emit(type_, reason, involved, message)
+
+
+def _as_event(rec: Record, revision: int) -> Event:
+    return Event(EventType.PUT, rec.key, rec.value, revision)

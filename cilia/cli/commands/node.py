@@ -1,0 +1,161 @@
+"""``cilia agent`` / ``up`` / ``down`` / ``status``: the local node's lifecycle.
+
+Also holds the small helpers the other node verbs share (state/run dir options, the agent client,
+waiting for the agent to reconcile a write).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
+from cilia.agent.config import AgentConfig, ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Node state directory (default /var/lib/cilia, env CILIA_STATE_DIR).",
+                 show_default=False),
+]
+RunDirOpt = Annotated[
+    Path | None,
+    typer.Option("--run-dir", help="Socket/pid directory (default /run/cilia, env CILIA_RUN_DIR).",
+                 show_default=False),
+]
+
+
+def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) -> AgentConfig:
+    try:
+        return AgentConfig.resolve(state_dir, run_dir, **overrides)
+    except ConfigError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def agent_client(cfg: AgentConfig) -> AgentClient:
+    return AgentClient(cfg.socket_path)
+
+
+def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 30.0, quiet: bool = False) -> bool:
+    """Wait until the running agent has reconciled ``revision``; False (with a note) if no agent."""
+    try:
+        reached = agent_client(cfg).wait_revision(revision, timeout)
+    except (AgentUnavailable, AgentAPIError) as e:
+        if not quiet:
+            err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
+        return False
+    if reached < revision and not quiet:
+        err_console.print(f"[yellow]note:[/yellow] the agent has not caught up (at {reached} of {revision})")
+    return reached >= revision
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("agent")
+    def agent_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        node_index: Annotated[int, typer.Option(help="This node's index: pods get 198.18.<16·i>.0/20.")] = 0,
+        enforcement_mode: Annotated[str, typer.Option(help="default | always | never")] = "default",
+        allow_localhost: Annotated[str, typer.Option(help="always | policy")] = "always",
+        datapath: Annotated[str, typer.Option(help="bpf (kernel) | sim (no kernel, no pods' netns)")] = "bpf",
+    ) -> None:
+        """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
+        from cilia.agent import daemon
+
+        cfg = node_config(state_dir, run_dir, node_index=node_index, enforcement_mode=enforcement_mode,
+                          allow_localhost=allow_localhost, datapath=datapath)
+        raise typer.Exit(daemon.run(cfg))
+
+    @app.command("up")
+    def up_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        node_index: Annotated[int, typer.Option(help="This node's index: pods get 198.18.<16·i>.0/20.")] = 0,
+        enforcement_mode: Annotated[str, typer.Option(help="default | always | never")] = "default",
+        allow_localhost: Annotated[str, typer.Option(help="always | policy")] = "always",
+        datapath: Annotated[str, typer.Option(help="bpf | sim")] = "bpf",
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    ) -> None:
+        """Start the local node: the agent in the background; waits until it is ready."""
+        from cilia.agent import process
+
+        cfg = node_config(state_dir, run_dir, node_index=node_index, enforcement_mode=enforcement_mode,
+                          allow_localhost=allow_localhost, datapath=datapath)
+        already = process.read_pid(cfg)
+        try:
+            pid = process.start_background(cfg)
+        except process.AgentStartError as e:
+            raise fail(str(e)) from e
+        status = agent_client(cfg).status()
+        if output == "json":
+            print(json.dumps({"pid": pid, "log": str(cfg.log_path), "socket": str(cfg.socket_path),
+                              "already_running": already is not None, "status": status}, sort_keys=True))
+            return
+        verb = "already running" if already else "started"
+        console.print(f"cilia node {verb}: agent pid {pid}, {status['endpoints']} endpoints")
+        console.print(f"  logs:   {cfg.log_path}")
+        console.print(f"  socket: {cfg.socket_path}")
+        console.print(f"  state:  {cfg.state_dir}")
+
+    @app.command("down")
+    def down_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        purge: Annotated[bool, typer.Option(help="Also delete the desired state (store), events.")] = False,
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    ) -> None:
+        """Stop the agent and remove every pod, link, pin, socket and process cilia created."""
+        from cilia.agent import node, process
+
+        cfg = node_config(state_dir, run_dir)
+        pid = process.stop(cfg)
+        report = node.teardown(cfg, purge=purge)
+        if output == "json":
+            print(json.dumps({"stopped_pid": pid, **report.to_json()}, sort_keys=True))
+        else:
+            if pid:
+                console.print(f"stopped agent pid {pid}")
+            for line in report.removed:
+                console.print(f"  removed {line}")
+            if report.leftovers:
+                err_console.print("[red]left behind:[/red]")
+                for line in report.leftovers:
+                    err_console.print(f"  {line}")
+            else:
+                console.print("node is down; nothing left behind")
+        if report.leftovers:
+            raise typer.Exit(1)
+
+    @app.command("status")
+    def status_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    ) -> None:
+        """Show whether the node agent runs, and what it manages."""
+        cfg = node_config(state_dir, run_dir)
+        try:
+            status = agent_client(cfg).status()
+        except (AgentUnavailable, AgentAPIError) as e:
+            if output == "json":
+                print(json.dumps({"ready": False, "error": str(e)}))
+            else:
+                err_console.print(str(e))
+            raise typer.Exit(1) from e
+        if output == "json":
+            print(json.dumps(status, sort_keys=True))
+            return
+        for k in sorted(status):
+            console.print(f"{k:>16}: {status[k]}")
