@@ -28,7 +28,9 @@ POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 SECTIONS = ("ingress", "ingressDeny", "egress", "egressDeny")
 _WHY_DENY = {
     "egressDeny": 'cilia fix: "deny" is not a Cilium field; deny rules with to… peers belong in egressDeny',
-    "ingressDeny": 'cilia fix: "deny" is not a Cilium field; deny rules with from… peers belong in ingressDeny',
+    "ingressDeny": (
+        'cilia fix: "deny" is not a Cilium field; deny rules with from… peers belong in ingressDeny'
+    ),
 }
 _WHY_DEFAULT = (
     "cilia fix: a deny-only {d} section would put the selected pods into default deny for all {d};\n"
@@ -198,14 +200,13 @@ def deny_hint(node: Any, rule_path: FieldPath, *, has_sections: bool) -> str:
     name = format_path(rule_path)
     snippet = dump(CommentedMap([(rule_path[-1] if isinstance(rule_path[-1], str) else "spec", fixed)]))
     fate = (
-        "its deny rules are silently lost and only the other sections are enforced"
+        "its deny rules are silently lost;\nonly the other sections are enforced"
         if has_sections
-        else "the rule has no section left, which Cilium 1.18 rejects (VALID=False), so nothing is denied"
+        else "the rule has no section left,\nwhich Cilium 1.18 rejects (VALID=False): nothing is denied"
     )
     return (
-        f'Cilium has no "deny" field: deny rules are egressDeny (to… peers) or ingressDeny (from… peers).\n'
-        f"kubectl apply (strict field validation) refuses this object; a client that does not validate\n"
+        'Cilium has no "deny" field: deny rules are egressDeny (to… peers) or ingressDeny (from… peers).\n'
+        "kubectl apply (strict field validation) refuses this object. A client that does not validate\n"
         f"strictly lets the API server prune the field, and then {fate}.\n"
-        f"Corrected {name} (cilia validate --fix):\n"
-        + "\n".join("  " + ln for ln in snippet.rstrip().splitlines())
+        f"Corrected {name} (cilia validate --fix):\n" + "\n".join("  " + ln for ln in snippet.rstrip().splitlines())
     )

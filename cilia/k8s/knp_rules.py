@@ -11,7 +11,6 @@ from cilia.k8s.names import K8S_PROTOCOLS, POLICY_TYPES, k8s_port_name_errors
 from cilia.k8s.netaddr import parse_prefix
 from cilia.k8s.source import FieldPath
 
-
 _CIDR_MSG = "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"
 
 

@@ -1,0 +1,103 @@
+"""``cilia validate``: check manifests as kubectl (strict) and Cilium 1.18 would, and fix the
+tutorial's ``deny:`` mistake. A thin face over :mod:`cilia.k8s.validate` and :mod:`cilia.k8s.fix`.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from cilia.cli.render import plural, print_errors, print_json, print_warnings
+from cilia.k8s.errors import Error, ValidationReport
+from cilia.k8s.fix import fix_paths
+from cilia.k8s.loader import LoadResult, load_text
+from cilia.k8s.validate import validate_paths, validate_result
+
+EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def exit_code(report: ValidationReport) -> int:
+    """0 valid, 1 invalid, 2 some input could not be read."""
+    if report.unreadable:
+        return EXIT_BAD_INPUT
+    return EXIT_VALID if report.valid else EXIT_INVALID
+
+
+def summary(report: ValidationReport) -> str:
+    """The final line of the text output."""
+    head = f"{plural(len(report.files), 'file')}, {plural(report.objects, 'object')}"
+    if report.valid:
+        return f"{head}: valid"
+    return f"{head}: {plural(len(report.errors), 'error')}"
+
+
+def show_report(report: ValidationReport, output: Output) -> None:
+    """Print a report in the chosen format (warnings go to stderr)."""
+    print_warnings(report.warnings)
+    if output is Output.json:
+        print_json(report.to_dict())
+        return
+    print_errors(report.errors)
+    sys.stdout.write(summary(report) + "\n")
+
+
+def run_fix(paths: list[str], write: bool, output: Output) -> int:
+    """Apply the corrections, print (or write) the result, and validate it."""
+    try:
+        results = fix_paths(list(paths), write=write)
+    except Error as err:
+        print_errors([err], sys.stderr)
+        return EXIT_BAD_INPUT
+    documents, errors, warnings, files = [], [], [], []
+    for res in results:
+        loaded = load_text(res.text, res.file)
+        documents += loaded.documents
+        errors += loaded.errors
+        warnings += loaded.warnings
+        files.append(res.file)
+        if write:
+            for change in res.changes:
+                sys.stderr.write(f"{res.file}: {change.path}: {change.description}\n")
+    if not write:
+        sys.stdout.write("---\n".join(r.text if r.text.endswith("\n") else r.text + "\n" for r in results))
+    report = validate_result(LoadResult(tuple(files), tuple(documents), tuple(errors), tuple(warnings)))
+    if not report.valid:
+        sys.stderr.write("the fixed manifests are still invalid:\n")
+        print_errors(report.errors, sys.stderr)
+    return exit_code(report)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    def validate_cmd(
+        filename: Annotated[
+            list[str],
+            typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
+        ],
+        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        fix: Annotated[
+            bool, typer.Option("--fix", help="Print the corrected manifests (deny: → egressDeny …).")
+        ] = False,
+        write: Annotated[
+            bool, typer.Option("--write", help="With --fix: rewrite the files in place.")
+        ] = False,
+    ) -> None:
+        """Validate policies and objects as kubectl (strict) and Cilium 1.18 would.
+
+        Exit status: 0 valid, 1 invalid, 2 input that could not be read.
+        """
+        if write and not fix:
+            raise typer.BadParameter("--write needs --fix")
+        if fix:
+            raise typer.Exit(run_fix(filename, write, output))
+        report = validate_paths(filename)
+        show_report(report, output)
+        raise typer.Exit(exit_code(report))
