@@ -208,5 +208,9 @@ def deny_hint(node: Any, rule_path: FieldPath, *, has_sections: bool) -> str:
         'Cilium has no "deny" field: deny rules are egressDeny (to… peers) or ingressDeny (from… peers).\n'
         "kubectl apply (strict field validation) refuses this object. A client that does not validate\n"
         f"strictly lets the API server prune the field, and then {fate}.\n"
-        f"Corrected {name} (cilia validate --fix):\n" + "\n".join("  " + ln for ln in snippet.rstrip().splitlines())
+        f"Corrected {name} (cilia validate --fix):\n" + _indent(snippet.rstrip(), "  ")
     )
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
