@@ -1,0 +1,240 @@
+"""The offline cluster: manifests → pods with identities, policy rules, and each identity's policy.
+
+:class:`Analysis` is what trace, connectivity, verify and lint work on. It holds the loaded objects,
+allocates identities exactly as a node would (pod labels §2.3/§2.4, reserved identities, one CIDR
+identity per prefix the policies name §3.3), translates the policies into rules and asks the engine
+for each identity's :class:`SidePolicy` (enforcement, default-deny attribution, MapState lookup).
+No store, no root, no kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import IO
+
+from cilia.analyze import engine_adapter
+from cilia.analyze.flow import EndKind, FlowEnd
+from cilia.analyze.manifests import load_cluster
+from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
+from cilia.identity.allocator import LocalAllocator
+from cilia.identity.cidr import cidr_identity_labels
+from cilia.identity.labels import Labels
+from cilia.identity.podlabels import pod_identity_labels
+from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
+from cilia.k8s import api
+from cilia.k8s.objects import Cluster, Pod
+from cilia.policy.rules import PolicyRule
+from cilia.policy.types import Direction
+
+DEFAULT_SERVICE_ACCOUNT = "default"  # what admission sets when a pod names none
+
+
+class EnforcementMode(StrEnum):
+    DEFAULT = "default"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+class AllowLocalhost(StrEnum):
+    ALWAYS = "always"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Node settings that change verdicts (semantics.md "Choices")."""
+
+    enforcement_mode: EnforcementMode = EnforcementMode.DEFAULT
+    allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS
+
+
+@dataclass(frozen=True)
+class PodEndpoint:
+    """A pod as an endpoint: its identity number and label set."""
+
+    pod: Pod
+    identity: int
+    labels: Labels = field(compare=False)
+
+    @property
+    def name(self) -> str:
+        return f"{self.pod.namespace}/{self.pod.name}"
+
+    @property
+    def deployment(self) -> str:
+        owner = self.pod.owner or ""
+        return owner.removeprefix("Deployment/") if owner.startswith("Deployment/") else ""
+
+
+def policy_prefixes(policies: Iterable[api.CiliumNetworkPolicy | api.NetworkPolicy]) -> list[str]:
+    """Every prefix a policy names (toCIDR, CIDRSet cidr and except, ipBlock): each gets a CIDR
+    identity, as the ipcache would hold it (§3.3)."""
+    out: set[str] = set()
+
+    def add(text: str | None) -> None:
+        if not text:
+            return
+        with contextlib.suppress(ValueError):
+            out.add(str(ipaddress.ip_network(text.strip(), strict=False)))
+
+    for obj in policies:
+        if isinstance(obj, api.NetworkPolicy):
+            spec = obj.spec
+            peers = [
+                *(p for r in (spec.ingress if spec else None) or () for p in r.from_ or ()),
+                *(p for r in (spec.egress if spec else None) or () for p in r.to or ()),
+            ]
+            for peer in peers:
+                if peer.ip_block:
+                    add(peer.ip_block.cidr)
+                    for e in peer.ip_block.except_ or ():
+                        add(e)
+            continue
+        rules = ([obj.spec] if obj.spec else []) + list(obj.specs or ())
+        for rule in rules:
+            entries = [
+                *(rule.ingress or ()),
+                *(rule.ingress_deny or ()),
+                *(rule.egress or ()),
+                *(rule.egress_deny or ()),
+            ]
+            for entry in entries:
+                for text in getattr(entry, "from_cidr", None) or getattr(entry, "to_cidr", None) or ():
+                    add(text)
+                cidr_sets = getattr(entry, "from_cidr_set", None) or getattr(entry, "to_cidr_set", None)
+                for cs in cidr_sets or ():
+                    add(cs.cidr)
+                    for e in cs.except_ or ():
+                        add(e)
+    return sorted(out, key=lambda p: (ipaddress.ip_network(p).version, ipaddress.ip_network(p)))
+
+
+class Analysis:
+    """One loaded cluster, ready for flow questions. Build it with :func:`analyse_paths` or
+    :meth:`from_cluster`."""
+
+    def __init__(self, cluster: Cluster, options: Options = Options(), cluster_name: str = "default") -> None:
+        self.cluster = cluster
+        self.options = options
+        self.cluster_name = cluster_name
+        self.allocator = LocalAllocator()
+        ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
+        endpoints = []
+        for pod in sorted(cluster.pods, key=lambda p: (p.namespace, p.name)):
+            labels = pod_identity_labels(
+                pod.label_map,
+                pod.namespace,
+                ns_labels.get(pod.namespace),
+                pod.service_account or DEFAULT_SERVICE_ACCOUNT,
+                cluster_name,
+            )
+            endpoints.append(PodEndpoint(pod, self.allocator.allocate(labels), labels))
+        self.endpoints: tuple[PodEndpoint, ...] = tuple(endpoints)
+        self.prefixes = policy_prefixes(p.model for p in cluster.policies)
+        self._cidr_ids: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
+        for prefix in self.prefixes:
+            ident = self.allocator.allocate(cidr_identity_labels(prefix))
+            self._cidr_ids.append((ipaddress.ip_network(prefix), ident))
+        # Longest prefix first, for the LPM of external addresses.
+        self._cidr_ids.sort(key=lambda item: -item[0].prefixlen)
+
+    # ------------------------------------------------------------------ identities
+
+    @property
+    def identities(self) -> dict[int, Labels]:
+        return dict(self.allocator.identities())
+
+    def labels_of(self, identity: int) -> Labels:
+        labels = self.allocator.lookup(identity)
+        if labels is None:
+            raise KeyError(identity)
+        return labels
+
+    def external_identity(self, ip: str) -> int:
+        """The identity of an address outside the cluster: the CIDR identity of the longest policy
+        prefix containing it, else world (§3.4)."""
+        addr = ipaddress.ip_address(ip)
+        for net, ident in self._cidr_ids:
+            if addr.version == net.version and addr in net:
+                return ident
+        return int(ReservedIdentity.WORLD)
+
+    @cached_property
+    def rules(self) -> tuple[PolicyRule, ...]:
+        """Every policy translated into engine rules."""
+        return engine_adapter.translate_all(self.cluster, self.cluster_name)
+
+    @cached_property
+    def oracle(self) -> engine_adapter.PolicyOracle:
+        return engine_adapter.PolicyOracle(self)
+
+    def side(self, identity: int, direction: Direction) -> engine_adapter.SidePolicy:
+        """The policy of ``identity`` in ``direction``: enforcement, attribution, lookup."""
+        return self.oracle.side(identity, direction)
+
+    # ------------------------------------------------------------------ peers
+
+    def resolve(self, peer: str | PeerSpec) -> list[FlowEnd]:
+        """The flow ends a PEER argument stands for (several for a Deployment)."""
+        spec = parse_peer(peer) if isinstance(peer, str) else peer
+        if spec.kind is PeerKind.ENTITY:
+            rid = ReservedIdentity[PEER_ENTITIES[spec.name].upper().replace("-", "_")]
+            return [FlowEnd(spec.name, EndKind.ENTITY, int(rid), RESERVED_LABELS[rid])]
+        if spec.kind is PeerKind.IP:
+            for ep in self.endpoints:
+                if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == ipaddress.ip_address(spec.ip):
+                    return [self._pod_end(ep)]
+            ident = self.external_identity(spec.ip)
+            return [FlowEnd(spec.ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=spec.ip)]
+        if spec.kind is PeerKind.DEPLOYMENT:
+            found = [
+                ep
+                for ep in self.endpoints
+                if ep.pod.namespace == spec.namespace and ep.deployment == spec.name
+            ]
+            if not found:
+                known = sorted({f"{d.namespace}/{d.name}" for d in self.cluster.deployments})
+                raise PeerError(
+                    f"no Deployment {spec.namespace}/{spec.name} in the manifests"
+                    + (f" (known: {', '.join(known)})" if known else "")
+                )
+            return [self._pod_end(ep) for ep in found]
+        in_ns = [ep for ep in self.endpoints if ep.pod.namespace == spec.namespace]
+        exact = [ep for ep in in_ns if ep.pod.name == spec.name]
+        matches = exact or [ep for ep in in_ns if ep.pod.name.startswith(spec.name)]
+        if not matches:
+            known = ", ".join(ep.name for ep in in_ns[:8]) or "none"
+            raise PeerError(f"no pod {spec.namespace}/{spec.name} in the manifests (pods there: {known})")
+        if len(matches) > 1:
+            names = ", ".join(ep.name for ep in matches[:8])
+            raise PeerError(
+                f"pod name {spec.namespace}/{spec.name} is ambiguous: {names}; give more of the name, "
+                f"or deployment:{spec.namespace}/NAME for all pods of a Deployment"
+            )
+        return [self._pod_end(matches[0])]
+
+    def _pod_end(self, ep: PodEndpoint) -> FlowEnd:
+        return FlowEnd(
+            ep.name,
+            EndKind.POD,
+            ep.identity,
+            ep.labels,
+            ip=ep.pod.pod_ip or "",
+            namespace=ep.pod.namespace,
+            pod=ep.pod.name,
+        )
+
+
+def analyse_paths(
+    paths: Sequence[str | Path], options: Options = Options(), stdin: IO[bytes] | None = None
+) -> Analysis:
+    """Load and validate manifests and build the :class:`Analysis`
+    (:class:`cilia.analyze.manifests.ManifestInputError` when they are unreadable or invalid)."""
+    _, cluster = load_cluster(paths, stdin)
+    return Analysis(cluster, options)

@@ -1,0 +1,177 @@
+"""``cilia connectivity``: who can reach whom, per port class, computed per identity.
+
+Rows and columns are identity groups (pods with the same identity share every verdict), plus
+``world`` and ``host``. For each port class (:mod:`cilia.analyze.portclasses`) each side of each
+group is summarised as a default verdict plus exceptions for the peer identities its MapState names,
+and the matrix is combined as bitsets (:mod:`cilia.analyze.matrix`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from cilia.analyze.cluster import Analysis, PodEndpoint
+from cilia.analyze.flow import EndKind
+from cilia.analyze.matrix import UNENFORCED, BitMatrix, SideSummary, combine
+from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
+from cilia.identity.reserved import ReservedIdentity
+from cilia.policy.types import Direction
+
+# A peer identity no MapState has an entry for: its lookup gives a side's default verdict.
+NO_SUCH_IDENTITY = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Group:
+    """One row/column: an identity and the pods that have it (none for world and host)."""
+
+    index: int
+    name: str
+    identity: int
+    kind: EndKind
+    pods: tuple[str, ...] = ()
+
+    @property
+    def local(self) -> bool:
+        return self.kind is EndKind.POD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "identity": self.identity,
+            "kind": str(self.kind),
+            "pods": list(self.pods),
+        }
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    groups: tuple[Group, ...]
+    classes: tuple[PortClass, ...]
+    matrices: tuple[BitMatrix, ...]  # one per class, over group indices
+
+    def allowed(self, src: int, dst: int, cls: int) -> bool:
+        return self.matrices[cls].allowed(src, dst)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "port_classes": [{"label": c.label, "protocol": c.proto, "port": c.port} for c in self.classes],
+            "groups": [g.to_dict() for g in self.groups],
+            "allowed": {
+                c.label: {g.name: [self.groups[d].name for d in m.targets(g.index)] for g in self.groups}
+                for c, m in zip(self.classes, self.matrices, strict=True)
+            },
+            "allowed_pairs": {c.label: m.count() for c, m in zip(self.classes, self.matrices, strict=True)},
+        }
+
+
+def _group_name(members: list[PodEndpoint], deployment_sizes: dict[tuple[str, str], int]) -> str:
+    deps = {(m.pod.namespace, m.deployment) for m in members}
+    if len(deps) == 1:
+        ns, dep = next(iter(deps))
+        if dep and deployment_sizes.get((ns, dep)) == len(members):
+            return f"deployment:{ns}/{dep}"
+    names = [m.name for m in members]
+    return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"
+
+
+def groups_of(analysis: Analysis) -> list[Group]:
+    """Identity groups of the pods (ordered by their first pod), then world and host."""
+    by_id: dict[int, list[PodEndpoint]] = defaultdict(list)
+    for ep in analysis.endpoints:
+        by_id[ep.identity].append(ep)
+    sizes: dict[tuple[str, str], int] = defaultdict(int)
+    for ep in analysis.endpoints:
+        if ep.deployment:
+            sizes[(ep.pod.namespace, ep.deployment)] += 1
+    ordered = sorted(by_id.items(), key=lambda item: item[1][0].name)
+    groups = [
+        Group(i, _group_name(members, sizes), ident, EndKind.POD, tuple(m.name for m in members))
+        for i, (ident, members) in enumerate(ordered)
+    ]
+    n = len(groups)
+    groups.append(Group(n, "world", int(ReservedIdentity.WORLD), EndKind.ENTITY))
+    groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), EndKind.ENTITY))
+    return groups
+
+
+def classes_of(analysis: Analysis) -> list[PortClass]:
+    named: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for ep in analysis.endpoints:
+        for cp in ep.pod.ports:
+            if cp.name:
+                from cilia.analyze.peers import parse_proto
+
+                named[cp.name.lower()].add((int(parse_proto(cp.protocol)), cp.container_port))
+    return port_classes(mentioned_ranges(analysis.rules, named))
+
+
+def _summary(
+    analysis: Analysis, group: Group, direction: Direction, cls: PortClass, index: dict[int, list[int]]
+) -> SideSummary:
+    if not group.local:
+        return UNENFORCED
+    side = analysis.side(group.identity, direction)
+    default = side.lookup(NO_SUCH_IDENTITY, cls.proto, cls.port).allowed
+    exceptions: dict[int, bool] = {}
+    for peer in side.peers():
+        for gi in index.get(peer, ()):
+            verdict = side.lookup(peer, cls.proto, cls.port).allowed
+            if verdict != default:
+                exceptions[gi] = verdict
+    return SideSummary(default, exceptions)
+
+
+def connectivity(analysis: Analysis) -> Connectivity:
+    """The full matrix for every port class."""
+    groups = groups_of(analysis)
+    classes = classes_of(analysis)
+    index: dict[int, list[int]] = defaultdict(list)
+    for g in groups:
+        index[g.identity].append(g.index)
+    matrices = []
+    for cls in classes:
+        egress = [_summary(analysis, g, Direction.EGRESS, cls, index) for g in groups]
+        ingress = [_summary(analysis, g, Direction.INGRESS, cls, index) for g in groups]
+        matrices.append(combine(egress, ingress))
+    return Connectivity(tuple(groups), tuple(classes), tuple(matrices))
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render_table(conn: Connectivity) -> str:
+    """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied."""
+    width = len(str(len(conn.groups)))
+    lines = ["groups (pods with the same identity share a row):"]
+    for g in conn.groups:
+        extra = f", pods: {', '.join(g.pods)}" if len(g.pods) > 1 else ""
+        lines.append(f"  [{g.index + 1:>{width}}] {g.name} (identity {g.identity}{extra})")
+    cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
+    head = "from\\to"
+    label_width = max(len(head), width + 2)
+    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+        lines.append("")
+        lines.append(f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed")
+        lines.append(f"  {head:<{label_width}} {cols}")
+        for g in conn.groups:
+            cells = " ".join(f"{'✓' if m.allowed(g.index, d.index) else '✗':>{width}}" for d in conn.groups)
+            lines.append(f"  {f'[{g.index + 1}]':<{label_width}} {cells}")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(conn: Connectivity) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["port_class", "from", "from_identity", "to", "to_identity", "verdict"])
+    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+        for g in conn.groups:
+            for d in conn.groups:
+                verdict = "allow" if m.allowed(g.index, d.index) else "deny"
+                writer.writerow([cls.label, g.name, g.identity, d.name, d.identity, verdict])
+    return out.getvalue()

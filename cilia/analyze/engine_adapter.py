@@ -1,0 +1,149 @@
+"""The bridge from the offline cluster to the one engine: translation, per-identity resolution and the
+datapath lookup. Analysis never decides on its own; every verdict is the engine's MapState looked up
+exactly as the datapath does (:mod:`cilia.datapath.sim`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from cilia.analyze.peers import parse_proto
+from cilia.datapath import sim
+from cilia.k8s.objects import Cluster, Pod
+from cilia.policy.mapstate import MapState
+from cilia.policy.resolve import (
+    EndpointPolicy,
+    EnforcementMode,
+    EngineOptions,
+    NamedPorts,
+    resolve_policy,
+)
+from cilia.policy.rules import PolicyRule
+from cilia.policy.selectorcache import SelectorCache
+from cilia.policy.translate import ServiceInfo, translate, with_service_peers
+from cilia.policy.types import Direction, RuleRef, Verdict
+
+if TYPE_CHECKING:
+    from cilia.analyze.cluster import Analysis
+
+
+def service_infos(cluster: Cluster) -> list[ServiceInfo]:
+    """The Services as toServices sees them (selector-less ones with their endpoint addresses)."""
+    backends: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for ep in cluster.endpoints:
+        backends[(ep.namespace, ep.service)].extend(ep.addresses)
+    return [
+        ServiceInfo(
+            name=s.name,
+            namespace=s.namespace,
+            selector=dict(s.selector) if s.selector else None,
+            backend_ips=tuple(dict.fromkeys(backends.get((s.namespace, s.name), ()))),
+            ports=tuple((p.port, p.protocol) for p in s.ports),
+        )
+        for s in cluster.services
+    ]
+
+
+def translate_all(cluster: Cluster, cluster_name: str = "default") -> tuple[PolicyRule, ...]:
+    """Every policy as engine rules, toServices resolved against the manifests' Services."""
+    services = service_infos(cluster)
+    out: list[PolicyRule] = []
+    for policy in cluster.policies:
+        kwargs = {} if policy.kind == "NetworkPolicy" else {"cluster": cluster_name}
+        for rule in translate(policy.model, **kwargs):
+            if any(e.services for e in rule.entries):
+                entries = tuple(with_service_peers(e, services, rule.namespace) for e in rule.entries)
+                rule = PolicyRule(
+                    rule.ref,
+                    rule.namespace,
+                    rule.subject,
+                    rule.node_selector,
+                    entries,
+                    rule.has_section,
+                    rule.default_deny,
+                    rule.audit,
+                    rule.labels,
+                )
+            out.append(rule)
+    return tuple(out)
+
+
+def _port_key(pod: Pod) -> tuple[tuple[str, int, int], ...]:
+    return tuple(
+        sorted((p.name.lower(), int(parse_proto(p.protocol)), p.container_port) for p in pod.ports if p.name)
+    )
+
+
+@dataclass
+class SidePolicy:
+    """One identity's policy in one direction: enforcement, attribution and the lookup."""
+
+    direction: Direction
+    enforced: bool
+    default_deny_by: tuple[RuleRef, ...]
+    map_state: MapState = field(repr=False)
+
+    def lookup(self, peer: int, proto: int, port: int) -> Verdict:
+        """The datapath's verdict for a packet with ``peer`` on ``proto``/``port`` (§5.5)."""
+        return sim.policy_lookup(self.map_state, peer, int(self.direction), proto, port)
+
+    @cached_property
+    def _peers(self) -> frozenset[int]:
+        d = int(self.direction)
+        return frozenset(k.identity for k in self.map_state if k.direction == d and k.identity != 0)
+
+    def peers(self) -> frozenset[int]:
+        """Peer identities with entries of their own in this direction (all others share a verdict)."""
+        return self._peers
+
+
+class PolicyOracle:
+    """Resolves identities' policies on demand with the engine and caches them."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.analysis = analysis
+        opts = analysis.options
+        self.options = EngineOptions(
+            enforcement=EnforcementMode(str(opts.enforcement_mode)),
+            allow_localhost=str(opts.allow_localhost) == "always",
+        )
+        self.cache = SelectorCache(analysis.identities)
+        self.rules = analysis.rules
+        cluster_ports: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._own: dict[int, dict[tuple[str, int], int]] = {}
+        for ep in analysis.endpoints:
+            own = self._own.setdefault(ep.identity, {})
+            for name, proto, number in _port_key(ep.pod):
+                cluster_ports[(name, proto)].add(number)
+                own.setdefault((name, proto), number)
+        self._cluster_ports = {k: frozenset(v) for k, v in cluster_ports.items()}
+        self._policies: dict[int, EndpointPolicy] = {}
+        self._sides: dict[tuple[int, Direction], SidePolicy] = {}
+
+    def endpoint_policy(self, identity: int) -> EndpointPolicy:
+        pol = self._policies.get(identity)
+        if pol is None:
+            labels = self.analysis.labels_of(identity)
+            named = NamedPorts(self._own.get(identity, {}), self._cluster_ports)
+            pol = resolve_policy(
+                identity, labels, self.rules, self.cache, named_ports=named, options=self.options
+            )
+            self._policies[identity] = pol
+        return pol
+
+    def side(self, identity: int, direction: Direction) -> SidePolicy:
+        side = self._sides.get((identity, direction))
+        if side is None:
+            pol = self.endpoint_policy(identity)
+            side = SidePolicy(
+                direction, pol.is_enforced(direction), pol.default_deny_by[direction], pol.map_state
+            )
+            self._sides[(identity, direction)] = side
+        return side
+
+    def policies(self, identities: Iterable[int]) -> list[EndpointPolicy]:
+        return [self.endpoint_policy(i) for i in identities]

@@ -1,0 +1,142 @@
+"""Value types of offline flow analysis: the two ends of a flow and the verdict of each side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cilia.identity.labels import Labels
+from cilia.policy.types import Direction, DropReason, Key, MatchType, RuleRef
+
+
+class EndKind(StrEnum):
+    POD = "pod"
+    ENTITY = "entity"  # host, world, remote-node, … (reserved identities)
+    EXTERNAL = "external"  # an address outside the cluster: world or a CIDR identity
+
+
+@dataclass(frozen=True)
+class FlowEnd:
+    """One end of a flow resolved against the cluster: who it is and which identity it has.
+
+    ``local`` is True for pods: they are endpoints with a policy of their own. The host is not
+    (no host firewall), nor is anything outside the cluster (§4.3: "external peers have no policy").
+    """
+
+    name: str  # "default/app-a-…", "world", "198.19.0.7"
+    kind: EndKind
+    identity: int
+    labels: Labels = field(compare=False)
+    ip: str = ""
+    namespace: str = ""
+    pod: str = ""
+
+    @property
+    def local(self) -> bool:
+        return self.kind is EndKind.POD
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": str(self.kind), "identity": self.identity}
+        if self.ip:
+            out["ip"] = self.ip
+        out["labels"] = self.labels.strings()
+        return out
+
+
+class SideState(StrEnum):
+    NO_POLICY = "no-policy"  # not a local endpoint: this side never drops
+    UNENFORCED = "unenforced"  # a local endpoint whose direction no policy enforces
+    ENFORCED = "enforced"
+
+
+@dataclass(frozen=True)
+class SideVerdict:
+    """The verdict of one side: the source's egress or the destination's ingress."""
+
+    direction: Direction
+    owner: str  # name of the end whose policy decides this side
+    state: SideState
+    allowed: bool
+    reason: DropReason = DropReason.NONE
+    match_type: MatchType = MatchType.NONE
+    key: Key | None = None
+    rules: tuple[RuleRef, ...] = ()  # rules of the deciding entry (allow or deny)
+    default_deny_by: tuple[RuleRef, ...] = ()  # policies that enforce default deny on this side
+    note: str = ""  # a sentence on why, for people
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction.label,
+            "endpoint": self.owner,
+            "state": str(self.state),
+            "allowed": self.allowed,
+            "drop_reason": int(self.reason) if not self.allowed else None,
+            "drop_reason_desc": self.reason.description if not self.allowed else None,
+            "match_type": self.match_type.hubble_name,
+            "key": _key_dict(self.key),
+            "rules": [_ref_dict(r) for r in self.rules],
+            "default_deny_by": [_ref_dict(r) for r in self.default_deny_by],
+            "note": self.note,
+        }
+
+
+def _ref_dict(ref: RuleRef) -> dict[str, Any]:
+    return {
+        "kind": ref.kind,
+        "namespace": ref.namespace,
+        "name": ref.name,
+        "section": ref.section,
+        "index": ref.index,
+        "spec_index": ref.spec_index,
+    }
+
+
+def _key_dict(key: Key | None) -> dict[str, Any] | None:
+    if key is None:
+        return None
+    return {
+        "identity": key.identity,
+        "direction": Direction(key.direction).label,
+        "proto": key.proto,
+        "port": key.port,
+        "prefix_len": key.prefix_len,
+    }
+
+
+@dataclass(frozen=True)
+class FlowTrace:
+    """A flow ``src → dst`` on one port and the verdict of each side; allowed iff both allow."""
+
+    src: FlowEnd
+    dst: FlowEnd
+    proto: int
+    port: int
+    egress: SideVerdict
+    ingress: SideVerdict
+
+    @property
+    def allowed(self) -> bool:
+        return self.egress.allowed and self.ingress.allowed
+
+    @property
+    def decided_by(self) -> SideVerdict | None:
+        """The side that dropped the flow (the source's egress first, as packets meet it)."""
+        if not self.egress.allowed:
+            return self.egress
+        if not self.ingress.allowed:
+            return self.ingress
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        from cilia.analyze.peers import proto_name
+
+        return {
+            "from": self.src.to_dict(),
+            "to": self.dst.to_dict(),
+            "port": self.port,
+            "protocol": proto_name(self.proto),
+            "allowed": self.allowed,
+            "egress": self.egress.to_dict(),
+            "ingress": self.ingress.to_dict(),
+        }

@@ -1,0 +1,179 @@
+"""``cilia trace``: the verdict of a flow on each side and what decided it.
+
+A packet must pass the source's egress policy and the destination's ingress policy (§4.3); each side
+is the datapath lookup (§5.5) in that endpoint's MapState. For a drop the deciding rule is the deny
+entry's rule (reason 181) or, for default deny (133), the policies that enforce default deny there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cilia.analyze.cluster import Analysis
+from cilia.analyze.flow import FlowEnd, FlowTrace, SideState, SideVerdict
+from cilia.analyze.peers import PortSpec, proto_name
+from cilia.policy.types import Direction, DropReason, Key, RuleRef
+
+REPLY_NOTE = (
+    "replies of an allowed connection are not policy-checked (conntrack), so no reverse allow is "
+    "needed; a new connection the other way is a different flow"
+)
+SYNTHETIC_NOTES = {
+    "allow-localhost-ingress": "allow-localhost: the node may always reach its own pods",
+    "allow-any-ingress": "no policy enforces ingress here, so all ingress is allowed",
+    "allow-any-egress": "no policy enforces egress here, so all egress is allowed",
+    "default-allow-ingress": (
+        "ingress is enforced, but every policy selecting this pod sets enableDefaultDeny ingress: "
+        "false, so what no deny covers is allowed"
+    ),
+    "default-allow-egress": (
+        "egress is enforced, but every policy selecting this pod sets enableDefaultDeny egress: "
+        "false, so what no deny covers is allowed"
+    ),
+}
+
+
+def _names(refs: Sequence[RuleRef]) -> str:
+    return "; ".join(r.describe() for r in refs)
+
+
+def _synthetic(refs: Sequence[RuleRef]) -> str:
+    for ref in refs:
+        if ref.name in SYNTHETIC_NOTES:
+            return SYNTHETIC_NOTES[ref.name]
+    return ""
+
+
+def side_verdict(
+    analysis: Analysis, owner: FlowEnd, peer: FlowEnd, direction: Direction, port: PortSpec
+) -> SideVerdict:
+    """The verdict of ``owner``'s policy in ``direction`` for traffic with ``peer``."""
+    where = direction.label
+    if not owner.local:
+        return SideVerdict(
+            direction,
+            owner.name,
+            SideState.NO_POLICY,
+            True,
+            note=f"{owner.name} has no {where} policy of its own ({owner.kind}): this side never drops",
+        )
+    side = analysis.side(owner.identity, direction)
+    verdict = side.lookup(peer.identity, port.proto, port.port)
+    state = SideState.ENFORCED if side.enforced else SideState.UNENFORCED
+    rules = tuple(sorted(verdict.entry.rules)) if verdict.entry is not None else ()
+    if not side.enforced:
+        note = f"{where} is not enforced for {owner.name}: no policy selects it for {where}"
+        if verdict.allowed and analysis.options.enforcement_mode == "never":
+            note = "enforcement mode never: nothing is enforced"
+    elif verdict.allowed:
+        note = _synthetic(rules) or f"allowed by {_names(rules)}"
+    elif verdict.reason == DropReason.POLICY_DENY:
+        note = f"denied by {_names(rules)} (a deny always wins over allows)"
+    else:
+        by = _names(side.default_deny_by) or "the enforcement mode (always)"
+        note = f"default deny: no allow rule matches; default deny is on because of {by}"
+    return SideVerdict(
+        direction,
+        owner.name,
+        state,
+        verdict.allowed,
+        DropReason.NONE if verdict.allowed else verdict.reason,
+        verdict.match_type,
+        verdict.key,
+        rules,
+        tuple(side.default_deny_by) if side.enforced else (),
+        note,
+    )
+
+
+def trace_flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
+    """Both sides of one flow ``src → dst`` on ``port``."""
+    egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
+    ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
+    return FlowTrace(src, dst, port.proto, port.port, egress, ingress)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Every flow a trace question stands for (a Deployment peer means each of its pods)."""
+
+    flows: tuple[FlowTrace, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return all(f.allowed for f in self.flows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "flows": [f.to_dict() for f in self.flows], "reply": REPLY_NOTE}
+
+
+def trace(analysis: Analysis, src: str, dst: str, port: PortSpec) -> TraceResult:
+    """Trace every (source, destination) pair the PEER arguments stand for."""
+    sources = analysis.resolve(src)
+    dests = analysis.resolve(dst)
+    return TraceResult(tuple(trace_flow(analysis, s, d, port) for s in sources for d in dests))
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _verdict_word(side: SideVerdict) -> str:
+    if side.allowed:
+        return "ALLOWED"
+    return f"DENIED ({int(side.reason)} {side.reason.description})"
+
+
+def render_side(side: SideVerdict) -> list[str]:
+    head = f"  {side.direction.label:<7} {side.owner}: {_verdict_word(side)}"
+    lines = [head, f"          {side.note}"]
+    if side.key is not None:
+        lines.append(f"          entry: {describe_key(side.key)} (match {side.match_type.hubble_name})")
+    return lines
+
+
+def describe_key(k: Key) -> str:
+    """``identity 258, TCP 80`` / ``any identity, any protocol``."""
+    peer = "any identity" if k.identity == 0 else f"identity {k.identity}"
+    if k.proto == 0:
+        return f"{peer}, any protocol"
+    lo, hi = k.port_range
+    if (lo, hi) == (0, 0xFFFF):
+        ports = "any port"
+    else:
+        ports = str(lo) if lo == hi else f"{lo}-{hi}"
+    return f"{peer}, {proto_name(k.proto)} {ports}"
+
+
+def render_flow(flow: FlowTrace) -> list[str]:
+    port = f"{flow.port}/{proto_name(flow.proto)}"
+    lines = [
+        f"flow {flow.src.name} (identity {flow.src.identity}) -> {flow.dst.name} (identity "
+        f"{flow.dst.identity}) {port}",
+        *render_side(flow.egress),
+        *render_side(flow.ingress),
+    ]
+    decided = flow.decided_by
+    if decided is None:
+        lines.append("  verdict: ALLOWED")
+    else:
+        lines.append(f"  verdict: DENIED at {decided.direction.label} of {decided.owner}")
+    return lines
+
+
+def render_text(result: TraceResult) -> str:
+    """Trace text; pod pairs with the same identities as an earlier pair (same verdicts, same rules)
+    are listed under it instead of repeated."""
+    lines: list[str] = []
+    groups: dict[tuple[int, int], list[FlowTrace]] = {}
+    for flow in result.flows:
+        groups.setdefault((flow.src.identity, flow.dst.identity), []).append(flow)
+    for flows in groups.values():
+        lines.extend(render_flow(flows[0]))
+        if len(flows) > 1:
+            lines.append(f"  same identities, same verdict: {len(flows) - 1} more pod pair(s):")
+            lines.extend(f"    {f.src.name} -> {f.dst.name}" for f in flows[1:])
+        lines.append("")
+    lines.append(f"reply traffic: {REPLY_NOTE}")
+    return "\n".join(lines) + "\n"

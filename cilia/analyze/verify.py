@@ -1,0 +1,166 @@
+"""``cilia verify``: expectations that fail the build.
+
+An expectations file is YAML::
+
+    expectations:
+    - {from: default/app-a, to: deployment:default/app-b, port: 80, protocol: TCP, expect: deny}
+
+``from``/``to`` are PEER arguments (:mod:`cilia.analyze.peers`); ``protocol`` is TCP (default), UDP,
+SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); ``expect`` is ``allow`` or ``deny``. An
+expectation about a Deployment holds only if it holds for every pod of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cilia.analyze.cluster import Analysis
+from cilia.analyze.peers import PeerError, PortSpec, parse_peer, parse_port
+from cilia.analyze.trace import TraceResult, render_flow, trace
+from cilia.k8s.errors import Error
+from cilia.k8s.loader import parse_text, read_text
+from cilia.k8s.source import format_path
+
+
+class Expectation(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    port: int
+    protocol: str = "TCP"
+    expect: Literal["allow", "deny"]
+    description: str | None = None
+
+
+class ExpectationsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    expectations: list[Expectation]
+
+
+@dataclass(frozen=True)
+class PlacedExpectation:
+    """An expectation and where it is written."""
+
+    expectation: Expectation
+    file: str
+    line: int
+    index: int
+
+    @property
+    def port_spec(self) -> PortSpec:
+        return parse_port(str(self.expectation.port), self.expectation.protocol)
+
+    def describe(self) -> str:
+        e = self.expectation
+        return f"{e.from_} -> {e.to} {self.port_spec} expect {e.expect}"
+
+
+def load_expectations(path: str | Path) -> list[PlacedExpectation]:
+    """Read and check an expectations file; :class:`cilia.k8s.errors.Error` with file:line on any
+    problem (peers and ports are parsed here too, so a typo is caught before anything runs)."""
+    file = str(path)
+    text = read_text(file)
+    docs, errors, _ = parse_text(text, file)
+    if errors:
+        raise errors[0]
+    if len(docs) != 1:
+        raise Error("expected one YAML document with `expectations:`", file=file)
+    doc = docs[0]
+    try:
+        model = ExpectationsFile.model_validate(doc.data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        line, col = doc.position(loc)
+        raise Error(first["msg"], file=file, line=line, column=col, path=format_path(loc)) from None
+    placed = []
+    for i, exp in enumerate(model.expectations):
+        line, col = doc.position(("expectations", i))
+        try:
+            parse_peer(exp.from_)
+            parse_peer(exp.to)
+            parse_port(str(exp.port), exp.protocol)
+        except PeerError as exc:
+            raise Error(str(exc), file=file, line=line, column=col, path=f"expectations[{i}]") from None
+        placed.append(PlacedExpectation(exp, file, line, i))
+    return placed
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    placed: PlacedExpectation
+    actual: str  # allow | deny | mixed
+    trace: TraceResult
+
+    @property
+    def passed(self) -> bool:
+        return self.actual == self.placed.expectation.expect
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.placed.expectation
+        out: dict[str, Any] = {
+            "index": self.placed.index,
+            "line": self.placed.line,
+            "from": e.from_,
+            "to": e.to,
+            "port": e.port,
+            "protocol": e.protocol,
+            "expect": e.expect,
+            "actual": self.actual,
+            "passed": self.passed,
+        }
+        if not self.passed:
+            out["trace"] = self.trace.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    results: tuple[VerifyResult, ...]
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failed": self.failed, "results": [r.to_dict() for r in self.results]}
+
+
+def verify(analysis: Analysis, expectations: list[PlacedExpectation]) -> VerifyReport:
+    """Check each expectation; peers that do not resolve raise :class:`PeerError` (bad input)."""
+    results = []
+    for placed in expectations:
+        e = placed.expectation
+        try:
+            result = trace(analysis, e.from_, e.to, placed.port_spec)
+        except PeerError as exc:
+            raise PeerError(f"{placed.file}:{placed.line}: {exc}") from None
+        verdicts = {f.allowed for f in result.flows}
+        actual = "mixed" if len(verdicts) > 1 else ("allow" if verdicts == {True} else "deny")
+        results.append(VerifyResult(placed, actual, result))
+    return VerifyReport(tuple(results))
+
+
+def render_text(report: VerifyReport) -> str:
+    lines = []
+    for r in report.results:
+        status = "ok  " if r.passed else "FAIL"
+        lines.append(f"{status} {r.placed.file}:{r.placed.line}: {r.placed.describe()}: {r.actual}")
+        if not r.passed:
+            for flow in r.trace.flows:
+                if (flow.allowed and r.placed.expectation.expect == "deny") or (
+                    not flow.allowed and r.placed.expectation.expect == "allow"
+                ):
+                    lines.extend("     " + line for line in render_flow(flow))
+    lines.append(f"{report.passed} passed, {report.failed} failed")
+    return "\n".join(lines) + "\n"
