@@ -1,0 +1,299 @@
+"""The node lab: kubelet + CNI for this machine. Pods are network namespaces joined to the node
+by a veth pair, routed (no bridge), as Cilium's veth datapath does:
+
+* pod side ``eth0``: the pod's /32, a scope-link route to the gateway, ``198.18.0.0/15`` and the
+  default route via the gateway;
+* node side ``lxc<hash>``: the gateway address (/32, the same on every veth) and a /32 route to
+  the pod in the node's namespace; IPv4 forwarding on while the lab runs.
+
+``create_pod`` calls ``before_address`` once the veth exists and before the pod has an address,
+so a datapath attached there sees the pod's very first packet. Each pod has a record under
+``<run_dir>/pods`` written before anything is created, so a crash half-way still leaves the exact
+names to remove; nothing is ever removed by prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from cilia.lab import netns
+from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
+from cilia.lab.ipam import LAB_RANGE, Ipam
+from cilia.lab.names import POD_IFNAME, host_ifname, netns_name
+from cilia.lab.spec import Container, ContainerPort, PodSpec
+from cilia.lab.workloadd import LOG_NAME, WorkloadClient
+from cilia.lab.workloads import PodWorkload
+from cilia.store import Store, state_dir
+
+DEFAULT_RUN_DIR = Path("/run/cilia/lab")
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+RT_SCOPE_LINK = 253
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod on this node. Also what ``before_address`` receives (the address is not on it yet)."""
+
+    namespace: str
+    name: str
+    netns: str
+    host_ifname: str
+    host_ifindex: int
+    ip: str
+    gateway: str
+    log_path: str
+    spec: PodSpec = field(compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def workload(self) -> PodWorkload:
+        return PodWorkload(
+            key=self.key, name=self.name, netns=self.netns, log_path=self.log_path,
+            tcp_ports=self.spec.served_ports("TCP"), udp_ports=self.spec.served_ports("UDP"),
+            commands=self.spec.commands(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spec"]["labels"] = dict(self.spec.labels)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Pod:
+        s = d["spec"]
+        spec = PodSpec(
+            namespace=s["namespace"], name=s["name"], labels=dict(s["labels"]),
+            containers=tuple(
+                Container(c["name"], tuple(ContainerPort(p["port"], p["protocol"]) for p in c["ports"]),
+                          tuple(c["command"]), tuple(c["args"]))
+                for c in s["containers"]
+            ),
+        )
+        return cls(**{**d, "spec": spec})
+
+
+BeforeAddress = Callable[[Pod], None]
+
+
+class Lab:
+    """Pods as network namespaces on this node, their addresses and their workloads."""
+
+    def __init__(self, store: Store, *, node_index: int = 0, run_dir: Path | None = None,
+                 log_dir: Path | None = None) -> None:
+        self.store = store
+        self.ipam = Ipam(store, node_index)
+        self.run_dir = Path(run_dir or DEFAULT_RUN_DIR).absolute()
+        self.log_dir = Path(log_dir or state_dir() / "logs").absolute()
+        self.workloads = WorkloadClient(self.run_dir)
+
+    # ------------------------------------------------------------------ records
+
+    @property
+    def _pods_dir(self) -> Path:
+        return self.run_dir / "pods"
+
+    def _record_path(self, namespace: str, name: str) -> Path:
+        return self._pods_dir / f"{namespace}_{name}.json"
+
+    def _write(self, pod: Pod) -> None:
+        self._pods_dir.mkdir(parents=True, exist_ok=True)
+        path = self._record_path(pod.namespace, pod.name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pod.to_json(), indent=1))
+        os.replace(tmp, path)
+
+    def _records(self) -> list[Pod]:
+        try:
+            files = sorted(self._pods_dir.glob("*.json"))
+        except FileNotFoundError:
+            return []
+        return [Pod.from_json(json.loads(f.read_text())) for f in files]
+
+    def get_pod(self, namespace: str, name: str) -> Pod | None:
+        path = self._record_path(namespace, name)
+        return Pod.from_json(json.loads(path.read_text())) if path.exists() else None
+
+    def list_pods(self) -> list[Pod]:
+        """Pods whose namespace and veth exist on the system now."""
+        with IPRoute() as ipr:
+            links = {link.get("ifname") for link in ipr.link("dump")}
+        existing = set(netns.names())
+        return [p for p in self._records() if p.netns in existing and p.host_ifname in links]
+
+    def log_path(self, namespace: str, name: str) -> Path:
+        return self.log_dir / namespace / f"{name}.log"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create_pod(
+        self, pod: PodSpec | Mapping[str, Any], before_address: BeforeAddress | None = None
+    ) -> Pod:
+        """Create a pod (a PodSpec or a Pod manifest) and start its workloads.
+
+        On any failure everything created so far is removed again and :class:`LabError` raised.
+        """
+        spec = pod if isinstance(pod, PodSpec) else PodSpec.from_manifest(pod)
+        if self.get_pod(spec.namespace, spec.name) is not None:
+            raise PodExistsError(f"pod {spec.key} already exists on this node")
+        ns_name = netns_name(spec.namespace, spec.name)
+        if netns.exists(ns_name):
+            ns_name = netns_name(spec.namespace, spec.name, hashed=True)
+        host = host_ifname(spec.namespace, spec.name)
+        with IPRoute() as ipr:
+            if netns.exists(ns_name) or ipr.link_lookup(ifname=host):
+                raise LabError(f"pod {spec.key}: {ns_name} or {host} exists already (left by a crash? "
+                               "run teardown)")
+        self._ensure_forwarding()
+        ip = self.ipam.allocate(spec.key)
+        rec = Pod(spec.namespace, spec.name, ns_name, host, 0, str(ip), str(self.ipam.gateway),
+                  str(self.log_path(spec.namespace, spec.name)), spec)
+        self._write(rec)  # before creating anything: the exact names to clean up
+        try:
+            rec = self._plumb(rec, before_address)
+            self._write(rec)
+            wl = rec.workload()
+            if wl.tcp_ports or wl.udp_ports or wl.commands:
+                self.workloads.ensure_started()
+                self.workloads.add(wl)
+            return rec
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                self._destroy(rec)
+            if isinstance(e, LabError):
+                raise
+            raise LabError(f"create pod {spec.key}: {e}") from e
+
+    def _plumb(self, rec: Pod, before_address: BeforeAddress | None) -> Pod:
+        netns.create(rec.netns)
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=rec.host_ifname, kind="veth",
+                     peer={"ifname": POD_IFNAME, "net_ns_fd": rec.netns})
+            idx = ipr.link_lookup(ifname=rec.host_ifname)[0]
+            ipr.link("set", index=idx, state="up")
+        rec = replace(rec, host_ifindex=idx)
+        self._write(rec)
+        if before_address is not None:
+            before_address(rec)
+        with IPRoute() as ipr:
+            ipr.addr("add", index=idx, address=rec.gateway, prefixlen=32)
+            ipr.route("add", dst=f"{rec.ip}/32", oif=idx, scope=RT_SCOPE_LINK)
+        with IPRoute(netns=rec.netns) as p:
+            p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
+            eth = p.link_lookup(ifname=POD_IFNAME)[0]
+            p.link("set", index=eth, state="up")
+            p.addr("add", index=eth, address=rec.ip, prefixlen=32)
+            p.route("add", dst=f"{rec.gateway}/32", oif=eth, scope=RT_SCOPE_LINK)
+            p.route("add", dst=str(LAB_RANGE), gateway=rec.gateway, oif=eth)
+            p.route("add", dst="0.0.0.0/0", gateway=rec.gateway, oif=eth)
+        return rec
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Stop the pod's workloads and remove its namespace, veth, route and address."""
+        rec = self.get_pod(namespace, name)
+        if rec is None:
+            raise PodNotFoundError(f"pod {namespace}/{name} not found on this node")
+        self._destroy(rec)
+
+    def _destroy(self, rec: Pod) -> None:
+        errors: list[str] = []
+        if self.workloads.pid() is not None:
+            try:
+                self.workloads.remove(rec.key)
+            except LabError as e:
+                errors.append(str(e))
+        # Deleting the host side removes the peer, the /32 route and the gateway address with it.
+        try:
+            with IPRoute() as ipr:
+                for idx in ipr.link_lookup(ifname=rec.host_ifname):
+                    ipr.link("del", index=idx)
+        except Exception as e:
+            errors.append(f"delete {rec.host_ifname}: {e}")
+        try:
+            netns.remove(rec.netns)
+        except Exception as e:
+            errors.append(f"remove netns {rec.netns}: {e}")
+        self.ipam.release_owner(rec.key)
+        with contextlib.suppress(FileNotFoundError):
+            Path(rec.log_path).unlink()
+        with contextlib.suppress(OSError):
+            Path(rec.log_path).parent.rmdir()  # only once the namespace's last log is gone
+        if errors:
+            raise LabError(f"delete pod {rec.key}: " + "; ".join(errors))
+        self._record_path(rec.namespace, rec.name).unlink(missing_ok=True)
+
+    def restore_workloads(self) -> int:
+        """(Re)register every pod's workloads with the daemon, e.g. after it restarted; returns the count."""
+        pods = [p for p in self.list_pods() if p.workload().tcp_ports or p.workload().udp_ports
+                or p.workload().commands]
+        if pods:
+            self.workloads.ensure_started()
+        for p in pods:
+            self.workloads.add(p.workload())
+        return len(pods)
+
+    def teardown(self) -> None:
+        """Remove every pod this lab created, stop the workload daemon, restore ip_forward."""
+        errors = []
+        for rec in self._records():
+            try:
+                self._destroy(rec)
+            except LabError as e:
+                errors.append(str(e))
+        self.workloads.stop()
+        self._restore_forwarding()
+        (self.run_dir / LOG_NAME).unlink(missing_ok=True)
+        for d in (self._pods_dir, self.run_dir):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if errors:
+            raise LabError("teardown: " + "; ".join(errors))
+
+    # ------------------------------------------------------------------ exec
+
+    def _nsenter(self, namespace: str, name: str, argv: Sequence[str]) -> list[str]:
+        rec = self.get_pod(namespace, name)
+        if rec is None or not netns.exists(rec.netns):
+            raise PodNotFoundError(f"pod {namespace}/{name} not found on this node")
+        if not argv:
+            raise LabError("exec: no command given")
+        return ["nsenter", f"--net={netns.path_of(rec.netns)}", "--", *argv]
+
+    def exec_in_pod(
+        self, namespace: str, name: str, argv: Sequence[str], timeout: float | None = None
+    ) -> int:
+        """Run ``argv`` in the pod's network namespace with this process's stdio; its exit code."""
+        return subprocess.run(self._nsenter(namespace, name, argv), timeout=timeout, check=False).returncode
+
+    def run_in_pod(self, namespace: str, name: str, argv: Sequence[str],
+                   timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Like :meth:`exec_in_pod`, capturing stdout and stderr as text."""
+        return subprocess.run(self._nsenter(namespace, name, argv), timeout=timeout, check=False,
+                              capture_output=True, text=True)
+
+    # ------------------------------------------------------------------ forwarding
+
+    @property
+    def _saved_forward(self) -> Path:
+        return self.run_dir / "ip_forward.saved"
+
+    def _ensure_forwarding(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self._saved_forward.exists():
+            self._saved_forward.write_text(IP_FORWARD.read_text())
+        IP_FORWARD.write_text("1\n")
+
+    def _restore_forwarding(self) -> None:
+        if self._saved_forward.exists():
+            IP_FORWARD.write_text(self._saved_forward.read_text())
+            self._saved_forward.unlink()

@@ -1,0 +1,295 @@
+"""Built-in workloads of every pod on the node, served from ONE asyncio event loop.
+
+Each pod's listening sockets are created inside its network namespace by a worker thread
+(setns, socket + bind, setns back) and then served by the loop like any other socket, so a
+pod costs a few file descriptors and kilobytes, not a process. TCP ports answer like
+``nginxdemos/hello:plain-text``; UDP ports echo. A container with a command runs that command
+in the pod's namespace as a child of this process, killed when the pod is removed. Every pod
+has one log file: an nginx-style access line per HTTP request, a line per UDP datagram, and
+the stdout/stderr of its commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, TextIO
+
+from cilia.lab import netns
+from cilia.lab.errors import LabError
+
+KEEPALIVE_TIMEOUT = 65.0  # nginx's keepalive_timeout default
+MAX_HEADER = 16 * 1024
+MAX_BODY = 1024 * 1024
+STOP_GRACE = 2.0
+
+
+@dataclass(frozen=True)
+class PodWorkload:
+    """Everything the workload server needs to know about one pod (JSON-serialisable)."""
+
+    key: str  # ns/name
+    name: str  # the pod name, reported as "Server name"
+    netns: str
+    log_path: str
+    tcp_ports: tuple[int, ...] = ()
+    udp_ports: tuple[int, ...] = ()
+    commands: tuple[tuple[str, ...], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PodWorkload:
+        return cls(
+            key=d["key"], name=d["name"], netns=d["netns"], log_path=d["log_path"],
+            tcp_ports=tuple(int(p) for p in d.get("tcp_ports", ())),
+            udp_ports=tuple(int(p) for p in d.get("udp_ports", ())),
+            commands=tuple(tuple(str(a) for a in c) for c in d.get("commands", ())),
+        )
+
+
+@dataclass
+class _Running:
+    spec: PodWorkload
+    log: TextIO
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    datagrams: list[asyncio.DatagramTransport] = field(default_factory=list)
+    conns: set[asyncio.StreamWriter] = field(default_factory=set)
+    procs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    waiters: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def time_local(now: float | None = None) -> str:
+    """nginx's ``$time_local``: ``27/Nov/2026:07:03:37 +0000``."""
+    return time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))
+
+
+def hello_body(server_addr: str, server_port: int, pod_name: str, uri: str, request_id: str) -> str:
+    """The body ``nginxdemos/hello:plain-text`` returns."""
+    return (
+        f"Server address: {server_addr}:{server_port}\n"
+        f"Server name: {pod_name}\n"
+        f"Date: {time_local()}\n"
+        f"URI: {uri}\n"
+        f"Request ID: {request_id}\n"
+    )
+
+
+def _bind(netns_name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    try:
+        with netns.entered(netns_name):
+            for port in tcp:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", port))
+                s.listen(511)
+            for port in udp:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("0.0.0.0", port))
+        for s in socks:
+            s.setblocking(False)
+        return socks
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def __init__(self, log: TextIO) -> None:
+        self.log = log
+        self.transport: Any = None  # asyncio's selector datagram transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)
+        port = self.transport.get_extra_info("sockname")[1]
+        self.log.write(f'{addr[0]} - - [{time_local()}] "UDP {port}" echo {len(data)}\n')
+
+
+class WorkloadServer:
+    """Pods' built-in servers and commands; add and remove pods while it runs."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, _Running] = {}
+        # One thread does every setns: it must return home before the next pod's sockets.
+        self._netns_thread = ThreadPoolExecutor(1, thread_name_prefix="cilia-netns")
+
+    def keys(self) -> list[str]:
+        return sorted(self._pods)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            k: {"tcp": list(r.spec.tcp_ports), "udp": list(r.spec.udp_ports),
+                "pids": [p.pid for p in r.procs if p.returncode is None]}
+            for k, r in sorted(self._pods.items())
+        }
+
+    async def add(self, spec: PodWorkload) -> None:
+        """Start the pod's workloads (replacing any it had)."""
+        if spec.key in self._pods:
+            await self.remove(spec.key)
+        loop = asyncio.get_running_loop()
+        check_ports(spec)
+        socks = await loop.run_in_executor(
+            self._netns_thread, _bind, spec.netns, spec.tcp_ports, spec.udp_ports
+        )
+        Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
+        run = _Running(spec, open(spec.log_path, "a", buffering=1))  # noqa: SIM115 - closed in remove()
+        self._pods[spec.key] = run
+        try:
+            for s in socks[: len(spec.tcp_ports)]:
+                run.servers.append(await asyncio.start_server(
+                    lambda r, w, run=run: self._http(run, r, w), sock=s, limit=MAX_HEADER))
+            for s in socks[len(spec.tcp_ports):]:
+                transport, _ = await loop.create_datagram_endpoint(lambda run=run: _Echo(run.log), sock=s)
+                run.datagrams.append(transport)
+            for argv in spec.commands:
+                await self._spawn(run, argv)
+        except BaseException:
+            for s in socks:
+                s.close()
+            await self.remove(spec.key)
+            raise
+
+    async def _spawn(self, run: _Running, argv: tuple[str, ...]) -> None:
+        run.log.write(f"[{time_local()}] start: {' '.join(argv)}\n")
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter", f"--net={netns.path_of(run.spec.netns)}", "--", *argv,
+            stdin=subprocess.DEVNULL, stdout=run.log.fileno(), stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it reaches its children
+        )
+        run.procs.append(proc)
+
+        async def reap() -> None:
+            code = await proc.wait()
+            if not run.log.closed:
+                run.log.write(f"[{time_local()}] exit {code}: {' '.join(argv)}\n")
+
+        run.waiters.append(asyncio.ensure_future(reap()))
+
+    async def remove(self, key: str) -> bool:
+        """Stop the pod's workloads: close its sockets and connections, stop its commands."""
+        run = self._pods.pop(key, None)
+        if run is None:
+            return False
+        for srv in run.servers:
+            srv.close()
+        for t in run.datagrams:
+            t.close()
+        for w in list(run.conns):
+            w.close()
+        await asyncio.gather(*(self._stop(p) for p in run.procs))
+        await asyncio.gather(*run.waiters, return_exceptions=True)
+        for srv in run.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 1)
+        run.log.close()
+        return True
+
+    @staticmethod
+    async def _stop(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is not None:
+            return
+        # The group id is the child's pid (new session): only processes we started are in it.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+                return
+            except TimeoutError:
+                continue
+
+    async def close(self) -> None:
+        for key in list(self._pods):
+            await self.remove(key)
+        self._netns_thread.shutdown(wait=True)
+
+    async def _http(self, run: _Running, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        run.conns.add(writer)
+        peer = writer.get_extra_info("peername") or ("-", 0)
+        local = writer.get_extra_info("sockname") or ("-", 0)
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), KEEPALIVE_TIMEOUT)
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                        ConnectionError):
+                    break
+                lines = head.decode("latin-1").split("\r\n")
+                request_line = lines[0]
+                headers = {}
+                for line in lines[1:]:
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                parts = request_line.split(" ")
+                if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                    await self._respond(run, writer, peer, request_line, headers, 400, "", False)
+                    break
+                method, uri, version = parts
+                try:
+                    length = int(headers.get("content-length", "0"))
+                    if not 0 <= length <= MAX_BODY:
+                        raise ValueError
+                    await reader.readexactly(length)
+                except (ValueError, asyncio.IncompleteReadError, ConnectionError):
+                    await self._respond(run, writer, peer, request_line, headers, 400, "", False)
+                    break
+                conn = headers.get("connection", "").lower()
+                keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+                body = hello_body(local[0], local[1], run.spec.name, uri, secrets.token_hex(16))
+                await self._respond(run, writer, peer, request_line, headers, 200,
+                                    "" if method == "HEAD" else body, keep, len(body.encode()))
+                if not keep:
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            run.conns.discard(writer)
+            writer.close()
+
+    @staticmethod
+    async def _respond(run: _Running, writer: asyncio.StreamWriter, peer: tuple[str, int], request_line: str,
+                       headers: dict[str, str], status: int, body: str, keep: bool,
+                       length: int | None = None) -> None:
+        data = body.encode()
+        reason = {200: "OK", 400: "Bad Request"}[status]
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nServer: nginx\r\nDate: {formatdate(usegmt=True)}\r\n"
+            f"Content-Type: text/plain\r\nContent-Length: {len(data) if length is None else length}\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n"
+            "Expires: Thu, 01 Jan 1970 00:00:01 GMT\r\nCache-Control: no-cache\r\n\r\n"
+        )
+        writer.write(head.encode() + data)
+        await writer.drain()
+        referer = headers.get("referer", "-")
+        agent = headers.get("user-agent", "-")
+        if not run.log.closed:
+            # nginx's "combined" access log format
+            run.log.write(f'{peer[0]} - - [{time_local()}] "{request_line}" {status} {len(data)} '
+                          f'"{referer}" "{agent}"\n')
+
+
+def check_ports(spec: PodWorkload) -> None:
+    """Reject what a socket cannot bind before touching any namespace."""
+    for p in (*spec.tcp_ports, *spec.udp_ports):
+        if not 1 <= p <= 65535:
+            raise LabError(f"{spec.key}: port {p} out of range")
