@@ -1,0 +1,309 @@
+"""Per-identity policy resolution: matching rules -> enforcement -> L4 filters -> MapState
+(semantics.md §4, §5.1; Cilium ``repository.go computePolicyEnforcementAndRules``, ``rule.go``,
+``l4.go toMapState``, ``resolve.go DistillPolicy``).
+
+* :func:`select_rules` finds the rules whose subject selects the identity and decides, per
+  direction, whether policy is enforced and whether default deny is on (§4.1, §4.2).
+* :func:`resolve_filters` merges the rules' entries into L4 filters keyed by
+  (direction, proto, port, end port, port name), each mapping a peer selector to allow/deny and
+  the rules that wrote it; fromRequires/toRequires are AND-ed into endpoint peers (§4.7).
+* :func:`distill_filters` expands filters x selected identities into MapState (§5.4), adding the
+  allow-any keys of unenforced directions and the localhost allow (§4.8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from cilia.identity.labels import SOURCE_K8S, SOURCE_RESERVED, Label, Labels
+from cilia.identity.selector import Selector
+from cilia.policy.mapstate import Contribution, MapState, distill
+from cilia.policy.portrange import port_range_to_masked
+from cilia.policy.rules import PeerKind, PolicyRule
+from cilia.policy.selectorcache import SelectorCache
+from cilia.policy.types import Direction, Proto, RuleRef
+
+NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+HOST_IDENTITY = 1
+LABEL_HOST = Label(SOURCE_RESERVED, "host", "")
+LABEL_INIT = Label(SOURCE_RESERVED, "init", "")
+
+DIRECTIONS = (Direction.INGRESS, Direction.EGRESS)
+
+
+def _synthetic(name: str) -> RuleRef:
+    """A synthetic entry's attribution, ``reserved:io.cilium.policy.derived-from=<name>``."""
+    return RuleRef("reserved", "", name, "", -1)
+
+
+ALLOW_ANY = {
+    Direction.INGRESS: _synthetic("allow-any-ingress"),
+    Direction.EGRESS: _synthetic("allow-any-egress"),
+}
+ALLOW_LOCALHOST_INGRESS = _synthetic("allow-localhost-ingress")
+# The allow-all Cilium synthesizes when a direction is enforced only by policies with
+# enableDefaultDeny false (§4.2). Cilium gives it no labels; cilia names it so flows can say why.
+DEFAULT_ALLOW = {
+    Direction.INGRESS: _synthetic("default-allow-ingress"),
+    Direction.EGRESS: _synthetic("default-allow-egress"),
+}
+
+
+class EnforcementMode(StrEnum):
+    DEFAULT = "default"
+    ALWAYS = "always"
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Node-level switches that change decisions (semantics.md "Choices")."""
+
+    enforcement: EnforcementMode = EnforcementMode.DEFAULT
+    allow_localhost: bool = True
+    host_firewall: bool = False
+
+
+class NamedPorts(NamedTuple):
+    """Named ports for resolution: the subject's own container ports (ingress) and every known
+    endpoint's (egress: a name resolves only if all endpoints agree on one port, like Cilium's
+    ``namedPortMultiMap``)."""
+
+    own: Mapping[tuple[str, int], int] = {}
+    cluster: Mapping[tuple[str, int], frozenset[int]] = {}
+
+    def resolve(self, direction: int, name: str, proto: int) -> int:
+        """The port ``name``/``proto`` stands for, 0 if unknown or ambiguous."""
+        if direction == Direction.INGRESS:
+            return self.own.get((name, proto), 0)
+        ports = self.cluster.get((name, proto), frozenset())
+        return next(iter(ports)) if len(ports) == 1 else 0
+
+
+class Filter(NamedTuple):
+    """One L4 filter of a direction: a port (range / name / ICMP type, or proto 0 for L3-only)
+    and, per peer selector, whether it is a deny and which rules wrote it."""
+
+    direction: int
+    proto: int
+    port: int
+    end_port: int
+    name: str
+    selectors: tuple[tuple[Selector, bool, frozenset[RuleRef]], ...]
+
+
+@dataclass(frozen=True)
+class RuleSelection:
+    """The outcome of :func:`select_rules` for one identity."""
+
+    rules: tuple[PolicyRule, ...]
+    enforced: tuple[bool, bool]  # indexed by Direction
+    default_deny: tuple[bool, bool]
+    default_deny_by: tuple[tuple[RuleRef, ...], tuple[RuleRef, ...]]
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """The resolved policy of one identity: what the datapath enforces and why.
+
+    ``default_deny_by[d]`` names the policies that turned default deny on for direction ``d`` (for
+    "which policy dropped my packet" on a default-deny drop; empty when the enforcement mode did).
+    """
+
+    identity: int
+    labels: Labels
+    revision: int
+    selection: RuleSelection
+    filters: tuple[Filter, ...]
+    map_state: MapState = field(compare=False)
+
+    @property
+    def enforced(self) -> tuple[bool, bool]:
+        return self.selection.enforced
+
+    @property
+    def default_deny_by(self) -> tuple[tuple[RuleRef, ...], tuple[RuleRef, ...]]:
+        return self.selection.default_deny_by
+
+    def is_enforced(self, direction: Direction) -> bool:
+        return self.selection.enforced[direction]
+
+    @property
+    def rules(self) -> tuple[RuleRef, ...]:
+        return tuple(r.ref for r in self.selection.rules)
+
+
+def namespace_of(labels: Labels) -> str:
+    return labels.sources_of(NAMESPACE_LABEL).get(SOURCE_K8S, "")
+
+
+def rule_selects(rule: PolicyRule, labels: Labels, namespace: str) -> bool:
+    """Cilium's ``matchesSubject``: namespace, node vs endpoint subject, then the selector."""
+    if rule.namespace and rule.namespace != namespace:
+        return False
+    if rule.node_selector != (LABEL_HOST in labels):
+        return False
+    return rule.subject.matches(labels)
+
+
+def select_rules(rules: Iterable[PolicyRule], labels: Labels, options: EngineOptions) -> RuleSelection:
+    """The rules selecting ``labels`` and the per-direction enforcement (§4.1, §4.2)."""
+    off = RuleSelection((), (False, False), (False, False), ((), ()))
+    if LABEL_HOST in labels and not options.host_firewall:
+        return off
+    if options.enforcement is EnforcementMode.NEVER:
+        return off
+    ns = namespace_of(labels)
+    matching = tuple(r for r in rules if rule_selects(r, labels, ns))
+    by: list[list[RuleRef]] = [[], []]
+    enforced = [False, False]
+    for r in matching:
+        for d in DIRECTIONS:
+            if r.has_section.get(d, False):
+                enforced[d] = True
+                if r.default_deny.get(d, True):
+                    by[d].append(r.ref)
+    by_t = (tuple(by[0]), tuple(by[1]))
+    if options.enforcement is EnforcementMode.ALWAYS or LABEL_INIT in labels:
+        return RuleSelection(matching, (True, True), (True, True), by_t)
+    return RuleSelection(matching, (enforced[0], enforced[1]), (bool(by[0]), bool(by[1])), by_t)
+
+
+def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
+    """Merge the selected rules' entries into L4 filters (Cilium's L4Policy)."""
+    # fromRequires/toRequires of every selected rule, per direction and allow/deny (§4.7).
+    requires: dict[tuple[int, bool], list[Selector]] = {}
+    for r in selection.rules:
+        for e in r.entries:
+            if e.requires:
+                requires.setdefault((e.direction, e.deny), []).extend(e.requires)
+    req_sel: dict[tuple[int, bool], Selector] = {}
+    for k, sels in requires.items():
+        acc = Selector.wildcard()
+        for s in sels:
+            acc = acc.and_(s)
+        req_sel[k] = acc
+
+    filters: dict[tuple[int, int, int, int, str], dict[Selector, tuple[bool, set[RuleRef]]]] = {}
+
+    def merge(fkey: tuple[int, int, int, int, str], sel: Selector, deny: bool, ref: RuleRef) -> None:
+        per = filters.setdefault(fkey, {})
+        old = per.get(sel)
+        if old is None:
+            per[sel] = (deny, {ref})
+        elif old[0] == deny:
+            old[1].add(ref)
+        elif deny:  # a deny for the same selector and port replaces the allow
+            per[sel] = (True, {ref})
+
+    for d in DIRECTIONS:
+        if not selection.enforced[d]:
+            continue
+        for r in selection.rules:
+            for e in r.entries:
+                if e.direction != d or not e.peers:
+                    continue
+                req = req_sel.get((d, e.deny))
+                sels = []
+                for p in e.peers:
+                    s = p.selector
+                    if req is not None and p.kind is PeerKind.ENDPOINTS:
+                        s = s.and_(req)
+                    sels.append(s)
+                if e.ports is None:
+                    fkeys = [(d, 0, 0, 0, "")]
+                else:
+                    fkeys = [(d, pp.proto, pp.port, max(pp.end_port, pp.port), pp.name) for pp in e.ports]
+                for fkey in fkeys:
+                    for s in sels:
+                        merge(fkey, s, e.deny, e.ref)
+        if not selection.default_deny[d]:
+            merge((d, 0, 0, 0, ""), Selector.wildcard(), False, DEFAULT_ALLOW[d])
+
+    return tuple(
+        Filter(*fkey, tuple((s, deny, frozenset(refs)) for s, (deny, refs) in per.items()))
+        for fkey, per in filters.items()
+    )
+
+
+def filter_contributions(
+    f: Filter, cache: SelectorCache, named_ports: NamedPorts, only: frozenset[int] | None = None
+) -> list[Contribution]:
+    """Candidate MapState entries of one filter (Cilium ``L4Filter.toMapState``). With ``only``,
+    just the entries for those peer identities (and the identity-0 ones)."""
+    port = f.port
+    if f.name:
+        port = named_ports.resolve(f.direction, f.name, f.proto)
+        if port == 0:
+            return []  # an unresolvable named port matches nothing
+        end = port
+    else:
+        end = f.end_port
+    if f.proto == Proto.ANY:
+        spaces = [(f.direction, 0, 0, 0)]
+    else:
+        spaces = [(f.direction, f.proto, p, plen) for p, plen in port_range_to_masked(port, end)]
+    wildcard = next(((deny, refs) for s, deny, refs in f.selectors if s.is_wildcard), None)
+    l4_wildcard = wildcard is not None and (f.port != 0 or bool(f.name))
+    out: list[Contribution] = []
+    for sel, deny, refs in f.selectors:
+        if sel.is_wildcard:
+            ids: Iterable[int] = (0,)
+        else:
+            # An L4-only key makes the L3/L4 keys of the same port redundant unless they are denies.
+            if l4_wildcard and (wildcard[0] or not deny):  # type: ignore[index]
+                continue
+            ids = cache.selections(sel)
+            if only is not None:
+                ids = ids & only
+        for space in spaces:
+            out.append(Contribution(space, deny, ids, refs))
+    return out
+
+
+def distill_filters(
+    filters: Iterable[Filter],
+    selection: RuleSelection,
+    cache: SelectorCache,
+    named_ports: NamedPorts,
+    *,
+    is_host: bool,
+    options: EngineOptions,
+    only: frozenset[int] | None = None,
+) -> MapState:
+    """The MapState of resolved filters (Cilium ``DistillPolicy``)."""
+    contribs: list[Contribution] = []
+    for d in DIRECTIONS:
+        if not selection.enforced[d]:
+            contribs.append(Contribution((d, 0, 0, 0), False, (0,), frozenset({ALLOW_ANY[d]})))
+    for f in filters:
+        contribs.extend(filter_contributions(f, cache, named_ports, only))
+    if options.allow_localhost and not is_host and (only is None or HOST_IDENTITY in only):
+        contribs.append(
+            Contribution(
+                (Direction.INGRESS, 0, 0, 0), False, (HOST_IDENTITY,), frozenset({ALLOW_LOCALHOST_INGRESS})
+            )
+        )
+    return distill(contribs)
+
+
+def resolve_policy(
+    identity: int,
+    labels: Labels,
+    rules: Iterable[PolicyRule],
+    cache: SelectorCache,
+    *,
+    named_ports: NamedPorts = NamedPorts(),
+    options: EngineOptions = EngineOptions(),
+    revision: int = 0,
+) -> EndpointPolicy:
+    """Resolve and distill the policy of one identity from candidate rules."""
+    selection = select_rules(rules, labels, options)
+    filters = resolve_filters(selection)
+    ms = distill_filters(
+        filters, selection, cache, named_ports, is_host=LABEL_HOST in labels, options=options
+    )
+    return EndpointPolicy(identity, labels, revision, selection, filters, ms)
