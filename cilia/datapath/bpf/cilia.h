@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Layouts shared by the datapath programs and the Python map modules
+ * (the modules in cilia/datapath/maps mirror every struct here byte for byte). */
+#ifndef CILIA_H
+#define CILIA_H
+
+#include <linux/types.h>
+
+/* Map sizes. The Python side reads them from the loaded maps, not from here. */
+#define CILIA_IPCACHE_MAX 524288
+#define CILIA_ENDPOINTS_MAX 4096
+#define CILIA_POLICY_MAX 1048576
+#define CILIA_CT_MAX 262144
+#define CILIA_EVENTS_BYTES (1 << 20)
+#define CILIA_METRICS_MAX 64
+
+/* endpoint flags (set by user space) */
+#define EP_F_POLICY_READY 0x1 /* cleared while a sync is incomplete or failed: drop all */
+#define EP_F_ENFORCE_INGRESS 0x2
+#define EP_F_ENFORCE_EGRESS 0x4
+#define EP_F_AUDIT 0x8 /* policy drops become allows, flagged audited */
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+#define DROP_POLICY 133
+#define DROP_POLICY_DENY 181
+#define DROP_POLICY_AUTH_REQUIRED 189
+
+#define MATCH_NONE 0
+#define MATCH_L3_ONLY 1
+#define MATCH_L3_L4 2
+#define MATCH_L4_ONLY 3
+#define MATCH_ALL 4
+#define MATCH_L3_PROTO 5
+#define MATCH_PROTO_ONLY 6
+
+struct ipcache4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct ipcache6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct ipcache_value {
+	__u32 identity;
+	__u32 flags;
+};
+
+struct endpoint_value {
+	__u32 ep_id;
+	__u32 identity;
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Policy LPM key: endpoint, peer identity and direction are always fully matched
+ * (POLICY_FIXED_BITS); the variable part is proto(8) then port(16, network order). */
+#define POLICY_FIXED_BITS 72
+#define POLICY_FULL_BITS 96
+struct policy_key {
+	__u32 prefixlen;
+	__u32 ep_id;
+	__u32 identity;
+	__u8 direction;
+	__u8 proto;
+	__be16 dport;
+};
+
+#define POLICY_F_DENY 0x1
+struct policy_value {
+	__u32 cookie; /* names the rules in user space's cookie table */
+	__be16 proxy_port;
+	__u8 flags;
+	__u8 lpm_prefix; /* 0, 8 or 8 + port prefix: the match length after identity+direction */
+	__u8 proxy_priority;
+	__u8 auth_type;
+	__u16 pad;
+};
+
+/* Conntrack: one entry per (endpoint, direction, original tuple). */
+struct ct_key {
+	__u32 ep_id;
+	__u8 direction;
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+};
+
+struct ct_value {
+	__u64 expires_ns; /* bpf_ktime_get_ns() based */
+	__u64 packets;
+	__u64 bytes;
+	__u32 cookie;
+	__u32 flags;
+};
+
+#define EV_F_ALLOWED 0x1
+#define EV_F_AUDITED 0x2
+#define EV_F_EXACT 0x4 /* decided by the exact-identity entry */
+#define EV_F_NO_ENDPOINT 0x8
+#define EV_F_NOT_READY 0x10
+struct event {
+	__u64 ts_ns;
+	__u32 ep_id;
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 cookie;
+	__u32 suppressed; /* events of this endpoint dropped by the rate limit before this one */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u16 reason;
+	__u8 proto;
+	__u8 family;
+	__u8 direction;
+	__u8 match_type;
+	__u8 lpm_prefix;
+	__u8 flags;
+};
+
+struct ratelimit_value {
+	__u64 window_ns;
+	__u32 count;
+	__u32 suppressed;
+};
+
+struct config_value {
+	__u32 events_per_sec; /* per endpoint; 0 = default */
+	__u32 ct_timeout_s; /* non-TCP; 0 = default */
+	__u32 ct_tcp_timeout_s; /* 0 = default */
+	__u32 pad;
+};
+
+/* metrics index: direction * METRIC_DIR_STRIDE + slot; global slots after both directions */
+#define METRIC_FORWARDED 0
+#define METRIC_DROP_POLICY 1
+#define METRIC_DROP_DENY 2
+#define METRIC_DROP_AUTH 3
+#define METRIC_AUDITED 4
+#define METRIC_REPLY 5
+#define METRIC_DROP_NO_ENDPOINT 6
+#define METRIC_DROP_NOT_READY 7
+#define METRIC_DIR_STRIDE 8
+#define METRIC_EVENTS_LOST 16
+#define METRIC_EVENTS_SUPPRESSED 17
+struct metric_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
+#endif

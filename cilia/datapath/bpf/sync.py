@@ -1,0 +1,335 @@
+"""MapState → kernel: the :class:`Datapath` that owns the pinned maps and keeps them in sync.
+
+Ordering guarantee of every change (full sync, diff, identity change): no packet that both the old
+and the new policy deny is ever allowed in between. Changes go in four phases — upsert new/changed
+denies, upsert new/changed allows, delete stale allows, delete stale denies — and an identity change
+moves the ipcache entry between the upserts and the deletes. Any failure (a full map, a rejected
+update) clears the endpoint's POLICY_READY flag, so the datapath drops everything for it, and raises
+:class:`SyncError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Generic, NamedTuple, TypeVar
+
+from cilia.datapath.bpf import loader
+from cilia.datapath.bpf.cookies import CookieTable
+from cilia.datapath.bpf.libbpf import BpfError
+from cilia.datapath.maps import policy as policymap
+from cilia.datapath.maps.config import ConfigMap, DatapathConfig
+from cilia.datapath.maps.ct import CtEntry, CtMap
+from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo, EndpointsMap
+from cilia.datapath.maps.events import EventsReader, PolicyEvent
+from cilia.datapath.maps.ipcache import IpcacheMap
+from cilia.datapath.maps.metrics import MetricRow, MetricsMap
+from cilia.datapath.maps.policy import PolicyMap, PolicyValue
+from cilia.policy.types import Entry, Key, RuleRef
+
+MapState = Mapping[Key, Entry]
+DEFAULT_STATE_DIR = "/run/cilia/datapath"
+V = TypeVar("V")
+
+
+class SyncError(RuntimeError):
+    """A policy sync failed; the endpoint was left fail-closed (its traffic is dropped)."""
+
+    def __init__(self, endpoint_id: int, what: str, cause: Exception | None = None) -> None:
+        self.endpoint_id = endpoint_id
+        msg = f"endpoint {endpoint_id}: {what}" + (f": {cause}" if cause else "")
+        super().__init__(msg + " (endpoint left fail-closed: all its traffic is dropped)")
+
+
+class PolicyMapFullError(SyncError):
+    """The endpoint's MapState has more entries than the per-endpoint limit."""
+
+
+class Phase(NamedTuple, Generic[V]):
+    name: str
+    upserts: dict[Key, V]
+    deletes: list[Key]
+
+
+def plan(old: Mapping[Key, V], new: Mapping[Key, V], is_deny: Callable[[V], bool]) -> list[Phase[V]]:
+    """The four ordered phases that turn ``old`` into ``new`` (empty phases included)."""
+    changed = {k: v for k, v in new.items() if old.get(k) != v}
+    stale = [k for k in old if k not in new]
+    return [
+        Phase("upsert denies", {k: v for k, v in changed.items() if is_deny(v)}, []),
+        Phase("upsert allows", {k: v for k, v in changed.items() if not is_deny(v)}, []),
+        Phase("delete allows", {}, sorted(k for k in stale if not is_deny(old[k]))),
+        Phase("delete denies", {}, sorted(k for k in stale if is_deny(old[k]))),
+    ]
+
+
+class SyncStats(NamedTuple):
+    upserted: int
+    deleted: int
+
+
+def _value_tuple(v: PolicyValue) -> tuple[int, ...]:
+    return (v.cookie, v.proxy_port, v.flags, v.lpm_prefix, v.proxy_priority, v.auth_type)
+
+
+class Datapath:
+    """The kernel datapath of one node: pinned maps under ``pin_root``, programs on host veths."""
+
+    def __init__(self, pin_root: str = loader.DEFAULT_PIN_ROOT,
+                 state_dir: str | os.PathLike[str] | None = None,
+                 max_entries_per_endpoint: int = policymap.DEFAULT_MAX_PER_ENDPOINT,
+                 config: DatapathConfig | None = None, object_path: str | None = None) -> None:
+        self.pin_root = pin_root
+        self.state_dir = Path(state_dir or DEFAULT_STATE_DIR)
+        self.max_entries_per_endpoint = max_entries_per_endpoint
+        self.config = config or DatapathConfig()
+        self.object_path = object_path
+        self.coll: loader.Collection | None = None
+        # what this process knows is installed per endpoint: {Key: (PolicyValue tuple, Entry)}
+        self._installed: dict[int, dict[Key, tuple[int, ...]]] = {}
+        self._reader: EventsReader | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> Datapath:
+        """Load the programs and open (or create) the pinned maps."""
+        self.coll = loader.load(self.pin_root, self.object_path)
+        m = self.coll.maps
+        self.ipcache = IpcacheMap(m["cilia_ipcache4"], m["cilia_ipcache6"])
+        self.endpoints = EndpointsMap(m["cilia_endpoints"])
+        self.policy = PolicyMap(m["cilia_policy"])
+        self.ct = CtMap(m["cilia_ct"])
+        self.metrics_map = MetricsMap(m["cilia_metrics"])
+        self.config_map = ConfigMap(m["cilia_config"])
+        self.config_map.set(self.config)
+        self.cookies = CookieTable(self.state_dir / "cookies.json")
+        return self
+
+    def close(self) -> None:
+        """Release this process's handles; programs and pins stay (enforcement continues)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self.coll is not None:
+            self.coll.close()
+            self.coll = None
+
+    def __enter__(self) -> Datapath:
+        return self.open() if self.coll is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _coll(self) -> loader.Collection:
+        if self.coll is None:
+            raise RuntimeError("datapath is not open (call open())")
+        return self.coll
+
+    # -- endpoints -------------------------------------------------------------------------------
+    def attach(self, ifindex: int, endpoint_id: int, identity: int,
+               flags: EndpointFlags = EndpointFlags.ENFORCE_INGRESS | EndpointFlags.ENFORCE_EGRESS) -> None:
+        """Register the endpoint on its host veth and attach the programs (atomic replace).
+
+        The endpoint drops all traffic until its first successful :meth:`set_policy`, unless the
+        pinned state already has it ready (a restarted process re-attaching: no lapse, no outage).
+        """
+        coll = self._coll()
+        prev = self.endpoints.get(ifindex)
+        ready = EndpointFlags.POLICY_READY if prev and prev.endpoint_id == endpoint_id and (
+            prev.flags & EndpointFlags.POLICY_READY) else EndpointFlags(0)
+        flags = (flags & ~EndpointFlags.POLICY_READY) | ready
+        self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
+        loader.attach(coll, ifindex)
+
+    def detach(self, ifindex: int) -> None:
+        """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
+        loader.detach(ifindex, destroy_qdisc=True)
+        self.endpoints.delete(ifindex)
+
+    def _set_flags(self, endpoint_id: int, set_: EndpointFlags, clear: EndpointFlags) -> None:
+        for e in self.endpoints.by_endpoint(endpoint_id):
+            self.endpoints.set(e._replace(flags=(e.flags & ~clear) | set_))
+
+    def set_audit(self, endpoint_id: int, on: bool) -> None:
+        """Policy audit mode: drops become allows flagged ``audited`` in events."""
+        f = EndpointFlags.AUDIT
+        self._set_flags(endpoint_id, f if on else EndpointFlags(0), EndpointFlags(0) if on else f)
+
+    def set_enforcement(self, endpoint_id: int, ingress: bool, egress: bool) -> None:
+        on = EndpointFlags(0)
+        if ingress:
+            on |= EndpointFlags.ENFORCE_INGRESS
+        if egress:
+            on |= EndpointFlags.ENFORCE_EGRESS
+        self._set_flags(endpoint_id, on, EndpointFlags.enforcing() & ~on)
+
+    def _fail_closed(self, endpoint_id: int) -> None:
+        self._installed.pop(endpoint_id, None)  # unknown now: the next sync re-reads the kernel
+        # if even this fails there is nothing more to do; the caller gets the original error
+        with contextlib.suppress(BpfError):
+            self._set_flags(endpoint_id, EndpointFlags(0), EndpointFlags.POLICY_READY)
+
+    # -- policy ----------------------------------------------------------------------------------
+    def installed(self, endpoint_id: int) -> dict[Key, tuple[int, ...]]:
+        """The endpoint's entries as the kernel holds them (read once, then tracked)."""
+        cur = self._installed.get(endpoint_id)
+        if cur is None:
+            cur = {e.key: _value_tuple(policymap.make_value(e.key, Entry(e.deny, frozenset(), e.proxy_port,
+                                                                           e.proxy_priority, e.auth_type),
+                                                            e.cookie))
+                   for e in self.policy.dump(endpoint_id)}
+            self._installed[endpoint_id] = cur
+        return cur
+
+    def _desired(self, endpoint_id: int, mapstate: MapState) -> dict[Key, tuple[int, ...]]:
+        if len(mapstate) > self.max_entries_per_endpoint:
+            self._fail_closed(endpoint_id)
+            raise PolicyMapFullError(endpoint_id, f"policy needs {len(mapstate)} entries, the limit is "
+                                                  f"{self.max_entries_per_endpoint} per endpoint")
+        try:
+            out = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
+                   for k, e in mapstate.items()}
+            for k in mapstate:
+                policymap.make_key(endpoint_id, k)
+        except ValueError as e:
+            self._fail_closed(endpoint_id)
+            raise SyncError(endpoint_id, "invalid policy key", e) from e
+        self.cookies.save()  # before the kernel can report a cookie
+        return out
+
+    def _apply(self, endpoint_id: int, phases: list[Phase[tuple[int, ...]]], batch: bool) -> SyncStats:
+        cur = self.installed(endpoint_id)
+        up = dele = 0
+        for ph in phases:
+            try:
+                if batch and len(ph.upserts) > 1:
+                    self._batch_upsert(endpoint_id, ph.upserts)
+                else:
+                    for k, v in ph.upserts.items():
+                        self.policy.m.update(policymap.make_key(endpoint_id, k), PolicyValue(*v, 0))
+                if batch and len(ph.deletes) > 1:
+                    self.policy.delete_many(endpoint_id, ph.deletes)
+                else:
+                    for k in ph.deletes:
+                        self.policy.delete(endpoint_id, k)
+            except BpfError as e:
+                self._fail_closed(endpoint_id)
+                raise SyncError(endpoint_id, f"policy sync failed in phase '{ph.name}'", e) from e
+            cur.update(ph.upserts)
+            for k in ph.deletes:
+                cur.pop(k, None)
+            up += len(ph.upserts)
+            dele += len(ph.deletes)
+        return SyncStats(up, dele)
+
+    def _batch_upsert(self, endpoint_id: int, items: dict[Key, tuple[int, ...]]) -> None:
+        n = len(items)
+        keys = (policymap.PolicyKey * n)(*(policymap.make_key(endpoint_id, k) for k in items))
+        vals = (PolicyValue * n)(*(PolicyValue(*v, 0) for v in items.values()))
+        self.policy.m.update_batch(keys, vals, n)
+
+    def _mark_ready(self, endpoint_id: int) -> None:
+        self._set_flags(endpoint_id, EndpointFlags.POLICY_READY, EndpointFlags(0))
+
+    def set_policy(self, endpoint_id: int, mapstate: MapState) -> SyncStats:
+        """Full sync: make the kernel hold exactly ``mapstate`` for the endpoint (batch ops), then
+        mark it ready. Reconciles whatever is pinned (e.g. after a restart) in the safe order."""
+        self._coll()
+        desired = self._desired(endpoint_id, mapstate)
+        stats = self._apply(endpoint_id, plan(self.installed(endpoint_id), desired, lambda v: bool(v[2] & 1)),
+                            batch=True)
+        self._mark_ready(endpoint_id)
+        return stats
+
+    def apply_diff(self, endpoint_id: int, old: MapState, new: MapState) -> SyncStats:
+        """Incremental change old → new with single updates in the safe order."""
+        self._coll()
+        desired_old = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
+                       for k, e in old.items()}
+        desired = self._desired(endpoint_id, new)
+        return self._apply(endpoint_id, plan(desired_old, desired, lambda v: bool(v[2] & 1)), batch=False)
+
+    def remove_policy(self, endpoint_id: int) -> SyncStats:
+        """Delete the endpoint's entries (its traffic then hits default deny)."""
+        return self._apply(endpoint_id, plan(self.installed(endpoint_id), {}, lambda v: bool(v[2] & 1)),
+                           batch=True)
+
+    def policy_entries(self, endpoint_id: int | None = None) -> list[policymap.PolicyMapEntry]:
+        return self.policy.dump(endpoint_id)
+
+    def rules_for(self, cookie: int) -> frozenset[RuleRef] | None:
+        return self.cookies.rules_for(cookie)
+
+    # -- identities ------------------------------------------------------------------------------
+    def upsert_ipcache(self, prefix: str, identity: int) -> None:
+        self._coll()
+        self.ipcache.upsert(prefix, identity)
+
+    def delete_ipcache(self, prefix: str) -> bool:
+        self._coll()
+        return self.ipcache.delete(prefix)
+
+    def sync_ipcache(self, entries: Mapping[str, int]) -> None:
+        """Full sync of the ipcache (batch insert, then delete prefixes no longer wanted)."""
+        import ipaddress
+
+        want = {str(ipaddress.ip_network(p, strict=False)): i for p, i in entries.items()}
+        self.ipcache.upsert_many(list(want.items()))
+        for e in self.ipcache.dump():
+            if e.prefix not in want:
+                self.ipcache.delete(e.prefix)
+
+    def update_identity(self, prefixes: Iterable[str], identity: int,
+                        diffs: Mapping[int, tuple[MapState, MapState]],
+                        endpoint_id: int | None = None) -> None:
+        """A workload changed identity: its prefixes move to ``identity`` and the policies of the
+        endpoints in ``diffs`` change old → new. Upserts of every endpoint go first, then the
+        ipcache (and the local endpoint's own identity, if ``endpoint_id``), then the deletes."""
+        self._coll()
+        plans: dict[int, list[Phase[tuple[int, ...]]]] = {}
+        for ep, (old, new) in diffs.items():
+            old_v = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
+                     for k, e in old.items()}
+            plans[ep] = plan(old_v, self._desired(ep, new), lambda v: bool(v[2] & 1))
+        for ep, phases in plans.items():
+            self._apply(ep, phases[:2], batch=False)
+        for p in prefixes:
+            self.ipcache.upsert(p, identity)
+        if endpoint_id is not None:
+            for e in self.endpoints.by_endpoint(endpoint_id):
+                self.endpoints.set(e._replace(identity=identity))
+        for ep, phases in plans.items():
+            self._apply(ep, phases[2:], batch=False)
+
+    # -- conntrack, events, metrics ----------------------------------------------------------------
+    def flush_ct(self, endpoint_id: int | None = None,
+                 predicate: Callable[[CtEntry], bool] | None = None) -> int:
+        """Delete conntrack entries (of an endpoint, and/or matching ``predicate``)."""
+        self._coll()
+        return self.ct.flush(lambda e: (endpoint_id is None or e.endpoint_id == endpoint_id)
+                             and (predicate is None or predicate(e)))
+
+    def read_events(self, callback: Callable[[PolicyEvent], None], timeout_ms: int = 100) -> int:
+        """Poll the event ring buffer once; ``callback`` gets each decoded event."""
+        if self._reader is None:
+            self._sink: Callable[[PolicyEvent], None] = callback
+            self._reader = EventsReader(self._coll().maps["cilia_events"], lambda ev: self._sink(ev))
+        self._sink = callback
+        return self._reader.poll(timeout_ms)
+
+    def metrics(self) -> list[MetricRow]:
+        self._coll()
+        return self.metrics_map.dump()
+
+    # -- teardown --------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """Detach from every registered device, remove the clsact qdiscs, pins and cookie table."""
+        coll = self.coll or (self.open().coll)
+        assert coll is not None
+        for e in self.endpoints.dump():
+            loader.detach(e.ifindex, destroy_qdisc=True)
+        self.close()
+        loader.unpin_all(self.pin_root)
+        (self.state_dir / "cookies.json").unlink(missing_ok=True)
+        self._installed.clear()

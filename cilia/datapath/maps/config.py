@@ -1,0 +1,43 @@
+"""The config map (``cilia_config``): one array slot of datapath tunables set by user space."""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import Structure, c_uint32
+from typing import NamedTuple
+
+from cilia.datapath.bpf.libbpf import MapFd
+
+MAP = "cilia_config"
+DEFAULT_EVENTS_PER_SEC = 1000
+DEFAULT_CT_TIMEOUT_S = 60
+DEFAULT_CT_TCP_TIMEOUT_S = 21600
+
+
+class ConfigValue(Structure):
+    _fields_ = [("events_per_sec", c_uint32), ("ct_timeout_s", c_uint32), ("ct_tcp_timeout_s", c_uint32),
+                ("pad", c_uint32)]
+
+
+VALUE_SIZE = ctypes.sizeof(ConfigValue)
+
+
+class DatapathConfig(NamedTuple):
+    events_per_sec: int = DEFAULT_EVENTS_PER_SEC  # per endpoint, drops and new connections
+    ct_timeout_s: int = DEFAULT_CT_TIMEOUT_S  # UDP, SCTP, ICMP and other
+    ct_tcp_timeout_s: int = DEFAULT_CT_TCP_TIMEOUT_S
+
+
+class ConfigMap:
+    def __init__(self, m: MapFd) -> None:
+        self.m = m
+
+    def set(self, cfg: DatapathConfig) -> None:
+        self.m.update(c_uint32(0), ConfigValue(cfg.events_per_sec, cfg.ct_timeout_s, cfg.ct_tcp_timeout_s, 0))
+
+    def dump(self) -> DatapathConfig:
+        v = ConfigValue()
+        self.m.lookup(c_uint32(0), v)
+        return DatapathConfig(v.events_per_sec or DEFAULT_EVENTS_PER_SEC,
+                              v.ct_timeout_s or DEFAULT_CT_TIMEOUT_S,
+                              v.ct_tcp_timeout_s or DEFAULT_CT_TCP_TIMEOUT_S)
