@@ -153,7 +153,8 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
                 if items is None:
                     continue
                 if not isinstance(items, CommentedSeq):
-                    line, col = _node_pos(items, pos)
+                    vl, vc = node.lc.value("items")
+                    line, col = vl + 1, vc + 1
                     errors.append(
                         Error("items must be a list", file=file, line=line, column=col, path="items")
                     )
