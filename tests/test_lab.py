@@ -335,3 +335,33 @@ def test_200_pods_served_by_one_process(labfx: LabFixture) -> None:
     rss = _rss_kb(daemon)
     print(f"{n} pods created in {created:.1f} s; one workload process, RSS {rss / 1024:.1f} MiB")
     assert rss < 200 * 1024
+
+
+HTTP_CLIENT = r"""
+import socket, sys
+def exchange(payload):
+    s = socket.create_connection((sys.argv[1], 80), timeout=5)
+    s.sendall(payload)
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    return data.decode()
+two = exchange(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"HEAD /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+print(two.count("HTTP/1.1 200 OK"), "URI: /one" in two, "URI: /two" not in two, "Connection: close" in two)
+print(exchange(b"NONSENSE\r\n\r\n").split("\r\n")[0])
+print(exchange(b"POST /p HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc").split("\r\n")[0])
+"""
+
+
+@pytest.mark.root
+def test_http_keepalive_head_and_bad_requests(labfx: LabFixture) -> None:
+    a, b = labfx.pod("a", ()), labfx.pod("b")
+    r = labfx.lab.run_in_pod(a.namespace, a.name, [sys.executable, "-c", HTTP_CLIENT, b.ip], timeout=20)
+    expected_out = "2 True True True\nHTTP/1.1 400 Bad Request\nHTTP/1.1 200 OK\n"
+    assert (r.returncode, r.stdout) == (0, expected_out), r.stderr
+    log = [(ln.split('"')[1], *ln.split('"')[2].split()) for ln in Path(b.log_path).read_text().splitlines()]
+    assert [(req, status, size != "0") for req, status, size in log] == [
+        ("GET /one HTTP/1.1", "200", True), ("HEAD /two HTTP/1.1", "200", False),
+        ("NONSENSE", "400", False), ("POST /p HTTP/1.0", "200", True)]

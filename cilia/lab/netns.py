@@ -13,8 +13,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from pyroute2 import netns as _pr_netns
-
 from cilia.lab.errors import LabError
 
 NETNS_DIR = Path("/run/netns")
@@ -41,17 +39,21 @@ def names() -> list[str]:
 def create(name: str) -> None:
     if exists(name):
         raise LabError(f"network namespace {name} already exists")
+    from pyroute2 import netns as pr_netns  # here, so the workload daemon never loads pyroute2
+
     try:
-        _pr_netns.create(name)
+        pr_netns.create(name)
     except OSError as e:
         raise LabError(f"create network namespace {name}: {e}") from e
 
 
 def remove(name: str) -> None:
     """Remove a named namespace (no error if it is already gone)."""
+    from pyroute2 import netns as pr_netns
+
     if exists(name):
         with contextlib.suppress(FileNotFoundError):
-            _pr_netns.remove(name)
+            pr_netns.remove(name)
 
 
 def _setns(fd: int) -> None:

@@ -289,8 +289,10 @@ class Lab:
 
     def _ensure_forwarding(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not self._saved_forward.exists():
-            self._saved_forward.write_text(IP_FORWARD.read_text())
+        before = IP_FORWARD.read_text()
+        # "x": only the first lab process to turn forwarding on records what it was before.
+        with contextlib.suppress(FileExistsError), open(self._saved_forward, "x") as f:
+            f.write(before)
         IP_FORWARD.write_text("1\n")
 
     def _restore_forwarding(self) -> None:
