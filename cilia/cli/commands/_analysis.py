@@ -1,0 +1,61 @@
+"""Options and error handling shared by the offline analysis commands (trace, connectivity, verify,
+lint). No ``register``: this module adds no command of its own."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
+from cilia.analyze.peers import PeerError
+from cilia.cli.render import print_errors
+from cilia.k8s.errors import Error, ManifestError
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+Files = Annotated[
+    list[str],
+    typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
+]
+Mode = Annotated[
+    EnforcementMode,
+    typer.Option("--enforcement-mode", help="Policy enforcement mode of the node: default | always | never."),
+]
+Localhost = Annotated[
+    AllowLocalhost,
+    typer.Option("--allow-localhost", help="always: the node may reach its pods unless denied; policy: no."),
+]
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    sys.stderr.write(f"error: {message}\n")
+    return typer.Exit(code)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; turn bad input (unreadable/invalid manifests, unknown peers) into exit 2 with
+    the problems on stderr."""
+    try:
+        return action()
+    except ManifestError as exc:
+        sys.stderr.write("error: the manifests cannot be analysed as they are:\n")
+        print_errors(exc.errors, sys.stderr)
+        if not exc.unreadable:
+            sys.stderr.write(
+                "(real Cilium would refuse these objects; `cilia validate --fix` corrects deny:)\n"
+            )
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Error as exc:
+        print_errors([exc], sys.stderr)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except PeerError as exc:
+        raise fail(str(exc)) from None
+
+
+def load(files: list[str], mode: EnforcementMode, localhost: AllowLocalhost) -> Analysis:
+    return guarded(lambda: analyse_paths(files, Options(mode, localhost)))

@@ -1,0 +1,43 @@
+"""``cilia connectivity``: the reachability matrix of every pod (per identity), world and host, per
+port class. A thin face over :mod:`cilia.analyze.connectivity`."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
+from cilia.analyze.connectivity import connectivity, render_csv, render_table
+from cilia.cli.commands._analysis import Files, Localhost, Mode, load
+from cilia.cli.render import print_json
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("connectivity")
+    def connectivity_cmd(
+        filename: Files,
+        output: Annotated[Output, typer.Option("-o", "--output", help="table | json | csv")] = Output.table,
+        enforcement_mode: Mode = EnforcementMode.DEFAULT,
+        allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+    ) -> None:
+        """Who can reach whom: pods (grouped by identity), world and host, for each port class the
+        policies distinguish.
+
+        Exit status: 0, or 2 for bad input.
+        """
+        conn = connectivity(load(filename, enforcement_mode, allow_localhost))
+        if output is Output.json:
+            print_json(conn.to_dict())
+        elif output is Output.csv:
+            sys.stdout.write(render_csv(conn))
+        else:
+            sys.stdout.write(render_table(conn))

@@ -1,0 +1,46 @@
+"""``cilia verify``: check expected verdicts (allow/deny) against the policies; fails on any mismatch.
+A thin face over :mod:`cilia.analyze.verify`."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
+from cilia.analyze.verify import load_expectations, render_text, verify
+from cilia.cli.commands._analysis import EXIT_FAIL, EXIT_OK, Files, Localhost, Mode, guarded, load
+from cilia.cli.render import print_json
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("verify")
+    def verify_cmd(
+        filename: Files,
+        expect: Annotated[
+            str,
+            typer.Option("--expect", help="YAML file: expectations: [{from, to, port, protocol, expect}]."),
+        ],
+        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        enforcement_mode: Mode = EnforcementMode.DEFAULT,
+        allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+    ) -> None:
+        """Verify expected verdicts; each mismatch is printed with its trace.
+
+        Exit status: 0 all expectations hold, 1 some do not, 2 bad input.
+        """
+        expectations = guarded(lambda: load_expectations(expect))
+        analysis = load(filename, enforcement_mode, allow_localhost)
+        report = guarded(lambda: verify(analysis, expectations))
+        if output is Output.json:
+            print_json(report.to_dict())
+        else:
+            sys.stdout.write(render_text(report))
+        raise typer.Exit(EXIT_OK if report.failed == 0 else EXIT_FAIL)
