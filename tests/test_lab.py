@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
@@ -82,6 +83,24 @@ def test_ipam_wraps_and_reports_exhaustion() -> None:
         ipam.allocate("ns/one-too-many")
     ipam.release_owner("ns/p1")
     assert str(ipam.allocate("ns/again")) == "198.18.32.3"
+
+
+def test_ipam_concurrent_writers_never_share_an_address(tmp_path: Path) -> None:
+    results: list[list[str]] = [[], []]
+
+    def worker(i: int) -> None:
+        with open_store(tmp_path) as store:  # each thread its own connection, as two processes would
+            ipam = Ipam(store, node_index=3)
+            results[i] = [str(ipam.allocate(f"ns/w{i}-{j}")) for j in range(40)]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    every = results[0] + results[1]
+    assert len(every) == 80 and len(set(every)) == 80
+    assert {IPv4Address(a) for a in every} == {IPv4Address("198.18.48.2") + i for i in range(80)}
 
 
 def test_pod_spec_from_manifest() -> None:
@@ -365,3 +384,18 @@ def test_http_keepalive_head_and_bad_requests(labfx: LabFixture) -> None:
     assert [(req, status, size != "0") for req, status, size in log] == [
         ("GET /one HTTP/1.1", "200", True), ("HEAD /two HTTP/1.1", "200", False),
         ("NONSENSE", "400", False), ("POST /p HTTP/1.0", "200", True)]
+
+
+@pytest.mark.root
+def test_a_taken_netns_name_gets_the_hashed_form(labfx: LabFixture) -> None:
+    plain = netns_name(TEST_NS, "clash")
+    netns.create(plain)  # someone else's namespace with our pod's plain name
+    try:
+        pod = labfx.pod("clash")
+        assert pod.netns == netns_name(TEST_NS, "clash", hashed=True) != plain
+        r = labfx.lab.run_in_pod(pod.namespace, pod.name, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+        assert f"inet {pod.ip}/32" in r.stdout
+        labfx.lab.delete_pod(TEST_NS, "clash")
+        assert netns.exists(plain)  # not ours: left alone
+    finally:
+        netns.remove(plain)
