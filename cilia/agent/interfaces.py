@@ -8,14 +8,12 @@ reconcile steps without a kernel: for development and for the state-sequence tes
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cilia.agent.desired import PodKey
-from cilia.policy.types import Entry, Key
-
-MapState = dict[Key, Entry]
+from cilia.policy.mapstate import MapState
 
 
 @dataclass(frozen=True)
@@ -49,25 +47,38 @@ class PodRuntime(Protocol):
 
 
 class NodeDatapath(Protocol):
-    def attach(self, ifindex: int, endpoint_id: int, identity: int) -> None: ...
+    """The calls the reconciler makes; :class:`cilia.datapath.bpf.sync.Datapath` has this shape."""
 
-    def set_identity(self, ifindex: int, endpoint_id: int, identity: int) -> None: ...
+    def attach(self, ifindex: int, endpoint_id: int, identity: int) -> Any: ...
 
-    def detach(self, ifindex: int, endpoint_id: int) -> None: ...
+    def detach(self, ifindex: int) -> Any: ...
 
-    def set_policy(self, endpoint_id: int, mapstate: MapState) -> None: ...
-
-    def apply_diff(self, endpoint_id: int, old: MapState, new: MapState) -> None: ...
-
-    def upsert_ipcache(self, prefix: str, identity: int) -> None: ...
-
-    def delete_ipcache(self, prefix: str) -> None: ...
-
-    def policy(self, endpoint_id: int) -> MapState:
-        """What the datapath holds for the endpoint now (read back, for recovery and checks)."""
+    def set_policy(self, endpoint_id: int, mapstate: MapState) -> Any:
+        """Full sync: the datapath holds exactly ``mapstate`` for the endpoint afterwards."""
         ...
 
-    def ipcache(self) -> dict[str, int]: ...
+    def apply_diff(self, endpoint_id: int, old: MapState, new: MapState) -> Any: ...
+
+    def remove_policy(self, endpoint_id: int) -> Any: ...
+
+    def upsert_ipcache(self, prefix: str, identity: int) -> Any: ...
+
+    def delete_ipcache(self, prefix: str) -> Any: ...
+
+    def sync_ipcache(self, entries: Mapping[str, int]) -> Any:
+        """Full sync: exactly these prefixes afterwards."""
+        ...
+
+    def update_identity(
+        self,
+        prefixes: Iterable[str],
+        identity: int,
+        diffs: Mapping[int, tuple[MapState, MapState]],
+        endpoint_id: int | None = None,
+    ) -> Any:
+        """A workload changed identity: peers' new entries first, then its prefixes and endpoint,
+        then the entries no longer wanted."""
+        ...
 
     def close(self) -> None: ...
 

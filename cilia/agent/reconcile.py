@@ -28,13 +28,15 @@ from cilia.agent.desired import (
 )
 from cilia.agent.endpoints import Endpoint, EndpointTable
 from cilia.agent.events import EventLog
-from cilia.agent.interfaces import MapState, NodeDatapath, PodRuntime, RuntimePod
+from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.k8s.objects import Pod
+from cilia.policy.mapstate import MapState
+from cilia.policy.translate import ServiceInfo
 from cilia.store import Event, EventType, Kind, Put, Record, Store, StoreError
 from cilia.store import identities as stored_ids
 
@@ -116,6 +118,7 @@ class Reconciler:
             else:
                 self._fold(_as_event(rec, snap.revision))
         self.allocator.restore(restored)
+        self.policy.set_services(self._service_infos())
         for key, pol in sorted(self.desired.policies.items()):
             self._set_policy(key, pol)
 
@@ -138,14 +141,16 @@ class Reconciler:
         for pk, (rpod, labels, ident) in adopted.items():
             old = self.endpoints.get(pk)
             eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
-            ep = Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
-                          tuple(labels.strings()))
+            ep = Endpoint(
+                eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings())
+            )
             self.endpoints.put(ep)
+            # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
             self.datapath.attach(rpod.ifindex, eid, ident)
-            self.applied[eid] = self.datapath.policy(eid)
-        self._sync_ipcache()
+        self.policy.set_cluster_ports(self.desired.pods.values())
         self.policy.take_affected()
-        self._sync_policies(None)
+        self._sync_policies(None)  # full sync of every endpoint against what the kernel holds
+        self._sync_ipcache()
         self.revision = snap.revision
         self._converge_pods()
         return snap.revision
@@ -156,6 +161,7 @@ class Reconciler:
         """Fold a batch of store events in and reconcile everything they touch."""
         touched_pods: set[PodKey] = set()
         relabel_all_in: set[str] = set()
+        services_changed = False
         last = self.revision
         for ev in events:
             last = max(last, ev.revision)
@@ -167,6 +173,8 @@ class Reconciler:
                 touched_pods.add(key)
             elif kind == "namespace":
                 relabel_all_in.add(key)
+            elif kind == "service":
+                services_changed = True
             elif kind == "policy":
                 pol = self.desired.policies.get(key)
                 if pol is None:
@@ -174,9 +182,13 @@ class Reconciler:
                     self._emit("Normal", "PolicyDeleted", str(key), "policy removed from the node")
                 else:
                     self._set_policy(key, pol)
+        if services_changed:
+            self.policy.set_services(self._service_infos())
         for pk in self.desired.pods:
             if pk.namespace in relabel_all_in:
                 touched_pods.add(pk)
+        if touched_pods:
+            self.policy.set_cluster_ports(self.desired.pods.values())
         self._converge_pods(touched_pods)
         self._sync_policies(self.policy.take_affected())
         self.revision = last
@@ -222,9 +234,9 @@ class Reconciler:
                 if old is not None:
                     releases.append(old)
         if releases:
-            self._sync_policies(self.policy.take_affected())
             for labels in releases:
                 self.allocator.release(labels)
+            self._sync_policies(self.policy.take_affected())
 
     def _create_endpoint(self, pk: PodKey, pod: Pod) -> None:
         labels = self.identity_labels(pod)
@@ -247,34 +259,50 @@ class Reconciler:
             log.exception("create pod %s", pk)
             return
         self.applied[eid] = ms
-        self.endpoints.put(Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
-                                    tuple(labels.strings())))
+        self.endpoints.put(
+            Endpoint(
+                eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings())
+            )
+        )
         self._emit("Normal", "Started", f"Pod/{pk}", f"endpoint {eid}, {rpod.ip}, identity {ident}")
 
     def _relabel(self, ep: Endpoint, pod: Pod) -> Labels | None:
-        """Move the endpoint to the identity of its current labels; the old labels to release."""
+        """Move the endpoint to the identity of its current labels. Returns None: the old
+        identity is released here, inside the one ordered datapath update."""
         labels = self.identity_labels(pod)
         if tuple(labels.strings()) == ep.labels:
             return None
-        ident = self.allocator.allocate(labels)
-        self._sync_policies(self.policy.take_affected())  # peers learn the new identity first
-        new_ms = self.policy.mapstate(ident, pod)
-        old_ms = self.applied.get(ep.id, {})
-        self.datapath.apply_diff(ep.id, old_ms, new_ms)
-        self.datapath.set_identity(ep.ifindex, ep.id, ident)
-        self.datapath.upsert_ipcache(f"{ep.ip}/{HOST_PREFIX_LEN}", ident)
-        self.applied[ep.id] = new_ms
         old_labels = Labels.parse(ep.labels)
+        ident = self.allocator.allocate(labels)
+        self.allocator.release(old_labels)
+        affected = self.policy.take_affected()
+        diffs = {}
+        for other in self.endpoints:
+            if other.id == ep.id or affected is None or other.identity in affected:
+                other_pod = self.desired.pods.get(other.pod)
+                if other_pod is None:
+                    continue
+                new_ident = ident if other.id == ep.id else other.identity
+                new_ms = self.policy.mapstate(new_ident, other_pod)
+                old_ms = self.applied.get(other.id)
+                if old_ms is None or old_ms != new_ms:
+                    diffs[other.id] = (old_ms if old_ms is not None else MapState(), new_ms)
+        # Peers' new entries first, then the pod's address and endpoint move, then stale entries go.
+        self.datapath.update_identity([f"{ep.ip}/{HOST_PREFIX_LEN}"], ident, diffs, endpoint_id=ep.id)
+        for eid, (_, new_ms) in diffs.items():
+            self.applied[eid] = new_ms
         self.endpoints.update(ep.pod, identity=ident, labels=tuple(labels.strings()))
         self._emit("Normal", "Relabelled", f"Pod/{ep.pod}", f"identity {ep.identity} → {ident}")
-        return old_labels
+        return None
 
     def _delete_endpoint(self, ep: Endpoint) -> Labels:
         self.datapath.delete_ipcache(f"{ep.ip}/{HOST_PREFIX_LEN}")
         try:
+            # Deleting the veth drops its filters; detach first so no program outlives its endpoint.
+            self.datapath.detach(ep.ifindex)
             self.runtime.delete(ep.pod)
         finally:
-            self.datapath.detach(ep.ifindex, ep.id)
+            self.datapath.remove_policy(ep.id)
             self.applied.pop(ep.id, None)
             self.endpoints.remove(ep.pod)
         self._emit("Normal", "Killing", f"Pod/{ep.pod}", f"endpoint {ep.id} removed")
@@ -303,13 +331,18 @@ class Reconciler:
     def _sync_ipcache(self) -> None:
         want = {f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints}
         want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
-        have = self.datapath.ipcache()
-        for prefix, ident in want.items():
-            if have.get(prefix) != ident:
-                self.datapath.upsert_ipcache(prefix, ident)
-        for prefix in have:
-            if prefix not in want:
-                self.datapath.delete_ipcache(prefix)
+        self.datapath.sync_ipcache(want)
+
+    def _service_infos(self) -> list[ServiceInfo]:
+        return [
+            ServiceInfo(
+                name=s.name,
+                namespace=s.namespace,
+                selector=dict(s.selector) if s.selector else None,
+                ports=tuple((p.port, p.protocol) for p in s.ports),
+            )
+            for s in self.desired.services.values()
+        ]
 
     # ------------------------------------------------------------------ misc
 

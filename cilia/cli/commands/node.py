@@ -15,6 +15,7 @@ from rich.console import Console
 
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig, ConfigError
+from cilia.store import Store, StoreError, open_store
 
 console = Console()
 err_console = Console(stderr=True)
@@ -37,6 +38,14 @@ def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) 
     except ConfigError as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
+
+
+def open_node_store(cfg: AgentConfig) -> Store:
+    """The node's store (the SQLite file in the state directory)."""
+    try:
+        return open_store(cfg.state_dir)
+    except StoreError as e:
+        raise fail(str(e), 2) from e
 
 
 def agent_client(cfg: AgentConfig) -> AgentClient:

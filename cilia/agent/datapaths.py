@@ -1,0 +1,116 @@
+"""Node datapaths for the agent: the kernel one (:class:`cilia.datapath.bpf.sync.Datapath`, used as
+is) and :class:`SimNodeDatapath`, which holds the same state in memory and decides packets with
+:mod:`cilia.datapath.sim` (the kernel's lookup, mirrored in Python).
+
+A :class:`SimNodeDatapath` outlives a :class:`~cilia.agent.reconcile.Reconciler` the way pinned
+maps outlive an agent process, so restart recovery can be exercised without root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from cilia.datapath import sim
+from cilia.datapath.ipcache import IPCache
+from cilia.policy.mapstate import MapState
+from cilia.policy.types import Entry, Key
+
+
+class SimNodeDatapath:
+    """In-memory node datapath: endpoints by ifindex, a policy per endpoint, an ipcache."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[int, tuple[int, int]] = {}  # ifindex -> (endpoint id, identity)
+        self.policies: dict[int, dict[Key, Entry]] = {}
+        self.prefixes: dict[str, int] = {}
+        self.log: list[tuple[str, ...]] = []  # operations in order, for ordering checks
+
+    @staticmethod
+    def _norm(prefix: str) -> str:
+        return str(ipaddress.ip_network(prefix, strict=False))
+
+    def attach(self, ifindex: int, endpoint_id: int, identity: int) -> None:
+        self.endpoints[ifindex] = (endpoint_id, identity)
+        self.log.append(("attach", str(ifindex), str(endpoint_id), str(identity)))
+
+    def detach(self, ifindex: int) -> None:
+        self.endpoints.pop(ifindex, None)
+        self.log.append(("detach", str(ifindex)))
+
+    def set_policy(self, endpoint_id: int, mapstate: MapState | Mapping[Key, Entry]) -> None:
+        self.policies[endpoint_id] = dict(mapstate.items())
+        self.log.append(("set_policy", str(endpoint_id)))
+
+    def apply_diff(self, endpoint_id: int, old: MapState, new: MapState) -> None:
+        cur = self.policies.setdefault(endpoint_id, {})
+        for k, _ in old.items():
+            if k not in new:
+                cur.pop(k, None)
+        for k, e in new.items():
+            cur[k] = e
+        self.log.append(("apply_diff", str(endpoint_id)))
+
+    def remove_policy(self, endpoint_id: int) -> None:
+        self.policies.pop(endpoint_id, None)
+        self.log.append(("remove_policy", str(endpoint_id)))
+
+    def upsert_ipcache(self, prefix: str, identity: int) -> None:
+        self.prefixes[self._norm(prefix)] = identity
+        self.log.append(("ipcache", prefix, str(identity)))
+
+    def delete_ipcache(self, prefix: str) -> None:
+        self.prefixes.pop(self._norm(prefix), None)
+        self.log.append(("ipcache-delete", prefix))
+
+    def sync_ipcache(self, entries: Mapping[str, int]) -> None:
+        self.prefixes = {self._norm(p): i for p, i in entries.items()}
+        self.log.append(("ipcache-sync",))
+
+    def update_identity(
+        self,
+        prefixes: Iterable[str],
+        identity: int,
+        diffs: Mapping[int, tuple[MapState, MapState]],
+        endpoint_id: int | None = None,
+    ) -> None:
+        for ep, (old, new) in diffs.items():
+            self.apply_diff(ep, old, new)
+        for p in prefixes:
+            self.upsert_ipcache(p, identity)
+        if endpoint_id is not None:
+            for ifindex, (eid, _) in list(self.endpoints.items()):
+                if eid == endpoint_id:
+                    self.endpoints[ifindex] = (eid, identity)
+
+    def close(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        self.endpoints.clear()
+        self.policies.clear()
+        self.prefixes.clear()
+
+    # ------------------------------------------------------------------ deciding packets
+
+    def flow(
+        self, endpoint_ips: Mapping[str, int], src_ip: str, dst_ip: str, proto: int, dport: int
+    ) -> sim.FlowVerdict:
+        """Decide one packet with the sim lookup; ``endpoint_ips`` maps local pod IPs to endpoint ids."""
+        cache = IPCache()
+        for p, i in self.prefixes.items():
+            cache.upsert(p, i)
+        dp = sim.Datapath(cache)
+        by_id = {eid: ident for eid, ident in self.endpoints.values()}
+        for ip, eid in endpoint_ips.items():
+            if eid in by_id:
+                dp.upsert_endpoint(sim.SimEndpoint(eid, ip, by_id[eid], self.policies.get(eid, {})))
+        return dp.flow(src_ip, dst_ip, proto, dport)
+
+
+def open_bpf_datapath(pin_root: str, state_dir: Path):  # type: ignore[no-untyped-def]
+    """The kernel datapath, opened (programs loaded, maps pinned or re-opened)."""
+    from cilia.datapath.bpf.sync import Datapath
+
+    return Datapath(pin_root=pin_root, state_dir=state_dir).open()

@@ -1,0 +1,216 @@
+"""The agent's policy step: rules and identities in, MapState per identity out, incrementally.
+
+Wraps the engine's pieces (:mod:`cilia.policy.repository`, :mod:`cilia.policy.selectorcache`,
+:func:`cilia.policy.resolve.resolve_policy`) and keeps, per identity, the resolved
+:class:`EndpointPolicy`. Every change records which identities' policies may have changed
+("affected"): a policy change affects the identities its old or new subjects select; an identity
+appearing or disappearing affects the identities whose resolved policy uses a selector whose
+selection changed. The reconciler asks only those for a new MapState.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from cilia.agent.desired import PolicyKey
+from cilia.identity.labels import Labels
+from cilia.identity.selector import Selector
+from cilia.k8s.objects import Pod, Policy
+from cilia.policy.mapstate import MapState
+from cilia.policy.repository import Repository, ResourceKey
+from cilia.policy.resolve import (
+    EndpointPolicy,
+    EnforcementMode,
+    EngineOptions,
+    NamedPorts,
+    namespace_of,
+    resolve_policy,
+    rule_selects,
+)
+from cilia.policy.rules import PolicyRule
+from cilia.policy.selectorcache import SelectorCache
+from cilia.policy.translate import ServiceInfo, translate, with_service_peers
+from cilia.policy.types import Direction, Proto
+
+_PROTOS = {"TCP": int(Proto.TCP), "UDP": int(Proto.UDP), "SCTP": int(Proto.SCTP)}
+
+
+def own_named_ports(pod: Pod | None) -> tuple[tuple[str, int, int], ...]:
+    """(name, proto, port) of the pod's named container ports, lowercased as policies match them."""
+    if pod is None:
+        return ()
+    return tuple(
+        sorted(
+            {
+                (p.name.lower(), _PROTOS.get(p.protocol.upper(), 6), p.container_port)
+                for p in pod.ports
+                if p.name
+            }
+        )
+    )
+
+
+class PolicyState:
+    """Policy resolution for one node's identities with change tracking."""
+
+    def __init__(
+        self, *, enforcement_mode: str = "default", allow_localhost: str = "always", cluster: str = "default"
+    ) -> None:
+        self.options = EngineOptions(
+            enforcement=EnforcementMode(enforcement_mode), allow_localhost=allow_localhost == "always"
+        )
+        self.cluster = cluster
+        self.repo = Repository()
+        self.cache = SelectorCache()
+        self.services: list[ServiceInfo] = []
+        self._sources: dict[PolicyKey, Policy] = {}
+        self._resolved: dict[tuple[int, tuple[tuple[str, int, int], ...]], EndpointPolicy] = {}
+        self._uses: dict[int, set[Selector]] = defaultdict(set)  # identity -> selectors its policy reads
+        self._cluster_ports: dict[tuple[str, int], frozenset[int]] = {}
+        self._affected: set[int] = set()
+        self._all_affected = False
+
+    # ------------------------------------------------------------------ changes
+
+    def _mark(self, identities: Iterable[int]) -> None:
+        for i in identities:
+            self._affected.add(i)
+            self._uses.pop(i, None)
+            for k in [k for k in self._resolved if k[0] == i]:
+                del self._resolved[k]
+
+    def _mark_all(self) -> None:
+        self._all_affected = True
+        self._resolved.clear()
+        self._uses.clear()
+
+    def _subjects(self, rules: Iterable[PolicyRule]) -> set[int]:
+        rules = list(rules)
+        out = set()
+        for ident, labels in self.cache.identities.items():
+            ns = namespace_of(labels)
+            if any(rule_selects(r, labels, ns) for r in rules):
+                out.add(ident)
+        return out
+
+    def _translate(self, pol: Policy) -> list[PolicyRule]:
+        kwargs: dict[str, Any] = {} if pol.kind == "NetworkPolicy" else {"cluster": self.cluster}
+        rules = []
+        for rule in translate(pol.model, **kwargs):
+            if any(e.services for e in rule.entries):
+                entries = tuple(with_service_peers(e, self.services, rule.namespace) for e in rule.entries)
+                rule = PolicyRule(
+                    rule.ref,
+                    rule.namespace,
+                    rule.subject,
+                    rule.node_selector,
+                    entries,
+                    rule.has_section,
+                    rule.default_deny,
+                    rule.audit,
+                    rule.labels,
+                )
+            rules.append(rule)
+        return rules
+
+    def set_policy(self, key: PolicyKey, pol: Policy) -> None:
+        """Add or replace one policy object (translation errors propagate; nothing changes then)."""
+        rules = self._translate(pol)
+        change = self.repo.replace(ResourceKey(key.kind, key.namespace, key.name), rules)
+        self._sources[key] = pol
+        self._mark(self._subjects((*change.removed, *change.added)))
+
+    def delete_policy(self, key: PolicyKey) -> None:
+        change = self.repo.delete(ResourceKey(key.kind, key.namespace, key.name))
+        self._sources.pop(key, None)
+        self._mark(self._subjects(change.removed))
+
+    def set_services(self, services: list[ServiceInfo]) -> None:
+        """Services changed: policies with toServices are translated again."""
+        self.services = list(services)
+        for key, pol in list(self._sources.items()):
+            if any(e.services for r in self.repo.get(ResourceKey(*key)) for e in r.entries):
+                self.set_policy(key, pol)
+
+    def set_cluster_ports(self, pods: Iterable[Pod]) -> None:
+        """Named ports of every local pod (egress named ports resolve against them)."""
+        ports: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for pod in pods:
+            for name, proto, number in own_named_ports(pod):
+                ports[(name, proto)].add(number)
+        frozen = {k: frozenset(v) for k, v in ports.items()}
+        if frozen != self._cluster_ports:
+            self._cluster_ports = frozen
+            self._mark_all()
+
+    def add_identity(self, identity: int, labels: Labels) -> None:
+        changed = self.cache.update_identities(added={identity: labels})
+        self._mark({identity, *self._users_of(changed)})
+
+    def remove_identity(self, identity: int) -> None:
+        changed = self.cache.update_identities(removed=[identity])
+        self._mark({identity, *self._users_of(changed)})
+
+    def _users_of(self, selectors: Iterable[Selector]) -> set[int]:
+        sels = set(selectors)
+        return {i for i, used in self._uses.items() if used & sels}
+
+    def take_affected(self) -> set[int] | None:
+        """Identities whose policy may have changed since the last call (None: all of them)."""
+        if self._all_affected:
+            self._all_affected = False
+            self._affected.clear()
+            return None
+        out, self._affected = self._affected, set()
+        return out
+
+    # ------------------------------------------------------------------ queries
+
+    def endpoint_policy(self, identity: int, pod: Pod | None = None) -> EndpointPolicy:
+        own = own_named_ports(pod)
+        key = (identity, own)
+        pol = self._resolved.get(key)
+        if pol is None:
+            labels = self.cache.labels_of(identity) or Labels()
+            named = NamedPorts({(n, p): port for n, p, port in own}, self._cluster_ports)
+            pol = resolve_policy(
+                identity,
+                labels,
+                self.repo.candidates(namespace_of(labels)),
+                self.cache,
+                named_ports=named,
+                options=self.options,
+                revision=self.repo.revision,
+            )
+            self._resolved[key] = pol
+            self._uses[identity].update(sel for f in pol.filters for sel, _, _ in f.selectors)
+        return pol
+
+    def mapstate(self, identity: int, pod: Pod | None = None) -> MapState:
+        return self.endpoint_policy(identity, pod).map_state
+
+    def enforcement(self, identity: int) -> dict[str, bool]:
+        if identity not in self.cache.identities:
+            return {"ingress": False, "egress": False}
+        pol = self.endpoint_policy(identity)
+        return {d.label: pol.is_enforced(d) for d in (Direction.INGRESS, Direction.EGRESS)}
+
+    def summary(self, identity: int, pod: Pod | None = None) -> dict[str, Any]:
+        """What ``describe pod`` shows: the policies selecting the identity and enforcement."""
+        pol = self.endpoint_policy(identity, pod)
+        return {
+            "policies": sorted(
+                {
+                    f"{r.ref.kind}/{r.ref.namespace + '/' if r.ref.namespace else ''}{r.ref.name}"
+                    for r in pol.selection.rules
+                }
+            ),
+            "enforcement": {d.label: pol.is_enforced(d) for d in (Direction.INGRESS, Direction.EGRESS)},
+            "default_deny_by": {
+                d.label: sorted({r.describe() for r in pol.default_deny_by[d]})
+                for d in (Direction.INGRESS, Direction.EGRESS)
+            },
+            "entries": len(pol.map_state),
+        }

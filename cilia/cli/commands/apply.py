@@ -1,0 +1,109 @@
+"""``cilia apply -f …`` and ``cilia delete -f … | delete KIND NAME``: change the node's desired state.
+
+Atomic: every document is validated (errors exactly as ``cilia validate`` prints them) before
+anything is stored, and everything is stored in one store transaction. When an agent runs, the
+command returns once the agent has reconciled the change (``--no-wait`` to return at once).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from cilia.agent import manifests
+from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
+from cilia.cli.commands.node import (
+    RunDirOpt,
+    StateDirOpt,
+    console,
+    err_console,
+    fail,
+    node_config,
+    open_node_store,
+    wait_for_agent,
+)
+from cilia.cli.render import plural, print_errors, print_json, print_warnings
+
+FilesOpt = Annotated[list[str], typer.Option("-f", "--filename", help="File, directory or - (stdin).")]
+NamespaceOpt = Annotated[str, typer.Option("-n", "--namespace", help="Namespace for objects without one.")]
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the agent has reconciled.")]
+
+
+def _finish(outcome: manifests.ApplyOutcome, output: str, wait: bool, cfg_args: tuple) -> None:
+    cfg = node_config(*cfg_args)
+    if output == "json":
+        print_json(outcome.to_json())
+    else:
+        print_warnings(outcome.warnings)
+        if not outcome.ok:
+            print_errors(outcome.report.errors, sys.stderr)
+            n = len(outcome.report.errors)
+            err_console.print(f"{plural(n, 'error')}; nothing was applied")
+        for f in outcome.fixes:
+            for c in f.changes:
+                console.print(f"fixed {f.file}: {c.path}: {c.description}", highlight=False)
+        for r in outcome.results:
+            console.print(r.describe(), highlight=False)
+    if not outcome.ok:
+        raise typer.Exit(2 if outcome.report.unreadable else 1)
+    if wait and outcome.revision:
+        wait_for_agent(cfg, outcome.revision, quiet=output == "json")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("apply")
+    def apply_cmd(
+        filename: FilesOpt,
+        namespace: NamespaceOpt = "default",
+        fix: Annotated[bool, typer.Option("--fix", help="Apply `cilia validate --fix` fixes first.")] = False,
+        output: OutputOpt = "text",
+        wait: WaitOpt = True,
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Validate manifests and store them, all or nothing."""
+        cfg = node_config(state_dir, run_dir)
+        with open_node_store(cfg) as store:
+            outcome = manifests.apply(store, filename, fix=fix, namespace=namespace)
+        _finish(outcome, output, wait, (state_dir, run_dir))
+
+    @app.command("delete")
+    def delete_cmd(
+        kind: Annotated[str | None, typer.Argument(help="pod | deployment | cnp | ccnp | netpol | …")] = None,
+        names: Annotated[list[str] | None, typer.Argument(help="Names (a unique prefix is enough).")] = None,
+        filename: Annotated[list[str] | None, typer.Option("-f", "--filename", help="File/dir/-.")] = None,
+        namespace: NamespaceOpt = "default",
+        ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found")] = False,
+        output: OutputOpt = "text",
+        wait: WaitOpt = True,
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Delete the objects named by manifests (-f) or by kind and name."""
+        cfg = node_config(state_dir, run_dir)
+        with open_node_store(cfg) as store:
+            if filename:
+                outcome = manifests.delete(
+                    store, filename, namespace=namespace, ignore_not_found=ignore_not_found
+                )
+            elif kind and names:
+                skind = resolve_kind(kind)
+                if skind is None:
+                    raise fail(f"unknown kind {kind!r}", 2)
+                keys = []
+                for name in names:
+                    try:
+                        key = resolve_name(store, skind, namespace, name)
+                    except AmbiguousNameError as e:
+                        raise fail(str(e)) from e
+                    if key is None and not ignore_not_found:
+                        raise fail(f'{kind} "{name}" not found in namespace {namespace}')
+                    if key is not None:
+                        keys.append(key)
+                outcome = manifests.delete_keys(store, keys)
+            else:
+                raise fail("give -f FILE or KIND NAME", 2)
+        _finish(outcome, output, wait, (state_dir, run_dir))

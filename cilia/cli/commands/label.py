@@ -1,0 +1,111 @@
+"""``cilia label pod NAME k=v [k2-] [--overwrite]``: change a pod's labels (and so its identity)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
+from cilia.cli.commands.node import (
+    RunDirOpt,
+    StateDirOpt,
+    console,
+    fail,
+    node_config,
+    open_node_store,
+    wait_for_agent,
+)
+from cilia.store import StoreError
+
+
+class LabelError(ValueError):
+    """A label argument that cannot be applied."""
+
+
+def parse_label_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``k=v`` sets, ``k-`` removes (kubectl's syntax)."""
+    sets: dict[str, str] = {}
+    removes: list[str] = []
+    for a in args:
+        if a.endswith("-") and "=" not in a:
+            removes.append(a[:-1])
+        elif "=" in a:
+            k, _, v = a.partition("=")
+            if not k:
+                raise LabelError(f"invalid label {a!r}: empty key")
+            sets[k] = v
+        else:
+            raise LabelError(f"invalid label {a!r}: use key=value or key-")
+    return sets, removes
+
+
+def relabel(obj: dict[str, Any], sets: dict[str, str], removes: list[str], overwrite: bool) -> dict[str, Any]:
+    """The object with its labels changed; LabelError if a key exists and ``overwrite`` is off."""
+    meta = dict(obj.get("metadata") or {})
+    labels = dict(meta.get("labels") or {})
+    for k, v in sets.items():
+        if k in labels and labels[k] != v and not overwrite:
+            raise LabelError(f"'{k}' already has a value ({labels[k]}), and --overwrite is false")
+        labels[k] = v
+    for k in removes:
+        labels.pop(k, None)
+    meta["labels"] = labels
+    return {**obj, "metadata": meta}
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("label")
+    def label_cmd(
+        kind: Annotated[str, typer.Argument(help="pod | namespace | deployment | …")],
+        name: Annotated[str, typer.Argument(help="Object name (pods: a unique prefix is enough).")],
+        labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+        wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until enforced.")] = True,
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Set or remove labels; a pod's new labels give it a new identity on the node."""
+        cfg = node_config(state_dir, run_dir)
+        skind = resolve_kind(kind)
+        if skind is None:
+            raise fail(f"unknown kind {kind!r}", 2)
+        try:
+            sets, removes = parse_label_args(labels)
+        except LabelError as e:
+            raise fail(str(e), 2) from e
+        with open_node_store(cfg) as store:
+            try:
+                key = resolve_name(store, skind, namespace, name)
+            except AmbiguousNameError as e:
+                raise fail(str(e)) from e
+            if key is None:
+                raise fail(f'{skind.value} "{name}" not found in namespace {namespace}')
+            try:
+                rec = store.get(key)
+                unchanged = rec is not None and relabel(rec.value, sets, removes, overwrite) == rec.value
+                revision = store.update(key, lambda o: relabel(o, sets, removes, overwrite))
+            except LabelError as e:
+                raise fail(str(e)) from e
+            except StoreError as e:
+                raise fail(str(e)) from e
+        verb = "not labeled" if unchanged else "labeled"
+        if output == "json":
+            print(
+                json.dumps(
+                    {
+                        "kind": skind.value,
+                        "namespace": key.namespace,
+                        "name": key.name,
+                        "revision": revision,
+                        "changed": not unchanged,
+                    }
+                )
+            )
+        else:
+            console.print(f"{skind.value.rstrip('s')}/{key.name} {verb}", highlight=False)
+        if wait:
+            wait_for_agent(cfg, revision, quiet=output == "json")
