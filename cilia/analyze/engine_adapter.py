@@ -6,7 +6,6 @@ exactly as the datapath does (:mod:`cilia.datapath.sim`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -14,14 +13,9 @@ from typing import TYPE_CHECKING
 from cilia.analyze.peers import parse_proto
 from cilia.datapath import sim
 from cilia.k8s.objects import Cluster, Pod
+from cilia.policy.engine import PolicyEngine
 from cilia.policy.mapstate import MapState
-from cilia.policy.resolve import (
-    EndpointPolicy,
-    EnforcementMode,
-    EngineOptions,
-    NamedPorts,
-    resolve_policy,
-)
+from cilia.policy.resolve import EndpointPolicy, EnforcementMode, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
 from cilia.policy.translate import ServiceInfo, translate, with_service_peers
@@ -102,7 +96,9 @@ class SidePolicy:
 
 
 class PolicyOracle:
-    """Resolves identities' policies on demand with the engine and caches them."""
+    """The engine loaded with the cluster's rules and identities; policies are resolved on demand
+    (endpoints with named ports are registered up front, so egress named ports resolve against
+    every pod, as on a node)."""
 
     def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
@@ -111,27 +107,30 @@ class PolicyOracle:
             enforcement=EnforcementMode(str(opts.enforcement_mode)),
             allow_localhost=str(opts.allow_localhost) == "always",
         )
-        self.cache = SelectorCache(analysis.identities)
-        self.rules = analysis.rules
-        cluster_ports: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.engine = PolicyEngine(self.options, analysis.identities)
+        self.engine.apply_rules(analysis.rules)
         self._own: dict[int, dict[tuple[str, int], int]] = {}
         for ep in analysis.endpoints:
             own = self._own.setdefault(ep.identity, {})
             for name, proto, number in _port_key(ep.pod):
-                cluster_ports[(name, proto)].add(number)
                 own.setdefault((name, proto), number)
-        self._cluster_ports = {k: frozenset(v) for k, v in cluster_ports.items()}
+        for ident, own in self._own.items():
+            if own:
+                self.engine.add_endpoint(ident, own)
         self._policies: dict[int, EndpointPolicy] = {}
         self._sides: dict[tuple[int, Direction], SidePolicy] = {}
+
+    @property
+    def cache(self) -> SelectorCache:
+        return self.engine.cache
 
     def endpoint_policy(self, identity: int) -> EndpointPolicy:
         pol = self._policies.get(identity)
         if pol is None:
-            labels = self.analysis.labels_of(identity)
-            named = NamedPorts(self._own.get(identity, {}), self._cluster_ports)
-            pol = resolve_policy(
-                identity, labels, self.rules, self.cache, named_ports=named, options=self.options
-            )
+            if identity in self.engine.endpoints():
+                pol = self.engine.policy(identity)
+            else:
+                pol = self.engine.compute(identity, ports=self._own.get(identity, {}))
             self._policies[identity] = pol
         return pol
 
@@ -144,6 +143,3 @@ class PolicyOracle:
             )
             self._sides[(identity, direction)] = side
         return side
-
-    def policies(self, identities: Iterable[int]) -> list[EndpointPolicy]:
-        return [self.endpoint_policy(i) for i in identities]
