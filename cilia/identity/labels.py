@@ -91,7 +91,7 @@ class Labels:
         self._by_key = by_key
         self._frozen = frozenset(Label(s, k, v) for k, d in by_key.items() for s, v in d.items())
         self._hash = hash(self._frozen)
-        self._cidrs: tuple[tuple[CIDRKey, str], ...] | None = None
+        self._cidrs: tuple[tuple[int, int, int, str], ...] | None = None
 
     @classmethod
     def parse(cls, texts: Iterable[str], default_source: str = SOURCE_UNSPEC) -> Labels:
@@ -105,15 +105,16 @@ class Labels:
         """source -> value for every label with this key."""
         return self._by_key.get(key, {})
 
-    def cidr_keys(self) -> tuple[tuple[CIDRKey, str], ...]:
-        """(parsed prefix, value) of every ``cidr:`` label whose key is a prefix (computed once)."""
+    def cidr_keys(self) -> tuple[tuple[int, int, int, str], ...]:
+        """(version, masked address, prefix length, value) of every ``cidr:`` label whose key is a
+        prefix, computed once: flat tuples, because prefix-aware matching loops over them."""
         if self._cidrs is None:
             found = []
             for key, sources in self._by_key.items():
                 if SOURCE_CIDR in sources:
                     parsed = parse_cidr_key(key)
                     if parsed is not None:
-                        found.append((parsed, sources[SOURCE_CIDR]))
+                        found.append((*parsed, sources[SOURCE_CIDR]))
             self._cidrs = tuple(sorted(found))
         return self._cidrs
 

@@ -148,13 +148,16 @@ def _lookup(source: str, key: str) -> Callable[[Labels], str | None]:
     if source == SOURCE_CIDR:
         target = parse_cidr_key(key)
         if target is not None:
+            t_version, t_bits = target.version, target.bits
+            shift = (32 if t_version == 4 else 128) - t_bits
+            t_net = target.addr >> shift
 
             def get_cidr(labels: Labels) -> str | None:
-                for parsed, value in labels.cidr_keys():
-                    if target.contains(parsed):
+                # Prefix-aware: a label prefix inside the selector's prefix is "had" by it.
+                for version, addr, bits, value in labels.cidr_keys():
+                    if version == t_version and bits >= t_bits and addr >> shift == t_net:
                         return value
-                exact = labels.sources_of(key)
-                return exact.get(SOURCE_CIDR)
+                return labels.sources_of(key).get(SOURCE_CIDR)
 
             return get_cidr
     if source == SOURCE_ANY:
@@ -176,8 +179,18 @@ def _lookup(source: str, key: str) -> Callable[[Labels], str | None]:
 
 
 def _compile(req: Requirement) -> _Matcher:
-    get = _lookup(*split_extended_key(req.key))
+    source, key = split_extended_key(req.key)
     op = req.operator
+    if source not in (SOURCE_ANY, SOURCE_CIDR) and op is Operator.IN and len(req.values) == 1:
+        # The commonest requirement (a matchLabels entry with a concrete source), fused into one
+        # closure because selector matching is the engine's hottest loop.
+        (want,) = req.values
+
+        def match_eq(labels: Labels) -> bool:
+            return labels.sources_of(key).get(source) == want
+
+        return match_eq
+    get = _lookup(source, key)
     if op is Operator.EXISTS:
         return lambda labels: get(labels) is not None
     if op is Operator.DOES_NOT_EXIST:
@@ -208,11 +221,13 @@ class Selector:
     requirements: tuple[Requirement, ...] = ()
     nothing: bool = False
     _matchers: tuple[_Matcher, ...] = field(default=(), init=False, repr=False, compare=False)
+    _single: _Matcher | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         reqs = () if self.nothing else tuple(sorted(set(self.requirements)))
         object.__setattr__(self, "requirements", reqs)
         object.__setattr__(self, "_matchers", tuple(_compile(r) for r in reqs))
+        object.__setattr__(self, "_single", self._matchers[0] if len(reqs) == 1 else None)
 
     # ------------------------------------------------------------------ construction
 
@@ -302,6 +317,8 @@ class Selector:
 
     def matches(self, labels: Labels) -> bool:
         """True if the identity with these labels is selected."""
+        if self._single is not None:
+            return self._single(labels)
         if self.nothing:
             return False
         # A plain loop: this is the engine's hottest call, and all() over a generator is slower.
