@@ -269,6 +269,7 @@ def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
         labfx.pod("a")
     lab.delete_pod("cilia-h4", "a")
     assert lab.list_pods() == [b]
+    assert list(lab.workloads.list()["pods"]) == ["cilia-h4/b"]
     assert "cilia-cilia-h4-a" not in _netns_list() and a.host_ifname not in _links()
     with pytest.raises(PodNotFoundError):
         lab.delete_pod("cilia-h4", "a")
@@ -289,6 +290,31 @@ def test_command_containers_run_in_the_pod_and_die_with_it(labfx: LabFixture) ->
     assert lab.workloads.list()["pods"]["cilia-h4/cmd"]["tcp"] == []
     lab.delete_pod("cilia-h4", "cmd")
     assert not Path(f"/proc/{pids[0]}").exists()
+
+
+@pytest.mark.root
+def test_commands_die_with_a_killed_daemon_and_come_back(labfx: LabFixture) -> None:
+    lab = labfx.lab
+    labfx.pod("cmd", (), command=("sleep", "300"))
+    daemon = lab.workloads.pid()
+    assert daemon is not None
+    [pid] = lab.workloads.list()["pods"]["cilia-h4/cmd"]["pids"]
+    os.kill(daemon, 9)
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+    assert lab.restore_workloads() == 1
+    [again] = lab.workloads.list()["pods"]["cilia-h4/cmd"]["pids"]
+    assert again != pid and _alive(again)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.root

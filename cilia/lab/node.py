@@ -162,10 +162,9 @@ class Lab:
         try:
             rec = self._plumb(rec, before_address)
             self._write(rec)
-            wl = rec.workload()
-            if wl.tcp_ports or wl.udp_ports or wl.commands:
+            if not rec.workload().empty:
                 self.workloads.ensure_started()
-                self.workloads.add(wl)
+                self.workloads.add(rec.workload())
             return rec
         except BaseException as e:
             with contextlib.suppress(Exception):
@@ -234,13 +233,12 @@ class Lab:
 
     def restore_workloads(self) -> int:
         """(Re)register every pod's workloads with the daemon, e.g. after it restarted; returns the count."""
-        pods = [p for p in self.list_pods() if p.workload().tcp_ports or p.workload().udp_ports
-                or p.workload().commands]
-        if pods:
+        loads = [w for w in (p.workload() for p in self.list_pods()) if not w.empty]
+        if loads:
             self.workloads.ensure_started()
-        for p in pods:
-            self.workloads.add(p.workload())
-        return len(pods)
+        for w in loads:
+            self.workloads.add(w)
+        return len(loads)
 
     def teardown(self) -> None:
         """Remove every pod this lab created, stop the workload daemon, restore ip_forward."""

@@ -46,6 +46,11 @@ class PodWorkload:
     udp_ports: tuple[int, ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to serve or run: such a pod never needs the daemon."""
+        return not (self.tcp_ports or self.udp_ports or self.commands)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -171,6 +176,9 @@ class WorkloadServer:
     async def _spawn(self, run: _Running, argv: tuple[str, ...]) -> None:
         run.log.write(f"[{time_local()}] start: {' '.join(argv)}\n")
         proc = await asyncio.create_subprocess_exec(
+            # pdeathsig: if this daemon dies (even by SIGKILL) its commands die with it, so no
+            # pod command outlives the process that owns it.
+            "setpriv", "--pdeathsig", "KILL", "--",
             "nsenter", f"--net={netns.path_of(run.spec.netns)}", "--", *argv,
             stdin=subprocess.DEVNULL, stdout=run.log.fileno(), stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopping it reaches its children
