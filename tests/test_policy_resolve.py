@@ -137,7 +137,7 @@ class Case:
     default_deny_by: tuple[tuple[RuleRef, ...], tuple[RuleRef, ...]] = ((), ())
     subject: int = FOO
     options: EngineOptions = field(default_factory=EngineOptions)
-    named: NamedPorts = NamedPorts()
+    named: NamedPorts = field(default_factory=NamedPorts)
 
 
 L4_80 = (tcp(80),)
