@@ -759,10 +759,37 @@ def test_non_policy_kinds_check_the_fields_cilia_reads() -> None:
             "spec": {
                 "replicas": "two",
                 "strategy": {"anything": 1},
-                "template": {"spec": {"containers": [{"name": "c"}]}},
+                "selector": {"matchLabels": {"app": "w"}},
+                "template": {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": [{"name": "c"}]}},
             },
         }
     )
     assert problems(text) == [
         ("spec.replicas", 'Invalid value: "string": spec.replicas in body must be of type integer: "string"')
     ]
+
+
+def test_misspelt_policy_kind_is_an_error_not_an_ignored_object() -> None:
+    text = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicies\nmetadata: {name: x}\nspec: {}\n"
+    [err] = validate_result(load_text(text, "k.yaml")).errors
+    assert (err.path, err.message, err.hint) == (
+        "kind",
+        'no matches for kind "CiliumNetworkPolicies" in version "cilium.io/v2"',
+        'did you mean "CiliumNetworkPolicy"?',
+    )
+
+
+def test_deployment_selector_must_match_template_labels() -> None:
+    def deploy(selector: dict[str, Any] | None) -> dict[str, Any]:
+        template = {"metadata": {"labels": {"app": "w"}}, "spec": {"containers": []}}
+        spec: dict[str, Any] = {"template": template}
+        if selector is not None:
+            spec["selector"] = selector
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": spec}
+
+    assert problems(deploy({"matchLabels": {"app": "w"}})) == []
+    assert problems(deploy({"matchExpressions": [{"key": "app", "operator": "In", "values": ["w"]}]})) == []
+    assert problems(deploy({"matchLabels": {"app": "v"}})) == [
+        ("spec.template.metadata.labels", "Invalid value: `selector` does not match template `labels`")
+    ]
+    assert problems(deploy(None)) == [("spec.selector", "Required value")]

@@ -9,6 +9,7 @@ are accepted and listed as warnings.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +22,7 @@ from cilia.k8s.knp_rules import spec_findings
 from cilia.k8s.labelsel import Finding
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.names import is_dns1123_subdomain
-from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS
+from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
 
@@ -158,10 +159,58 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
         model_type, versions = OBJECT_MODELS[kind]
         if version not in versions:
             return [_error(doc, ("apiVersion",), f'no matches for kind "{kind}" in version "{version}"')], []
-        _, problems, _ = check_model(model_type, data)
-        return [_error(doc, p.path, p.message) for p in problems], []
+        model, problems, _ = check_model(model_type, data)
+        errors = [_error(doc, p.path, p.message) for p in problems]
+        if isinstance(model, DeploymentModel):
+            errors += [_error(doc, p, m) for p, m in _deployment_findings(model)]
+        return errors, []
+    near = _near_policy_kind(kind)
+    if near:
+        # a misspelt policy kind must not pass as "some other object": kubectl would refuse it too
+        return [
+            _error(
+                doc,
+                ("kind",),
+                f'no matches for kind "{kind}" in version "{version}"',
+                f'did you mean "{near}"?',
+            )
+        ], []
     where = f"{doc.file}:{doc.line}"
     return [], [f"{where}: {kind} {doc.name or '<no name>'} is not used by cilia; ignored"]
+
+
+def _near_policy_kind(kind: str) -> str | None:
+    """The policy kind that ``kind`` is probably a misspelling of, if any."""
+    for known in POLICY_KINDS:
+        if kind.lower() == known.lower():
+            return known
+    close = difflib.get_close_matches(kind, list(POLICY_KINDS), n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _deployment_findings(model: DeploymentModel) -> list[Finding]:
+    """apps/v1 requires a selector, and it must select the template's own labels."""
+    selector = model.spec.selector
+    if selector is None:
+        return [(("spec", "selector"), "Required value")]
+    labels = model.spec.template.metadata.labels or {}
+    ok = all(labels.get(k) == (v or "") for k, v in (selector.match_labels or {}).items())
+    for req in selector.match_expressions or ():
+        has, value = req.key in labels, labels.get(req.key)
+        ok = ok and {
+            "In": has and value in (req.values or ()),
+            "NotIn": not has or value not in (req.values or ()),
+            "Exists": has,
+            "DoesNotExist": not has,
+        }.get(req.operator, False)
+    if not ok:
+        return [
+            (
+                ("spec", "template", "metadata", "labels"),
+                "Invalid value: `selector` does not match template `labels`",
+            )
+        ]
+    return []
 
 
 def validate_result(result: LoadResult, flags: Flags = Flags()) -> ValidationReport:
