@@ -680,6 +680,11 @@ def test_errors(spec: dict[str, Any], message: str) -> None:
         translate_cnp(cnp(spec))
 
 
+def test_cnp_node_selector_is_rejected() -> None:
+    with pytest.raises(TranslateError, match="spec: rule cannot have NodeSelector"):
+        translate_cnp(cnp({"nodeSelector": {}, "ingress": [{}]}))
+
+
 def test_empty_policy_error() -> None:
     with pytest.raises(TranslateError, match="empty policy"):
         translate_cnp(cnp(None))

@@ -580,6 +580,8 @@ def _translate_rule(
                 subject_draft.labels[NS_KEY] = ctx.namespace
             subject, node_selector = subject_draft.build(), False
         elif rule.node_selector is not None:
+            if ctx.namespace:
+                raise ctx.error("rule cannot have NodeSelector", path)
             subject_selects_init = False
             subject, node_selector = _SelectorDraft.from_api(rule.node_selector).build(), True
         else:
@@ -730,10 +732,11 @@ def _knp_name(meta: api.ObjectMeta) -> str:
     return meta.name or ""
 
 
-def translate_knp(obj: api.NetworkPolicy, *, dual_stack: bool = False) -> list[PolicyRule]:
+def translate_knp(obj: api.NetworkPolicy, uid: str = "", *, dual_stack: bool = False) -> list[PolicyRule]:
     """A Kubernetes NetworkPolicy as one rule (§6), with Cilium's policyTypes logic: no ingress
     rules and policyTypes containing Ingress or lacking Egress → ingress default deny; no egress
-    rules and policyTypes containing Egress → egress default deny."""
+    rules and policyTypes containing Egress → egress default deny. ``uid`` defaults to
+    ``metadata.uid``; the policy-name annotation overrides the name, as in Cilium."""
     meta = obj.metadata
     namespace = meta.namespace or DEFAULT_NAMESPACE
     name = _knp_name(meta)
@@ -765,7 +768,7 @@ def translate_knp(obj: api.NetworkPolicy, *, dual_stack: bool = False) -> list[P
             has_section=has_section,
             default_deny=dict(has_section),
             audit=_is_audit(meta),
-            labels=policy_labels(KIND_KNP, namespace, name, meta.uid or ""),
+            labels=policy_labels(KIND_KNP, namespace, name, uid or meta.uid or ""),
         )
     ]
 
@@ -773,5 +776,5 @@ def translate_knp(obj: api.NetworkPolicy, *, dual_stack: bool = False) -> list[P
 def translate(obj: api.CiliumNetworkPolicy | api.NetworkPolicy, **kwargs: Any) -> list[PolicyRule]:
     """Any policy object as rules."""
     if isinstance(obj, api.NetworkPolicy):
-        return translate_knp(obj, **{k: v for k, v in kwargs.items() if k == "dual_stack"})
+        return translate_knp(obj, **{k: v for k, v in kwargs.items() if k in ("uid", "dual_stack")})
     return translate_cnp(obj, **kwargs)
