@@ -130,7 +130,8 @@ class _Semantic:
                 (*_rule_prefix(pol, rule), key),
                 f"the {key} ({rule.subject}) selects no pod in the manifests: this policy has no effect",
                 "check the labels against the pods (`cilia connectivity` lists them) and the policy's "
-                "namespace; a CiliumNetworkPolicy only selects pods in its own namespace",
+                "namespace (a CiliumNetworkPolicy only selects pods in its own namespace); if pods get "
+                "these labels later (`cilia label pod …`), the policy applies from then on",
             )
 
     # CL004

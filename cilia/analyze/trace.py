@@ -162,18 +162,24 @@ def render_flow(flow: FlowTrace) -> list[str]:
     return lines
 
 
-def render_text(result: TraceResult) -> str:
-    """Trace text; pod pairs with the same identities as an earlier pair (same verdicts, same rules)
-    are listed under it instead of repeated."""
+def render_flows(flows: Sequence[FlowTrace]) -> list[str]:
+    """Flows as trace text; pod pairs with the same identities as an earlier pair (same verdicts,
+    same rules) are listed under it instead of repeated."""
     lines: list[str] = []
     groups: dict[tuple[int, int], list[FlowTrace]] = {}
-    for flow in result.flows:
+    for flow in flows:
         groups.setdefault((flow.src.identity, flow.dst.identity), []).append(flow)
-    for flows in groups.values():
-        lines.extend(render_flow(flows[0]))
-        if len(flows) > 1:
-            lines.append(f"  same identities, same verdict: {len(flows) - 1} more pod pair(s):")
-            lines.extend(f"    {f.src.name} -> {f.dst.name}" for f in flows[1:])
-        lines.append("")
-    lines.append(f"reply traffic: {REPLY_NOTE}")
+    for same in groups.values():
+        if lines:
+            lines.append("")
+        lines.extend(render_flow(same[0]))
+        if len(same) > 1:
+            lines.append(f"  same identities, same verdict: {len(same) - 1} more pod pair(s):")
+            lines.extend(f"    {f.src.name} -> {f.dst.name}" for f in same[1:])
+    return lines
+
+
+def render_text(result: TraceResult) -> str:
+    lines = render_flows(result.flows)
+    lines += ["", f"reply traffic: {REPLY_NOTE}"]
     return "\n".join(lines) + "\n"

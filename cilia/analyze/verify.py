@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.peers import PeerError, PortSpec, parse_peer, parse_port
-from cilia.analyze.trace import TraceResult, render_flow, trace
+from cilia.analyze.trace import TraceResult, render_flows, trace
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import parse_text, read_text
 from cilia.k8s.source import format_path
@@ -157,10 +157,7 @@ def render_text(report: VerifyReport) -> str:
         status = "ok  " if r.passed else "FAIL"
         lines.append(f"{status} {r.placed.file}:{r.placed.line}: {r.placed.describe()}: {r.actual}")
         if not r.passed:
-            for flow in r.trace.flows:
-                if (flow.allowed and r.placed.expectation.expect == "deny") or (
-                    not flow.allowed and r.placed.expectation.expect == "allow"
-                ):
-                    lines.extend("     " + line for line in render_flow(flow))
+            wrong = [f for f in r.trace.flows if f.allowed != (r.placed.expectation.expect == "allow")]
+            lines.extend("     " + line if line else "" for line in render_flows(wrong))
     lines.append(f"{report.passed} passed, {report.failed} failed")
     return "\n".join(lines) + "\n"
