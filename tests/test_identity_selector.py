@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -258,3 +260,26 @@ def reference_match(reqs: tuple[Requirement, ...], identity: Labels) -> bool:
 def test_matches_agrees_with_reference(reqs: list[Requirement], identity: Labels) -> None:
     s = Selector(tuple(reqs))
     assert s.matches(identity) is reference_match(s.requirements, identity)
+
+
+def prefixes(version: int) -> st.SearchStrategy[str]:
+    bits = 32 if version == 4 else 128
+    return st.builds(
+        lambda addr, plen: str(
+            (ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network)((addr, plen), strict=False)
+        ),
+        st.integers(0, 2**bits - 1),
+        st.integers(1, bits),
+    )
+
+
+any_prefix = st.one_of(prefixes(4), prefixes(6))
+
+
+@settings(max_examples=400, deadline=None)
+@given(any_prefix, any_prefix)
+def test_cidr_matching_is_prefix_containment(selector_prefix: str, identity_prefix: str) -> None:
+    s = Selector((Requirement.exists(f"cidr.{prefix_to_cidr_key(selector_prefix)}"),))
+    identity = Labels([Label("cidr", prefix_to_cidr_key(identity_prefix)), Label("reserved", "world")])
+    a, b = ipaddress.ip_network(selector_prefix), ipaddress.ip_network(identity_prefix)
+    assert s.matches(identity) is (a.version == b.version and b.subnet_of(a))  # type: ignore[arg-type]
