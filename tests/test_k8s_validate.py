@@ -112,6 +112,32 @@ VALID = [
         cnp(egress({"toEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "kube-system"}}]})),
         id="source-prefixed-key",
     ),
+    pytest.param(
+        cnp(egress({**PEER, "toRequires": [{"matchLabels": {"env": "prod"}}]})),
+        id="requires-is-not-a-peer-kind",
+    ),
+    pytest.param(
+        cnp(
+            egress(
+                {"toServices": [{"k8sService": {"serviceName": "s", "namespace": "d"}}]}, section="egressDeny"
+            )
+        ),
+        id="toServices-in-egressDeny",
+    ),
+    pytest.param(
+        cnp(
+            egress(
+                ports({"port": "9000", "protocol": "TCP"}, rules={"l7proto": "r2d2", "l7": [{"cmd": "READ"}]})
+            )
+        ),
+        id="generic-l7",
+    ),
+    pytest.param(
+        cnp(egress(ports({"port": "9092", "protocol": "TCP"}, rules={"kafka": [{"role": "produce"}]}))),
+        id="kafka",
+    ),
+    pytest.param(cnp(egress({"toCIDR": ["2001:db8::/32"]})), id="ipv6-cidr"),
+    pytest.param(cnp(egress(PEER), specs=[]), id="spec-and-empty-specs"),
     pytest.param(knp({"podSelector": {}}), id="knp-empty-spec"),
     pytest.param(
         knp(
@@ -608,6 +634,83 @@ INVALID = [
         [("specs[1]", "rule must have at least one of Ingress, IngressDeny, Egress, EgressDeny")],
         id="specs-second-bad",
     ),
+    pytest.param(
+        cnp(egress({"toCIDRSet": [{"cidr": "10.0.0.0/8", "except": ["2001:db8::/64"]}]})),
+        [
+            (
+                f"{E0}.toCIDRSet[0].except[0]",
+                "allow CIDR prefix 10.0.0.0/8 does not contain exclude CIDR prefix 2001:db8::/64",
+            )
+        ],
+        id="except-other-family",
+    ),
+    pytest.param(
+        cnp(egress(ports({"port": "9092", "protocol": "TCP"}, rules={"kafka": [{"role": "write"}]}))),
+        [(f"{P0}.rules.kafka[0].role", 'Unsupported value: "write": supported values: "produce", "consume"')],
+        id="kafka-role",
+    ),
+    pytest.param(
+        cnp(
+            egress(
+                ports(
+                    {"port": "80", "protocol": "TCP"},
+                    rules={"http": [{}]},
+                    listener={"envoyConfig": {"kind": "CiliumEnvoyConfig", "name": "e"}, "name": "l"},
+                )
+            )
+        ),
+        [(f"{P0}.listener", "Listener is not allowed with L7 rules (l)")],
+        id="listener-with-l7",
+    ),
+    pytest.param(
+        cnp(egress(PEER, enableDefaultDeny={"egress": "no"})),
+        [
+            (
+                "spec.enableDefaultDeny.egress",
+                'Invalid value: "string": spec.enableDefaultDeny.egress in body must be of type boolean: '
+                '"string"',
+            )
+        ],
+        id="enableDefaultDeny-type",
+    ),
+    pytest.param(
+        cnp(egress(PEER), namespace="Prod"),
+        [
+            (
+                "metadata.namespace",
+                'Invalid value: "Prod": a lowercase RFC 1123 label must consist of lower case '
+                "alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            )
+        ],
+        id="namespace-syntax",
+    ),
+    pytest.param(
+        knp(
+            {
+                "podSelector": {},
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchExpressions": [
+                                        {"key": "team", "operator": "Exists", "values": ["a"]}
+                                    ]
+                                }
+                            }
+                        ]
+                    }
+                ],
+            }
+        ),
+        [
+            (
+                "spec.ingress[0].from[0].namespaceSelector.matchExpressions[0].values",
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            )
+        ],
+        id="knp-namespace-selector",
+    ),
     # NetworkPolicy (API server)
     pytest.param(
         knp({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}),
@@ -793,3 +896,9 @@ def test_deployment_selector_must_match_template_labels() -> None:
         ("spec.template.metadata.labels", "Invalid value: `selector` does not match template `labels`")
     ]
     assert problems(deploy(None)) == [("spec.selector", "Required value")]
+
+
+def test_pruned_fields_hide_only_their_consequences() -> None:
+    # `deny:` removed leaves no section: that follow-up is not reported, the selector error is
+    obj = cnp({"endpointSelector": {"matchLabels": {"app": "a b"}}, "deny": [PEER]})
+    assert [p for p, _ in problems(obj)] == ["spec.deny", "spec.endpointSelector.matchLabels.app"]

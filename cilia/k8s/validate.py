@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from cilia.k8s import api
-from cilia.k8s.cilium_rules import SECTIONS, Flags, rule_findings
+from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import deny_hint
 from cilia.k8s.knp_rules import spec_findings
 from cilia.k8s.labelsel import Finding
 from cilia.k8s.loader import LoadResult, load_paths
-from cilia.k8s.names import is_dns1123_subdomain
+from cilia.k8s.names import is_dns1123_label, is_dns1123_subdomain
 from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
@@ -76,8 +76,21 @@ def _structure_hint(doc: Document, problem: Problem) -> str | None:
     return None
 
 
-def _consequence(path: FieldPath, removed: list[FieldPath]) -> bool:
-    """A semantic finding on an object from which an invalid field was removed is a consequence."""
+# Findings that only say "something is missing": after an invalid field was removed from an object, these
+# are usually its consequence (the seed's `deny:` removed leaves a rule with no section).
+_MISSING = (
+    NO_SECTION,
+    "rule must have one of EndpointSelector or NodeSelector",
+    "one of cidr, cidrGroupRef, or cidrGroupSelector is required",
+    "must validate one and only one schema",
+    "Required value",
+)
+
+
+def _consequence(path: FieldPath, message: str, removed: list[FieldPath]) -> bool:
+    """A "missing" finding on an object that lost a child to pruning is a consequence, not news."""
+    if not message.startswith(_MISSING) and "empty policy" not in message:
+        return False
     return any(len(r) > len(path) and r[: len(path)] == path for r in removed)
 
 
@@ -91,6 +104,16 @@ def _meta_errors(doc: Document, kind: str) -> list[Error]:
             else "Required value: name or generateName is required"
         )
         return [_error(doc, ("metadata", "name") if isinstance(meta, dict) else ("metadata",), msg)]
+    namespace = meta.get("namespace") if isinstance(meta, dict) else None
+    if isinstance(namespace, str) and namespace and not is_dns1123_label(namespace):
+        return [
+            _error(
+                doc,
+                ("metadata", "namespace"),
+                f'Invalid value: "{namespace}": a lowercase RFC 1123 label must consist of lower case '
+                "alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            )
+        ]
     if isinstance(name, str) and not is_dns1123_subdomain(name):
         return [
             _error(
@@ -126,7 +149,7 @@ def _policy_errors(doc: Document, flags: Flags) -> list[Error]:
             findings += [(base + p, m) for p, m in rule_findings(rule, kind=kind, flags=flags, where=base)]
     elif model.spec is not None:
         findings += [(("spec", *p), m) for p, m in spec_findings(model.spec)]
-    errors += [_error(doc, p, m) for p, m in findings if not _consequence(p, removed)]
+    errors += [_error(doc, p, m) for p, m in findings if not _consequence(p, m, removed)]
     return errors
 
 
