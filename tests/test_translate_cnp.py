@@ -693,3 +693,25 @@ def test_empty_policy_error() -> None:
 def test_translate_dispatch() -> None:
     obj = cnp({"endpointSelector": {}, "ingress": [{}]})
     assert translate(obj) == translate_cnp(obj)
+
+
+@pytest.mark.parametrize(
+    ("port", "end_port", "protocol", "expected"),
+    [
+        ("80", None, "TCP", (PortProto(Proto.TCP, 80, 80),)),
+        (80, 0, "tcp", (PortProto(Proto.TCP, 80, 80),)),
+        ("80", 79, "UDP", (PortProto(Proto.UDP, 80, 80),)),  # endPort <= port: the single port
+        ("80", 90, "SCTP", (PortProto(Proto.SCTP, 80, 90),)),
+        ("0", 65535, "TCP", (PortProto(Proto.TCP, 0, 0),)),  # the full range is the wildcard
+        ("010", None, "TCP", (PortProto(Proto.TCP, 8, 8),)),  # Go's ParseUint base 0: octal
+        ("DNS", 60, "UDP", (PortProto(Proto.UDP, 0, 0, "dns"),)),  # named: lowercased, endPort ignored
+        ("443", None, None, tuple(PortProto(p, 443, 443) for p in (Proto.TCP, Proto.UDP, Proto.SCTP))),
+        ("443", None, "ANY", tuple(PortProto(p, 443, 443) for p in (Proto.TCP, Proto.UDP, Proto.SCTP))),
+    ],
+)
+def test_port_protos(
+    port: str | int, end_port: int | None, protocol: str | None, expected: tuple[PortProto, ...]
+) -> None:
+    from cilia.policy.translate import port_protos
+
+    assert port_protos(port, end_port, protocol) == expected

@@ -25,6 +25,7 @@ from cilia.identity.podlabels import DEFAULT_CLUSTER, NAMESPACE_LABELS_PREFIX, P
 from cilia.identity.reserved import UnknownEntityError, entity_selectors
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
 from cilia.k8s import api
+from cilia.k8s.names import is_iana_svc_name, parse_go_uint16
 from cilia.policy.rules import Peer, PeerKind, PeerRule, PolicyRule, PortProto
 from cilia.policy.types import ANY_L4_PROTOS, Direction, Proto, RuleRef
 
@@ -137,25 +138,6 @@ def icmp_port_proto(family: str | None, icmp_type: int | str) -> PortProto:
 # --------------------------------------------------------------------------- ports
 
 
-def _is_service_name(text: str) -> bool:
-    """IANA service-name syntax (Cilium's ``iana.IsSvcName``): 1–15 characters of letters, digits
-    and single inner hyphens, with at least one letter."""
-    if not 0 < len(text) <= 15 or text.startswith("-") or text.endswith("-") or "--" in text:
-        return False
-    return all(c.isascii() and (c.isalnum() or c == "-") for c in text) and any(c.isalpha() for c in text)
-
-
-def _parse_port_number(text: str) -> int:
-    """A numeric port as Go's ``ParseUint(s, 0, 16)`` reads it (a leading 0 means octal)."""
-    digits = text.replace("_", "")
-    if not digits.isdigit():
-        raise ValueError(f"unable to parse port: {text!r}")
-    value = int(digits, 8) if len(digits) > 1 and digits.startswith("0") else int(digits)
-    if value > 0xFFFF:
-        raise ValueError(f"unable to parse port: {text!r} is out of range")
-    return value
-
-
 def parse_protocol(protocol: str | None) -> tuple[Proto, ...]:
     """The protocols a ``toPorts`` protocol stands for: empty/ANY is TCP+UDP+SCTP (§4.5)."""
     p = (protocol or "").upper()
@@ -173,9 +155,11 @@ def port_protos(port: str | int | None, end_port: int | None, protocol: str | No
     text = str(port).strip() if port is not None else ""
     if not text:
         raise ValueError("Port must be specified")
-    if _is_service_name(text):
+    if is_iana_svc_name(text):
         return tuple(PortProto(int(p), 0, 0, text.lower()) for p in protos)
-    start = _parse_port_number(text)
+    start = parse_go_uint16(text)
+    if start is None:
+        raise ValueError(f"unable to parse port: {text!r}")
     end = end_port or 0
     if start == 0 and end in (0, 0xFFFF):
         start, end = 0, 0
