@@ -380,8 +380,10 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		emit(skb, ep->ep_id, 0, 0, dir, &f, &v, EV_F_NOT_READY);
 		return TC_ACT_SHOT;
 	}
-	/* IPv6 neighbour discovery keeps the link working, like ARP for IPv4 */
-	if (f.proto == IPPROTO_ICMPV6 && f.policy_port >= 133 && f.policy_port <= 137)
+	/* IPv6 link control keeps the link working, like ARP for IPv4: neighbour discovery, and
+	 * interface/link-scope multicast (MLD reports, DAD), which is never routed off the link */
+	if (f.family == 6 && ((f.proto == IPPROTO_ICMPV6 && f.policy_port >= 133 && f.policy_port <= 137) ||
+			      (f.daddr[0] == 0xff && (f.daddr[1] & 0x0f) <= 2)))
 		return TC_ACT_OK;
 
 	ck.ep_id = ep->ep_id;
