@@ -100,6 +100,22 @@ def test_selectors_compare_and_hash_by_content() -> None:
     assert a != sel({"matchLabels": {"app": "web"}})
 
 
+def test_pickle_and_copy_round_trip() -> None:
+    import copy
+    import pickle
+
+    s = sel(
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "cidr:10.0.0.0/8", "operator": "Exists"}],
+        }
+    )
+    for other in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s)):
+        assert other == s and hash(other) == hash(s)
+        assert other.matches(labels("k8s:app=web", "cidr:10.1.0.0/16"))
+    assert pickle.loads(pickle.dumps(Selector.none())) == Selector.none()
+
+
 def test_wildcard_none_and_empty() -> None:
     everything = labels("k8s:app=x", "reserved:world")
     assert sel({}) == Selector.wildcard() == Selector.from_api(None)

@@ -229,6 +229,10 @@ class Selector:
         object.__setattr__(self, "_matchers", tuple(_compile(r) for r in reqs))
         object.__setattr__(self, "_single", self._matchers[0] if len(reqs) == 1 else None)
 
+    def __reduce__(self) -> tuple[type[Selector], tuple[tuple[Requirement, ...], bool]]:
+        # The compiled matchers are closures: rebuild them instead of pickling them.
+        return (Selector, (self.requirements, self.nothing))
+
     # ------------------------------------------------------------------ construction
 
     @classmethod
