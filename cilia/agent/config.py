@@ -8,12 +8,14 @@ agent a private pair of directories.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path("/var/lib/cilia")
 DEFAULT_RUN_DIR = Path("/run/cilia")
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/cilia/v1"
 SOCKET_NAME = "cilia.sock"
 PID_NAME = "agent.pid"
 
@@ -37,6 +39,7 @@ class AgentConfig:
     allow_localhost: str = "always"
     cluster: str = "default"
     datapath: str = "bpf"  # bpf | sim (sim: no kernel enforcement, for development without root)
+    pin_root: str = DEFAULT_PIN_ROOT  # bpffs directory of this node's maps (env CILIA_PIN_ROOT)
 
     def __post_init__(self) -> None:
         if self.enforcement_mode not in ENFORCEMENT_MODES:
@@ -55,7 +58,8 @@ class AgentConfig:
         """Flags, then ``CILIA_STATE_DIR`` / ``CILIA_RUN_DIR``, then the defaults."""
         sd = Path(state_dir or os.environ.get("CILIA_STATE_DIR") or DEFAULT_STATE_DIR)
         rd = Path(run_dir or os.environ.get("CILIA_RUN_DIR") or DEFAULT_RUN_DIR)
-        cfg = cls(state_dir=sd.absolute(), run_dir=rd.absolute())
+        pins = os.environ.get("CILIA_PIN_ROOT") or DEFAULT_PIN_ROOT
+        cfg = cls(state_dir=sd.absolute(), run_dir=rd.absolute(), pin_root=pins)
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **given) if given else cfg  # type: ignore[arg-type]
 
@@ -79,6 +83,44 @@ class AgentConfig:
     def endpoints_path(self) -> Path:
         return self.state_dir / "endpoints.json"
 
+    def save(self) -> None:
+        """Record the settings the node runs with, for later commands (``down``, ``exec``)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data = {"datapath": self.datapath, "pin_root": self.pin_root, "node_index": self.node_index,
+                "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost}
+        tmp = self.settings_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, self.settings_path)
+
+    def with_saved(self) -> AgentConfig:
+        """These settings with the ones the node was last started with (if it was)."""
+        try:
+            data = json.loads(self.settings_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return self
+        known = {k: v for k, v in data.items() if k in self.__dataclass_fields__}
+        return replace(self, **known)
+
     @property
     def settings_path(self) -> Path:
-        return self.state_dir / "agent.json"
+        return self.state_dir / "node.json"
+
+    @property
+    def events_path(self) -> Path:
+        return self.state_dir / "events.jsonl"
+
+    @property
+    def lab_run_dir(self) -> Path:
+        return self.run_dir / "lab"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def datapath_state_dir(self) -> Path:
+        return self.state_dir / "datapath"
+
+    @property
+    def sim_pods_path(self) -> Path:
+        return self.state_dir / "sim-pods.json"

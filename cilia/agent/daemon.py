@@ -148,6 +148,7 @@ def run(cfg: AgentConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save()
     node = open_node(cfg)
     agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

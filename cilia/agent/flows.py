@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -103,3 +104,29 @@ class FlowRing:
             "lost": self.lost,
             "time": time.time(),
         }
+
+
+def flow_from_event(
+    ev: Any, seq: int, pods_by_ip: Mapping[str, str], rules_for: Callable[[int], Any] | None = None
+) -> Flow:
+    """Decode one datapath event (:class:`cilia.datapath.maps.events.PolicyEvent`): name the pods by
+    address and the rules by the entry's cookie."""
+    rules: tuple[str, ...] = ()
+    if ev.cookie and rules_for is not None:
+        rules = tuple(sorted(r.describe() for r in rules_for(ev.cookie) or ()))
+    dropped = not ev.allowed
+    reason, desc = reason_fields(int(ev.reason))
+    return Flow(
+        seq=seq,
+        time=time.time(),
+        verdict=verdict_name(ev.allowed, ev.audited),
+        drop_reason=reason if dropped or ev.audited else 0,
+        drop_reason_desc=desc if dropped or ev.audited else "",
+        direction=ev.direction.label,
+        proto=PROTO_NAMES.get(ev.proto, str(ev.proto)),
+        source=FlowEndpoint(ev.src, ev.sport, ev.src_identity, pods_by_ip.get(ev.src, "")),
+        destination=FlowEndpoint(ev.dst, ev.dport, ev.dst_identity, pods_by_ip.get(ev.dst, "")),
+        match_type=match_type_name(int(ev.match_type)),
+        endpoint_id=ev.endpoint_id,
+        rules=rules,
+    )

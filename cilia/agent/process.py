@@ -77,7 +77,7 @@ def start_background(cfg: AgentConfig, timeout: float = 30.0) -> int:
     with open(cfg.log_path, "ab") as log:
         proc = subprocess.Popen(
             agent_argv(cfg), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, env={**os.environ, "CILIA_PIN_ROOT": cfg.pin_root},
         )  # fmt: skip
     client = AgentClient(cfg.socket_path, timeout=2.0)
     deadline = time.monotonic() + timeout

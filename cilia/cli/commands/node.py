@@ -17,8 +17,8 @@ from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig, ConfigError
 from cilia.store import Store, StoreError, open_store
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 StateDirOpt = Annotated[
     Path | None,
@@ -34,7 +34,9 @@ RunDirOpt = Annotated[
 
 def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) -> AgentConfig:
     try:
-        return AgentConfig.resolve(state_dir, run_dir, **overrides)
+        cfg = AgentConfig.resolve(state_dir, run_dir, **overrides)
+        # Commands that do not start a node use the settings it was started with.
+        return cfg if overrides else cfg.with_saved()
     except ConfigError as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e

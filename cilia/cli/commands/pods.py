@@ -1,0 +1,85 @@
+"""``cilia exec POD -- CMD…`` and ``cilia logs POD``: run a command in a pod, read its workload log."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cilia.agent.config import AgentConfig
+from cilia.agent.node import make_lab
+from cilia.agent.resources import AmbiguousNameError, resolve_name
+from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, node_config, open_node_store
+from cilia.store import Kind, ObjectKey
+
+
+def _pod_key(
+    state_dir: Path | None, run_dir: Path | None, namespace: str, name: str
+) -> tuple[AgentConfig, ObjectKey]:
+    cfg = node_config(state_dir, run_dir)
+    with open_node_store(cfg) as store:
+        try:
+            key = resolve_name(store, Kind.PODS, namespace, name)
+        except AmbiguousNameError as e:
+            raise fail(str(e)) from e
+    if key is None:
+        raise fail(f'pods "{name}" not found in namespace {namespace}')
+    return cfg, key
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("exec", context_settings={"allow_interspersed_args": False})
+    def exec_cmd(
+        pod: Annotated[str, typer.Argument(help="Pod name (a unique prefix is enough).")],
+        command: Annotated[list[str], typer.Argument(help="Command and arguments, after --.")],
+        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Run a command in the pod's network namespace; its exit code is passed through."""
+        if command and command[0] == "--":
+            command = command[1:]
+        if not command:
+            raise fail("give the command after --: cilia exec POD -- CMD [ARGS…]", 2)
+        cfg, key = _pod_key(state_dir, run_dir, namespace, pod)
+        if cfg.datapath == "sim":
+            raise fail("this node runs with --datapath sim: pods have an address but no namespace")
+        with open_node_store(cfg) as store:
+            lab = make_lab(cfg, store)
+            if lab.get_pod(key.namespace, key.name) is None:
+                raise fail(f"pod {key.namespace}/{key.name} is not running on this node (yet)")
+            try:
+                code = lab.exec_in_pod(key.namespace, key.name, command)
+            except FileNotFoundError as e:
+                raise fail(f"exec: {e}", 127) from e
+        raise typer.Exit(code)
+
+    @app.command("logs")
+    def logs_cmd(
+        pod: Annotated[str, typer.Argument(help="Pod name (a unique prefix is enough).")],
+        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+        tail: Annotated[int, typer.Option("--tail", help="Only the last N lines (-1: all).")] = -1,
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Print the pod's workload log (the built-in server's access log, or its command's output)."""
+        cfg, key = _pod_key(state_dir, run_dir, namespace, pod)
+        with open_node_store(cfg) as store:
+            path = make_lab(cfg, store).log_path(key.namespace, key.name)
+        if not path.exists():
+            raise fail(f"no log for pod {key.namespace}/{key.name} yet ({path})")
+        with open(path, errors="replace") as f:
+            lines = f.readlines()
+            sys.stdout.writelines(lines if tail < 0 else lines[-tail:] if tail else [])
+            sys.stdout.flush()
+            while follow:
+                line = f.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.2)
