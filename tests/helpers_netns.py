@@ -10,6 +10,7 @@ pods are killed by PID.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -89,14 +90,20 @@ def routed_pods(count: int, first_host: int = 10) -> Iterator[list[Pod]]:
             _remove(netns, host_if)
 
 
+def probe_cmd(targets: list[tuple[str, int]], rounds: int = 1, wait_s: float = 0.5, interval_s: float = 0.0,
+              duration_s: float = 0.0) -> list[str]:
+    """The command line of a prober (see :func:`probe`), to spawn in a pod and read later."""
+    spec = {"targets": targets, "rounds": rounds, "wait": wait_s, "interval": interval_s,
+            "duration": duration_s}
+    return [sys.executable, str(PROBE), json.dumps(spec)]
+
+
 def probe(pod: Pod, targets: list[tuple[str, int]], rounds: int = 1, wait_s: float = 0.5,
           interval_s: float = 0.0) -> list[list[bool]]:
     """Concurrent TCP connects from ``pod``; per round, per target: True when the SYN got an answer
     (connected or refused), False when it was dropped (no answer within ``wait_s``)."""
-    import json
-
-    spec = json.dumps({"targets": targets, "rounds": rounds, "wait": wait_s, "interval": interval_s})
-    out = pod.run(sys.executable, str(PROBE), spec, timeout=60 + rounds * (wait_s + interval_s))
+    out = pod.run(*probe_cmd(targets, rounds, wait_s, interval_s),
+                  timeout=60 + rounds * (wait_s + interval_s))
     if out.returncode != 0:
         raise RuntimeError(f"probe in {pod.netns} failed: {out.stderr}")
     return json.loads(out.stdout)

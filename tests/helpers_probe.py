@@ -42,7 +42,8 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     targets = [tuple(t) for t in spec["targets"]]
     out = []
-    for _ in range(spec["rounds"]):
+    end = time.monotonic() + spec.get("duration", 0)
+    while len(out) < spec["rounds"] or time.monotonic() < end:
         out.append(one_round(targets, spec["wait"]))  # type: ignore[arg-type]
         time.sleep(spec["interval"])
     print(json.dumps(out))
