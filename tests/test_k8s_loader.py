@@ -137,3 +137,12 @@ def test_unreadable_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_positions_survive_a_byte_order_mark() -> None:
     [doc] = load_text("\ufeffapiVersion: v1\nkind: Namespace\nmetadata:\n  name: b\n", "bom.yaml").documents
     assert doc.position(("metadata", "name")) == (4, 3)
+
+
+def test_alias_bomb_and_deep_nesting_are_refused_quickly() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    [bomb] = load_text("\n".join(lines) + "\n", "lol.yaml").errors
+    assert bomb.message == "document 1: document expands to more than 1000000 nodes (YAML aliases?)"
+    [deep] = load_text("a: " + "[" * 500 + "]" * 500, "deep.yaml").errors
+    assert (deep.message, deep.line, deep.column) == ("nested more than 100 levels deep", 1, 104)

@@ -8,6 +8,7 @@ collected as :class:`~cilia.k8s.errors.Error` values with file:line:col.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from cilia.k8s.errors import Error
-from cilia.k8s.source import Document, to_plain
+from cilia.k8s.source import Document, TooManyNodes, to_plain
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+# ruamel's parser is quadratic in flow nesting depth and recursive; real manifests nest a few levels.
+MAX_FLOW_DEPTH = 100
+_BRACKETS = re.compile(r"[\[\]{}]")
 STDIN = "-"
 
 
@@ -124,11 +128,31 @@ def _is_list_kind(node: CommentedMap) -> bool:
     return isinstance(kind, str) and kind.endswith("List") and "items" in node
 
 
+def _too_deep(text: str) -> int | None:
+    """Offset where ``[``/``{`` nesting passes :data:`MAX_FLOW_DEPTH` (brackets in strings count too)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        depth += 1 if m.group() in "[{" else -1
+        if depth > MAX_FLOW_DEPTH:
+            return m.start()
+        depth = max(depth, 0)
+    return None
+
+
 def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[str]]:
     """Parse one file's text into documents (``kind: List`` expanded into its items)."""
     docs: list[Document] = []
     errors: list[Error] = []
     warnings: list[str] = []
+    deep = _too_deep(text)
+    if deep is not None:
+        line = text.count("\n", 0, deep) + 1
+        col = deep - (text.rfind("\n", 0, deep) + 1) + 1
+        return (
+            docs,
+            [Error(f"nested more than {MAX_FLOW_DEPTH} levels deep", file=file, line=line, column=col)],
+            [],
+        )
     yaml = new_yaml()
     index = -1
     try:
@@ -180,7 +204,11 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
             docs.append(Document(file, index, node, to_plain(node), *pos))
     except YAMLError as exc:
         errors.append(_yaml_error(file, exc))
-    except (ValueError, TypeError, RecursionError) as exc:  # ruamel raises these for some malformed input
+    except TooManyNodes as exc:
+        errors.append(Error(f"document {index + 1}: {exc}", file=file))
+    except RecursionError:
+        errors.append(Error(f"document {index + 2}: nested too deeply", file=file))
+    except (ValueError, TypeError) as exc:  # ruamel raises these for some malformed input
         errors.append(Error(f"invalid YAML in document {index + 2}: {exc}", file=file))
     if not docs and not errors:
         errors.append(Error("no objects in file", file=file))

@@ -39,16 +39,29 @@ def parse_path(text: str) -> FieldPath:
     return tuple(parts)
 
 
-def to_plain(node: Any) -> Any:
+MAX_NODES = 1_000_000
+
+
+class TooManyNodes(ValueError):
+    """A document expands (through YAML aliases) into more nodes than any real manifest has."""
+
+
+def to_plain(node: Any, budget: list[int] | None = None) -> Any:
     """The ruamel round-trip tree as plain dict/list/str/int/float/bool/None.
 
     Models validate the plain form (ruamel's scalar subclasses would confuse strict type checks);
     YAML timestamps become the ISO strings Kubernetes would see after its YAML→JSON conversion.
+    Raises :class:`TooManyNodes` past :data:`MAX_NODES` (an alias "billion laughs" document).
     """
+    if budget is None:
+        budget = [MAX_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise TooManyNodes(f"document expands to more than {MAX_NODES} nodes (YAML aliases?)")
     if isinstance(node, Mapping):
-        return {to_plain(k): to_plain(v) for k, v in node.items()}
+        return {to_plain(k, budget): to_plain(v, budget) for k, v in node.items()}
     if isinstance(node, list | tuple):
-        return [to_plain(v) for v in node]
+        return [to_plain(v, budget) for v in node]
     if isinstance(node, bool):
         return bool(node)
     if isinstance(node, int):
