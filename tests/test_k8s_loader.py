@@ -24,6 +24,7 @@ def test_seed_files_load_with_positions() -> None:
     deny, deploy = result.documents
     assert deny.position(("spec", "deny")) == (10, 3)
     assert deny.position(parse_path("spec.deny[0].toEndpoints[0].matchLabels.app")) == (13, 9)
+    assert deny.position("spec.deny[0].toEndpoints[0].matchLabels.app") == (13, 9)
     assert deploy.position(parse_path("spec.template.spec.containers[0].ports[0].containerPort")) == (20, 11)
     # a missing field is located at its deepest existing parent
     assert deny.position(("spec", "egress", 0)) == (6, 1)

@@ -110,12 +110,15 @@ class Document:
         meta = self.data.get("metadata") if isinstance(self.data, dict) else None
         return str(meta.get("namespace") or "") if isinstance(meta, dict) else ""
 
-    def position(self, path: Sequence[PathPart]) -> tuple[int, int]:
-        """1-based (line, column) of the deepest existing node on ``path``.
+    def position(self, path: Sequence[PathPart] | str) -> tuple[int, int]:
+        """1-based (line, column) of the deepest existing node on ``path``
+        (a tuple, or text such as ``spec.egress[0].toPorts[0].ports[0].port``).
 
         A mapping entry is located at its key, a list item at the item, so an unknown field points
         at the offending key and a missing field at its parent.
         """
+        if isinstance(path, str):
+            path = parse_path(path)
         line, col = self.line, self.column
         node = self.node
         for part in path:
