@@ -715,3 +715,35 @@ def test_port_protos(
     from cilia.policy.translate import port_protos
 
     assert port_protos(port, end_port, protocol) == expected
+
+
+def test_seed_selectors_select_the_tutorial_pods() -> None:
+    from cilia.identity.podlabels import pod_identity_labels
+    from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
+
+    frontend = pod_identity_labels({"app": "app-a", "access": "frontend"}, "default")
+    plain_a = pod_identity_labels({"app": "app-a"}, "default")
+    b = pod_identity_labels({"app": "app-b"}, "default")
+    b_elsewhere = pod_identity_labels({"app": "app-b"}, "prod")
+    host = RESERVED_LABELS[ReservedIdentity.HOST]
+
+    allow = only(
+        translate_cnp(
+            api.CiliumNetworkPolicy.model_validate(
+                yaml.safe_load((SEED / "allow-frontend-to-b.yaml").read_text())
+            )
+        )
+    )
+    assert [allow.subject.matches(x) for x in (frontend, plain_a, b)] == [True, False, False]
+    peer = allow.entries[0].peers[0].selector
+    assert [peer.matches(x) for x in (frontend, b, b_elsewhere, host)] == [False, True, False, False]
+
+    deny = only(
+        translate_cnp(
+            api.CiliumNetworkPolicy.model_validate(
+                yaml.safe_load((SEED / "deny-a-to-b-fixed.yaml").read_text())
+            )
+        )
+    )
+    assert [deny.subject.matches(x) for x in (frontend, plain_a, b)] == [True, True, False]
+    assert str(deny.entries[0].peers[0].selector) == "any:app=app-b, k8s:io.kubernetes.pod.namespace=default"
