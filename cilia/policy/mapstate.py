@@ -16,11 +16,18 @@ algebra per port space (the hot path: thousands of identities per selector), whi
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
+from itertools import repeat
 from typing import NamedTuple
 
 from cilia.policy.portrange import port_mask
 from cilia.policy.types import Entry, Key, RuleRef
+
+# Builds a Key from a plain 5-tuple without the NamedTuple's Python-level __new__ (hot path).
+_new_key = partial(tuple.__new__, Key)
 
 # (direction, proto, port, prefix_len): a key without its identity.
 PortSpace = tuple[int, int, int, int]
@@ -192,8 +199,26 @@ class MapState:
                 self._drop(Key(identity, *space))
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic tuples: its collections,
+    triggered by the allocation count alone, would otherwise rescan every live object repeatedly."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def distill(contributions: Iterable[Contribution]) -> MapState:
     """The MapState that inserting every candidate entry produces, computed per port space."""
+    with _gc_paused():
+        return _distill(contributions)
+
+
+def _distill(contributions: Iterable[Contribution]) -> MapState:
     allows: dict[PortSpace, list[tuple[Iterable[int], frozenset[RuleRef]]]] = {}
     denies: dict[PortSpace, list[tuple[Iterable[int], frozenset[RuleRef]]]] = {}
     for space, deny, ids, rules in contributions:
@@ -212,22 +237,39 @@ def distill(contributions: Iterable[Contribution]) -> MapState:
     entry_cache: dict[tuple[bool, frozenset[RuleRef]], Entry] = {}
 
     def emit(space: PortSpace, deny: bool, groups: list, keep: set[int] | None, drop: set[int]) -> None:
-        per_id: dict[int, frozenset[RuleRef]] = {}
+        # Hot loop: per-identity work stays in C (set algebra, dict.fromkeys, map/zip); only
+        # identities selected by several groups of the same port space merge in Python.
+        owner: dict[int, frozenset[RuleRef]] = {}
+        unions: dict[tuple[frozenset[RuleRef], frozenset[RuleRef]], frozenset[RuleRef]] = {}
         for ids, rules in groups:
-            for i in ids:
-                if (keep is None or i in keep) and i not in drop:
-                    prev = per_id.get(i)
-                    per_id[i] = rules if prev is None or prev is rules else prev | rules
-        if not per_id:
+            sel = ids if isinstance(ids, (set, frozenset)) else set(ids)
+            if keep is not None:
+                sel = sel & keep
+            if drop:
+                sel = sel - drop
+            if not owner:
+                owner = dict.fromkeys(sel, rules)
+                continue
+            both = owner.keys() & sel
+            if len(both) < len(sel):
+                owner.update(dict.fromkeys(sel - both, rules))
+            for i in both:
+                prev = owner[i]
+                if prev is not rules:
+                    merged = unions.get((prev, rules))
+                    if merged is None:
+                        merged = unions[(prev, rules)] = prev | rules
+                    owner[i] = merged
+        if not owner:
             return
+        for rules in set(owner.values()):
+            if (deny, rules) not in entry_cache:
+                entry_cache[(deny, rules)] = Entry(deny, rules)
         d, proto, port, plen = space
-        row = by_space.setdefault(space, {})
-        for i, rules in per_id.items():
-            entry = entry_cache.get((deny, rules))
-            if entry is None:
-                entry = entry_cache[(deny, rules)] = Entry(deny, rules)
-            entries[Key(i, d, proto, port, plen)] = entry
-            row[i] = entry
+        values = [entry_cache[(deny, r)] for r in owner.values()]
+        keys = map(_new_key, zip(owner, repeat(d), repeat(proto), repeat(port), repeat(plen)))
+        entries.update(zip(keys, values, strict=False))
+        by_space.setdefault(space, {}).update(zip(owner, values, strict=True))
 
     for space, groups in denies.items():
         mine = deny_ids.get(space)
