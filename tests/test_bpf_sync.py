@@ -15,6 +15,7 @@ from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.sync import Datapath, PolicyMapFullError, SyncError, plan
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 from cilia.datapath.maps.policy import PolicyMapEntry
+from cilia.datapath.maps.sizes import LAYOUTS
 from cilia.policy.mapstate import MapState
 from cilia.policy.types import Entry, Key, RuleRef
 
@@ -171,3 +172,5 @@ def test_spec_lists_maps_and_programs() -> None:
         "cilia_metrics": ("percpu_array", 4, 16),
         "cilia_config": ("array", 4, 16),
     }
+    # the Python layouts (what `cilia bpf` opens pins with) match the C structs
+    assert {m.name: (m.key_size, m.value_size) for m in spec.maps} == LAYOUTS

@@ -1,0 +1,69 @@
+"""``cilia bpf …`` against a private pinned datapath (the CLI opens the pins read-only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers_bpf import LO, private_datapath, run
+from helpers_packets import TCP, frame
+from typer.testing import CliRunner
+
+from cilia.cli.commands.bpf import port_proto
+from cilia.cli.main import app
+from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
+from cilia.policy.types import Entry, Key, RuleRef
+
+
+def test_port_proto_names() -> None:
+    assert [port_proto(k) for k in (Key(0, 0, 0, 0, 0), Key(5, 0, 6, 80, 16), Key(5, 1, 17, 8, 13),
+                                    Key(5, 0, 132, 0, 0), Key(5, 0, 1, 8, 16))] == \
+        ["ANY", "80/TCP", "8-15/UDP", "ANY/SCTP", "8/ICMP"]
+
+
+@pytest.mark.root
+def test_bpf_commands_json(tmp_path: Path) -> None:
+    rule = RuleRef("CiliumNetworkPolicy", "default", "allow-http", "ingress", 0)
+    with private_datapath(tmp_path) as dp:
+        dp.endpoints.set(EndpointInfo(LO, 5, 1001, EndpointFlags.enforcing()))
+        dp.upsert_ipcache("198.18.1.10/32", 1002)
+        dp.upsert_ipcache("198.19.0.0/16", 16777217)
+        dp.set_policy(5, {Key(1002, 0, TCP, 80, 16): Entry(False, frozenset({rule})),
+                          Key(0, 1, 0, 0, 0): Entry(True, frozenset())})
+        assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, sport=4000))[0]
+        common = ["--pin-root", dp.pin_root, "--state-dir", str(dp.state_dir), "-o", "json"]
+        runner = CliRunner()
+
+        def cli(*argv: str) -> object:
+            res = runner.invoke(app, ["bpf", *argv, *common])
+            assert res.exit_code == 0, res.output
+            return json.loads(res.stdout)
+
+        assert cli("policy", "get", "5") == [
+            {"endpoint": 5, "policy": "Deny", "direction": "Egress", "identity": "ANY", "port_proto": "ANY",
+             "proxy_port": "NONE", "auth_type": "disabled", "prefix": 0, "rules": []},
+            {"endpoint": 5, "policy": "Allow", "direction": "Ingress", "identity": 1002,
+             "port_proto": "80/TCP", "proxy_port": "NONE", "auth_type": "disabled", "prefix": 24,
+             "rules": ["CiliumNetworkPolicy default/allow-http ingress[0]"]},
+        ]
+        assert cli("ipcache", "list") == [{"prefix": "198.18.1.10/32", "identity": 1002},
+                                          {"prefix": "198.19.0.0/16", "identity": 16777217}]
+        assert cli("endpoint", "list") == [{"ifindex": LO, "ifname": "lo", "endpoint_id": 5, "identity": 1001,
+                                            "flags": ["enforce_egress", "enforce_ingress", "policy_ready"]}]
+        [entry] = cli("ct", "list")  # type: ignore[misc]
+        assert {k: v for k, v in entry.items() if k != "expires_in_s"} == {
+            "endpoint_id": 5, "direction": "ingress", "proto": "TCP", "src": "198.18.1.10",
+            "dst": "198.18.1.20", "sport": 4000, "dport": 80, "packets": 1, "bytes": 62,
+            "cookie": dp.cookies.cookie_for(frozenset({rule}))}
+        assert cli("metrics", "list") == [{"direction": "ingress", "verdict": "forwarded", "reason": "",
+                                           "packets": 1, "bytes": 62}]
+        table = runner.invoke(app, ["bpf", "policy", "get", "--pin-root", dp.pin_root])
+        assert "80/TCP" in table.stdout and "Deny" in table.stdout
+
+
+@pytest.mark.root
+def test_bpf_command_without_datapath_fails_clearly(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["bpf", "ipcache", "list", "--pin-root", "/sys/fs/bpf/cilia/none/v1"])
+    assert res.exit_code == 1
+    assert "no cilia datapath pinned at /sys/fs/bpf/cilia/none/v1" in res.stderr
