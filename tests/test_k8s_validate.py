@@ -711,6 +711,11 @@ INVALID = [
         ],
         id="knp-namespace-selector",
     ),
+    pytest.param(
+        cnp(egress(PEER, log={"value": "x"})),
+        [("spec.log", 'unknown field "spec.log"')],
+        id="log-is-newer-than-1.18",
+    ),
     # NetworkPolicy (API server)
     pytest.param(
         knp({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "protocol": "ICMP"}]}]}),

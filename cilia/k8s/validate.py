@@ -147,6 +147,16 @@ def _policy_errors(doc: Document, flags: Flags) -> list[Error]:
         for i, rule in enumerate(model.specs or ()):
             base: FieldPath = ("specs", i)
             findings += [(base + p, m) for p, m in rule_findings(rule, kind=kind, flags=flags, where=base)]
+        # `log` is modelled for newer Cilium; the 1.18 CRD has no such field, so strict kubectl refuses it
+        for rule_path in _rule_paths(doc.data):
+            rule = doc.data[rule_path[0]] if len(rule_path) == 1 else doc.data["specs"][rule_path[1]]
+            if "log" in rule:
+                path = (*rule_path, "log")
+                errors.append(
+                    _error(
+                        doc, path, f'unknown field "{format_path(path)}"', "log needs Cilium newer than 1.18"
+                    )
+                )
     elif model.spec is not None:
         findings += [(("spec", *p), m) for p, m in spec_findings(model.spec)]
     errors += [_error(doc, p, m) for p, m in findings if not _consequence(p, m, removed)]
