@@ -70,7 +70,11 @@ def test_ipam_round_robin_persisted_in_the_store(tmp_path: Path) -> None:
         assert {str(k): v for k, v in Ipam(store, 0).allocations().items()} == {
             "198.18.0.2": "default/p0", "198.18.0.4": "default/p2", "198.18.0.5": "default/p1-new"}
         assert [r.key.name for r in store.list(Kind.IPAM)] == [
-            "198.18.0.2", "198.18.0.4", "198.18.0.5", "198.18.16.2", "cursor-node0", "cursor-node1"]
+            "198.18.0.2", "198.18.0.4", "198.18.0.5", "198.18.16.2", "cursor-node0", "cursor-node1",
+            "owner-default_p0", "owner-default_p1-new", "owner-default_p2", "owner-default_q"]
+        assert Ipam(store, 0).lookup("default/p2") == IPv4Address("198.18.0.4")
+        Ipam(store, 0).release(IPv4Address("198.18.0.4"))
+        assert Ipam(store, 0).lookup("default/p2") is None
 
 
 def test_ipam_wraps_and_reports_exhaustion() -> None:

@@ -26,8 +26,18 @@ def gateway(node_index: int) -> IPv4Address:
     return pod_cidr(node_index).network_address + 1
 
 
+def _owner_name(owner: str) -> str:
+    # "ns/pod" -> "owner-ns_pod": store names cannot hold "/", Kubernetes names cannot hold "_".
+    return "owner-" + owner.replace("/", "_")
+
+
 class Ipam:
-    """Address allocation for one node, persisted in the store."""
+    """Address allocation for one node, persisted in the store.
+
+    Keys (kind ``ipam``): ``<address>`` -> owner, ``owner-<ns>_<pod>`` -> address, and
+    ``cursor-node<i>`` -> the last address handed out. Each allocation is one transaction that
+    creates the first two and moves the cursor, so it costs a few key reads, not a scan.
+    """
 
     def __init__(self, store: Store, node_index: int = 0) -> None:
         self.store = store
@@ -44,23 +54,29 @@ class Ipam:
                 out[IPv4Address(rec.key.name)] = str(rec.value["owner"])
         return out
 
+    def lookup(self, owner: str) -> IPv4Address | None:
+        rec = self.store.get(Kind.IPAM.key("", _owner_name(owner)))
+        return IPv4Address(rec.value["ip"]) if rec else None
+
     def allocate(self, owner: str) -> IPv4Address:
         """The owner's address: its existing one, or the next free one after the last handed out."""
+        owner_key = Kind.IPAM.key("", _owner_name(owner))
         for _ in range(20):
-            taken = self.allocations()
-            for ip, who in taken.items():
-                if who == owner:
-                    return ip
+            existing = self.lookup(owner)
+            if existing is not None:
+                return existing
             cursor = self.store.get(self._cursor_key)
             last = int(cursor.value["last"]) if cursor else int(self.gateway)
-            ip = self._next_free(last, set(taken))
+            ip = self._next_free(last)
             key = Kind.IPAM.key("", str(ip))
             try:
                 self.store.txn(
                     [
                         Expect(key, 0),
+                        Expect(owner_key, 0),
                         Expect(self._cursor_key, cursor.mod_revision if cursor else 0),
                         Put(key, {"owner": owner, "node": self.node_index}),
+                        Put(owner_key, {"ip": str(ip)}),
                         Put(self._cursor_key, {"last": int(ip)}),
                     ]
                 )
@@ -69,19 +85,23 @@ class Ipam:
                 continue  # another writer allocated meanwhile
         raise LabError(f"IPAM for {self.cidr}: could not allocate for {owner} (too much contention)")
 
-    def _next_free(self, last: int, taken: set[IPv4Address]) -> IPv4Address:
+    def _next_free(self, last: int) -> IPv4Address:
         first, end = int(self.gateway) + 1, int(self.cidr.broadcast_address)  # end is exclusive
         size = end - first
         start = max(last + 1, first)
         for i in range(size):
             ip = IPv4Address(first + (start - first + i) % size)
-            if ip not in taken:
+            if self.store.get(Kind.IPAM.key("", str(ip))) is None:
                 return ip
         raise IpamExhaustedError(f"IPAM: no free address left in {self.cidr}")
 
     def release(self, ip: IPv4Address) -> None:
-        self.store.delete(Kind.IPAM.key("", str(ip)), missing_ok=True)
+        rec = self.store.get(Kind.IPAM.key("", str(ip)))
+        if rec is not None:
+            self.release_owner(str(rec.value["owner"]))
 
     def release_owner(self, owner: str) -> None:
-        self.store.txn([Delete(Kind.IPAM.key("", str(ip)), True) for ip, who in self.allocations().items()
-                        if who == owner])
+        ip = self.lookup(owner)
+        if ip is not None:
+            self.store.txn([Delete(Kind.IPAM.key("", str(ip)), True),
+                            Delete(Kind.IPAM.key("", _owner_name(owner)), True)])

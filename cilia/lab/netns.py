@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,24 +37,66 @@ def names() -> list[str]:
         return []
 
 
-def create(name: str) -> None:
-    if exists(name):
-        raise LabError(f"network namespace {name} already exists")
-    from pyroute2 import netns as pr_netns  # here, so the workload daemon never loads pyroute2
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+_shared_done = False
+_shared_lock = threading.Lock()
 
+
+def _mount(source: str, target: str, flags: int) -> int:
+    return int(_libc.mount(source.encode(), target.encode(), b"none", flags, None))
+
+
+def _share_netns_dir() -> None:
+    """Make /run/netns a shared mount point, as ``ip netns add`` does, so a namespace bound there
+    is visible from every mount namespace."""
+    global _shared_done
+    with _shared_lock:
+        if _shared_done:
+            return
+        NETNS_DIR.mkdir(parents=True, exist_ok=True)
+        d = str(NETNS_DIR)
+        # Not a mount point yet: bind it onto itself first, then mark it shared.
+        if _mount("", d, MS_SHARED | MS_REC) != 0 and (
+            _mount(d, d, MS_BIND | MS_REC) != 0 or _mount("", d, MS_SHARED | MS_REC) != 0
+        ):
+            raise LabError(f"make {d} a shared mount: {os.strerror(ctypes.get_errno())}")
+        _shared_done = True
+
+
+def create(name: str) -> None:
+    """Create the named namespace ``/run/netns/<name>`` (what ``ip netns add`` does), in-process."""
+    _share_netns_dir()
+    path = path_of(name)
     try:
-        pr_netns.create(name)
-    except OSError as e:
-        raise LabError(f"create network namespace {name}: {e}") from e
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        raise LabError(f"network namespace {name} already exists") from None
+    failure: list[str] = []
+
+    def bind_new_namespace() -> None:
+        # A throw-away thread unshares, so no thread that keeps running ever changes namespace.
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            failure.append(f"unshare: {os.strerror(ctypes.get_errno())}")
+        elif _mount("/proc/thread-self/ns/net", str(path), MS_BIND) != 0:
+            failure.append(f"bind mount: {os.strerror(ctypes.get_errno())}")
+
+    t = threading.Thread(target=bind_new_namespace, name="cilia-netns-create")
+    t.start()
+    t.join()
+    if failure:
+        path.unlink(missing_ok=True)
+        raise LabError(f"create network namespace {name}: {failure[0]}")
 
 
 def remove(name: str) -> None:
     """Remove a named namespace (no error if it is already gone)."""
-    from pyroute2 import netns as pr_netns
-
-    if exists(name):
-        with contextlib.suppress(FileNotFoundError):
-            pr_netns.remove(name)
+    path = path_of(name)
+    if path.exists():
+        _libc.umount2(str(path).encode(), MNT_DETACH)
+        path.unlink(missing_ok=True)
 
 
 def _setns(fd: int) -> None:

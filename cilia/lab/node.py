@@ -187,7 +187,8 @@ class Lab:
         with IPRoute() as ipr:
             ipr.addr("add", index=idx, address=rec.gateway, prefixlen=32)
             ipr.route("add", dst=f"{rec.ip}/32", oif=idx, scope=RT_SCOPE_LINK)
-        with IPRoute(netns=rec.netns) as p:
+        # A netlink socket opened inside the namespace stays bound to it (no helper process).
+        with netns.entered(rec.netns), IPRoute() as p:
             p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
             eth = p.link_lookup(ifname=POD_IFNAME)[0]
             p.link("set", index=eth, state="up")
