@@ -126,15 +126,18 @@ class Analysis:
         self.allocator = LocalAllocator()
         ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
         endpoints = []
+        # Replicas share their labels: compute each distinct label set once.
+        known: dict[tuple[tuple[tuple[str, str], ...], str, str], tuple[Labels, int]] = {}
         for pod in sorted(cluster.pods, key=lambda p: (p.namespace, p.name)):
-            labels = pod_identity_labels(
-                pod.label_map,
-                pod.namespace,
-                ns_labels.get(pod.namespace),
-                pod.service_account or DEFAULT_SERVICE_ACCOUNT,
-                cluster_name,
-            )
-            endpoints.append(PodEndpoint(pod, self.allocator.allocate(labels), labels))
+            sa = pod.service_account or DEFAULT_SERVICE_ACCOUNT
+            memo_key = (pod.labels, pod.namespace, sa)
+            found = known.get(memo_key)
+            if found is None:
+                labels = pod_identity_labels(
+                    pod.label_map, pod.namespace, ns_labels.get(pod.namespace), sa, cluster_name
+                )
+                found = known[memo_key] = (labels, self.allocator.allocate(labels))
+            endpoints.append(PodEndpoint(pod, found[1], found[0]))
         self.endpoints: tuple[PodEndpoint, ...] = tuple(endpoints)
         self.prefixes = policy_prefixes(p.model for p in cluster.policies)
         self._cidr_ids: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []

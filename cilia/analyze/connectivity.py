@@ -119,11 +119,13 @@ def _summary(
     side = analysis.side(group.identity, direction)
     default = side.lookup(NO_SUCH_IDENTITY, cls.proto, cls.port).allowed
     exceptions: dict[int, bool] = {}
-    for peer in side.peers():
-        for gi in index.get(peer, ()):
-            verdict = side.lookup(peer, cls.proto, cls.port).allowed
-            if verdict != default:
-                exceptions[gi] = verdict
+    for peers in side.peer_groups():
+        targets = [gi for peer in peers for gi in index.get(peer, ())]
+        if not targets:
+            continue
+        verdict = side.lookup(peers[0], cls.proto, cls.port).allowed
+        if verdict != default:
+            exceptions.update(dict.fromkeys(targets, verdict))
     return SideSummary(default, exceptions)
 
 

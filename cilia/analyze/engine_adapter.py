@@ -86,13 +86,25 @@ class SidePolicy:
         return sim.policy_lookup(self.map_state, peer, int(self.direction), proto, port)
 
     @cached_property
-    def _peers(self) -> frozenset[int]:
+    def _peer_groups(self) -> dict[tuple[tuple[int, int, int, bool], ...], list[int]]:
         d = int(self.direction)
-        return frozenset(k.identity for k in self.map_state if k.direction == d and k.identity != 0)
+        shapes: dict[int, list[tuple[int, int, int, bool]]] = defaultdict(list)
+        for key, entry in self.map_state.items():
+            if key.direction == d and key.identity != 0:
+                shapes[key.identity].append((key.proto, key.port, key.prefix_len, entry.deny))
+        groups: dict[tuple[tuple[int, int, int, bool], ...], list[int]] = defaultdict(list)
+        for peer, shape in shapes.items():
+            groups[tuple(sorted(shape))].append(peer)
+        return dict(groups)
 
-    def peers(self) -> frozenset[int]:
+    def peers(self) -> list[int]:
         """Peer identities with entries of their own in this direction (all others share a verdict)."""
-        return self._peers
+        return [p for peers in self._peer_groups.values() for p in peers]
+
+    def peer_groups(self) -> list[list[int]]:
+        """:meth:`peers` grouped by the shape of their entries (ports, protocols, allow/deny): peers in
+        one group get the same verdict for every packet, so one lookup decides for all of them."""
+        return list(self._peer_groups.values())
 
 
 class PolicyOracle:

@@ -1,0 +1,301 @@
+"""Benchmarks (b) and (c) of issue 3: offline connectivity at scale and incremental policy updates.
+
+(b) ``cilia connectivity`` on a generated cluster: 10,000 pods (Deployments of 10 replicas, 5 apps in
+    each of 200 namespaces), 1,000 policies (CNPs of four shapes and one NetworkPolicy per namespace:
+    same-namespace allows, cross-namespace allows by namespace labels, CIDR egress with except,
+    deny rules, entities, egress default deny). Timed from the loaded objects to the full matrix; peak
+    memory is the process's maximum RSS. Target: under 10 s.
+(c) The same cluster with every pod identity registered as an engine endpoint; one more policy is
+    added: the engine's incremental update vs recomputing every endpoint from scratch, as a ratio.
+    Target: at least 50x.
+
+The generator (:func:`generate_documents`) is shared with tests/test_analyze_connectivity.py, which
+checks the matrix against pairwise traces on a small instance.
+
+Run: ``python3 bench/connectivity_bench.py [--pods N --namespaces N --policies N --repeat N]``.
+The last line is ``summary: connectivity_s=X incremental_speedup=X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cilia.analyze.cluster import Analysis, Options
+from cilia.analyze.connectivity import connectivity
+from cilia.analyze.engine_adapter import translate_all
+from cilia.k8s.cluster import build_cluster
+from cilia.k8s.loader import LoadResult
+from cilia.k8s.objects import Cluster
+from cilia.k8s.source import Document
+from cilia.policy.engine import PolicyEngine
+from cilia.policy.repository import ResourceKey
+from cilia.policy.resolve import EngineOptions
+
+APPS = 5
+REPLICAS_DEFAULT = 10
+
+
+def _ns(i: int) -> str:
+    return f"ns-{i:03d}"
+
+
+def _ports(*specs: tuple[int, str]) -> list[dict[str, Any]]:
+    return [{"ports": [{"port": str(p), "protocol": proto} for p, proto in specs]}]
+
+
+def _cnp(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+
+
+def _app(app: int) -> dict[str, Any]:
+    return {"matchLabels": {"app": f"app-{app}"}}
+
+
+def policy_documents(i: int, n: int, shapes: int) -> list[dict[str, Any]]:
+    """The policies of namespace ``i`` (``shapes`` of the five shapes, so the total is adjustable)."""
+    ns = _ns(i)
+    team = f"team-{(i + 1) % 10}"
+    docs = [
+        _cnp(
+            ns,
+            "app-1-from-app-0",
+            {
+                "endpointSelector": _app(1),
+                "ingress": [{"fromEndpoints": [_app(0)], "toPorts": _ports((8080, "TCP"))}],
+            },
+        ),
+        _cnp(
+            ns,
+            "app-2-from-app-1-and-team",
+            {
+                "endpointSelector": _app(2),
+                "ingress": [
+                    {"fromEndpoints": [_app(1)], "toPorts": _ports((8080, "TCP"))},
+                    {
+                        "fromEndpoints": [
+                            {
+                                "matchLabels": {
+                                    "app": "app-0",
+                                    "k8s:io.cilium.k8s.namespace.labels.team": team,
+                                }
+                            }
+                        ],
+                        "toPorts": _ports((9090, "TCP")),
+                    },
+                ],
+            },
+        ),
+        _cnp(
+            ns,
+            "db",
+            {
+                "endpointSelector": _app(3),
+                "ingress": [{"fromEndpoints": [_app(2)], "toPorts": _ports((5432, "TCP"))}],
+                "ingressDeny": [{"fromEntities": ["world"]}],
+            },
+        ),
+        _cnp(
+            ns,
+            "frontend-egress",
+            {
+                "endpointSelector": _app(0),
+                "egress": [
+                    {"toEndpoints": [_app(1)], "toPorts": _ports((8080, "TCP"))},
+                    {"toEntities": ["cluster"], "toPorts": _ports((53, "UDP"))},
+                    {
+                        "toCIDRSet": [
+                            {"cidr": f"198.19.{i % 256}.0/24", "except": [f"198.19.{i % 256}.16/28"]}
+                        ],
+                        "toPorts": _ports((443, "TCP")),
+                    },
+                ],
+                "egressDeny": [{"toEndpoints": [_app(3)]}],
+            },
+        ),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "app-4", "namespace": ns},
+            "spec": {
+                "podSelector": _app(4),
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {
+                        "from": [{"namespaceSelector": {"matchLabels": {"env": "prod"}}}],
+                        "ports": [{"port": 80, "protocol": "TCP"}],
+                    }
+                ],
+                "egress": [{"to": [{"podSelector": {}}]}],
+            },
+        },
+    ]
+    return docs[:shapes]
+
+
+def generate_documents(
+    pods: int = 10_000, namespaces: int = 200, policies: int = 1_000
+) -> list[dict[str, Any]]:
+    """Manifests of a generated cluster (plain data, as the loader would produce them)."""
+    per_ns = pods // namespaces
+    replicas = max(1, per_ns // APPS)
+    shapes = max(0, min(5, policies // namespaces))
+    docs: list[dict[str, Any]] = []
+    for i in range(namespaces):
+        ns = _ns(i)
+        env = "prod" if i % 2 == 0 else "dev"
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": {"team": f"team-{i % 10}", "env": env}},
+            }
+        )
+        for app in range(APPS):
+            docs.append(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": f"app-{app}", "namespace": ns},
+                    "spec": {
+                        "replicas": replicas,
+                        "selector": {"matchLabels": {"app": f"app-{app}"}},
+                        "template": {
+                            "metadata": {
+                                "labels": {"app": f"app-{app}", "tier": ("web", "api", "db")[app % 3]}
+                            },
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "main",
+                                        "image": "nginxdemos/hello:plain-text",
+                                        "ports": [{"containerPort": 8080 if app else 80, "name": "http"}],
+                                    }
+                                ]
+                            },
+                        },
+                    },
+                }
+            )
+        docs.extend(policy_documents(i, namespaces, shapes))
+    return docs
+
+
+def cluster_of(docs: list[dict[str, Any]]) -> Cluster:
+    """The Cluster the loader would build from these documents (the generator writes valid ones)."""
+    documents = tuple(Document("<generated>", i, None, d, 1, 1) for i, d in enumerate(docs))
+    return build_cluster(LoadResult(("<generated>",), documents))
+
+
+def extra_policy(namespace: str) -> dict[str, Any]:
+    """The one policy added in (c)."""
+    return _cnp(
+        namespace,
+        "added",
+        {
+            "endpointSelector": _app(4),
+            "ingress": [{"fromEndpoints": [_app(0)], "toPorts": _ports((7070, "TCP"))}],
+        },
+    )
+
+
+# --------------------------------------------------------------------------- (b)
+
+
+def bench_connectivity(cluster: Cluster) -> tuple[float, int, int, int]:
+    """Seconds for identities + rules + every policy + the matrix; (groups, classes, allowed pairs)."""
+    start = time.perf_counter()
+    analysis = Analysis(cluster, Options())
+    conn = connectivity(analysis)
+    elapsed = time.perf_counter() - start
+    allowed = sum(m.count() for m in conn.matrices)
+    return elapsed, len(conn.groups), len(conn.classes), allowed
+
+
+# --------------------------------------------------------------------------- (c)
+
+
+def _engine_for(analysis: Analysis) -> PolicyEngine:
+    engine = PolicyEngine(EngineOptions(), analysis.identities)
+    engine.apply_rules(analysis.rules)
+    for ident in dict.fromkeys(ep.identity for ep in analysis.endpoints):
+        engine.add_endpoint(ident)
+    return engine
+
+
+def bench_incremental(cluster: Cluster) -> tuple[float, float, int]:
+    """(incremental seconds, full recompute seconds, endpoints changed) for one added policy."""
+    analysis = Analysis(cluster, Options())
+    engine = _engine_for(analysis)
+    added = cluster_of([extra_policy(_ns(0))])
+    rules = translate_all(added)
+    start = time.perf_counter()
+    diffs = engine.apply(ResourceKey.of(rules[0]), rules)
+    incremental = time.perf_counter() - start
+    # Full recompute: every endpoint's policy again, from the same rules plus the added one.
+    start = time.perf_counter()
+    full_engine = PolicyEngine(EngineOptions(), analysis.identities)
+    full_engine.apply_rules((*analysis.rules, *rules))
+    for ident in engine.endpoints():
+        full_engine.add_endpoint(ident)
+    full = time.perf_counter() - start
+    for ident in engine.endpoints():  # the incremental result must equal the full one
+        assert engine.policy(ident).map_state == full_engine.policy(ident).map_state, ident
+    return incremental, full, len(diffs)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--namespaces", type=int, default=200)
+    parser.add_argument("--policies", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    docs = generate_documents(args.pods, args.namespaces, args.policies)
+    start = time.perf_counter()
+    cluster = cluster_of(docs)
+    build_s = time.perf_counter() - start
+    n_pol = len(cluster.policies)
+    print(
+        f"cluster: {len(cluster.pods)} pods, {len(cluster.namespaces)} namespaces, {n_pol} policies "
+        f"(objects built in {build_s:.2f} s)"
+    )
+    times = []
+    for _ in range(args.repeat):
+        elapsed, groups, classes, allowed = bench_connectivity(cluster)
+        times.append(elapsed)
+        print(
+            f"(b) connectivity: {elapsed:.2f} s  ({groups} identity groups, {classes} port classes, "
+            f"{allowed} allowed group pairs)"
+        )
+    conn_s = statistics.median(times)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"(b) median {conn_s:.2f} s (target < 10 s); peak RSS {peak_mib:.0f} MiB")
+    ratios = []
+    for _ in range(args.repeat):
+        inc, full, changed = bench_incremental(cluster)
+        ratios.append(full / inc)
+        print(
+            f"(c) one policy added: incremental {inc * 1000:.1f} ms ({changed} endpoint(s) changed), "
+            f"full recompute {full * 1000:.0f} ms, speedup {full / inc:.0f}x"
+        )
+    speedup = statistics.median(ratios)
+    print(f"(c) median speedup {speedup:.0f}x (target >= 50x)")
+    print(f"summary: connectivity_s={conn_s:.2f} incremental_speedup={speedup:.0f}")
+    return {"connectivity_s": conn_s, "incremental_speedup": speedup, "peak_rss_mib": peak_mib}
+
+
+if __name__ == "__main__":
+    main()
