@@ -142,3 +142,13 @@ def test_registered_in_the_real_cli() -> None:
 
     result = CliRunner().invoke(app, ["validate", "-f", str(REPO / "examples/seed/allow-frontend-to-b.yaml")])
     assert (result.exit_code, result.stdout) == (0, "1 file, 1 object: valid\n")
+
+
+def test_node_selector_labels_flag(tmp_path: Path) -> None:
+    policy = tmp_path / "nodes.yaml"
+    policy.write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: n}\n"
+        "spec: {endpointSelector: {}, ingress: [{fromNodes: [{}]}]}\n"
+    )
+    assert run("-f", str(policy))[0] == 1
+    assert run("-f", str(policy), "--enable-node-selector-labels")[:2] == (0, "1 file, 1 object: valid\n")

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cilia.cli.render import plural, print_errors, print_json, print_warnings
+from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import fix_paths
 from cilia.k8s.loader import LoadResult, load_text
@@ -49,7 +50,7 @@ def show_report(report: ValidationReport, output: Output) -> None:
     sys.stdout.write(summary(report) + "\n")
 
 
-def run_fix(paths: list[str], write: bool, output: Output) -> int:
+def run_fix(paths: list[str], write: bool, flags: Flags = Flags()) -> int:
     """Apply the corrections, print (or write) the result, and validate it."""
     try:
         results = fix_paths(list(paths), write=write)
@@ -68,7 +69,9 @@ def run_fix(paths: list[str], write: bool, output: Output) -> int:
                 sys.stderr.write(f"{res.file}: {change.path}: {change.description}\n")
     if not write:
         sys.stdout.write("---\n".join(r.text if r.text.endswith("\n") else r.text + "\n" for r in results))
-    report = validate_result(LoadResult(tuple(files), tuple(documents), tuple(errors), tuple(warnings)))
+    report = validate_result(
+        LoadResult(tuple(files), tuple(documents), tuple(errors), tuple(warnings)), flags
+    )
     if not report.valid:
         sys.stderr.write("the fixed manifests are still invalid:\n")
         print_errors(report.errors, sys.stderr)
@@ -89,6 +92,13 @@ def register(app: typer.Typer) -> None:
         write: Annotated[
             bool, typer.Option("--write", help="With --fix: rewrite the files in place.")
         ] = False,
+        node_selector_labels: Annotated[
+            bool,
+            typer.Option(
+                "--enable-node-selector-labels",
+                help="Judge as an agent with enable-node-selector-labels=true (fromNodes/toNodes allowed).",
+            ),
+        ] = False,
     ) -> None:
         """Validate policies and objects as kubectl (strict) and Cilium 1.18 would.
 
@@ -97,7 +107,7 @@ def register(app: typer.Typer) -> None:
         if write and not fix:
             raise typer.BadParameter("--write needs --fix")
         if fix:
-            raise typer.Exit(run_fix(filename, write, output))
-        report = validate_paths(filename)
+            raise typer.Exit(run_fix(filename, write, Flags(node_selector_labels=node_selector_labels)))
+        report = validate_paths(filename, flags=Flags(node_selector_labels=node_selector_labels))
         show_report(report, output)
         raise typer.Exit(exit_code(report))
