@@ -25,12 +25,15 @@ from bench.generators import (
     random_rules,
 )
 from cilia.identity.labels import Labels
+from cilia.identity.podlabels import pod_identity_labels
+from cilia.k8s import api
 from cilia.policy.engine import PolicyEngine, UnknownIdentityError
 from cilia.policy.mapstate import MapDiff
 from cilia.policy.repository import ResourceKey
 from cilia.policy.resolve import ALLOW_ANY, ALLOW_LOCALHOST_INGRESS, resolve_policy
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.types import Direction, Entry, Key
+from cilia.policy.translate import ServiceInfo, translate
+from cilia.policy.types import Direction, Entry, Key, RuleRef
 
 
 def apply_diffs(shadow: dict[int, dict[Key, Entry]], diffs: dict[int, MapDiff]) -> None:
@@ -137,3 +140,41 @@ def test_unknown_endpoint_identity_is_an_error() -> None:
     engine = PolicyEngine(identities={300: Labels()})
     with pytest.raises(UnknownIdentityError, match="identity 999"):
         engine.add_endpoint(999)
+
+
+def test_to_services_resolve_against_the_services_the_engine_knows() -> None:
+    ids = {
+        300: pod_identity_labels({"role": "backend"}, "prod"),
+        301: pod_identity_labels({"role": "database"}, "prod"),
+        302: pod_identity_labels({"role": "cache"}, "prod"),
+    }
+    engine = PolicyEngine(identities=ids)
+    engine.add_endpoint(300)
+    cnp = api.CiliumNetworkPolicy.model_validate(
+        {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "to-db", "namespace": "prod"},
+            "spec": {
+                "endpointSelector": {"matchLabels": {"role": "backend"}},
+                "egress": [
+                    {
+                        "toServices": [{"k8sService": {"serviceName": "db", "namespace": "prod"}}],
+                        "toPorts": [{"ports": [{"port": "5432", "protocol": "TCP"}]}],
+                    }
+                ],
+            },
+        }
+    )
+    engine.apply_rules(translate(cnp))
+    diffs = engine.set_services([ServiceInfo("db", "prod", {"role": "database"})])
+    ref = RuleRef("CiliumNetworkPolicy", "prod", "to-db", "egress", 0)
+    assert {k: v for k, v in engine.policy(300).map_state.items() if k.direction == Direction.EGRESS} == {
+        Key(301, Direction.EGRESS, 6, 5432, 16): Entry(False, frozenset({ref}))
+    }
+    assert set(diffs) == {300}
+    # The service's selector changes: the peer follows.
+    engine.set_services([ServiceInfo("db", "prod", {"role": "cache"})])
+    assert {k for k in engine.policy(300).map_state if k.direction == Direction.EGRESS} == {
+        Key(302, Direction.EGRESS, 6, 5432, 16)
+    }

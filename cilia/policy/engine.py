@@ -3,13 +3,15 @@ incrementally.
 
 The engine keeps an :class:`EndpointPolicy` for every identity registered as a local endpoint.
 A policy change recomputes only the endpoints whose labels the old or new rules select; an
-identity change touches only the keys of the identities whose selections changed. Every mutating
+identity change touches only the keys of the identities whose selections changed. toServices
+peers are resolved against the Services the engine was told about (:meth:`set_services`). Every mutating
 call returns ``{endpoint identity: MapDiff}``, what the kernel sync applies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from cilia.identity.labels import Labels
 from cilia.identity.selector import Selector
@@ -27,6 +29,7 @@ from cilia.policy.resolve import (
 )
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
+from cilia.policy.translate import ServiceInfo, with_service_peers
 
 # (port name, proto) -> port number, as an endpoint's containers declare them.
 PortNames = Mapping[tuple[str, int], int]
@@ -49,6 +52,8 @@ class PolicyEngine:
         self.cache = SelectorCache(identities)
         self._ports: dict[int, PortNames] = {}
         self._policies: dict[int, EndpointPolicy] = {}
+        self._raw: dict[ResourceKey, tuple[PolicyRule, ...]] = {}
+        self._services: tuple[ServiceInfo, ...] = ()
 
     # ------------------------------------------------------------------ queries
 
@@ -130,22 +135,48 @@ class PolicyEngine:
 
     def apply(self, resource: ResourceKey, rules: Sequence[PolicyRule]) -> dict[int, MapDiff]:
         """Add or replace a policy resource; recompute only the endpoints its old or new rules select."""
-        change = self.repository.replace(resource, rules)
-        return self._after_rules_change((*change.removed, *change.added))
+        return self._replace_many([(resource, tuple(rules))])
 
     def apply_rules(self, rules: Sequence[PolicyRule]) -> dict[int, MapDiff]:
         """Apply rules of one or more resources (grouped by their RuleRef)."""
         by: dict[ResourceKey, list[PolicyRule]] = {}
         for r in rules:
             by.setdefault(ResourceKey.of(r), []).append(r)
-        out: dict[int, MapDiff] = {}
-        for res, rs in by.items():
-            out.update(self.apply(res, rs))
-        return out
+        return self._replace_many([(res, tuple(rs)) for res, rs in by.items()])
 
     def delete(self, resource: ResourceKey) -> dict[int, MapDiff]:
-        change = self.repository.delete(resource)
-        return self._after_rules_change(change.removed)
+        return self._replace_many([(resource, ())])
+
+    def set_services(self, services: Sequence[ServiceInfo]) -> dict[int, MapDiff]:
+        """The Services that exist changed: re-resolve every toServices peer (semantics.md §7)."""
+        self._services = tuple(services)
+        return self._replace_many(
+            [(res, raw) for res, raw in self._raw.items() if any(e.services for r in raw for e in r.entries)]
+        )
+
+    def _expand_services(self, rule: PolicyRule) -> PolicyRule:
+        # Only egress allow entries are rewritten, as Cilium's service watcher does.
+        if not any(e.services and not e.deny for e in rule.entries):
+            return rule
+        entries = tuple(
+            e if e.deny or not e.services else with_service_peers(e, self._services, rule.namespace)
+            for e in rule.entries
+        )
+        return replace(rule, entries=entries)
+
+    def _replace_many(
+        self, changes: Sequence[tuple[ResourceKey, tuple[PolicyRule, ...]]]
+    ) -> dict[int, MapDiff]:
+        touched: list[PolicyRule] = []
+        for resource, rules in changes:
+            if rules:
+                self._raw[resource] = rules
+            else:
+                self._raw.pop(resource, None)
+            change = self.repository.replace(resource, [self._expand_services(r) for r in rules])
+            touched.extend(change.removed)
+            touched.extend(change.added)
+        return self._after_rules_change(touched)
 
     def _after_rules_change(self, touched: Iterable[PolicyRule]) -> dict[int, MapDiff]:
         touched = tuple(touched)
