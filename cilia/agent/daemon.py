@@ -122,7 +122,10 @@ class Agent:
             out = []
             for ep in self.reconciler.endpoints:
                 data = ep.to_json()
-                data["enforcement"] = self.reconciler.policy.enforcement(ep.identity)
+                pod = self.reconciler.desired.pods.get(ep.pod)
+                summary = self.reconciler.policy.summary(ep.identity, pod)
+                data["enforcement"] = summary.pop("enforcement")
+                data["policy"] = summary
                 data["policy_entries"] = len(self.reconciler.applied.get(ep.id, {}))
                 out.append(data)
             return out

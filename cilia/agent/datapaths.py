@@ -75,10 +75,16 @@ class SimNodeDatapath:
         diffs: Mapping[int, tuple[MapState, MapState]],
         endpoint_id: int | None = None,
     ) -> None:
+        prefixes = list(prefixes)
+        self.log.append(("update_identity", *prefixes, str(identity), str(endpoint_id)))
         for ep, (old, new) in diffs.items():
-            self.apply_diff(ep, old, new)
+            cur = self.policies.setdefault(ep, {})
+            for k, _ in old.items():
+                if k not in new:
+                    cur.pop(k, None)
+            cur.update(new.items())
         for p in prefixes:
-            self.upsert_ipcache(p, identity)
+            self.prefixes[self._norm(p)] = identity
         if endpoint_id is not None:
             for ifindex, (eid, _) in list(self.endpoints.items()):
                 if eid == endpoint_id:

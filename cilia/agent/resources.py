@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cilia.store import Kind, ObjectKey, Store
+import contextlib
+
+from cilia.store import InvalidKeyError, Kind, ObjectKey, Store
 
 KIND_ALIASES: dict[str, Kind] = {}
 for _kind, _aliases in {
@@ -36,8 +38,9 @@ def resolve_name(store: Store, kind: Kind, namespace: str, name: str) -> ObjectK
     named by prefix: ``app-a-`` …); None if there is none, AmbiguousNameError if several."""
     ns = namespace if kind.namespaced else ""
     exact = kind.key(ns, name)
-    if store.get(exact) is not None:
-        return exact
+    with contextlib.suppress(InvalidKeyError):  # not a valid name: can still be a prefix
+        if store.get(exact) is not None:
+            return exact
     listed = store.list(kind, ns if kind.namespaced else None)
     matches = [r.key for r in listed if r.key.name.startswith(name)]
     if len(matches) > 1:
