@@ -104,7 +104,7 @@ class TLSContext(APIModel):
 
 
 class EnvoyConfig(APIModel):
-    kind: str
+    kind: str | None = None
     name: str
 
 
