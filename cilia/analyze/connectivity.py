@@ -111,22 +111,29 @@ def classes_of(analysis: Analysis) -> list[PortClass]:
     return port_classes(mentioned_ranges(analysis.rules, named))
 
 
-def _summary(
-    analysis: Analysis, group: Group, direction: Direction, cls: PortClass, index: dict[int, list[int]]
-) -> SideSummary:
-    if not group.local:
-        return UNENFORCED
-    side = analysis.side(group.identity, direction)
-    default = side.lookup(NO_SUCH_IDENTITY, cls.proto, cls.port).allowed
-    exceptions: dict[int, bool] = {}
-    for peers in side.peer_groups():
-        targets = [gi for peer in peers for gi in index.get(peer, ())]
-        if not targets:
-            continue
-        verdict = side.lookup(peers[0], cls.proto, cls.port).allowed
-        if verdict != default:
-            exceptions.update(dict.fromkeys(targets, verdict))
-    return SideSummary(default, exceptions)
+class _Side:
+    """One group's policy in one direction, with its peer groups mapped to matrix indices once."""
+
+    def __init__(self, analysis: Analysis, group: Group, direction: Direction, index: dict[int, list[int]]):
+        self.side = analysis.side(group.identity, direction) if group.local else None
+        self.groups: list[tuple[int, list[int]]] = []
+        if self.side is not None:
+            for peers in self.side.peer_groups():
+                targets = [gi for peer in peers for gi in index.get(peer, ())]
+                if targets:
+                    self.groups.append((peers[0], targets))
+
+    def summary(self, cls: PortClass) -> SideSummary:
+        side = self.side
+        if side is None:
+            return UNENFORCED
+        default = side.lookup(NO_SUCH_IDENTITY, cls.proto, cls.port).allowed
+        exceptions: dict[int, bool] = {}
+        for peer, targets in self.groups:
+            verdict = side.lookup(peer, cls.proto, cls.port).allowed
+            if verdict != default:
+                exceptions.update(dict.fromkeys(targets, verdict))
+        return SideSummary(default, exceptions)
 
 
 def connectivity(analysis: Analysis) -> Connectivity:
@@ -136,11 +143,11 @@ def connectivity(analysis: Analysis) -> Connectivity:
     index: dict[int, list[int]] = defaultdict(list)
     for g in groups:
         index[g.identity].append(g.index)
-    matrices = []
-    for cls in classes:
-        egress = [_summary(analysis, g, Direction.EGRESS, cls, index) for g in groups]
-        ingress = [_summary(analysis, g, Direction.INGRESS, cls, index) for g in groups]
-        matrices.append(combine(egress, ingress))
+    egress = [_Side(analysis, g, Direction.EGRESS, index) for g in groups]
+    ingress = [_Side(analysis, g, Direction.INGRESS, index) for g in groups]
+    matrices = [
+        combine([s.summary(cls) for s in egress], [s.summary(cls) for s in ingress]) for cls in classes
+    ]
     return Connectivity(tuple(groups), tuple(classes), tuple(matrices))
 
 
