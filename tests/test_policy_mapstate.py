@@ -246,3 +246,15 @@ def test_diff() -> None:
         deletes=frozenset({K(6, IN, TCP, 80, 16)}),
     )
     assert not diff(new, dict(new))
+
+
+def test_of_identities_and_drop() -> None:
+    ms = distill(
+        [
+            Contribution((IN, TCP, 80, 16), False, {5, 6}, frozenset({R1})),
+            Contribution((IN, 0, 0, 0), False, {5}, frozenset({R2})),
+        ]
+    )
+    assert ms.of_identities({5}) == {K(5, IN, TCP, 80, 16): allow(R1), K(5, IN, 0, 0, 0): allow(R2)}
+    ms.drop(K(5, IN, 0, 0, 0))
+    assert ms.entries == {K(5, IN, TCP, 80, 16): allow(R1), K(6, IN, TCP, 80, 16): allow(R1)}

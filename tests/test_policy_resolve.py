@@ -423,3 +423,12 @@ def test_resolve(case: Case) -> None:
     assert pol.map_state.entries == case.expected
     assert pol.enforced == case.enforced
     assert pol.default_deny_by == case.default_deny_by
+
+
+def test_audit_follows_the_selected_policies() -> None:
+    cache = SelectorCache(IDENTITIES)
+    plain = rule("r", "foo", E(IN, ()))
+    audited = PolicyRule(plain.ref._replace(name="a"), "default", plain.subject, False, (), audit=True)
+    assert not resolve_policy(FOO, IDENTITIES[FOO], [plain], cache).audit
+    assert resolve_policy(FOO, IDENTITIES[FOO], [plain, audited], cache).audit
+    assert not resolve_policy(BAR, IDENTITIES[BAR], [plain, audited], cache).audit

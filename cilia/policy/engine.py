@@ -243,8 +243,8 @@ class PolicyEngine:
         """Recompute only the keys of the ``touched`` peer identities."""
         old_ms = pol.map_state
         ms = old_ms.copy()
-        for peer in touched:
-            ms.remove_identity(peer)
+        for k in old_ms.of_identities(touched):
+            ms.drop(k)
         partial: MapState = distill_filters(
             pol.filters,
             pol.selection,
@@ -260,7 +260,4 @@ class PolicyEngine:
         self._policies[ident] = EndpointPolicy(
             pol.identity, pol.labels, self.revision, pol.selection, pol.filters, ms
         )
-        return diff(
-            {k: e for k, e in old_ms.items() if k.identity in touched},
-            {k: e for k, e in ms.items() if k.identity in touched},
-        )
+        return diff(old_ms.of_identities(touched), ms.of_identities(touched))

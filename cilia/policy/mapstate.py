@@ -130,6 +130,14 @@ class MapState:
         """identity -> entry for one port space."""
         return self._by_space.get(space, {})
 
+    def of_identities(self, identities: frozenset[int] | set[int]) -> dict[Key, Entry]:
+        """The entries whose peer identity is one of ``identities`` (found through the index)."""
+        out: dict[Key, Entry] = {}
+        for space, ids in self._by_space.items():
+            for i in identities & ids.keys():
+                out[Key(i, *space)] = ids[i]
+        return out
+
     def copy(self) -> MapState:
         out = MapState()
         out.entries = dict(self.entries)
@@ -143,7 +151,8 @@ class MapState:
         self.entries[key] = entry
         self._by_space.setdefault(space_of(key), {})[key[0]] = entry
 
-    def _drop(self, key: Key) -> None:
+    def drop(self, key: Key) -> None:
+        """Delete one entry as is (no insertion rules involved)."""
         del self.entries[key]
         space = space_of(key)
         ids = self._by_space[space]
@@ -182,7 +191,7 @@ class MapState:
                     return
             for k, e in self.narrower_or_equal(key):
                 if not e.deny or k != key:
-                    self._drop(k)
+                    self.drop(k)
         else:
             for _, e in self.broader_or_equal(key):
                 if e.deny:
@@ -196,7 +205,7 @@ class MapState:
         """Delete every key of one peer identity (it no longer exists)."""
         for space in list(self._by_space):
             if identity in self._by_space[space]:
-                self._drop(Key(identity, *space))
+                self.drop(Key(identity, *space))
 
 
 @contextmanager

@@ -132,6 +132,11 @@ class EndpointPolicy:
         return self.selection.enforced[direction]
 
     @property
+    def audit(self) -> bool:
+        """Policy-audit mode for this endpoint: some selected policy asks for it (``cilia.io/audit``)."""
+        return any(r.audit for r in self.selection.rules)
+
+    @property
     def rules(self) -> tuple[RuleRef, ...]:
         return tuple(r.ref for r in self.selection.rules)
 
