@@ -339,6 +339,13 @@ CASES = [
         ((), (pref("r"),)),
     ),
     Case(
+        "ICMP type 0 (EchoReply) is port 0: every ICMP type, as Cilium's ICMPField.PortProtocol gives",
+        (rule("r", "foo", E(EG, (ep("bar"),), (PortProto(ICMP, 0, 0),))),),
+        {Key(BAR, EG, ICMP, 0, 0): allow(ref("r", "egress", 0)), **ALLOW_ANY_IN, **LOCALHOST_ALLOW},
+        (False, True),
+        ((), (pref("r"),)),
+    ),
+    Case(
         "Test_EnsureDeniesPrecedeAllows: a CIDR deny removes the allows of the identities it covers",
         (
             rule("a", "foo", E(EG, (Peer(PeerKind.CIDR, cidr_selectors(["10.0.0.0/8"])[0]),), (tcp(80),))),
