@@ -231,6 +231,7 @@ print(s.recvfrom(100)[0].decode())
 @pytest.mark.root
 def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
     lab = labfx.lab
+    ipv6_before = Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text()
     hooked: list[tuple[Pod, str]] = []
 
     def before_address(pod: Pod) -> None:
@@ -261,6 +262,8 @@ def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
     log_a = Path(a.log_path).read_text().strip()
     assert re.fullmatch(rf'{re.escape(b.ip)} - - \[[^]]+\] "UDP 53" echo 10', log_a)
 
+    assert lab.run_in_pod("cilia-h4", "a", ["ip", "-6", "addr"]).stdout == ""  # IPv4-only pods
+    assert Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text() == ipv6_before  # node untouched
     routes = lab.run_in_pod("cilia-h4", "a", ["ip", "-4", "route"]).stdout.splitlines()
     assert sorted(routes) == sorted([
         "default via 198.18.176.1 dev eth0 proto static ",

@@ -191,6 +191,10 @@ class Lab:
             ipr.route("add", dst=f"{rec.ip}/32", oif=idx, scope=RT_SCOPE_LINK)
         # A netlink socket opened inside the namespace stays bound to it (no helper process).
         with netns.entered(rec.netns), IPRoute() as p:
+            # IPv4-only pods: the datapath enforces IPv4, so no IPv6 traffic may leave a pod.
+            # (/proc/sys/net shows the namespace of the thread that opens it.)
+            for conf in ("all", "default", POD_IFNAME):
+                Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
             p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
             eth = p.link_lookup(ifname=POD_IFNAME)[0]
             p.link("set", index=eth, state="up")
