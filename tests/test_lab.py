@@ -432,3 +432,16 @@ def test_a_taken_netns_name_gets_the_hashed_form(labfx: LabFixture) -> None:
         assert netns.exists(plain)  # not ours: left alone
     finally:
         netns.remove(plain)
+
+
+@pytest.mark.root
+def test_a_foreign_link_with_the_pods_name_is_left_alone(labfx: LabFixture) -> None:
+    busy = host_ifname(TEST_NS, "busy")
+    subprocess.run(["ip", "link", "add", busy, "type", "veth", "peer", "name", "cilia-h4peer"], check=True)
+    try:
+        with pytest.raises(LabError, match="exists already"):
+            labfx.pod("busy")
+        assert busy in _links()
+        assert labfx.leftovers()["netns"] == [] and labfx.lab.ipam.allocations() == {}
+    finally:
+        subprocess.run(["ip", "link", "del", busy], check=False)

@@ -8,8 +8,9 @@ by a veth pair, routed (no bridge), as Cilium's veth datapath does:
 
 ``create_pod`` calls ``before_address`` once the veth exists and before the pod has an address,
 so a datapath attached there sees the pod's very first packet. Each pod has a record under
-``<run_dir>/pods`` written before anything is created, so a crash half-way still leaves the exact
-names to remove; nothing is ever removed by prefix.
+``<run_dir>/pods``, written as soon as its namespace exists (created exclusively) and before
+anything else, so a crash half-way still leaves the exact names to remove; nothing is ever
+removed by prefix, and nothing the lab did not create is removed at all.
 """
 
 from __future__ import annotations
@@ -160,9 +161,15 @@ class Lab:
         ip = self.ipam.allocate(spec.key)
         rec = Pod(spec.namespace, spec.name, ns_name, host, 0, str(ip), str(self.ipam.gateway),
                   str(self.log_path(spec.namespace, spec.name)), spec)
-        self._write(rec)  # before creating anything: the exact names to clean up
         try:
-            rec = self._plumb(rec, before_address)
+            netns.create(rec.netns)  # exclusive: from here on the namespace is ours
+        except BaseException:
+            self.ipam.release_owner(spec.key)
+            raise
+        self._write(rec)  # before creating anything else: the exact names to clean up
+        made_link: list[bool] = []
+        try:
+            rec = self._plumb(rec, before_address, made_link)
             self._write(rec)
             if not rec.workload().empty:
                 self.workloads.ensure_started()
@@ -170,16 +177,16 @@ class Lab:
             return rec
         except BaseException as e:
             with contextlib.suppress(Exception):
-                self._destroy(rec)
+                self._destroy(rec, own_link=bool(made_link))
             if isinstance(e, LabError):
                 raise
             raise LabError(f"create pod {spec.key}: {e}") from e
 
-    def _plumb(self, rec: Pod, before_address: BeforeAddress | None) -> Pod:
-        netns.create(rec.netns)
+    def _plumb(self, rec: Pod, before_address: BeforeAddress | None, made_link: list[bool]) -> Pod:
         with IPRoute() as ipr:
             ipr.link("add", ifname=rec.host_ifname, kind="veth",
                      peer={"ifname": POD_IFNAME, "net_ns_fd": rec.netns})
+            made_link.append(True)
             idx = ipr.link_lookup(ifname=rec.host_ifname)[0]
             ipr.link("set", index=idx, state="up")
         rec = replace(rec, host_ifindex=idx)
@@ -211,7 +218,9 @@ class Lab:
             raise PodNotFoundError(f"pod {namespace}/{name} not found on this node")
         self._destroy(rec)
 
-    def _destroy(self, rec: Pod) -> None:
+    def _destroy(self, rec: Pod, own_link: bool = True) -> None:
+        """Remove the pod. ``own_link`` is False when creating the veth failed: a link with that
+        name then belongs to someone else and stays."""
         errors: list[str] = []
         if self.workloads.pid() is not None:
             try:
@@ -221,7 +230,7 @@ class Lab:
         # Deleting the host side removes the peer, the /32 route and the gateway address with it.
         try:
             with IPRoute() as ipr:
-                for idx in ipr.link_lookup(ifname=rec.host_ifname):
+                for idx in ipr.link_lookup(ifname=rec.host_ifname) if own_link else ():
                     ipr.link("del", index=idx)
         except Exception as e:
             errors.append(f"delete {rec.host_ifname}: {e}")
