@@ -218,7 +218,7 @@ class _Semantic:
             side = oracle.side(ident, Direction.EGRESS)
             if not side.enforced or not mine.intersection(side.default_deny_by):
                 continue
-            if not _allows_dns(side.map_state):
+            if not _allows_dns(side.map_state, self.a.allocator.lookup):
                 starved.append(ident)
         if not starved:
             return
@@ -272,15 +272,24 @@ def _has(pol: PolicyDoc, section: str) -> bool:
     return any(getattr(r, section, None) for _, r in pol.rules())
 
 
-def _allows_dns(ms: Any) -> bool:
+_DNS_APPS = {"kube-dns", "coredns"}
+
+
+def _allows_dns(ms: Any, labels_of: Any) -> bool:
+    """Some egress allow covers 53/UDP: a UDP key on port 53 (any peer), an L3-only allow to every
+    peer, or an L3-only allow to a pod that looks like the cluster DNS (k8s-app=kube-dns/coredns)."""
     for key, entry in ms.items():
         if key.direction != Direction.EGRESS or entry.deny:
             continue
-        if key.proto == 0:
-            return True
         if key.proto == Proto.UDP:
             lo, hi = key.port_range
             if lo <= 53 <= hi:
+                return True
+        elif key.proto == 0:
+            if key.identity == 0:
+                return True
+            labels = labels_of(key.identity)
+            if labels is not None and any(lb.key == "k8s-app" and lb.value in _DNS_APPS for lb in labels):
                 return True
     return False
 
