@@ -17,6 +17,7 @@ from typing import Any
 from cilia.analyze.cluster import Analysis, PodEndpoint
 from cilia.analyze.flow import EndKind
 from cilia.analyze.matrix import UNENFORCED, BitMatrix, SideSummary, combine
+from cilia.analyze.peers import parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
 from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.types import Direction
@@ -60,7 +61,15 @@ class Connectivity:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "port_classes": [{"label": c.label, "protocol": c.proto, "port": c.port} for c in self.classes],
+            "port_classes": [
+                {
+                    "label": c.label,
+                    "protocol": proto_name(c.proto),
+                    "port": c.port,
+                    "ranges": [f"{lo}-{hi}/{proto_name(p)}" for p, lo, hi in c.segments],
+                }
+                for c in self.classes
+            ],
             "groups": [g.to_dict() for g in self.groups],
             "allowed": {
                 c.label: {g.name: [self.groups[d].name for d in m.targets(g.index)] for g in self.groups}
@@ -105,8 +114,6 @@ def classes_of(analysis: Analysis) -> list[PortClass]:
     for ep in analysis.endpoints:
         for cp in ep.pod.ports:
             if cp.name:
-                from cilia.analyze.peers import parse_proto
-
                 named[cp.name.lower()].add((int(parse_proto(cp.protocol)), cp.container_port))
     return port_classes(mentioned_ranges(analysis.rules, named))
 
