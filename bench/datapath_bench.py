@@ -1,0 +1,219 @@
+"""Datapath benchmark: pod→pod throughput (iperf3) and request/response latency (sockperf TCP
+ping-pong, p50 half round trip) for four configurations, interleaved round by round, medians:
+
+* ``none``     no program on the veths;
+* ``cilia``    cilia's tc programs with an allow policy (frontend egress all, backend ingress from
+  frontend on the two benchmark ports);
+* ``scale``    the same plus 100,000 unrelated policy entries (other endpoints) and 100,000 ipcache
+  entries (a second pinned datapath, swapped in with an atomic program replace);
+* ``iptables`` no program; a FORWARD-chain jump (only for the bench's veths) into a chain of 10,000
+  rules expressing the same policy: conntrack replies first (as cilia's CT), then 9,997 rules for
+  unrelated peers, then the 2 real allows, then drop — every forward packet walks the list, as every
+  forward packet does a policy lookup in cilia.
+
+Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale_ratio=scale/cilia
+(latency) iptables_latency_ratio=iptables/cilia``. Needs root, iperf3, sockperf, iptables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers_netns import GATEWAY, Pod, routed_pods
+
+from cilia.datapath.bpf import loader
+from cilia.datapath.bpf.libbpf import test_run
+from cilia.datapath.bpf.sync import Datapath
+from cilia.policy.types import Entry, Key, RuleRef
+
+FRONT, BACK = 1001, 1002
+EP_FRONT, EP_BACK = 11, 12
+IPERF_PORT, SOCKPERF_PORT = 5201, 11111
+TCP, ING, EG = 6, 0, 1
+CHAIN = "CILIA-BENCH"
+FILLER = 100_000
+IPT_RULES = 10_000
+
+
+def rule(name: str) -> frozenset[RuleRef]:
+    return frozenset({RuleRef("CiliumNetworkPolicy", "bench", name, "ingress", 0)})
+
+
+POLICY_FRONT = {Key(0, EG, 0, 0, 0): Entry(False, rule("front-egress"))}
+POLICY_BACK = {Key(FRONT, ING, TCP, IPERF_PORT, 16): Entry(False, rule("iperf")),
+               Key(FRONT, ING, TCP, SOCKPERF_PORT, 16): Entry(False, rule("sockperf")),
+               Key(0, EG, 0, 0, 0): Entry(False, rule("back-egress"))}
+
+
+def setup_datapath(pin_root: str, state: Path, front: Pod, back: Pod, filler: bool) -> Datapath:
+    dp = Datapath(pin_root=pin_root, state_dir=state, max_entries_per_endpoint=16384).open()
+    dp.upsert_ipcache(f"{GATEWAY}/32", 1)
+    dp.upsert_ipcache(f"{front.ip}/32", FRONT)
+    dp.upsert_ipcache(f"{back.ip}/32", BACK)
+    if filler:
+        t = time.perf_counter()
+        prefixes: list[tuple[str, int]] = []
+        for plen in range(32, 16, -1):  # distinct prefixes inside 198.19.0.0/16 (never routed here)
+            for net in ipaddress.ip_network("198.19.0.0/16").subnets(new_prefix=plen):
+                prefixes.append((str(net), 16777217 + len(prefixes)))
+                if len(prefixes) == FILLER:
+                    break
+            if len(prefixes) == FILLER:
+                break
+        dp.ipcache.upsert_many(prefixes)
+        per_ep = 16000
+        for i in range(FILLER // per_ep + 1):
+            n = min(per_ep, FILLER - i * per_ep)
+            ms = {Key(2000 + j, ING, TCP, 1 + (j % 60000), 16): Entry(False, rule(f"f{i}")) for j in range(n)}
+            dp.set_policy(100 + i, ms)
+        took = time.perf_counter() - t
+        print(f"scale datapath: {FILLER} ipcache + {FILLER} policy entries in {took:.1f} s", flush=True)
+    for pod, ident, ep, pol in ((front, FRONT, EP_FRONT, POLICY_FRONT), (back, BACK, EP_BACK, POLICY_BACK)):
+        dp.endpoints.set(dp.endpoints.get(pod.ifindex) or _info(pod.ifindex, ep, ident))
+        dp.set_policy(ep, pol)
+    return dp
+
+
+def _info(ifindex: int, ep: int, ident: int):
+    from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
+
+    return EndpointInfo(ifindex, ep, ident, EndpointFlags.enforcing())
+
+
+def iptables_rules(front: Pod, back: Pod) -> str:
+    lines = ["*filter", f":{CHAIN} - [0:0]",
+             f"-A {CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED --ctdir REPLY -j ACCEPT"]
+    unrelated = IPT_RULES - 3
+    for i in range(unrelated):
+        src = ipaddress.ip_address("198.19.0.0") + i
+        lines.append(f"-A {CHAIN} -s {src}/32 -d {back.ip}/32 -p tcp --dport {1 + i % 60000} -j ACCEPT")
+    for port in (IPERF_PORT, SOCKPERF_PORT):
+        lines.append(f"-A {CHAIN} -s {front.ip}/32 -d {back.ip}/32 -p tcp --dport {port} -j ACCEPT")
+    lines.append(f"-A {CHAIN} -j DROP")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def iptables_on(front: Pod, back: Pod) -> None:
+    for dev in (front.host_if, back.host_if):
+        subprocess.run(["iptables", "-I", "FORWARD", "-i", dev, "-j", CHAIN], check=True)
+
+
+def iptables_off(front: Pod, back: Pod) -> None:
+    for dev in (front.host_if, back.host_if):
+        subprocess.run(["iptables", "-D", "FORWARD", "-i", dev, "-j", CHAIN], capture_output=True,
+                       check=False)
+
+
+def iptables_remove() -> None:
+    subprocess.run(["iptables", "-F", CHAIN], capture_output=True, check=False)
+    subprocess.run(["iptables", "-X", CHAIN], capture_output=True, check=False)
+
+
+def iperf(front: Pod, back: Pod, seconds: int) -> float:
+    out = front.run("iperf3", "-c", back.ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
+                    timeout=seconds + 30)
+    return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def sockperf(front: Pod, back: Pod, seconds: int) -> float:
+    out = front.run("sockperf", "ping-pong", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT),
+                    "-t", str(seconds), timeout=seconds + 30)
+    m = re.search(r"percentile 50\.000 =\s+([\d.]+)", out.stdout)
+    if not m:
+        raise RuntimeError(f"sockperf output not understood:\n{out.stdout}\n{out.stderr}")
+    return float(m.group(1))
+
+
+def prog_cost(allow: Datapath, scale: Datapath, front: Pod, back: Pod) -> dict[str, int]:
+    """Median ns per packet of the programs on crafted frames (policy path: a forward packet of an
+    established connection is looked up every time; reply: conntrack only)."""
+    from helpers_packets import frame
+
+    out = {}
+    fwd = frame(front.ip, back.ip, TCP, sport=33333, dport=IPERF_PORT, tcp_flags=0x10)
+    syn = frame(front.ip, back.ip, TCP, sport=33333, dport=IPERF_PORT)
+    reply = frame(back.ip, front.ip, TCP, sport=IPERF_PORT, dport=33333, tcp_flags=0x10)
+    for label, dp in (("0 extra entries", allow), ("100k extra entries", scale)):
+        assert dp.coll is not None
+        progs = dp.coll.programs
+        test_run(progs["to_container"], syn, ifindex=back.ifindex)  # opens the connection
+        for path, prog, pkt, ifx in (("forward, policy lookup", "to_container", fwd, back.ifindex),
+                                     ("reply, conntrack", "from_container", reply, back.ifindex)):
+            runs = [test_run(progs[prog], pkt, ifindex=ifx, repeat=200_000)[1] for _ in range(3)]
+            out[f"{path}, {label}"] = int(statistics.median(runs))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=3)
+    args = ap.parse_args()
+    results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []}
+                                                  for c in ("none", "cilia", "scale", "iptables")}
+    with tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back):
+        allow = scale = None
+        ns_per_packet: dict[str, int] = {}
+        try:
+            for argv in (["iperf3", "-s", "-B", back.ip, "-p", str(IPERF_PORT)],
+                         ["sockperf", "server", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT)]):
+                # servers write nothing we read: no pipes that could fill up and stall them
+                back.procs.append(subprocess.Popen(back.cmd(*argv), stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL))
+            time.sleep(1.0)  # let the servers listen before the first client
+            allow = setup_datapath("/sys/fs/bpf/cilia/bench-allow/v1", Path(tmp) / "a", front, back, False)
+            scale = setup_datapath("/sys/fs/bpf/cilia/bench-scale/v1", Path(tmp) / "s", front, back, True)
+            with tempfile.NamedTemporaryFile("w", suffix=".rules") as f:
+                f.write(iptables_rules(front, back))
+                f.flush()
+                subprocess.run(["iptables-restore", "--noflush", f.name], check=True)
+            time.sleep(0.5)
+            ns_per_packet = prog_cost(allow, scale, front, back)
+            for rnd in range(args.rounds):
+                for config in results:
+                    for pod in (front, back):
+                        loader.detach(pod.ifindex, destroy_qdisc=True)
+                    iptables_off(front, back)
+                    if config in ("cilia", "scale"):
+                        dp = allow if config == "cilia" else scale
+                        assert dp is not None and dp.coll is not None
+                        for pod in (front, back):
+                            loader.attach(dp.coll, pod.ifindex)
+                    elif config == "iptables":
+                        iptables_on(front, back)
+                    g, lat = iperf(front, back, args.seconds), sockperf(front, back, args.seconds)
+                    results[config]["gbps"].append(g)
+                    results[config]["lat_us"].append(lat)
+                    print(f"round {rnd + 1} {config:9s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us", flush=True)
+        finally:
+            iptables_off(front, back)
+            iptables_remove()
+            for dp in (allow, scale):
+                if dp is not None:
+                    dp.teardown()
+        if ns_per_packet:
+            for name, ns in ns_per_packet.items():
+                print(f"in-kernel cost (BPF_PROG_TEST_RUN, 200k runs): {name:38s} {ns:5d} ns/packet")
+    med = {c: (statistics.median(r["gbps"]), statistics.median(r["lat_us"])) for c, r in results.items()}
+    for c, (g, lat) in med.items():
+        print(f"median {c:9s} {g:6.2f} Gbit/s  p50 latency {lat:6.2f} us")
+    print(f"summary: throughput_ratio={med['cilia'][0] / med['none'][0]:.3f} "
+          f"latency_ratio={med['cilia'][1] / med['none'][1]:.3f} "
+          f"scale_ratio={med['scale'][1] / med['cilia'][1]:.3f} "
+          f"iptables_latency_ratio={med['iptables'][1] / med['cilia'][1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
