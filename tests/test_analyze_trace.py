@@ -189,3 +189,53 @@ def test_entities() -> None:
         "remote-node": (EndKind.ENTITY, 6),
         "kube-apiserver": (EndKind.ENTITY, 7),
     }
+
+
+SERVICES = """
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: shop, labels: {app: shop}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: data, labels: {app: db}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec: {selector: {app: db}, ports: [{port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: shop}
+spec: {ports: [{port: 443}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: legacy, namespace: shop}
+subsets: [{addresses: [{ip: 198.19.7.7}], ports: [{port: 443}]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-services, namespace: shop}
+spec:
+  endpointSelector: {matchLabels: {app: shop}}
+  egress:
+  - toServices: [{k8sService: {serviceName: db, namespace: data}}]
+  - toServices: [{k8sService: {serviceName: legacy}}]
+"""
+
+
+def test_to_services_resolve_to_pods_and_backend_addresses() -> None:
+    a = Analysis(cluster_from_result(load_text(SERVICES, "s.yaml")))
+    assert a.prefixes == ["198.19.7.7/32"]
+    (backend,) = a.resolve("198.19.7.7")
+    assert backend.labels == cidr_identity_labels("198.19.7.7/32")
+    app = a.resolve("shop/app")[0]
+    verdicts = {
+        peer: trace_flow(a, app, a.resolve(peer)[0], PortSpec(Proto.TCP, 5432)).allowed
+        for peer in ("data/db", "198.19.7.7", "198.19.7.8", "entity:world")
+    }
+    assert verdicts == {"data/db": True, "198.19.7.7": True, "198.19.7.8": False, "entity:world": False}

@@ -27,12 +27,12 @@ from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
-from cilia.k8s import api
 from cilia.k8s.objects import Cluster, Pod
 from cilia.policy.rules import PolicyRule
 from cilia.policy.types import Direction
 
 DEFAULT_SERVICE_ACCOUNT = "default"  # what admission sets when a pod names none
+CIDR_KEY_PREFIX = "cidr."  # extended selector keys over CIDR labels
 
 
 class EnforcementMode(StrEnum):
@@ -72,52 +72,23 @@ class PodEndpoint:
         return owner.removeprefix("Deployment/") if owner.startswith("Deployment/") else ""
 
 
-def policy_prefixes(policies: Iterable[api.CiliumNetworkPolicy | api.NetworkPolicy]) -> list[str]:
-    """Every prefix a policy names (toCIDR, CIDRSet cidr and except, ipBlock): each gets a CIDR
-    identity, as the ipcache would hold it (§3.3)."""
-    out: set[str] = set()
-
-    def add(text: str | None) -> None:
-        if not text:
-            return
-        with contextlib.suppress(ValueError):
-            out.add(str(ipaddress.ip_network(text.strip(), strict=False)))
-
-    for obj in policies:
-        if isinstance(obj, api.NetworkPolicy):
-            spec = obj.spec
-            peers = [
-                *(p for r in (spec.ingress if spec else None) or () for p in r.from_ or ()),
-                *(p for r in (spec.egress if spec else None) or () for p in r.to or ()),
-            ]
-            for peer in peers:
-                if peer.ip_block:
-                    add(peer.ip_block.cidr)
-                    for e in peer.ip_block.except_ or ():
-                        add(e)
-            continue
-        rules = ([obj.spec] if obj.spec else []) + list(obj.specs or ())
-        for rule in rules:
-            entries = [
-                *(rule.ingress or ()),
-                *(rule.ingress_deny or ()),
-                *(rule.egress or ()),
-                *(rule.egress_deny or ()),
-            ]
-            for entry in entries:
-                for text in getattr(entry, "from_cidr", None) or getattr(entry, "to_cidr", None) or ():
-                    add(text)
-                cidr_sets = getattr(entry, "from_cidr_set", None) or getattr(entry, "to_cidr_set", None)
-                for cs in cidr_sets or ():
-                    add(cs.cidr)
-                    for e in cs.except_ or ():
-                        add(e)
-    return sorted(out, key=lambda p: (ipaddress.ip_network(p).version, ipaddress.ip_network(p)))
+def rule_prefixes(rules: Iterable[PolicyRule]) -> list[str]:
+    """Every prefix the rules select by (toCIDR, CIDRSet cidr and except, ipBlock, the backends of
+    selector-less toServices): each gets a CIDR identity, as the ipcache would hold it (§3.3)."""
+    out: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+    for rule in rules:
+        for entry in rule.entries:
+            for peer in entry.peers:
+                for req in peer.selector.requirements:
+                    if req.key.startswith(CIDR_KEY_PREFIX):
+                        with contextlib.suppress(ValueError):
+                            out.add(ipaddress.ip_network(req.key[len(CIDR_KEY_PREFIX) :].replace("-", ":")))
+    return [str(net) for net in sorted(out, key=lambda n: (n.version, n))]
 
 
 class Analysis:
-    """One loaded cluster, ready for flow questions. Build it with :func:`analyse_paths` or
-    :meth:`from_cluster`."""
+    """One loaded cluster, ready for flow questions (build it from a Cluster, or with
+    :func:`analyse_paths`)."""
 
     def __init__(self, cluster: Cluster, options: Options = Options(), cluster_name: str = "default") -> None:
         self.cluster = cluster
@@ -139,7 +110,7 @@ class Analysis:
                 found = known[memo_key] = (labels, self.allocator.allocate(labels))
             endpoints.append(PodEndpoint(pod, found[1], found[0]))
         self.endpoints: tuple[PodEndpoint, ...] = tuple(endpoints)
-        self.prefixes = policy_prefixes(p.model for p in cluster.policies)
+        self.prefixes = rule_prefixes(self.rules)
         self._cidr_ids: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
         for prefix in self.prefixes:
             ident = self.allocator.allocate(cidr_identity_labels(prefix))
