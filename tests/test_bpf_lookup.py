@@ -262,3 +262,18 @@ def test_differential_kernel_equals_sim(dp: Datapath) -> None:
             checked += 1
     dp.set_audit(EP, False)
     assert checked == 480
+
+
+def test_fin_shortens_conntrack_and_new_syn_renews(dp: Datapath) -> None:
+    dp.set_policy(EP, {Key(X, EG, TCP, 80, 16): A})
+    assert run(dp, "from_container", frame(LOCAL4, X4, TCP, sport=6000, dport=80))[0]
+
+    def expires() -> float:
+        [e] = [e for e in dp.ct.dump(EP) if e.sport == 6000]
+        return e.expires_in_s
+
+    assert expires() > 21000
+    run(dp, "to_container", frame(X4, LOCAL4, TCP, sport=80, dport=6000, tcp_flags=0x11))  # FIN|ACK reply
+    assert 0 < expires() <= 10
+    run(dp, "from_container", frame(LOCAL4, X4, TCP, sport=6000, dport=80))  # the tuple is reused
+    assert expires() > 21000

@@ -11,11 +11,9 @@ from helpers_bpf import LO, private_datapath, run
 from helpers_packets import TCP, UDP, frame
 
 from cilia.datapath import sim
-from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.sync import Datapath, PolicyMapFullError, SyncError, plan
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 from cilia.datapath.maps.policy import PolicyMapEntry
-from cilia.datapath.maps.sizes import LAYOUTS
 from cilia.policy.mapstate import MapState
 from cilia.policy.types import Entry, Key, RuleRef
 
@@ -158,19 +156,39 @@ def test_reopen_reuses_pins_cookies_and_reconciles(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_spec_lists_maps_and_programs() -> None:
-    spec = loader.load_spec()
-    assert [p.name for p in spec.programs] == ["from_container", "to_container"]
-    assert {m.name: (m.type, m.key_size, m.value_size) for m in spec.maps} == {
-        "cilia_ipcache4": ("lpm_trie", 8, 8),
-        "cilia_ipcache6": ("lpm_trie", 20, 8),
-        "cilia_endpoints": ("hash", 4, 16),
-        "cilia_policy": ("lpm_trie", 16, 12),
-        "cilia_ct": ("lru_hash", 44, 32),
-        "cilia_events": ("ringbuf", 0, 0),
-        "cilia_evrl": ("hash", 4, 16),
-        "cilia_metrics": ("percpu_array", 4, 16),
-        "cilia_config": ("array", 4, 16),
-    }
-    # the Python layouts (what `cilia bpf` opens pins with) match the C structs
-    assert {m.name: (m.key_size, m.value_size) for m in spec.maps} == LAYOUTS
+def test_failed_kernel_update_leaves_endpoint_fail_closed(tmp_path: Path) -> None:
+    with private_datapath(tmp_path) as dp:
+        dp.endpoints.set(EndpointInfo(LO, 9, 1001, EndpointFlags.enforcing()))
+        dp.set_policy(9, {Key(0, ING, 0, 0, 0): A})
+        good_fd = dp.policy.m.fd
+        dp.policy.m.fd = 10**6  # no such descriptor: the kernel rejects the update (EBADF)
+        try:
+            with pytest.raises(SyncError, match=r"phase 'upsert denies'.*EBADF.*fail-closed"):
+                dp.set_policy(9, {Key(0, ING, 0, 0, 0): A, Key(1002, ING, TCP, 80, 16): D})
+        finally:
+            dp.policy.m.fd = good_fd
+        assert dp.endpoints.get(LO) == EndpointInfo(LO, 9, 1001, EndpointFlags.enforcing())  # not ready
+        assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", UDP))[0] is False
+
+
+@pytest.mark.root
+def test_identity_change_orders_upserts_ipcache_deletes(tmp_path: Path) -> None:
+    """Relabel: 198.18.1.10 moves 1002 → 1004; endpoint 9 allowed 1002 on 80 and now allows 1004 on
+    80, and denied 1004 on 81 before. Upserts (denies, allows) precede the ipcache move, deletes follow."""
+    with private_datapath(tmp_path) as dp:
+        dp.endpoints.set(EndpointInfo(LO, 9, 1001, EndpointFlags.enforcing()))
+        dp.upsert_ipcache("198.18.1.10/32", 1002)
+        old = {Key(1002, ING, TCP, 80, 16): A, Key(1002, ING, TCP, 81, 16): D}
+        new = {Key(1004, ING, TCP, 80, 16): A, Key(1004, ING, TCP, 81, 16): D}
+        dp.set_policy(9, old)
+        log: list[str] = []
+        for name, m in (("policy", dp.policy.m), ("ipcache", dp.ipcache.v4)):
+            upd, dele = m.update, m.delete
+            m.update = lambda k, v, f=0, upd=upd, name=name: (log.append(f"{name} update"), upd(k, v, f))[1]
+            m.delete = lambda k, dele=dele, name=name: (log.append(f"{name} delete"), dele(k))[1]
+        dp.update_identity(["198.18.1.10/32"], 1004, {9: (old, new)})
+        assert log == ["policy update", "policy update", "ipcache update", "policy delete", "policy delete"]
+        assert dp.ipcache.identity_of("198.18.1.10") == 1004
+        assert {e.key for e in dp.policy_entries(9)} == set(new)
+        assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, dport=80))[0] is True
+        assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, dport=81))[0] is False

@@ -94,6 +94,7 @@ struct ct_key {
 	__be16 dport;
 };
 
+#define CT_F_CLOSING 0x1 /* a FIN or RST was seen */
 struct ct_value {
 	__u64 expires_ns; /* bpf_ktime_get_ns() based */
 	__u64 packets;

@@ -25,8 +25,11 @@
 #define IPPROTO_UDP 17
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
+#define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
+#define CT_CLOSE_TIMEOUT_S 10 /* after a FIN or RST, in either direction */
 #define WORLD_ID 2
 #define NSEC 1000000000ULL
 
@@ -352,6 +355,16 @@ static __always_inline __u32 drop_slot(__u16 reason)
 	return METRIC_DROP_POLICY;
 }
 
+/* a closing connection keeps its entry only briefly, so a reused tuple is not taken for a reply */
+static __always_inline void ct_closing(struct ct_value *ct)
+{
+	__u64 close_at = bpf_ktime_get_ns() + CT_CLOSE_TIMEOUT_S * NSEC;
+
+	ct->flags |= CT_F_CLOSING;
+	if (ct->expires_ns > close_at)
+		ct->expires_ns = close_at;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	__u32 ifindex = skb->ifindex, base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst;
@@ -400,6 +413,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (ct && ct->expires_ns > bpf_ktime_get_ns()) {
 		ct->packets += 1;
 		ct->bytes += skb->len;
+		if (f.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+			ct_closing(ct);
 		count(base + METRIC_REPLY, skb->len);
 		return TC_ACT_OK;
 	}
@@ -447,7 +462,12 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 			timeout = cfg->ct_timeout_s;
 		ct = bpf_map_lookup_elem(&cilia_ct, &ck);
 		if (ct && ct->expires_ns > now) {
-			ct->expires_ns = now + timeout * NSEC;
+			if (f.proto == IPPROTO_TCP && f.ct_create)
+				ct->flags = 0; /* a new SYN on the tuple: a new connection */
+			if (!(ct->flags & CT_F_CLOSING))
+				ct->expires_ns = now + timeout * NSEC;
+			if (f.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
+				ct_closing(ct);
 			ct->packets += 1;
 			ct->bytes += skb->len;
 			return TC_ACT_OK;
@@ -463,9 +483,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 			bpf_map_update_elem(&cilia_ct, &ck, &nv, BPF_ANY);
 		}
 	}
-	/* policy verdict event for a new connection (or an audited drop) */
-	emit(skb, ep->ep_id, ep_src, ep_dst, dir, &f, &v,
-	     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0));
+	/* policy verdict event for a new connection or an audited drop (not for mid-stream TCP
+	 * packets of a connection whose entry was flushed: one event per packet would flood) */
+	if (f.proto != IPPROTO_TCP || f.ct_create || v.reason)
+		emit(skb, ep->ep_id, ep_src, ep_dst, dir, &f, &v,
+		     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0));
 	return TC_ACT_OK;
 }
 
