@@ -3,14 +3,22 @@ and groups are identities."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.connectivity_bench import cluster_of, generate_documents
 from cilia.analyze.cluster import Analysis, EnforcementMode, Options
 from cilia.analyze.connectivity import Connectivity, connectivity
 from cilia.analyze.flow import EndKind, FlowEnd
+from cilia.analyze.manifests import cluster_from_result
 from cilia.analyze.peers import PortSpec
 from cilia.analyze.trace import trace_flow
+from cilia.k8s.loader import load_text
+from cilia.policy.types import Proto
 from tests.helpers_analyze import SCENARIOS, analysis_of
 
 
@@ -24,8 +32,11 @@ def _check_against_traces(a: Analysis) -> int:
     ends = [_end(a, conn, g.index) for g in conn.groups]
     checked = 0
     for ci, cls in enumerate(conn.classes):
-        # The representative and the last port of the class's last segment decide alike.
-        ports = {PortSpec(cls.proto, cls.port), PortSpec(cls.segments[-1][0], max(cls.segments[-1][2], 1))}
+        # Every port of a class decides like its representative: check both ends of every segment.
+        ports = {PortSpec(cls.proto, cls.port)}
+        for proto, lo, hi in cls.segments:
+            low = lo if proto in (Proto.ICMP, Proto.ICMPV6) else max(lo, 1)
+            ports |= {PortSpec(proto, low), PortSpec(proto, hi)}
         for s, src in enumerate(ends):
             for d, dst in enumerate(ends):
                 for port in ports:
@@ -65,3 +76,81 @@ def test_story_groups_and_classes() -> None:
     # frontend: only app-b on 80/TCP and the host get in
     assert [conn.allowed(s, 1, 0) for s in range(5)] == [False, False, True, False, True]
     assert [conn.allowed(s, 1, 1) for s in range(5)] == [False, False, False, False, True]
+
+
+def _random_documents(rng: random.Random) -> list[dict]:
+    """A small random cluster: pods with labels from a tiny vocabulary and CNPs mixing allows,
+    denies, port ranges, ICMP, entities, CIDRs and enableDefaultDeny."""
+    docs: list[dict] = []
+    for i in range(rng.randint(2, 6)):
+        ns = rng.choice(["a", "b"])
+        labels = {"app": rng.choice(["x", "y", "z"]), **({"tier": "t"} if rng.random() < 0.3 else {})}
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}", "namespace": ns, "labels": labels},
+                "spec": {"containers": [{"name": "c"}]},
+            }
+        )
+
+    def ports() -> list[dict]:
+        kind = rng.random()
+        if kind < 0.2:
+            return []
+        if kind < 0.35:
+            return [{"icmps": [{"fields": [{"type": rng.choice([0, 8])}]}]}]
+        port = rng.choice([53, 80, 443, 8080])
+        pp: dict = {"port": str(port), "protocol": rng.choice(["TCP", "UDP", "ANY"])}
+        if rng.random() < 0.3:
+            pp["endPort"] = port + rng.choice([1, 20, 500])
+        return [{"toPorts": [{"ports": [pp]}]}]
+
+    def peer(direction: str) -> dict:
+        f = "from" if direction == "ingress" else "to"
+        choice = rng.random()
+        if choice < 0.5:
+            sel: dict = {"matchLabels": {"app": rng.choice(["x", "y", "z"])}}
+            if rng.random() < 0.3:
+                sel["matchLabels"]["k8s:io.kubernetes.pod.namespace"] = rng.choice(["a", "b"])
+            return {f"{f}Endpoints": [sel]}
+        if choice < 0.7:
+            return {f"{f}Entities": [rng.choice(["world", "host", "cluster", "all"])]}
+        if choice < 0.85:
+            return {f"{f}CIDR": [rng.choice(["198.19.0.0/16", "198.19.1.0/24", "0.0.0.0/0"])]}
+        return {}
+
+    for i in range(rng.randint(1, 4)):
+        spec: dict = {"endpointSelector": {"matchLabels": {"app": rng.choice(["x", "y", "z"])}}}
+        for direction in ("ingress", "egress"):
+            for section in (direction, direction + "Deny"):
+                if rng.random() < 0.4:
+                    entries = []
+                    for _ in range(rng.randint(1, 2)):
+                        entry = peer(direction)
+                        extra = ports()
+                        entry.update(extra[0] if extra else {})
+                        entries.append(entry)
+                    spec[section] = entries
+            if rng.random() < 0.2:
+                spec.setdefault("enableDefaultDeny", {})[direction] = False
+        if not any(k in spec for k in ("ingress", "ingressDeny", "egress", "egressDeny")):
+            spec["ingress"] = [{}]
+        docs.append(
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": f"pol{i}", "namespace": rng.choice(["a", "b"])},
+                "spec": spec,
+            }
+        )
+    return docs
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_random_clusters_matrix_equals_traces(seed: int) -> None:
+    docs = _random_documents(random.Random(seed))
+    result = load_text(yaml.safe_dump_all(docs), "r.yaml")
+    cluster = cluster_from_result(result)
+    _check_against_traces(Analysis(cluster))

@@ -33,6 +33,7 @@ def test_mentioned_ranges_resolves_named_ports_and_wildcards() -> None:
             PortProto(UDP, 0, 0),
             PortProto(TCP, 0, 0, name="http"),
             PortProto(ICMP, 8, 8),
+            PortProto(ICMPV6, 0, 0),
             None,
         )
     ]
@@ -44,6 +45,7 @@ def test_mentioned_ranges_resolves_named_ports_and_wildcards() -> None:
         (TCP, 8080, 8080),
         (TCP, 81, 81),
         (ICMP, 8, 8),
+        (ICMPV6, 0, 255),  # type 0 means every type in Cilium 1.18 (cilium/cilium#41304)
     }
 
 

@@ -56,6 +56,8 @@ def mentioned_ranges(
                 if pp.name:
                     out.update((p, n, n) for p, n in named_ports.get(pp.name, ()) if p == pp.proto)
                 elif pp.port == 0:
+                    # Also for ICMP: Cilium 1.18 reads ICMP type 0 (EchoReply) as port 0, i.e. every
+                    # type (cilium/cilium#41304, fixed after 1.18), and the engine does the same.
                     out.add((pp.proto, 0, _limit(pp.proto)))
                 else:
                     out.add((pp.proto, pp.port, max(pp.port, pp.end_port)))
