@@ -8,6 +8,7 @@ from cilia.analyze.lintraw import (
     deprecated_requires,
     direction_wording,
     endpoint_selector_namespace,
+    icmp_type_zero,
 )
 from cilia.analyze.policydocs import parse_policies
 from cilia.k8s.loader import load_paths, load_text
@@ -138,3 +139,13 @@ def test_direction_wording_accepts_matching_names() -> None:
         "it allows traffic *from* backend pods (subject role=backend) *to* db, not from db to backend"
         in f.message
     )
+
+
+def test_icmp_type_zero_is_every_type() -> None:
+    pol = _pol(
+        CNP_HEAD.format(name="ping")
+        + "  ingress:\n  - icmps:\n    - fields:\n      - type: 8\n      - {family: IPv4, type: EchoReply}\n"
+    )
+    (f,) = icmp_type_zero(pol)
+    assert (f.rule, f.line, f.path) == ("CL012", 14, "spec.ingress[0].icmps[0].fields[1].type")
+    assert "this rule allows all IPv4 ICMP, not only echo replies" in f.message

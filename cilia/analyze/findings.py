@@ -26,6 +26,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL009": (Severity.WARNING, "deprecated fromRequires/toRequires"),
     "CL010": (Severity.WARNING, "CiliumNetworkPolicy endpointSelector that names a namespace"),
     "CL011": (Severity.WARNING, "policy direction contradicts its name"),
+    "CL012": (Severity.WARNING, "ICMP type 0 (EchoReply), which Cilium 1.18 reads as every ICMP type"),
 }
 
 

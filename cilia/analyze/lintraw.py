@@ -9,6 +9,7 @@ from pathlib import Path
 from cilia.analyze.findings import Finding
 from cilia.analyze.policydocs import CNP, PEER_FIELDS, REQUIRES_FIELDS, SECTIONS, PolicyDoc, selector_text
 from cilia.k8s import api
+from cilia.k8s.source import FieldPath
 
 _NAMESPACE_KEYS = ("io.kubernetes.pod.namespace", "k8s:io.kubernetes.pod.namespace")
 _VERBS = {"allow", "deny", "permit", "block", "from", "only", "policy", "cnp", "np", "netpol"}
@@ -111,6 +112,35 @@ def endpoint_selector_namespace(pol: PolicyDoc) -> Iterator[Finding]:
                     f"({pol.namespace}); this namespace expression cannot widen it",
                     "use a CiliumClusterwideNetworkPolicy to select pods across namespaces",
                 )
+
+
+def icmp_type_zero(pol: PolicyDoc) -> Iterator[Finding]:
+    """CL012: ICMP type 0 is stored as port 0, the wildcard, so it matches every ICMP type
+    (cilium/cilium#41304, fixed after 1.18)."""
+    for prefix, rule in pol.rules():
+        for direction in ("ingress", "egress"):
+            for section, entries in zip(SECTIONS[direction], _sections(rule, direction), strict=True):
+                for i, entry in enumerate(entries):
+                    for j, icmp in enumerate(entry.icmps or ()):
+                        for k, fld in enumerate(icmp.fields or ()):
+                            if fld.type not in (0, "0", "EchoReply"):
+                                continue
+                            path = (*prefix, section, i, "icmps", j, "fields", k, "type")
+                            yield _icmp_zero_finding(pol, path, section, fld)
+
+
+def _icmp_zero_finding(pol: PolicyDoc, path: FieldPath, section: str, fld: api.ICMPField) -> Finding:
+    verb = "denies" if section.endswith("Deny") else "allows"
+    family = fld.family or "IPv4"
+    return _finding(
+        "CL012",
+        pol,
+        path,
+        f"ICMP type {fld.type} ({family}) is stored as port 0, which Cilium 1.18 reads as every ICMP "
+        f"type: this rule {verb} all {family} ICMP, not only echo replies",
+        "drop it if it is meant for ping replies: replies to an allowed echo request pass without a "
+        "rule (conntrack); list the other types you need explicitly",
+    )
 
 
 # --------------------------------------------------------------------------- CL011
@@ -229,4 +259,10 @@ def direction_wording(pol: PolicyDoc) -> Iterator[Finding]:
             break
 
 
-RAW_RULES = (deny_only_default_deny, deprecated_requires, endpoint_selector_namespace, direction_wording)
+RAW_RULES = (
+    deny_only_default_deny,
+    deprecated_requires,
+    endpoint_selector_namespace,
+    direction_wording,
+    icmp_type_zero,
+)
