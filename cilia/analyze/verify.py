@@ -1,6 +1,6 @@
 """``cilia verify``: expectations that fail the build.
 
-An expectations file is YAML::
+An expectations file is YAML (``apiVersion: cilia.io/v1alpha1`` and ``kind: Expectations`` optional)::
 
     expectations:
     - {from: default/app-a, to: deployment:default/app-b, port: 80, protocol: TCP, expect: deny}
@@ -38,8 +38,13 @@ class Expectation(BaseModel):
 
 
 class ExpectationsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """The file. ``apiVersion``/``kind`` are optional; with them (``cilia.io/v1alpha1``,
+    ``Expectations``) the file can sit next to manifests: loaders list it as an ignored kind."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["cilia.io/v1alpha1"] | None = Field(default=None, alias="apiVersion")
+    kind: Literal["Expectations"] | None = None
     expectations: list[Expectation]
 
 
