@@ -7,10 +7,11 @@ TestL3WithLocalHostWildcard, ...), rebuilt on cilia's rule model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
+from cilia.datapath.sim import policy_lookup
 from cilia.identity.cidr import cidr_identity_labels, cidr_selectors
 from cilia.identity.labels import Label, Labels
 from cilia.identity.reserved import RESERVED_LABELS
@@ -26,7 +27,7 @@ from cilia.policy.resolve import (
 )
 from cilia.policy.rules import Peer, PeerKind, PeerRule, PolicyRule, PortProto
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.types import Direction, Entry, Key, RuleRef
+from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
 IN, EG = Direction.INGRESS, Direction.EGRESS
 TCP, UDP, SCTP, ICMP = 6, 17, 132, 1
@@ -439,3 +440,20 @@ def test_audit_follows_the_selected_policies() -> None:
     assert not resolve_policy(FOO, IDENTITIES[FOO], [plain], cache).audit
     assert resolve_policy(FOO, IDENTITIES[FOO], [plain, audited], cache).audit
     assert not resolve_policy(BAR, IDENTITIES[BAR], [plain, audited], cache).audit
+
+
+def test_authentication_required_marks_entries_and_keeps_l3l4_keys_under_an_l4_wildcard() -> None:
+    base = rule("r", "foo", E(IN, (WILD,), L4_80), E(IN, (ep("bar"),), L4_80), E(IN, (ep("foo"),)))
+    entries = (base.entries[0], replace(base.entries[1], auth_mode="required"), base.entries[2])
+    authed = replace(base, entries=entries)
+    pol = resolve_policy(FOO, IDENTITIES[FOO], [authed], SelectorCache(IDENTITIES))
+    assert pol.map_state.entries == {
+        Key(0, IN, TCP, 80, 16): allow(ref("r", "ingress", 0)),
+        Key(BAR, IN, TCP, 80, 16): Entry(False, frozenset({ref("r", "ingress", 1)}), auth_type=1),
+        Key(FOO, IN, 0, 0, 0): allow(ref("r", "ingress", 2)),
+        **ALLOW_ANY_EG,
+        **LOCALHOST_ALLOW,
+    }
+    # cilia has no mutual-auth handshake: the datapath drops with "Authentication required".
+    assert policy_lookup(pol.map_state, BAR, IN, TCP, 80).reason is DropReason.AUTH_REQUIRED
+    assert policy_lookup(pol.map_state, BAZ, IN, TCP, 80).allowed

@@ -40,6 +40,7 @@ class Contribution(NamedTuple):
     deny: bool
     identities: Iterable[int]
     rules: frozenset[RuleRef]
+    auth_type: int = 0  # explicit authentication an allow requires (0: none)
 
 
 class MapDiff(NamedTuple):
@@ -55,6 +56,18 @@ class MapDiff(NamedTuple):
     @classmethod
     def empty(cls) -> MapDiff:
         return cls({}, {}, frozenset())
+
+
+def merge_entries(a: Entry, b: Entry) -> Entry:
+    """Two entries of the same key and kind: their rules together; an explicit authentication
+    requirement is kept (the higher type when they differ)."""
+    return Entry(
+        a.deny,
+        a.rules | b.rules,
+        max(a.proxy_port, b.proxy_port),
+        max(a.proxy_priority, b.proxy_priority),
+        max(a.auth_type, b.auth_type),
+    )
 
 
 def space_of(key: Key) -> PortSpace:
@@ -198,7 +211,7 @@ class MapState:
                     return
         old = self.entries.get(key)
         if old is not None and old.deny == entry.deny:
-            entry = entry._replace(rules=old.rules | entry.rules)
+            entry = merge_entries(old, entry)
         self.put(key, entry)
 
     def remove_identity(self, identity: int) -> None:
@@ -228,10 +241,16 @@ def distill(contributions: Iterable[Contribution]) -> MapState:
 
 
 def _distill(contributions: Iterable[Contribution]) -> MapState:
-    allows: dict[PortSpace, list[tuple[Iterable[int], frozenset[RuleRef]]]] = {}
-    denies: dict[PortSpace, list[tuple[Iterable[int], frozenset[RuleRef]]]] = {}
-    for space, deny, ids, rules in contributions:
-        (denies if deny else allows).setdefault(space, []).append((ids, rules))
+    # Each contribution becomes a shared Entry value; identities selected by several contributions
+    # of one port space get the merge of their entries (memoized per pair).
+    entry_cache: dict[tuple[bool, frozenset[RuleRef], int], Entry] = {}
+    allows: dict[PortSpace, list[tuple[Iterable[int], Entry]]] = {}
+    denies: dict[PortSpace, list[tuple[Iterable[int], Entry]]] = {}
+    for space, deny, ids, rules, auth in contributions:
+        value = entry_cache.get((deny, rules, auth))
+        if value is None:
+            value = entry_cache[(deny, rules, auth)] = Entry(deny, rules, auth_type=0 if deny else auth)
+        (denies if deny else allows).setdefault(space, []).append((ids, value))
 
     deny_ids: dict[PortSpace, set[int]] = {}
     for space, groups in denies.items():
@@ -243,42 +262,37 @@ def _distill(contributions: Iterable[Contribution]) -> MapState:
 
     out = MapState()
     entries, by_space = out.entries, out._by_space
-    entry_cache: dict[tuple[bool, frozenset[RuleRef]], Entry] = {}
+    merges: dict[tuple[Entry, Entry], Entry] = {}
 
-    def emit(space: PortSpace, deny: bool, groups: list, keep: set[int] | None, drop: set[int]) -> None:
+    def emit(space: PortSpace, groups: list, keep: set[int] | None, drop: set[int]) -> None:
         # Hot loop: per-identity work stays in C (set algebra, dict.fromkeys, map/zip); only
         # identities selected by several groups of the same port space merge in Python.
-        owner: dict[int, frozenset[RuleRef]] = {}
-        unions: dict[tuple[frozenset[RuleRef], frozenset[RuleRef]], frozenset[RuleRef]] = {}
-        for ids, rules in groups:
+        owner: dict[int, Entry] = {}
+        for ids, value in groups:
             sel = ids if isinstance(ids, (set, frozenset)) else set(ids)
             if keep is not None:
                 sel = sel & keep
             if drop:
                 sel = sel - drop
             if not owner:
-                owner = dict.fromkeys(sel, rules)
+                owner = dict.fromkeys(sel, value)
                 continue
             both = owner.keys() & sel
             if len(both) < len(sel):
-                owner.update(dict.fromkeys(sel - both, rules))
+                owner.update(dict.fromkeys(sel - both, value))
             for i in both:
                 prev = owner[i]
-                if prev is not rules:
-                    merged = unions.get((prev, rules))
+                if prev is not value:
+                    merged = merges.get((prev, value))
                     if merged is None:
-                        merged = unions[(prev, rules)] = prev | rules
+                        merged = merges[(prev, value)] = merge_entries(prev, value)
                     owner[i] = merged
         if not owner:
             return
-        for rules in set(owner.values()):
-            if (deny, rules) not in entry_cache:
-                entry_cache[(deny, rules)] = Entry(deny, rules)
         d, proto, port, plen = space
-        values = [entry_cache[(deny, r)] for r in owner.values()]
         keys = map(_new_key, zip(owner, repeat(d), repeat(proto), repeat(port), repeat(plen)))
-        entries.update(zip(keys, values, strict=False))
-        by_space.setdefault(space, {}).update(zip(owner, values, strict=True))
+        entries.update(zip(keys, owner.values(), strict=False))
+        by_space.setdefault(space, {}).update(owner)
 
     for space, groups in denies.items():
         mine = deny_ids.get(space)
@@ -296,9 +310,9 @@ def _distill(contributions: Iterable[Contribution]) -> MapState:
         if wiped:
             continue
         if 0 in mine:  # a deny for any identity makes same-space denies for specific ones redundant
-            emit(space, True, groups, {0}, drop)
+            emit(space, groups, {0}, drop)
         else:
-            emit(space, True, groups, None, drop)
+            emit(space, groups, None, drop)
 
     for space, groups in allows.items():
         covering: set[int] = set()
@@ -311,7 +325,7 @@ def _distill(contributions: Iterable[Contribution]) -> MapState:
                     break
                 covering |= theirs
         if not wiped:
-            emit(space, False, groups, None, covering)
+            emit(space, groups, None, covering)
     return out
 
 

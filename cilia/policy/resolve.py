@@ -83,6 +83,11 @@ class NamedPorts(NamedTuple):
         return next(iter(ports)) if len(ports) == 1 else 0
 
 
+# authentication.mode -> Cilium's AuthType (pkg/policy/types/auth.go): disabled 0, spire 1,
+# always-fail 2. cilia has no mutual-auth handshake, so the datapath drops such flows (189).
+AUTH_TYPES = {"": 0, "disabled": 0, "required": 1, "test-always-fail": 2}
+
+
 class Filter(NamedTuple):
     """One L4 filter of a direction: a port (range / name / ICMP type, or proto 0 for L3-only)
     and, per peer selector, whether it is a deny and which rules wrote it."""
@@ -93,6 +98,8 @@ class Filter(NamedTuple):
     end_port: int
     name: str
     selectors: tuple[tuple[Selector, bool, frozenset[RuleRef]], ...]
+    # Allow selectors whose rules require authentication, with the auth type (Cilium's AuthType).
+    auth: tuple[tuple[Selector, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,8 +200,11 @@ def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
         req_sel[k] = acc
 
     filters: dict[tuple[int, int, int, int, str], dict[Selector, tuple[bool, set[RuleRef]]]] = {}
+    auths: dict[tuple[int, int, int, int, str], dict[Selector, int]] = {}
 
-    def merge(fkey: tuple[int, int, int, int, str], sel: Selector, deny: bool, ref: RuleRef) -> None:
+    def merge(
+        fkey: tuple[int, int, int, int, str], sel: Selector, deny: bool, ref: RuleRef, auth: int = 0
+    ) -> None:
         per = filters.setdefault(fkey, {})
         old = per.get(sel)
         if old is None:
@@ -203,6 +213,9 @@ def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
             old[1].add(ref)
         elif deny:  # a deny for the same selector and port replaces the allow
             per[sel] = (True, {ref})
+        if auth and not deny:
+            a = auths.setdefault(fkey, {})
+            a[sel] = max(a.get(sel, 0), auth)
 
     for d in DIRECTIONS:
         if not selection.enforced[d]:
@@ -222,14 +235,19 @@ def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
                     fkeys = [(d, 0, 0, 0, "")]
                 else:
                     fkeys = [(d, pp.proto, pp.port, max(pp.end_port, pp.port), pp.name) for pp in e.ports]
+                auth = AUTH_TYPES.get(e.auth_mode, 0)
                 for fkey in fkeys:
                     for s in sels:
-                        merge(fkey, s, e.deny, e.ref)
+                        merge(fkey, s, e.deny, e.ref, auth)
         if not selection.default_deny[d]:
             merge((d, 0, 0, 0, ""), Selector.wildcard(), False, DEFAULT_ALLOW[d])
 
     return tuple(
-        Filter(*fkey, tuple((s, deny, frozenset(refs)) for s, (deny, refs) in per.items()))
+        Filter(
+            *fkey,
+            tuple((s, deny, frozenset(refs)) for s, (deny, refs) in per.items()),
+            tuple((s, a) for s, a in auths.get(fkey, {}).items() if not per[s][0]),
+        )
         for fkey, per in filters.items()
     )
 
@@ -251,21 +269,25 @@ def filter_contributions(
         spaces = [(f.direction, 0, 0, 0)]
     else:
         spaces = [(f.direction, f.proto, p, plen) for p, plen in port_range_to_masked(port, end)]
-    wildcard = next(((deny, refs) for s, deny, refs in f.selectors if s.is_wildcard), None)
+    auth = dict(f.auth)
+    wildcard = next(((s, deny) for s, deny, _ in f.selectors if s.is_wildcard), None)
     l4_wildcard = wildcard is not None and (f.port != 0 or bool(f.name))
     out: list[Contribution] = []
     for sel, deny, refs in f.selectors:
         if sel.is_wildcard:
             ids: Iterable[int] = (0,)
         else:
-            # An L4-only key makes the L3/L4 keys of the same port redundant unless they are denies.
-            if l4_wildcard and (wildcard[0] or not deny):  # type: ignore[index]
+            # An L4-only key makes the L3/L4 keys of the same port redundant unless they are denies
+            # or need a different authentication (Cilium's PerSelectorPolicy.covers).
+            if l4_wildcard and (
+                wildcard[1] or (not deny and auth.get(sel, 0) == auth.get(wildcard[0], 0))  # type: ignore[index]
+            ):
                 continue
             ids = cache.selections(sel)
             if only is not None:
                 ids = ids & only
         for space in spaces:
-            out.append(Contribution(space, deny, ids, refs))
+            out.append(Contribution(space, deny, ids, refs, auth.get(sel, 0)))
     return out
 
 
