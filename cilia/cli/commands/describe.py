@@ -54,7 +54,7 @@ def describe_pod(rec: Record, ep: dict[str, Any] | None) -> str:
     ]
     for d in ("ingress", "egress"):
         if not enf.get(d):
-            lines.append(f"  {d}:  not enforced (no policy section selects this pod: all {d} allowed)")
+            lines.append(f"  {d + ':':9} not enforced (no policy section selects this pod: all {d} allowed)")
             continue
         by = ddb.get(d) or []
         why = (
@@ -62,7 +62,7 @@ def describe_pod(rec: Record, ep: dict[str, Any] | None) -> str:
             if by
             else ("enforced without default deny (enableDefaultDeny false): everything not denied is allowed")
         )
-        lines.append(f"  {d}:  enforced; {why}")
+        lines.append(f"  {d + ':':9} enforced; {why}")
     lines.append(f"Policy map entries: {ep.get('policy_entries', 0)}")
     return "\n".join(lines) + "\n"
 
