@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
     ) -> None:
-        """Who can reach whom: pods (grouped by identity), world and host, for each port class the
-        policies distinguish.
+        """Who can reach whom, per port class: pods (grouped by identity), world and host.
+
+        Port classes are the ports and protocols the policies distinguish, plus "other".
 
         Exit status: 0, or 2 for bad input.
         """

@@ -33,8 +33,10 @@ def register(app: typer.Typer) -> None:
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         rules: Annotated[bool, typer.Option("--rules", help="List the lint rules and exit.")] = False,
     ) -> None:
-        """Lint policy manifests: fields Cilium does not have, policies that select nothing, allows
-        shadowed by denies, default deny without DNS, misleading directions, ….
+        """Lint policy manifests for pitfalls, with stable rule ids (--rules lists them).
+
+        Fields Cilium does not have, policies that select nothing, allows shadowed by denies, default
+        deny without DNS, misleading directions, ….
 
         Exit status: 0 no error or warning, 1 findings, 2 input that could not be read.
         """

@@ -34,8 +34,10 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
     ) -> None:
-        """Trace a flow offline: the verdict of the source's egress and the destination's ingress
-        policy, and the rule (or default deny) that decided each.
+        """Trace a flow offline: each side's verdict and the rule that decided it.
+
+        The source's egress and the destination's ingress policy are looked up as the datapath does;
+        for a default-deny drop, the policies that turned default deny on are named.
 
         Exit status: 0 allowed, 1 denied, 2 bad input.
         """
