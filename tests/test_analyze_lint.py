@@ -169,3 +169,20 @@ spec:
     ]
     assert findings[0].severity is Severity.ERROR
     assert "egressDeny" in findings[0].fix and "cilia validate --fix" in findings[0].fix
+
+
+def test_networkpolicy_egress_deny_all_without_dns() -> None:
+    (f,) = _lint("""apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+""")
+    assert (f.rule, f.line, f.path, f.policy) == (
+        "CL007",
+        17,
+        "spec.policyTypes",
+        "NetworkPolicy/shop/deny-egress",
+    )
+    assert f.message.startswith("this policy puts shop/api, shop/web into egress default deny")

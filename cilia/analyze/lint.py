@@ -223,7 +223,11 @@ class _Semantic:
         if not starved:
             return
         rule = next(r for r in self.rules_of(pol) if r.has_section.get(Direction.EGRESS))
-        section = "egress" if (pol.kind == KNP or _has(pol, "egress")) else "egressDeny"
+        if pol.kind == KNP:
+            # A NetworkPolicy with policyTypes [Egress] and no egress rules is an egress deny-all.
+            section = "egress" if pol.obj.spec and pol.obj.spec.egress else "policyTypes"
+        else:
+            section = "egress" if _has(pol, "egress") else "egressDeny"
         pods = self.pods_of(starved)
         shown = ", ".join(pods[:4]) + (f" and {len(pods) - 4} more" if len(pods) > 4 else "")
         yield _finding(
