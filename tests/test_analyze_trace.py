@@ -239,3 +239,28 @@ def test_to_services_resolve_to_pods_and_backend_addresses() -> None:
         for peer in ("data/db", "198.19.7.7", "198.19.7.8", "entity:world")
     }
     assert verdicts == {"data/db": True, "198.19.7.7": True, "198.19.7.8": False, "entity:world": False}
+
+
+def test_authentication_required_is_reported() -> None:
+    text = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, labels: {app: a}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: mtls}
+spec:
+  endpointSelector: {matchLabels: {app: a}}
+  ingress:
+  - fromEntities: [world]
+    authentication: {mode: required}
+"""
+    a = Analysis(cluster_from_result(load_text(text, "auth.yaml")))
+    flow = trace(a, "entity:world", "default/a", TCP80).flows[0]
+    assert (flow.allowed, flow.ingress.reason) == (False, DropReason.AUTH_REQUIRED)
+    assert flow.ingress.note == (
+        "allowed by CiliumNetworkPolicy default/mtls ingress[0] only after mutual authentication, "
+        "which this node does not do"
+    )

@@ -71,6 +71,8 @@ def side_verdict(
         note = _synthetic(rules) or f"allowed by {_names(rules)}"
     elif verdict.reason == DropReason.POLICY_DENY:
         note = f"denied by {_names(rules)} (a deny always wins over allows)"
+    elif verdict.reason == DropReason.AUTH_REQUIRED:
+        note = f"allowed by {_names(rules)} only after mutual authentication, which this node does not do"
     else:
         by = _names(side.default_deny_by) or "the enforcement mode (always)"
         note = f"default deny: no allow rule matches; default deny is on because of {by}"
