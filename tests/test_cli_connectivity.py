@@ -12,7 +12,9 @@ from tests.helpers_analyze import SCENARIOS, check_golden, files_args, run_cli
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-@pytest.mark.parametrize(("fmt", "ext"), [("table", "txt"), ("json", "json"), ("csv", "csv")])
+@pytest.mark.parametrize(
+    ("fmt", "ext"), [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")]
+)
 def test_connectivity_golden(scenario: str, fmt: str, ext: str) -> None:
     rc, out, err = run_cli(["connectivity", *files_args(scenario), "-o", fmt])
     assert (rc, err) == (0, "")

@@ -9,6 +9,7 @@ and the matrix is combined as bitsets (:mod:`cilia.analyze.matrix`).
 from __future__ import annotations
 
 import csv
+import html
 import io
 from collections import defaultdict
 from dataclasses import dataclass
@@ -191,3 +192,35 @@ def render_csv(conn: Connectivity) -> str:
                 verdict = "allow" if m.allowed(g.index, d.index) else "deny"
                 writer.writerow([cls.label, g.name, g.identity, d.name, d.identity, verdict])
     return out.getvalue()
+
+
+def render_html(conn: Connectivity) -> str:
+    """A self-contained HTML page: one matrix per port class, rows = from, columns = to."""
+    esc = html.escape
+    out = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8"><title>cilia connectivity</title>',
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:center}th.row{text-align:left}"
+        "td.allow{background:#d9f2d9}td.deny{background:#f7d4d4}</style></head><body>",
+        "<h1>cilia connectivity</h1>",
+        "<p>Rows: source; columns: destination. Pods with the same identity share a row.</p>",
+        "<ol>",
+    ]
+    for g in conn.groups:
+        pods = f" — {esc(', '.join(g.pods))}" if len(g.pods) > 1 else ""
+        out.append(f"<li>{esc(g.name)} (identity {g.identity}){pods}</li>")
+    out.append("</ol>")
+    head = "".join(f"<th>{g.index + 1}</th>" for g in conn.groups)
+    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+        out.append(f"<h2>{esc(cls.label)}: {m.count()} of {len(conn.groups) ** 2} pairs allowed</h2>")
+        out.append(f"<table><tr><th>from \\ to</th>{head}</tr>")
+        for g in conn.groups:
+            cells = "".join(
+                '<td class="allow">✓</td>' if m.allowed(g.index, d.index) else '<td class="deny">✗</td>'
+                for d in conn.groups
+            )
+            out.append(f'<tr><th class="row">{g.index + 1}. {esc(g.name)}</th>{cells}</tr>')
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.connectivity import connectivity, render_csv, render_table
+from cilia.analyze.connectivity import connectivity, render_csv, render_html, render_table
 from cilia.cli.commands._analysis import Files, Localhost, Mode, load
 from cilia.cli.render import print_json
 
@@ -19,13 +19,16 @@ class Output(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
+    html = "html"
 
 
 def register(app: typer.Typer) -> None:
     @app.command("connectivity")
     def connectivity_cmd(
         filename: Files,
-        output: Annotated[Output, typer.Option("-o", "--output", help="table | json | csv")] = Output.table,
+        output: Annotated[
+            Output, typer.Option("-o", "--output", help="table | json | csv | html")
+        ] = Output.table,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
     ) -> None:
@@ -40,5 +43,7 @@ def register(app: typer.Typer) -> None:
             print_json(conn.to_dict())
         elif output is Output.csv:
             sys.stdout.write(render_csv(conn))
+        elif output is Output.html:
+            sys.stdout.write(render_html(conn))
         else:
             sys.stdout.write(render_table(conn))
