@@ -158,7 +158,7 @@ def prog_cost(allow: Datapath, scale: Datapath, front: Pod, back: Pod) -> dict[s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
     args = ap.parse_args()
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []}

@@ -19,6 +19,7 @@ from typing import Generic, NamedTuple, TypeVar
 from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
+from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
 from cilia.datapath.maps import policy as policymap
 from cilia.datapath.maps.config import ConfigMap, DatapathConfig
 from cilia.datapath.maps.ct import CtEntry, CtMap
@@ -325,11 +326,20 @@ class Datapath:
     # -- teardown --------------------------------------------------------------------------------
     def teardown(self) -> None:
         """Detach from every registered device, remove the clsact qdiscs, pins and cookie table."""
-        coll = self.coll or (self.open().coll)
-        assert coll is not None
-        for e in self.endpoints.dump():
-            loader.detach(e.ifindex, destroy_qdisc=True)
-        self.close()
+        if self.coll is not None:
+            devices = [e.ifindex for e in self.endpoints.dump()]
+            self.close()
+        else:
+            # from the pins alone: no program load (and no compiler) needed to clean up
+            try:
+                pinned = open_pinned(self.pin_root, self.state_dir)
+            except NoDatapathError:
+                devices = []
+            else:
+                devices = [e.ifindex for e in pinned.endpoints.dump()]
+                pinned.close()
+        for ifindex in devices:
+            loader.detach(ifindex, destroy_qdisc=True)
         loader.unpin_all(self.pin_root)
         (self.state_dir / "cookies.json").unlink(missing_ok=True)
         self._installed.clear()
