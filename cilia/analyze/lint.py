@@ -143,18 +143,19 @@ class _Semantic:
             for entry in rule.entries:
                 ref = entry.ref
                 if pol.kind == KNP:
+                    # One entry per from/to peer, in order: count them to find the peer's index.
                     j = knp_peer_index[(ref.section, ref.index)]
                     knp_peer_index[(ref.section, ref.index)] += 1
                     field = "from" if entry.direction == Direction.INGRESS else "to"
-                    paths = [(*prefix, ref.section, ref.index, field, j)]
+                    where = [(*prefix, ref.section, ref.index, field, j)] * len(entry.peers)
                 else:
+                    # ENDPOINTS peers come first, in fromEndpoints/toEndpoints order.
                     field = "fromEndpoints" if entry.direction == Direction.INGRESS else "toEndpoints"
-                    paths = [(*prefix, ref.section, ref.index, field, j) for j in range(len(entry.peers))]
+                    where = [(*prefix, ref.section, ref.index, field, j) for j in range(len(entry.peers))]
                 endpoint_peers = [p for p in entry.peers if p.kind is PeerKind.ENDPOINTS]
-                for j, peer in enumerate(endpoint_peers):
+                for path, peer in zip(where, endpoint_peers, strict=False):
                     if cache.selections(peer.selector):
                         continue
-                    path = paths[min(j, len(paths) - 1)] if pol.kind == KNP else paths[j]
                     yield _finding(
                         "CL004",
                         pol,
