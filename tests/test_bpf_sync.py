@@ -13,7 +13,7 @@ from helpers_packets import TCP, UDP, frame
 from cilia.datapath import sim
 from cilia.datapath.bpf.sync import Datapath, PolicyMapFullError, SyncError, plan
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
-from cilia.datapath.maps.policy import PolicyMapEntry
+from cilia.datapath.maps.policy import PolicyMapEntry, make_key, make_value
 from cilia.policy.mapstate import MapState
 from cilia.policy.types import Entry, Key, RuleRef
 
@@ -169,6 +169,12 @@ def test_failed_kernel_update_leaves_endpoint_fail_closed(tmp_path: Path) -> Non
             dp.policy.m.fd = good_fd
         assert dp.endpoints.get(LO) == EndpointInfo(LO, 9, 1001, EndpointFlags.enforcing())  # not ready
         assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", UDP))[0] is False
+        # the next sync re-reads what the kernel holds for the endpoint and converges
+        stray = Key(1003, EG, UDP, 53, 16)  # written behind the Datapath's back
+        dp.policy.m.update(make_key(9, stray), make_value(stray, D, 0))
+        assert dp.set_policy(9, {Key(1002, ING, TCP, 80, 16): A}) == (1, 2)
+        assert [(e.key, e.deny) for e in dp.policy_entries(9)] == [(Key(1002, ING, TCP, 80, 16), False)]
+        assert dp.endpoints.get(LO).flags & EndpointFlags.POLICY_READY  # type: ignore[union-attr]
 
 
 @pytest.mark.root

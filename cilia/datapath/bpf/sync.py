@@ -57,13 +57,22 @@ class Phase(NamedTuple, Generic[V]):
 def plan(old: Mapping[Key, V], new: Mapping[Key, V], is_deny: Callable[[V], bool]) -> list[Phase[V]]:
     """The four ordered phases that turn ``old`` into ``new`` (empty phases included)."""
     changed = {k: v for k, v in new.items() if old.get(k) != v}
-    stale = [k for k in old if k not in new]
+    return phases(changed, {k: is_deny(v) for k, v in old.items() if k not in new}, is_deny)
+
+
+def phases(changed: Mapping[Key, V], stale: Mapping[Key, bool],
+           is_deny: Callable[[V], bool]) -> list[Phase[V]]:
+    """Upsert ``changed`` denies, then allows; delete ``stale`` (key → was a deny) allows, then denies."""
     return [
         Phase("upsert denies", {k: v for k, v in changed.items() if is_deny(v)}, []),
         Phase("upsert allows", {k: v for k, v in changed.items() if not is_deny(v)}, []),
-        Phase("delete allows", {}, sorted(k for k in stale if not is_deny(old[k]))),
-        Phase("delete denies", {}, sorted(k for k in stale if is_deny(old[k]))),
+        Phase("delete allows", {}, sorted(k for k, deny in stale.items() if not deny)),
+        Phase("delete denies", {}, sorted(k for k, deny in stale.items() if deny)),
     ]
+
+
+def _is_deny(v: tuple[int, ...]) -> bool:
+    return bool(v[2] & policymap.F_DENY)
 
 
 class SyncStats(NamedTuple):
@@ -88,8 +97,10 @@ class Datapath:
         self.config = config or DatapathConfig()
         self.object_path = object_path
         self.coll: loader.Collection | None = None
-        # what this process knows is installed per endpoint: {Key: (PolicyValue tuple, Entry)}
+        # what the kernel holds per endpoint, as PolicyValue field tuples
         self._installed: dict[int, dict[Key, tuple[int, ...]]] = {}
+        self._all_read = False  # the whole policy map was read once into _installed
+        self._unknown: set[int] = set()  # endpoints whose installed entries must be re-read
         self._reader: EventsReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -167,27 +178,42 @@ class Datapath:
 
     def _fail_closed(self, endpoint_id: int) -> None:
         self._installed.pop(endpoint_id, None)  # unknown now: the next sync re-reads the kernel
+        self._unknown.add(endpoint_id)
         # if even this fails there is nothing more to do; the caller gets the original error
         with contextlib.suppress(BpfError):
             self._set_flags(endpoint_id, EndpointFlags(0), EndpointFlags.POLICY_READY)
 
     # -- policy ----------------------------------------------------------------------------------
     def installed(self, endpoint_id: int) -> dict[Key, tuple[int, ...]]:
-        """The endpoint's entries as the kernel holds them (read once, then tracked)."""
+        """The endpoint's entries as the kernel holds them: read in one pass over the whole map the
+        first time (so a restarted process reconciles what is pinned), then tracked."""
         cur = self._installed.get(endpoint_id)
-        if cur is None:
-            cur = {e.key: _value_tuple(policymap.make_value(e.key, Entry(e.deny, frozenset(), e.proxy_port,
-                                                                           e.proxy_priority, e.auth_type),
-                                                            e.cookie))
-                   for e in self.policy.dump(endpoint_id)}
-            self._installed[endpoint_id] = cur
-        return cur
+        if cur is not None:
+            return cur
+        if not self._all_read:
+            for e in self.policy.dump():
+                self._installed.setdefault(e.endpoint_id, {})[e.key] = self._kernel_value(e)
+            self._all_read = True
+            self._unknown.clear()
+        elif endpoint_id in self._unknown:  # after a failed sync: what did land is unknown
+            entries = self.policy.dump(endpoint_id)
+            self._installed[endpoint_id] = {e.key: self._kernel_value(e) for e in entries}
+            self._unknown.discard(endpoint_id)
+        return self._installed.setdefault(endpoint_id, {})
 
-    def _desired(self, endpoint_id: int, mapstate: MapState) -> dict[Key, tuple[int, ...]]:
-        if len(mapstate) > self.max_entries_per_endpoint:
+    @staticmethod
+    def _kernel_value(e: policymap.PolicyMapEntry) -> tuple[int, ...]:
+        entry = Entry(e.deny, frozenset(), e.proxy_port, e.proxy_priority, e.auth_type)
+        return _value_tuple(policymap.make_value(e.key, entry, e.cookie))
+
+    def _check_size(self, endpoint_id: int, size: int) -> None:
+        if size > self.max_entries_per_endpoint:
             self._fail_closed(endpoint_id)
-            raise PolicyMapFullError(endpoint_id, f"policy needs {len(mapstate)} entries, the limit is "
+            raise PolicyMapFullError(endpoint_id, f"policy needs {size} entries, the limit is "
                                                   f"{self.max_entries_per_endpoint} per endpoint")
+
+    def _desired(self, endpoint_id: int, mapstate: Mapping[Key, Entry]) -> dict[Key, tuple[int, ...]]:
+        """Kernel values of the entries (validated; their rule cookies allocated and saved)."""
         try:
             out = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
                    for k, e in mapstate.items()}
@@ -237,24 +263,28 @@ class Datapath:
         """Full sync: make the kernel hold exactly ``mapstate`` for the endpoint (batch ops), then
         mark it ready. Reconciles whatever is pinned (e.g. after a restart) in the safe order."""
         self._coll()
+        self._check_size(endpoint_id, len(mapstate))
         desired = self._desired(endpoint_id, mapstate)
-        stats = self._apply(endpoint_id, plan(self.installed(endpoint_id), desired, lambda v: bool(v[2] & 1)),
-                            batch=True)
+        stats = self._apply(endpoint_id, plan(self.installed(endpoint_id), desired, _is_deny), batch=True)
         self._mark_ready(endpoint_id)
         return stats
 
+    def _diff_phases(self, endpoint_id: int, old: MapState, new: MapState) -> list[Phase[tuple[int, ...]]]:
+        self._check_size(endpoint_id, len(new))
+        get = old.get
+        changed = {k: e for k, e in new.items() if get(k) != e}
+        stale = {k: e.deny for k, e in old.items() if k not in new}
+        return phases(self._desired(endpoint_id, changed), stale, _is_deny)
+
     def apply_diff(self, endpoint_id: int, old: MapState, new: MapState) -> SyncStats:
-        """Incremental change old → new with single updates in the safe order."""
+        """Incremental change old → new (the caller's view of what is installed) with single
+        updates in the safe order; the work is proportional to the difference."""
         self._coll()
-        desired_old = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
-                       for k, e in old.items()}
-        desired = self._desired(endpoint_id, new)
-        return self._apply(endpoint_id, plan(desired_old, desired, lambda v: bool(v[2] & 1)), batch=False)
+        return self._apply(endpoint_id, self._diff_phases(endpoint_id, old, new), batch=False)
 
     def remove_policy(self, endpoint_id: int) -> SyncStats:
         """Delete the endpoint's entries (its traffic then hits default deny)."""
-        return self._apply(endpoint_id, plan(self.installed(endpoint_id), {}, lambda v: bool(v[2] & 1)),
-                           batch=True)
+        return self._apply(endpoint_id, plan(self.installed(endpoint_id), {}, _is_deny), batch=True)
 
     def policy_entries(self, endpoint_id: int | None = None) -> list[policymap.PolicyMapEntry]:
         return self.policy.dump(endpoint_id)
@@ -290,9 +320,7 @@ class Datapath:
         self._coll()
         plans: dict[int, list[Phase[tuple[int, ...]]]] = {}
         for ep, (old, new) in diffs.items():
-            old_v = {k: _value_tuple(policymap.make_value(k, e, self.cookies.cookie_for(e.rules)))
-                     for k, e in old.items()}
-            plans[ep] = plan(old_v, self._desired(ep, new), lambda v: bool(v[2] & 1))
+            plans[ep] = self._diff_phases(ep, old, new)
         for ep, phases in plans.items():
             self._apply(ep, phases[:2], batch=False)
         for p in prefixes:
@@ -343,3 +371,4 @@ class Datapath:
         loader.unpin_all(self.pin_root)
         (self.state_dir / "cookies.json").unlink(missing_ok=True)
         self._installed.clear()
+        self._all_read = False
