@@ -167,23 +167,36 @@ def owned_pods(state: DesiredState, deployment: PodKey) -> list[Pod]:
     return [p for k, p in state.pods.items() if k.namespace == deployment.namespace and p.owner == owner]
 
 
-def deployment_ops(state: DesiredState, revision: int) -> list[Op]:
-    """Store writes that bring every Deployment to its replica count with the current template,
-    and remove pods whose Deployment is gone.
+def owner_of(pod: Pod) -> PodKey | None:
+    """The Deployment a controller-made pod belongs to."""
+    if pod.owner and pod.owner.startswith("Deployment/"):
+        return PodKey(pod.namespace, pod.owner.split("/", 1)[1])
+    return None
+
+
+def deployment_ops(state: DesiredState, revision: int, only: set[PodKey] | None = None) -> list[Op]:
+    """Store writes that bring every Deployment (or those in ``only``) to its replica count with
+    the current template, and remove pods whose Deployment is gone.
 
     The first pods of a Deployment get the names the manifest loader gives them (so offline
     analysis and the node agree); a replacement gets a new name (index derived from the store
     ``revision``, which only grows), as a ReplicaSet's new pod does.
     """
     ops: list[Op] = []
-    for dk, raw in sorted(state.deployments.items()):
+    by_owner: dict[PodKey, list[Pod]] = {}
+    for pod in state.pods.values():
+        owner = owner_of(pod)
+        if owner is not None and (only is None or owner in only):
+            by_owner.setdefault(owner, []).append(pod)
+    for dk in sorted(state.deployments if only is None else only & state.deployments.keys()):
+        raw = state.deployments[dk]
         try:
             model = DeploymentModel.model_validate(raw)
         except ValueError:
             continue  # validated on apply; a broken hand-written entry is skipped, not fatal
         template = (raw.get("spec") or {}).get("template") or {}
         dep = deployment_from(model, template, NO_SOURCE)
-        current = owned_pods(state, dk)
+        current = by_owner.get(dk, [])
         keep = [p for p in current if dict(p.labels).get("pod-template-hash") == dep.template_hash]
         stale = [p for p in current if p not in keep]
         # Scale down newest-name-last; deterministic.
@@ -203,10 +216,9 @@ def deployment_ops(state: DesiredState, revision: int) -> list[Op]:
             ops.append(Put(Kind.PODS.key(candidate.namespace, candidate.name), obj))
             names.add(candidate.name)
             wanted -= 1
-    owners = {f"Deployment/{k.name}": k.namespace for k in state.deployments}
-    for pk, pod in sorted(state.pods.items()):
-        if pod.owner and pod.owner.startswith("Deployment/") and owners.get(pod.owner) != pk.namespace:
-            ops.append(Delete(Kind.PODS.key(pk.namespace, pk.name), missing_ok=True))
+    for owner, pods in sorted(by_owner.items()):
+        if owner not in state.deployments:
+            ops.extend(Delete(Kind.PODS.key(p.namespace, p.name), missing_ok=True) for p in pods)
     return ops
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,11 @@ class Endpoint:
     state: str = "ready"  # creating | ready | failed
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["pod"] = str(self.pod)
-        data["labels"] = list(self.labels)
-        return data
+        return {
+            "id": self.id, "pod": str(self.pod), "ip": self.ip, "ifindex": self.ifindex,
+            "host_ifname": self.host_ifname, "netns": self.netns, "identity": self.identity,
+            "labels": list(self.labels), "state": self.state,
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Endpoint:
@@ -115,5 +116,6 @@ class EndpointTable:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([e.to_json() for e in self], indent=1, sort_keys=True))
+        # Compact and unsorted: this runs on every endpoint change, with hundreds of endpoints.
+        tmp.write_text(json.dumps([e.to_json() for e in self._by_id.values()], separators=(",", ":")))
         os.replace(tmp, self.path)

@@ -1,8 +1,10 @@
-"""Kubernetes-style events the agent emits ("Created pod", "Relabelled", "PolicyApplied", …).
+"""Kubernetes-style events the agent emits ("Started", "Relabelled", "PolicyApplied", …).
 
 Events are kept in a bounded JSON-lines file in the state directory, so ``cilia get events`` works
-without the agent and survives restarts. Repeats of the same (object, reason, message) within one
-run are folded into one event with a count, as the Kubernetes event recorder does.
+without the agent and survives restarts. A repeat of the last event (same object, reason and
+message) is folded into it with a count, as the Kubernetes event recorder does. The file is
+appended to (a folded event is appended again with its new count; readers keep the last line of
+each event) and rewritten only when it grows past twice the bound.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class EventLog:
         self.path = path
         self.limit = limit
         self._lock = threading.Lock()
-        self._events: list[Event] = read_events(path)[-limit:]
+        self._events: list[Event] = read_events(path, limit)
+        self._lines = len(self._events) + 1
+        self._rewrite()  # start from a compact file
 
     def emit(self, type_: str, reason: str, involved: str, message: str) -> Event:
         now = time.time()
@@ -58,7 +62,11 @@ class EventLog:
                 self._events.append(ev)
             if len(self._events) > self.limit:
                 del self._events[: len(self._events) - self.limit]
-            self._write()
+            self._lines += 1
+            if self._lines > 2 * self.limit:
+                self._rewrite()
+            else:
+                self._append(ev)
         return ev
 
     def normal(self, reason: str, involved: str, message: str) -> Event:
@@ -71,23 +79,33 @@ class EventLog:
         with self._lock:
             return list(self._events)
 
-    def _write(self) -> None:
+    def _append(self, ev: Event) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
+
+    def _rewrite(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(e.to_json(), sort_keys=True) + "\n" for e in self._events))
         tmp.replace(self.path)
+        self._lines = len(self._events)
 
 
-def read_events(path: Path) -> list[Event]:
-    """The events recorded in ``path`` (none if it does not exist)."""
+def read_events(path: Path, limit: int = MAX_EVENTS) -> list[Event]:
+    """The last ``limit`` events recorded in ``path`` (none if it does not exist), each once with
+    its last count."""
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         return []
-    out = []
+    latest: dict[tuple[str, str, str, float], Event] = {}
     for line in lines:
         try:
-            out.append(Event.from_json(json.loads(line)))
+            ev = Event.from_json(json.loads(line))
         except (ValueError, TypeError, KeyError):
             continue  # a torn line of a crashed write: skip it, keep the rest
-    return out
+        key = (ev.involved, ev.reason, ev.message, ev.first_timestamp)
+        latest.pop(key, None)  # re-insert: order by the last update
+        latest[key] = ev
+    return list(latest.values())[-limit:]

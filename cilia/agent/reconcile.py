@@ -25,6 +25,7 @@ from cilia.agent.desired import (
     PodKey,
     PolicyKey,
     deployment_ops,
+    owner_of,
 )
 from cilia.agent.endpoints import Endpoint, EndpointTable
 from cilia.agent.events import EventLog
@@ -160,6 +161,7 @@ class Reconciler:
     def handle(self, events: Iterable[Event]) -> None:
         """Fold a batch of store events in and reconcile everything they touch."""
         touched_pods: set[PodKey] = set()
+        touched_deployments: set[PodKey] = set()
         relabel_all_in: set[str] = set()
         services_changed = False
         last = self.revision
@@ -171,6 +173,13 @@ class Reconciler:
             kind, key = what
             if kind == "pod":
                 touched_pods.add(key)
+                pod = self.desired.pods.get(key)
+                if pod is None or self.endpoints.get(key) is None:  # a pod came or went
+                    owner = owner_of(pod) if pod is not None else owner_of_deleted(ev)
+                    if owner is not None:
+                        touched_deployments.add(owner)
+            elif kind == "deployment":
+                touched_deployments.add(key)
             elif kind == "namespace":
                 relabel_all_in.add(key)
             elif kind == "service":
@@ -189,7 +198,7 @@ class Reconciler:
                 touched_pods.add(pk)
         if touched_pods:
             self.policy.set_cluster_ports(self.desired.pods.values())
-        self._converge_pods(touched_pods)
+        self._converge_pods(touched_pods, touched_deployments)
         self._sync_policies(self.policy.take_affected())
         self.revision = last
 
@@ -211,8 +220,15 @@ class Reconciler:
 
     # ------------------------------------------------------------------ pods ↔ endpoints
 
-    def _converge_pods(self, touched: set[PodKey] | None = None) -> None:
-        ops = deployment_ops(self.desired, self.store.revision)
+    def _converge_pods(
+        self, touched: set[PodKey] | None = None, deployments: set[PodKey] | None = None
+    ) -> None:
+        # The controller looks only at Deployments whose object or pods came or went (all at start).
+        ops = (
+            deployment_ops(self.desired, self.store.revision, deployments)
+            if (deployments is None or deployments)
+            else []
+        )
         if ops:
             try:
                 self.store.txn(ops)  # the new pod objects come back as events
@@ -350,6 +366,13 @@ class Reconciler:
         log.info("%s %s %s: %s", type_, reason, involved, message)
         if self.events is not None:
             self.events.emit(type_, reason, involved, message)
+
+
+def owner_of_deleted(ev: Event) -> PodKey | None:
+    """The Deployment of a pod from its last stored object (the pod is gone from the state)."""
+    annotations = (ev.value.get("metadata") or {}).get("annotations") or {}
+    owner = annotations.get("cilia.io/owner", "")
+    return PodKey(ev.key.namespace, owner.split("/", 1)[1]) if owner.startswith("Deployment/") else None
 
 
 def _as_event(rec: Record, revision: int) -> Event:
