@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
@@ -102,17 +103,34 @@ class _Semantic:
         self.by_resource: dict[tuple[str, str, str], list[PolicyRule]] = defaultdict(list)
         for rule in analysis.rules:
             self.by_resource[(rule.ref.kind, rule.ref.namespace, rule.ref.name)].append(rule)
+        # Distinct pod identities by namespace: subjects are matched per identity, not per pod.
+        self.by_namespace: dict[str, dict[int, Any]] = defaultdict(dict)
+        for ep in analysis.endpoints:
+            self.by_namespace[ep.pod.namespace].setdefault(ep.identity, ep.labels)
+
+    @cached_property
+    def port_numbers(self) -> dict[tuple[str, int], dict[int, list[str]]]:
+        """(port name, proto) -> container port number -> pods that give the name that number."""
+        numbers: dict[tuple[str, int], dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for ep in self.a.endpoints:
+            for cp in ep.pod.ports:
+                if cp.name:
+                    key = (cp.name.lower(), int(parse_proto(cp.protocol)))
+                    numbers[key][cp.container_port].append(ep.name)
+        return numbers
 
     def rules_of(self, pol: PolicyDoc) -> list[PolicyRule]:
         return self.by_resource.get((pol.kind, pol.namespace, pol.name), [])
 
     def subjects(self, rule: PolicyRule) -> list[int]:
         """Pod identities the rule's subject selects."""
-        seen: dict[int, None] = {}
-        for ep in self.a.endpoints:
-            if ep.identity not in seen and rule_selects(rule, ep.labels, ep.pod.namespace):
-                seen[ep.identity] = None
-        return list(seen)
+        namespaces = [rule.namespace] if rule.namespace else list(self.by_namespace)
+        return [
+            ident
+            for ns in namespaces
+            for ident, labels in self.by_namespace.get(ns, {}).items()
+            if rule_selects(rule, labels, ns)
+        ]
 
     def pods_of(self, identities: Sequence[int]) -> list[str]:
         ids = set(identities)
@@ -244,13 +262,7 @@ class _Semantic:
 
     # CL008
     def named_port_conflicts(self, pol: PolicyDoc) -> Iterator[Finding]:
-        numbers: dict[tuple[str, int], dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        for ep in self.a.endpoints:
-            for cp in ep.pod.ports:
-                if cp.name:
-                    numbers[(cp.name.lower(), int(parse_proto(cp.protocol)))][cp.container_port].append(
-                        ep.name
-                    )
+        numbers = self.port_numbers
         for path, name, protocol in _named_ports(pol):
             protos = (
                 [Proto.TCP, Proto.UDP, Proto.SCTP] if protocol in ("", "ANY") else [parse_proto(protocol)]
