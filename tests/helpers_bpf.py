@@ -28,7 +28,7 @@ test_pin_root.__test__ = False  # type: ignore[attr-defined]
 def private_datapath(tmp: Path, **kw: object) -> Iterator[Datapath]:
     """An opened Datapath on fresh pins, removed afterwards even on failure."""
     kw.setdefault("config", DatapathConfig(events_per_sec=1_000_000))
-    dp = Datapath(pin_root=test_pin_root(), state_dir=tmp / "state", **kw)  # type: ignore[arg-type]
+    dp = Datapath(pin_root=test_pin_root(), state_dir=tmp / "datapath", **kw)  # type: ignore[arg-type]
     dp.open()
     try:
         yield dp

@@ -32,7 +32,7 @@ def test_bpf_commands_json(tmp_path: Path) -> None:
         dp.set_policy(5, {Key(1002, 0, TCP, 80, 16): Entry(False, frozenset({rule})),
                           Key(0, 1, 0, 0, 0): Entry(True, frozenset())})
         assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, sport=4000))[0]
-        common = ["--pin-root", dp.pin_root, "--state-dir", str(dp.state_dir), "-o", "json"]
+        common = ["--pin-root", dp.pin_root, "--state-dir", str(tmp_path), "-o", "json"]
         runner = CliRunner()
 
         def cli(*argv: str) -> object:

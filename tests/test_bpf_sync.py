@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
-from helpers_bpf import LO, private_datapath, run
+from helpers_bpf import LO, private_datapath, run, test_pin_root
 from helpers_packets import TCP, UDP, frame
 
 from cilia.datapath import sim
+from cilia.datapath.bpf import libbpf, loader
 from cilia.datapath.bpf.sync import Datapath, PolicyMapFullError, SyncError, plan
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 from cilia.datapath.maps.policy import PolicyMapEntry, make_key, make_value
@@ -198,3 +200,19 @@ def test_identity_change_orders_upserts_ipcache_deletes(tmp_path: Path) -> None:
         assert {e.key for e in dp.policy_entries(9)} == set(new)
         assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, dport=80))[0] is True
         assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, dport=81))[0] is False
+
+
+@pytest.mark.root
+def test_stale_pin_with_another_layout_is_a_clear_load_error() -> None:
+    root = test_pin_root()
+    Path(root).mkdir(parents=True)
+    fd = libbpf.map_create(1, "cilia_endpoints", 4, 8, 16)  # a hash map with a smaller value
+    try:
+        libbpf.obj_pin(fd, f"{root}/cilia_endpoints")
+        assert os.path.exists(f"{root}/cilia_endpoints")
+        with pytest.raises(loader.LoadError, match="may come from another cilia version"):
+            loader.load(root)
+    finally:
+        os.close(fd)
+        loader.unpin_all(root)
+    assert not os.path.exists(root)

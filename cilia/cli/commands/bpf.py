@@ -13,14 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cilia.datapath.bpf.loader import DEFAULT_PIN_ROOT
+from cilia.agent.config import AgentConfig
 from cilia.datapath.bpf.pins import NoDatapathError, PinnedMaps, open_pinned
-from cilia.datapath.bpf.sync import DEFAULT_STATE_DIR
 from cilia.policy.types import Direction, Key, Proto
 
-PinRoot = Annotated[str, typer.Option("--pin-root", envvar="CILIA_BPF_PIN_ROOT", help="bpffs pin directory.")]
-StateDir = Annotated[str, typer.Option("--state-dir", envvar="CILIA_BPF_STATE_DIR",
-                                       help="Datapath state (rule cookie table).")]
+PIN_ROOT_HELP = "bpffs pin directory of the node's maps [default: $CILIA_PIN_ROOT or the agent's]"
+STATE_DIR_HELP = ("Agent state directory; its datapath/ holds the rule cookie table "
+                  "[default: $CILIA_STATE_DIR or the agent's]")
+PinRoot = Annotated[str | None, typer.Option("--pin-root", help=PIN_ROOT_HELP)]
+StateDir = Annotated[str | None, typer.Option("--state-dir", help=STATE_DIR_HELP)]
 Output = Annotated[str, typer.Option("-o", "--output", help="table | json")]
 
 
@@ -36,9 +37,10 @@ def port_proto(key: Key) -> str:
 
 
 @contextmanager
-def _maps(pin_root: str, state_dir: str) -> Iterator[PinnedMaps]:
+def _maps(pin_root: str | None, state_dir: str | None) -> Iterator[PinnedMaps]:
+    cfg = AgentConfig.resolve(state_dir=state_dir)  # the same defaults and environment as the agent
     try:
-        maps = open_pinned(pin_root, state_dir)
+        maps = open_pinned(pin_root or cfg.pin_root, cfg.datapath_state_dir)
     except NoDatapathError as e:
         sys.stderr.write(f"error: {e}\n")
         raise typer.Exit(1) from None
@@ -95,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
     @policy.command("get", help="Policy entries of one endpoint (or all).")
     def policy_get(endpoint_id: Annotated[int | None, typer.Argument(metavar="[EP]")] = None,
-                   pin_root: PinRoot = DEFAULT_PIN_ROOT, state_dir: StateDir = DEFAULT_STATE_DIR,
+                   pin_root: PinRoot = None, state_dir: StateDir = None,
                    output: Output = "table") -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = policy_rows(maps, endpoint_id)
@@ -106,14 +108,14 @@ def register(app: typer.Typer) -> None:
                      "prefix", "rules"], output)
 
     @ipcache.command("list", help="Prefix → identity entries.")
-    def ipcache_list(pin_root: PinRoot = DEFAULT_PIN_ROOT, state_dir: StateDir = DEFAULT_STATE_DIR,
+    def ipcache_list(pin_root: PinRoot = None, state_dir: StateDir = None,
                      output: Output = "table") -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = [{"prefix": e.prefix, "identity": e.identity} for e in maps.ipcache.dump()]
         _emit(rows, ["prefix", "identity"], output)
 
     @ct.command("list", help="Connection tracking entries.")
-    def ct_list(pin_root: PinRoot = DEFAULT_PIN_ROOT, state_dir: StateDir = DEFAULT_STATE_DIR,
+    def ct_list(pin_root: PinRoot = None, state_dir: StateDir = None,
                 output: Output = "table") -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = [{**e._asdict(), "direction": Direction(e.direction).label,
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
                      "packets", "bytes"], output)
 
     @endpoint.command("list", help="Host devices with the datapath: endpoint, identity, flags.")
-    def endpoint_list(pin_root: PinRoot = DEFAULT_PIN_ROOT, state_dir: StateDir = DEFAULT_STATE_DIR,
+    def endpoint_list(pin_root: PinRoot = None, state_dir: StateDir = None,
                       output: Output = "table") -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = [{"ifindex": e.ifindex, "ifname": _ifname(e.ifindex), "endpoint_id": e.endpoint_id,
@@ -136,7 +138,7 @@ def register(app: typer.Typer) -> None:
         _emit(rows, ["ifindex", "ifname", "endpoint_id", "identity", "flags"], output)
 
     @metrics.command("list", help="Packet counters by direction and verdict/reason, lost events.")
-    def metrics_list(pin_root: PinRoot = DEFAULT_PIN_ROOT, state_dir: StateDir = DEFAULT_STATE_DIR,
+    def metrics_list(pin_root: PinRoot = None, state_dir: StateDir = None,
                      output: Output = "table") -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = [r._asdict() for r in maps.metrics.dump()]

@@ -174,6 +174,7 @@ _SIGS: dict[str, tuple[object, list[object]]] = {
     "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
     "bpf_map_update_batch": (c_int, [c_int, c_void_p, c_void_p, POINTER(c_uint32), POINTER(MapBatchOpts)]),
     "bpf_map_delete_batch": (c_int, [c_int, c_void_p, POINTER(c_uint32), POINTER(MapBatchOpts)]),
+    "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
     "bpf_obj_pin": (c_int, [c_int, c_char_p]),
     "bpf_obj_get": (c_int, [c_char_p]),
     "bpf_tc_hook_create": (c_int, [POINTER(TcHook)]),
@@ -371,6 +372,12 @@ class MapFd:
         ret = lib().bpf_map_delete_batch(self.fd, keys, ctypes.byref(n), ctypes.byref(opts))
         if ret < 0:
             raise BpfError(f"batch delete from map {self.name} ({n.value}/{count} done)", -ret)
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+    """Create a map outside any object (default options); returns its fd."""
+    return _check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size, max_entries, None),
+                  f"create map {name}")
 
 
 def obj_get(path: str) -> int:

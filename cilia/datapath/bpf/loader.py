@@ -9,6 +9,7 @@ program atomically.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,12 @@ def load(pin_root: str = DEFAULT_PIN_ROOT, path: str | os.PathLike[str] | None =
         return Collection(obj, spec, pin_root)
     except libbpf.BpfError as e:
         obj.close()
-        raise LoadError(f"load datapath {p} (pins under {pin_root}): {e}") from e
+        hint = ""
+        if e.errno == errno.EINVAL and any(Path(pin_root).iterdir()):
+            # libbpf refuses to reuse a pinned map whose type, sizes or flags differ
+            hint = (f"\n(maps pinned under {pin_root} may come from another cilia version; "
+                    "remove them with `cilia down`, or use a new versioned pin directory)")
+        raise LoadError(f"load datapath {p} (pins under {pin_root}): {e}{hint}") from e
 
 
 def attach(coll: Collection, ifindex: int) -> dict[str, int]:

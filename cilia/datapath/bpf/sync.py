@@ -31,7 +31,7 @@ from cilia.datapath.maps.policy import PolicyMap, PolicyValue
 from cilia.policy.types import Entry, Key, RuleRef
 
 MapState = Mapping[Key, Entry]
-DEFAULT_STATE_DIR = "/run/cilia/datapath"
+DEFAULT_STATE_DIR = "/var/lib/cilia/datapath"  # the agent's state dir + datapath/
 V = TypeVar("V")
 
 
