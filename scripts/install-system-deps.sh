@@ -12,6 +12,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v sockperf >/dev/null || need+=(sockperf)
 command -v iptables >/dev/null || need+=(iptables)
+command -v etcd >/dev/null || need+=(etcd-server etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
