@@ -297,3 +297,39 @@ def test_pod_object_created_by_the_controller(node: Harness) -> None:
     assert meta["labels"] == {"app": "app-a", "pod-template-hash": "flwmvdl9w9"}
     assert pods[0].value["spec"]["containers"][0]["ports"] == [{"containerPort": 80}]
     assert PodKey("default", pods[0].key.name) in node.rec.desired.pods
+
+
+EGRESS_TO_CIDR = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-world-hosts, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: app-a}}
+  egress:
+  - toCIDRSet:
+    - cidr: 198.19.0.0/16
+      except: [198.19.9.0/24]
+"""
+
+
+def test_cidr_policies_get_cidr_identities_in_the_ipcache(node: Harness, tmp_path: Path) -> None:
+    node.apply("app-a.yaml")
+    a0, _ = node.ep("app-a")
+    f = tmp_path / "cidr.yaml"
+    f.write_text(EGRESS_TO_CIDR)
+    manifests.apply(node.store, [str(f)])
+    node.pump()
+    local = {p: i for p, i in node.datapath.prefixes.items() if i >= 1 << 24}
+    assert sorted(local) == ["198.19.0.0/16", "198.19.9.0/24"]
+    assert node.rec.allocator.lookup(local["198.19.0.0/16"]).strings() == [
+        "cidr:198.19.0.0/16=",
+        "reserved:world=",
+    ]
+    assert node.allowed(a0.ip, "198.19.1.1") == (True, 0)
+    assert node.allowed(a0.ip, "198.19.9.1") == (False, 133)  # the except
+    assert node.allowed(a0.ip, "8.8.8.8") == (False, 133)  # world, not in the set
+    node.store.delete(Kind.CNP.key("default", "to-world-hosts"))
+    node.pump()
+    assert [i for i in node.datapath.prefixes.values() if i >= 1 << 24] == []
+    assert all(i < 1 << 24 for i in node.rec.allocator.identities())
+    assert node.allowed(a0.ip, "8.8.8.8") == (True, 0)

@@ -10,6 +10,8 @@ selection changed. The reconciler asks only those for a new MapState.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -34,6 +36,7 @@ from cilia.policy.selectorcache import SelectorCache
 from cilia.policy.translate import ServiceInfo, translate, with_service_peers
 from cilia.policy.types import Direction, Proto
 
+CIDR_KEY_PREFIX = "cidr."  # extended selector keys over cidr: labels
 _PROTOS = {"TCP": int(Proto.TCP), "UDP": int(Proto.UDP), "SCTP": int(Proto.SCTP)}
 
 
@@ -164,6 +167,21 @@ class PolicyState:
             self._affected.clear()
             return None
         out, self._affected = self._affected, set()
+        return out
+
+    def prefixes(self) -> set[str]:
+        """Every prefix the rules select by (toCIDR, toCIDRSet cidr and except, ipBlock, backends
+        of selector-less toServices). The node gives each a CIDR identity and an ipcache entry,
+        as Cilium's agent does, so external addresses resolve to the most specific one."""
+        out: set[str] = set()
+        for rule in self.repo:
+            for entry in rule.entries:
+                for peer in entry.peers:
+                    for req in peer.selector.requirements:
+                        if req.key.startswith(CIDR_KEY_PREFIX):
+                            with contextlib.suppress(ValueError):
+                                net = ipaddress.ip_network(req.key[len(CIDR_KEY_PREFIX) :].replace("-", ":"))
+                                out.add(str(net))
         return out
 
     # ------------------------------------------------------------------ queries

@@ -32,18 +32,22 @@ from cilia.agent.events import EventLog
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
+from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.k8s.objects import Pod
 from cilia.policy.mapstate import MapState
 from cilia.policy.translate import ServiceInfo
-from cilia.store import Event, EventType, Kind, Put, Record, Store, StoreError
+from cilia.store import Delete, Event, EventType, Kind, Put, Record, Store, StoreError
 from cilia.store import identities as stored_ids
 
 log = logging.getLogger("cilia.agent")
 
 HOST_PREFIX_LEN = 32
+# What Kubernetes' ServiceAccount admission sets when a pod names none; Cilium labels the identity
+# with it (io.cilium.k8s.policy.serviceaccount=default), and so does offline analysis.
+DEFAULT_SERVICE_ACCOUNT = "default"
 
 
 class Reconciler:
@@ -74,6 +78,7 @@ class Reconciler:
         self.policy = PolicyState(enforcement_mode=enforcement_mode, allow_localhost=allow_localhost)
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
+        self.cidr_identities: dict[str, int] = {}  # prefix -> CIDR identity (in the ipcache)
         self.revision = 0  # store revision reconciled so far
 
     # ------------------------------------------------------------------ identities
@@ -94,8 +99,6 @@ class Reconciler:
         self.store.txn(ops)
 
     def _forget_identity(self, n: int, labels: Labels) -> None:
-        from cilia.store import Delete
-
         self.store.txn(
             [Delete(stored_ids.id_key(n), True), Delete(stored_ids.labels_key(labels.strings()), True)]
         )
@@ -103,7 +106,7 @@ class Reconciler:
     def identity_labels(self, pod: Pod) -> Labels:
         return pod_identity_labels(
             pod.label_map, pod.namespace, self.desired.namespace_labels(pod.namespace),
-            pod.service_account or "", self.cluster,
+            pod.service_account or DEFAULT_SERVICE_ACCOUNT, self.cluster,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ start / recovery
@@ -123,12 +126,17 @@ class Reconciler:
         for key, pol in sorted(self.desired.policies.items()):
             self._set_policy(key, pol)
 
+        self._sync_cidr_identities(initial=True)
         existing = self.runtime.existing()
         adopted: dict[PodKey, tuple[RuntimePod, Labels, int]] = {}
         for pk, rpod in sorted(existing.items()):
             pod = self.desired.pods.get(pk)
             if pod is None:
                 self._emit("Normal", "Removed", f"Pod/{pk}", "pod no longer desired; deleted on restart")
+                old_ep = self.endpoints.get(pk)
+                if old_ep is not None:
+                    self.datapath.detach(old_ep.ifindex)
+                    self.datapath.remove_policy(old_ep.id)
                 self.runtime.delete(pk)
                 continue
             labels = self.identity_labels(pod)
@@ -164,6 +172,7 @@ class Reconciler:
         touched_deployments: set[PodKey] = set()
         relabel_all_in: set[str] = set()
         services_changed = False
+        policies_changed = False
         last = self.revision
         for ev in events:
             last = max(last, ev.revision)
@@ -185,6 +194,7 @@ class Reconciler:
             elif kind == "service":
                 services_changed = True
             elif kind == "policy":
+                policies_changed = True
                 pol = self.desired.policies.get(key)
                 if pol is None:
                     self.policy.delete_policy(key)
@@ -193,6 +203,8 @@ class Reconciler:
                     self._set_policy(key, pol)
         if services_changed:
             self.policy.set_services(self._service_infos())
+        if policies_changed or services_changed:
+            self._sync_cidr_identities()
         for pk in self.desired.pods:
             if pk.namespace in relabel_all_in:
                 touched_pods.add(pk)
@@ -344,8 +356,29 @@ class Reconciler:
                 self.datapath.apply_diff(ep.id, old, new)
             self.applied[ep.id] = new
 
+    def _sync_cidr_identities(self, initial: bool = False) -> None:
+        """One CIDR identity (and ipcache entry) per prefix the policies name. New identities
+        reach peers' policies before their ipcache entry exists; a gone prefix leaves the ipcache
+        before its identity is released."""
+        want = self.policy.prefixes()
+        added = sorted(want - self.cidr_identities.keys())
+        removed = sorted(self.cidr_identities.keys() - want)
+        for prefix in added:
+            self.cidr_identities[prefix] = self.allocator.allocate(cidr_identity_labels(prefix))
+        if initial:
+            return  # start() syncs every endpoint and the whole ipcache afterwards
+        if added:
+            self._sync_policies(self.policy.take_affected())
+            for prefix in added:
+                self.datapath.upsert_ipcache(prefix, self.cidr_identities[prefix])
+        for prefix in removed:
+            self.datapath.delete_ipcache(prefix)
+            self.allocator.release(cidr_identity_labels(prefix))
+            del self.cidr_identities[prefix]
+
     def _sync_ipcache(self) -> None:
         want = {f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints}
+        want.update(self.cidr_identities)
         want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
         self.datapath.sync_ipcache(want)
 
