@@ -22,13 +22,17 @@ def l4_header(proto: int, sport: int, dport: int, tcp_flags: int = SYN, icmp_typ
     return b"\0" * 8
 
 
-def frame(src: str, dst: str, proto: int, sport: int = 40000, dport: int = 80, **kw: int) -> bytes:
-    """An Ethernet frame carrying IPv4 or IPv6 (by address family) and the L4 header."""
+def frame(src: str, dst: str, proto: int, sport: int = 40000, dport: int = 80, *, ip_options: bytes = b"",
+          payload: bytes = b"payload!", **kw: int) -> bytes:
+    """An Ethernet frame carrying IPv4 (with ``ip_options``, a multiple of 4 bytes) or IPv6 (by
+    address family) and the L4 header."""
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    l4 = l4_header(proto, sport, dport, **kw) + b"payload!"
+    l4 = l4_header(proto, sport, dport, **kw) + payload
     eth_dst, eth_src = b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x02"
     if s.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, s.packed, d.packed)
+        ihl = 5 + len(ip_options) // 4
+        ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(l4), 1, 0, 64, proto, 0, s.packed,
+                         d.packed) + ip_options
         return eth_dst + eth_src + b"\x08\x00" + ip + l4
     ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(l4), proto, 64, s.packed, d.packed)
     return eth_dst + eth_src + b"\x86\xdd" + ip6 + l4

@@ -277,3 +277,24 @@ def test_fin_shortens_conntrack_and_new_syn_renews(dp: Datapath) -> None:
     assert 0 < expires() <= 10
     run(dp, "from_container", frame(LOCAL4, X4, TCP, sport=6000, dport=80))  # the tuple is reused
     assert expires() > 21000
+
+
+def test_ip_options_and_short_packets_take_the_careful_parser(dp: Datapath) -> None:
+    """IPv4 options and headers shorter than the fast path reads are parsed by the helper-based
+    path: same verdicts as plain packets."""
+    dp.set_policy(EP, {Key(X, ING, UDP, 53, 16): A, Key(X, ING, TCP, 80, 16): D})
+    nop4 = b"\x01\x01\x01\x00"  # NOP NOP NOP EOL
+    cases = {
+        "udp with options": frame(X4, LOCAL4, UDP, sport=7001, dport=53, ip_options=nop4),
+        "tcp with options": frame(X4, LOCAL4, TCP, sport=7002, dport=80, ip_options=nop4),
+        "short udp": frame(X4, LOCAL4, UDP, sport=7003, dport=53, payload=b""),
+        "short udp, other port": frame(X4, LOCAL4, UDP, sport=7004, dport=54, payload=b""),
+    }
+    got = {name: (lambda r: (r[0], [e.reason for e in r[1]]))(run(dp, "to_container", pkt))
+           for name, pkt in cases.items()}
+    assert got == {
+        "udp with options": (True, [DropReason.NONE]),
+        "tcp with options": (False, [DropReason.POLICY_DENY]),
+        "short udp": (True, [DropReason.NONE]),
+        "short udp, other port": (False, [DropReason.POLICY_DENIED]),
+    }

@@ -214,6 +214,64 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
+/* The common case without helper calls: headers in the linear area, no IPv4 options. Returns
+ * 1 parsed, 0 non-IP, -2 not handled here (the caller falls back to parse()). */
+static __always_inline int parse_direct(struct __sk_buff *skb, struct flow *f)
+{
+	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+	__u8 *p = data, *l4;
+	__be16 proto;
+
+	if (data + ETH_HLEN > end)
+		return -2;
+	proto = *(__be16 *)(p + 12);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		if (data + ETH_HLEN + 20 + 16 > end || p[ETH_HLEN] != 0x45 ||
+		    (*(__be16 *)(p + ETH_HLEN + 6) & bpf_htons(0x3fff)))
+			return -2; /* options, fragments or short: the careful path */
+		f->proto = p[ETH_HLEN + 9];
+		__builtin_memcpy(f->saddr, p + ETH_HLEN + 12, 4);
+		__builtin_memcpy(f->daddr, p + ETH_HLEN + 16, 4);
+		f->family = 4;
+		l4 = p + ETH_HLEN + 20;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		if (data + ETH_HLEN + 40 + 16 > end)
+			return -2;
+		f->proto = p[ETH_HLEN + 6];
+		__builtin_memcpy(f->saddr, p + ETH_HLEN + 8, 16);
+		__builtin_memcpy(f->daddr, p + ETH_HLEN + 24, 16);
+		f->family = 6;
+		l4 = p + ETH_HLEN + 40;
+	} else {
+		return 0;
+	}
+	f->ct_create = 1;
+	switch (f->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		__builtin_memcpy(&f->sport, l4, 4);
+		f->policy_port = bpf_ntohs(f->dport);
+		if (f->proto == IPPROTO_TCP) {
+			f->tcp_flags = l4[13];
+			f->ct_create = (f->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
+		}
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		f->policy_port = l4[0];
+		f->ct_create = 0;
+		if ((f->proto == IPPROTO_ICMP && (l4[0] == 8 || l4[0] == 0)) ||
+		    (f->proto == IPPROTO_ICMPV6 && (l4[0] == 128 || l4[0] == 129))) {
+			__builtin_memcpy(&f->sport, l4 + 4, 2);
+			f->dport = f->sport;
+			f->ct_create = l4[0] == 8 || l4[0] == 128;
+		}
+		break;
+	}
+	return 1;
+}
+
 static __always_inline __u32 lookup_identity(struct flow *f, __u8 *addr)
 {
 	struct ipcache_value *v;
@@ -377,7 +435,11 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	__u64 timeout;
 	int r;
 
-	r = parse(skb, &f);
+	r = parse_direct(skb, &f);
+	if (r == -2) {
+		__builtin_memset(&f, 0, sizeof(f));
+		r = parse(skb, &f);
+	}
 	if (r == 0)
 		return TC_ACT_OK; /* ARP and other non-IP */
 	ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
