@@ -8,6 +8,7 @@ next agent adopts everything (``cilia down`` is what tears the node down, see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -65,18 +66,26 @@ class Agent:
         self._advance(rev)
         self._ready = True
         log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
+        resync_at: float | None = None  # set after a failure: when to retry a full sync
         with self.store.watch(rev + 1) as watch:
             while not self._stop.is_set():
                 ev = watch.get(timeout=0.2)
                 batch = ([ev] if ev is not None else []) + watch.drain()
-                if batch:
-                    with self._lock:
-                        try:
+                with self._lock:
+                    try:
+                        if batch:
                             self.reconciler.handle(batch)
+                        if resync_at is not None and time.monotonic() >= resync_at:
+                            # A failed update left endpoints fail-closed: retry a full sync.
+                            self.reconciler.resync()
+                            resync_at = None
+                            log.info("full resync after error succeeded")
+                        if resync_at is None:
                             self.last_error = ""
-                        except Exception as e:  # keep the node running; the error is visible in status
-                            self.last_error = f"{type(e).__name__}: {e}"
-                            log.exception("reconcile failed")
+                    except Exception as e:  # keep the node running; the error is visible in status
+                        self.last_error = f"{type(e).__name__}: {e}"
+                        resync_at = time.monotonic() + 1.0
+                        log.exception("reconcile failed")
                 self._advance(watch.next_revision - 1)
 
     def _advance(self, revision: int) -> None:
@@ -113,7 +122,7 @@ class Agent:
                 "datapath": self.cfg.datapath,
                 "enforcement_mode": self.cfg.enforcement_mode,
                 "uptime_s": round(time.time() - self.started, 1),
-                "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "rss_kib": _rss_kib(),
                 "last_error": self.last_error,
             }
 
@@ -142,6 +151,14 @@ class Agent:
 
     def flows(self, since: int, limit: int) -> dict[str, Any]:
         return self.flow_ring.snapshot(since, limit)
+
+
+def _rss_kib() -> int:
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run(cfg: AgentConfig) -> int:

@@ -214,6 +214,13 @@ class Reconciler:
         self._sync_policies(self.policy.take_affected())
         self.revision = last
 
+    def resync(self) -> None:
+        """Full datapath sync of every endpoint and the ipcache (after a failed update: the
+        datapath left the endpoint fail-closed, this brings it back)."""
+        self.applied.clear()
+        self._sync_policies(None)
+        self._sync_ipcache()
+
     def _fold(self, ev: Event) -> tuple[str, Any] | None:
         try:
             return self.desired.apply(ev)
