@@ -13,7 +13,7 @@ import html
 import io
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from cilia.analyze.cluster import Analysis, PodEndpoint
 from cilia.analyze.flow import EndKind
@@ -162,6 +162,11 @@ def connectivity(analysis: Analysis) -> Connectivity:
 # --------------------------------------------------------------------------- output
 
 
+def _bits(m: BitMatrix, src: int) -> str:
+    """Row ``src`` as a string of "1"/"0", destination 0 first."""
+    return format(m.rows[src], f"0{m.size}b")[::-1] if m.size else ""
+
+
 def render_table(conn: Connectivity) -> str:
     """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied."""
     width = len(str(len(conn.groups)))
@@ -172,25 +177,41 @@ def render_table(conn: Connectivity) -> str:
     cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
     head = "from\\to"
     label_width = max(len(head), width + 2)
+    marks = {"1": "✓".rjust(width), "0": "✗".rjust(width)}
     for cls, m in zip(conn.classes, conn.matrices, strict=True):
         lines.append("")
         lines.append(f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed")
         lines.append(f"  {head:<{label_width}} {cols}")
         for g in conn.groups:
-            cells = " ".join(f"{'✓' if m.allowed(g.index, d.index) else '✗':>{width}}" for d in conn.groups)
+            cells = " ".join(marks[bit] for bit in _bits(m, g.index))
             lines.append(f"  {f'[{g.index + 1}]':<{label_width}} {cells}")
     return "\n".join(lines) + "\n"
 
 
+def _csv_field(value: object) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([value])
+    return buf.getvalue()
+
+
+def write_csv(conn: Connectivity, out: TextIO) -> None:
+    """One row per (port class, from, to), streamed: a 10,000-pod matrix has millions of rows, so
+    the quoted cells are built once per group and rows are joined as strings."""
+    out.write("port_class,from,from_identity,to,to_identity,verdict\n")
+    tails = {
+        bit: [f",{_csv_field(d.name)},{d.identity},{verdict}\n" for d in conn.groups]
+        for bit, verdict in (("1", "allow"), ("0", "deny"))
+    }
+    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+        label = _csv_field(cls.label)
+        for g in conn.groups:
+            head = f"{label},{_csv_field(g.name)},{g.identity}"
+            out.write("".join(head + tails[bit][i] for i, bit in enumerate(_bits(m, g.index))))
+
+
 def render_csv(conn: Connectivity) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["port_class", "from", "from_identity", "to", "to_identity", "verdict"])
-    for cls, m in zip(conn.classes, conn.matrices, strict=True):
-        for g in conn.groups:
-            for d in conn.groups:
-                verdict = "allow" if m.allowed(g.index, d.index) else "deny"
-                writer.writerow([cls.label, g.name, g.identity, d.name, d.identity, verdict])
+    write_csv(conn, out)
     return out.getvalue()
 
 
@@ -212,14 +233,12 @@ def render_html(conn: Connectivity) -> str:
         out.append(f"<li>{esc(g.name)} (identity {g.identity}){pods}</li>")
     out.append("</ol>")
     head = "".join(f"<th>{g.index + 1}</th>" for g in conn.groups)
+    html_cells = {"1": '<td class="allow">✓</td>', "0": '<td class="deny">✗</td>'}
     for cls, m in zip(conn.classes, conn.matrices, strict=True):
         out.append(f"<h2>{esc(cls.label)}: {m.count()} of {len(conn.groups) ** 2} pairs allowed</h2>")
         out.append(f"<table><tr><th>from \\ to</th>{head}</tr>")
         for g in conn.groups:
-            cells = "".join(
-                '<td class="allow">✓</td>' if m.allowed(g.index, d.index) else '<td class="deny">✗</td>'
-                for d in conn.groups
-            )
+            cells = "".join(html_cells[bit] for bit in _bits(m, g.index))
             out.append(f'<tr><th class="row">{g.index + 1}. {esc(g.name)}</th>{cells}</tr>')
         out.append("</table>")
     out.append("</body></html>")

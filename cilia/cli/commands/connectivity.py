@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.connectivity import connectivity, render_csv, render_html, render_table
+from cilia.analyze.connectivity import connectivity, render_html, render_table, write_csv
 from cilia.cli.commands._analysis import Files, Localhost, Mode, load
 from cilia.cli.render import print_json
 
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         if output is Output.json:
             print_json(conn.to_dict())
         elif output is Output.csv:
-            sys.stdout.write(render_csv(conn))
+            write_csv(conn, sys.stdout)
         elif output is Output.html:
             sys.stdout.write(render_html(conn))
         else:
