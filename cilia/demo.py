@@ -282,6 +282,17 @@ def story(d: Demo) -> None:
     )
 
 
+def _free_node_index(wanted: int) -> int:
+    """``wanted``, unless the node you run with ``cilia up`` uses that pod range."""
+    from cilia.agent.client import AgentClient
+    from cilia.agent.config import AgentConfig
+
+    yours = AgentConfig.resolve().with_saved()
+    if AgentClient(yours.socket_path, timeout=2).is_up() and yours.node_index == wanted:
+        return (wanted + 1) % 15
+    return wanted
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m cilia.demo", description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -304,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         console.print(f"missing tools: {', '.join(missing)} (make setup-system installs them)")
         return 2
+    if args.node_index is None:
+        args.node_index = _free_node_index(int(os.environ.get("CILIA_DEMO_NODE", "0")))
     base = Path(tempfile.mkdtemp(prefix="cilia-demo-"))
     env = {
         **os.environ,
@@ -346,7 +359,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     console.print(Text(f"all {d.steps} steps went as the story says, in {took:.0f}s.", style="bold green"))
     return 0
-
 
 
 if __name__ == "__main__":

@@ -93,12 +93,15 @@ class AgentConfig:
         os.replace(tmp, self.settings_path)
 
     def with_saved(self) -> AgentConfig:
-        """These settings with the ones the node was last started with (if it was)."""
+        """These settings with the ones the node was last started with (if it was), so that
+        ``cilia up`` without flags restarts the node as it was."""
         try:
             data = json.loads(self.settings_path.read_text())
         except (FileNotFoundError, ValueError):
             return self
         known = {k: v for k, v in data.items() if k in self.__dataclass_fields__}
+        if os.environ.get("CILIA_PIN_ROOT"):
+            known.pop("pin_root", None)  # an explicit environment wins over the saved setting
         return replace(self, **known)
 
     @property

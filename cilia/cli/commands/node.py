@@ -7,6 +7,7 @@ waiting for the agent to reconcile a write).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,10 +34,12 @@ RunDirOpt = Annotated[
 
 
 def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) -> AgentConfig:
+    """Flags (``overrides`` that are not None), else the settings the node was last started with,
+    else the environment and defaults."""
     try:
-        cfg = AgentConfig.resolve(state_dir, run_dir, **overrides)
-        # Commands that do not start a node use the settings it was started with.
-        return cfg if overrides else cfg.with_saved()
+        cfg = AgentConfig.resolve(state_dir, run_dir).with_saved()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(cfg, **given) if given else cfg
     except ConfigError as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -77,10 +80,10 @@ def register(app: typer.Typer) -> None:
     def agent_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        node_index: Annotated[int, typer.Option(help="This node's index: pods get 198.18.<16·i>.0/20.")] = 0,
-        enforcement_mode: Annotated[str, typer.Option(help="default | always | never")] = "default",
-        allow_localhost: Annotated[str, typer.Option(help="always | policy")] = "always",
-        datapath: Annotated[str, typer.Option(help="bpf (kernel) | sim (no kernel, no pods' netns)")] = "bpf",
+        node_index: Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")] = None,
+        enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
+        allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
+        datapath: Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")] = None,
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
         from cilia.agent import daemon
@@ -93,10 +96,10 @@ def register(app: typer.Typer) -> None:
     def up_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        node_index: Annotated[int, typer.Option(help="This node's index: pods get 198.18.<16·i>.0/20.")] = 0,
-        enforcement_mode: Annotated[str, typer.Option(help="default | always | never")] = "default",
-        allow_localhost: Annotated[str, typer.Option(help="always | policy")] = "always",
-        datapath: Annotated[str, typer.Option(help="bpf | sim")] = "bpf",
+        node_index: Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")] = None,
+        enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
+        allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
+        datapath: Annotated[str | None, typer.Option(help="bpf | sim")] = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
     ) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
