@@ -1,0 +1,213 @@
+"""Flow filters, as ``hubble observe`` names them (``--verdict``, ``--from-pod``, ``--port`` …).
+
+A :class:`FlowFilter` is a value; :meth:`FlowFilter.matches` says whether one flow passes. All given
+criteria must hold (AND); a criterion given several times (e.g. two ``--verdict``) passes if any of
+its values does (OR).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from cilia.observe.flow import L4_NAMES, Endpoint, Flow, Verdict, parse_rfc3339
+
+DEFAULT_NAMESPACE = "default"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+PROTOCOLS = {name.lower(): num for num, name in L4_NAMES.items()} | {"icmp": 1}
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be understood (the message names the flag and the value)."""
+
+
+def parse_duration_ns(text: str) -> int:
+    """``5m``, ``1h30m``, ``90s``, ``250ms`` → nanoseconds."""
+    t = text.strip()
+    pos, total = 0, 0
+    for m in _DURATION.finditer(t):
+        if m.start() != pos:
+            break
+        total += int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+        pos = m.end()
+    if pos != len(t) or not t:
+        raise FilterError(f"{text!r} is not a duration (examples: 30s, 5m, 1h30m)")
+    return total
+
+
+def parse_time_ns(text: str, now_ns: int) -> int:
+    """A point in time: a duration ago (``5m``) or an RFC 3339 time (``2026-11-27T07:40:00Z``)."""
+    try:
+        return now_ns - parse_duration_ns(text)
+    except FilterError:
+        pass
+    try:
+        return parse_rfc3339(text)
+    except ValueError:
+        raise FilterError(
+            f"{text!r} is neither a duration (5m) nor an RFC 3339 time (2026-11-27T07:40:00Z)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class PodMatch:
+    """``[namespace/]name-prefix``; the namespace defaults to ``default``, as in hubble."""
+
+    namespace: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, text: str) -> PodMatch:
+        ns, sep, name = text.partition("/")
+        if not sep:
+            ns, name = DEFAULT_NAMESPACE, text
+        if not ns:
+            raise FilterError(f"pod {text!r}: empty namespace")
+        return cls(ns, name)
+
+    def matches(self, ep: Endpoint) -> bool:
+        return bool(ep.pod_name) and ep.namespace == self.namespace and ep.pod_name.startswith(self.prefix)
+
+
+@dataclass(frozen=True)
+class LabelMatch:
+    """``key=value`` (any source) or ``source:key=value``; ``key`` alone: the key is present."""
+
+    source: str
+    key: str
+    value: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> LabelMatch:
+        kv, eq, value = text.partition("=")
+        source, colon, key = kv.partition(":")
+        if not colon:
+            source, key = "", kv
+        if not key:
+            raise FilterError(f"label {text!r}: expected key=value")
+        return cls(source, key, value if eq else None)
+
+    def matches(self, ep: Endpoint) -> bool:
+        for lb in ep.labels:
+            src, _, kv = lb.partition(":")
+            key, _, value = kv.partition("=")
+            if (
+                key == self.key
+                and (not self.source or src == self.source)
+                and (self.value is None or value == self.value)
+            ):
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class FlowFilter:
+    """What ``cilia observe`` keeps. Empty tuples / None mean "no constraint"."""
+
+    verdicts: tuple[Verdict, ...] = ()
+    from_pods: tuple[PodMatch, ...] = ()
+    to_pods: tuple[PodMatch, ...] = ()
+    pods: tuple[PodMatch, ...] = ()  # either side
+    namespaces: tuple[str, ...] = ()  # either side
+    from_labels: tuple[LabelMatch, ...] = ()
+    to_labels: tuple[LabelMatch, ...] = ()
+    protocols: tuple[int, ...] = ()
+    ports: tuple[int, ...] = ()  # either side's port
+    since_ns: int | None = None
+    until_ns: int | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        verdicts: Iterable[str] = (),
+        from_pods: Iterable[str] = (),
+        to_pods: Iterable[str] = (),
+        pods: Iterable[str] = (),
+        namespaces: Iterable[str] = (),
+        from_labels: Iterable[str] = (),
+        to_labels: Iterable[str] = (),
+        protocols: Iterable[str] = (),
+        ports: Iterable[int | str] = (),
+        since: str | None = None,
+        until: str | None = None,
+        now_ns: int = 0,
+    ) -> FlowFilter:
+        """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
+        vs = []
+        for v in verdicts:
+            try:
+                vs.append(Verdict(v.upper()))
+            except ValueError:
+                raise FilterError(f"--verdict {v!r}: use FORWARDED, DROPPED or AUDIT") from None
+        protos = []
+        for p in protocols:
+            num = PROTOCOLS.get(p.lower())
+            if num is None:
+                raise FilterError(f"--protocol {p!r}: use one of tcp, udp, sctp, icmp (icmpv4), icmpv6")
+            protos.append(num)
+        port_nums = []
+        for p in ports:
+            if not str(p).isdigit() or not 0 <= int(p) <= 65535:
+                raise FilterError(f"--port {p!r}: expected a number 0..65535")
+            port_nums.append(int(p))
+        return cls(
+            verdicts=tuple(vs),
+            from_pods=tuple(PodMatch.parse(p) for p in from_pods),
+            to_pods=tuple(PodMatch.parse(p) for p in to_pods),
+            pods=tuple(PodMatch.parse(p) for p in pods),
+            namespaces=tuple(namespaces),
+            from_labels=tuple(LabelMatch.parse(lb) for lb in from_labels),
+            to_labels=tuple(LabelMatch.parse(lb) for lb in to_labels),
+            protocols=tuple(protos),
+            ports=tuple(port_nums),
+            since_ns=parse_time_ns(since, now_ns) if since else None,
+            until_ns=parse_time_ns(until, now_ns) if until else None,
+        )
+
+    def matches(self, f: Flow) -> bool:
+        src, dst = f.source, f.destination
+        checks = (
+            not self.verdicts or f.verdict in self.verdicts,
+            not self.from_pods or any(p.matches(src) for p in self.from_pods),
+            not self.to_pods or any(p.matches(dst) for p in self.to_pods),
+            not self.pods or any(p.matches(src) or p.matches(dst) for p in self.pods),
+            not self.namespaces or src.namespace in self.namespaces or dst.namespace in self.namespaces,
+            all(lb.matches(src) for lb in self.from_labels),
+            all(lb.matches(dst) for lb in self.to_labels),
+            not self.protocols or f.l4.proto in self.protocols,
+            not self.ports or _ports(f) & set(self.ports),
+            self.since_ns is None or f.time_ns >= self.since_ns,
+            self.until_ns is None or f.time_ns <= self.until_ns,
+        )
+        return all(checks)
+
+    def apply(self, flows: Iterable[Flow], last: int | None = None) -> list[Flow]:
+        """The matching flows, oldest first; with ``last``, only the newest ``last`` of them."""
+        out = [f for f in flows if self.matches(f)]
+        return out[-last:] if last is not None and last > 0 else ([] if last == 0 else out)
+
+    def stream(self, flows: Iterable[Flow]) -> Iterator[Flow]:
+        return (f for f in flows if self.matches(f))
+
+
+def _ports(f: Flow) -> set[int]:
+    if f.l4.is_icmp:
+        return set()
+    return {f.l4.source_port, f.l4.destination_port}
+
+
+def utc(time_ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(time_ns / 1e9, dt.UTC)

@@ -1,0 +1,348 @@
+"""The flow record, with Hubble's field names (semantics.md §8, ``api/v1/flow/flow.proto``).
+
+A :class:`Flow` is one policy verdict of the datapath: a drop, an allowed new connection, or a drop
+that audit mode let through. Its JSON form (:meth:`Flow.to_json`) is what ``cilia observe -o json``
+prints, what the durable flow log stores and what the agent serves; :func:`flow_from_json` reads it
+back, so a flow survives every hop unchanged.
+
+cilia's own additions to Hubble's fields: ``seq`` (resumable reads), ``default_deny_by`` (the
+policies that turned default deny on, for a default-deny drop), ``world.cidr`` (the CIDR that
+matched a world peer) and ``suppressed`` (events the datapath's rate limit dropped before this one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cilia.policy.types import DropReason, MatchType, RuleRef
+
+# IP protocol number -> Hubble's l4 oneof name
+L4_NAMES = {1: "ICMPv4", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
+L4_NUMBERS = {v: k for k, v in L4_NAMES.items()}
+
+# Hubble's event_type.type: drops are monitor drop notifications, the rest policy verdicts
+EVENT_DROP = 1
+EVENT_POLICY_VERDICT = 5
+
+
+class Verdict(StrEnum):
+    FORWARDED = "FORWARDED"
+    DROPPED = "DROPPED"
+    AUDIT = "AUDIT"
+
+
+class TrafficDirection(StrEnum):
+    INGRESS = "INGRESS"
+    EGRESS = "EGRESS"
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """Hubble's ``Policy`` (name, namespace, kind, labels, revision) plus cilia's ``rule``: which
+    entry of the policy (``ingress[0]``; empty for a whole policy or a synthetic entry)."""
+
+    name: str
+    namespace: str
+    kind: str
+    labels: tuple[str, ...] = ()
+    revision: int = 0
+    rule: str = ""
+
+    @classmethod
+    def of(cls, ref: RuleRef, revision: int = 0) -> PolicyRef:
+        """The Hubble form of an engine attribution; labels are the policy-derived labels (§2.6)."""
+        if ref.kind == "reserved":
+            labels: tuple[str, ...] = (f"reserved:io.cilium.policy.derived-from={ref.name}",)
+        else:
+            labels = (
+                f"k8s:io.cilium.k8s.policy.derived-from={ref.kind}",
+                f"k8s:io.cilium.k8s.policy.name={ref.name}",
+            )
+            if ref.namespace:
+                labels += (f"k8s:io.cilium.k8s.policy.namespace={ref.namespace}",)
+        rule = f"{ref.section}[{ref.index}]" if ref.index >= 0 else ""
+        if rule and ref.spec_index:
+            rule = f"specs[{ref.spec_index}].{rule}"
+        return cls(ref.name, ref.namespace, ref.kind, labels, revision, rule)
+
+    def describe(self) -> str:
+        """``CiliumNetworkPolicy default/deny egressDeny[0]``."""
+        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        return " ".join(p for p in (self.kind, where, self.rule) if p)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "revision": self.revision,
+        }
+        if self.rule:
+            out["rule"] = self.rule
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PolicyRef:
+        return cls(
+            d.get("name", ""),
+            d.get("namespace", ""),
+            d.get("kind", ""),
+            tuple(d.get("labels", ())),
+            int(d.get("revision", 0)),
+            d.get("rule", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a flow: Hubble's ``Endpoint``. ``ID`` is the local endpoint id (0 if not local)."""
+
+    ID: int = 0
+    identity: int = 0
+    namespace: str = ""
+    pod_name: str = ""
+    labels: tuple[str, ...] = ()
+
+    @property
+    def pod(self) -> str:
+        """``namespace/pod_name``, or "" when the side is not a pod."""
+        return f"{self.namespace}/{self.pod_name}" if self.pod_name else ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ID": self.ID, "identity": self.identity}
+        if self.namespace:
+            out["namespace"] = self.namespace
+        if self.pod_name:
+            out["pod_name"] = self.pod_name
+        out["labels"] = list(self.labels)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(
+            int(d.get("ID", 0)),
+            int(d.get("identity", 0)),
+            d.get("namespace", ""),
+            d.get("pod_name", ""),
+            tuple(d.get("labels", ())),
+        )
+
+
+@dataclass(frozen=True)
+class L4:
+    """The transport header: ``proto`` is the IP protocol; for ICMP ``icmp_type`` replaces ports."""
+
+    proto: int
+    source_port: int = 0
+    destination_port: int = 0
+    icmp_type: int = 0
+    syn: bool = False  # a TCP event of a new connection: the datapath saw a pure SYN
+
+    @property
+    def name(self) -> str:
+        return L4_NAMES.get(self.proto, f"proto-{self.proto}")
+
+    @property
+    def is_icmp(self) -> bool:
+        return self.proto in (1, 58)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.is_icmp:
+            body: dict[str, Any] = {"type": self.icmp_type}
+        else:
+            body = {"source_port": self.source_port, "destination_port": self.destination_port}
+            if self.syn:
+                body["flags"] = {"SYN": True}
+        return {self.name: body}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> L4:
+        ((name, body),) = d.items()
+        proto = L4_NUMBERS.get(name) or int(name.removeprefix("proto-"))
+        if proto in (1, 58):
+            return cls(proto, icmp_type=int(body.get("type", 0)))
+        return cls(
+            proto,
+            int(body.get("source_port", 0)),
+            int(body.get("destination_port", 0)),
+            syn=bool(body.get("flags", {}).get("SYN", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One policy verdict event (see the module docstring for the fields that are cilia's own)."""
+
+    seq: int
+    time_ns: int  # wall clock, ns since the epoch
+    verdict: Verdict
+    traffic_direction: TrafficDirection
+    source: Endpoint
+    destination: Endpoint
+    ip_source: str
+    ip_destination: str
+    l4: L4
+    drop_reason: DropReason = DropReason.NONE
+    policy_match_type: MatchType = MatchType.NONE
+    node_name: str = ""
+    ingress_allowed_by: tuple[PolicyRef, ...] = ()
+    egress_allowed_by: tuple[PolicyRef, ...] = ()
+    ingress_denied_by: tuple[PolicyRef, ...] = ()
+    egress_denied_by: tuple[PolicyRef, ...] = ()
+    default_deny_by: tuple[PolicyRef, ...] = ()
+    world_cidr: str = ""
+    suppressed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def dropped(self) -> bool:
+        return self.verdict is Verdict.DROPPED
+
+    @property
+    def owner(self) -> Endpoint:
+        """The endpoint whose policy decided: the source for egress, the destination for ingress."""
+        return self.source if self.traffic_direction is TrafficDirection.EGRESS else self.destination
+
+    @property
+    def peer(self) -> Endpoint:
+        return self.destination if self.traffic_direction is TrafficDirection.EGRESS else self.source
+
+    @property
+    def allowed_by(self) -> tuple[PolicyRef, ...]:
+        ingress = self.traffic_direction is TrafficDirection.INGRESS
+        return self.ingress_allowed_by if ingress else self.egress_allowed_by
+
+    @property
+    def denied_by(self) -> tuple[PolicyRef, ...]:
+        ingress = self.traffic_direction is TrafficDirection.INGRESS
+        return self.ingress_denied_by if ingress else self.egress_denied_by
+
+    @property
+    def time(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.time_ns / 1e9, dt.UTC)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``cilia observe -o json`` (Hubble's names; empty fields left out)."""
+        out: dict[str, Any] = {
+            "seq": self.seq,
+            "time": rfc3339(self.time_ns),
+            "verdict": self.verdict.value,
+        }
+        if self.drop_reason:
+            out["drop_reason"] = int(self.drop_reason)
+            out["drop_reason_desc"] = self.drop_reason.name
+        out["event_type"] = {"type": EVENT_DROP if self.dropped else EVENT_POLICY_VERDICT}
+        if self.node_name:
+            out["node_name"] = self.node_name
+        out["IP"] = {
+            "source": self.ip_source,
+            "destination": self.ip_destination,
+            "ipVersion": "IPv6" if ":" in self.ip_source else "IPv4",
+        }
+        out["l4"] = self.l4.to_json()
+        out["source"] = self.source.to_json()
+        out["destination"] = self.destination.to_json()
+        out["traffic_direction"] = self.traffic_direction.value
+        out["policy_match_type"] = int(self.policy_match_type)
+        out["is_reply"] = False
+        for name in (
+            "ingress_allowed_by",
+            "egress_allowed_by",
+            "ingress_denied_by",
+            "egress_denied_by",
+            "default_deny_by",
+        ):
+            refs = getattr(self, name)
+            if refs:
+                out[name] = [r.to_json() for r in refs]
+        if self.world_cidr:
+            out["world"] = {"cidr": self.world_cidr}
+        if self.suppressed:
+            out["suppressed"] = self.suppressed
+        out.update(self.extra)
+        return out
+
+
+_KNOWN = {
+    "seq",
+    "time",
+    "verdict",
+    "drop_reason",
+    "drop_reason_desc",
+    "event_type",
+    "node_name",
+    "IP",
+    "l4",
+    "source",
+    "destination",
+    "traffic_direction",
+    "policy_match_type",
+    "is_reply",
+    "ingress_allowed_by",
+    "egress_allowed_by",
+    "ingress_denied_by",
+    "egress_denied_by",
+    "default_deny_by",
+    "world",
+    "suppressed",
+}
+
+
+def flow_from_json(d: dict[str, Any]) -> Flow:
+    """Read back :meth:`Flow.to_json` (unknown keys are kept in ``extra``)."""
+
+    def refs(name: str) -> tuple[PolicyRef, ...]:
+        return tuple(PolicyRef.from_json(r) for r in d.get(name, ()))
+
+    ip = d.get("IP", {})
+    return Flow(
+        seq=int(d.get("seq", 0)),
+        time_ns=parse_rfc3339(d["time"]),
+        verdict=Verdict(d["verdict"]),
+        traffic_direction=TrafficDirection(d["traffic_direction"]),
+        source=Endpoint.from_json(d.get("source", {})),
+        destination=Endpoint.from_json(d.get("destination", {})),
+        ip_source=ip.get("source", ""),
+        ip_destination=ip.get("destination", ""),
+        l4=L4.from_json(d["l4"]),
+        drop_reason=DropReason(int(d.get("drop_reason", 0))),
+        policy_match_type=MatchType(int(d.get("policy_match_type", 0))),
+        node_name=d.get("node_name", ""),
+        ingress_allowed_by=refs("ingress_allowed_by"),
+        egress_allowed_by=refs("egress_allowed_by"),
+        ingress_denied_by=refs("ingress_denied_by"),
+        egress_denied_by=refs("egress_denied_by"),
+        default_deny_by=refs("default_deny_by"),
+        world_cidr=d.get("world", {}).get("cidr", ""),
+        suppressed=int(d.get("suppressed", 0)),
+        extra={k: v for k, v in d.items() if k not in _KNOWN},
+    )
+
+
+def rfc3339(time_ns: int) -> str:
+    """``2026-11-27T07:40:01.123456789Z`` (UTC, nanoseconds, as Hubble prints times)."""
+    secs, ns = divmod(time_ns, 1_000_000_000)
+    return dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{ns:09d}Z"
+
+
+def parse_rfc3339(text: str) -> int:
+    """ns since the epoch of an RFC 3339 time (any fraction length; ``Z`` or an offset)."""
+    t = text.strip()
+    frac_ns = 0
+    if "." in t:
+        head, rest = t.split(".", 1)
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        frac_ns = int((digits + "000000000")[:9])
+        t = head + rest
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    when = dt.datetime.fromisoformat(t)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp()) * 1_000_000_000 + frac_ns

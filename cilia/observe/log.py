@@ -1,0 +1,172 @@
+"""The durable flow log: JSON lines under the state directory, rotated by size.
+
+``flows.jsonl`` is the file being written; when a write would take it past ``max_bytes`` it becomes
+``flows.jsonl.1`` (older ones shift to ``.2`` … ``.{files-1}``, the oldest is removed), so the log
+never holds more than ``files × max_bytes``. History thus outlives the in-memory ring and agent
+restarts; readers (``cilia observe`` without an agent, ``cilia policy from-flows``) read the files
+oldest first. A line cut short by a crash is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cilia.observe.flow import Flow, flow_from_json
+
+FILE_NAME = "flows.jsonl"
+DEFAULT_MAX_BYTES = 10 << 20
+DEFAULT_FILES = 5
+
+
+class FlowLog:
+    """Append-only JSONL flow log with size rotation; safe for one writer and any readers."""
+
+    def __init__(
+        self, directory: Path, max_bytes: int = DEFAULT_MAX_BYTES, files: int = DEFAULT_FILES
+    ) -> None:
+        if files < 1 or max_bytes < 1:
+            raise ValueError(f"flow log needs files >= 1 and max_bytes >= 1 (got {files}, {max_bytes})")
+        self.directory = Path(directory)
+        self.path = self.directory / FILE_NAME
+        self.max_bytes = max_bytes
+        self.files = files
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._size = 0
+
+    def paths(self) -> list[Path]:
+        """The log's files that exist, oldest first."""
+        rotated = [self.directory / f"{FILE_NAME}.{i}" for i in range(self.files - 1, 0, -1)]
+        return [p for p in (*rotated, self.path) if p.exists()]
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _open(self) -> int:
+        if self._fd is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._size = os.fstat(self._fd).st_size
+        return self._fd
+
+    def append(self, flow: Flow) -> None:
+        """Write one flow as one line (one ``write``, so readers never see half a line of it)."""
+        line = (json.dumps(flow.to_json(), separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            fd = self._open()
+            if self._size and self._size + len(line) > self.max_bytes:
+                self._rotate()
+                fd = self._open()
+            os.write(fd, line)
+            self._size += len(line)
+
+    def _rotate(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.files == 1:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = self.directory / f"{FILE_NAME}.{self.files - 1}"
+        oldest.unlink(missing_ok=True)
+        for i in range(self.files - 2, 0, -1):
+            src = self.directory / f"{FILE_NAME}.{i}"
+            if src.exists():
+                os.replace(src, self.directory / f"{FILE_NAME}.{i + 1}")
+        if self.path.exists():
+            os.replace(self.path, self.directory / f"{FILE_NAME}.1")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, since_seq: int = 0) -> Iterator[Flow]:
+        """Every logged flow with a sequence number above ``since_seq``, oldest first."""
+        for path in self.paths():
+            yield from _read_file(path, since_seq)
+
+    def last_seq(self) -> int:
+        """The sequence number of the newest logged flow (0 for an empty log)."""
+        for path in reversed(self.paths()):
+            last = 0
+            for flow in _read_file(path, 0):
+                last = flow.seq
+            if last:
+                return last
+        return 0
+
+    def tail(self, n: int) -> list[Flow]:
+        """The newest ``n`` flows, oldest first."""
+        out: list[Flow] = []
+        for path in reversed(self.paths()):
+            out = [*list(_read_file(path, 0)), *out]
+            if len(out) >= n:
+                break
+        return out[-n:] if n > 0 else []
+
+    def follow(
+        self, since_seq: int = 0, poll_s: float = 0.2, stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[Flow]:
+        """The flows after ``since_seq`` and then each new one as it is written (across rotations),
+        until ``stop()`` is true. Each file is read from where the last poll stopped (by inode, so a
+        rotated file is not read twice)."""
+        last = since_seq
+        offsets: dict[int, int] = {}
+        while True:
+            for path in self.paths():
+                try:
+                    ino = path.stat().st_ino
+                except FileNotFoundError:
+                    continue
+                off, flows = _read_from(path, offsets.get(ino, 0))
+                offsets[ino] = off
+                for flow in flows:
+                    if flow.seq > last:
+                        last = flow.seq
+                        yield flow
+            if stop():
+                return
+            time.sleep(poll_s)
+
+
+def _read_from(path: Path, offset: int) -> tuple[int, list[Flow]]:
+    """The complete lines of ``path`` after byte ``offset`` as flows, and the offset after them."""
+    out: list[Flow] = []
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    break
+                offset += len(raw)
+                try:
+                    out.append(flow_from_json(json.loads(raw)))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return offset, out
+
+
+def _read_file(path: Path, since_seq: int) -> Iterator[Flow]:
+    try:
+        with path.open("rb") as f:
+            for raw in f:
+                if not raw.endswith(b"\n"):
+                    return  # being written, or cut short by a crash
+                try:
+                    data = json.loads(raw)
+                    if int(data.get("seq", 0)) <= since_seq:
+                        continue
+                    yield flow_from_json(data)
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:  # rotated away between listing and opening
+        return

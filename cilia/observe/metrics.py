@@ -1,0 +1,179 @@
+"""Prometheus metrics of a node, with Cilium's and Hubble's metric names.
+
+:class:`NodeMetrics` is a registry object fed from flows (:meth:`NodeMetrics.observe`), from the
+datapath's per-packet counters (:meth:`NodeMetrics.set_datapath_counters`, the kernel metrics map)
+and from the agent (policy count, regenerations, enforcement, map fill levels). ``serve(addr)``
+exposes it over HTTP (the agent's ``--metrics-addr 127.0.0.1:9962``).
+
+``cilium_drop_count_total`` / ``cilium_forward_count_total`` count packets, as Cilium's do: from the
+kernel counters once the agent reports them, else (sim datapath) from the flows observed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from cilia.observe.flow import Flow
+
+REGENERATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+ENFORCEMENT_STATES = ("none", "ingress", "egress", "both")
+
+
+def _reason_label(flow: Flow) -> str:
+    return flow.drop_reason.description or flow.drop_reason.name
+
+
+class _PacketCounters(Collector):
+    """``cilium_drop_count_total{reason,direction}`` and ``cilium_forward_count_total{direction}``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.from_flows: dict[tuple[str, str, str], int] = {}  # (verdict, reason, direction) -> n
+        self.from_kernel: dict[tuple[str, str, str], int] | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        drops = CounterMetricFamily(
+            "cilium_drop_count", "Dropped packets, by reason and direction", labels=["reason", "direction"]
+        )
+        fwd = CounterMetricFamily(
+            "cilium_forward_count", "Forwarded packets, by direction", labels=["direction"]
+        )
+        with self._lock:
+            counts = dict(self.from_kernel if self.from_kernel is not None else self.from_flows)
+        fwd_by: dict[str, int] = {}
+        for (verdict, reason, direction), n in sorted(counts.items()):
+            if verdict == "dropped":
+                drops.add_metric([reason, direction], n)
+            else:
+                fwd_by[direction] = fwd_by.get(direction, 0) + n
+        for direction, n in sorted(fwd_by.items()):
+            fwd.add_metric([direction], n)
+        yield drops
+        yield fwd
+
+
+class NodeMetrics:
+    """The node's metrics registry (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._packets = _PacketCounters()
+        self.registry.register(self._packets)
+        r = self.registry
+        self.policy = Gauge("cilium_policy", "Number of policy rules loaded", registry=r)
+        self.regeneration = Histogram(
+            "cilium_endpoint_regeneration_time_stats_seconds", "Endpoint regeneration time",
+            ["scope", "status"], buckets=REGENERATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.enforcement = Gauge(
+            "cilium_policy_endpoint_enforcement_status",
+            "Endpoints by the directions their policy enforces",
+            ["enforcement"],
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "hubble_policy_verdicts", "Policy verdicts of flows", ["direction", "match", "action"], registry=r
+        )
+        self.flows = Counter("hubble_flows_processed", "Flows processed", ["verdict", "type"], registry=r)
+        self.drops = Counter(
+            "hubble_drop", "Dropped flows, by reason and protocol", ["reason", "protocol"], registry=r
+        )
+        self.map_entries = Gauge(
+            "cilia_policy_map_entries", "Policy map entries of an endpoint", ["endpoint"], registry=r
+        )
+        self.map_capacity = Gauge("cilia_policy_map_capacity", "Policy map capacity per endpoint", registry=r)
+        self.map_pressure = Gauge(
+            "cilia_bpf_map_pressure", "Fill level of a BPF map (0..1)", ["map_name"], registry=r
+        )
+        self.events_lost = Gauge("cilia_events_lost", "Datapath events lost (ring buffer full)", registry=r)
+        self.events_suppressed = Gauge(
+            "cilia_events_suppressed", "Datapath events suppressed by the per-endpoint rate limit", registry=r
+        )
+        for state in ENFORCEMENT_STATES:
+            self.enforcement.labels(state).set(0)
+
+    # -- feeds -----------------------------------------------------------------------------------
+    def observe(self, flow: Flow) -> None:
+        """Count one flow."""
+        direction = flow.traffic_direction.value.lower()
+        action = flow.verdict.value.lower()
+        self.verdicts.labels(direction, flow.policy_match_type.hubble_name, action).inc()
+        self.flows.labels(flow.verdict.value, "PolicyVerdict" if not flow.dropped else "Drop").inc()
+        if flow.dropped:
+            self.drops.labels(flow.drop_reason.name, flow.l4.name).inc()
+        key = (
+            "dropped" if flow.dropped else "forwarded",
+            _reason_label(flow) if flow.dropped else "",
+            direction,
+        )
+        with self._packets._lock:
+            self._packets.from_flows[key] = self._packets.from_flows.get(key, 0) + 1
+
+    def set_datapath_counters(self, rows: Iterable[Any]) -> None:
+        """The kernel's counters (:class:`cilia.datapath.maps.metrics.MetricRow` rows): packets by
+        direction/verdict/reason, and the lost / suppressed event counters."""
+        counts: dict[tuple[str, str, str], int] = {}
+        for row in rows:
+            if not row.direction:
+                if row.verdict == "events lost":
+                    self.events_lost.set(row.packets)
+                elif row.verdict == "events suppressed":
+                    self.events_suppressed.set(row.packets)
+                continue
+            verdict = "dropped" if row.verdict == "dropped" else "forwarded"
+            key = (verdict, row.reason if verdict == "dropped" else "", row.direction)
+            counts[key] = counts.get(key, 0) + row.packets
+        with self._packets._lock:
+            self._packets.from_kernel = counts
+
+    def set_policy_count(self, n: int) -> None:
+        self.policy.set(n)
+
+    def observe_regeneration(self, seconds: float, ok: bool = True, scope: str = "total") -> None:
+        self.regeneration.labels(scope, "success" if ok else "failure").observe(seconds)
+
+    def set_enforcement(self, counts: Mapping[str, int]) -> None:
+        """Endpoints per state ``none | ingress | egress | both``."""
+        for state in ENFORCEMENT_STATES:
+            self.enforcement.labels(state).set(counts.get(state, 0))
+
+    def set_map_fill(self, entries: Mapping[int, int], capacity: int) -> None:
+        """Policy map entries per endpoint id, and the per-endpoint capacity; the pressure of the
+        fullest endpoint map is exported as ``cilia_bpf_map_pressure{map_name="cilia_policy"}``."""
+        self.map_entries.clear()
+        for ep, n in entries.items():
+            self.map_entries.labels(str(ep)).set(n)
+        self.map_capacity.set(capacity)
+        self.map_pressure.labels("cilia_policy").set(
+            max(entries.values(), default=0) / capacity if capacity else 0
+        )
+
+    # -- output ----------------------------------------------------------------------------------
+    def render(self) -> str:
+        """The exposition text (what ``/metrics`` serves)."""
+        return generate_latest(self.registry).decode()
+
+    def value(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """One sample's value (0 if absent), for tests and status output."""
+        v = self.registry.get_sample_value(name, dict(labels or {}))
+        return 0.0 if v is None else v
+
+    def serve(self, addr: str) -> Any:
+        """Serve ``/metrics`` on ``host:port`` in a background thread; returns the HTTP server
+        (``shutdown()`` stops it)."""
+        host, _, port = addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"metrics address {addr!r}: expected HOST:PORT, e.g. 127.0.0.1:9962")
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
+        return server
+
+
+def serve(metrics: NodeMetrics, addr: str) -> Any:
+    """``metrics.serve(addr)``."""
+    return metrics.serve(addr)

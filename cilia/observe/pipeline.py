@@ -1,0 +1,158 @@
+"""The flow pipeline: decode once → enrich → attribute → ring, log, metrics.
+
+The agent calls :meth:`FlowPipeline.ingest` for each datapath event (a raw ring-buffer record or a
+decoded :class:`cilia.datapath.maps.events.PolicyEvent`). The flow it makes names both sides
+(:mod:`cilia.observe.enrich`) and the rules that decided (:mod:`cilia.observe.attribute`), turns
+forwards that only audited policies would drop into AUDIT (:mod:`cilia.observe.audit`), and goes to
+the bounded in-memory ring (served at ``/v1/flows``), the durable flow log and the metrics.
+
+A new pipeline over the same state directory continues the sequence numbers of the log and refills
+its ring from the log's tail, so an agent restart loses no history.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cilia.agent.flows import FlowRing
+from cilia.datapath.maps.events import PolicyEvent, decode
+from cilia.observe.attribute import attribute
+from cilia.observe.audit import classify
+from cilia.observe.enrich import NodeView, endpoint_of, world_cidr
+from cilia.observe.flow import L4, Flow, TrafficDirection, Verdict
+from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
+from cilia.observe.metrics import NodeMetrics
+from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
+
+DEFAULT_RING = 16384
+RulesFor = Callable[[int], "frozenset[RuleRef] | None"]
+
+
+def boot_offset_ns() -> int:
+    """wall clock − CLOCK_MONOTONIC: the datapath stamps events with ``bpf_ktime_get_ns``."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+class FlowPipeline:
+    """Turns datapath events into flows and keeps them (ring, optional log, optional metrics)."""
+
+    def __init__(
+        self,
+        view: Callable[[], NodeView] = NodeView,
+        rules_for: RulesFor | None = None,
+        *,
+        state_dir: Path | None = None,
+        capacity: int = DEFAULT_RING,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_files: int = DEFAULT_FILES,
+        metrics: NodeMetrics | None = None,
+        clock_offset_ns: int | None = None,
+    ) -> None:
+        self.view = view
+        self.rules_for = rules_for
+        self.metrics = metrics
+        self.ring = FlowRing(capacity)
+        self.log = FlowLog(state_dir, log_max_bytes, log_files) if state_dir is not None else None
+        self.offset_ns = boot_offset_ns() if clock_offset_ns is None else clock_offset_ns
+        self.suppressed = 0  # events the datapath's rate limit suppressed (sum of the reported counts)
+        self.unknown_cookies = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+        if self.log is not None:
+            for flow in self.log.tail(capacity):
+                self.ring.add(flow)  # type: ignore[arg-type]
+            self._seq = self.log.last_seq()  # continue the log's numbering
+
+    def ingest(self, event: PolicyEvent | bytes) -> Flow:
+        """One datapath event → one flow, kept in the ring, the log and the metrics."""
+        ev = decode(event) if isinstance(event, bytes | bytearray) else event
+        with self._lock:  # one order for ring, log and sequence numbers
+            self._seq += 1
+            flow = self.make_flow(ev, self._seq)
+            self.ring.add(flow)  # type: ignore[arg-type]
+            if self.log is not None:
+                self.log.append(flow)
+        if self.metrics is not None:
+            self.metrics.observe(flow)
+        self.suppressed += ev.suppressed_before
+        return flow
+
+    def make_flow(self, ev: PolicyEvent, seq: int) -> Flow:
+        """Enrich and attribute one event (no side effects)."""
+        view = self.view()
+        egress = ev.direction == Direction.EGRESS
+        src = endpoint_of(view, ev.src, ev.src_identity)
+        dst = endpoint_of(view, ev.dst, ev.dst_identity)
+        owner_identity, peer_identity = (
+            (ev.src_identity, ev.dst_identity) if egress else (ev.dst_identity, ev.src_identity)
+        )
+        peer_ip = ev.dst if egress else ev.src
+
+        rules: frozenset[RuleRef] = frozenset()
+        if ev.cookie and self.rules_for is not None:
+            found = self.rules_for(ev.cookie)
+            if found is None:
+                self.unknown_cookies += 1
+            rules = found or frozenset()
+        reason = ev.reason if (not ev.allowed or ev.audited) else DropReason.NONE
+        match_type = ev.match_type
+        audited = ev.audited
+        policy = view.policies.get(owner_identity)
+        default_deny = policy.default_deny_by[ev.direction] if policy is not None else ()
+
+        full = view.audit_policies.get(owner_identity)
+        if ev.allowed and not ev.audited and full is not None:
+            v = classify(full, ev.direction, peer_identity, ev.proto, ev.dport)
+            if v is not None:  # only audited policies drop it
+                audited, reason, match_type = True, v.reason, v.match_type
+                rules = v.entry.rules if v.entry is not None else frozenset()
+                default_deny = full.default_deny_by[ev.direction]
+
+        att = attribute(reason, rules, default_deny, view.revision)
+        if audited:
+            verdict = Verdict.AUDIT
+        else:
+            verdict = Verdict.FORWARDED if ev.allowed else Verdict.DROPPED
+        icmp = ev.proto in (1, 58)
+        l4 = L4(
+            ev.proto,
+            0 if icmp else ev.sport,
+            0 if icmp else ev.dport,
+            ev.dport if icmp else 0,
+            syn=ev.proto == 6 and ev.allowed and not ev.audited,
+        )
+        ingress = not egress
+        return Flow(
+            seq=seq,
+            time_ns=ev.ts_ns + self.offset_ns,
+            verdict=verdict,
+            traffic_direction=TrafficDirection.EGRESS if egress else TrafficDirection.INGRESS,
+            source=src,
+            destination=dst,
+            ip_source=ev.src,
+            ip_destination=ev.dst,
+            l4=l4,
+            drop_reason=DropReason(reason),
+            policy_match_type=MatchType(match_type),
+            node_name=view.node_name,
+            ingress_allowed_by=att.allowed_by if ingress else (),
+            egress_allowed_by=att.allowed_by if egress else (),
+            ingress_denied_by=att.denied_by if ingress else (),
+            egress_denied_by=att.denied_by if egress else (),
+            default_deny_by=att.default_deny_by,
+            world_cidr=world_cidr(view, peer_ip, peer_identity),
+            suppressed=ev.suppressed_before,
+        )
+
+    def snapshot(self, since: int, limit: int) -> dict[str, object]:
+        """What ``GET /v1/flows`` serves: the ring's flows after ``since`` plus counters."""
+        out = self.ring.snapshot(since, limit)
+        out["suppressed"] = self.suppressed
+        return out
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()

@@ -1,0 +1,134 @@
+"""Flow output: compact (one line per flow, the shape of ``hubble observe``), JSON lines, table.
+
+Times are printed in UTC so that output is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from cilia.agent.views import Table
+from cilia.identity.reserved import ReservedIdentity
+from cilia.observe.flow import Endpoint, Flow, PolicyRef, Verdict
+from cilia.policy.types import DropReason
+
+ICMP_TYPES = {
+    1: {0: "EchoReply", 3: "DestinationUnreachable", 5: "Redirect", 8: "EchoRequest", 11: "TimeExceeded"},
+    58: {
+        1: "DestinationUnreachable",
+        2: "PacketTooBig",
+        3: "TimeExceeded",
+        128: "EchoRequest",
+        129: "EchoReply",
+    },
+}
+VERDICT_WORDS = {Verdict.FORWARDED: "ALLOWED", Verdict.DROPPED: "DENIED", Verdict.AUDIT: "AUDITED"}
+FORMATS = ("compact", "json", "table")
+
+
+def timestamp(flow: Flow) -> str:
+    """``Nov 27 07:40:01.123`` (UTC)."""
+    t = flow.time
+    return t.strftime("%b %d %H:%M:%S") + f".{t.microsecond // 1000:03d}"
+
+
+def _identity_text(flow: Flow, ep: Endpoint, is_peer: bool) -> str:
+    if flow.world_cidr and is_peer:
+        return f"world cidr:{flow.world_cidr}"
+    try:
+        return ReservedIdentity(ep.identity).label_name if ep.identity < 256 else f"ID:{ep.identity}"
+    except ValueError:
+        return f"ID:{ep.identity}"
+
+
+def endpoint_text(flow: Flow, ep: Endpoint, ip: str, port: int) -> str:
+    """``default/app-a-1:43210 (ID:256)``, ``198.19.0.1:80 (world cidr:198.19.0.0/16)``."""
+    where = ep.pod or ip
+    if not flow.l4.is_icmp:
+        where += f":{port}"
+    return f"{where} ({_identity_text(flow, ep, ep is flow.peer)})"
+
+
+def l4_summary(flow: Flow) -> str:
+    l4 = flow.l4
+    if l4.is_icmp:
+        name = ICMP_TYPES.get(l4.proto, {}).get(l4.icmp_type, f"type {l4.icmp_type}")
+        return f"{l4.name} {name}"
+    if l4.name == "TCP" and l4.syn:
+        return "TCP Flags: SYN"
+    return l4.name
+
+
+def _names(refs: Iterable[PolicyRef]) -> str:
+    return "; ".join(r.describe() for r in refs)
+
+
+def attribution_text(flow: Flow) -> str:
+    """What decided: ``by CiliumNetworkPolicy default/deny egressDeny[0]`` and the like."""
+    would = "would be " if flow.verdict is Verdict.AUDIT else ""
+    if flow.drop_reason == DropReason.POLICY_DENIED:
+        by = _names(flow.default_deny_by) or "the enforcement mode"
+        return f"{would}default deny by {by} (no rule allows it)"
+    if flow.drop_reason == DropReason.POLICY_DENY:
+        return f"{would}denied by {_names(flow.denied_by) or 'a deny rule'}"
+    if flow.drop_reason == DropReason.AUTH_REQUIRED:
+        return f"{would}held for authentication by {_names(flow.allowed_by) or 'an allow rule'}"
+    return f"by {_names(flow.allowed_by)}" if flow.allowed_by else ""
+
+
+def compact(flow: Flow) -> str:
+    """One line, hubble's compact shape, plus the rules that decided."""
+    src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
+    dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
+    parts = [
+        f"{timestamp(flow)}: {src} -> {dst}",
+        f"policy-verdict:{flow.policy_match_type.hubble_name}",
+        flow.traffic_direction.value,
+        VERDICT_WORDS[flow.verdict],
+        f"({l4_summary(flow)})",
+    ]
+    if flow.drop_reason:
+        parts.append(flow.drop_reason.description)
+    by = attribution_text(flow)
+    if by:
+        parts.append(by)
+    if flow.suppressed:
+        parts.append(f"[{flow.suppressed} earlier events suppressed]")
+    return " ".join(parts)
+
+
+def json_line(flow: Flow) -> str:
+    """One JSON object per line (``-o json``), Hubble's field names."""
+    return json.dumps(flow.to_json(), sort_keys=False)
+
+
+TABLE_HEADERS = ("TIME", "SOURCE", "DESTINATION", "DIRECTION", "VERDICT", "SUMMARY", "DECIDED BY")
+
+
+def table_row(flow: Flow) -> tuple[str, ...]:
+    src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
+    dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
+    summary = l4_summary(flow) + (f", {flow.drop_reason.description}" if flow.drop_reason else "")
+    return (
+        timestamp(flow),
+        src,
+        dst,
+        flow.traffic_direction.value,
+        flow.verdict.value,
+        summary,
+        attribution_text(flow).removeprefix("by "),
+    )
+
+
+def table(flows: Iterable[Flow]) -> str:
+    """``-o table``: aligned columns with a header."""
+    return Table(TABLE_HEADERS, tuple(table_row(f) for f in flows)).render()
+
+
+def render(flows: Iterable[Flow], fmt: str) -> str:
+    """All flows in one format (``compact``, ``json`` or ``table``)."""
+    if fmt == "table":
+        return table(flows)
+    line = json_line if fmt == "json" else compact
+    return "".join(line(f) + "\n" for f in flows)
