@@ -6,7 +6,9 @@ waiting for the agent to reconcile a write).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,13 +25,17 @@ err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 StateDirOpt = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Node state directory (default /var/lib/cilia, env CILIA_STATE_DIR).",
-                 show_default=False),
+    typer.Option(
+        "--state-dir",
+        help="Node state directory (default /var/lib/cilia, env CILIA_STATE_DIR).",
+        show_default=False,
+    ),
 ]
 RunDirOpt = Annotated[
     Path | None,
-    typer.Option("--run-dir", help="Socket/pid directory (default /run/cilia, env CILIA_RUN_DIR).",
-                 show_default=False),
+    typer.Option(
+        "--run-dir", help="Socket/pid directory (default /run/cilia, env CILIA_RUN_DIR).", show_default=False
+    ),
 ]
 
 
@@ -57,17 +63,36 @@ def agent_client(cfg: AgentConfig) -> AgentClient:
     return AgentClient(cfg.socket_path)
 
 
-def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 30.0, quiet: bool = False) -> bool:
-    """Wait until the running agent has reconciled ``revision``; False (with a note) if no agent."""
-    try:
-        reached = agent_client(cfg).wait_revision(revision, timeout)
-    except (AgentUnavailable, AgentAPIError) as e:
-        if not quiet:
-            err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
-        return False
-    if reached < revision and not quiet:
-        err_console.print(f"[yellow]note:[/yellow] the agent has not caught up (at {reached} of {revision})")
-    return reached >= revision
+def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quiet: bool = False) -> bool:
+    """Wait until the running agent has reconciled ``revision`` and its own follow-up work (pods of
+    new Deployments, identities); a spinner shows progress on a terminal. False (with a note) if
+    no agent runs or it did not catch up within ``timeout``."""
+    client = agent_client(cfg)
+    deadline = time.monotonic() + timeout
+    spinner = err_console.status("waiting for the agent") if not quiet and err_console.is_terminal else None
+    with spinner if spinner is not None else contextlib.nullcontext():
+        while True:
+            try:
+                reached = client.wait_revision(revision, max(0.1, min(1.0, deadline - time.monotonic())))
+                status = client.status()
+            except (AgentUnavailable, AgentAPIError) as e:
+                if not quiet:
+                    err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
+                return False
+            if reached >= revision and status.get("caught_up"):
+                return True
+            if time.monotonic() >= deadline:
+                if not quiet:
+                    err_console.print(
+                        f"[yellow]note:[/yellow] stored; the agent has not caught up yet "
+                        f"(revision {reached} of {revision}); see `cilia status`"
+                    )
+                return False
+            if spinner is not None:
+                spinner.update(
+                    f"waiting for the agent: store revision {reached}/{revision}, "
+                    f"{status.get('endpoints', 0)} endpoints"
+                )
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -88,8 +113,14 @@ def register(app: typer.Typer) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
         from cilia.agent import daemon
 
-        cfg = node_config(state_dir, run_dir, node_index=node_index, enforcement_mode=enforcement_mode,
-                          allow_localhost=allow_localhost, datapath=datapath)
+        cfg = node_config(
+            state_dir,
+            run_dir,
+            node_index=node_index,
+            enforcement_mode=enforcement_mode,
+            allow_localhost=allow_localhost,
+            datapath=datapath,
+        )
         raise typer.Exit(daemon.run(cfg))
 
     @app.command("up")
@@ -105,8 +136,14 @@ def register(app: typer.Typer) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
         from cilia.agent import process
 
-        cfg = node_config(state_dir, run_dir, node_index=node_index, enforcement_mode=enforcement_mode,
-                          allow_localhost=allow_localhost, datapath=datapath)
+        cfg = node_config(
+            state_dir,
+            run_dir,
+            node_index=node_index,
+            enforcement_mode=enforcement_mode,
+            allow_localhost=allow_localhost,
+            datapath=datapath,
+        )
         already = process.read_pid(cfg)
         try:
             pid = process.start_background(cfg)
@@ -114,8 +151,18 @@ def register(app: typer.Typer) -> None:
             raise fail(str(e)) from e
         status = agent_client(cfg).status()
         if output == "json":
-            print(json.dumps({"pid": pid, "log": str(cfg.log_path), "socket": str(cfg.socket_path),
-                              "already_running": already is not None, "status": status}, sort_keys=True))
+            print(
+                json.dumps(
+                    {
+                        "pid": pid,
+                        "log": str(cfg.log_path),
+                        "socket": str(cfg.socket_path),
+                        "already_running": already is not None,
+                        "status": status,
+                    },
+                    sort_keys=True,
+                )
+            )
             return
         verb = "already running" if already else "started"
         console.print(f"cilia node {verb}: agent pid {pid}, {status['endpoints']} endpoints")
