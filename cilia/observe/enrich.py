@@ -53,12 +53,17 @@ class NodeView:
 def endpoint_of(view: NodeView, ip: str, identity: int) -> Endpoint:
     """Hubble's Endpoint for one side: the local endpoint at ``ip`` if any, labelled by identity."""
     labels = view.identities.get(identity)
-    strings = tuple(labels.strings()) if labels is not None else _reserved_labels(identity)
+    strings = hubble_labels(labels) if labels is not None else _reserved_labels(identity)
     local = view.endpoints.get(ip)
     if local is not None:
         return Endpoint(local.endpoint_id, identity, local.namespace, local.pod_name, strings)
     ns = labels.sources_of(POD_NAMESPACE_LABEL).get(SOURCE_K8S, "") if labels is not None else ""
     return Endpoint(0, identity, ns, "", strings)
+
+
+def hubble_labels(labels: Labels) -> tuple[str, ...]:
+    """``source:key=value`` strings, sorted; ``source:key`` when the value is empty, as Hubble shows."""
+    return tuple(s.removesuffix("=") for s in labels.strings())
 
 
 def _reserved_labels(identity: int) -> tuple[str, ...]:

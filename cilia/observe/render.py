@@ -69,7 +69,7 @@ def attribution_text(flow: Flow) -> str:
     would = "would be " if flow.verdict is Verdict.AUDIT else ""
     if flow.drop_reason == DropReason.POLICY_DENIED:
         by = _names(flow.default_deny_by) or "the enforcement mode"
-        return f"{would}default deny by {by} (no rule allows it)"
+        return f"{would}default deny by {by}, no rule allows it"
     if flow.drop_reason == DropReason.POLICY_DENY:
         return f"{would}denied by {_names(flow.denied_by) or 'a deny rule'}"
     if flow.drop_reason == DropReason.AUTH_REQUIRED:
@@ -88,9 +88,9 @@ def compact(flow: Flow) -> str:
         VERDICT_WORDS[flow.verdict],
         f"({l4_summary(flow)})",
     ]
-    if flow.drop_reason:
-        parts.append(flow.drop_reason.description)
     by = attribution_text(flow)
+    if flow.drop_reason:
+        parts.append(flow.drop_reason.description + (":" if by else ""))
     if by:
         parts.append(by)
     if flow.suppressed:
