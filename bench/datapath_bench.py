@@ -1,5 +1,6 @@
 """Datapath benchmark: pod→pod throughput (iperf3) and request/response latency (sockperf TCP
-ping-pong, p50 half round trip) for four configurations, interleaved round by round, medians:
+ping-pong, p50 half round trip) for four configurations, interleaved round by round (the order
+rotates each round), medians:
 
 * ``none``     no program on the veths;
 * ``cilia``    cilia's tc programs with an allow policy (frontend egress all, backend ingress from
@@ -181,8 +182,10 @@ def main() -> None:
                 subprocess.run(["iptables-restore", "--noflush", f.name], check=True)
             time.sleep(0.5)
             ns_per_packet = prog_cost(allow, scale, front, back)
+            configs = list(results)
             for rnd in range(args.rounds):
-                for config in results:
+                # rotate the order each round so that no configuration always runs first after setup
+                for config in configs[rnd % 4:] + configs[:rnd % 4]:
                     for pod in (front, back):
                         loader.detach(pod.ifindex, destroy_qdisc=True)
                     iptables_off(front, back)

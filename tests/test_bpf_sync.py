@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,25 @@ def test_stale_pin_with_another_layout_is_a_clear_load_error() -> None:
         os.close(fd)
         loader.unpin_all(root)
     assert not os.path.exists(root)
+
+
+@pytest.mark.root
+def test_policy_synced_before_attach_makes_the_device_ready(tmp_path: Path) -> None:
+    dev = f"ciliad{os.getpid() % 100000}"  # a veth of our own, down: nothing flows through it
+    peer = f"ciliae{os.getpid() % 100000}"
+    subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", peer], check=True)
+    try:
+        ifindex = int(Path(f"/sys/class/net/{dev}/ifindex").read_text())
+        with private_datapath(tmp_path) as dp:
+            dp.set_policy(9, {Key(0, ING, 0, 0, 0): A})
+            dp.attach(ifindex, 9, 1001)
+            assert dp.endpoints.get(ifindex) == EndpointInfo(ifindex, 9, 1001, EndpointFlags.enforcing()
+                                                             | EndpointFlags.POLICY_READY)
+            assert None not in loader.attached(ifindex).values()
+            dp.attach(ifindex, 10, 1002)  # another endpoint on the device: not synced, not ready
+            assert dp.endpoints.get(ifindex) == EndpointInfo(ifindex, 10, 1002, EndpointFlags.enforcing())
+            dp.detach(ifindex)
+            assert loader.attached(ifindex) == {"from_container": None, "to_container": None}
+            assert dp.endpoints.get(ifindex) is None
+    finally:
+        subprocess.run(["ip", "link", "del", dev], check=False)

@@ -141,12 +141,13 @@ def attached(ifindex: int) -> dict[str, int | None]:
     return {name: libbpf.tc_query(ifindex, point, TC_HANDLE, TC_PRIORITY) for name, point in PROGRAMS.items()}
 
 
-def detach(ifindex: int, destroy_qdisc: bool = False) -> None:
-    """Remove cilia's filters from the device; optionally its clsact qdisc too."""
-    for point in PROGRAMS.values():
-        libbpf.tc_detach(ifindex, point, TC_HANDLE, TC_PRIORITY)
-    if destroy_qdisc:
+def detach(ifindex: int, destroy_qdisc: bool = False) -> bool:
+    """Remove cilia's filters from the device; with ``destroy_qdisc`` also its clsact qdisc, but
+    only on a device where a cilia filter was found. Returns whether a filter was removed."""
+    removed = [libbpf.tc_detach(ifindex, point, TC_HANDLE, TC_PRIORITY) for point in PROGRAMS.values()]
+    if destroy_qdisc and any(removed):
         libbpf.tc_hook_destroy(ifindex, BPF_TC_INGRESS | BPF_TC_EGRESS)
+    return any(removed)
 
 
 def unpin_all(pin_root: str) -> list[str]:

@@ -101,6 +101,7 @@ class Datapath:
         self._installed: dict[int, dict[Key, tuple[int, ...]]] = {}
         self._all_read = False  # the whole policy map was read once into _installed
         self._unknown: set[int] = set()  # endpoints whose installed entries must be re-read
+        self._synced: set[int] = set()  # endpoints whose last full sync in this process succeeded
         self._reader: EventsReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -143,13 +144,15 @@ class Datapath:
                flags: EndpointFlags = EndpointFlags.ENFORCE_INGRESS | EndpointFlags.ENFORCE_EGRESS) -> None:
         """Register the endpoint on its host veth and attach the programs (atomic replace).
 
-        The endpoint drops all traffic until its first successful :meth:`set_policy`, unless the
-        pinned state already has it ready (a restarted process re-attaching: no lapse, no outage).
+        The endpoint drops all traffic until its first successful :meth:`set_policy` (before or
+        after this call), unless the pinned state already has it ready (a restarted process
+        re-attaching: no lapse, no outage).
         """
         coll = self._coll()
         prev = self.endpoints.get(ifindex)
-        ready = EndpointFlags.POLICY_READY if prev and prev.endpoint_id == endpoint_id and (
-            prev.flags & EndpointFlags.POLICY_READY) else EndpointFlags(0)
+        was_ready = prev is not None and prev.endpoint_id == endpoint_id and bool(
+            prev.flags & EndpointFlags.POLICY_READY)
+        ready = EndpointFlags.POLICY_READY if was_ready or endpoint_id in self._synced else EndpointFlags(0)
         flags = (flags & ~EndpointFlags.POLICY_READY) | ready
         self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
         loader.attach(coll, ifindex)
@@ -177,6 +180,7 @@ class Datapath:
         self._set_flags(endpoint_id, on, EndpointFlags.enforcing() & ~on)
 
     def _fail_closed(self, endpoint_id: int) -> None:
+        self._synced.discard(endpoint_id)
         self._installed.pop(endpoint_id, None)  # unknown now: the next sync re-reads the kernel
         self._unknown.add(endpoint_id)
         # if even this fails there is nothing more to do; the caller gets the original error
@@ -257,6 +261,7 @@ class Datapath:
         self.policy.m.update_batch(keys, vals, n)
 
     def _mark_ready(self, endpoint_id: int) -> None:
+        self._synced.add(endpoint_id)
         self._set_flags(endpoint_id, EndpointFlags.POLICY_READY, EndpointFlags(0))
 
     def set_policy(self, endpoint_id: int, mapstate: MapState) -> SyncStats:
