@@ -5,8 +5,10 @@ sim lookup gives, with rule cookies from a real cookie table."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -201,3 +203,37 @@ def seed_node() -> Node:
     node.apply(B_INGRESS_80)
     node.apply(CLIENT_EGRESS)
     return node
+
+
+def seed_flows(node: Node | None = None) -> list[Any]:
+    """A fixed sequence of flows of the seed node: deny, allows on both sides, default deny from the
+    world, world egress, lateral default deny, ICMP, and a flow after suppressed events."""
+    from cilia.observe.pipeline import FlowPipeline
+
+    node = node or seed_node()
+    p = FlowPipeline(node.view, node.cookies.rules_for, clock_offset_ns=EPOCH_OFFSET_NS)
+    eg, ing = Direction.EGRESS, Direction.INGRESS
+    events = [
+        node.event(A, B, TCP, 80, eg),
+        node.event(CLIENT, B, TCP, 80, eg),
+        node.event(CLIENT, B, TCP, 80, ing),
+        node.event(WORLD_IP, B, TCP, 80, ing, sport=51000),
+        node.event(CLIENT, WORLD_IP, UDP, 53, eg),
+        node.event(CLIENT, A, TCP, 8080, eg),
+        node.event(A, CLIENT, ICMP, 8, eg),
+        node.event(A, B, TCP, 80, eg, sport=43300, suppressed=7),
+    ]
+    return [p.ingest(e) for e in events]
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "observe"
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare with tests/golden/observe/<name> exactly (write it with CILIA_UPDATE_GOLDEN=1)."""
+    path = GOLDEN / name
+    if os.environ.get("CILIA_UPDATE_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.exists(), f"missing golden file {path}; run with CILIA_UPDATE_GOLDEN=1"
+    assert text == path.read_text(encoding="utf-8"), f"{path} differs; CILIA_UPDATE_GOLDEN=1 to accept"

@@ -116,10 +116,11 @@ class FlowLog:
     ) -> Iterator[Flow]:
         """The flows after ``since_seq`` and then each new one as it is written (across rotations),
         until ``stop()`` is true. Each file is read from where the last poll stopped (by inode, so a
-        rotated file is not read twice)."""
-        last = since_seq
+        rotated file is not read twice); each poll's flows come in sequence order. A file rotated
+        away (deleted) before it was read is lost to the follower."""
         offsets: dict[int, int] = {}
         while True:
+            batch: list[Flow] = []
             for path in self.paths():
                 try:
                     ino = path.stat().st_ino
@@ -127,10 +128,8 @@ class FlowLog:
                     continue
                 off, flows = _read_from(path, offsets.get(ino, 0))
                 offsets[ino] = off
-                for flow in flows:
-                    if flow.seq > last:
-                        last = flow.seq
-                        yield flow
+                batch += [f for f in flows if f.seq > since_seq]
+            yield from sorted(batch, key=lambda f: f.seq)
             if stop():
                 return
             time.sleep(poll_s)
