@@ -26,7 +26,7 @@ lint: setup
 	$(PY) -m ruff check cilia tests bench
 
 bench: setup
-	$(PY) bench/policy_bench.py
+	$(PY) bench/bench_all.py
 
 bench-datapath: setup setup-system
 	$(PY) bench/datapath_bench.py
