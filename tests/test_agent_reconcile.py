@@ -18,6 +18,7 @@ from cilia.agent.endpoints import EndpointTable
 from cilia.agent.events import EventLog
 from cilia.agent.reconcile import Reconciler
 from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.lab.ipam import Ipam
 from cilia.policy.types import Direction
 from cilia.store import Kind, Store, open_store
 from tests.conftest import SEED
@@ -51,7 +52,8 @@ class Harness:
         self.store: Store = open_store(backend="memory")
         self.datapath = SimNodeDatapath()
         CountingRuntime.created = 0
-        self.runtime = CountingRuntime(self.store, tmp / "pods.json")
+        ipam = Ipam(self.store, 0)
+        self.runtime = CountingRuntime(tmp / "pods.json", ipam.allocate, ipam.release_owner, ipam.gateway)
         self.events = EventLog(tmp / "events.jsonl")
         self.restart()
 

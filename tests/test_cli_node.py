@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.daemon import Agent
-from cilia.agent.node import open_node
+from cilia.cli.commands.node import open_node
 from cilia.cli.main import app
 from tests.conftest import REPO, SEED
 
@@ -142,3 +142,43 @@ def test_errors(story: SimNode) -> None:
 def test_events_are_listed(story: SimNode) -> None:
     out = story.cli("get", "events")
     assert "Relabelled" in out and "PolicyApplied" in out and "Started" in out
+
+
+def test_up_down_of_a_background_sim_node(tmp_path: Path) -> None:
+    """`cilia up` starts the agent as a background process (own session), `down` stops it and
+    leaves no socket, pid file or process; no root needed with the simulated datapath."""
+    import subprocess
+    import sys
+
+    from cilia.agent import process
+
+    env = {**os.environ, "CILIA_STATE_DIR": str(tmp_path / "s"), "CILIA_RUN_DIR": str(tmp_path / "r")}
+
+    def cilia(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cilia.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    up = cilia("up", "--datapath", "sim", "--node-index", "9", "-o", "json")
+    assert up.returncode == 0, up.stderr
+    info = json.loads(up.stdout)
+    cfg = AgentConfig.resolve(tmp_path / "s", tmp_path / "r").with_saved()
+    try:
+        assert process.read_pid(cfg) == info["pid"] and info["status"]["ready"]
+        assert (cfg.node_index, cfg.datapath) == (9, "sim")
+        assert json.loads(cilia("up", "-o", "json").stdout)["already_running"] is True
+        assert cilia("apply", "-f", str(SEED / "app-b.yaml")).returncode == 0
+        pods = json.loads(cilia("get", "pods", "-o", "json").stdout)["items"]
+        assert sorted(p["status"]["podIP"] for p in pods) == ["198.18.144.2", "198.18.144.3"]
+    finally:
+        down = cilia("down", "--purge", "-o", "json")
+    report = json.loads(down.stdout)
+    assert down.returncode == 0 and report["leftovers"] == [] and report["stopped_pid"] == info["pid"]
+    assert not cfg.socket_path.exists() and not cfg.pid_path.exists()
+    assert not Path(f"/proc/{info['pid']}").exists() or process._zombie(info["pid"])
+    assert cilia("status").returncode == 1

@@ -15,14 +15,16 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
 from cilia.agent.events import EventLog
-from cilia.agent.flows import FlowRing
+from cilia.agent.flows import FlowSink, RingSink
 from cilia.agent.interfaces import NodeDatapath, PodRuntime
+from cilia.agent.node import Node
 from cilia.agent.reconcile import Reconciler
 from cilia.store import Store
 
@@ -33,13 +35,12 @@ class Agent:
     """One node's agent; also the :class:`cilia.agent.api.AgentView` the REST API serves."""
 
     def __init__(self, cfg: AgentConfig, store: Store, runtime: PodRuntime, datapath: NodeDatapath,
-                 gateway: str) -> None:
+                 gateway: str, flow_sink: FlowSink | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.runtime = runtime
         self.datapath = datapath
-        self.events = EventLog(cfg.state_dir / "events.jsonl")
-        self.flow_ring = FlowRing()
+        self.events = EventLog(cfg.events_path)
         self.reconciler = Reconciler(
             store, runtime, datapath,
             endpoints=EndpointTable(cfg.endpoints_path), events=self.events, gateway=gateway,
@@ -53,6 +54,13 @@ class Agent:
         self._stop = threading.Event()
         self.started = time.time()
         self.last_error = ""
+        self.flow_sink: FlowSink = flow_sink if flow_sink is not None else RingSink(
+            self.pods_by_ip, getattr(datapath, "rules_for", None)
+        )
+
+    def pods_by_ip(self) -> dict[str, str]:
+        """``ip -> namespace/pod`` of the local endpoints (names flows)."""
+        return {e.ip: str(e.pod) for e in self.reconciler.endpoints}
 
     # ------------------------------------------------------------------ loop
 
@@ -150,7 +158,7 @@ class Agent:
             ]
 
     def flows(self, since: int, limit: int) -> dict[str, Any]:
-        return self.flow_ring.snapshot(since, limit)
+        return self.flow_sink.snapshot(since, limit)
 
 
 def _rss_kib() -> int:
@@ -161,31 +169,27 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run(cfg: AgentConfig) -> int:
-    """Run the agent in the foreground (``cilia agent``); returns the exit code."""
-    from cilia.agent.node import open_node
-
+def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int:
+    """Run the agent of ``node`` in the foreground until SIGTERM/SIGINT (``cilia agent``).
+    ``flow_sink`` builds the sink for datapath events (default: :class:`RingSink`)."""
+    cfg = node.cfg
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save()
-    node = open_node(cfg)
     agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway)
+    if flow_sink is not None:
+        agent.flow_sink = flow_sink(agent)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     server = APIServer(cfg.socket_path, agent)
     cfg.pid_path.write_text(f"{os.getpid()}\n")
     server.start()
-    node.start_flows(agent)
+    node.start_flows(agent.flow_sink)
     try:
         agent.run()
     finally:
         server.close()
         node.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if cfg.pid_path.read_text().strip() == str(os.getpid()):
                 cfg.pid_path.unlink()
-        except FileNotFoundError:
-            pass
         log.info("agent stopped (node state kept; `cilia down` removes it)")
     return 0

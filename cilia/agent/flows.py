@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cilia.policy.types import DropReason, MatchType
 
@@ -130,3 +130,35 @@ def flow_from_event(
         endpoint_id=ev.endpoint_id,
         rules=rules,
     )
+
+
+class FlowSink(Protocol):
+    """Where the agent sends datapath events and what ``GET /v1/flows`` serves."""
+
+    def ingest(self, event: Any) -> Any: ...
+
+    def snapshot(self, since: int, limit: int) -> dict[str, Any]: ...
+
+
+class RingSink:
+    """The agent's own flow sink: :func:`flow_from_event` into a :class:`FlowRing`. ``pods``
+    names local addresses (``ip -> namespace/pod``) at decoding time; ``rules_for`` maps a rule
+    cookie to the rules (the datapath's cookie table)."""
+
+    def __init__(
+        self,
+        pods: Callable[[], Mapping[str, str]],
+        rules_for: Callable[[int], Any] | None = None,
+        capacity: int = 4096,
+    ) -> None:
+        self.ring = FlowRing(capacity)
+        self.pods = pods
+        self.rules_for = rules_for
+
+    def ingest(self, event: Any) -> Flow:
+        flow = flow_from_event(event, self.ring.next_seq(), self.pods(), self.rules_for)
+        self.ring.add(flow)
+        return flow
+
+    def snapshot(self, since: int, limit: int) -> dict[str, Any]:
+        return self.ring.snapshot(since, limit)

@@ -1,23 +1,39 @@
 """``cilia agent`` / ``up`` / ``down`` / ``status``: the local node's lifecycle.
 
-Also holds the small helpers the other node verbs share (state/run dir options, the agent client,
-waiting for the agent to reconcile a write).
+Also where a node is composed (the agent over the lab's pods and the eBPF datapath, or over
+address-only pods and the simulated one) and taken apart (``down``), and the small helpers the
+other node verbs share (state/run dir options, the agent client, waiting for the agent).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pyroute2 import IPRoute
 from rich.console import Console
 
+from cilia.agent import daemon, process
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig, ConfigError
+from cilia.agent.datapaths import SimNodeDatapath, open_bpf_datapath
+from cilia.agent.desired import PodKey
+from cilia.agent.endpoints import EndpointTable
+from cilia.agent.interfaces import BeforeAddress, PodRuntime, RuntimePod
+from cilia.agent.node import Node
+from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.lab import netns
+from cilia.lab.errors import PodNotFoundError
+from cilia.lab.ipam import Ipam, gateway
+from cilia.lab.node import Lab
+from cilia.lab.node import Pod as LabPod
 from cilia.store import Store, StoreError, open_store
 
 console = Console(soft_wrap=True, highlight=False)
@@ -100,6 +116,152 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# --------------------------------------------------------------------------- composition
+# The agent depends only on the interfaces of a pod runtime and a datapath; this is where a node is
+# put together from the lab's network-namespace pods (or address-only pods) and the eBPF (or
+# simulated) datapath, and where `cilia down` takes it apart again.
+
+
+def make_lab(cfg: AgentConfig, store: Store) -> Lab:
+    """The lab as the agent, ``exec`` and ``logs`` all see it (same run and log directories)."""
+    return Lab(store, node_index=cfg.node_index, run_dir=cfg.lab_run_dir, log_dir=cfg.logs_dir)
+
+
+def _runtime_pod(p: LabPod) -> RuntimePod:
+    return RuntimePod(PodKey(p.namespace, p.name), p.ip, p.host_ifindex, p.host_ifname, p.netns)
+
+
+class LabRuntime:
+    """:class:`cilia.agent.interfaces.PodRuntime` over :class:`cilia.lab.node.Lab`."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def existing(self) -> dict[PodKey, RuntimePod]:
+        pods = {PodKey(p.namespace, p.name): _runtime_pod(p) for p in self.lab.list_pods()}
+        if pods and not self.lab.workloads.running():
+            self.lab.restore_workloads()  # the workload daemon died (e.g. the machine rebooted)
+        return pods
+
+    def create(self, manifest: dict[str, Any], before_address: BeforeAddress) -> RuntimePod:
+        return _runtime_pod(self.lab.create_pod(manifest, lambda p: before_address(_runtime_pod(p))))
+
+    def delete(self, pod: PodKey) -> None:
+        with contextlib.suppress(PodNotFoundError):  # already gone: deleting is idempotent
+            self.lab.delete_pod(pod.namespace, pod.name)
+
+    def teardown(self) -> None:
+        self.lab.teardown()
+
+
+def open_node(cfg: AgentConfig) -> Node:
+    """The node's parts: store, pod runtime and datapath (``bpf``: lab pods + eBPF; ``sim``:
+    address-only pods + the simulated datapath)."""
+    store = open_store(cfg.state_dir)
+    gw = gateway(cfg.node_index)
+    if cfg.datapath == "sim":
+        ipam = Ipam(store, cfg.node_index)
+        runtime: PodRuntime = AddressOnlyRuntime(cfg.sim_pods_path, ipam.allocate, ipam.release_owner, gw)
+        return Node(cfg, store, runtime, SimNodeDatapath(), str(gw))
+    datapath = open_bpf_datapath(cfg.pin_root, cfg.datapath_state_dir)
+    return Node(cfg, store, LabRuntime(make_lab(cfg, store)), datapath, str(gw))
+
+
+@dataclass
+class TeardownReport:
+    removed: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": self.removed, "leftovers": self.leftovers, "errors": self.errors}
+
+
+def _links() -> set[str]:
+    with IPRoute() as ipr:
+        return {str(link.get("ifname")) for link in ipr.link("dump")}
+
+
+def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
+    """Remove every pod, link, pin, socket and process this node created (the agent must be
+    stopped first), then check that none of them is left."""
+    cfg = cfg.with_saved()
+    report = TeardownReport()
+    created_netns: set[str] = set()
+    created_links: set[str] = set()
+    for ep in EndpointTable(cfg.endpoints_path if cfg.endpoints_path.exists() else None):
+        if ep.netns:
+            created_netns.add(ep.netns)
+        if ep.host_ifname:
+            created_links.add(ep.host_ifname)
+    store = open_store(cfg.state_dir) if cfg.store_path.exists() else None
+    workload_pid = None
+    try:
+        if store is not None and cfg.datapath != "sim" and os.geteuid() == 0:
+            lab = make_lab(cfg, store)
+            with contextlib.suppress(Exception):
+                for p in lab._records():  # the lab's own crash-safe records of what it created
+                    created_netns.add(p.netns)
+                    created_links.add(p.host_ifname)
+            workload_pid = lab.workloads.pid()
+            try:
+                lab.teardown()
+                report.removed += [f"pod namespace {n}" for n in sorted(created_netns)]
+            except Exception as e:
+                report.errors.append(f"lab teardown: {e}")
+        if cfg.datapath == "bpf" and Path(cfg.pin_root).exists():
+            try:
+                from cilia.datapath.bpf.sync import Datapath  # loads libbpf: only when needed
+
+                Datapath(pin_root=cfg.pin_root, state_dir=cfg.datapath_state_dir).teardown()
+                report.removed.append(f"bpf pins {cfg.pin_root}")
+            except Exception as e:
+                report.errors.append(f"datapath teardown: {e}")
+    finally:
+        if store is not None:
+            store.close()
+    for path in (cfg.socket_path, cfg.pid_path, cfg.endpoints_path, cfg.sim_pods_path):
+        if path.exists() or path.is_symlink():
+            path.unlink()
+            report.removed.append(str(path))
+    if purge:
+        for path in cfg.state_dir.glob("store.db*"):
+            path.unlink()
+        for path in (cfg.events_path, cfg.log_path, cfg.settings_path):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(cfg.logs_dir, ignore_errors=True)
+        shutil.rmtree(cfg.datapath_state_dir, ignore_errors=True)
+        report.removed.append(f"state in {cfg.state_dir}")
+    for d in (cfg.lab_run_dir, cfg.run_dir):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+    report.leftovers = leftovers(cfg, created_netns, created_links, workload_pid)
+    return report
+
+
+def leftovers(
+    cfg: AgentConfig, netns_names: set[str], links: set[str], workload_pid: int | None
+) -> list[str]:
+    """What of this node still exists: namespaces and links it created, pins, socket, processes."""
+    out = []
+    if os.geteuid() == 0:
+        out += [f"network namespace {n}" for n in sorted(netns_names & set(netns.names()))]
+        out += [f"link {n}" for n in sorted(links & _links())]
+    pins = Path(cfg.pin_root)
+    if pins.exists():
+        out += [f"pin {p}" for p in sorted(pins.rglob("*"))] or [f"pin directory {pins}"]
+    if cfg.socket_path.exists():
+        out.append(f"socket {cfg.socket_path}")
+    pid = process.read_pid(cfg)
+    if pid is not None:
+        out.append(f"agent process {pid}")
+    if workload_pid is not None and Path(f"/proc/{workload_pid}").exists():
+        with contextlib.suppress(OSError):
+            if b"cilia.lab.workloadd" in Path(f"/proc/{workload_pid}/cmdline").read_bytes():
+                out.append(f"workload daemon process {workload_pid}")
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("agent")
     def agent_cmd(
@@ -111,8 +273,6 @@ def register(app: typer.Typer) -> None:
         datapath: Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")] = None,
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
-        from cilia.agent import daemon
-
         cfg = node_config(
             state_dir,
             run_dir,
@@ -121,7 +281,10 @@ def register(app: typer.Typer) -> None:
             allow_localhost=allow_localhost,
             datapath=datapath,
         )
-        raise typer.Exit(daemon.run(cfg))
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save()
+        raise typer.Exit(daemon.run(open_node(cfg)))
 
     @app.command("up")
     def up_cmd(
@@ -178,11 +341,9 @@ def register(app: typer.Typer) -> None:
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
     ) -> None:
         """Stop the agent and remove every pod, link, pin, socket and process cilia created."""
-        from cilia.agent import node, process
-
         cfg = node_config(state_dir, run_dir)
         pid = process.stop(cfg)
-        report = node.teardown(cfg, purge=purge)
+        report = teardown(cfg, purge=purge)
         if output == "json":
             print(json.dumps({"stopped_pid": pid, **report.to_json()}, sort_keys=True))
         else:

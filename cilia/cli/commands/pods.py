@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 
 from cilia.agent.config import AgentConfig
-from cilia.agent.node import make_lab
 from cilia.agent.resources import AmbiguousNameError, resolve_name
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, node_config, open_node_store
+from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, make_lab, node_config, open_node_store
 from cilia.store import Kind, ObjectKey
 
 
