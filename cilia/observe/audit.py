@@ -122,6 +122,7 @@ class AuditRules:
     def __init__(self) -> None:
         self._rules: dict[ResourceKey, tuple[PolicyRule, ...]] = {}
         self._cache: dict[tuple[object, ...], EndpointPolicy | None] = {}
+        self.revision = 0  # bumped on every change
 
     def set(self, resource: ResourceKey, rules: Sequence[PolicyRule]) -> None:
         if rules:
@@ -129,6 +130,7 @@ class AuditRules:
         else:
             self._rules.pop(resource, None)
         self._cache.clear()
+        self.revision += 1
 
     def delete(self, resource: ResourceKey) -> None:
         self.set(resource, ())

@@ -120,6 +120,7 @@ class FlowLog:
         away (deleted) before it was read is lost to the follower."""
         offsets: dict[int, int] = {}
         while True:
+            stopping = stop()  # checked before the poll: the last poll sees everything written before
             batch: list[Flow] = []
             for path in self.paths():
                 try:
@@ -130,7 +131,7 @@ class FlowLog:
                 offsets[ino] = off
                 batch += [f for f in flows if f.seq > since_seq]
             yield from sorted(batch, key=lambda f: f.seq)
-            if stop():
+            if stopping:
                 return
             time.sleep(poll_s)
 

@@ -107,9 +107,10 @@ class AgentFlows:
         self, since: int, poll_s: float = 0.2, stop: Callable[[], bool] = lambda: False
     ) -> Iterator[Flow]:
         while True:
+            stopping = stop()
             flows, since = self.read(since)
             yield from flows
-            if stop():
+            if stopping:
                 return
             time.sleep(poll_s)
 

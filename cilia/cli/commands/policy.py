@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             if flows_file:
                 for path in flows_file:
                     text = sys.stdin.read() if str(path) == "-" else path.read_text()
-                    flows += read_flow_lines(text, str(path))
+                    flows += read_flow_lines(text, "<stdin>" if str(path) == "-" else str(path))
             else:
                 flows = list(FlowLog(node_config(state_dir, run_dir).state_dir).read())
         except (OSError, ValueError) as e:
