@@ -4,6 +4,7 @@ a table of cases asserting the whole verdict, and a differential test against ci
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -207,6 +208,9 @@ def test_events_rate_limited_per_endpoint(tmp_path: Path) -> None:
         assert len(events) == 5
         suppressed = {(r.verdict, r.packets) for r in d.metrics() if r.verdict == "events suppressed"}
         assert suppressed == {("events suppressed", 7)}
+        time.sleep(1.05)  # next rate-limit window: the first event reports what was suppressed
+        [after] = run(d, "to_container", frame(X4, LOCAL4, UDP, sport=3000))[1]
+        assert (after.suppressed_before, after.reason) == (7, DropReason.POLICY_DENIED)
 
 
 # ----------------------------------------------------------------------------- differential test

@@ -17,9 +17,9 @@ from cilia.agent.config import AgentConfig
 from cilia.datapath.bpf.pins import NoDatapathError, PinnedMaps, open_pinned
 from cilia.policy.types import Direction, Key, Proto
 
-PIN_ROOT_HELP = "bpffs pin directory of the node's maps [default: $CILIA_PIN_ROOT or the agent's]"
+PIN_ROOT_HELP = "bpffs pin directory of the node's maps (default: $CILIA_PIN_ROOT, else the agent's)"
 STATE_DIR_HELP = ("Agent state directory; its datapath/ holds the rule cookie table "
-                  "[default: $CILIA_STATE_DIR or the agent's]")
+                  "(default: $CILIA_STATE_DIR, else the agent's)")
 PinRoot = Annotated[str | None, typer.Option("--pin-root", help=PIN_ROOT_HELP)]
 StateDir = Annotated[str | None, typer.Option("--state-dir", help=STATE_DIR_HELP)]
 Output = Annotated[str, typer.Option("-o", "--output", help="table | json")]
