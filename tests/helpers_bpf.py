@@ -29,8 +29,8 @@ def private_datapath(tmp: Path, **kw: object) -> Iterator[Datapath]:
     """An opened Datapath on fresh pins, removed afterwards even on failure."""
     kw.setdefault("config", DatapathConfig(events_per_sec=1_000_000))
     dp = Datapath(pin_root=test_pin_root(), state_dir=tmp / "datapath", **kw)  # type: ignore[arg-type]
-    dp.open()
     try:
+        dp.open()
         yield dp
     finally:
         dp.teardown()

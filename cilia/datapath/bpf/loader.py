@@ -108,9 +108,9 @@ def load(pin_root: str = DEFAULT_PIN_ROOT, path: str | os.PathLike[str] | None =
     """Load the datapath, pinning its maps under ``pin_root`` or reusing the pins found there."""
     if not pin_root.startswith(BPFFS + "/"):
         raise LoadError(f"pin root {pin_root} is not under {BPFFS}")
+    p = str(path or build.build())  # before creating anything: a failed build leaves no trace
     ensure_bpffs()
     Path(pin_root).mkdir(parents=True, exist_ok=True)
-    p = str(path or build.build())
     obj = BpfObject(p, pin_root=pin_root)
     try:
         spec = _spec_of(obj)
