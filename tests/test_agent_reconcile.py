@@ -335,3 +335,50 @@ def test_cidr_policies_get_cidr_identities_in_the_ipcache(node: Harness, tmp_pat
     assert [i for i in node.datapath.prefixes.values() if i >= 1 << 24] == []
     assert all(i < 1 << 24 for i in node.rec.allocator.identities())
     assert node.allowed(a0.ip, "8.8.8.8") == (True, 0)
+
+
+TO_SERVICES = """\
+apiVersion: v1
+kind: Service
+metadata: {name: external-db, namespace: default}
+spec:
+  ports: [{port: 5432, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: external-db, namespace: default}
+subsets:
+- addresses: [{ip: 198.19.7.7}]
+  ports: [{port: 5432, protocol: TCP}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: to-external-db, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: app-a}}
+  egress:
+  - toServices:
+    - k8sService: {serviceName: external-db, namespace: default}
+"""
+
+
+def test_to_services_of_a_selectorless_service_follow_its_endpoints(node: Harness, tmp_path: Path) -> None:
+    node.apply("app-a.yaml")
+    a0, _ = node.ep("app-a")
+    f = tmp_path / "svc.yaml"
+    f.write_text(TO_SERVICES)
+    out = manifests.apply(node.store, [str(f)])
+    assert out.ok, [str(e) for e in out.report.errors]
+    node.pump()
+    assert node.datapath.prefixes.get("198.19.7.7/32", 0) >= 1 << 24
+    assert node.allowed(a0.ip, "198.19.7.7", 5432) == (True, 0)
+    assert node.allowed(a0.ip, "198.19.7.8", 5432) == (False, 133)
+    # The backends move: the policy follows them.
+    node.store.update(
+        Kind.ENDPOINTS.key("default", "external-db"),
+        lambda o: {**o, "subsets": [{"addresses": [{"ip": "198.19.7.8"}]}]},
+    )
+    node.pump()
+    assert node.allowed(a0.ip, "198.19.7.8", 5432) == (True, 0)
+    assert node.allowed(a0.ip, "198.19.7.7", 5432) == (False, 133)
+    assert "198.19.7.7/32" not in node.datapath.prefixes

@@ -15,6 +15,7 @@ from cilia.k8s.objects import (
     CCNP,
     Deployment,
     DeploymentModel,
+    EndpointsModel,
     NamespaceModel,
     Pod,
     PodModel,
@@ -22,6 +23,7 @@ from cilia.k8s.objects import (
     ServiceModel,
     Source,
     deployment_from,
+    endpoints_from,
     make_namespace,
     pod_from,
     pod_suffix,
@@ -88,6 +90,7 @@ class DesiredState:
     raw_pods: dict[PodKey, dict[str, Any]] = field(default_factory=dict)
     deployments: dict[PodKey, dict[str, Any]] = field(default_factory=dict)
     services: dict[PodKey, Any] = field(default_factory=dict)
+    service_endpoints: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)  # selector-less backends
     policies: dict[PolicyKey, Policy] = field(default_factory=dict)
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
@@ -128,6 +131,15 @@ class DesiredState:
             else:
                 self.services.pop(sk, None)
             return ("service", sk)
+        if key.kind is Kind.ENDPOINTS:
+            ek = PodKey(key.namespace, key.name)
+            if put:
+                self.service_endpoints[ek] = endpoints_from(
+                    EndpointsModel.model_validate(ev.value), NO_SOURCE
+                ).addresses
+            else:
+                self.service_endpoints.pop(ek, None)
+            return ("service", ek)
         if key.kind in (Kind.CNP, Kind.CCNP, Kind.KNP):
             if put:
                 pol = parse_policy(ev.value)

@@ -395,9 +395,10 @@ class Reconciler:
                 name=s.name,
                 namespace=s.namespace,
                 selector=dict(s.selector) if s.selector else None,
+                backend_ips=self.desired.service_endpoints.get(key, ()),
                 ports=tuple((p.port, p.protocol) for p in s.ports),
             )
-            for s in self.desired.services.values()
+            for key, s in sorted(self.desired.services.items())
         ]
 
     # ------------------------------------------------------------------ misc

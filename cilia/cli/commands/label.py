@@ -87,7 +87,11 @@ def register(app: typer.Typer) -> None:
             try:
                 rec = store.get(key)
                 unchanged = rec is not None and relabel(rec.value, sets, removes, overwrite) == rec.value
-                revision = store.update(key, lambda o: relabel(o, sets, removes, overwrite))
+                revision = (
+                    store.revision
+                    if unchanged
+                    else store.update(key, lambda o: relabel(o, sets, removes, overwrite))
+                )
             except LabelError as e:
                 raise fail(str(e)) from e
             except StoreError as e:
