@@ -118,3 +118,28 @@ def test_pipeline_for_logs_where_observe_reads(sim: SimAgent) -> None:
         "Policy denied by denylist: denied by CiliumNetworkPolicy default/deny-app-a-to-app-b egressDeny[0]"
     )
     assert f"{flow.source.pod}:40000 (ID:{flow.source.identity})" in out
+
+
+def test_metrics_from_the_agent(sim: SimAgent) -> None:
+    import urllib.request
+
+    from cilia.observe.agentview import refresh_metrics, serve_metrics
+    from cilia.observe.metrics import NodeMetrics
+
+    m = NodeMetrics()
+    refresh_metrics(sim.agent, m)
+    n_eps = len(sim.agent.reconciler.endpoints)
+    # app-a pods: egress enforced by the deny policy; app-b pods: nothing enforced
+    assert (
+        m.value("cilium_policy"),
+        m.value("cilium_policy_endpoint_enforcement_status", {"enforcement": "egress"}),
+        m.value("cilium_policy_endpoint_enforcement_status", {"enforcement": "none"}),
+        m.value("cilia_policy_map_capacity"),
+    ) == (1, 2, n_eps - 2, 16384)
+    server, stop = serve_metrics(sim.agent, m, "127.0.0.1:0", interval_s=0.05)
+    try:
+        port = server.server_address[1]
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        stop.set()
+    assert "cilium_policy 1.0" in body

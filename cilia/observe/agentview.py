@@ -8,8 +8,11 @@ starts the agent passes :func:`pipeline_for` in.
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
+from cilia.datapath.maps.policy import DEFAULT_MAX_PER_ENDPOINT
 from cilia.observe.audit import AuditRules
 from cilia.observe.enrich import LocalEndpoint, NodeView
 from cilia.observe.metrics import NodeMetrics
@@ -71,3 +74,50 @@ def pipeline_for(
         capacity=capacity,
         metrics=metrics,
     )
+
+
+log = logging.getLogger("cilia.observe")
+
+
+def refresh_metrics(agent: Any, metrics: NodeMetrics, map_capacity: int = DEFAULT_MAX_PER_ENDPOINT) -> None:
+    """Copy the agent's state into ``metrics``: policies loaded, endpoints by enforcement, policy
+    map fill per endpoint, and the kernel's packet / lost / suppressed counters (bpf datapath)."""
+    rec = agent.reconciler
+    with agent._lock:
+        states: dict[str, int] = {}
+        for e in rec.endpoints:
+            enf = rec.policy.enforcement(e.identity) if e.identity else {"ingress": False, "egress": False}
+            state = {(True, True): "both", (True, False): "ingress", (False, True): "egress"}.get(
+                (enf["ingress"], enf["egress"]), "none"
+            )
+            states[state] = states.get(state, 0) + 1
+        fill = {e.id: len(rec.applied.get(e.id, ())) for e in rec.endpoints}
+        policies = len(rec.desired.policies)
+    metrics.set_policy_count(policies)
+    metrics.set_enforcement(states)
+    metrics.set_map_fill(fill, map_capacity)
+    read = getattr(agent.datapath, "metrics", None)
+    if read is not None:
+        metrics.set_datapath_counters(read())
+
+
+def serve_metrics(
+    agent: Any, metrics: NodeMetrics, addr: str, interval_s: float = 5.0
+) -> tuple[Any, threading.Event]:
+    """Serve ``metrics`` on ``addr`` (``--metrics-addr 127.0.0.1:9962``) and refresh them from the
+    agent every ``interval_s`` in a background thread. Returns the HTTP server (its
+    ``server_address`` has the bound port) and an event that stops both when set."""
+    server = metrics.serve(addr)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                refresh_metrics(agent, metrics)
+            except Exception:  # metrics must never take the agent down; the log says what broke
+                log.exception("refreshing metrics")
+            stop.wait(interval_s)
+        server.shutdown()
+
+    threading.Thread(target=loop, name="cilia-metrics", daemon=True).start()
+    return server, stop

@@ -7,7 +7,6 @@ its values does (OR).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -207,7 +206,3 @@ def _ports(f: Flow) -> set[int]:
     if f.l4.is_icmp:
         return set()
     return {f.l4.source_port, f.l4.destination_port}
-
-
-def utc(time_ns: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(time_ns / 1e9, dt.UTC)
