@@ -382,3 +382,47 @@ def test_to_services_of_a_selectorless_service_follow_its_endpoints(node: Harnes
     assert node.allowed(a0.ip, "198.19.7.8", 5432) == (True, 0)
     assert node.allowed(a0.ip, "198.19.7.7", 5432) == (False, 133)
     assert "198.19.7.7/32" not in node.datapath.prefixes
+
+
+class FailingOnceRuntime(CountingRuntime):
+    """Fails the first creation after the datapath hook ran (as a netlink error after attach would)."""
+
+    failed = False
+
+    def create(self, manifest, before_address):  # type: ignore[no-untyped-def]
+        if not type(self).failed:
+            type(self).failed = True
+
+            def hook_then_fail(rpod):  # type: ignore[no-untyped-def]
+                before_address(rpod)
+                raise OSError("netlink: device busy")
+
+            try:
+                return super().create(manifest, hook_then_fail)
+            finally:
+                pod = manifest["metadata"]
+                self.delete(PodKey(pod.get("namespace", "default"), pod["name"]))
+        return super().create(manifest, before_address)
+
+
+def test_failed_pod_creation_leaves_nothing_and_is_retried(tmp_path: Path) -> None:
+    node = Harness(tmp_path)
+    ipam = Ipam(node.store, 0)
+    FailingOnceRuntime.failed = False
+    node.runtime = FailingOnceRuntime(
+        tmp_path / "pods2.json", ipam.allocate, ipam.release_owner, ipam.gateway
+    )
+    node.restart()
+    node.apply("app-b.yaml")
+    warnings = [e for e in node.events.events() if e.type == "Warning"]
+    assert [(e.reason, e.message) for e in warnings] == [("FailedCreatePod", "OSError: netlink: device busy")]
+    # The next batch retries the pod that has no endpoint yet.
+    node.store.put(Kind.NAMESPACES.key("", "other"), {"kind": "Namespace", "metadata": {"name": "other"}})
+    node.pump()
+    assert len(node.rec.endpoints) == 2
+    assert sorted(node.datapath.prefixes) == [
+        "198.18.0.1/32",
+        *sorted(f"{e.ip}/32" for e in node.rec.endpoints),
+    ]
+    assert sorted(node.datapath.policies) == sorted(e.id for e in node.rec.endpoints)
+    assert sorted(i for i, _ in node.datapath.endpoints.values()) == sorted(e.id for e in node.rec.endpoints)

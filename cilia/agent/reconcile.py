@@ -15,6 +15,7 @@ the system are adopted, not recreated).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -75,7 +76,10 @@ class Reconciler:
         self.cluster = cluster
         self.desired = DesiredState()
         self.allocator = LocalAllocator()
-        self.policy = PolicyState(enforcement_mode=enforcement_mode, allow_localhost=allow_localhost)
+        self.policy = PolicyState(
+            enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
+        )
+        self._restoring = False
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
         self.cidr_identities: dict[str, int] = {}  # prefix -> CIDR identity (in the ipcache)
@@ -86,7 +90,7 @@ class Reconciler:
     def _on_identity(self, ev: IdentityEvent) -> None:
         if ev.kind is EventKind.ADDED:
             self.policy.add_identity(ev.identity, ev.labels)
-            if ev.identity > max(ReservedIdentity):
+            if ev.identity > max(ReservedIdentity) and not self._restoring:
                 self._persist_identity(ev.identity, ev.labels)
         else:
             self.policy.remove_identity(ev.identity)
@@ -121,7 +125,11 @@ class Reconciler:
                 restored[int(rec.value["id"])] = Labels.parse(rec.value["labels"])
             else:
                 self._fold(_as_event(rec, snap.revision))
-        self.allocator.restore(restored)
+        self._restoring = True  # they are in the store already
+        try:
+            self.allocator.restore(restored)
+        finally:
+            self._restoring = False
         self.policy.set_services(self._service_infos())
         for key, pol in sorted(self.desired.policies.items()):
             self._set_policy(key, pol)
@@ -281,7 +289,10 @@ class Reconciler:
         eid = self.endpoints.new_id()
         ms = self.policy.mapstate(ident, pod)
 
+        hooked: list[RuntimePod] = []
+
         def before_address(rpod: RuntimePod) -> None:
+            hooked.append(rpod)
             self.datapath.attach(rpod.ifindex, eid, ident)
             self.datapath.set_policy(eid, ms)
             self.datapath.upsert_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}", ident)
@@ -289,6 +300,9 @@ class Reconciler:
         try:
             rpod = self.runtime.create(self.desired.raw_pods[pk], before_address)
         except Exception as e:
+            # The runtime removed what it created; remove what the hook put in the datapath.
+            for r in hooked:
+                self._undo_attach(r, eid)
             self.allocator.release(labels)
             self._emit("Warning", "FailedCreatePod", f"Pod/{pk}", f"{type(e).__name__}: {e}")
             log.exception("create pod %s", pk)
@@ -300,6 +314,15 @@ class Reconciler:
             )
         )
         self._emit("Normal", "Started", f"Pod/{pk}", f"endpoint {eid}, {rpod.ip}, identity {ident}")
+
+    def _undo_attach(self, rpod: RuntimePod, eid: int) -> None:
+        """Best effort: forget what a failed pod creation put into the datapath."""
+        with contextlib.suppress(Exception):
+            self.datapath.delete_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}")
+        with contextlib.suppress(Exception):
+            self.datapath.remove_policy(eid)
+        with contextlib.suppress(Exception):
+            self.datapath.detach(rpod.ifindex)
 
     def _relabel(self, ep: Endpoint, pod: Pod) -> Labels | None:
         """Move the endpoint to the identity of its current labels. Returns None: the old
