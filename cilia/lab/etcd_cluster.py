@@ -3,7 +3,9 @@
 Members are ``etcd`` processes (Debian's etcd-server 3.4) started by this module and tracked
 by PID: :meth:`EtcdCluster.kill` and :meth:`EtcdCluster.stop` signal only those PIDs. Data
 and logs live under ``base_dir`` (``<state dir>/etcd`` in the lab), removed by ``stop``.
-Members are started with ``PR_SET_PDEATHSIG`` so a crashed test run leaves no etcd behind.
+Members are started through ``setpriv --pdeathsig KILL`` (util-linux) so a crashed test run
+leaves no etcd behind; no Python code runs between fork and exec, which matters in a process
+that already has gRPC threads.
 
 etcd limits a transaction to 128 operations and a request to 1.5 MiB by default; the store
 applies whole manifests in one transaction, so members run with higher limits.
@@ -11,7 +13,6 @@ applies whole manifests in one transaction, so members run with higher limits.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
 import signal
@@ -30,7 +31,6 @@ from cilia.lab.errors import LabError
 ETCD_BIN = "etcd"
 MAX_TXN_OPS = 20_000
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-_PR_SET_PDEATHSIG = 1
 
 
 class EtcdClusterError(LabError):
@@ -75,12 +75,6 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: etcd gets SIGKILL if the process that started it dies.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, object]:
@@ -138,7 +132,9 @@ class EtcdCluster:
 
     def _spawn(self, m: Member, state: str) -> None:
         initial = ",".join(f"{o.name}={o.peer_url}" for o in self.members)
+        setpriv = shutil.which("setpriv")
         cmd = [
+            *([setpriv, "--pdeathsig", "KILL"] if setpriv else []),
             self.etcd_bin, "--name", m.name, "--data-dir", str(m.data_dir),
             "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
             "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
@@ -150,10 +146,16 @@ class EtcdCluster:
         ]
         log = (self.base_dir / f"{m.name}.log").open("ab")
         try:
-            m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      preexec_fn=_die_with_parent)
+            m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
+
+    def log_tail(self, m: Member, lines: int = 15) -> str:
+        try:
+            text = (self.base_dir / f"{m.name}.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def healthy(self, m: Member, timeout: float = 1.0) -> bool:
         if m.pid is None:
@@ -174,13 +176,13 @@ class EtcdCluster:
                 m = dead[0]
                 raise EtcdClusterError(
                     f"etcd member {m.name} exited with {m.proc.returncode if m.proc else '?'}; "
-                    f"see {self.base_dir / (m.name + '.log')}")
+                    f"its log ends with:\n{self.log_tail(m)}")
             if all(self.healthy(m) for m in wanted):
                 return
             if time.monotonic() > deadline:
                 sick = [m.name for m in wanted if not self.healthy(m)]
-                raise EtcdClusterError(f"etcd members {sick} not healthy after {timeout:.0f} s "
-                                       f"(logs in {self.base_dir})")
+                raise EtcdClusterError(f"etcd members {sick} not healthy after {timeout:.0f} s; "
+                                       f"{sick[0]}'s log ends with:\n{self.log_tail(self.member(sick[0]))}")
             time.sleep(0.05)
 
     def stop(self) -> None:

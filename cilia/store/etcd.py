@@ -20,7 +20,8 @@
   leader dies is lost and only the deadline ends it, etcd-notes.md). Reads are retried until
   ``retry_for`` seconds have passed; a commit is not retried, because a timed-out txn may have
   been applied: it raises :class:`EtcdUnavailableError`, and the caller decides (re-read, then
-  retry; the identity allocator does exactly that).
+  retry; the identity allocator does exactly that). Only a commit gRPC failed before sending
+  (no endpoint connected) is retried like a read.
 * **Leases.** :meth:`EtcdBackend.grant_lease` returns a :class:`Lease` kept alive in the
   background; ``commit(ops, leases={key: lease_id})`` attaches puts to it.
 
@@ -35,13 +36,19 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 from etcd3aio import EtcdError, prefix_range_end
-from etcd3aio._protobuf import Compare  # etcd3aio builds compares on value/version/create only
+from etcd3aio._protobuf import (  # etcd3aio builds compares on value/version/create only
+    Compare,
+    WatchCreateRequest,
+    WatchRequest,
+    WatchStub,
+)
 from etcd3aio.client import Etcd3Client
+from etcd3aio.connections import ConnectionManager
 from etcd3aio.kv import KVService
 
 from cilia.store.backend import RawEvent, RawOp, RawRecord
@@ -127,10 +134,13 @@ class EtcdBackend:
         self._thread = threading.Thread(target=self._loop.run_forever, name="cilia-etcd", daemon=True)
         self._thread.start()
         self._client = Etcd3Client(self.endpoints, rpc_max_attempts=2)
+        self._watch_channel: Any = None
+        self._watch_stub: Any = None
         self._cond = threading.Condition()
         self._closed = False
         try:
             self._submit(self._client.connect()).result(connect_timeout)
+            self._submit(self._open_watch_channel()).result(connect_timeout)
             start = self._etcd_revision(deadline=time.monotonic() + connect_timeout)
         except BaseException:
             self._shutdown_loop()
@@ -156,7 +166,7 @@ class EtcdBackend:
             except (EtcdError, TimeoutError, grpc.RpcError) as e:
                 if isinstance(e, grpc.RpcError) and _code(e) not in _TRANSIENT:
                     raise StoreError(f"etcd {what}: {e}") from e
-                if not retry:
+                if not retry and not _never_sent(e):
                     raise EtcdUnavailableError(what, self.endpoints, e, maybe_applied=True) from e
                 if time.monotonic() + delay >= end:
                     raise EtcdUnavailableError(what, self.endpoints, e) from e
@@ -169,28 +179,56 @@ class EtcdBackend:
                                                         timeout=self.timeout), deadline=deadline)
         return int(resp.header.revision)
 
+    async def _watch_stream(self, start: int, prev_kv: bool = False) -> AsyncIterator[Any]:
+        """Responses of one watch stream over every key from etcd revision ``start``.
+
+        No reconnect here: etcd3aio's watch resumes after the *header* revision, which for a
+        watcher still catching up on history is past events it has not sent yet; callers resume
+        after the last event they received instead.
+        """
+        create = WatchCreateRequest(key=_ALL_START, range_end=_ALL_END, start_revision=start, prev_kv=prev_kv)
+
+        async def requests() -> AsyncIterator[Any]:
+            yield WatchRequest(create_request=create)
+            await asyncio.Future()  # keep the stream open
+
+        call = self._watch_stub.Watch(requests())
+        try:
+            async for resp in call:
+                yield resp
+        finally:
+            call.cancel()
+
     async def _follow(self, start: int) -> None:
         """Track the newest revision seen on a watch of every key, to wake :meth:`wait`."""
         nxt = start
         while True:
+            behind = False
             try:
-                stream = self._client.watch.watch(_ALL_START, range_end=_ALL_END, start_revision=nxt)
-                async for resp in stream:
-                    if resp.compact_revision or resp.canceled:
-                        break  # fell behind a compaction: restart from now below
-                    top = max([resp.header.revision, *(ev.kv.mod_revision for ev in resp.events)])
-                    if resp.events:
-                        nxt = max(nxt, resp.events[-1].kv.mod_revision + 1)
-                    self._note(top)
+                async with contextlib.aclosing(self._watch_stream(nxt)) as stream:
+                    async for resp in stream:
+                        if resp.compact_revision or resp.canceled:
+                            behind = True  # fell behind a compaction: go on from now
+                            break
+                        if resp.events:
+                            nxt = resp.events[-1].kv.mod_revision + 1
+                            self._note(nxt - 1)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the follower must outlive any error; wait() has a timeout anyway
-                _log.warning("etcd watch follower: %s; restarting", e)
+                _log.debug("etcd watch follower: %s; restarting", e)
             await asyncio.sleep(0.2)
-            with contextlib.suppress(Exception):
-                resp = await self._client.kv.get(_ALL_START, count_only=True, limit=1, timeout=self.timeout)
-                nxt = max(nxt, int(resp.header.revision) + 1)
-                self._note(int(resp.header.revision))
+            if behind:
+                with contextlib.suppress(Exception):
+                    now = await self._client.kv.get(_ALL_START, count_only=True, limit=1,
+                                                    timeout=self.timeout)
+                    nxt = int(now.header.revision) + 1
+                    self._note(nxt - 1)
+
+    async def _open_watch_channel(self) -> None:
+        # Its own channel, created on the loop: watch streams do not queue behind unary calls.
+        self._watch_channel = ConnectionManager(self.endpoints).get_channel()
+        self._watch_stub = WatchStub(self._watch_channel)
 
     def _note(self, etcd_rev: int) -> None:
         with self._cond:
@@ -290,9 +328,11 @@ class EtcdBackend:
         current = self._etcd_revision(deadline)
         if current <= OFFSET or start > current:
             return []
+        fut = self._submit(self._history(start, current))
         try:
-            got = self._submit(self._history(start, current)).result(max(deadline - time.monotonic(), 1))
+            got = fut.result(max(deadline - time.monotonic(), 1))
         except TimeoutError as e:
+            fut.cancel()
             raise EtcdUnavailableError(f"history from revision {from_revision}", self.endpoints, e) from e
         if isinstance(got, int):
             raise CompactedError(from_revision, max(_store_rev(got) - 1, 0))
@@ -309,17 +349,28 @@ class EtcdBackend:
         return out
 
     async def _history(self, start: int, until: int) -> list[Any] | int:
-        """Events from etcd revision ``start`` through ``until``; an int is etcd's compaction revision."""
+        """Events from etcd revision ``start`` through ``until``; an int is etcd's compaction revision.
+
+        A stream that breaks (its member died) is opened again after the last revision received.
+        """
         events: list[Any] = []
-        stream = self._client.watch.watch(_ALL_START, range_end=_ALL_END, start_revision=start, prev_kv=True)
-        async with contextlib.aclosing(stream):
-            async for resp in stream:
-                if resp.compact_revision:
-                    return int(resp.compact_revision)
-                events.extend(resp.events)
-                if events and events[-1].kv.mod_revision >= until:
-                    return events
-        return events
+        pos = start
+        while True:
+            try:
+                async with contextlib.aclosing(self._watch_stream(pos, prev_kv=True)) as stream:
+                    async for resp in stream:
+                        if resp.compact_revision:
+                            return int(resp.compact_revision)
+                        if resp.events:
+                            # A response holds whole revisions, so resuming after its last is exact.
+                            events.extend(resp.events)
+                            pos = resp.events[-1].kv.mod_revision + 1
+                            if pos > until:
+                                return events
+            except grpc.RpcError as e:
+                if _code(e) not in _TRANSIENT:
+                    raise
+            await asyncio.sleep(0.1)
 
     def wait(self, after_revision: int, timeout: float) -> int:
         target = _etcd_rev(after_revision)
@@ -384,6 +435,9 @@ class EtcdBackend:
         self._follower.cancel()
         with contextlib.suppress(Exception):
             self._submit(self._client.close()).result(5)
+        if self._watch_channel is not None:
+            with contextlib.suppress(Exception):
+                self._submit(self._watch_channel.close()).result(5)
         self._shutdown_loop()
 
     def _shutdown_loop(self) -> None:
@@ -407,6 +461,12 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 def _code(e: grpc.RpcError) -> Any:
     code = getattr(e, "code", None)
     return code() if callable(code) else None
+
+
+def _never_sent(e: BaseException) -> bool:
+    """gRPC failed the call on the client because no endpoint was connected: safe to send again."""
+    text = str(e)
+    return "connections to all backends failing" in text or "Failed to connect to remote host" in text
 
 
 async def _with_timeout(aw: Awaitable[T], timeout: float) -> T:
