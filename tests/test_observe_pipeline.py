@@ -248,3 +248,19 @@ def test_rule_ref_spec_index_is_kept() -> None:
         "CiliumClusterwideNetworkPolicy cw specs[1].ingress[2]",
         ("k8s:io.cilium.k8s.policy.derived-from=CiliumClusterwideNetworkPolicy",
          "k8s:io.cilium.k8s.policy.name=cw"))  # fmt: skip
+
+
+def test_drops_before_any_policy_lookup_name_no_rule(node: Node) -> None:
+    from cilia.datapath.maps.events import F_NOT_READY
+    from cilia.observe.render import compact
+
+    p = pipeline(node)
+    f = p.ingest(raw_event(src=CLIENT, dst=B, src_identity=258, dst_identity=257, proto=TCP, sport=1,
+                           dport=80, direction=1, reason=133, ep_id=3, flags=F_NOT_READY))  # fmt: skip
+    assert (f.verdict, f.drop_reason, f.default_deny_by, f.egress_denied_by, f.note) == (
+        Verdict.DROPPED, DropReason.POLICY_DENIED, (), (),
+        "endpoint policy not ready: dropped until its first policy is installed")  # fmt: skip
+    assert compact(f).endswith(
+        "Policy denied: endpoint policy not ready: dropped until its first policy is installed"
+    )
+    assert flow_from_json(f.to_json()) == f

@@ -7,7 +7,8 @@ back, so a flow survives every hop unchanged.
 
 cilia's own additions to Hubble's fields: ``seq`` (resumable reads), ``default_deny_by`` (the
 policies that turned default deny on, for a default-deny drop), ``world.cidr`` (the CIDR that
-matched a world peer) and ``suppressed`` (events the datapath's rate limit dropped before this one).
+matched a world peer), ``suppressed`` (events the datapath's rate limit dropped before this one) and
+``note`` (a drop no policy decided: the device had no endpoint, or its policy was not installed yet).
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class Flow:
     default_deny_by: tuple[PolicyRef, ...] = ()
     world_cidr: str = ""
     suppressed: int = 0
+    note: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -263,6 +265,8 @@ class Flow:
             out["world"] = {"cidr": self.world_cidr}
         if self.suppressed:
             out["suppressed"] = self.suppressed
+        if self.note:
+            out["note"] = self.note
         out.update(self.extra)
         return out
 
@@ -289,6 +293,7 @@ _KNOWN = {
     "default_deny_by",
     "world",
     "suppressed",
+    "note",
 }
 
 
@@ -319,6 +324,7 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         default_deny_by=refs("default_deny_by"),
         world_cidr=d.get("world", {}).get("cidr", ""),
         suppressed=int(d.get("suppressed", 0)),
+        note=d.get("note", ""),
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 

@@ -28,6 +28,8 @@ from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
 
 DEFAULT_RING = 16384
+NOT_READY = "endpoint policy not ready: dropped until its first policy is installed"
+NO_ENDPOINT = "no endpoint on this device: dropped"
 RulesFor = Callable[[int], "frozenset[RuleRef] | None"]
 
 
@@ -111,7 +113,11 @@ class FlowPipeline:
                 rules = v.entry.rules if v.entry is not None else frozenset()
                 default_deny = full.default_deny_by[ev.direction]
 
-        att = attribute(reason, rules, default_deny, view.revision)
+        note = NOT_READY if ev.not_ready else NO_ENDPOINT if ev.no_endpoint else ""
+        if note:  # the datapath dropped before any policy lookup: no rule to name
+            att = attribute(DropReason.NONE, (), ())
+        else:
+            att = attribute(reason, rules, default_deny, view.revision)
         if audited:
             verdict = Verdict.AUDIT
         else:
@@ -145,6 +151,7 @@ class FlowPipeline:
             default_deny_by=att.default_deny_by,
             world_cidr=world_cidr(view, peer_ip, peer_identity),
             suppressed=ev.suppressed_before,
+            note=note,
         )
 
     def snapshot(self, since: int, limit: int) -> dict[str, object]:

@@ -66,6 +66,8 @@ def _names(refs: Iterable[PolicyRef]) -> str:
 
 def attribution_text(flow: Flow) -> str:
     """What decided: ``by CiliumNetworkPolicy default/deny egressDeny[0]`` and the like."""
+    if flow.note:
+        return flow.note
     would = "would be " if flow.verdict is Verdict.AUDIT else ""
     if flow.drop_reason == DropReason.POLICY_DENIED:
         by = _names(flow.default_deny_by) or "the enforcement mode"
