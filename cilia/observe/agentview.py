@@ -81,7 +81,8 @@ log = logging.getLogger("cilia.observe")
 
 def refresh_metrics(agent: Any, metrics: NodeMetrics, map_capacity: int = DEFAULT_MAX_PER_ENDPOINT) -> None:
     """Copy the agent's state into ``metrics``: policies loaded, endpoints by enforcement, policy
-    map fill per endpoint, and the kernel's packet / lost / suppressed counters (bpf datapath)."""
+    map fill per endpoint, and the kernel's packet / lost / suppressed counters (bpf datapath).
+    ``cilium_policy`` counts rules (a CNP with ``specs`` counts each), as Cilium's does."""
     rec = agent.reconciler
     with agent._lock:
         states: dict[str, int] = {}
@@ -92,7 +93,7 @@ def refresh_metrics(agent: Any, metrics: NodeMetrics, map_capacity: int = DEFAUL
             )
             states[state] = states.get(state, 0) + 1
         fill = {e.id: len(rec.applied.get(e.id, ())) for e in rec.endpoints}
-        policies = len(rec.desired.policies)
+        policies = len(rec.policy.repo)
     metrics.set_policy_count(policies)
     metrics.set_enforcement(states)
     metrics.set_map_fill(fill, map_capacity)
