@@ -34,6 +34,7 @@ from cilia.lab.errors import PodNotFoundError
 from cilia.lab.ipam import Ipam, gateway
 from cilia.lab.node import Lab
 from cilia.lab.node import Pod as LabPod
+from cilia.lab.world import World
 from cilia.store import Store, StoreError, open_store
 
 console = Console(soft_wrap=True, highlight=False)
@@ -182,6 +183,28 @@ def _links() -> set[str]:
         return {str(link.get("ifname")) for link in ipr.link("dump")}
 
 
+def _remove_remaining(names: set[str], links: set[str], report: TeardownReport) -> None:
+    """Second pass, by the exact names this node recorded: links and namespaces the lab's teardown
+    could not remove (a busy device, a namespace still held open) are retried once, after a pause."""
+    left_links = links & _links()
+    left_netns = names & set(netns.names())
+    if not left_links and not left_netns:
+        return
+    time.sleep(0.5)
+    with IPRoute() as ipr:
+        for name in sorted(left_links):
+            for idx in ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("del", index=idx)
+                except Exception as e:
+                    report.errors.append(f"delete link {name}: {e}")
+    for name in sorted(left_netns):
+        try:
+            netns.remove(name)
+        except Exception as e:
+            report.errors.append(f"remove network namespace {name}: {e}")
+
+
 def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     """Remove every pod, link, pin, socket and process this node created (the agent must be
     stopped first), then check that none of them is left."""
@@ -204,11 +227,20 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
                     created_netns.add(p.netns)
                     created_links.add(p.host_ifname)
             workload_pid = lab.workloads.pid()
+            world = World(lab)
+            world_netns, world_links = world.created()
+            try:
+                report.removed += [f"world host namespace {n}" for n in world.teardown()]
+            except Exception as e:
+                report.errors.append(f"world teardown: {e}")
             try:
                 lab.teardown()
-                report.removed += [f"pod namespace {n}" for n in sorted(created_netns)]
             except Exception as e:
                 report.errors.append(f"lab teardown: {e}")
+            _remove_remaining(created_netns, created_links, report)
+            report.removed += [f"pod namespace {n}" for n in sorted(created_netns - set(netns.names()))]
+            created_netns |= world_netns  # checked for leftovers below
+            created_links |= world_links
         if cfg.datapath == "bpf" and Path(cfg.pin_root).exists():
             try:
                 from cilia.datapath.bpf.sync import Datapath  # loads libbpf: only when needed
@@ -351,6 +383,8 @@ def register(app: typer.Typer) -> None:
                 console.print(f"stopped agent pid {pid}")
             for line in report.removed:
                 console.print(f"  removed {line}")
+            for line in report.errors:
+                err_console.print(f"[yellow]warning:[/yellow] {line}")
             if report.leftovers:
                 err_console.print("[red]left behind:[/red]")
                 for line in report.leftovers:
