@@ -342,7 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             d.say("10. Tear the node down: every namespace, link, pin, socket and process goes.")
             d.cilia("down", "--purge", contains="nothing left behind", why="nothing left behind")
-            shutil.rmtree(base, ignore_errors=True)
+            if d.failures:
+                console.print(f"logs kept for a look: {base}")
+            else:
+                shutil.rmtree(base, ignore_errors=True)
         else:
             console.print(
                 f"node kept: export CILIA_STATE_DIR={env['CILIA_STATE_DIR']} "

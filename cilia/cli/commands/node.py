@@ -259,7 +259,7 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     if purge:
         for path in cfg.state_dir.glob("store.db*"):
             path.unlink()
-        for path in (cfg.events_path, cfg.log_path, cfg.settings_path):
+        for path in (cfg.events_path, cfg.settings_path):  # the agent log stays, for a post-mortem
             path.unlink(missing_ok=True)
         shutil.rmtree(cfg.logs_dir, ignore_errors=True)
         shutil.rmtree(cfg.datapath_state_dir, ignore_errors=True)
