@@ -32,6 +32,7 @@ from cilia.agent.endpoints import Endpoint, EndpointTable
 from cilia.agent.events import EventLog
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
+from cilia.agent.services import TABLE_NAME, ServiceLB
 from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
 from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
@@ -83,6 +84,8 @@ class Reconciler:
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
         self.cidr_identities: dict[str, int] = {}  # prefix -> CIDR identity (in the ipcache)
+        table = self.endpoints.path.with_name(TABLE_NAME) if self.endpoints.path is not None else None
+        self.services = ServiceLB(store, table)  # ClusterIPs and the datapath's service table
         self.revision = 0  # store revision reconciled so far
 
     # ------------------------------------------------------------------ identities
@@ -170,6 +173,7 @@ class Reconciler:
         self._sync_ipcache()
         self.revision = snap.revision
         self._converge_pods()
+        self.services.sync(self.desired, self.endpoints, self.datapath)
         return snap.revision
 
     # ------------------------------------------------------------------ event batches
@@ -220,6 +224,8 @@ class Reconciler:
             self.policy.set_cluster_ports(self.desired.pods.values())
         self._converge_pods(touched_pods, touched_deployments)
         self._sync_policies(self.policy.take_affected())
+        if services_changed or touched_pods:
+            self.services.sync(self.desired, self.endpoints, self.datapath)
         self.revision = last
 
     def resync(self) -> None:
@@ -228,6 +234,8 @@ class Reconciler:
         self.applied.clear()
         self._sync_policies(None)
         self._sync_ipcache()
+        self.services.applied = None
+        self.services.sync(self.desired, self.endpoints, self.datapath)
 
     def _fold(self, ev: Event) -> tuple[str, Any] | None:
         try:
@@ -420,6 +428,7 @@ class Reconciler:
                 selector=dict(s.selector) if s.selector else None,
                 backend_ips=self.desired.service_endpoints.get(key, ()),
                 ports=tuple((p.port, p.protocol) for p in s.ports),
+                labels=dict(s.labels),
             )
             for key, s in sorted(self.desired.services.items())
         ]

@@ -37,6 +37,7 @@ def service_infos(cluster: Cluster) -> list[ServiceInfo]:
             selector=dict(s.selector) if s.selector else None,
             backend_ips=tuple(dict.fromkeys(backends.get((s.namespace, s.name), ()))),
             ports=tuple((p.port, p.protocol) for p in s.ports),
+            labels=dict(s.labels),
         )
         for s in cluster.services
     ]

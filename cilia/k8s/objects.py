@@ -245,6 +245,7 @@ class Service:
     ports: tuple[ServicePort, ...]
     cluster_ip: str | None = None
     source: Source = field(default=_NO_SOURCE, compare=False)
+    labels: tuple[tuple[str, str], ...] = ()  # the Service object's own labels (k8sServiceSelector)
 
 
 @dataclass(frozen=True)
@@ -405,6 +406,7 @@ def service_from(model: ServiceModel, source: Source) -> Service:
         ports=tuple(ServicePort(p.name, p.port, p.target_port, p.protocol.upper()) for p in spec.ports or ()),
         cluster_ip=spec.cluster_ip,
         source=source,
+        labels=_pairs(model.metadata.labels),
     )
 
 

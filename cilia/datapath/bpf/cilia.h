@@ -13,6 +13,8 @@
 #define CILIA_CT_MAX 262144
 #define CILIA_EVENTS_BYTES (1 << 20)
 #define CILIA_METRICS_MAX 64
+#define CILIA_LB_MAX 65536
+#define CILIA_LB_CT_MAX 65536
 
 /* endpoint flags (set by user space) */
 #define EP_F_POLICY_READY 0x1 /* cleared while a sync is incomplete or failed: drop all */
@@ -157,6 +159,42 @@ struct config_value {
 struct metric_value {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* Services (IPv4): ClusterIP:port/proto -> backends, DNAT on the client pod's egress path.
+ * cilia_lb4 holds, per frontend, slot 0 = the service (count = number of backends) and slots
+ * 1..count = the backends. User space writes the backends before the count, so a reader never
+ * picks a slot that is not there yet. */
+struct lb4_key {
+	__u8 addr[4];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+struct lb4_value {
+	__u8 addr[4]; /* backend address (slot > 0) */
+	__be16 port; /* backend port (slot > 0) */
+	__u16 count; /* number of backends (slot 0) */
+};
+
+/* One connection through a service: client tuple -> chosen backend (cilia_lb4_ct, keyed by the
+ * client-side tuple) and backend-side tuple -> frontend (cilia_lb4_rev, for replies). */
+struct lb4_tuple {
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb4_addr {
+	__u8 addr[4];
+	__be16 port;
+	__u16 pad;
 };
 
 #endif

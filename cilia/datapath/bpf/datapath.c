@@ -106,6 +106,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilia_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lb4_key);
+	__type(value, struct lb4_value);
+	__uint(max_entries, CILIA_LB_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_lb4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_tuple);
+	__type(value, struct lb4_addr);
+	__uint(max_entries, CILIA_LB_CT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_lb4_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_tuple);
+	__type(value, struct lb4_addr);
+	__uint(max_entries, CILIA_LB_CT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_lb4_rev SEC(".maps");
+
 struct flow {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -423,6 +447,125 @@ static __always_inline void ct_closing(struct ct_value *ct)
 		ct->expires_ns = close_at;
 }
 
+/* Rewrite the IPv4 address at addr_off and the port at port_off of a TCP/UDP packet, fixing the IP
+ * and L4 checksums (a UDP checksum of 0 stays 0). */
+static __always_inline int rewrite4(struct __sk_buff *skb, __u32 l4_off, __u8 proto, __u32 addr_off,
+				    __u32 port_off, __be32 old_addr, __be32 new_addr, __be16 old_port,
+				    __be16 new_port)
+{
+	__u32 csum_off = l4_off + (proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mangled = proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr, BPF_F_PSEUDO_HDR | mangled | 4) < 0 ||
+	    bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | 2) < 0 ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + 10, old_addr, new_addr, 4) < 0 ||
+	    bpf_skb_store_bytes(skb, addr_off, &new_addr, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, port_off, &new_port, 2, 0) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline int l4_offset4(struct __sk_buff *skb)
+{
+	__u8 vihl;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1) < 0)
+		return -1;
+	return ETH_HLEN + (vihl & 0xf) * 4;
+}
+
+/* Service translation on the client's egress path: a packet to a ClusterIP:port gets a backend
+ * (the connection's backend, or a random one for a new connection) before conntrack and policy,
+ * so policy sees the backend (semantics.md §7). Returns 0 (translated or not a service), -1 drop
+ * (a service without backends, or a failed rewrite). */
+static __always_inline int lb4_dnat(struct __sk_buff *skb, struct flow *f)
+{
+	struct lb4_key sk = {.port = f->dport, .proto = f->proto};
+	struct lb4_tuple t = {.sport = f->sport, .dport = f->dport, .proto = f->proto};
+	struct lb4_value *svc, *be;
+	struct lb4_addr chosen, front;
+	struct lb4_addr *known;
+	__be32 old_addr, new_addr;
+	int l4_off;
+
+	if (f->family != 4 || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP) || !f->dport)
+		return 0;
+	__builtin_memcpy(sk.addr, f->daddr, 4);
+	svc = bpf_map_lookup_elem(&cilia_lb4, &sk);
+	if (!svc)
+		return 0;
+	__builtin_memcpy(t.saddr, f->saddr, 4);
+	__builtin_memcpy(t.daddr, f->daddr, 4);
+	known = bpf_map_lookup_elem(&cilia_lb4_ct, &t);
+	if (known && !(f->proto == IPPROTO_TCP && f->ct_create)) {
+		chosen = *known;
+	} else {
+		if (!svc->count)
+			return -1;
+		sk.slot = bpf_get_prandom_u32() % svc->count + 1;
+		be = bpf_map_lookup_elem(&cilia_lb4, &sk);
+		if (!be)
+			return -1;
+		__builtin_memcpy(chosen.addr, be->addr, 4);
+		chosen.port = be->port;
+		chosen.pad = 0;
+		bpf_map_update_elem(&cilia_lb4_ct, &t, &chosen, BPF_ANY);
+	}
+	/* the reply's translation back, keyed by the backend-side tuple (client first) */
+	__builtin_memcpy(front.addr, f->daddr, 4);
+	front.port = f->dport;
+	front.pad = 0;
+	__builtin_memcpy(t.daddr, chosen.addr, 4);
+	t.dport = chosen.port;
+	bpf_map_update_elem(&cilia_lb4_rev, &t, &front, BPF_ANY);
+
+	l4_off = l4_offset4(skb);
+	if (l4_off < 0)
+		return -1;
+	__builtin_memcpy(&old_addr, f->daddr, 4);
+	__builtin_memcpy(&new_addr, chosen.addr, 4);
+	if (rewrite4(skb, l4_off, f->proto, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, f->dport,
+		     chosen.port) < 0)
+		return -1;
+	__builtin_memcpy(f->daddr, chosen.addr, 4);
+	f->dport = chosen.port;
+	f->policy_port = bpf_ntohs(chosen.port);
+	return 0;
+}
+
+/* A reply from a service backend to its client gets the ClusterIP:port back as its source. */
+static __always_inline void lb4_revnat(struct __sk_buff *skb)
+{
+	struct lb4_tuple t = {};
+	struct lb4_addr *front;
+	__be32 old_addr, new_addr;
+	__be16 ports[2], eth_proto, frag;
+	__u8 proto;
+	int l4_off;
+
+	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0 || eth_proto != bpf_htons(ETH_P_IP))
+		return;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) < 0 ||
+	    (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
+		return;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2) < 0 || (bpf_ntohs(frag) & 0x1fff))
+		return;
+	l4_off = l4_offset4(skb);
+	if (l4_off < 0 || bpf_skb_load_bytes(skb, l4_off, ports, 4) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 12, t.daddr, 4) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 16, t.saddr, 4) < 0)
+		return;
+	t.sport = ports[1];
+	t.dport = ports[0];
+	t.proto = proto;
+	front = bpf_map_lookup_elem(&cilia_lb4_rev, &t);
+	if (!front)
+		return;
+	__builtin_memcpy(&old_addr, t.daddr, 4);
+	__builtin_memcpy(&new_addr, front->addr, 4);
+	rewrite4(skb, l4_off, proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, ports[0], front->port);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	__u32 ifindex = skb->ifindex, base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst;
@@ -460,6 +603,12 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (f.family == 6 && ((f.proto == IPPROTO_ICMPV6 && f.policy_port >= 133 && f.policy_port <= 137) ||
 			      (f.daddr[0] == 0xff && (f.daddr[1] & 0x0f) <= 2)))
 		return TC_ACT_OK;
+
+	if (dir == DIR_EGRESS && lb4_dnat(skb, &f) < 0) {
+		v.reason = DROP_POLICY;
+		count(base + METRIC_DROP_POLICY, skb->len);
+		return TC_ACT_SHOT;
+	}
 
 	ck.ep_id = ep->ep_id;
 	ck.direction = dir;
@@ -562,7 +711,11 @@ int from_container(struct __sk_buff *skb)
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_INGRESS);
+	int r = handle(skb, DIR_INGRESS);
+
+	if (r == TC_ACT_OK)
+		lb4_revnat(skb);
+	return r;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, NamedTuple, TypeVar
 
@@ -20,12 +20,14 @@ from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
 from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
+from cilia.datapath.maps import lb
 from cilia.datapath.maps import policy as policymap
 from cilia.datapath.maps.config import ConfigMap, DatapathConfig
 from cilia.datapath.maps.ct import CtEntry, CtMap
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo, EndpointsMap
 from cilia.datapath.maps.events import EventsReader, PolicyEvent
 from cilia.datapath.maps.ipcache import IpcacheMap
+from cilia.datapath.maps.lb import Backend, Frontend, LbMap
 from cilia.datapath.maps.metrics import MetricRow, MetricsMap
 from cilia.datapath.maps.policy import PolicyMap, PolicyValue
 from cilia.policy.types import Entry, Key, RuleRef
@@ -115,6 +117,7 @@ class Datapath:
         self.ct = CtMap(m["cilia_ct"])
         self.metrics_map = MetricsMap(m["cilia_metrics"])
         self.config_map = ConfigMap(m["cilia_config"])
+        self.lb = LbMap(m[lb.MAP], m[lb.CT_MAP], m[lb.REV_MAP])
         self.config_map.set(self.config)
         self.cookies = CookieTable(self.state_dir / "cookies.json")
         return self
@@ -335,6 +338,16 @@ class Datapath:
                 self.endpoints.set(e._replace(identity=identity))
         for ep, phases in plans.items():
             self._apply(ep, phases[2:], batch=False)
+
+    # -- services ------------------------------------------------------------------------------
+    def sync_services(self, want: Mapping[Frontend, Sequence[Backend]]) -> None:
+        """Full sync of the service frontends and their backends (the datapath's DNAT)."""
+        self._coll()
+        self.lb.sync(want)
+
+    def services(self) -> dict[Frontend, tuple[Backend, ...]]:
+        self._coll()
+        return self.lb.dump()
 
     # -- conntrack, events, metrics ----------------------------------------------------------------
     def flush_ct(self, endpoint_id: int | None = None,

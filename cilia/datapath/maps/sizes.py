@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from cilia.datapath.maps import config, ct, endpoints, events, ipcache, metrics, policy
+from cilia.datapath.maps import config, ct, endpoints, events, ipcache, lb, metrics, policy
 
 LAYOUTS: dict[str, tuple[int, int]] = {
     ipcache.MAP_V4: (ipcache.KEY_SIZES[ipcache.MAP_V4], ipcache.VALUE_SIZE),
@@ -16,4 +16,7 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     events.RATELIMIT_MAP: (4, events.RATELIMIT_VALUE_SIZE),
     metrics.MAP: (4, metrics.VALUE_SIZE),
     config.MAP: (4, config.VALUE_SIZE),
+    lb.MAP: (lb.KEY_SIZE, lb.VALUE_SIZE),
+    lb.CT_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
+    lb.REV_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
 }
