@@ -206,3 +206,20 @@ def test_controller_creates_scales_and_replaces() -> None:
     assert sorted(op.key.name for op in deployment_ops(state, revision=5)) == sorted(
         [names[1], replace[0].key.name]
     )
+
+
+def test_ring_sink_names_pods_at_decoding_time() -> None:
+    from cilia.agent.flows import RingSink
+
+    pods = {"198.18.0.2": "default/a"}
+    ref = RuleRef("CiliumNetworkPolicy", "default", "p", "egressDeny", 0)
+    sink = RingSink(lambda: dict(pods), lambda c: frozenset({ref}), capacity=2)
+    sink.ingest(_event())
+    pods["198.18.0.4"] = "default/b"
+    sink.ingest(_event())
+    snap = sink.snapshot(0, 10)
+    assert [(f["seq"], f["source"]["pod"], f["destination"]["pod"]) for f in snap["flows"]] == [
+        (1, "default/a", ""),
+        (2, "default/a", "default/b"),
+    ]
+    assert snap["flows"][0]["rules"] == ["CiliumNetworkPolicy default/p egressDeny[0]"]

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from cilia.agent.client import AgentClient
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
 from cilia.lab import netns
@@ -136,6 +137,20 @@ def test_seed_story_through_the_kernel(node: LiveNode) -> None:
     assert broken.returncode == 1 and 'unknown field "spec.deny"' in broken.stderr
     node.cilia("apply", "--fix", "-f", str(SEED / "deny-a-to-b.yaml"))
     assert node.curl(a0, ips[b0]) == 28  # timed out: the kernel dropped the SYN
+    flows = AgentClient(node.cfg.socket_path).flows(0, 100000)["flows"]
+    drop = [f for f in flows if f["verdict"] == "DROPPED"][-1]
+    assert {k: drop[k] for k in ("direction", "drop_reason", "proto", "match_type", "rules")} == {
+        "direction": "egress",
+        "drop_reason": 181,
+        "proto": "TCP",
+        "match_type": "L3-Only",
+        "rules": ["CiliumNetworkPolicy default/deny-app-a-to-app-b egressDeny[0]"],
+    }
+    assert (drop["source"]["pod"], drop["destination"]["pod"], drop["destination"]["port"]) == (
+        f"default/{a0}",
+        f"default/{b0}",
+        80,
+    )
     assert node.curl(b0, ips[a0]) == 0
 
     node.cilia("label", "pod", a0, "access=frontend")
