@@ -104,6 +104,7 @@ class ClusterAllocator:
         self._alloc_lock = threading.Lock()
         self._by_id: dict[int, Labels] = {}
         self._by_labels: dict[Labels, int] = {}
+        self._revs: dict[int, int] = {}  # store revision each identity was written at
         self._refs: dict[int, int] = {}  # this node's uses per identity
         self._used: dict[int, Labels] = {}  # labels of those (kept if the identity vanishes)
         self._stale: dict[int, tuple[float, int]] = {}  # GC: first seen unreferenced, mod revision
@@ -158,43 +159,62 @@ class ClusterAllocator:
             return n
 
     def _claim(self, labels: Labels) -> int:
+        """Refer to the cluster's identity of ``labels``, creating it if there is none.
+
+        One transaction in the common cases: a label set this node knows from the watch gets
+        its reference guarded by the by-labels key's revision; an unknown one is created at
+        once (create-if-absent). A conflict or a timeout re-reads by-labels before trying again.
+        """
         strs = labels.strings()
         lkey = stored.labels_key(strs)
         tried: set[int] = set()
         deadline = time.monotonic() + self._retry_for
         last: Exception | None = None
+        with self._lock:
+            n0 = self._by_labels.get(labels)
+            known = (n0, self._revs[n0]) if n0 is not None and n0 in self._revs else None
+        reread = False
         for _ in range(self._attempts):
             if time.monotonic() > deadline:
                 break
             fresh = None
             try:
-                rec = self.store.get(lkey)
-                if rec is not None:
-                    n = int(rec.value["id"])
-                    if rec.value["labels"] != strs:
-                        raise ClusterAllocatorError(f"{lkey}: hash collision between {strs} and "
-                                                    f"{rec.value['labels']}")
+                if reread:
+                    reread = False
+                    rec = self.store.get(lkey)
+                    if rec is not None:
+                        if rec.value["labels"] != strs:
+                            raise ClusterAllocatorError(f"{lkey}: hash collision between {strs} and "
+                                                        f"{rec.value['labels']}")
+                        known = (int(rec.value["id"]), rec.mod_revision)
+                if known is not None:
+                    n, rev = known
+                    known = None
                     # Refer to it only while it still exists unchanged (GC may be deleting it).
-                    self._commit([RawOp("expect", lkey.path(), revision=rec.mod_revision)], n)
+                    self._commit([RawOp("expect", lkey.path(), revision=rev)], n)
                     return n
                 fresh = self._pick(tried)
-                self._commit(_raw_ops(stored.allocate_ops(fresh, strs)), fresh)
+                rev = self._commit(_raw_ops(stored.allocate_ops(fresh, strs)), fresh)
+                with self._lock:
+                    self._revs[fresh] = rev
                 return fresh
             except ConflictError as e:
                 last = e
+                reread = True
                 if fresh is not None:
                     tried.add(fresh)
             except ClusterAllocatorError:
                 raise
             except StoreError as e:  # unavailable: the txn may have been applied; re-read first
                 last = e
+                reread = True
                 time.sleep(0.05)
         raise ClusterAllocatorError(f"could not allocate an identity for {strs}: {last}")
 
-    def _commit(self, ops: list[RawOp], n: int) -> None:
+    def _commit(self, ops: list[RawOp], n: int) -> int:
         rk = ref_key(n, self.node)
-        self.backend.commit([*ops, RawOp("put", rk, json.dumps({"node": self.node}))],
-                            leases={rk: self.lease.id})
+        return int(self.backend.commit([*ops, RawOp("put", rk, json.dumps({"node": self.node}))],
+                                       leases={rk: self.lease.id}))
 
     def _pick(self, tried: set[int]) -> int:
         with self._lock:
@@ -316,6 +336,7 @@ class ClusterAllocator:
         self._emit(IdentityEvent(EventKind.ADDED, n, labels))
 
     def _forget(self, n: int) -> None:
+        self._revs.pop(n, None)
         labels = self._by_id.pop(n, None)
         if labels is None:
             return
@@ -334,6 +355,7 @@ class ClusterAllocator:
             self._forget(n)
         for n, labels in sorted(now.items()):
             self._learn(n, labels)
+        self._revs.update({int(r.value["id"]): r.mod_revision for r in snap.records})
         self._next_revision = snap.revision + 1
         self._synced.notify_all()
 
@@ -341,6 +363,7 @@ class ClusterAllocator:
         n = int(ev.value["id"])
         if ev.type is EventType.PUT:
             self._learn(n, Labels.parse(ev.value["labels"]))
+            self._revs[n] = ev.revision
         elif self._by_id.get(n) is not None:
             self._forget(n)
 

@@ -8,14 +8,19 @@
   failure branch reads every compared key, so the error names the first failed precondition
   exactly as :func:`cilia.store.backend.plan_writes` does. etcd applies a txn with no change
   without a new revision, as the other backends do.
-* **History.** etcd has no "events since r" call; :meth:`EtcdBackend.events` opens a watch from
-  ``r`` over the whole key space and reads until it has seen the events of the current
-  revision (every revision after 1 has at least one), keeping those under the prefix.
-  A compacted start raises :class:`CompactedError`. ``compact(r)`` compacts etcd at ``r + 2``
-  (etcd keeps its compaction revision watchable); at most the current revision, so compacting
-  at the current revision keeps that revision's events.
-* **Waiting.** One background watch per backend follows the whole key space and wakes
-  :meth:`wait`; etcd3aio reconnects it to another endpoint and resumes from its last revision.
+* **History.** etcd has no "events since r" call. One background watch per backend follows the
+  whole key space from the revision the backend was opened at and keeps the last ``history``
+  events; :meth:`EtcdBackend.events` reads the current revision, waits until that watch has
+  delivered it, and answers from the buffer. Older history (or a follower that broke) opens a
+  watch from ``r`` and reads until it has seen the events of the current revision (every
+  revision after 1 has at least one); that costs ~100 ms, since etcd catches up watches of past
+  revisions every 100 ms. A compacted start raises :class:`CompactedError`. ``compact(r)``
+  compacts etcd at ``r + 2`` (etcd keeps its compaction revision watchable), at most at the
+  current revision, so compacting at the current revision keeps that revision's events; the
+  buffer forgets the same. Compaction by another client does not shorten this buffer.
+* **Waiting.** The same watch wakes :meth:`wait`. It is our own stream (not etcd3aio's
+  reconnecting watch, which resumes after the response header's revision and so can skip events
+  of a watch still catching up): after a break it reopens after the last event received.
 * **Failures.** Every call has a deadline (``timeout``, about 1 s: a proposal in flight when the
   leader dies is lost and only the deadline ends it, etcd-notes.md). Reads are retried until
   ``retry_for`` seconds have passed; a commit is not retried, because a timed-out txn may have
@@ -32,6 +37,7 @@ Keys over 4 MiB of range results are read in pages at one revision.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import threading
@@ -95,6 +101,15 @@ def _raw(kv: Any) -> RawRecord:
                      _store_rev(kv.mod_revision), kv.version)
 
 
+def _event(ev: Any) -> RawEvent:
+    rev = _store_rev(ev.kv.mod_revision)
+    if ev.type == 0:
+        return RawEvent(rev, EventType.PUT, ev.kv.key.decode(), ev.kv.value.decode())
+    # A DELETE carries the value before the delete (the watch asks for prev_kv).
+    before = ev.prev_kv.value.decode() if ev.prev_kv.key else "{}"
+    return RawEvent(rev, EventType.DELETE, ev.kv.key.decode(), before)
+
+
 class Lease:
     """An etcd lease kept alive by the backend's loop until :meth:`revoke` or :meth:`abandon`."""
 
@@ -124,12 +139,13 @@ class EtcdBackend:
     """A :class:`cilia.store.backend.Backend` on an etcd cluster (see the module docstring)."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0, retry_for: float = 15.0,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, history: int = 100_000) -> None:
         if not endpoints:
             raise StoreError("the etcd backend needs at least one endpoint (host:port)")
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.retry_for = retry_for
+        self.history = history
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cilia-etcd", daemon=True)
         self._thread.start()
@@ -146,6 +162,11 @@ class EtcdBackend:
             self._shutdown_loop()
             raise
         self._seen = start
+        # Events the follower received, in order: every event with revision >= _buf_from (store
+        # revisions) through _hub_rev is here. Served by events() without a watch of history.
+        self._buf: list[RawEvent] = []
+        self._buf_from = _store_rev(start) + 1
+        self._hub_rev = _store_rev(start)
         self._follower = self._submit(self._follow(start + 1))
 
     # ------------------------------------------------------------------ plumbing
@@ -200,30 +221,51 @@ class EtcdBackend:
             call.cancel()
 
     async def _follow(self, start: int) -> None:
-        """Track the newest revision seen on a watch of every key, to wake :meth:`wait`."""
+        """Follow every key from ``start`` (etcd revision): buffer the events for :meth:`events`
+        and wake :meth:`wait`. A live watch gets events at once; a watch of past revisions is
+        caught up by etcd only every 100 ms, which is why history is served from here."""
         nxt = start
         while True:
             behind = False
             try:
-                async with contextlib.aclosing(self._watch_stream(nxt)) as stream:
+                async with contextlib.aclosing(self._watch_stream(nxt, prev_kv=True)) as stream:
                     async for resp in stream:
                         if resp.compact_revision or resp.canceled:
-                            behind = True  # fell behind a compaction: go on from now
+                            behind = True
                             break
                         if resp.events:
                             nxt = resp.events[-1].kv.mod_revision + 1
-                            self._note(nxt - 1)
+                            self._buffer([_event(ev) for ev in resp.events])
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # the follower must outlive any error; wait() has a timeout anyway
+            except Exception as e:  # the follower must outlive any error; readers fall back to history
                 _log.debug("etcd watch follower: %s; restarting", e)
             await asyncio.sleep(0.2)
-            if behind:
+            if behind:  # fell behind a compaction: the buffer has a gap, start it again from now
                 with contextlib.suppress(Exception):
                     now = await self._client.kv.get(_ALL_START, count_only=True, limit=1,
                                                     timeout=self.timeout)
                     nxt = int(now.header.revision) + 1
-                    self._note(nxt - 1)
+                    with self._cond:
+                        self._buf.clear()
+                        self._hub_rev = _store_rev(nxt - 1)
+                        self._buf_from = self._hub_rev + 1
+                        self._cond.notify_all()
+
+    def _buffer(self, events: list[RawEvent]) -> None:
+        with self._cond:
+            self._buf.extend(events)
+            self._hub_rev = events[-1].revision
+            if len(self._buf) > 2 * self.history:
+                cut = len(self._buf) - self.history
+                # Keep whole revisions only.
+                while cut < len(self._buf) and self._buf[cut].revision == self._buf[cut - 1].revision:
+                    cut += 1
+                del self._buf[:cut]
+                self._buf_from = self._buf[0].revision if self._buf else self._hub_rev + 1
+            if _etcd_rev(self._hub_rev) > self._seen:
+                self._seen = _etcd_rev(self._hub_rev)
+            self._cond.notify_all()
 
     async def _open_watch_channel(self) -> None:
         # Its own channel, created on the loop: watch streams do not queue behind unary calls.
@@ -323,7 +365,21 @@ class EtcdBackend:
         return _store_rev(int(resp.header.revision)) if resp.succeeded else None
 
     def events(self, prefix: str, from_revision: int) -> list[RawEvent]:
-        start = _etcd_rev(max(from_revision, 0))
+        """Events under ``prefix`` from ``from_revision`` through at least the newest revision this
+        backend has seen (so through the one a preceding :meth:`revision` returned)."""
+        first = max(from_revision, 0)
+        lo, hi = _b(prefix), prefix_range_end(_b(prefix))
+        with self._cond:
+            last = _store_rev(self._seen)
+            if first > last:
+                return []
+            caught_up = first >= self._buf_from and self._cond.wait_for(
+                lambda: self._hub_rev >= last or first < self._buf_from, self.timeout)
+            # The follower may have restarted its buffer meanwhile (after a compaction): check again.
+            if caught_up and first >= self._buf_from and self._hub_rev >= last:
+                i = bisect.bisect_left(self._buf, first, key=lambda e: e.revision)
+                return [e for e in self._buf[i:] if lo <= _b(e.key) < hi]
+        start = _etcd_rev(first)
         deadline = time.monotonic() + self.retry_for
         current = self._etcd_revision(deadline)
         if current <= OFFSET or start > current:
@@ -336,17 +392,7 @@ class EtcdBackend:
             raise EtcdUnavailableError(f"history from revision {from_revision}", self.endpoints, e) from e
         if isinstance(got, int):
             raise CompactedError(from_revision, max(_store_rev(got) - 1, 0))
-        lo, hi = _b(prefix), prefix_range_end(_b(prefix))
-        out = []
-        for ev in got:
-            if lo <= ev.kv.key < hi:
-                if ev.type == 0:
-                    out.append(RawEvent(_store_rev(ev.kv.mod_revision), EventType.PUT, ev.kv.key.decode(),
-                                        ev.kv.value.decode()))
-                else:
-                    out.append(RawEvent(_store_rev(ev.kv.mod_revision), EventType.DELETE, ev.kv.key.decode(),
-                                        ev.prev_kv.value.decode() if ev.prev_kv.key else "{}"))
-        return out
+        return [_event(ev) for ev in got if lo <= ev.kv.key < hi]
 
     async def _history(self, start: int, until: int) -> list[Any] | int:
         """Events from etcd revision ``start`` through ``until``; an int is etcd's compaction revision.
@@ -388,6 +434,10 @@ class EtcdBackend:
         except StoreError as e:
             if "compacted" not in str(e):  # already compacted at or past target: nothing to do
                 raise
+        with self._cond:  # what etcd forgot, this backend forgets too
+            self._buf_from = max(self._buf_from, _store_rev(target))
+            i = bisect.bisect_left(self._buf, self._buf_from, key=lambda e: e.revision)
+            del self._buf[:i]
 
     # ------------------------------------------------------------------ leases
 
