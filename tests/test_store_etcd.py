@@ -167,3 +167,22 @@ def test_watch_and_writes_continue_across_a_leader_kill(tmp_path: Path) -> None:
         assert {r.key.name for r in store.list(Kind.PODS)} == set(names)
         assert len(names) >= 300 - failed and failed <= 5
         assert [e.revision for e in got] == sorted(e.revision for e in got)
+
+
+def test_history_from_before_the_backend_opened_or_beyond_its_buffer(etcd1: EtcdCluster) -> None:
+    with open_etcd_store(etcd1.endpoints) as writer:
+        for i in range(12):
+            writer.put(Kind.PODS.key("default", f"p{i}"), {"i": i})
+        expected = [(e.key.name, e.revision) for e in writer.watch(1).drain()]
+    assert expected == [(f"p{i}", i + 1) for i in range(12)]
+    # Opened after the writes: its follower starts at revision 12, older events come from etcd.
+    late = Store(EtcdBackend(etcd1.endpoints, history=4))
+    try:
+        assert [(e.key.name, e.revision) for e in late.watch(1).drain()] == expected
+        for i in range(12, 24):
+            late.put(Kind.PODS.key("default", f"p{i}"), {"i": i})
+        # The buffer keeps about the last 4-8 events; asking for more reads etcd's history.
+        assert [e.revision for e in late.watch(5).drain()] == list(range(5, 25))
+        assert [e.revision for e in late.watch(23).drain()] == [23, 24]
+    finally:
+        late.close()

@@ -10,8 +10,9 @@
   without a new revision, as the other backends do.
 * **History.** etcd has no "events since r" call. One background watch per backend follows the
   whole key space from the revision the backend was opened at and keeps the last ``history``
-  events; :meth:`EtcdBackend.events` reads the current revision, waits until that watch has
-  delivered it, and answers from the buffer. Older history (or a follower that broke) opens a
+  events or more; :meth:`EtcdBackend.events` waits until that watch has delivered the newest
+  revision this backend has seen (from a read, a commit or the watch) and answers from the
+  buffer. Older history (or a follower that broke) opens a
   watch from ``r`` and reads until it has seen the events of the current revision (every
   revision after 1 has at least one); that costs ~100 ms, since etcd catches up watches of past
   revisions every 100 ms. A compacted start raises :class:`CompactedError`. ``compact(r)``
@@ -31,7 +32,7 @@
   background; ``commit(ops, leases={key: lease_id})`` attaches puts to it.
 
 asyncio runs on one private event loop thread; the synchronous API submits coroutines to it.
-Keys over 4 MiB of range results are read in pages at one revision.
+Ranges are read in pages of 1000 keys at one revision (gRPC refuses messages over 4 MiB).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class EtcdBackend:
     """A :class:`cilia.store.backend.Backend` on an etcd cluster (see the module docstring)."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0, retry_for: float = 15.0,
-                 connect_timeout: float = 10.0, history: int = 100_000) -> None:
+                 connect_timeout: float = 10.0, history: int = 20_000) -> None:
         if not endpoints:
             raise StoreError("the etcd backend needs at least one endpoint (host:port)")
         self.endpoints = list(endpoints)
