@@ -29,6 +29,7 @@ from cilia.agent.endpoints import EndpointTable
 from cilia.agent.interfaces import BeforeAddress, PodRuntime, RuntimePod
 from cilia.agent.node import Node
 from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.agent.services import TABLE_NAME as SERVICES_TABLE
 from cilia.lab import netns
 from cilia.lab.errors import PodNotFoundError
 from cilia.lab.ipam import Ipam, gateway
@@ -252,7 +253,8 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     finally:
         if store is not None:
             store.close()
-    for path in (cfg.socket_path, cfg.pid_path, cfg.endpoints_path, cfg.sim_pods_path):
+    services_table = cfg.endpoints_path.with_name(SERVICES_TABLE)  # the agent's load-balancing table
+    for path in (cfg.socket_path, cfg.pid_path, cfg.endpoints_path, cfg.sim_pods_path, services_table):
         if path.exists() or path.is_symlink():
             path.unlink()
             report.removed.append(str(path))
