@@ -181,6 +181,9 @@ def test_a_dead_nodes_references_expire_with_its_lease(nodes: Callable[..., Node
         time.sleep(0.3)
         collected = gc.alloc.collect_garbage()
     assert collected == [n]
+    # Until it has a new lease, the node cannot refer to identities (and says why, at once).
+    with pytest.raises(ClusterAllocatorError, match=r"lease [0-9a-f]+ is gone"):
+        a.alloc.allocate(Labels.k8s({"app": "other"}))
     # The node comes back with a new lease: its identity gets a reference (and a number) again.
     a.lease = a.store.backend.grant_lease(5)  # type: ignore[attr-defined]
     moved = a.alloc.relink(a.lease)

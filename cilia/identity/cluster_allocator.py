@@ -47,6 +47,7 @@ from cilia.identity.labels import Labels
 from cilia.store import CompactedError, ConflictError, Kind, Store, StoreError
 from cilia.store import identities as stored
 from cilia.store.backend import RawOp
+from cilia.store.etcd import LeaseNotFoundError
 from cilia.store.etcd_keys import REFS_PREFIX, ref_key, refs_prefix, split
 from cilia.store.records import Event, EventType, Expect, Op, Put
 
@@ -205,6 +206,9 @@ class ClusterAllocator:
                     tried.add(fresh)
             except ClusterAllocatorError:
                 raise
+            except LeaseNotFoundError as e:
+                raise ClusterAllocatorError(f"node {self.node}: its lease {self.lease.id:x} is gone; "
+                                            f"grant a new one and call relink()") from e
             except StoreError as e:  # unavailable: the txn may have been applied; re-read first
                 last = e
                 reread = True

@@ -85,6 +85,10 @@ class EtcdUnavailableError(StoreError):
         self.maybe_applied = maybe_applied
 
 
+class LeaseNotFoundError(StoreError):
+    """A put named a lease etcd no longer has (it expired or was revoked)."""
+
+
 def _b(s: str) -> bytes:
     return s.encode()
 
@@ -187,7 +191,10 @@ class EtcdBackend:
                 return self._submit(_with_timeout(fn(self._client), self.timeout)).result(self.timeout + 5)
             except (EtcdError, TimeoutError, grpc.RpcError) as e:
                 if isinstance(e, grpc.RpcError) and _code(e) not in _TRANSIENT:
-                    raise StoreError(f"etcd {what}: {e}") from e
+                    detail = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+                    if "lease not found" in str(detail):
+                        raise LeaseNotFoundError(f"etcd {what}: {detail} (expired or revoked)") from e
+                    raise StoreError(f"etcd {what}: {detail}") from e
                 if not retry and not _never_sent(e):
                     raise EtcdUnavailableError(what, self.endpoints, e, maybe_applied=True) from e
                 if time.monotonic() + delay >= end:
