@@ -426,3 +426,16 @@ def test_failed_pod_creation_leaves_nothing_and_is_retried(tmp_path: Path) -> No
     ]
     assert sorted(node.datapath.policies) == sorted(e.id for e in node.rec.endpoints)
     assert sorted(i for i, _ in node.datapath.endpoints.values()) == sorted(e.id for e in node.rec.endpoints)
+
+
+def test_a_pod_that_vanished_from_the_system_is_recreated(node: Harness) -> None:
+    node.apply("app-a.yaml")
+    a0, _ = node.ep("app-a")
+    created = CountingRuntime.created
+    del node.runtime._pods[a0.pod]  # its namespace is gone, behind the agent's back
+    assert node.rec.check_runtime() == 1
+    again = node.ep(a0.pod.name)
+    assert (again.identity, again.id) == (a0.identity, a0.id) and CountingRuntime.created == created + 1
+    assert a0.pod in node.runtime.existing() and node.datapath.prefixes.get(f"{again.ip}/32") == a0.identity
+    assert node.rec.check_runtime() == 0
+    assert [e.reason for e in node.events.events() if e.type == "Warning"] == ["PodVanished"]

@@ -291,3 +291,23 @@ def test_down_removes_everything(tmp_path: Path) -> None:
         created = n.created()
         n.cilia("down", "--purge", check=False)
         assert_nothing_left(n, *created)
+
+
+def test_a_pod_removed_behind_the_agents_back_comes_back(node: LiveNode) -> None:
+    node.cilia("apply", "-f", str(SEED / "app-b.yaml"))
+    pods = node.pods()
+    victim = sorted(pods)[0]
+    ns_name = pods[victim]["status"]["cilia"]["netns"]
+    subprocess.run(["ip", "netns", "del", ns_name], check=True)  # also takes the veth pair with it
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        if ns_name in netns.names():
+            break
+    assert ns_name in netns.names(), "the agent did not recreate the pod"
+    time.sleep(0.5)
+    ip = node.ips()[victim]
+    other = sorted(pods)[1]
+    assert node.curl(other, ip) == 0
+    events = node.cilia("get", "events").stdout
+    assert "PodVanished" in events

@@ -29,6 +29,7 @@ from cilia.agent.reconcile import Reconciler
 from cilia.store import Store
 
 log = logging.getLogger("cilia.agent")
+RUNTIME_CHECK_S = 10.0  # how often an idle agent checks that its pods still exist on the system
 
 
 class Agent:
@@ -75,6 +76,7 @@ class Agent:
         self._ready = True
         log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
         resync_at: float | None = None  # set after a failure: when to retry a full sync
+        check_at = time.monotonic() + RUNTIME_CHECK_S
         with self.store.watch(rev + 1) as watch:
             while not self._stop.is_set():
                 ev = watch.get(timeout=0.2)
@@ -83,6 +85,9 @@ class Agent:
                     try:
                         if batch:
                             self.reconciler.handle(batch)
+                        elif time.monotonic() >= check_at:
+                            check_at = time.monotonic() + RUNTIME_CHECK_S
+                            self.reconciler.check_runtime()
                         if resync_at is not None and time.monotonic() >= resync_at:
                             # A failed update left endpoints fail-closed: retry a full sync.
                             self.reconciler.resync()

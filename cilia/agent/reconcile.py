@@ -237,6 +237,20 @@ class Reconciler:
         self.services.applied = None
         self.services.sync(self.desired, self.endpoints, self.datapath)
 
+    def check_runtime(self) -> int:
+        """Kubelet's self-healing: pods whose namespace or interface disappeared behind the agent's
+        back are cleaned up and created again (same name, from the store). Returns how many."""
+        existing = self.runtime.existing()
+        gone = [ep for ep in self.endpoints if ep.pod not in existing]
+        for ep in gone:
+            why = "its namespace or interface disappeared; recreating"
+            self._emit("Warning", "PodVanished", f"Pod/{ep.pod}", why)
+            self.allocator.release(self._delete_endpoint(ep))
+        if gone:
+            self._sync_policies(self.policy.take_affected())
+            self._converge_pods(set(), set())  # creates the desired pods that have no endpoint
+        return len(gone)
+
     def _fold(self, ev: Event) -> tuple[str, Any] | None:
         try:
             return self.desired.apply(ev)
