@@ -16,7 +16,8 @@ from cilia.identity.cluster_allocator import MAX_ID, MIN_ID, ClusterAllocator, C
 from cilia.identity.labels import Labels
 from cilia.lab.etcd_cluster import EtcdCluster
 from cilia.store import Delete, Kind, Store, identities
-from cilia.store.etcd import Lease, open_etcd_store
+from cilia.store.backend import RawOp
+from cilia.store.etcd import EtcdBackend, EtcdUnavailableError, Lease, open_etcd_store
 from cilia.store.etcd_keys import REFS_PREFIX
 from cilia.store.memory import MemoryBackend
 
@@ -116,6 +117,40 @@ def test_three_allocators_agree_on_1000_label_sets(nodes: Callable[..., Node]) -
         assert a.alloc.references() == dict.fromkeys(ids, 1)
     _, refs = agents[0].store.backend.range(REFS_PREFIX)
     assert len(refs) == 3000
+
+
+class LosesFirstReply(EtcdBackend):
+    """A real etcd backend whose first commit is applied but reported as timed out, as when the
+    leader dies after committing and before answering."""
+
+    lost = 1
+
+    def commit(self, ops: list[RawOp], leases: dict[str, int] | None = None) -> int:  # type: ignore[override]
+        rev = super().commit(ops, leases)
+        if self.lost:
+            self.lost -= 1
+            raise EtcdUnavailableError("commit", self.endpoints, TimeoutError("reply lost"),
+                                       maybe_applied=True)
+        return rev
+
+
+def test_a_timed_out_but_applied_allocation_is_retried_safely(cluster: EtcdCluster,
+                                                               nodes: Callable[..., Node]) -> None:
+    lease_owner = nodes("n1")
+    store = Store(LosesFirstReply(cluster.endpoints))
+    alloc = ClusterAllocator(store, "n1", lease_owner.lease)
+    try:
+        labels = Labels.k8s({"app": "unlucky"})
+        n = alloc.allocate(labels)
+        assert [(int(r.key.name), r.value["labels"]) for r in store.list(Kind.IDENTITIES)] == [
+            (n, labels.strings())]
+        assert identities.lookup(store, labels.strings()) == n
+        _, refs = store.backend.range(REFS_PREFIX)
+        assert [r.key for r in refs] == [f"{REFS_PREFIX}{n}/n1"]
+        assert alloc.references() == {n: 1}
+    finally:
+        alloc.close()
+        store.close()
 
 
 def test_remote_allocations_reach_subscribers_and_local_scope_stays_local(
