@@ -141,8 +141,10 @@ class LabRuntime:
 
     def existing(self) -> dict[PodKey, RuntimePod]:
         pods = {PodKey(p.namespace, p.name): _runtime_pod(p) for p in self.lab.list_pods()}
-        if pods and not self.lab.workloads.running():
-            self.lab.restore_workloads()  # the workload daemon died (e.g. the machine rebooted)
+        if not self.lab.workloads.running():  # the workload daemon died (e.g. the machine rebooted)
+            if pods:
+                self.lab.restore_workloads()
+            World(self.lab).restore_workloads()  # world hosts' servers run in the same daemon
         return pods
 
     def create(self, manifest: dict[str, Any], before_address: BeforeAddress) -> RuntimePod:
