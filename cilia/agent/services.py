@@ -31,7 +31,7 @@ from typing import Any
 from cilia.agent.desired import DesiredState, PodKey
 from cilia.agent.endpoints import EndpointTable
 from cilia.datapath.maps.lb import Backend, Frontend
-from cilia.k8s.objects import Service, ServicePort
+from cilia.k8s.objects import ServicePort
 from cilia.store import ConflictError, Delete, Expect, Kind, Put, Store, StoreError
 
 log = logging.getLogger("cilia.agent")
@@ -192,30 +192,38 @@ class ServiceLB:
         self.table_path = table_path
         self.applied: dict[Frontend, tuple[Backend, ...]] | None = None
         self.views: list[ServiceView] = []
+        self._known: dict[PodKey, str] = {}  # ClusterIPs given out (and stored) by this agent
+        self._services_seen: set[PodKey] | None = None
 
     def _cluster_ips(self, desired: DesiredState) -> dict[PodKey, str]:
         out: dict[PodKey, str] = {}
         for key, svc in sorted(desired.services.items()):
             if svc.cluster_ip == HEADLESS:
                 continue
-            requested = svc.cluster_ip if _in_range(svc.cluster_ip) else None
-            try:
-                ip = self.ips.allocate(key, requested)
-            except (ServiceIPError, StoreError) as e:
-                log.warning("service %s: %s", key, e)
-                continue
+            ip = self._known.get(key)
+            if ip is None or svc.cluster_ip != ip:  # new, or the stored object lost its ClusterIP
+                requested = svc.cluster_ip if _in_range(svc.cluster_ip) else None
+                try:
+                    ip = self.ips.allocate(key, requested)
+                except (ServiceIPError, StoreError) as e:
+                    log.warning("service %s: %s", key, e)
+                    continue
+                if svc.cluster_ip != ip:
+                    self._store_cluster_ip(key, ip)
             out[key] = ip
-            if svc.cluster_ip != ip:
-                self._store_cluster_ip(key, svc, ip)
-        wanted = {_owner(k) for k in desired.services}
-        for ip, owner in self.ips.allocations().items():
-            if owner not in wanted:
-                ns, _, name = owner.removeprefix("service:").partition("/")
-                self.ips.release(PodKey(ns, name))
-                log.info("service %s gone: ClusterIP %s released", owner, ip)
+        # Releasing lists every address record: only when the set of Services changed.
+        if set(desired.services) != self._services_seen:
+            wanted = {_owner(k) for k, s in desired.services.items() if s.cluster_ip != HEADLESS}
+            for ip, owner in self.ips.allocations().items():
+                if owner not in wanted:
+                    ns, _, name = owner.removeprefix("service:").partition("/")
+                    self.ips.release(PodKey(ns, name))
+                    log.info("service %s gone: ClusterIP %s released", owner, ip)
+            self._services_seen = set(desired.services)
+        self._known = out
         return out
 
-    def _store_cluster_ip(self, key: PodKey, svc: Service, ip: str) -> None:
+    def _store_cluster_ip(self, key: PodKey, ip: str) -> None:
         rec = self.store.get(Kind.SERVICES.key(key.namespace, key.name))
         if rec is None:
             return
