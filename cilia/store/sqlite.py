@@ -45,7 +45,7 @@ class SqliteBackend:
         self._poll = poll_interval
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             with self._write():
@@ -56,6 +56,21 @@ class SqliteBackend:
             raise StoreError(f"open store {self.path}: {e}") from e
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
+
+    def _enable_wal(self) -> None:
+        # Switching to WAL needs a moment of exclusive access and does not wait on the busy handler:
+        # two processes opening a fresh store at once would otherwise fail with "database is locked".
+        # WAL is persistent, so only the first opener switches.
+        for attempt in range(200):
+            try:
+                mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 199:
+                    raise
+                time.sleep(0.025)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
