@@ -182,3 +182,17 @@ def test_up_down_of_a_background_sim_node(tmp_path: Path) -> None:
     assert not cfg.socket_path.exists() and not cfg.pid_path.exists()
     assert not Path(f"/proc/{info['pid']}").exists() or process._zombie(info["pid"])
     assert cilia("status").returncode == 1
+
+
+def test_events_as_kubernetes_objects(story: SimNode) -> None:
+    items = json.loads(story.cli("get", "events", "-o", "json"))["items"]
+    relabel = [i for i in items if i["reason"] == "Relabelled"]
+    assert [
+        {k: v for k, v in i.items() if not k.endswith("Timestamp")} for i in relabel
+    ] == [
+        {
+            "apiVersion": "v1", "kind": "Event", "type": "Normal", "reason": "Relabelled",
+            "message": "identity 256 → 258", "count": 1, "source": {"component": "cilia-agent"},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": "app-a-flwmvdl9w9-96snb"},
+        }
+    ]

@@ -7,6 +7,7 @@ Pure functions of their inputs (store records, the agent's ``/v1/endpoints`` and
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -305,6 +306,26 @@ def events_table(events: Iterable[dict[str, Any]]) -> Table:
         (e["type"], e["reason"], e["involved"], str(e.get("count", 1)), e["message"]) for e in events
     )
     return Table(headers, rows)
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_object(e: dict[str, Any]) -> dict[str, Any]:
+    """An agent event as a Kubernetes core/v1 Event object."""
+    kind, _, rest = str(e["involved"]).partition("/")
+    namespace, _, name = rest.rpartition("/")
+    obj: dict[str, Any] = {"kind": kind, "name": name}
+    if namespace:
+        obj["namespace"] = namespace
+    return {
+        "apiVersion": "v1", "kind": "Event", "type": e["type"], "reason": e["reason"],
+        "message": e["message"], "involvedObject": obj, "count": e.get("count", 1),
+        "source": {"component": "cilia-agent"},
+        "firstTimestamp": _rfc3339(e.get("first_timestamp", 0.0)),
+        "lastTimestamp": _rfc3339(e.get("last_timestamp", 0.0)),
+    }  # fmt: skip
 
 
 def as_list(items: list[dict[str, Any]]) -> dict[str, Any]:

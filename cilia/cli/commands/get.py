@@ -78,10 +78,11 @@ def register(app: typer.Typer) -> None:
         empty = f"No resources found in {where}."
         agent_kind = AGENT_KINDS.get(kind.lower())
         if agent_kind == "events":
-            events = [e.to_json() for e in read_events(cfg.state_dir / "events.jsonl")]
+            events = [e.to_json() for e in read_events(cfg.events_path)]
             if ns is not None:
                 events = [e for e in events if f"/{ns}/" in e["involved"] or e["involved"].count("/") < 2]
-            _emit(output, views.events_table(events), events, "No events found.")
+            items = [views.event_object(e) for e in events]
+            _emit(output, views.events_table(events), items, "No events found.")
             return
         if agent_kind is not None:
             try:
