@@ -255,5 +255,7 @@ def test_sqlite_watch_across_processes(tmp_path: Path) -> None:
 
 
 def test_open_store_rejects_unknown_backend() -> None:
-    with pytest.raises(StoreError, match="unknown store backend 'etcd'"):
+    with pytest.raises(StoreError, match="unknown store backend 'zookeeper'"):
+        open_store(backend="zookeeper")
+    with pytest.raises(StoreError, match="needs at least one endpoint"):
         open_store(backend="etcd")

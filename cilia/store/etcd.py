@@ -533,9 +533,6 @@ async def _with_timeout(aw: Awaitable[T], timeout: float) -> T:
 
 
 def open_etcd_store(endpoints: Sequence[str], **options: Any) -> Store:
-    """A :class:`Store` on an etcd cluster (``host:port`` of one or more members).
-
-    ``open_store(backend="etcd")`` is not wired yet (cilia/store/store.py belongs to another
-    area); callers use this factory.
-    """
+    """A :class:`Store` on an etcd cluster (``host:port`` of one or more members); what
+    ``open_store(backend="etcd", endpoints=...)`` returns."""
     return Store(EtcdBackend(endpoints, **options))

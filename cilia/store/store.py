@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,13 +40,22 @@ def state_dir(explicit: Path | str | None = None) -> Path:
     return Path(env) if env else DEFAULT_STATE_DIR
 
 
-def open_store(state: Path | str | None = None, *, backend: str = "sqlite") -> Store:
-    """Open the store: ``backend="sqlite"`` (file ``store.db`` in :func:`state_dir`) or ``"memory"``."""
+def open_store(
+    state: Path | str | None = None, *, backend: str = "sqlite", endpoints: Sequence[str] = ()
+) -> Store:
+    """Open the store: ``backend="sqlite"`` (file ``store.db`` in :func:`state_dir`), ``"memory"``,
+    or ``"etcd"`` (``endpoints`` as ``host:port``; several members of one cluster)."""
     if backend == "memory":
         return Store(MemoryBackend())
     if backend == "sqlite":
         return Store(SqliteBackend(state_dir(state) / DB_FILE))
-    raise StoreError(f"unknown store backend {backend!r} (memory, sqlite)")
+    if backend == "etcd":
+        if not endpoints:
+            raise StoreError("the etcd store needs at least one endpoint (host:port)")
+        from cilia.store.etcd import open_etcd_store  # etcd3aio only when asked for
+
+        return open_etcd_store(list(endpoints))
+    raise StoreError(f"unknown store backend {backend!r} (memory, sqlite, etcd)")
 
 
 def _dump(value: dict[str, Any]) -> str:
