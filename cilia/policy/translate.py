@@ -25,7 +25,7 @@ from cilia.identity.podlabels import DEFAULT_CLUSTER, NAMESPACE_LABELS_PREFIX, P
 from cilia.identity.reserved import UnknownEntityError, entity_selectors
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
 from cilia.k8s import api
-from cilia.k8s.names import is_iana_svc_name, parse_go_uint16
+from cilia.k8s.names import ICMP_V4_TYPES, ICMP_V6_TYPES, is_iana_svc_name, parse_go_uint16
 from cilia.policy.rules import Peer, PeerKind, PeerRule, PolicyRule, PortProto
 from cilia.policy.types import ANY_L4_PROTOS, Direction, Proto, RuleRef
 
@@ -67,52 +67,9 @@ class TranslateError(ValueError):
 
 # --------------------------------------------------------------------------- ICMP type names
 
-# Cilium's CamelCase ICMP type names per family (pkg/policy/api/icmp.go).
-ICMPV4_TYPES: dict[str, int] = {
-    "EchoReply": 0,
-    "DestinationUnreachable": 3,
-    "Redirect": 5,
-    "Echo": 8,
-    "EchoRequest": 8,
-    "RouterAdvertisement": 9,
-    "RouterSelection": 10,
-    "TimeExceeded": 11,
-    "ParameterProblem": 12,
-    "Timestamp": 13,
-    "TimestampReply": 14,
-    "Photuris": 40,
-    "ExtendedEchoRequest": 42,
-    "ExtendedEchoReply": 43,
-}
-ICMPV6_TYPES: dict[str, int] = {
-    "DestinationUnreachable": 1,
-    "PacketTooBig": 2,
-    "TimeExceeded": 3,
-    "ParameterProblem": 4,
-    "EchoRequest": 128,
-    "EchoReply": 129,
-    "MulticastListenerQuery": 130,
-    "MulticastListenerReport": 131,
-    "MulticastListenerDone": 132,
-    "RouterSolicitation": 133,
-    "RouterAdvertisement": 134,
-    "NeighborSolicitation": 135,
-    "NeighborAdvertisement": 136,
-    "RedirectMessage": 137,
-    "RouterRenumbering": 138,
-    "ICMPNodeInformationQuery": 139,
-    "ICMPNodeInformationResponse": 140,
-    "InverseNeighborDiscoverySolicitation": 141,
-    "InverseNeighborDiscoveryAdvertisement": 142,
-    "HomeAgentAddressDiscoveryRequest": 144,
-    "HomeAgentAddressDiscoveryReply": 145,
-    "MobilePrefixSolicitation": 146,
-    "MobilePrefixAdvertisement": 147,
-    "DuplicateAddressRequestCodeSuffix": 157,
-    "DuplicateAddressConfirmationCodeSuffix": 158,
-    "ExtendedEchoRequest": 160,
-    "ExtendedEchoReply": 161,
-}
+# Cilium's CamelCase ICMP type names per family: one table, kept with the validator (cilia.k8s.names).
+ICMPV4_TYPES: dict[str, int] = ICMP_V4_TYPES
+ICMPV6_TYPES: dict[str, int] = ICMP_V6_TYPES
 
 
 def icmp_port_proto(family: str | None, icmp_type: int | str) -> PortProto:
