@@ -130,7 +130,7 @@ def test_seed_story_through_the_kernel(node: LiveNode) -> None:
     ips = node.ips()
     a0, a1 = _split(ips, "app-a-")
     b0, _ = _split(ips, "app-b-")
-    assert all(ip.startswith("198.18.112.") for ip in ips.values())
+    assert all(ip.startswith("198.18.112.") for ip in ips.values()), (ips, node.cilia("get", "events").stdout)
     assert node.curl(a0, ips[b0]) == 0
 
     broken = node.cilia("apply", "-f", str(SEED / "deny-a-to-b.yaml"), check=False)

@@ -17,6 +17,10 @@ class AgentUnavailable(ConnectionError):
         self.path = path
 
 
+class AgentTimeout(AgentUnavailable):
+    """The agent did not answer in time (it may be busy with a long reconcile)."""
+
+
 class AgentAPIError(RuntimeError):
     """The agent answered with an error."""
 
@@ -51,7 +55,7 @@ class AgentClient:
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise AgentUnavailable(self.socket_path, e.strerror or type(e).__name__) from e
         except TimeoutError as e:
-            raise AgentUnavailable(self.socket_path, "timed out") from e
+            raise AgentTimeout(self.socket_path, "timed out") from e
         finally:
             conn.close()
         if resp.status != 200:

@@ -122,22 +122,22 @@ class Agent:
             return self._processed
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "ready": self._ready,
-                "pid": os.getpid(),
-                "revision": self._processed,
-                "caught_up": self._caught_up,
-                "endpoints": len(self.reconciler.endpoints),
-                "identities": len(self.reconciler.allocator.identities()),
-                "policies": len(self.reconciler.desired.policies),
-                "state_dir": str(self.cfg.state_dir),
-                "datapath": self.cfg.datapath,
-                "enforcement_mode": self.cfg.enforcement_mode,
-                "uptime_s": round(time.time() - self.started, 1),
-                "rss_kib": _rss_kib(),
-                "last_error": self.last_error,
-            }
+        # Without the reconciler's lock: plain reads, so status answers during a long reconcile.
+        return {
+            "ready": self._ready,
+            "pid": os.getpid(),
+            "revision": self._processed,
+            "caught_up": self._caught_up,
+            "endpoints": len(self.reconciler.endpoints),
+            "identities": len(self.reconciler.allocator.identities()),
+            "policies": len(self.reconciler.desired.policies),
+            "state_dir": str(self.cfg.state_dir),
+            "datapath": self.cfg.datapath,
+            "enforcement_mode": self.cfg.enforcement_mode,
+            "uptime_s": round(time.time() - self.started, 1),
+            "rss_kib": _rss_kib(),
+            "last_error": self.last_error,
+        }
 
     def endpoints(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -21,7 +21,7 @@ from pyroute2 import IPRoute
 from rich.console import Console
 
 from cilia.agent import daemon, process
-from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
+from cilia.agent.client import AgentAPIError, AgentClient, AgentTimeout, AgentUnavailable
 from cilia.agent.config import AgentConfig, ConfigError
 from cilia.agent.datapaths import SimNodeDatapath, open_bpf_datapath
 from cilia.agent.desired import PodKey
@@ -93,6 +93,10 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
             try:
                 reached = client.wait_revision(revision, max(0.1, min(1.0, deadline - time.monotonic())))
                 status = client.status()
+            except AgentTimeout:
+                if time.monotonic() < deadline:
+                    continue  # busy with a long reconcile (many pods): keep waiting
+                reached, status = 0, {}
             except (AgentUnavailable, AgentAPIError) as e:
                 if not quiet:
                     err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
