@@ -230,7 +230,9 @@ class Reconciler:
 
     def resync(self) -> None:
         """Full datapath sync of every endpoint and the ipcache (after a failed update: the
-        datapath left the endpoint fail-closed, this brings it back)."""
+        datapath left the endpoint fail-closed, this brings it back), after creating the desired
+        pods a failed batch left without an endpoint."""
+        self._converge_pods()
         self.applied.clear()
         self._sync_policies(None)
         self._sync_ipcache()

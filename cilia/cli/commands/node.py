@@ -102,6 +102,9 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
                     err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
                 return False
             if reached >= revision and status.get("caught_up"):
+                if status.get("last_error") and not quiet:
+                    err_console.print(f"[yellow]warning:[/yellow] the agent reported: {status['last_error']} "
+                                      "(it retries; see `cilia get events` and its log)")
                 return True
             if time.monotonic() >= deadline:
                 if not quiet:
