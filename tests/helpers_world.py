@@ -127,9 +127,9 @@ def _processes(needle: str) -> list[int]:
     return pids
 
 
-def live_node(base: Path) -> Iterator[LiveNode]:
+def live_node(base: Path, node: LiveNode | None = None) -> Iterator[LiveNode]:
     """Fixture body: a node up for the test, down (and checked empty) afterwards."""
-    n = LiveNode(base)
+    n = node if node is not None else LiveNode(base)
     try:
         n.cilia("up", "--node-index", str(NODE_INDEX))
         yield n
@@ -142,3 +142,4 @@ def live_node(base: Path) -> Iterator[LiveNode]:
         assert created_netns.isdisjoint(netns.names()), "network namespaces left behind"
         assert created_links.isdisjoint(_links()), "links left behind"
         assert not n.pin_root.exists(), f"pins left behind under {n.pin_root}"
+        assert _processes(str(n.cfg.lab_run_dir)) == [], "workload daemon or DNS server left behind"

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cilia.agent import fqdn
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -188,9 +189,12 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     cfg.pid_path.write_text(f"{os.getpid()}\n")
     server.start()
     node.start_flows(agent.flow_sink)
+    dns_proxy = fqdn.start_proxy(agent)  # toFQDNs: None on the simulated datapath
     try:
         agent.run()
     finally:
+        if dns_proxy is not None:
+            dns_proxy.close()
         server.close()
         node.close()
         with contextlib.suppress(FileNotFoundError):

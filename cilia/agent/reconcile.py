@@ -30,6 +30,7 @@ from cilia.agent.desired import (
 )
 from cilia.agent.endpoints import Endpoint, EndpointTable
 from cilia.agent.events import EventLog
+from cilia.agent.fqdn import FqdnState, sync_redirects
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.agent.services import TABLE_NAME, ServiceLB
@@ -86,6 +87,7 @@ class Reconciler:
         self.cidr_identities: dict[str, int] = {}  # prefix -> CIDR identity (in the ipcache)
         table = self.endpoints.path.with_name(TABLE_NAME) if self.endpoints.path is not None else None
         self.services = ServiceLB(store, table)  # ClusterIPs and the datapath's service table
+        self.fqdn = FqdnState()  # addresses the DNS proxy learned (toFQDNs)
         self.revision = 0  # store revision reconciled so far
 
     # ------------------------------------------------------------------ identities
@@ -174,6 +176,7 @@ class Reconciler:
         self.revision = snap.revision
         self._converge_pods()
         self.services.sync(self.desired, self.endpoints, self.datapath)
+        sync_redirects(self, self.fqdn)
         return snap.revision
 
     # ------------------------------------------------------------------ event batches
@@ -226,6 +229,8 @@ class Reconciler:
         self._sync_policies(self.policy.take_affected())
         if services_changed or touched_pods:
             self.services.sync(self.desired, self.endpoints, self.datapath)
+        if policies_changed or touched_pods:
+            sync_redirects(self, self.fqdn)
         self.revision = last
 
     def resync(self) -> None:
@@ -433,6 +438,7 @@ class Reconciler:
     def _sync_ipcache(self) -> None:
         want = {f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints}
         want.update(self.cidr_identities)
+        want.update(self.fqdn.ipcache())
         want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
         self.datapath.sync_ipcache(want)
 

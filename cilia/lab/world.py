@@ -38,6 +38,7 @@ from cilia.lab.workloads import PodWorkload
 
 WORLD_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 HOST_IF_PREFIX = "ciliaw"
+DNS_HOST = "dns"  # the world host running the lab's DNS server (cilia.lab.dns)
 WORKLOAD_KEY_PREFIX = "world:"  # workload daemon keys; pods use "ns/name", which cannot clash
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -222,6 +223,10 @@ class World:
 
     def _destroy(self, rec: WorldHost, own_link: bool = True) -> None:
         errors: list[str] = []
+        if rec.name == DNS_HOST:
+            from cilia.lab import dns  # the DNS server process keeps the namespace alive: stop it first
+
+            dns.stop(self.lab.run_dir)
         if self.lab.workloads.pid() is not None:
             try:
                 self.lab.workloads.remove(rec.workload().key)

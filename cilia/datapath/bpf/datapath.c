@@ -130,6 +130,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cilia_lb4_rev SEC(".maps");
 
+/* DNS redirection to the agent's DNS proxy (toFQDNs): endpoint id -> proxy address, for the
+ * endpoints whose egress policy has DNS rules; and the proxy-side tuple -> the DNS server the
+ * query was sent to, so the proxy knows where to forward and the reply gets its source back. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct lb4_addr);
+	__uint(max_entries, CILIA_ENDPOINTS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_dns_redirect SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct lb4_tuple);
+	__type(value, struct lb4_addr);
+	__uint(max_entries, CILIA_LB_CT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_dns_rev SEC(".maps");
+
 struct flow {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -566,6 +585,81 @@ static __always_inline void lb4_revnat(struct __sk_buff *skb)
 	rewrite4(skb, l4_off, proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, ports[0], front->port);
 }
 
+/* Reads the IPv4/UDP addresses and ports of a non-fragment packet; 0 if it is not one. */
+static __always_inline int udp4_tuple(struct __sk_buff *skb, struct lb4_tuple *t, int *l4_off)
+{
+	__be16 eth_proto, frag, ports[2];
+	__u8 proto;
+
+	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0 || eth_proto != bpf_htons(ETH_P_IP) ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) < 0 || proto != IPPROTO_UDP ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2) < 0 || (bpf_ntohs(frag) & 0x3fff))
+		return 0;
+	*l4_off = l4_offset4(skb);
+	if (*l4_off < 0 || bpf_skb_load_bytes(skb, *l4_off, ports, 4) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 12, t->saddr, 4) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 16, t->daddr, 4) < 0)
+		return 0;
+	t->sport = ports[0];
+	t->dport = ports[1];
+	t->proto = IPPROTO_UDP;
+	return 1;
+}
+
+/* An allowed DNS query (UDP/53) of an endpoint with DNS rules goes to the DNS proxy instead; the
+ * proxy forwards it to the server it was sent to (policy was decided on that server). */
+static __always_inline void dns_redirect(struct __sk_buff *skb)
+{
+	struct lb4_tuple t = {};
+	struct lb4_addr *proxy, server = {};
+	struct endpoint_value *ep;
+	__u32 ifindex = skb->ifindex;
+	__be32 old_addr, new_addr;
+	int l4_off;
+
+	if (!udp4_tuple(skb, &t, &l4_off) || t.dport != bpf_htons(53))
+		return;
+	ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
+	if (!ep)
+		return;
+	proxy = bpf_map_lookup_elem(&cilia_dns_redirect, &ep->ep_id);
+	if (!proxy)
+		return;
+	__builtin_memcpy(server.addr, t.daddr, 4);
+	server.port = t.dport;
+	__builtin_memcpy(&old_addr, t.daddr, 4);
+	__builtin_memcpy(&new_addr, proxy->addr, 4);
+	__builtin_memcpy(t.daddr, proxy->addr, 4);
+	t.dport = proxy->port;
+	bpf_map_update_elem(&cilia_dns_rev, &t, &server, BPF_ANY);
+	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, server.port,
+		 proxy->port);
+}
+
+/* The proxy's answer gets the DNS server's address and port back as its source, before conntrack
+ * sees it (the connection was recorded towards the server). */
+static __always_inline void dns_revnat(struct __sk_buff *skb)
+{
+	struct lb4_tuple t = {}, k = {};
+	struct lb4_addr *server;
+	__be32 old_addr, new_addr;
+	int l4_off;
+
+	if (!udp4_tuple(skb, &t, &l4_off))
+		return;
+	__builtin_memcpy(k.saddr, t.daddr, 4);
+	__builtin_memcpy(k.daddr, t.saddr, 4);
+	k.sport = t.dport;
+	k.dport = t.sport;
+	k.proto = IPPROTO_UDP;
+	server = bpf_map_lookup_elem(&cilia_dns_rev, &k);
+	if (!server)
+		return;
+	__builtin_memcpy(&old_addr, t.saddr, 4);
+	__builtin_memcpy(&new_addr, server->addr, 4);
+	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 12, l4_off, old_addr, new_addr, t.sport, server->port);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 {
 	__u32 ifindex = skb->ifindex, base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst;
@@ -705,14 +799,20 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	return handle(skb, DIR_EGRESS);
+	int r = handle(skb, DIR_EGRESS);
+
+	if (r == TC_ACT_OK)
+		dns_redirect(skb);
+	return r;
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	int r = handle(skb, DIR_INGRESS);
+	int r;
 
+	dns_revnat(skb);
+	r = handle(skb, DIR_INGRESS);
 	if (r == TC_ACT_OK)
 		lb4_revnat(skb);
 	return r;

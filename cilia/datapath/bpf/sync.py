@@ -20,10 +20,12 @@ from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
 from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
+from cilia.datapath.maps import dns as dnsmap
 from cilia.datapath.maps import lb
 from cilia.datapath.maps import policy as policymap
 from cilia.datapath.maps.config import ConfigMap, DatapathConfig
 from cilia.datapath.maps.ct import CtEntry, CtMap
+from cilia.datapath.maps.dns import DnsMaps
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo, EndpointsMap
 from cilia.datapath.maps.events import EventsReader, PolicyEvent
 from cilia.datapath.maps.ipcache import IpcacheMap
@@ -118,6 +120,7 @@ class Datapath:
         self.metrics_map = MetricsMap(m["cilia_metrics"])
         self.config_map = ConfigMap(m["cilia_config"])
         self.lb = LbMap(m[lb.MAP], m[lb.CT_MAP], m[lb.REV_MAP])
+        self.dns = DnsMaps(m[dnsmap.MAP], m[dnsmap.REV_MAP])
         self.config_map.set(self.config)
         self.cookies = CookieTable(self.state_dir / "cookies.json")
         return self
@@ -348,6 +351,16 @@ class Datapath:
     def services(self) -> dict[Frontend, tuple[Backend, ...]]:
         self._coll()
         return self.lb.dump()
+
+    def set_dns_redirect(self, endpoint_id: int, proxy: tuple[str, int] | None) -> None:
+        """Redirect the endpoint's allowed DNS queries to the DNS proxy at ``proxy`` (None: stop)."""
+        self._coll()
+        self.dns.set_redirect(endpoint_id, proxy)
+
+    def dns_origin(self, client: tuple[str, int], proxy: tuple[str, int]) -> tuple[str, int] | None:
+        """The DNS server a redirected query from ``client`` was addressed to."""
+        self._coll()
+        return self.dns.origin(client, proxy)
 
     # -- conntrack, events, metrics ----------------------------------------------------------------
     def flush_ct(self, endpoint_id: int | None = None,

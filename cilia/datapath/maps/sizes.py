@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 
-from cilia.datapath.maps import config, ct, endpoints, events, ipcache, lb, metrics, policy
+from cilia.datapath.maps import config, ct, dns, endpoints, events, ipcache, lb, metrics, policy
 
 LAYOUTS: dict[str, tuple[int, int]] = {
     ipcache.MAP_V4: (ipcache.KEY_SIZES[ipcache.MAP_V4], ipcache.VALUE_SIZE),
@@ -19,4 +19,6 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     lb.MAP: (lb.KEY_SIZE, lb.VALUE_SIZE),
     lb.CT_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
     lb.REV_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
+    dns.MAP: (4, lb.ADDR_SIZE),
+    dns.REV_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
 }

@@ -1,0 +1,65 @@
+"""``cilia dns add NAME IP`` / ``cilia dns list``: A records of the lab's DNS server, a world host
+(``dns`` at 198.19.<i>.53) that pods query through the agent's DNS proxy (toFQDNs)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from cilia.cli.commands.node import (
+    RunDirOpt,
+    StateDirOpt,
+    console,
+    fail,
+    make_lab,
+    node_config,
+    open_node_store,
+)
+from cilia.lab import dns
+from cilia.lab.errors import LabError
+from cilia.lab.world import World, check_address
+
+
+def register(app: typer.Typer) -> None:
+    dns_app = typer.Typer(help="The lab's DNS server (a world host) and its A records.", no_args_is_help=True)
+    app.add_typer(dns_app, name="dns")
+
+    @dns_app.command("add")
+    def add_cmd(
+        name: Annotated[str, typer.Argument(help="DNS name, e.g. api.example.com.")],
+        ip: Annotated[str, typer.Argument(help="IPv4 address in 198.19.0.0/16 (a world host's).")],
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+    ) -> None:
+        """Add an A record (starting the DNS server, and its world host, on first use)."""
+        cfg = node_config(state_dir, run_dir)
+        if cfg.datapath == "sim":
+            raise fail("this node runs with --datapath sim: there is no network for a DNS server")
+        with open_node_store(cfg) as store:
+            lab = make_lab(cfg, store)
+            try:
+                check_address(ip)
+                host = dns.ensure(World(lab))
+                dns.add_record(lab.run_dir, name, ip)
+            except LabError as e:
+                raise fail(str(e)) from e
+        console.print(f"{name.rstrip('.')} A {ip} (server {host.ip})")
+
+    @dns_app.command("list")
+    def list_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    ) -> None:
+        """The A records and the server's address."""
+        cfg = node_config(state_dir, run_dir)
+        records = dns.read_records(dns.records_path(cfg.lab_run_dir))
+        server = dns.server_address(cfg.node_index)
+        if output == "json":
+            print(json.dumps({"server": server, "records": records}, sort_keys=True))
+            return
+        console.print(f"server {server}")
+        for name, addrs in sorted(records.items()):
+            console.print(f"{name:<40} A {', '.join(addrs)}")
