@@ -139,18 +139,17 @@ def test_seed_story_through_the_kernel(node: LiveNode) -> None:
     assert node.curl(a0, ips[b0]) == 28  # timed out: the kernel dropped the SYN
     flows = AgentClient(node.cfg.socket_path).flows(0, 100000)["flows"]
     drop = [f for f in flows if f["verdict"] == "DROPPED"][-1]
-    assert {k: drop[k] for k in ("direction", "drop_reason", "proto", "match_type", "rules")} == {
-        "direction": "egress",
-        "drop_reason": 181,
-        "proto": "TCP",
-        "match_type": "L3-Only",
-        "rules": ["CiliumNetworkPolicy default/deny-app-a-to-app-b egressDeny[0]"],
-    }
-    assert (drop["source"]["pod"], drop["destination"]["pod"], drop["destination"]["port"]) == (
-        f"default/{a0}",
-        f"default/{b0}",
-        80,
-    )
+    assert (
+        drop["drop_reason_desc"],
+        drop["traffic_direction"],
+        drop["policy_match_type"],
+        drop["source"]["pod_name"],
+        drop["destination"]["pod_name"],
+        drop["l4"]["TCP"]["destination_port"],
+    ) == ("POLICY_DENY", "EGRESS", 1, a0, b0, 80)  # 1 = L3-Only
+    assert [(r["kind"], r["namespace"], r["name"], r.get("rule", "")) for r in drop["egress_denied_by"]] == [
+        ("CiliumNetworkPolicy", "default", "deny-app-a-to-app-b", "egressDeny[0]")
+    ]
     assert node.curl(b0, ips[a0]) == 0
 
     node.cilia("label", "pod", a0, "access=frontend")

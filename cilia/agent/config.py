@@ -40,6 +40,7 @@ class AgentConfig:
     cluster: str = "default"
     datapath: str = "bpf"  # bpf | sim (sim: no kernel enforcement, for development without root)
     pin_root: str = DEFAULT_PIN_ROOT  # bpffs directory of this node's maps (env CILIA_PIN_ROOT)
+    metrics_addr: str = ""  # host:port for Prometheus metrics ("" = not served)
 
     def __post_init__(self) -> None:
         if self.enforcement_mode not in ENFORCEMENT_MODES:
@@ -87,7 +88,8 @@ class AgentConfig:
         """Record the settings the node runs with, for later commands (``down``, ``exec``)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {"datapath": self.datapath, "pin_root": self.pin_root, "node_index": self.node_index,
-                "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost}
+                "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost,
+                "metrics_addr": self.metrics_addr}
         tmp = self.settings_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.settings_path)

@@ -305,6 +305,24 @@ def leftovers(
     return out
 
 
+MetricsAddrOpt = Annotated[
+    str | None,
+    typer.Option("--metrics-addr", help="Serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9962."),
+]
+
+
+def _observe(agent: Any, cfg: AgentConfig) -> Any:
+    """The agent's flow sink: the observe pipeline (flows naming their rules, ring + durable flow
+    log, metrics), and the metrics endpoint when ``--metrics-addr`` is set."""
+    from cilia.observe.agentview import pipeline_for, serve_metrics
+    from cilia.observe.metrics import NodeMetrics
+
+    metrics = NodeMetrics()
+    if cfg.metrics_addr:
+        serve_metrics(agent, metrics, cfg.metrics_addr)
+    return pipeline_for(agent, metrics)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("agent")
     def agent_cmd(
@@ -314,6 +332,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
         allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
         datapath: Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")] = None,
+        metrics_addr: MetricsAddrOpt = None,
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
         cfg = node_config(
@@ -323,11 +342,12 @@ def register(app: typer.Typer) -> None:
             enforcement_mode=enforcement_mode,
             allow_localhost=allow_localhost,
             datapath=datapath,
+            metrics_addr=metrics_addr,
         )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save()
-        raise typer.Exit(daemon.run(open_node(cfg)))
+        raise typer.Exit(daemon.run(open_node(cfg), flow_sink=lambda agent: _observe(agent, cfg)))
 
     @app.command("up")
     def up_cmd(
@@ -337,6 +357,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
         allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
         datapath: Annotated[str | None, typer.Option(help="bpf | sim")] = None,
+        metrics_addr: MetricsAddrOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
     ) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
@@ -349,6 +370,7 @@ def register(app: typer.Typer) -> None:
             enforcement_mode=enforcement_mode,
             allow_localhost=allow_localhost,
             datapath=datapath,
+            metrics_addr=metrics_addr,
         )
         already = process.read_pid(cfg)
         try:
