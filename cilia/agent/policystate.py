@@ -33,7 +33,7 @@ from cilia.policy.resolve import (
 )
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, translate, with_service_peers
+from cilia.policy.translate import ServiceInfo, resolve_services, translate
 from cilia.policy.types import Direction, Proto
 
 CIDR_KEY_PREFIX = "cidr."  # extended selector keys over cidr: labels
@@ -102,20 +102,7 @@ class PolicyState:
         kwargs: dict[str, Any] = {} if pol.kind == "NetworkPolicy" else {"cluster": self.cluster}
         rules = []
         for rule in translate(pol.model, **kwargs):
-            if any(e.services for e in rule.entries):
-                entries = tuple(with_service_peers(e, self.services, rule.namespace) for e in rule.entries)
-                rule = PolicyRule(
-                    rule.ref,
-                    rule.namespace,
-                    rule.subject,
-                    rule.node_selector,
-                    entries,
-                    rule.has_section,
-                    rule.default_deny,
-                    rule.audit,
-                    rule.labels,
-                )
-            rules.append(rule)
+            rules.append(resolve_services(rule, self.services))
         return rules
 
     def set_policy(self, key: PolicyKey, pol: Policy) -> None:

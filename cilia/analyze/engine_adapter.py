@@ -18,7 +18,7 @@ from cilia.policy.mapstate import MapState
 from cilia.policy.resolve import EndpointPolicy, EnforcementMode, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, translate, with_service_peers
+from cilia.policy.translate import ServiceInfo, resolve_services, translate
 from cilia.policy.types import Direction, RuleRef, Verdict
 
 if TYPE_CHECKING:
@@ -49,21 +49,7 @@ def translate_all(cluster: Cluster, cluster_name: str = "default") -> tuple[Poli
     out: list[PolicyRule] = []
     for policy in cluster.policies:
         kwargs = {} if policy.kind == "NetworkPolicy" else {"cluster": cluster_name}
-        for rule in translate(policy.model, **kwargs):
-            if any(e.services for e in rule.entries):
-                entries = tuple(with_service_peers(e, services, rule.namespace) for e in rule.entries)
-                rule = PolicyRule(
-                    rule.ref,
-                    rule.namespace,
-                    rule.subject,
-                    rule.node_selector,
-                    entries,
-                    rule.has_section,
-                    rule.default_deny,
-                    rule.audit,
-                    rule.labels,
-                )
-            out.append(rule)
+        out.extend(resolve_services(rule, services) for rule in translate(policy.model, **kwargs))
     return tuple(out)
 
 

@@ -11,7 +11,6 @@ call returns ``{endpoint identity: MapDiff}``, what the kernel sync applies.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 
 from cilia.identity.labels import Labels
 from cilia.identity.selector import Selector
@@ -29,7 +28,7 @@ from cilia.policy.resolve import (
 )
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, with_service_peers
+from cilia.policy.translate import ServiceInfo, resolve_services
 
 # (port name, proto) -> port number, as an endpoint's containers declare them.
 PortNames = Mapping[tuple[str, int], int]
@@ -155,14 +154,7 @@ class PolicyEngine:
         )
 
     def _expand_services(self, rule: PolicyRule) -> PolicyRule:
-        # Only egress allow entries are rewritten, as Cilium's service watcher does.
-        if not any(e.services and not e.deny for e in rule.entries):
-            return rule
-        entries = tuple(
-            e if e.deny or not e.services else with_service_peers(e, self._services, rule.namespace)
-            for e in rule.entries
-        )
-        return replace(rule, entries=entries)
+        return resolve_services(rule, self._services)
 
     def _replace_many(
         self, changes: Sequence[tuple[ResourceKey, tuple[PolicyRule, ...]]]

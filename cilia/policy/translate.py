@@ -285,6 +285,19 @@ def with_service_peers(
     return replace(entry, peers=tuple(peers))
 
 
+def resolve_services(rule: PolicyRule, services: Sequence[ServiceInfo]) -> PolicyRule:
+    """The rule with the toServices of its egress allow entries resolved against ``services``.
+    Only ``egress`` is rewritten, as Cilium's service watcher does (semantics.md §7): toServices
+    inside egressDeny stays unexpanded."""
+    if not any(e.services and not e.deny for e in rule.entries):
+        return rule
+    entries = tuple(
+        e if e.deny or not e.services else with_service_peers(e, services, rule.namespace)
+        for e in rule.entries
+    )
+    return replace(rule, entries=entries)
+
+
 # --------------------------------------------------------------------------- entries
 
 
