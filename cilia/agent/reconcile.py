@@ -37,7 +37,7 @@ from cilia.agent.services import TABLE_NAME, ServiceLB
 from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
 from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
-from cilia.identity.podlabels import pod_identity_labels
+from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.k8s.objects import Pod
 from cilia.policy.mapstate import MapState
@@ -48,9 +48,6 @@ from cilia.store import identities as stored_ids
 log = logging.getLogger("cilia.agent")
 
 HOST_PREFIX_LEN = 32
-# What Kubernetes' ServiceAccount admission sets when a pod names none; Cilium labels the identity
-# with it (io.cilium.k8s.policy.serviceaccount=default), and so does offline analysis.
-DEFAULT_SERVICE_ACCOUNT = "default"
 
 
 class Reconciler:

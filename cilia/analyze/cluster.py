@@ -25,13 +25,12 @@ from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, pa
 from cilia.identity.allocator import LocalAllocator
 from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
-from cilia.identity.podlabels import pod_identity_labels
+from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
 from cilia.k8s.objects import Cluster, Pod
 from cilia.policy.rules import PolicyRule
 from cilia.policy.types import Direction
 
-DEFAULT_SERVICE_ACCOUNT = "default"  # what admission sets when a pod names none
 CIDR_KEY_PREFIX = "cidr."  # extended selector keys over CIDR labels
 
 

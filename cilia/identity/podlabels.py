@@ -14,6 +14,8 @@ SERVICE_ACCOUNT_LABEL = "io.cilium.k8s.policy.serviceaccount"
 CLUSTER_LABEL = "io.cilium.k8s.policy.cluster"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_CLUSTER = "default"
+# What Kubernetes' ServiceAccount admission sets when a pod names none; Cilium's identity carries it.
+DEFAULT_SERVICE_ACCOUNT = "default"
 
 
 def sanitized_pod_labels(
