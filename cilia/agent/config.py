@@ -41,6 +41,13 @@ class AgentConfig:
     datapath: str = "bpf"  # bpf | sim (sim: no kernel enforcement, for development without root)
     pin_root: str = DEFAULT_PIN_ROOT  # bpffs directory of this node's maps (env CILIA_PIN_ROOT)
     metrics_addr: str = ""  # host:port for Prometheus metrics ("" = not served)
+    # Several nodes (cilia up --nodes N): the shared etcd store, this node's name, how many nodes
+    # pods are spread over, and the network namespace the agent runs in ("" = this one).
+    store: str = "sqlite"  # sqlite | etcd
+    etcd_endpoints: str = ""  # host:port,host:port
+    node_name: str = ""
+    cluster_size: int = 0
+    netns: str = ""
 
     def __post_init__(self) -> None:
         if self.enforcement_mode not in ENFORCEMENT_MODES:
@@ -51,6 +58,10 @@ class AgentConfig:
             raise ConfigError(f"node index {self.node_index}: must be 0..14 (one /20 of 198.18.0.0/16 each)")
         if self.datapath not in ("bpf", "sim"):
             raise ConfigError(f"datapath {self.datapath!r}: use bpf or sim")
+        if self.store not in ("sqlite", "etcd"):
+            raise ConfigError(f"store {self.store!r}: use sqlite or etcd")
+        if self.store == "etcd" and not self.etcd_endpoints:
+            raise ConfigError("the etcd store needs endpoints (host:port,...)")
 
     @classmethod
     def resolve(
@@ -89,7 +100,9 @@ class AgentConfig:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {"datapath": self.datapath, "pin_root": self.pin_root, "node_index": self.node_index,
                 "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost,
-                "metrics_addr": self.metrics_addr}
+                "metrics_addr": self.metrics_addr, "store": self.store,
+                "etcd_endpoints": self.etcd_endpoints, "node_name": self.node_name,
+                "cluster_size": self.cluster_size, "netns": self.netns}
         tmp = self.settings_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.settings_path)
@@ -105,6 +118,10 @@ class AgentConfig:
         if os.environ.get("CILIA_PIN_ROOT"):
             known.pop("pin_root", None)  # an explicit environment wins over the saved setting
         return replace(self, **known)
+
+    @property
+    def etcd_endpoint_list(self) -> list[str]:
+        return [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
 
     @property
     def settings_path(self) -> Path:
