@@ -16,8 +16,10 @@ the system are adopted, not recreated).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cilia.agent.desired import (
@@ -41,13 +43,14 @@ from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_label
 from cilia.identity.reserved import ReservedIdentity
 from cilia.k8s.objects import Pod
 from cilia.policy.mapstate import MapState
-from cilia.policy.translate import ServiceInfo
+from cilia.policy.translate import AUDIT_ANNOTATION, ServiceInfo
 from cilia.store import Delete, Event, EventType, Kind, Put, Record, Store, StoreError
 from cilia.store import identities as stored_ids
 
 log = logging.getLogger("cilia.agent")
 
 HOST_PREFIX_LEN = 32
+AUDIT_FILE = "audit.json"  # {"node": bool, "namespaces": [...]}, written by `cilia audit` and the agent
 
 
 class Reconciler:
@@ -65,7 +68,13 @@ class Reconciler:
         cluster: str = "default",
         enforcement_mode: str = "default",
         allow_localhost: str = "always",
+        allocator: Any = None,
+        schedule: Callable[[PodKey, dict[str, Any]], bool] | None = None,
+        on_synced: Callable[[], None] | None = None,
     ) -> None:
+        """Several nodes: ``allocator`` is the cluster's (identities already shared, not persisted
+        here), ``schedule(pod, manifest)`` says whether a pod runs on this node, and ``on_synced``
+        runs after each reconcile step (publishing this node's endpoints)."""
         self.store = store
         self.runtime = runtime
         self.datapath = datapath
@@ -74,7 +83,11 @@ class Reconciler:
         self.gateway = gateway
         self.cluster = cluster
         self.desired = DesiredState()
-        self.allocator = LocalAllocator()
+        self._shared_identities = allocator is not None
+        self.allocator = allocator if allocator is not None else LocalAllocator()
+        self.schedule = schedule
+        self.on_synced = on_synced
+        self.remote_ipcache: dict[str, int] = {}  # other nodes' addresses (prefix -> identity)
         self.policy = PolicyState(
             enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
         )
@@ -86,17 +99,25 @@ class Reconciler:
         self.services = ServiceLB(store, table)  # ClusterIPs and the datapath's service table
         self.fqdn = FqdnState()  # addresses the DNS proxy learned (toFQDNs)
         self.revision = 0  # store revision reconciled so far
+        # Policy audit mode: the node switch and namespaces from `cilia audit`, and the namespaces
+        # whose Namespace object carries the cilia.io/audit annotation.
+        self.audit_path = (
+            self.endpoints.path.with_name(AUDIT_FILE) if self.endpoints.path is not None else None
+        )
+        self.node_audit = False
+        self.audit_namespaces: frozenset[str] = frozenset()
+        self.annotated_namespaces: set[str] = set()
 
     # ------------------------------------------------------------------ identities
 
     def _on_identity(self, ev: IdentityEvent) -> None:
         if ev.kind is EventKind.ADDED:
             self.policy.add_identity(ev.identity, ev.labels)
-            if ev.identity > max(ReservedIdentity) and not self._restoring:
+            if ev.identity > max(ReservedIdentity) and not self._restoring and not self._shared_identities:
                 self._persist_identity(ev.identity, ev.labels)
         else:
             self.policy.remove_identity(ev.identity)
-            if ev.identity > max(ReservedIdentity):
+            if ev.identity > max(ReservedIdentity) and not self._shared_identities:
                 self._forget_identity(ev.identity, ev.labels)
 
     def _persist_identity(self, n: int, labels: Labels) -> None:
@@ -121,18 +142,23 @@ class Reconciler:
         """Build state from a store snapshot, adopt what exists on the node, and bring the
         datapath fully in sync. Returns the revision to watch from (exclusive)."""
         snap = self.store.snapshot()
+        self._load_audit()
         restored: dict[int, Labels] = {}
         for rec in snap.records:
             if rec.key.kind is Kind.IDENTITIES:
+                if self._shared_identities:
+                    continue  # the cluster allocator keeps them
                 restored[int(rec.value["id"])] = Labels.parse(rec.value["labels"])
             else:
                 self._fold(_as_event(rec, snap.revision))
         self._restoring = True  # they are in the store already
         try:
-            self.allocator.restore(restored)
+            if not self._shared_identities:
+                self.allocator.restore(restored)
         finally:
             self._restoring = False
         self.policy.set_services(self._service_infos())
+        self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
         for key, pol in sorted(self.desired.policies.items()):
             self._set_policy(key, pol)
 
@@ -140,7 +166,7 @@ class Reconciler:
         existing = self.runtime.existing()
         adopted: dict[PodKey, tuple[RuntimePod, Labels, int]] = {}
         for pk, rpod in sorted(existing.items()):
-            pod = self.desired.pods.get(pk)
+            pod = self._mine(pk)
             if pod is None:
                 self._emit("Normal", "Removed", f"Pod/{pk}", "pod no longer desired; deleted on restart")
                 old_ep = self.endpoints.get(pk)
@@ -166,6 +192,7 @@ class Reconciler:
             self.endpoints.put(ep)
             # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
             self.datapath.attach(rpod.ifindex, eid, ident)
+            self._set_endpoint_audit(eid)  # attach resets the endpoint's flags
         self.policy.set_cluster_ports(self.desired.pods.values())
         self.policy.take_affected()
         self._sync_policies(None)  # full sync of every endpoint against what the kernel holds
@@ -174,6 +201,7 @@ class Reconciler:
         self._converge_pods()
         self.services.sync(self.desired, self.endpoints, self.datapath)
         sync_redirects(self, self.fqdn)
+        self._synced()
         return snap.revision
 
     # ------------------------------------------------------------------ event batches
@@ -215,6 +243,8 @@ class Reconciler:
                     self._set_policy(key, pol)
         if services_changed:
             self.policy.set_services(self._service_infos())
+        if relabel_all_in:  # a Namespace's cilia.io/audit annotation may have changed
+            self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
         if policies_changed or services_changed:
             self._sync_cidr_identities()
         for pk in self.desired.pods:
@@ -229,6 +259,7 @@ class Reconciler:
         if policies_changed or touched_pods:
             sync_redirects(self, self.fqdn)
         self.revision = last
+        self._synced()
 
     def resync(self) -> None:
         """Full datapath sync of every endpoint and the ipcache (after a failed update: the
@@ -240,6 +271,7 @@ class Reconciler:
         self._sync_ipcache()
         self.services.applied = None
         self.services.sync(self.desired, self.endpoints, self.datapath)
+        self._synced()
 
     def check_runtime(self) -> int:
         """Kubelet's self-healing: pods whose namespace or interface disappeared behind the agent's
@@ -253,14 +285,66 @@ class Reconciler:
         if gone:
             self._sync_policies(self.policy.take_affected())
             self._converge_pods(set(), set())  # creates the desired pods that have no endpoint
+            self._synced()
         return len(gone)
 
     def _fold(self, ev: Event) -> tuple[str, Any] | None:
         try:
-            return self.desired.apply(ev)
+            what = self.desired.apply(ev)
         except ObjectError as e:
             self._emit("Warning", "InvalidObject", str(ev.key), str(e))
             return None
+        if ev.key.kind is Kind.NAMESPACES:
+            annotations = ((ev.value or {}).get("metadata") or {}).get("annotations") or {}
+            on = (
+                ev.type is EventType.PUT
+                and str(annotations.get(AUDIT_ANNOTATION, "")).strip().lower() == "true"
+            )
+            (self.annotated_namespaces.add if on else self.annotated_namespaces.discard)(ev.key.name)
+        return what
+
+    # ------------------------------------------------------------------ audit mode
+
+    def _load_audit(self) -> None:
+        if self.audit_path is None:
+            return
+        try:
+            data = json.loads(self.audit_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            self._emit("Warning", "AuditSettings", str(self.audit_path), f"unreadable, audit mode off: {e}")
+            return
+        self.node_audit = bool(data.get("node", False))
+        self.audit_namespaces = frozenset(data.get("namespaces", ()))
+
+    def _set_endpoint_audit(self, endpoint_id: int) -> None:
+        set_audit = getattr(self.datapath, "set_audit", None)  # the simulated datapath has none
+        if set_audit is not None:
+            set_audit(endpoint_id, self.node_audit)
+
+    def set_audit(self, node: bool, namespaces: Iterable[str] = ()) -> dict[str, Any]:
+        """Node audit mode (every endpoint's datapath audit flag) and the namespaces whose policies
+        are audited; persisted in the state directory, so a restarted agent keeps them."""
+        self.node_audit = bool(node)
+        self.audit_namespaces = frozenset(namespaces)
+        settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces)}
+        if self.audit_path is not None:
+            tmp = self.audit_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(settings, indent=1) + "\n")
+            os.replace(tmp, self.audit_path)
+        self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
+        self._sync_policies(self.policy.take_affected())
+        for ep in self.endpoints:
+            self._set_endpoint_audit(ep.id)
+        namespaces_text = ", ".join(self.audit_namespaces) or "-"
+        self._emit(
+            "Normal",
+            "AuditMode",
+            "Node",
+            f"node audit {'on' if node else 'off'}; namespaces {namespaces_text}",
+        )
+        return settings
 
     def _set_policy(self, key: PolicyKey, pol: Any) -> None:
         try:
@@ -292,7 +376,7 @@ class Reconciler:
             keys &= touched | {k for k in self.desired.pods if self.endpoints.get(k) is None}
         releases: list[Labels] = []
         for pk in sorted(keys):
-            pod = self.desired.pods.get(pk)
+            pod = self._mine(pk)
             ep = self.endpoints.get(pk)
             if pod is None and ep is not None:
                 releases.append(self._delete_endpoint(ep))
@@ -320,6 +404,7 @@ class Reconciler:
         def before_address(rpod: RuntimePod) -> None:
             hooked.append(rpod)
             self.datapath.attach(rpod.ifindex, eid, ident)
+            self._set_endpoint_audit(eid)
             self.datapath.set_policy(eid, ms)
             self.datapath.upsert_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}", ident)
 
@@ -433,7 +518,8 @@ class Reconciler:
             del self.cidr_identities[prefix]
 
     def _sync_ipcache(self) -> None:
-        want = {f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints}
+        want = dict(self.remote_ipcache)
+        want.update({f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints})
         want.update(self.cidr_identities)
         want.update(self.fqdn.ipcache())
         want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
@@ -453,6 +539,17 @@ class Reconciler:
         ]
 
     # ------------------------------------------------------------------ misc
+
+    def _mine(self, pk: PodKey) -> Pod | None:
+        """The desired pod if it runs on this node (every pod on a single node)."""
+        pod = self.desired.pods.get(pk)
+        if pod is None or self.schedule is None:
+            return pod
+        return pod if self.schedule(pk, self.desired.raw_pods.get(pk) or {}) else None
+
+    def _synced(self) -> None:
+        if self.on_synced is not None:
+            self.on_synced()
 
     def _emit(self, type_: str, reason: str, involved: str, message: str) -> None:
         log.info("%s %s %s: %s", type_, reason, involved, message)
