@@ -37,7 +37,8 @@ class Agent:
     """One node's agent; also the :class:`cilia.agent.api.AgentView` the REST API serves."""
 
     def __init__(self, cfg: AgentConfig, store: Store, runtime: PodRuntime, datapath: NodeDatapath,
-                 gateway: str, flow_sink: FlowSink | None = None) -> None:
+                 gateway: str, flow_sink: FlowSink | None = None,
+                 reconciler_options: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.runtime = runtime
@@ -47,6 +48,7 @@ class Agent:
             store, runtime, datapath,
             endpoints=EndpointTable(cfg.endpoints_path), events=self.events, gateway=gateway,
             cluster=cfg.cluster, enforcement_mode=cfg.enforcement_mode, allow_localhost=cfg.allow_localhost,
+            **(reconciler_options or {}),
         )  # fmt: skip
         self._lock = threading.RLock()  # the reconciler's state: the loop writes, the API reads
         self._cond = threading.Condition()
@@ -180,7 +182,11 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     ``flow_sink`` builds the sink for datapath events (default: :class:`RingSink`)."""
     cfg = node.cfg
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway)
+    member = node.cluster  # one node of several (cilia.agent.cluster), or None
+    agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway,
+                  reconciler_options=member.reconciler_options() if member is not None else None)
+    if member is not None:
+        member.attach(agent)
     if flow_sink is not None:
         agent.flow_sink = flow_sink(agent)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
@@ -195,6 +201,8 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     finally:
         if dns_proxy is not None:
             dns_proxy.close()
+        if member is not None:
+            member.close()
         server.close()
         node.close()
         with contextlib.suppress(FileNotFoundError):

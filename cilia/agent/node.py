@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from cilia.agent.config import AgentConfig
 from cilia.agent.flows import FlowSink
@@ -28,6 +29,7 @@ class Node:
     runtime: PodRuntime
     datapath: NodeDatapath
     gateway: str
+    cluster: Any = None  # cilia.agent.cluster.ClusterMember when the node is one of several
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 

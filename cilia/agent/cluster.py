@@ -1,0 +1,132 @@
+"""One node of several: the agent's part in the cluster (``cilia up --nodes N``).
+
+The desired state is shared in etcd. Each agent joins with its node record on a lease
+(:func:`cilia.store.nodes.join`), takes identities from the :class:`ClusterAllocator` (same labels,
+same number on every node), runs only the pods scheduled to it (:func:`node_for`), publishes its
+pods' address → identity on its lease, and mirrors the other nodes' entries (and their underlay
+addresses as ``remote-node``) into its own ipcache. A packet between nodes is then decided twice,
+as in Cilium: the source's egress policy on the source node, the destination's ingress policy on
+the destination node, each with the peer's identity from its own ipcache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cilia.agent.config import AgentConfig
+from cilia.agent.desired import PodKey
+from cilia.identity.cluster_allocator import ClusterAllocator
+from cilia.store import Store, open_store
+from cilia.store.nodes import ClusterView, IPCacheChange, NodeInfo, NodeRegistration, join
+
+log = logging.getLogger("cilia.agent")
+HOST_PREFIX_LEN = 32
+_NODE_NAME = re.compile(r"^(?:cilia-)?node-(\d+)$")
+
+
+class SchedulingError(ValueError):
+    """A pod names a node (``spec.nodeName``) that is not one of the cluster's."""
+
+
+def node_name(index: int) -> str:
+    """The name node ``index`` registers under (its network namespace is ``cilia-<name>``)."""
+    return f"node-{index}"
+
+
+def node_for(pod: PodKey, manifest: Mapping[str, Any], nodes: int) -> int:
+    """The node index a pod runs on: ``spec.nodeName`` (``node-<i>``) if set, else a hash of
+    ``namespace/name`` over ``nodes`` nodes (deterministic: every agent agrees without talking)."""
+    wanted = str(((manifest.get("spec") or {}).get("nodeName")) or "")
+    if wanted:
+        m = _NODE_NAME.match(wanted)
+        if m is None or not 0 <= int(m.group(1)) < nodes:
+            raise SchedulingError(f"pod {pod}: nodeName {wanted!r} is not node-0..node-{nodes - 1}")
+        return int(m.group(1))
+    digest = hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % max(1, nodes)
+
+
+def open_agent_store(cfg: AgentConfig) -> Store:
+    """The node's store: SQLite in its state directory, or the cluster's etcd."""
+    if cfg.store == "etcd":
+        return open_store(backend="etcd", endpoints=cfg.etcd_endpoint_list)
+    return open_store(cfg.state_dir)
+
+
+class ClusterMember:
+    """This node's registration, identity allocator and view of the other nodes."""
+
+    def __init__(self, cfg: AgentConfig, store: Store) -> None:
+        if not cfg.node_name or cfg.cluster_size < 1:
+            raise SchedulingError("a cluster node needs a node name and the cluster size")
+        self.cfg = cfg
+        self.store = store
+        self.info = NodeInfo.lab(cfg.node_name, cfg.node_index)
+        self.registration: NodeRegistration = join(store.backend, self.info)
+        self.allocator = ClusterAllocator(store, cfg.node_name, self.registration.lease)
+        self.view: ClusterView | None = None
+        self._agent: Any = None
+        self._halt: Callable[[], None] | None = None
+
+    def schedule(self, pod: PodKey, manifest: Mapping[str, Any]) -> bool:
+        """Whether ``pod`` runs on this node (a pod naming an unknown node runs nowhere)."""
+        try:
+            return node_for(pod, manifest, self.cfg.cluster_size) == self.cfg.node_index
+        except SchedulingError as e:
+            log.warning("%s", e)
+            return False
+
+    def reconciler_options(self) -> dict[str, Any]:
+        """What the agent's reconciler takes to be one node of the cluster."""
+        return {"allocator": self.allocator, "schedule": self.schedule, "on_synced": self.publish}
+
+    def attach(self, agent: Any) -> None:
+        """Start mirroring the other nodes into ``agent``'s ipcache (before ``agent.run``)."""
+        self._agent = agent
+        self.view = ClusterView(self.store.backend, local_node=self.cfg.node_name)
+        agent.reconciler.remote_ipcache = {
+            f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in self.view.ipcache().items()
+        }
+        self._halt = self.view.follow(self._on_changes, step=0.2)
+
+    def publish(self) -> None:
+        """Make this node's published entries equal to its endpoints (called after each sync)."""
+        if self._agent is None:
+            return
+        want = {e.ip: (e.identity, str(e.pod)) for e in self._agent.reconciler.endpoints}
+        have = self.registration.published()
+        changed = [(ip, ident, pod) for ip, (ident, pod) in sorted(want.items())
+                   if ip not in have or (have[ip].identity, have[ip].pod) != (ident, pod)]
+        if changed:
+            self.registration.publish_many(changed)
+        for ip in sorted(have.keys() - want.keys()):
+            self.registration.withdraw(ip)
+
+    def _on_changes(self, changes: list[IPCacheChange]) -> None:
+        agent = self._agent
+        # Identities first: a remote address must not map to an identity the policy does not know.
+        self.allocator.sync(2.0)
+        with agent._lock:
+            rec = agent.reconciler
+            rec._sync_policies(rec.policy.take_affected())
+            for c in changes:
+                prefix = f"{c.ip}/{HOST_PREFIX_LEN}"
+                if c.new is not None:
+                    rec.remote_ipcache[prefix] = c.new.identity
+                    rec.datapath.upsert_ipcache(prefix, c.new.identity)
+                elif rec.remote_ipcache.pop(prefix, None) is not None:
+                    rec.datapath.delete_ipcache(prefix)
+        log.info("cluster ipcache: %d change(s) from other nodes", len(changes))
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        return self.view.nodes() if self.view is not None else {}
+
+    def close(self) -> None:
+        """Stop following (the node's entries stay on its lease until it expires or is revoked)."""
+        if self._halt is not None:
+            self._halt()
+        self.allocator.close()
