@@ -7,6 +7,8 @@ Routes (all JSON):
 * ``GET /v1/flows?since=SEQ&limit=N``: decoded datapath events from the bounded flow ring.
 * ``POST /v1/wait`` ``{"revision": N, "timeout": S}``: returns once the agent has reconciled store
   revision ``N`` (or the timeout passed), with the revision reached.
+* ``GET /v1/audit``, ``POST /v1/audit`` ``{"node": bool, "namespaces": [...]}``: policy audit mode
+  (node switch and audited namespaces), persisted by the agent; answers the settings in force.
 
 The server only routes; what it serves comes from an :class:`AgentView` (the daemon).
 """
@@ -33,6 +35,25 @@ class AgentView(Protocol):
     def identities(self) -> list[dict[str, Any]]: ...
     def flows(self, since: int, limit: int) -> dict[str, Any]: ...
     def wait_revision(self, revision: int, timeout: float) -> int: ...
+
+
+def audit_settings(view: Any) -> dict[str, Any]:
+    """The agent's audit settings: ``view.audit()`` or, for the node agent, its reconciler's."""
+    own = getattr(view, "audit", None)
+    if own is not None:
+        return own()
+    rec = view.reconciler
+    return {"node": rec.node_audit, "namespaces": sorted(rec.audit_namespaces)}
+
+
+def set_audit(view: Any, node: bool, namespaces: list[str]) -> dict[str, Any]:
+    """Apply audit settings: ``view.set_audit`` or, for the node agent, its reconciler under the
+    agent's lock (the reconcile loop runs beside the API)."""
+    own = getattr(view, "set_audit", None)
+    if own is not None:
+        return own(node, namespaces)
+    with view._lock:
+        return view.reconciler.set_audit(node, namespaces)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -76,6 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
                 since = self._int(query, "since", 0)
                 limit = self._int(query, "limit", 1000)
                 self._reply(200, view.flows(since, limit))
+            elif url.path == "/v1/audit":
+                self._reply(200, audit_settings(view))
             else:
                 self._reply(404, {"error": f"no route GET {url.path}"})
         except _BadRequest as e:
@@ -92,6 +115,12 @@ class _Handler(BaseHTTPRequestHandler):
                 rev = int(body.get("revision", 0))
                 timeout = min(float(body.get("timeout", 10.0)), 60.0)
                 self._reply(200, {"revision": self.server.view.wait_revision(rev, timeout)})
+            elif url.path == "/v1/audit":
+                node = body.get("node", False)
+                namespaces = body.get("namespaces", [])
+                if not isinstance(node, bool) or not all(isinstance(n, str) for n in namespaces):
+                    raise ValueError('expected {"node": bool, "namespaces": [str, ...]}')
+                self._reply(200, set_audit(self.server.view, node, list(namespaces)))
             else:
                 self._reply(404, {"error": f"no route POST {url.path}"})
         except (ValueError, TypeError, AttributeError) as e:

@@ -79,6 +79,14 @@ class AgentClient:
         out = self._call("POST", "/v1/wait", {"revision": revision, "timeout": timeout}, timeout=timeout + 5)
         return int(out["revision"])
 
+    def audit(self) -> dict[str, Any]:
+        """The agent's policy audit settings: ``{"node": bool, "namespaces": [...]}``."""
+        return self._call("GET", "/v1/audit")
+
+    def set_audit(self, node: bool, namespaces: list[str] | None = None) -> dict[str, Any]:
+        """Turn node audit mode on/off and set the audited namespaces; the settings in force."""
+        return self._call("POST", "/v1/audit", {"node": node, "namespaces": list(namespaces or ())})
+
     def is_up(self) -> bool:
         try:
             return bool(self.status().get("ready"))

@@ -6,6 +6,11 @@ Wraps the engine's pieces (:mod:`cilia.policy.repository`, :mod:`cilia.policy.se
 ("affected"): a policy change affects the identities its old or new subjects select; an identity
 appearing or disappearing affects the identities whose resolved policy uses a selector whose
 selection changed. The reconciler asks only those for a new MapState.
+
+Policy audit mode: rules of a policy annotated ``cilia.io/audit: "true"``, or of any namespaced
+policy in an audited namespace, never enter the repository (the kernel enforces what the other
+policies decide); they are kept in :attr:`PolicyState.audited` for the flow pipeline, which reports
+the drops they would cause as AUDIT (:mod:`cilia.observe.audit`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,9 @@ class PolicyState:
         self._cluster_ports: dict[tuple[str, int], frozenset[int]] = {}
         self._affected: set[int] = set()
         self._all_affected = False
+        self.audited: dict[ResourceKey, tuple[PolicyRule, ...]] = {}  # audit-mode rules by resource
+        self.audit_namespaces: frozenset[str] = frozenset()
+        self.audit_revision = 0  # bumped whenever the audited rules change
 
     # ------------------------------------------------------------------ changes
 
@@ -105,23 +113,53 @@ class PolicyState:
             rules.append(resolve_services(rule, self.services))
         return rules
 
+    def rule_audited(self, rule: PolicyRule) -> bool:
+        """In audit mode by its own annotation or, for a namespaced rule, its namespace's."""
+        return rule.audit or (bool(rule.namespace) and rule.namespace in self.audit_namespaces)
+
     def set_policy(self, key: PolicyKey, pol: Policy) -> None:
-        """Add or replace one policy object (translation errors propagate; nothing changes then)."""
+        """Add or replace one policy object (translation errors propagate; nothing changes then).
+        Its audited rules are kept aside, the others go to the repository."""
         rules = self._translate(pol)
-        change = self.repo.replace(ResourceKey(key.kind, key.namespace, key.name), rules)
+        resource = ResourceKey(key.kind, key.namespace, key.name)
+        enforce = [r for r in rules if not self.rule_audited(r)]
+        audited = tuple(r for r in rules if self.rule_audited(r))
+        change = self.repo.replace(resource, enforce)
         self._sources[key] = pol
+        self._set_audited(resource, audited)
         self._mark(self._subjects((*change.removed, *change.added)))
 
     def delete_policy(self, key: PolicyKey) -> None:
-        change = self.repo.delete(ResourceKey(key.kind, key.namespace, key.name))
+        resource = ResourceKey(key.kind, key.namespace, key.name)
+        change = self.repo.delete(resource)
         self._sources.pop(key, None)
+        self._set_audited(resource, ())
         self._mark(self._subjects(change.removed))
+
+    def _set_audited(self, resource: ResourceKey, rules: tuple[PolicyRule, ...]) -> None:
+        if self.audited.get(resource, ()) == rules:
+            return
+        if rules:
+            self.audited[resource] = rules
+        else:
+            self.audited.pop(resource, None)
+        self.audit_revision += 1
+
+    def set_audit_namespaces(self, namespaces: Iterable[str]) -> None:
+        """Namespaces whose policies are all in audit mode; their policies are split again."""
+        new = frozenset(namespaces)
+        changed = new ^ self.audit_namespaces
+        self.audit_namespaces = new
+        for key, pol in list(self._sources.items()):
+            if key.namespace in changed:
+                self.set_policy(key, pol)
 
     def set_services(self, services: list[ServiceInfo]) -> None:
         """Services changed: policies with toServices are translated again."""
         self.services = list(services)
         for key, pol in list(self._sources.items()):
-            if any(e.services for r in self.repo.get(ResourceKey(*key)) for e in r.entries):
+            rules = (*self.repo.get(ResourceKey(*key)), *self.audited.get(ResourceKey(*key), ()))
+            if any(e.services for r in rules for e in r.entries):
                 self.set_policy(key, pol)
 
     def set_cluster_ports(self, pods: Iterable[Pod]) -> None:
@@ -205,13 +243,17 @@ class PolicyState:
     def summary(self, identity: int, pod: Pod | None = None) -> dict[str, Any]:
         """What ``describe pod`` shows: the policies selecting the identity and enforcement."""
         pol = self.endpoint_policy(identity, pod)
+        labels = self.cache.labels_of(identity) or Labels()
+        ns = namespace_of(labels)
+        audited = sorted(
+            {_ref_name(r) for rs in self.audited.values() for r in rs if rule_selects(r, labels, ns)}
+        )
         return {
+            # audit-mode policies are listed too, marked: they select the pod but only report
             "policies": sorted(
-                {
-                    f"{r.ref.kind}/{r.ref.namespace + '/' if r.ref.namespace else ''}{r.ref.name}"
-                    for r in pol.selection.rules
-                }
+                {_ref_name(r) for r in pol.selection.rules} | {f"{a} (audit mode)" for a in audited}
             ),
+            "audited": audited,
             "enforcement": {d.label: pol.is_enforced(d) for d in (Direction.INGRESS, Direction.EGRESS)},
             "default_deny_by": {
                 d.label: sorted({r.describe() for r in pol.default_deny_by[d]})
@@ -219,3 +261,8 @@ class PolicyState:
             },
             "entries": len(pol.map_state),
         }
+
+
+def _ref_name(rule: PolicyRule) -> str:
+    ref = rule.ref
+    return f"{ref.kind}/{ref.namespace + '/' if ref.namespace else ''}{ref.name}"

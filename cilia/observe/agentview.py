@@ -26,9 +26,10 @@ class AgentNodeView:
     (store revision, policy revision, endpoint set, identities); reads under the agent's lock, as
     its REST views do, since the reconcile loop runs beside the flow reader."""
 
-    def __init__(self, agent: Any, audit: AuditRules | None = None, node_name: str = "") -> None:
+    def __init__(self, agent: Any, node_name: str = "") -> None:
         self.agent = agent
-        self.audit = audit or AuditRules()
+        self.audit = AuditRules()  # a copy of the agent's audit-mode rules (PolicyState.audited)
+        self._audit_revision = -1
         self.node_name = node_name or f"cilia-node-{agent.cfg.node_index}"
         self._key: tuple[Any, ...] | None = None
         self._view = NodeView()
@@ -38,9 +39,15 @@ class AgentNodeView:
         with self.agent._lock:
             eps = tuple((e.id, e.ip, e.identity, str(e.pod)) for e in rec.endpoints)
             identities = dict(rec.allocator.identities())
-            key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), self.audit.revision)
+            audit_revision = getattr(rec.policy, "audit_revision", 0)
+            key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), audit_revision)
             if key == self._key:
                 return self._view
+            if audit_revision != self._audit_revision:
+                self.audit = AuditRules()
+                for resource, rules in getattr(rec.policy, "audited", {}).items():
+                    self.audit.set(resource, rules)
+                self._audit_revision = audit_revision
             policies = {}
             for e in rec.endpoints:
                 if e.identity and e.identity in rec.policy.cache.identities:

@@ -19,21 +19,21 @@ if the full policy drops it, the flow is reported AUDIT and names the audited ru
 or the audited policies that turned default deny on. A drop of the enforced policy stays DROPPED:
 audit mode never hides what non-audited policies decide.
 
-What the agent does with this module (it does not today, see the report of issue 6):
+How the node agent does it (it sits below this package, so it repeats the small split rule):
 
-1. Keep an :class:`AuditRules`; on every policy object: ``enforce, audited = audit.split(rules,
-   namespace_audited)``; give ``enforce`` to the engine and ``audited`` to ``audit.set(resource,
-   audited)`` (``audit.delete(resource)`` on delete). Re-split a namespace's policies when its
-   annotation changes.
-2. Keep the kernel's enforcement flags on in both directions (they are by default), so every new
+1. :class:`cilia.agent.policystate.PolicyState` splits every policy object as :func:`split` does
+   (``rule.audit`` or its namespace audited): the enforced rules go to the repository and the
+   kernel, the audited ones to ``PolicyState.audited`` (by resource, with ``audit_revision``).
+   Audited namespaces are those of ``cilia audit on -n NS`` plus the Namespaces annotated
+   ``cilia.io/audit: "true"``; a change splits that namespace's policies again.
+2. The kernel's enforcement flags stay on in both directions (the default), so every new
    connection of an audited endpoint yields an event even where only audited policies enforce.
-3. Node audit: ``Datapath.set_audit(endpoint_id, settings.node)`` for each endpoint, at attach and
-   whenever :class:`AuditSettings` change (``cilia audit on|off`` writes ``audit.json`` in the state
-   directory; the agent should watch it or serve ``POST /v1/audit``).
-4. In the :class:`cilia.observe.enrich.NodeView` given to the flow pipeline, ``audit_policies`` =
-   ``{identity: audit.full_policy(engine.policy(identity), engine.cache.identities, engine.options)}``
-   for the local identities where that is not None (computed lazily per flow is fine: it is cached
-   by content).
+3. Node audit: the reconciler sets ``Datapath.set_audit(endpoint_id, node)`` on every endpoint at
+   attach, at re-attach on restart and on ``POST /v1/audit`` (``cilia audit on|off``, which also
+   writes ``audit.json`` in the state directory; the agent reads it at start).
+4. :class:`cilia.observe.agentview.AgentNodeView` copies ``PolicyState.audited`` into an
+   :class:`AuditRules` and gives the flow pipeline ``audit_policies`` = the full policy of each
+   local identity some audited rule selects.
 """
 
 from __future__ import annotations
