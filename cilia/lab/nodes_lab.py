@@ -1,0 +1,144 @@
+"""Several lab nodes on this machine: one network namespace per node, joined by an underlay bridge.
+
+Node ``i`` is the namespace ``cilia-node-<i>``; its underlay interface ``cilia-ul`` carries
+``198.18.254.<i + 1>/24`` and is the peer of ``cilia-n<i>``, a port of the bridge ``cilia-br0``
+in the root namespace (the bridge has no address: the root namespace takes no part in traffic).
+Each node routes every other node's pod /20 via that node's underlay address and forwards IPv4,
+so a pod on node 1 reaches a pod on node 2 through both nodes' host stacks, where each node's
+datapath sees the packet on the pod's host veth (design.md "Lab network").
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from cilia.lab import netns
+from cilia.lab.errors import LabError
+from cilia.lab.ipam import pod_cidr
+
+BRIDGE = "cilia-br0"
+UNDERLAY_IF = "cilia-ul"
+UNDERLAY_PREFIX = 24
+MAX_NODES = 15
+
+
+def node_netns(index: int) -> str:
+    return f"cilia-node-{index}"
+
+
+def root_port(index: int) -> str:
+    """The bridge port (root namespace) of node ``index``'s underlay veth."""
+    return f"cilia-n{index}"
+
+
+def underlay_address(index: int) -> str:
+    return f"198.18.254.{index + 1}"
+
+
+@contextmanager
+def _in(name: str) -> Iterator[IPRoute]:
+    # A netlink socket opened inside the namespace stays bound to it.
+    with netns.entered(name), IPRoute() as ipr:
+        yield ipr
+
+
+def _write_sysctl(namespace: str, path: str, value: str) -> None:
+    with netns.entered(namespace):  # /proc/sys/net shows the namespace of the opening thread
+        Path(path).write_text(value)
+
+
+def create_nodes(count: int) -> list[str]:
+    """Create nodes 0‥count-1 (namespaces, bridge, underlay, routes); everything is removed again
+    if a step fails. Returns the namespace names."""
+    if not 1 <= count <= MAX_NODES:
+        raise LabError(f"--nodes {count}: the lab has room for 1..{MAX_NODES} nodes")
+    taken = [node_netns(i) for i in range(count) if netns.exists(node_netns(i))]
+    if taken:
+        raise LabError(f"{', '.join(taken)} exist already (run `cilia down`)")
+    try:
+        with IPRoute() as ipr:
+            if not ipr.link_lookup(ifname=BRIDGE):
+                ipr.link("add", ifname=BRIDGE, kind="bridge")
+            br = ipr.link_lookup(ifname=BRIDGE)[0]
+            ipr.link("set", index=br, state="up")
+        for i in range(count):
+            _create_node(i, br)
+        for i in range(count):
+            with _in(node_netns(i)) as ipr:
+                ul = ipr.link_lookup(ifname=UNDERLAY_IF)[0]
+                for j in range(count):
+                    if j != i:
+                        ipr.route("add", dst=str(pod_cidr(j)), gateway=underlay_address(j), oif=ul)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            remove_nodes()
+        if isinstance(e, LabError):
+            raise
+        raise LabError(f"create {count} lab nodes: {e}") from e
+    return [node_netns(i) for i in range(count)]
+
+
+def _create_node(i: int, bridge_index: int) -> None:
+    name = node_netns(i)
+    netns.create(name)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=root_port(i), kind="veth",
+                 peer={"ifname": UNDERLAY_IF, "net_ns_fd": name})
+        port = ipr.link_lookup(ifname=root_port(i))[0]
+        ipr.link("set", index=port, master=bridge_index, state="up")
+    with _in(name) as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        ul = ipr.link_lookup(ifname=UNDERLAY_IF)[0]
+        ipr.link("set", index=ul, state="up")
+        ipr.addr("add", index=ul, address=underlay_address(i), prefixlen=UNDERLAY_PREFIX)
+    _write_sysctl(name, "/proc/sys/net/ipv4/ip_forward", "1\n")
+    for conf in ("all", "default"):
+        _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1\n")
+
+
+def existing_nodes() -> list[str]:
+    """Node namespaces that exist now (``cilia-node-<i>``)."""
+    wanted = {node_netns(i) for i in range(MAX_NODES)}
+    return sorted(n for n in netns.names() if n in wanted)
+
+
+def remove_nodes() -> list[str]:
+    """Remove every node namespace, underlay port and the bridge; returns what was removed."""
+    removed: list[str] = []
+    errors: list[str] = []
+    with IPRoute() as ipr:
+        for i in range(MAX_NODES):
+            for idx in ipr.link_lookup(ifname=root_port(i)):
+                try:
+                    ipr.link("del", index=idx)
+                    removed.append(f"link {root_port(i)}")
+                except Exception as e:
+                    errors.append(f"delete {root_port(i)}: {e}")
+    for name in existing_nodes():
+        try:
+            netns.remove(name)
+            removed.append(f"node namespace {name}")
+        except Exception as e:
+            errors.append(f"remove {name}: {e}")
+    with IPRoute() as ipr:
+        for idx in ipr.link_lookup(ifname=BRIDGE):
+            try:
+                ipr.link("del", index=idx)
+                removed.append(f"bridge {BRIDGE}")
+            except Exception as e:
+                errors.append(f"delete {BRIDGE}: {e}")
+    if errors:
+        raise LabError("remove lab nodes: " + "; ".join(errors))
+    return removed
+
+
+def leftovers() -> list[str]:
+    """What of the lab nodes still exists."""
+    with IPRoute() as ipr:
+        links = [n for n in [BRIDGE, *(root_port(i) for i in range(MAX_NODES))] if ipr.link_lookup(ifname=n)]
+    return [f"node namespace {n}" for n in existing_nodes()] + [f"link {n}" for n in links]
