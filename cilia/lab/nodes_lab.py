@@ -2,7 +2,7 @@
 
 Node ``i`` is the namespace ``cilia-node-<i>``; its underlay interface ``cilia-ul`` carries
 ``198.18.254.<i + 1>/24`` and is the peer of ``cilia-n<i>``, a port of the bridge ``cilia-br0``
-in the root namespace (the bridge has no address: the root namespace takes no part in traffic).
+in the root namespace (the bridge carries ``198.18.254.254``, only so that agents reach the lab's etcd).
 Each node routes every other node's pod /20 via that node's underlay address and forwards IPv4,
 so a pod on node 1 reaches a pod on node 2 through both nodes' host stacks, where each node's
 datapath sees the packet on the pod's host veth (design.md "Lab network").
@@ -22,6 +22,9 @@ from cilia.lab.errors import LabError
 from cilia.lab.ipam import pod_cidr
 
 BRIDGE = "cilia-br0"
+# The root namespace's address on the underlay: where agents inside node namespaces reach the
+# lab's etcd (127.0.0.1 of the root namespace is not theirs).
+BRIDGE_ADDRESS = "198.18.254.254"
 UNDERLAY_IF = "cilia-ul"
 UNDERLAY_PREFIX = 24
 MAX_NODES = 15
@@ -66,6 +69,8 @@ def create_nodes(count: int) -> list[str]:
                 ipr.link("add", ifname=BRIDGE, kind="bridge")
             br = ipr.link_lookup(ifname=BRIDGE)[0]
             ipr.link("set", index=br, state="up")
+            if not ipr.get_addr(index=br, address=BRIDGE_ADDRESS):
+                ipr.addr("add", index=br, address=BRIDGE_ADDRESS, prefixlen=UNDERLAY_PREFIX)
         for i in range(count):
             _create_node(i, br)
         for i in range(count):
