@@ -176,7 +176,7 @@ def test_policy_from_flows_errors(tmp_path: Path) -> None:
 
 def test_audit_on_off_status(tmp_path: Path) -> None:
     out, _ = cli(tmp_path, "audit", "on", "-o", "json")
-    assert json.loads(out) == {"node": True, "namespaces": [], "applied_by_agent": None}
+    assert json.loads(out) == {"node": True, "namespaces": [], "applied_by_agent": False}
     cli(tmp_path, "audit", "on", "-n", "staging", "-n", "dev")
     out, _ = cli(tmp_path, "audit", "off")
     assert out == "policy audit mode: node off; namespaces: dev, staging\n"
@@ -189,8 +189,9 @@ def test_audit_on_off_status(tmp_path: Path) -> None:
 
 
 def test_audit_with_an_agent_that_cannot_apply_it(agent: Path) -> None:
-    out, _ = cli(agent, "audit", "on", "-o", "json")
-    assert json.loads(out)["applied_by_agent"] is False
+    _, err = cli(agent, "audit", "on", "-o", "json", code=1)
+    assert "saved, but the agent did not apply it" in err and "501" in err
+    assert AuditSettings.load(agent / "state").node
 
 
 def test_audited_flows_are_listed(tmp_path: Path) -> None:

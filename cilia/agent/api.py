@@ -42,7 +42,7 @@ def audit_settings(view: Any) -> dict[str, Any]:
     own = getattr(view, "audit", None)
     if own is not None:
         return own()
-    rec = view.reconciler
+    rec = _reconciler(view)
     return {"node": rec.node_audit, "namespaces": sorted(rec.audit_namespaces)}
 
 
@@ -52,8 +52,16 @@ def set_audit(view: Any, node: bool, namespaces: list[str]) -> dict[str, Any]:
     own = getattr(view, "set_audit", None)
     if own is not None:
         return own(node, namespaces)
+    rec = _reconciler(view)
     with view._lock:
-        return view.reconciler.set_audit(node, namespaces)
+        return rec.set_audit(node, namespaces)
+
+
+def _reconciler(view: Any) -> Any:
+    rec = getattr(view, "reconciler", None)
+    if rec is None:
+        raise _Unsupported("this agent has no policy audit mode")
+    return rec
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -103,6 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(404, {"error": f"no route GET {url.path}"})
         except _BadRequest as e:
             self._reply(400, {"error": str(e)})
+        except _Unsupported as e:
+            self._reply(501, {"error": str(e)})
         except Exception as e:  # the agent must keep serving; the client shows the error
             self._reply(500, {"error": f"{type(e).__name__}: {e}"})
 
@@ -123,6 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(200, set_audit(self.server.view, node, list(namespaces)))
             else:
                 self._reply(404, {"error": f"no route POST {url.path}"})
+        except _Unsupported as e:
+            self._reply(501, {"error": str(e)})
         except (ValueError, TypeError, AttributeError) as e:
             self._reply(400, {"error": f"bad request body: {e}"})
         except Exception as e:
@@ -130,6 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _BadRequest(Exception):
+    pass
+
+
+class _Unsupported(Exception):
     pass
 
 

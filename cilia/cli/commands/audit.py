@@ -2,8 +2,9 @@
 
 In audit mode drops are let through and reported with verdict AUDIT (``cilia observe --verdict
 AUDIT``). Per policy, the annotation ``cilia.io/audit: "true"`` does the same for the drops only that
-policy would cause (see :mod:`cilia.observe.audit`). The setting is kept in ``audit.json`` in the
-state directory; a running agent applies it when it supports ``set_audit``.
+policy would cause (see :mod:`cilia.observe.audit`); so does the annotation on a Namespace for all
+its policies. The setting is kept in ``audit.json`` in the state directory (a starting agent reads
+it) and a running agent applies it at once (``POST /v1/audit``).
 """
 
 from __future__ import annotations
@@ -54,13 +55,15 @@ def register(app: typer.Typer) -> None:
                 settings = AuditSettings(on, settings.namespaces)
             settings.save(cfg.state_dir)
         applied = _apply_live(cfg, settings) if mode != "status" else None
+        if applied is not None:
+            settings = AuditSettings(bool(applied["node"]), frozenset(applied["namespaces"]))
         if output == "json":
             print(
                 json.dumps(
                     {
                         "node": settings.node,
                         "namespaces": sorted(settings.namespaces),
-                        "applied_by_agent": applied,
+                        "applied_by_agent": applied is not None,
                     },
                     sort_keys=True,
                 )
@@ -70,23 +73,16 @@ def register(app: typer.Typer) -> None:
             f"policy audit mode: node {'on' if settings.node else 'off'}"
             + (f"; namespaces: {', '.join(sorted(settings.namespaces))}" if settings.namespaces else "")
         )
-        if applied is False:
-            err_console.print(
-                "note: saved in the state directory; the running agent cannot apply audit settings "
-                "live yet (it needs a set_audit call), so they take effect once it does"
-            )
+        if applied is None and mode != "status":
+            err_console.print("note: no agent is running; saved, the next `cilia up` applies it")
 
 
-def _apply_live(cfg: object, settings: AuditSettings) -> bool | None:
-    """Tell a running agent; None if no agent runs, False if it has no way to apply them."""
+def _apply_live(cfg: object, settings: AuditSettings) -> dict[str, object] | None:
+    """Tell a running agent; the settings it has in force, None if no agent runs."""
     client = agent_client(cfg)  # type: ignore[arg-type]
     if not client.is_up():
         return None
-    set_audit = getattr(client, "set_audit", None)
-    if set_audit is None:
-        return False
     try:
-        set_audit(settings.node, sorted(settings.namespaces))
+        return client.set_audit(settings.node, sorted(settings.namespaces))
     except (AgentUnavailable, AgentAPIError) as e:
         raise fail(f"saved, but the agent did not apply it: {e}") from e
-    return True
