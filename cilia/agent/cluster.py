@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from cilia.agent.config import AgentConfig
@@ -48,6 +49,28 @@ def node_for(pod: PodKey, manifest: Mapping[str, Any], nodes: int) -> int:
         return int(m.group(1))
     digest = hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % max(1, nodes)
+
+
+def node_netns_name(index: int) -> str:
+    return f"cilia-node-{index}"  # as cilia.lab.nodes_lab names it
+
+
+def member_config(base: AgentConfig, index: int) -> AgentConfig:
+    """Node ``index``'s settings under the cluster's: its own state, run and bpffs directories,
+    its name and network namespace (``/sys/fs/bpf/cilia/v1`` → ``/sys/fs/bpf/cilia/node-<i>/v1``)."""
+    name = node_name(index)
+    pins = base.pin_root.rstrip("/")
+    root = pins[: -len("/v1")] if pins.endswith("/v1") else pins
+    return replace(base, state_dir=base.state_dir / "nodes" / name, run_dir=base.run_dir / "nodes" / name,
+                   node_index=index, node_name=name, netns=node_netns_name(index),
+                   pin_root=f"{root}/{name}/v1")
+
+
+def member_configs(base: AgentConfig) -> list[AgentConfig]:
+    """Every node's settings if ``base`` is a cluster's (``cilia up --nodes N``), else none."""
+    if base.cluster_size < 1 or base.node_name:
+        return []
+    return [member_config(base, i) for i in range(base.cluster_size)]
 
 
 def open_agent_store(cfg: AgentConfig) -> Store:

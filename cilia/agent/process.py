@@ -76,8 +76,13 @@ def start_background(cfg: AgentConfig, timeout: float = 30.0) -> int:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with open(cfg.log_path, "ab") as log:
+        # In a node's network namespace (several nodes): network only, since `ip netns exec`
+        # would also remount /sys and hide the bpffs pins (datapath-notes.md).
+        argv = agent_argv(cfg)
+        if cfg.netns:
+            argv = ["nsenter", f"--net=/run/netns/{cfg.netns}", "--", *argv]
         proc = subprocess.Popen(
-            agent_argv(cfg), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, env={**os.environ, "CILIA_PIN_ROOT": cfg.pin_root},
         )  # fmt: skip
     client = AgentClient(cfg.socket_path, timeout=2.0)

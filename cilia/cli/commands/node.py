@@ -22,6 +22,7 @@ from rich.console import Console
 
 from cilia.agent import daemon, process
 from cilia.agent.client import AgentAPIError, AgentClient, AgentTimeout, AgentUnavailable
+from cilia.agent.cluster import ClusterMember, member_configs, open_agent_store
 from cilia.agent.config import AgentConfig, ConfigError
 from cilia.agent.datapaths import SimNodeDatapath, open_bpf_datapath
 from cilia.agent.desired import PodKey
@@ -70,9 +71,9 @@ def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) 
 
 
 def open_node_store(cfg: AgentConfig) -> Store:
-    """The node's store (the SQLite file in the state directory)."""
+    """The node's store (the SQLite file in the state directory, or the cluster's etcd)."""
     try:
-        return open_store(cfg.state_dir)
+        return open_agent_store(cfg)
     except StoreError as e:
         raise fail(str(e), 2) from e
 
@@ -85,6 +86,9 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
     """Wait until the running agent has reconciled ``revision`` and its own follow-up work (pods of
     new Deployments, identities); a spinner shows progress on a terminal. False (with a note) if
     no agent runs or it did not catch up within ``timeout``."""
+    members = member_configs(cfg)
+    if members:  # several nodes: each agent reconciles the shared store
+        return all([wait_for_agent(m, revision, timeout, quiet) for m in members])
     client = agent_client(cfg)
     deadline = time.monotonic() + timeout
     spinner = err_console.status("waiting for the agent") if not quiet and err_console.is_terminal else None
@@ -168,14 +172,15 @@ class LabRuntime:
 def open_node(cfg: AgentConfig) -> Node:
     """The node's parts: store, pod runtime and datapath (``bpf``: lab pods + eBPF; ``sim``:
     address-only pods + the simulated datapath)."""
-    store = open_store(cfg.state_dir)
+    store = open_agent_store(cfg)
+    member = ClusterMember(cfg, store) if cfg.store == "etcd" and cfg.node_name else None
     gw = gateway(cfg.node_index)
     if cfg.datapath == "sim":
         ipam = Ipam(store, cfg.node_index)
         runtime: PodRuntime = AddressOnlyRuntime(cfg.sim_pods_path, ipam.allocate, ipam.release_owner, gw)
-        return Node(cfg, store, runtime, SimNodeDatapath(), str(gw))
+        return Node(cfg, store, runtime, SimNodeDatapath(), str(gw), cluster=member)
     datapath = open_bpf_datapath(cfg.pin_root, cfg.datapath_state_dir)
-    return Node(cfg, store, LabRuntime(make_lab(cfg, store)), datapath, str(gw))
+    return Node(cfg, store, LabRuntime(make_lab(cfg, store)), datapath, str(gw), cluster=member)
 
 
 @dataclass
@@ -227,7 +232,8 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
             created_netns.add(ep.netns)
         if ep.host_ifname:
             created_links.add(ep.host_ifname)
-    store = open_store(cfg.state_dir) if cfg.store_path.exists() else None
+    store = (open_agent_store(cfg) if cfg.store == "etcd" else
+             open_store(cfg.state_dir) if cfg.store_path.exists() else None)
     workload_pid = None
     try:
         if store is not None and cfg.datapath != "sim" and os.geteuid() == 0:
@@ -359,9 +365,31 @@ def register(app: typer.Typer) -> None:
         datapath: Annotated[str | None, typer.Option(help="bpf | sim")] = None,
         metrics_addr: MetricsAddrOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        nodes: Annotated[int | None, typer.Option(
+            "--nodes", help="Several nodes: N node namespaces, one agent each, on etcd.")] = None,
+        store: Annotated[str | None, typer.Option(
+            "--store", help="sqlite (one node) | etcd (implied by --nodes)")] = None,
+        etcd_endpoints: Annotated[str | None, typer.Option(
+            "--etcd-endpoints", help="host:port,... of an etcd to use (default: start a local one)")] = None,
     ) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
         from cilia.agent import process
+
+        if nodes is not None or store == "etcd":
+            from cilia.cli.commands.cluster import cluster_up
+
+            base = node_config(state_dir, run_dir, enforcement_mode=enforcement_mode,
+                               allow_localhost=allow_localhost, datapath=datapath)
+            eps = [e.strip() for e in (etcd_endpoints or "").split(",") if e.strip()]
+            started = cluster_up(base, nodes or 1, eps)
+            if output == "json":
+                print(json.dumps(started, sort_keys=True))
+                return
+            for n in started["nodes"]:
+                console.print(f"node {n['node']} up: agent pid {n['pid']} in {n['netns']}")
+            console.print(f"  etcd:  {','.join(started['etcd'])}")
+            console.print(f"  state: {base.state_dir}/nodes")
+            return
 
         cfg = node_config(
             state_dir,
@@ -407,6 +435,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Stop the agent and remove every pod, link, pin, socket and process cilia created."""
         cfg = node_config(state_dir, run_dir)
+        if member_configs(cfg):  # several nodes (cilia up --nodes N)
+            from cilia.cli.commands.cluster import cluster_down
+
+            creport = cluster_down(cfg, purge=purge)
+            if output == "json":
+                print(json.dumps(creport, sort_keys=True))
+            else:
+                for line in creport["stopped"]:
+                    console.print(f"stopped {line}")
+                for line in creport["removed"]:
+                    console.print(f"  removed {line}")
+                for line in creport["errors"]:
+                    err_console.print(f"[yellow]warning:[/yellow] {line}")
+                for line in creport["leftovers"]:
+                    err_console.print(f"[red]left behind:[/red] {line}")
+                if not creport["leftovers"]:
+                    console.print("all nodes are down; nothing left behind")
+            if creport["leftovers"]:
+                raise typer.Exit(1)
+            return
         pid = process.stop(cfg)
         report = teardown(cfg, purge=purge)
         if output == "json":
