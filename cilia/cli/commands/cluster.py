@@ -16,11 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
-
-from concurrent.futures import ThreadPoolExecutor
 
 import typer
 from rich.table import Table
