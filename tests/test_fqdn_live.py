@@ -28,7 +28,7 @@ def node(tmp_path: Path) -> Iterator[LiveNode]:
 def dig(node: LiveNode, name: str) -> tuple[int, list[str]]:
     """(rcode, addresses) of an A query from the client pod to the lab's DNS server."""
     code = ("import json; from cilia.lab.dns import resolve; "
-            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r})))")
+            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r}, timeout=8)))")
     out = node.cilia("exec", "client", "--", sys.executable, "-c", code, check=False)
     rcode, addrs = json.loads(out.stdout)
     return int(rcode), list(addrs)

@@ -552,112 +552,84 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
-/* A reply from a service backend to its client gets the ClusterIP:port back as its source. */
-static __always_inline void lb4_revnat(struct __sk_buff *skb)
+/* A reply from a service backend to its client gets the ClusterIP:port back as its source
+ * (called on conntrack replies only: a translated connection's reply is one). */
+static __always_inline void lb4_revnat(struct __sk_buff *skb, struct flow *f)
 {
-	struct lb4_tuple t = {};
+	struct lb4_tuple t = {.sport = f->dport, .dport = f->sport, .proto = f->proto};
 	struct lb4_addr *front;
 	__be32 old_addr, new_addr;
-	__be16 ports[2], eth_proto, frag;
-	__u8 proto;
 	int l4_off;
 
-	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0 || eth_proto != bpf_htons(ETH_P_IP))
+	if (f->family != 4 || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
 		return;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) < 0 ||
-	    (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
-		return;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2) < 0 || (bpf_ntohs(frag) & 0x1fff))
-		return;
-	l4_off = l4_offset4(skb);
-	if (l4_off < 0 || bpf_skb_load_bytes(skb, l4_off, ports, 4) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 12, t.daddr, 4) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 16, t.saddr, 4) < 0)
-		return;
-	t.sport = ports[1];
-	t.dport = ports[0];
-	t.proto = proto;
+	__builtin_memcpy(t.saddr, f->daddr, 4);
+	__builtin_memcpy(t.daddr, f->saddr, 4);
 	front = bpf_map_lookup_elem(&cilia_lb4_rev, &t);
 	if (!front)
 		return;
-	__builtin_memcpy(&old_addr, t.daddr, 4);
+	l4_off = l4_offset4(skb);
+	if (l4_off < 0)
+		return;
+	__builtin_memcpy(&old_addr, f->saddr, 4);
 	__builtin_memcpy(&new_addr, front->addr, 4);
-	rewrite4(skb, l4_off, proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, ports[0], front->port);
-}
-
-/* Reads the IPv4/UDP addresses and ports of a non-fragment packet; 0 if it is not one. */
-static __always_inline int udp4_tuple(struct __sk_buff *skb, struct lb4_tuple *t, int *l4_off)
-{
-	__be16 eth_proto, frag, ports[2];
-	__u8 proto;
-
-	if (bpf_skb_load_bytes(skb, 12, &eth_proto, 2) < 0 || eth_proto != bpf_htons(ETH_P_IP) ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) < 0 || proto != IPPROTO_UDP ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2) < 0 || (bpf_ntohs(frag) & 0x3fff))
-		return 0;
-	*l4_off = l4_offset4(skb);
-	if (*l4_off < 0 || bpf_skb_load_bytes(skb, *l4_off, ports, 4) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 12, t->saddr, 4) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN + 16, t->daddr, 4) < 0)
-		return 0;
-	t->sport = ports[0];
-	t->dport = ports[1];
-	t->proto = IPPROTO_UDP;
-	return 1;
+	rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport, front->port);
 }
 
 /* An allowed DNS query (UDP/53) of an endpoint with DNS rules goes to the DNS proxy instead; the
  * proxy forwards it to the server it was sent to (policy was decided on that server). */
-static __always_inline void dns_redirect(struct __sk_buff *skb)
+static __always_inline void dns_redirect(struct __sk_buff *skb, __u32 ep_id, struct flow *f)
 {
-	struct lb4_tuple t = {};
-	struct lb4_addr *proxy, server = {};
-	struct endpoint_value *ep;
-	__u32 ifindex = skb->ifindex;
+	struct lb4_tuple t = {.sport = f->sport, .proto = IPPROTO_UDP};
+	struct lb4_addr *proxy, server = {.port = f->dport};
 	__be32 old_addr, new_addr;
 	int l4_off;
 
-	if (!udp4_tuple(skb, &t, &l4_off) || t.dport != bpf_htons(53))
+	if (f->family != 4 || f->proto != IPPROTO_UDP || f->dport != bpf_htons(53))
 		return;
-	ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
-	if (!ep)
-		return;
-	proxy = bpf_map_lookup_elem(&cilia_dns_redirect, &ep->ep_id);
+	proxy = bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id);
 	if (!proxy)
 		return;
-	__builtin_memcpy(server.addr, t.daddr, 4);
-	server.port = t.dport;
-	__builtin_memcpy(&old_addr, t.daddr, 4);
-	__builtin_memcpy(&new_addr, proxy->addr, 4);
+	l4_off = l4_offset4(skb);
+	if (l4_off < 0)
+		return;
+	__builtin_memcpy(server.addr, f->daddr, 4);
+	__builtin_memcpy(t.saddr, f->saddr, 4);
 	__builtin_memcpy(t.daddr, proxy->addr, 4);
 	t.dport = proxy->port;
 	bpf_map_update_elem(&cilia_dns_rev, &t, &server, BPF_ANY);
-	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, server.port,
+	__builtin_memcpy(&old_addr, f->daddr, 4);
+	__builtin_memcpy(&new_addr, proxy->addr, 4);
+	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, f->dport,
 		 proxy->port);
 }
 
 /* The proxy's answer gets the DNS server's address and port back as its source, before conntrack
  * sees it (the connection was recorded towards the server). */
-static __always_inline void dns_revnat(struct __sk_buff *skb)
+static __always_inline void dns_revnat(struct __sk_buff *skb, struct flow *f)
 {
-	struct lb4_tuple t = {}, k = {};
+	struct lb4_tuple k = {.sport = f->dport, .dport = f->sport, .proto = IPPROTO_UDP};
 	struct lb4_addr *server;
 	__be32 old_addr, new_addr;
 	int l4_off;
 
-	if (!udp4_tuple(skb, &t, &l4_off))
+	if (f->family != 4 || f->proto != IPPROTO_UDP)
 		return;
-	__builtin_memcpy(k.saddr, t.daddr, 4);
-	__builtin_memcpy(k.daddr, t.saddr, 4);
-	k.sport = t.dport;
-	k.dport = t.sport;
-	k.proto = IPPROTO_UDP;
+	__builtin_memcpy(k.saddr, f->daddr, 4);
+	__builtin_memcpy(k.daddr, f->saddr, 4);
 	server = bpf_map_lookup_elem(&cilia_dns_rev, &k);
 	if (!server)
 		return;
-	__builtin_memcpy(&old_addr, t.saddr, 4);
+	l4_off = l4_offset4(skb);
+	if (l4_off < 0)
+		return;
+	__builtin_memcpy(&old_addr, f->saddr, 4);
 	__builtin_memcpy(&new_addr, server->addr, 4);
-	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 12, l4_off, old_addr, new_addr, t.sport, server->port);
+	if (rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport,
+		     server->port) < 0)
+		return;
+	__builtin_memcpy(f->saddr, server->addr, 4);
+	f->sport = server->port;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
@@ -704,6 +676,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		return TC_ACT_SHOT;
 	}
 
+	if (dir == DIR_INGRESS)
+		dns_revnat(skb, &f);
+
 	ck.ep_id = ep->ep_id;
 	ck.direction = dir;
 	ck.proto = f.proto;
@@ -721,6 +696,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		if (f.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
 			ct_closing(ct);
 		count(base + METRIC_REPLY, skb->len);
+		if (dir == DIR_INGRESS)
+			lb4_revnat(skb, &f);
 		return TC_ACT_OK;
 	}
 
@@ -775,6 +752,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 				ct_closing(ct);
 			ct->packets += 1;
 			ct->bytes += skb->len;
+			if (dir == DIR_EGRESS)
+				dns_redirect(skb, ep->ep_id, &f);
 			return TC_ACT_OK;
 		}
 		if (f.ct_create) {
@@ -793,29 +772,21 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (f.proto != IPPROTO_TCP || f.ct_create || v.reason)
 		emit(skb, ep->ep_id, ep_src, ep_dst, dir, &f, &v,
 		     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0));
+	if (dir == DIR_EGRESS)
+		dns_redirect(skb, ep->ep_id, &f);
 	return TC_ACT_OK;
 }
 
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
-	int r = handle(skb, DIR_EGRESS);
-
-	if (r == TC_ACT_OK)
-		dns_redirect(skb);
-	return r;
+	return handle(skb, DIR_EGRESS);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
-	int r;
-
-	dns_revnat(skb);
-	r = handle(skb, DIR_INGRESS);
-	if (r == TC_ACT_OK)
-		lb4_revnat(skb);
-	return r;
+	return handle(skb, DIR_INGRESS);
 }
 
 char _license[] SEC("license") = "GPL";
