@@ -1,0 +1,188 @@
+"""Several nodes on this machine (root): ``cilia up --nodes 3`` on the lab's etcd, pods spread over
+the nodes, the seed's story across nodes (egress on the source node, ingress on the destination
+node), a label change on one node enforced on another, and ``cilia down`` leaving nothing behind.
+Scheduling itself (:func:`cilia.agent.cluster.node_for`) is checked without root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cilia.agent.client import AgentClient
+from cilia.agent.cluster import SchedulingError, member_config, node_for
+from cilia.agent.config import AgentConfig
+from cilia.agent.desired import PodKey
+from cilia.lab import etcd_keeper, netns, nodes_lab
+from cilia.store import Kind, open_store
+from tests.conftest import SEED
+
+NODES = 3
+CURL = ["curl", "-s", "-o", "/dev/null", "--max-time"]
+
+
+# --------------------------------------------------------------------------- scheduling (no root)
+
+
+def test_node_for_follows_node_name_else_spreads_by_hash() -> None:
+    pods = [PodKey("default", f"p{i}") for i in range(60)]
+    spread = [node_for(p, {}, 3) for p in pods]
+    assert set(spread) == {0, 1, 2}
+    assert spread == [node_for(p, {"spec": {}}, 3) for p in pods]  # every agent agrees
+    assert node_for(pods[0], {"spec": {"nodeName": "node-2"}}, 3) == 2
+    assert node_for(pods[0], {"spec": {"nodeName": "cilia-node-1"}}, 3) == 1
+    with pytest.raises(SchedulingError, match="node-7"):
+        node_for(pods[0], {"spec": {"nodeName": "node-7"}}, 3)
+
+
+def test_member_config_gives_each_node_its_own_directories_and_pins(tmp_path: Path) -> None:
+    base = AgentConfig(state_dir=tmp_path / "s", run_dir=tmp_path / "r", store="etcd",
+                       etcd_endpoints="198.18.254.254:2379", cluster_size=2)
+    m = member_config(base, 1)
+    assert (m.state_dir, m.run_dir, m.node_index, m.node_name, m.netns, m.pin_root) == (
+        tmp_path / "s" / "nodes" / "node-1", tmp_path / "r" / "nodes" / "node-1", 1, "node-1",
+        "cilia-node-1", "/sys/fs/bpf/cilia/node-1/v1")
+    assert (m.store, m.etcd_endpoint_list, m.cluster_size) == ("etcd", ["198.18.254.254:2379"], 2)
+
+
+# --------------------------------------------------------------------------- live (root)
+
+
+class Cluster:
+    """Three nodes run through the CLI, as a user would."""
+
+    def __init__(self, base: Path) -> None:
+        self.pin_root = Path(f"/sys/fs/bpf/cilia/test-{uuid.uuid4().hex[:8]}")
+        self.env = {**os.environ, "CILIA_STATE_DIR": str(base / "state"),
+                    "CILIA_RUN_DIR": str(base / "run"), "CILIA_PIN_ROOT": str(self.pin_root)}
+        self.base = base
+
+    def cilia(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "cilia.cli.main", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cilia {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def socket(self, i: int) -> Path:
+        return self.base / "run" / "nodes" / f"node-{i}" / "cilia.sock"
+
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        """``pod name -> endpoint`` with the node index it runs on."""
+        out = {}
+        for i in range(NODES):
+            for ep in AgentClient(self.socket(i)).endpoints():
+                out[ep["pod"].split("/", 1)[1]] = {**ep, "node": i}
+        return out
+
+    def curl(self, src: dict[str, Any], dst_ip: str, max_time: str = "2") -> int:
+        argv = ["nsenter", f"--net={netns.path_of(src['netns'])}", "--", *CURL, max_time, f"http://{dst_ip}/"]
+        return subprocess.run(argv, capture_output=True, check=False, timeout=10).returncode
+
+    def settings(self) -> dict[str, Any]:
+        return json.loads((self.base / "state" / "node.json").read_text())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.cilia("down", "--purge", check=False)
+        # Safety net if `down` itself broke: nothing of the lab may stay on the machine.
+        etcd_keeper.stop(tmp_path / "state" / "etcd")
+        if nodes_lab.leftovers():
+            nodes_lab.remove_nodes()
+
+
+def _wait(cond: Any, timeout: float, step: float = 0.05) -> float:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"not within {timeout}s")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+@pytest.mark.root
+def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, tmp_path: Path) -> None:
+    up = json.loads(cluster.cilia("up", "--nodes", str(NODES), "-o", "json").stdout)
+    assert [n["node"] for n in up["nodes"]] == ["node-0", "node-1", "node-2"]
+    assert len(up["etcd"]) == 3
+    listed = json.loads(cluster.cilia("node", "list", "-o", "json").stdout)["items"]
+    assert [(r["name"], r["address"], r["podCIDR"], r["registered"], r["ready"]) for r in listed] == [
+        ("node-0", "198.18.254.1", "198.18.0.0/20", True, True),
+        ("node-1", "198.18.254.2", "198.18.16.0/20", True, True),
+        ("node-2", "198.18.254.3", "198.18.32.0/20", True, True),
+    ]
+
+    cluster.cilia("apply", "-f", str(SEED / "app-a.yaml"), "-f", str(SEED / "app-b.yaml"))
+    eps = cluster.endpoints()
+    assert sorted(n.rsplit("-", 2)[0] for n in eps) == ["app-a", "app-a", "app-b", "app-b"]
+    a_pods = [e for n, e in eps.items() if n.startswith("app-a")]
+    b_pods = [e for n, e in eps.items() if n.startswith("app-b")]
+    assert len({e["node"] for e in a_pods}) == 2, "the Deployment's two pods run on different nodes"
+    for e in eps.values():  # each pod's address is from its node's /20
+        assert e["ip"].startswith(f"198.18.{16 * e['node']}."), e
+    # Same labels, same identity on every node (the cluster allocator).
+    assert len({e["identity"] for e in a_pods}) == 1 and len({e["identity"] for e in b_pods}) == 1
+    a, b = next((x, y) for x in a_pods for y in b_pods if x["node"] != y["node"])
+
+    assert cluster.curl(a, b["ip"]) == 0, "no policy: app-a reaches app-b on another node"
+
+    # The corrected deny (egress of app-a) cuts it, on the source node.
+    cluster.cilia("apply", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
+    assert cluster.curl(a, b["ip"]) != 0
+    cluster.cilia("delete", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
+    _wait(lambda: cluster.curl(a, b["ip"], "0.5") == 0, 10)
+
+    # Ingress of app-b on the destination node: only frontends may connect.
+    ingress = tmp_path / "b-from-frontend.yaml"
+    ingress.write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: b-from-frontend}\n"
+        "spec:\n  endpointSelector: {matchLabels: {app: app-b}}\n  ingress:\n"
+        "  - fromEndpoints: [{matchLabels: {access: frontend}}]\n"
+        "    toPorts: [{ports: [{port: '80', protocol: TCP}]}]\n"
+    )
+    cluster.cilia("apply", "-f", str(ingress))
+    assert cluster.curl(a, b["ip"]) != 0, "app-a is no frontend: dropped by app-b's node"
+
+    # A label change on a's node reaches b's node: new identity, ipcache entry, policy.
+    cfg = cluster.settings()
+    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    try:
+        pod = a["pod"].split("/", 1)[1]
+
+        def label(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["metadata"]["labels"]["access"] = "frontend"
+            return obj
+
+        store.update(Kind.PODS.key("default", pod), label)
+        took = _wait(lambda: cluster.curl(a, b["ip"], "0.3") == 0, 10, step=0.01)
+    finally:
+        store.close()
+    print(f"\nlabel change on node-{a['node']} enforced on node-{b['node']} after {took * 1000:.0f} ms")
+    relabelled = cluster.endpoints()[pod]
+    assert relabelled["identity"] != a["identity"]
+    assert "k8s:access=frontend" in relabelled["labels"]
+
+    # Down: every node, etcd member, the bridge and the pins go.
+    members = etcd_keeper.read(tmp_path / "state" / "etcd")
+    assert members is not None
+    down = json.loads(cluster.cilia("down", "-o", "json").stdout)
+    assert down["leftovers"] == [] and down["errors"] == []
+    assert nodes_lab.leftovers() == []
+    assert not any(n.startswith("cilia-node-") for n in netns.names())
+    for pid in [members["pid"], *members["members"]]:  # type: ignore[list-item]
+        assert not Path(f"/proc/{pid}").exists() or b"etcd" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert not cluster.pin_root.exists()
