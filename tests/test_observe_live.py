@@ -188,6 +188,11 @@ def test_node_audit_mode_lets_the_drop_through_and_reports_it(node: ObservedNode
             ("EGRESS", "POLICY_DENY",
              (("CiliumNetworkPolicy", "default", "deny-client-to-web", "egressDeny[0]"),))
         }  # fmt: skip
+        late = node.apply(pod("obs-late", {"app": "client"}))  # created while node audit is on
+        try:
+            assert node.curl_from_pod("obs-late", web)
+        finally:
+            node.delete(late)
         node.cilia("audit", "off")
         assert not node.curl_from_pod(CLIENT, web)
     finally:
@@ -213,19 +218,27 @@ def test_audit_annotation_lets_its_drop_through_and_reports_it(node: ObservedNod
         node.delete(path)
 
 
-def test_flow_log_survives_an_agent_restart(node: ObservedNode) -> None:
-    before = [f["seq"] for f in node.observe()]
-    assert before
-    pid = int(json.loads(node.cilia("status", "-o", "json").stdout)["pid"])
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while Path(f"/proc/{pid}").exists():
-        assert time.monotonic() < deadline, "the agent did not stop"
-        time.sleep(0.1)
-    node.up()
-    after = [f["seq"] for f in node.observe()]
-    assert after[: len(before)] == before
+def test_flow_log_and_audit_mode_survive_an_agent_restart(node: ObservedNode) -> None:
     web = node.ips()[WEB]
-    assert node.curl_from_pod(CLIENT, web)  # and the restarted agent keeps observing
-    newest = node.observe("--verdict", "FORWARDED", "--from-pod", CLIENT, "--last", "1")
-    assert [f["seq"] > max(before) for f in newest] == [True]
+    path = node.apply(DENY)
+    try:
+        node.cilia("audit", "on")
+        before = [f["seq"] for f in node.observe()]
+        assert before
+        pid = int(json.loads(node.cilia("status", "-o", "json").stdout)["pid"])
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "the agent did not stop"
+            time.sleep(0.1)
+        node.up()
+        after = [f["seq"] for f in node.observe()]
+        assert after[: len(before)] == before
+        # the restarted agent re-attached the endpoints with node audit on, and keeps observing
+        assert json.loads(node.cilia("audit", "status", "-o", "json").stdout)["node"] is True
+        assert node.curl_from_pod(CLIENT, web)
+        newest = node.observe("--verdict", "AUDIT", "--from-pod", CLIENT, "--last", "1")
+        assert [f["seq"] > max(before) for f in newest] == [True]
+    finally:
+        node.cilia("audit", "off")
+        node.delete(path)

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             else:
                 settings = AuditSettings(on, settings.namespaces)
             settings.save(cfg.state_dir)
-        applied = _apply_live(cfg, settings) if mode != "status" else None
+        applied = _apply_live(cfg, settings) if mode != "status" else _read_live(cfg)
         if applied is not None:
             settings = AuditSettings(bool(applied["node"]), frozenset(applied["namespaces"]))
         if output == "json":
@@ -75,6 +75,17 @@ def register(app: typer.Typer) -> None:
         )
         if applied is None and mode != "status":
             err_console.print("note: no agent is running; saved, the next `cilia up` applies it")
+
+
+def _read_live(cfg: object) -> dict[str, object] | None:
+    """The running agent's settings in force, None if no agent runs."""
+    client = agent_client(cfg)  # type: ignore[arg-type]
+    if not client.is_up():
+        return None
+    try:
+        return client.audit()
+    except AgentAPIError:  # an agent without audit mode: the saved settings are all there is
+        return None
 
 
 def _apply_live(cfg: object, settings: AuditSettings) -> dict[str, object] | None:
