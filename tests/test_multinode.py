@@ -138,7 +138,15 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     assert len({e["identity"] for e in a_pods}) == 1 and len({e["identity"] for e in b_pods}) == 1
     a, b = next((x, y) for x in a_pods for y in b_pods if x["node"] != y["node"])
 
+    # kubectl's view names each pod's node; exec finds the pod on its node.
+    items = json.loads(cluster.cilia("get", "pods", "-o", "json").stdout)["items"]
+    assert {i["metadata"]["name"]: (i["spec"]["nodeName"], i["status"]["podIP"]) for i in items} == {
+        n: (f"node-{e['node']}", e["ip"]) for n, e in eps.items()}
+    assert f"node-{b['node']}" in cluster.cilia("get", "pods", "-o", "wide").stdout
+
     assert cluster.curl(a, b["ip"]) == 0, "no policy: app-a reaches app-b on another node"
+    a_name = a["pod"].split("/", 1)[1]
+    assert cluster.cilia("exec", a_name, "--", *CURL, "2", f"http://{b['ip']}/", check=False).returncode == 0
 
     # The corrected deny (egress of app-a) cuts it, on the source node.
     cluster.cilia("apply", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
 from cilia.identity.cluster_allocator import ClusterAllocator
@@ -71,6 +72,25 @@ def member_configs(base: AgentConfig) -> list[AgentConfig]:
     if base.cluster_size < 1 or base.node_name:
         return []
     return [member_config(base, i) for i in range(base.cluster_size)]
+
+
+def member_endpoints(base: AgentConfig) -> list[dict[str, Any]]:
+    """Every node's endpoints, each with its ``node``; raises :class:`AgentUnavailable` if no
+    node's agent answers (a node that does not answer is left out)."""
+    out: list[dict[str, Any]] = []
+    answered = 0
+    last: Exception | None = None
+    for m in member_configs(base):
+        try:
+            eps = AgentClient(m.socket_path).endpoints()
+        except (AgentUnavailable, AgentAPIError) as e:
+            last = e
+            continue
+        answered += 1
+        out += [{**ep, "node": m.node_name} for ep in eps]
+    if not answered:
+        raise last if last is not None else AgentUnavailable(base.run_dir, "the cluster has no nodes")
+    return out
 
 
 def open_agent_store(cfg: AgentConfig) -> Store:

@@ -95,7 +95,7 @@ def pods_table(
             ready,
             status,
             ep["ip"] if ep else "<none>",
-            node if ep else "<none>",
+            ep.get("node", node) if ep else "<none>",  # several nodes: the endpoint's own
             str(ep["identity"]) if ep else "<none>",
         )
         if wide:
@@ -120,7 +120,7 @@ def pod_objects(
         st: dict[str, Any] = {"phase": status}
         if ep:
             st.update({"podIP": ep["ip"], "podIPs": [{"ip": ep["ip"]}]})
-            obj.setdefault("spec", {})["nodeName"] = node
+            obj.setdefault("spec", {})["nodeName"] = ep.get("node", node)
             st["cilia"] = {
                 "endpointID": ep["id"],
                 "identity": ep["identity"],

@@ -14,6 +14,7 @@ import typer
 
 from cilia.agent import views
 from cilia.agent.client import AgentAPIError, AgentUnavailable
+from cilia.agent.cluster import member_configs, member_endpoints
 from cilia.agent.events import read_events
 from cilia.agent.resources import AmbiguousNameError, resolve_kind
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
@@ -110,7 +111,8 @@ def register(app: typer.Typer) -> None:
             agent_up = True
             if skind in (Kind.PODS, Kind.DEPLOYMENTS):
                 try:
-                    endpoints = agent_client(cfg).endpoints()
+                    several = bool(member_configs(cfg))  # cilia up --nodes N: every node's endpoints
+                    endpoints = member_endpoints(cfg) if several else agent_client(cfg).endpoints()
                 except (AgentUnavailable, AgentAPIError):
                     agent_up = False
             node = node_name(cfg.node_index)

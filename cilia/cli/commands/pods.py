@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.resources import AmbiguousNameError, resolve_name
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, make_lab, node_config, open_node_store
@@ -24,6 +25,9 @@ def _pod_key(
             key = resolve_name(store, Kind.PODS, namespace, name)
         except AmbiguousNameError as e:
             raise fail(str(e)) from e
+        if key is not None:  # several nodes: the node the pod runs on
+            ns, pod = key.namespace, key.name
+            cfg = next((m for m in member_configs(cfg) if make_lab(m, store).get_pod(ns, pod)), cfg)
     if key is None:
         raise fail(f'pods "{name}" not found in namespace {namespace}')
     return cfg, key
