@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
+from cilia.identity.allocator import IdentityEvent
 from cilia.identity.cluster_allocator import ClusterAllocator
 from cilia.store import Store, open_store
 from cilia.store.nodes import ClusterView, IPCacheChange, NodeInfo, NodeRegistration, join
@@ -100,6 +103,31 @@ def open_agent_store(cfg: AgentConfig) -> Store:
     return open_store(cfg.state_dir)
 
 
+class _AgentThreadAllocator:
+    """The cluster allocator as the reconciler sees it: identity events from the allocator's watch
+    thread (identities other nodes allocated) are queued and delivered under the agent's lock
+    (:meth:`ClusterMember.drain`), so policy state only ever changes on one thread at a time.
+    Events of the agent's own allocations are delivered at once, as the reconciler expects."""
+
+    def __init__(self, inner: ClusterAllocator) -> None:
+        self._inner = inner
+        self.pending: deque[tuple[Callable[[IdentityEvent], None], IdentityEvent]] = deque()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def subscribe(self, callback: Callable[[IdentityEvent], None], replay: bool = True) -> Callable[[], None]:
+        watcher = self._inner._thread
+
+        def deliver(ev: IdentityEvent) -> None:
+            if threading.current_thread() is watcher:
+                self.pending.append((callback, ev))
+            else:
+                callback(ev)
+
+        return self._inner.subscribe(deliver, replay)
+
+
 class ClusterMember:
     """This node's registration, identity allocator and view of the other nodes."""
 
@@ -111,6 +139,7 @@ class ClusterMember:
         self.info = NodeInfo.lab(cfg.node_name, cfg.node_index)
         self.registration: NodeRegistration = join(store.backend, self.info)
         self.allocator = ClusterAllocator(store, cfg.node_name, self.registration.lease)
+        self._facade = _AgentThreadAllocator(self.allocator)
         self.view: ClusterView | None = None
         self._agent: Any = None
         self._halt: Callable[[], None] | None = None
@@ -125,7 +154,7 @@ class ClusterMember:
 
     def reconciler_options(self) -> dict[str, Any]:
         """What the agent's reconciler takes to be one node of the cluster."""
-        return {"allocator": self.allocator, "schedule": self.schedule, "on_synced": self.publish}
+        return {"allocator": self._facade, "schedule": self.schedule, "on_synced": self.publish}
 
     def attach(self, agent: Any) -> None:
         """Start mirroring the other nodes into ``agent``'s ipcache (before ``agent.run``)."""
@@ -140,6 +169,7 @@ class ClusterMember:
         """Make this node's published entries equal to its endpoints (called after each sync)."""
         if self._agent is None:
             return
+        self.drain()
         want = {e.ip: (e.identity, str(e.pod)) for e in self._agent.reconciler.endpoints}
         have = self.registration.published()
         changed = [(ip, ident, pod) for ip, (ident, pod) in sorted(want.items())
@@ -154,8 +184,8 @@ class ClusterMember:
         # Identities first: a remote address must not map to an identity the policy does not know.
         self.allocator.sync(2.0)
         with agent._lock:
+            self.drain()
             rec = agent.reconciler
-            rec._sync_policies(rec.policy.take_affected())
             for c in changes:
                 prefix = f"{c.ip}/{HOST_PREFIX_LEN}"
                 if c.new is not None:
@@ -164,6 +194,17 @@ class ClusterMember:
                 elif rec.remote_ipcache.pop(prefix, None) is not None:
                     rec.datapath.delete_ipcache(prefix)
         log.info("cluster ipcache: %d change(s) from other nodes", len(changes))
+
+    def drain(self) -> None:
+        """Deliver the identity events other nodes caused and update the endpoints they affect
+        (call with the agent's lock held)."""
+        if not self._facade.pending:
+            return
+        while self._facade.pending:
+            callback, ev = self._facade.pending.popleft()
+            callback(ev)
+        rec = self._agent.reconciler
+        rec._sync_policies(rec.policy.take_affected())
 
     def nodes(self) -> dict[str, NodeInfo]:
         return self.view.nodes() if self.view is not None else {}
