@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,11 @@ class Cluster:
     def curl(self, src: dict[str, Any], dst_ip: str, max_time: str = "2") -> int:
         argv = ["nsenter", f"--net={netns.path_of(src['netns'])}", "--", *CURL, max_time, f"http://{dst_ip}/"]
         return subprocess.run(argv, capture_output=True, check=False, timeout=10).returncode
+
+    def agents(self) -> dict[str, tuple[int, bool]]:
+        """``node -> (agent pid, ready)`` from ``cilia node list``."""
+        rows = json.loads(self.cilia("node", "list", "-o", "json").stdout)["items"]
+        return {r["name"]: (r["agent"], r["ready"]) for r in rows}
 
     def settings(self) -> dict[str, Any]:
         return json.loads((self.base / "state" / "node.json").read_text())
@@ -183,6 +189,20 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     relabelled = cluster.endpoints()[pod]
     assert relabelled["identity"] != a["identity"]
     assert "k8s:access=frontend" in relabelled["labels"]
+
+    # An agent killed on b's node: `cilia up` again restarts only it; it adopts its pods and the
+    # policy holds (enforcement never stopped: the maps stay pinned).
+    before = {n: pid for n, (pid, _) in cluster.agents().items()}
+    victim = f"node-{b['node']}"
+    os.kill(before[victim], signal.SIGKILL)
+    cluster.cilia("up")
+    after = cluster.agents()
+    others = [n for n in before if n != victim]
+    assert {n: after[n] for n in others} == {n: (before[n], True) for n in others}
+    assert after[victim][0] != before[victim] and after[victim][1]
+    assert {n: e["ip"] for n, e in cluster.endpoints().items()} == {n: e["ip"] for n, e in eps.items()}
+    assert cluster.curl(a, b["ip"]) == 0
+    assert cluster.curl(next(e for e in a_pods if e is not a), b["ip"]) != 0
 
     # Down: every node, etcd member, the bridge and the pins go.
     members = etcd_keeper.read(tmp_path / "state" / "etcd")

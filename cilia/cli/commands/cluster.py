@@ -52,18 +52,29 @@ def _pin_base(cfg: AgentConfig) -> Path:
 
 
 def cluster_up(cfg: AgentConfig, nodes: int, endpoints: list[str]) -> dict[str, Any]:
-    """Bring up ``nodes`` nodes on one etcd (see the module docstring); what was started."""
+    """Bring up ``nodes`` nodes on one etcd (see the module docstring); what was started.
+    Idempotent: on a cluster that is up, it starts only what is not running (an agent that died)."""
     if cfg.datapath != "bpf":
         raise fail("several nodes need the bpf datapath (agents run in node namespaces)")
-    if member_configs(cfg) and any(process.read_pid(m) for m in member_configs(cfg)):
-        raise fail("a cluster is running already (`cilia down` first)")
+    if member_configs(cfg) and cfg.cluster_size != nodes:
+        raise fail(f"a cluster of {cfg.cluster_size} nodes is set up here (`cilia down` first)")
+    existing = nodes_lab.existing_nodes()
+    wanted = [nodes_lab.node_netns(i) for i in range(nodes)]
+    if existing and existing != wanted:
+        raise fail(f"node namespaces {', '.join(existing)} exist (`cilia down` first)")
     try:
-        nodes_lab.create_nodes(nodes)
+        if not existing:
+            nodes_lab.create_nodes(nodes)
+        if not endpoints and member_configs(cfg):
+            # Again on a cluster set up here: the etcd it was given, unless it was the lab's own.
+            given = [e for e in cfg.etcd_endpoint_list if not e.startswith(nodes_lab.BRIDGE_ADDRESS + ":")]
+            endpoints = given
         if not endpoints:
             endpoints = etcd_keeper.start(etcd_dir(cfg), nodes_lab.BRIDGE_ADDRESS)
     except LabError as e:
-        with contextlib.suppress(Exception):
-            nodes_lab.remove_nodes()
+        if not existing:
+            with contextlib.suppress(Exception):
+                nodes_lab.remove_nodes()
         raise fail(str(e)) from e
     base = replace(cfg, store="etcd", etcd_endpoints=",".join(endpoints), cluster_size=nodes,
                    node_name="", netns="")

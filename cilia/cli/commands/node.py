@@ -375,11 +375,13 @@ def register(app: typer.Typer) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
         from cilia.agent import process
 
+        base = node_config(state_dir, run_dir, enforcement_mode=enforcement_mode,
+                           allow_localhost=allow_localhost, datapath=datapath)
+        if nodes is None and member_configs(base):  # the cluster set up here, as it was
+            nodes = base.cluster_size
         if nodes is not None or store == "etcd":
             from cilia.cli.commands.cluster import cluster_up
 
-            base = node_config(state_dir, run_dir, enforcement_mode=enforcement_mode,
-                               allow_localhost=allow_localhost, datapath=datapath)
             eps = [e.strip() for e in (etcd_endpoints or "").split(",") if e.strip()]
             started = cluster_up(base, nodes or 1, eps)
             if output == "json":
