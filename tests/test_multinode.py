@@ -182,7 +182,7 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
             return obj
 
         store.update(Kind.PODS.key("default", pod), label)
-        took = _wait(lambda: cluster.curl(a, b["ip"], "0.3") == 0, 10, step=0.01)
+        took = _wait(lambda: cluster.curl(a, b["ip"], "0.1") == 0, 10, step=0.01)
     finally:
         store.close()
     print(f"\nlabel change on node-{a['node']} enforced on node-{b['node']} after {took * 1000:.0f} ms")
