@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2 import IPRoute
 
 from cilia.agent.client import AgentClient
 from cilia.agent.cluster import SchedulingError, member_config, node_for
@@ -214,3 +215,35 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     for pid in [members["pid"], *members["members"]]:  # type: ignore[list-item]
         assert not Path(f"/proc/{pid}").exists() or b"etcd" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert not cluster.pin_root.exists()
+
+
+@pytest.mark.root
+def test_given_etcd_endpoints_are_used_and_left_running(cluster: Cluster, tmp_path: Path) -> None:
+    # An etcd that is not the lab's: reachable from node namespaces on the underlay address.
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=nodes_lab.BRIDGE, kind="bridge")
+        br = ipr.link_lookup(ifname=nodes_lab.BRIDGE)[0]
+        ipr.addr("add", index=br, address=nodes_lab.BRIDGE_ADDRESS, prefixlen=24)
+        ipr.link("set", index=br, state="up")
+    outside = tmp_path / "outside-etcd"
+    try:
+        endpoints = etcd_keeper.start(outside, nodes_lab.BRIDGE_ADDRESS)
+        loopback = cluster.cilia("up", "--nodes", "2", "--etcd-endpoints", "127.0.0.1:2379", check=False)
+        assert loopback.returncode != 0 and "own loopback" in loopback.stderr
+        up = json.loads(cluster.cilia("up", "--nodes", "2", "--etcd-endpoints", ",".join(endpoints),
+                                      "-o", "json").stdout)
+        assert up["etcd"] == endpoints
+        assert etcd_keeper.read(tmp_path / "state" / "etcd") is None, "no etcd of its own"
+        cluster.cilia("apply", "-f", str(SEED / "app-b.yaml"))
+        store = open_store(backend="etcd", endpoints=endpoints)
+        try:
+            assert sorted(r.key.name.rsplit("-", 2)[0] for r in store.list(Kind.PODS)) == ["app-b", "app-b"]
+        finally:
+            store.close()
+        down = json.loads(cluster.cilia("down", "-o", "json").stdout)
+        assert down["leftovers"] == []
+        assert etcd_keeper.read(outside) is not None, "an etcd cilia did not start is not stopped"
+    finally:
+        etcd_keeper.stop(outside)
+        if nodes_lab.leftovers():
+            nodes_lab.remove_nodes()

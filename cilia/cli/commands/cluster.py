@@ -58,6 +58,12 @@ def cluster_up(cfg: AgentConfig, nodes: int, endpoints: list[str]) -> dict[str, 
         raise fail("several nodes need the bpf datapath (agents run in node namespaces)")
     if member_configs(cfg) and cfg.cluster_size != nodes:
         raise fail(f"a cluster of {cfg.cluster_size} nodes is set up here (`cilia down` first)")
+    loopback = [e for e in endpoints if e.rsplit(":", 1)[0] in ("localhost", "[::1]") or e.startswith("127.")]
+    if loopback:
+        raise fail(f"etcd endpoints {', '.join(loopback)}: agents run in node namespaces, which have "
+                   f"their own loopback; let etcd listen on 0.0.0.0 and give "
+                   f"{nodes_lab.BRIDGE_ADDRESS}:PORT (the root namespace on the underlay), or omit "
+                   "--etcd-endpoints to start the lab's etcd")
     existing = nodes_lab.existing_nodes()
     wanted = [nodes_lab.node_netns(i) for i in range(nodes)]
     if existing and existing != wanted:
