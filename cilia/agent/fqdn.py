@@ -69,7 +69,8 @@ class FqdnState:
 
     ips: dict[str, Labels] = field(default_factory=dict)  # address -> identity labels
     identities: dict[str, int] = field(default_factory=dict)  # address -> identity
-    redirects: dict[int, tuple[str, int]] = field(default_factory=dict)  # endpoint id -> proxy (applied)
+    # endpoint id -> proxy, as applied; None until read from the datapath (a previous agent's pins)
+    redirects: dict[int, tuple[str, int]] | None = None
 
     def ipcache(self) -> dict[str, int]:
         return {f"{ip}/32": ident for ip, ident in self.identities.items()}
@@ -103,6 +104,9 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
     set_redirect = getattr(rec.datapath, "set_dns_redirect", None)
     if set_redirect is None:
         return
+    if state.redirects is None:
+        maps = getattr(rec.datapath, "dns", None)
+        state.redirects = maps.redirects() if maps is not None else {}
     if not state.redirects and not any(
         _dns_patterns(e.l7) for r in rec.policy.repo for e in r.entries if e.l7
     ):
