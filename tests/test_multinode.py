@@ -95,6 +95,10 @@ class Cluster:
         rows = json.loads(self.cilia("node", "list", "-o", "json").stdout)["items"]
         return {r["name"]: (r["agent"], r["ready"]) for r in rows}
 
+    def agents_registered(self) -> dict[str, bool]:
+        rows = json.loads(self.cilia("node", "list", "-o", "json").stdout)["items"]
+        return {r["name"]: r["registered"] for r in rows}
+
     def settings(self) -> dict[str, Any]:
         return json.loads((self.base / "state" / "node.json").read_text())
 
@@ -116,7 +120,7 @@ def _wait(cond: Any, timeout: float, step: float = 0.05) -> float:
     t0 = time.monotonic()
     while not cond():
         if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"not within {timeout}s")
+            raise AssertionError(f"not within {timeout}s: {cond.__code__.co_firstlineno}")
         time.sleep(step)
     return time.monotonic() - t0
 
@@ -204,6 +208,23 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     assert {n: e["ip"] for n, e in cluster.endpoints().items()} == {n: e["ip"] for n, e in eps.items()}
     assert cluster.curl(a, b["ip"]) == 0
     assert cluster.curl(next(e for e in a_pods if e is not a), b["ip"]) != 0
+
+    # a's node loses its lease (as after etcd was out of reach longer than the TTL): its record
+    # and endpoints vanish from etcd, the agent rejoins and b's node admits a again.
+    etcdctl = ["etcdctl", f"--endpoints={cfg['etcd_endpoints']}"]
+    ctl_env = {**os.environ, "ETCDCTL_API": "3"}
+
+    def node_lease() -> int:
+        got = subprocess.run([*etcdctl, "get", f"/cilia/cluster/v1/nodes/node-{a['node']}", "-w", "json"],
+                             env=ctl_env, capture_output=True, text=True, check=True)
+        kvs = json.loads(got.stdout).get("kvs") or [{"lease": 0}]
+        return int(kvs[0]["lease"])
+
+    lease = node_lease()
+    subprocess.run([*etcdctl, "lease", "revoke", f"{lease:x}"], env=ctl_env, capture_output=True, check=True)
+    _wait(lambda: node_lease() not in (0, lease), 20, step=0.2)  # rejoined on a new lease
+    assert cluster.agents_registered() == {f"node-{i}": True for i in range(NODES)}
+    _wait(lambda: cluster.curl(a, b["ip"], "0.5") == 0, 10)
 
     # Down: every node, etcd member, the bridge and the pins go.
     members = etcd_keeper.read(tmp_path / "state" / "etcd")

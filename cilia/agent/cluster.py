@@ -15,6 +15,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -25,11 +26,12 @@ from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
 from cilia.identity.allocator import IdentityEvent
 from cilia.identity.cluster_allocator import ClusterAllocator
-from cilia.store import Store, open_store
-from cilia.store.nodes import ClusterView, IPCacheChange, NodeInfo, NodeRegistration, join
+from cilia.store import Store, StoreError, open_store
+from cilia.store.nodes import DEFAULT_TTL, ClusterView, IPCacheChange, NodeInfo, NodeRegistration, join
 
 log = logging.getLogger("cilia.agent")
 HOST_PREFIX_LEN = 32
+GC_INTERVAL_S = 60.0  # identity garbage collection rounds (any node may run them)
 _NODE_NAME = re.compile(r"^(?:cilia-)?node-(\d+)$")
 
 
@@ -143,6 +145,8 @@ class ClusterMember:
         self.view: ClusterView | None = None
         self._agent: Any = None
         self._halt: Callable[[], None] | None = None
+        self._stop = threading.Event()
+        self._maintainer = threading.Thread(target=self._maintain, name="cilia-cluster-member", daemon=True)
 
     def schedule(self, pod: PodKey, manifest: Mapping[str, Any]) -> bool:
         """Whether ``pod`` runs on this node (a pod naming an unknown node runs nowhere)."""
@@ -164,6 +168,7 @@ class ClusterMember:
             f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in self.view.ipcache().items()
         }
         self._halt = self.view.follow(self._on_changes, step=0.2)
+        self._maintainer.start()
 
     def publish(self) -> None:
         """Make this node's published entries equal to its endpoints (called after each sync)."""
@@ -206,11 +211,48 @@ class ClusterMember:
         rec = self._agent.reconciler
         rec._sync_policies(rec.policy.take_affected())
 
+    def _maintain(self) -> None:
+        """Rejoin after the node's lease was lost (etcd unreachable longer than its TTL), and run
+        identity garbage collection rounds."""
+        next_gc = time.monotonic() + GC_INTERVAL_S
+        while not self._stop.wait(1.0):
+            try:
+                if not self.registration.lease.alive:
+                    self.rejoin()
+                if time.monotonic() >= next_gc:
+                    next_gc = time.monotonic() + GC_INTERVAL_S
+                    gone = self.allocator.collect_garbage()
+                    if gone:
+                        log.info("identities no node uses any more, deleted: %s", gone)
+            except StoreError as e:
+                log.warning("cluster membership: %s (retrying)", e)
+
+    def rejoin(self) -> None:
+        """A new lease: references, node record and endpoints again. An identity collected
+        meanwhile got a new number; endpoints using it move to that number."""
+        lease = self.store.backend.grant_lease(DEFAULT_TTL)
+        agent = self._agent
+        with agent._lock:
+            moved = self.allocator.relink(lease)
+            self.registration.rejoin(lease)
+            rec = agent.reconciler
+            for ep in list(rec.endpoints):
+                if ep.identity in moved:
+                    rec.datapath.attach(ep.ifindex, ep.id, moved[ep.identity])
+                    rec.endpoints.update(ep.pod, identity=moved[ep.identity])
+            if moved:
+                rec.resync()
+            self.publish()
+        log.warning("node lease was lost: rejoined (identities renumbered: %s)", moved or "none")
+
     def nodes(self) -> dict[str, NodeInfo]:
         return self.view.nodes() if self.view is not None else {}
 
     def close(self) -> None:
         """Stop following (the node's entries stay on its lease until it expires or is revoked)."""
+        self._stop.set()
+        if self._maintainer.is_alive():
+            self._maintainer.join(5)
         if self._halt is not None:
             self._halt()
         self.allocator.close()
