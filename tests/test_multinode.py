@@ -137,6 +137,9 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
         ("node-2", "198.18.254.3", "198.18.32.0/20", True, True),
     ]
 
+    status = json.loads(cluster.cilia("status", "-o", "json").stdout)["nodes"]
+    assert sorted(status) == ["node-0", "node-1", "node-2"] and all(st["ready"] for st in status.values())
+
     cluster.cilia("apply", "-f", str(SEED / "app-a.yaml"), "-f", str(SEED / "app-b.yaml"))
     eps = cluster.endpoints()
     assert sorted(n.rsplit("-", 2)[0] for n in eps) == ["app-a", "app-a", "app-b", "app-b"]

@@ -485,6 +485,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show whether the node agent runs, and what it manages."""
         cfg = node_config(state_dir, run_dir)
+        if member_configs(cfg):  # several nodes: each node's agent
+            per_node: dict[str, Any] = {}
+            for m in member_configs(cfg):
+                try:
+                    per_node[m.node_name] = agent_client(m).status()
+                except (AgentUnavailable, AgentAPIError) as e:
+                    per_node[m.node_name] = {"ready": False, "error": str(e)}
+            if output == "json":
+                print(json.dumps({"nodes": per_node}, sort_keys=True))
+            else:
+                for name, st in per_node.items():
+                    state = f"pid {st['pid']}, {st['endpoints']} endpoints" if st.get("ready") else st.get(
+                        "error", "not ready")
+                    console.print(f"{name:>8}: {state}")
+            if not all(st.get("ready") for st in per_node.values()):
+                raise typer.Exit(1)
+            return
         try:
             status = agent_client(cfg).status()
         except (AgentUnavailable, AgentAPIError) as e:
