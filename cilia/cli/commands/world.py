@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         name: Annotated[str, typer.Argument(help="Host name (lower-case letters, digits, '-').")],
         ip: Annotated[str, typer.Option("--ip", help="Address in 198.19.0.0/16.")],
         port: Annotated[list[str] | None, typer.Option(
-            "--port", help="Serve PORT[/TCP|UDP], repeatable.")] = None,
+            "--port", help="Serve PORT/PROTO (PROTO is TCP or UDP, default TCP), repeatable.")] = None,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
