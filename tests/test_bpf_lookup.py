@@ -276,10 +276,16 @@ def test_fin_shortens_conntrack_and_new_syn_renews(dp: Datapath) -> None:
         [e] = [e for e in dp.ct.dump(EP) if e.sport == 6000]
         return e.expires_in_s
 
+    assert 50 < expires() <= 60  # an unanswered SYN is forgotten after the opening timeout
+    run(dp, "from_container", frame(LOCAL4, X4, TCP, sport=6000, dport=80, tcp_flags=0x10))  # ACK
+    assert 50 < expires() <= 60  # forward packets alone do not open the connection
+    run(dp, "to_container", frame(X4, LOCAL4, TCP, sport=80, dport=6000, tcp_flags=0x12))  # SYN|ACK reply
     assert expires() > 21000
     run(dp, "to_container", frame(X4, LOCAL4, TCP, sport=80, dport=6000, tcp_flags=0x11))  # FIN|ACK reply
     assert 0 < expires() <= 10
     run(dp, "from_container", frame(LOCAL4, X4, TCP, sport=6000, dport=80))  # the tuple is reused
+    assert 50 < expires() <= 60
+    run(dp, "to_container", frame(X4, LOCAL4, TCP, sport=80, dport=6000, tcp_flags=0x12))
     assert expires() > 21000
 
 

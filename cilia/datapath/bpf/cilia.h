@@ -97,6 +97,7 @@ struct ct_key {
 };
 
 #define CT_F_CLOSING 0x1 /* a FIN or RST was seen */
+#define CT_F_REPLIED 0x2 /* TCP: a reply was seen, the connection is past its opening */
 struct ct_value {
 	__u64 expires_ns; /* bpf_ktime_get_ns() based */
 	__u64 packets;

@@ -30,6 +30,8 @@
 #define TCP_FLAG_RST 0x04
 #define TCP_FLAG_ACK 0x10
 #define CT_CLOSE_TIMEOUT_S 10 /* after a FIN or RST, in either direction */
+#define CT_SYN_TIMEOUT_S 60 /* TCP until the first reply: an unanswered SYN is forgotten soon */
+#define CT_TCP_TIMEOUT_S 21600
 #define WORLD_ID 2
 #define NSEC 1000000000ULL
 
@@ -693,6 +695,14 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 	if (ct && ct->expires_ns > bpf_ktime_get_ns()) {
 		ct->packets += 1;
 		ct->bytes += skb->len;
+		if (f.proto == IPPROTO_TCP && !(ct->flags & (CT_F_REPLIED | CT_F_CLOSING))) {
+			/* the first reply: the connection is open, it gets the full lifetime */
+			struct config_value *cfg = bpf_map_lookup_elem(&cilia_config, &zero);
+			__u64 life = cfg && cfg->ct_tcp_timeout_s ? cfg->ct_tcp_timeout_s : CT_TCP_TIMEOUT_S;
+
+			ct->flags |= CT_F_REPLIED;
+			ct->expires_ns = bpf_ktime_get_ns() + life * NSEC;
+		}
 		if (f.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
 			ct_closing(ct);
 		count(base + METRIC_REPLY, skb->len);
@@ -737,7 +747,7 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		struct config_value *cfg = bpf_map_lookup_elem(&cilia_config, &zero);
 		__u64 now = bpf_ktime_get_ns();
 
-		timeout = f.proto == IPPROTO_TCP ? 21600 : 60;
+		timeout = f.proto == IPPROTO_TCP ? CT_TCP_TIMEOUT_S : 60;
 		if (cfg && f.proto == IPPROTO_TCP && cfg->ct_tcp_timeout_s)
 			timeout = cfg->ct_tcp_timeout_s;
 		if (cfg && f.proto != IPPROTO_TCP && cfg->ct_timeout_s)
@@ -746,6 +756,9 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 		if (ct && ct->expires_ns > now) {
 			if (f.proto == IPPROTO_TCP && f.ct_create)
 				ct->flags = 0; /* a new SYN on the tuple: a new connection */
+			/* until the peer answers, a TCP entry lives only as long as an opening may take */
+			if (f.proto == IPPROTO_TCP && !(ct->flags & CT_F_REPLIED) && timeout > CT_SYN_TIMEOUT_S)
+				timeout = CT_SYN_TIMEOUT_S;
 			if (!(ct->flags & CT_F_CLOSING))
 				ct->expires_ns = now + timeout * NSEC;
 			if (f.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
@@ -757,6 +770,8 @@ static __always_inline int handle(struct __sk_buff *skb, const __u8 dir)
 			return TC_ACT_OK;
 		}
 		if (f.ct_create) {
+			if (f.proto == IPPROTO_TCP && timeout > CT_SYN_TIMEOUT_S)
+				timeout = CT_SYN_TIMEOUT_S;
 			struct ct_value nv = {
 				.expires_ns = now + timeout * NSEC,
 				.packets = 1,
