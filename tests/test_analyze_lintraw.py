@@ -9,6 +9,7 @@ from cilia.analyze.lintraw import (
     direction_wording,
     endpoint_selector_namespace,
     icmp_type_zero,
+    l7_rules,
 )
 from cilia.analyze.policydocs import parse_policies
 from cilia.k8s.loader import load_paths, load_text
@@ -149,3 +150,30 @@ def test_icmp_type_zero_is_every_type() -> None:
     (f,) = icmp_type_zero(pol)
     assert (f.rule, f.line, f.path) == ("CL012", 14, "spec.ingress[0].icmps[0].fields[1].type")
     assert "this rule allows all IPv4 ICMP, not only echo replies" in f.message
+
+
+
+def test_l7_rules_are_reported_as_not_enforced() -> None:
+    pol = _pol(
+        """apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: l7, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules:
+        http: [{method: GET, path: /}]
+  egress:
+  - toPorts:
+    - ports: [{port: "53", protocol: UDP}]
+      rules:
+        dns: [{matchPattern: "*"}]
+"""
+    )
+    found = list(l7_rules(pol))  # DNS rules are enforced (the agent's DNS proxy): not reported
+    assert [(f.rule, f.line, f.path) for f in found] == [
+        ("CL013", 10, "spec.ingress[0].toPorts[0].rules.http")
+    ]
+    assert "not enforced by cilia" in found[0].message

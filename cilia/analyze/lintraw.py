@@ -1,4 +1,4 @@
-"""Lint rules that read the policy objects alone (no pods, no engine): CL006, CL009, CL010, CL011."""
+"""Lint rules that read the policy objects alone (no pods, no engine): CL006, CL009–CL013."""
 
 from __future__ import annotations
 
@@ -143,6 +143,31 @@ def _icmp_zero_finding(pol: PolicyDoc, path: FieldPath, section: str, fld: api.I
     )
 
 
+def l7_rules(pol: PolicyDoc) -> Iterator[Finding]:
+    """CL013: HTTP/Kafka/generic L7 rules. Cilium sends such traffic through its proxy and
+    enforces them; cilia has no L7 proxy and allows the whole port (DNS rules are enforced by the
+    agent's DNS proxy and are not reported)."""
+    for prefix, rule in pol.rules():
+        for direction in ("ingress", "egress"):
+            section = SECTIONS[direction][0]
+            for i, entry in enumerate(_sections(rule, direction)[0]):
+                for j, port_rule in enumerate(entry.to_ports or ()):
+                    l7 = port_rule.rules
+                    if l7 is None or not (l7.http or l7.kafka or l7.l7proto):
+                        continue
+                    kind = "http" if l7.http else "kafka" if l7.kafka else "l7proto"
+                    yield _finding(
+                        "CL013",
+                        pol,
+                        (*prefix, section, i, "toPorts", j, "rules", kind),
+                        f"these {kind} rules are not enforced by cilia: it allows every request on the "
+                        "rule's ports (Cilium would pass them through its L7 proxy and allow only the "
+                        "listed requests)",
+                        "treat the port as fully allowed when testing with cilia, or test the L7 part "
+                        "on a real Cilium cluster",
+                    )
+
+
 # --------------------------------------------------------------------------- CL011
 
 
@@ -265,4 +290,5 @@ RAW_RULES = (
     endpoint_selector_namespace,
     direction_wording,
     icmp_type_zero,
+    l7_rules,
 )
