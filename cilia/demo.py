@@ -124,16 +124,11 @@ class Demo:
         if not drops:
             self.failures.append("no drop event was recorded by the datapath")
             return
-        f = drops[-1]
-        rules = ", ".join(f["rules"]) or "default deny"
-        self.console.print(
-            Text(
-                f"  kernel event: {f['verdict']} {f['proto']} {f['source']['pod'] or f['source']['ip']} -> "
-                f"{f['destination']['pod'] or f['destination']['ip']}:{f['destination']['port']} "
-                f"({f['direction']}, reason {f['drop_reason']} {f['drop_reason_desc']}; {rules})",
-                style="yellow",
-            )
-        )
+        from cilia.observe.render import compact
+        from cilia.observe.source import flow_from_record
+
+        # the same line `cilia observe` prints: who, what, and the rule that decided
+        self.console.print(Text("  kernel event: " + compact(flow_from_record(drops[-1])), style="yellow"))
 
 
 def _short(arg: str) -> str:
