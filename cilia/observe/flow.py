@@ -9,6 +9,9 @@ cilia's own additions to Hubble's fields: ``seq`` (resumable reads), ``default_d
 policies that turned default deny on, for a default-deny drop), ``world.cidr`` (the CIDR that
 matched a world peer), ``suppressed`` (events the datapath's rate limit dropped before this one) and
 ``note`` (a drop no policy decided: the device had no endpoint, or its policy was not installed yet).
+
+A DNS flow (the agent's DNS proxy saw a query or its answer) is Hubble's L7 flow: ``Type: L7`` and
+``l7.dns`` (:class:`DnsInfo`), its event type the access log's (129).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ L4_NUMBERS = {v: k for k, v in L4_NAMES.items()}
 # Hubble's event_type.type: drops are monitor drop notifications, the rest policy verdicts
 EVENT_DROP = 1
 EVENT_POLICY_VERDICT = 5
+EVENT_ACCESS_LOG = 129  # L7 records (DNS) of a proxy
 
 
 class Verdict(StrEnum):
@@ -174,6 +178,60 @@ class L4:
         )
 
 
+class L7Type(StrEnum):
+    REQUEST = "REQUEST"
+    RESPONSE = "RESPONSE"
+
+
+@dataclass(frozen=True)
+class DnsInfo:
+    """Hubble's ``l7`` record of a DNS query (``REQUEST``) or its answer (``RESPONSE``) as the agent's
+    DNS proxy saw it: ``query`` ends with a dot, ``rcode`` is the answer's (0 NOERROR, 5 REFUSED)."""
+
+    type: L7Type
+    query: str
+    qtypes: tuple[str, ...] = ("A",)
+    ips: tuple[str, ...] = ()
+    ttl: int = 0
+    rcode: int = 0
+    rrtypes: tuple[str, ...] = ()
+    latency_ns: int = 0
+    observation_source: str = "proxy"
+
+    def to_json(self) -> dict[str, Any]:
+        dns: dict[str, Any] = {"query": self.query}
+        if self.ips:
+            dns["ips"] = list(self.ips)
+        if self.ttl:
+            dns["ttl"] = self.ttl
+        if self.rcode:
+            dns["rcode"] = self.rcode
+        dns["qtypes"] = list(self.qtypes)
+        if self.rrtypes:
+            dns["rrtypes"] = list(self.rrtypes)
+        dns["observation_source"] = self.observation_source
+        out: dict[str, Any] = {"type": self.type.value}
+        if self.latency_ns:
+            out["latency_ns"] = self.latency_ns
+        out["dns"] = dns
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DnsInfo:
+        dns = d.get("dns", {})
+        return cls(
+            L7Type(d.get("type", "REQUEST")),
+            dns.get("query", ""),
+            tuple(dns.get("qtypes", ())),
+            tuple(dns.get("ips", ())),
+            int(dns.get("ttl", 0)),
+            int(dns.get("rcode", 0)),
+            tuple(dns.get("rrtypes", ())),
+            int(d.get("latency_ns", 0)),
+            dns.get("observation_source", "proxy"),
+        )
+
+
 @dataclass(frozen=True)
 class Flow:
     """One policy verdict event (see the module docstring for the fields that are cilia's own)."""
@@ -198,6 +256,7 @@ class Flow:
     world_cidr: str = ""
     suppressed: int = 0
     note: str = ""
+    l7: DnsInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -237,7 +296,11 @@ class Flow:
         if self.drop_reason:
             out["drop_reason"] = int(self.drop_reason)
             out["drop_reason_desc"] = self.drop_reason.name
-        out["event_type"] = {"type": EVENT_DROP if self.dropped else EVENT_POLICY_VERDICT}
+        if self.l7 is not None:
+            out["Type"] = "L7"
+            out["event_type"] = {"type": EVENT_ACCESS_LOG}
+        else:
+            out["event_type"] = {"type": EVENT_DROP if self.dropped else EVENT_POLICY_VERDICT}
         if self.node_name:
             out["node_name"] = self.node_name
         out["IP"] = {
@@ -249,6 +312,8 @@ class Flow:
         out["source"] = self.source.to_json()
         out["destination"] = self.destination.to_json()
         out["traffic_direction"] = self.traffic_direction.value
+        if self.l7 is not None:
+            out["l7"] = self.l7.to_json()
         out["policy_match_type"] = int(self.policy_match_type)
         out["is_reply"] = False
         for name in (
@@ -278,6 +343,8 @@ _KNOWN = {
     "drop_reason",
     "drop_reason_desc",
     "event_type",
+    "Type",
+    "l7",
     "node_name",
     "IP",
     "l4",
@@ -325,6 +392,7 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         world_cidr=d.get("world", {}).get("cidr", ""),
         suppressed=int(d.get("suppressed", 0)),
         note=d.get("note", ""),
+        l7=DnsInfo.from_json(d["l7"]) if "l7" in d else None,
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 

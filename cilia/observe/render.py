@@ -1,6 +1,9 @@
 """Flow output: compact (one line per flow, the shape of ``hubble observe``), JSON lines, table.
 
-Times are printed in UTC so that output is the same on every machine.
+Times are printed in UTC so that output is the same on every machine. With ``node_names`` (``cilia
+observe --print-node-name``, as hubble's flag) each line names the node whose datapath or proxy saw
+the flow. DNS flows of the agent's proxy print as hubble prints them: ``dns-request proxy`` /
+``dns-response proxy`` with the query, answers and TTL.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Iterable
 
 from cilia.agent.views import Table
 from cilia.identity.reserved import ReservedIdentity
-from cilia.observe.flow import Endpoint, Flow, PolicyRef, Verdict
+from cilia.observe.flow import DnsInfo, Endpoint, Flow, L7Type, PolicyRef, Verdict
 from cilia.policy.types import DropReason
 
 ICMP_TYPES = {
@@ -25,6 +28,7 @@ ICMP_TYPES = {
 }
 VERDICT_WORDS = {Verdict.FORWARDED: "ALLOWED", Verdict.DROPPED: "DENIED", Verdict.AUDIT: "AUDITED"}
 FORMATS = ("compact", "json", "table")
+RCODE_NAMES = {0: "NoError", 1: "FormErr", 2: "ServFail", 3: "NXDomain", 4: "NotImp", 5: "Refused"}
 
 
 def timestamp(flow: Flow) -> str:
@@ -50,7 +54,20 @@ def endpoint_text(flow: Flow, ep: Endpoint, ip: str, port: int) -> str:
     return f"{where} ({_identity_text(flow, ep, ep is flow.peer)})"
 
 
+def dns_summary(dns: DnsInfo) -> str:
+    """``DNS Query web.example.test. A`` / ``DNS Answer "198.19.0.5" TTL: 30 (Proxy web.example.test. A)``."""
+    q = f"{dns.query} {','.join(dns.qtypes)}".rstrip()
+    if dns.type is L7Type.REQUEST:
+        return f"DNS Query {q}"
+    if dns.rcode:
+        return f"DNS Answer RCode: {RCODE_NAMES.get(dns.rcode, str(dns.rcode))} (Proxy {q})"
+    ips = ",".join(dns.ips)
+    return f'DNS Answer "{ips}" TTL: {dns.ttl} (Proxy {q})'
+
+
 def l4_summary(flow: Flow) -> str:
+    if flow.l7 is not None:
+        return dns_summary(flow.l7)
     l4 = flow.l4
     if l4.is_icmp:
         name = ICMP_TYPES.get(l4.proto, {}).get(l4.icmp_type, f"type {l4.icmp_type}")
@@ -79,12 +96,20 @@ def attribution_text(flow: Flow) -> str:
     return f"by {_names(flow.allowed_by)}" if flow.allowed_by else ""
 
 
-def compact(flow: Flow) -> str:
+def _when(flow: Flow, node_names: bool) -> str:
+    return f"{timestamp(flow)} [{flow.node_name}]" if node_names and flow.node_name else timestamp(flow)
+
+
+def compact(flow: Flow, node_names: bool = False) -> str:
     """One line, hubble's compact shape, plus the rules that decided."""
     src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
     dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
+    if flow.l7 is not None:
+        kind = "dns-request" if flow.l7.type is L7Type.REQUEST else "dns-response"
+        line = f"{_when(flow, node_names)}: {src} -> {dst} {kind} proxy {VERDICT_WORDS[flow.verdict]} "
+        return line + f"({dns_summary(flow.l7)})" + (f" {flow.note}" if flow.note else "")
     parts = [
-        f"{timestamp(flow)}: {src} -> {dst}",
+        f"{_when(flow, node_names)}: {src} -> {dst}",
         f"policy-verdict:{flow.policy_match_type.hubble_name}",
         flow.traffic_direction.value,
         VERDICT_WORDS[flow.verdict],
@@ -108,12 +133,14 @@ def json_line(flow: Flow) -> str:
 TABLE_HEADERS = ("TIME", "SOURCE", "DESTINATION", "DIRECTION", "VERDICT", "SUMMARY", "DECIDED BY")
 
 
-def table_row(flow: Flow) -> tuple[str, ...]:
+def table_row(flow: Flow, node_names: bool = False) -> tuple[str, ...]:
     src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
     dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
     summary = l4_summary(flow) + (f", {flow.drop_reason.description}" if flow.drop_reason else "")
+    node = (flow.node_name,) if node_names else ()
     return (
         timestamp(flow),
+        *node,
         src,
         dst,
         flow.traffic_direction.value,
@@ -123,14 +150,16 @@ def table_row(flow: Flow) -> tuple[str, ...]:
     )
 
 
-def table(flows: Iterable[Flow]) -> str:
-    """``-o table``: aligned columns with a header."""
-    return Table(TABLE_HEADERS, tuple(table_row(f) for f in flows)).render()
+def table(flows: Iterable[Flow], node_names: bool = False) -> str:
+    """``-o table``: aligned columns with a header (a NODE column with ``node_names``)."""
+    headers = (TABLE_HEADERS[0], "NODE", *TABLE_HEADERS[1:]) if node_names else TABLE_HEADERS
+    return Table(headers, tuple(table_row(f, node_names) for f in flows)).render()
 
 
-def render(flows: Iterable[Flow], fmt: str) -> str:
+def render(flows: Iterable[Flow], fmt: str, node_names: bool = False) -> str:
     """All flows in one format (``compact``, ``json`` or ``table``)."""
     if fmt == "table":
-        return table(flows)
-    line = json_line if fmt == "json" else compact
-    return "".join(line(f) + "\n" for f in flows)
+        return table(flows, node_names)
+    if fmt == "json":
+        return "".join(json_line(f) + "\n" for f in flows)
+    return "".join(compact(f, node_names) + "\n" for f in flows)
