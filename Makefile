@@ -2,7 +2,7 @@
 PY ?= python3
 PIP ?= $(PY) -m pip
 
-.PHONY: setup setup-system demo test test-offline lint bench bench-datapath bench-node clean
+.PHONY: setup setup-system demo test test-offline lint bench bench-datapath bench-node bench-cluster clean
 
 setup:
 	$(PIP) install -q -e '.[dev]'
@@ -33,6 +33,10 @@ bench-datapath: setup setup-system
 
 bench-node: setup setup-system
 	$(PY) bench/node_bench.py
+
+# 1,000 pods on 3 nodes (etcd): policy change → every node's kernel map; under the lab's cluster lock.
+bench-cluster: setup setup-system
+	flock /tmp/cilia-cluster.lock $(PY) bench/cluster_policy_bench.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache
