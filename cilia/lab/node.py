@@ -27,10 +27,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cilia.lab import netns
+from cilia.lab import netns, veth
 from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import LAB_RANGE, Ipam
-from cilia.lab.names import POD_IFNAME, host_ifname, netns_name
+from cilia.lab.names import host_ifname, netns_name
 from cilia.lab.spec import Container, ContainerPort, PodSpec
 from cilia.lab.workloadd import LOG_NAME, WorkloadClient
 from cilia.lab.workloads import PodWorkload
@@ -38,7 +38,6 @@ from cilia.store import Store, state_dir
 
 DEFAULT_RUN_DIR = Path("/run/cilia/lab")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-RT_SCOPE_LINK = 253
 LINK_GONE_TIMEOUT = 10.0
 
 
@@ -183,32 +182,14 @@ class Lab:
             raise LabError(f"create pod {spec.key}: {e}") from e
 
     def _plumb(self, rec: Pod, before_address: BeforeAddress | None, made_link: list[bool]) -> Pod:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=rec.host_ifname, kind="veth",
-                     peer={"ifname": POD_IFNAME, "net_ns_fd": rec.netns})
-            made_link.append(True)
-            idx = ipr.link_lookup(ifname=rec.host_ifname)[0]
-            ipr.link("set", index=idx, state="up")
+        idx = veth.add_pair(rec.host_ifname, rec.netns)
+        made_link.append(True)
         rec = replace(rec, host_ifindex=idx)
         self._write(rec)
         if before_address is not None:
             before_address(rec)
-        with IPRoute() as ipr:
-            ipr.addr("add", index=idx, address=rec.gateway, prefixlen=32)
-            ipr.route("add", dst=f"{rec.ip}/32", oif=idx, scope=RT_SCOPE_LINK)
-        # A netlink socket opened inside the namespace stays bound to it (no helper process).
-        with netns.entered(rec.netns), IPRoute() as p:
-            # IPv4-only pods: the datapath enforces IPv4, so no IPv6 traffic may leave a pod.
-            # (/proc/sys/net shows the namespace of the thread that opens it.)
-            for conf in ("all", "default", POD_IFNAME):
-                Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
-            p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
-            eth = p.link_lookup(ifname=POD_IFNAME)[0]
-            p.link("set", index=eth, state="up")
-            p.addr("add", index=eth, address=rec.ip, prefixlen=32)
-            p.route("add", dst=f"{rec.gateway}/32", oif=eth, scope=RT_SCOPE_LINK)
-            p.route("add", dst=str(LAB_RANGE), gateway=rec.gateway, oif=eth)
-            p.route("add", dst="0.0.0.0/0", gateway=rec.gateway, oif=eth)
+        veth.address_host_side(idx, rec.gateway, rec.ip)
+        veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),))
         return rec
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -227,22 +208,9 @@ class Lab:
                 self.workloads.remove(rec.key)
             except LabError as e:
                 errors.append(str(e))
-        # Deleting the host side removes the peer, the /32 route and the gateway address with it.
-        try:
-            with IPRoute() as ipr:
-                for idx in ipr.link_lookup(ifname=rec.host_ifname) if own_link else ():
-                    ipr.link("del", index=idx)
-        except Exception as e:
-            errors.append(f"delete {rec.host_ifname}: {e}")
-        try:
-            netns.remove(rec.netns)
-        except Exception as e:
-            errors.append(f"remove netns {rec.netns}: {e}")
+        errors += veth.remove(rec.host_ifname, rec.netns, own_link)
         self.ipam.release_owner(rec.key)
-        with contextlib.suppress(FileNotFoundError):
-            Path(rec.log_path).unlink()
-        with contextlib.suppress(OSError):
-            Path(rec.log_path).parent.rmdir()  # only once the namespace's last log is gone
+        veth.remove_log(rec.log_path)
         if errors:
             raise LabError(f"delete pod {rec.key}: " + "; ".join(errors))
         self._record_path(rec.namespace, rec.name).unlink(missing_ok=True)

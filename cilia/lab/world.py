@@ -30,10 +30,10 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cilia.lab import netns
+from cilia.lab import netns, veth
 from cilia.lab.errors import LabError
-from cilia.lab.names import IFNAMSIZ, NETNS_MAX, POD_IFNAME
-from cilia.lab.node import RT_SCOPE_LINK, Lab
+from cilia.lab.names import IFNAMSIZ, NETNS_MAX
+from cilia.lab.node import Lab
 from cilia.lab.workloads import PodWorkload
 
 WORLD_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
@@ -196,23 +196,10 @@ class World:
             raise WorldError(f"add world host {name}: {e}") from e
 
     def _plumb(self, rec: WorldHost, made_link: list[bool]) -> WorldHost:
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=rec.host_ifname, kind="veth",
-                     peer={"ifname": POD_IFNAME, "net_ns_fd": rec.netns})
-            made_link.append(True)
-            idx = ipr.link_lookup(ifname=rec.host_ifname)[0]
-            ipr.link("set", index=idx, state="up")
-            ipr.addr("add", index=idx, address=rec.gateway, prefixlen=32)
-            ipr.route("add", dst=f"{rec.ip}/32", oif=idx, scope=RT_SCOPE_LINK)
-        with netns.entered(rec.netns), IPRoute() as p:
-            for conf in ("all", "default", POD_IFNAME):
-                Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
-            p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
-            eth = p.link_lookup(ifname=POD_IFNAME)[0]
-            p.link("set", index=eth, state="up")
-            p.addr("add", index=eth, address=rec.ip, prefixlen=32)
-            p.route("add", dst=f"{rec.gateway}/32", oif=eth, scope=RT_SCOPE_LINK)
-            p.route("add", dst="0.0.0.0/0", gateway=rec.gateway, oif=eth)
+        idx = veth.add_pair(rec.host_ifname, rec.netns)
+        made_link.append(True)
+        veth.address_host_side(idx, rec.gateway, rec.ip)
+        veth.configure_peer(rec.netns, rec.ip, rec.gateway)
         return replace(rec, host_ifindex=idx)
 
     def delete(self, name: str) -> None:
@@ -232,20 +219,8 @@ class World:
                 self.lab.workloads.remove(rec.workload().key)
             except LabError as e:
                 errors.append(str(e))
-        try:
-            with IPRoute() as ipr:
-                for idx in ipr.link_lookup(ifname=rec.host_ifname) if own_link else ():
-                    ipr.link("del", index=idx)  # takes the peer, route and address with it
-        except Exception as e:
-            errors.append(f"delete {rec.host_ifname}: {e}")
-        try:
-            netns.remove(rec.netns)
-        except Exception as e:
-            errors.append(f"remove netns {rec.netns}: {e}")
-        with contextlib.suppress(FileNotFoundError):
-            Path(rec.log_path).unlink()
-        with contextlib.suppress(OSError):
-            Path(rec.log_path).parent.rmdir()
+        errors += veth.remove(rec.host_ifname, rec.netns, own_link)
+        veth.remove_log(rec.log_path)
         if errors:
             raise WorldError(f"delete world host {rec.name}: " + "; ".join(errors))
         self._record_path(rec.name).unlink(missing_ok=True)
