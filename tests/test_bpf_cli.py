@@ -67,3 +67,34 @@ def test_bpf_command_without_datapath_fails_clearly(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["bpf", "ipcache", "list", "--pin-root", "/sys/fs/bpf/cilia/none/v1"])
     assert res.exit_code == 1
     assert "no cilia datapath pinned at /sys/fs/bpf/cilia/none/v1" in res.stderr
+
+
+@pytest.mark.root
+def test_expired_conntrack_entries_are_hidden_and_collected(tmp_path: Path) -> None:
+    """An expired entry (the datapath ignores it) is left out of ``ct list`` unless ``--all``, and
+    ``CtMap.gc`` deletes it while a live one stays."""
+    from cilia.datapath.maps.ct import CtKey, CtValue
+
+    with private_datapath(tmp_path) as dp:
+        dp.endpoints.set(EndpointInfo(LO, 5, 1001, EndpointFlags.enforcing()))
+        dp.upsert_ipcache("198.18.1.10/32", 1002)
+        dp.set_policy(5, {Key(1002, 0, TCP, 80, 16): Entry(False, frozenset())})
+        for sport in (4000, 4001):
+            assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, sport=sport))[0]
+        keys = sorted(dp.ct.m.keys(CtKey), key=lambda k: k.sport)
+        assert len(keys) == 2
+        v = CtValue()
+        assert dp.ct.m.lookup(keys[0], v)
+        v.expires_ns = 1  # long past
+        dp.ct.m.update(keys[0], v)
+        common = ["--pin-root", dp.pin_root, "--state-dir", str(tmp_path), "-o", "json"]
+        runner = CliRunner()
+
+        def sports(*flags: str) -> list[int]:
+            res = runner.invoke(app, ["bpf", "ct", "list", *flags, *common])
+            assert res.exit_code == 0, res.output
+            return sorted(e["sport"] for e in json.loads(res.stdout))
+
+        assert (sports(), sports("--all")) == ([4001], [4000, 4001])
+        assert dp.ct.gc() == 1
+        assert (sports(), sports("--all")) == ([4001], [4001])

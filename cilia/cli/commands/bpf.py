@@ -114,13 +114,17 @@ def register(app: typer.Typer) -> None:
             rows = [{"prefix": e.prefix, "identity": e.identity} for e in maps.ipcache.dump()]
         _emit(rows, ["prefix", "identity"], output)
 
-    @ct.command("list", help="Connection tracking entries.")
+    @ct.command("list", help="Connection tracking entries (live ones; --all adds expired entries "
+                "the agent's garbage collection has not removed yet).")
     def ct_list(pin_root: PinRoot = None, state_dir: StateDir = None,
-                output: Output = "table") -> None:
+                output: Output = "table",
+                all_entries: Annotated[bool, typer.Option("--all", help="Include expired entries.")] = False,
+                ) -> None:
         with _maps(pin_root, state_dir) as maps:
             rows = [{**e._asdict(), "direction": Direction(e.direction).label,
                      "proto": Proto(e.proto).name if e.proto in Proto._value2member_map_ else e.proto,
-                     "expires_in_s": round(e.expires_in_s, 1)} for e in maps.ct.dump()]
+                     "expires_in_s": round(e.expires_in_s, 1)} for e in maps.ct.dump()
+                    if all_entries or e.expires_in_s > 0]
         _emit(rows, ["endpoint_id", "direction", "proto", "src", "sport", "dst", "dport", "expires_in_s",
                      "packets", "bytes"], output)
 

@@ -96,6 +96,16 @@ class CtMap:
         """Entries (of one endpoint, or all), sorted."""
         return sorted(e for _, e in self._items() if endpoint_id in (None, e.endpoint_id))
 
+    def gc(self) -> int:
+        """Delete expired entries (the datapath treats them as absent already); returns how many.
+        Each is read again just before its delete so that one refreshed meanwhile stays."""
+        n = 0
+        for k in self.m.keys(CtKey):
+            v = CtValue()
+            if self.m.lookup(k, v) and v.expires_ns <= _monotonic_ns() and self.m.delete(k):
+                n += 1
+        return n
+
     def flush(self, predicate: Callable[[CtEntry], bool] | None = None) -> int:
         """Delete entries matching ``predicate`` (all when None); returns how many."""
         n = 0
