@@ -20,6 +20,10 @@ SOCKET_NAME = "cilia.sock"
 PID_NAME = "agent.pid"
 
 ENFORCEMENT_MODES = ("default", "always", "never")
+# Cilium's tofqdns-min-ttl: the least time (s) an address learned from a DNS answer stays allowed.
+# Cilium 1.18 defaults to 0 (the DNS server's TTL is honoured); env CILIA_TOFQDNS_MIN_TTL.
+DEFAULT_TOFQDNS_MIN_TTL = 0
+MIN_TTL_ENV = "CILIA_TOFQDNS_MIN_TTL"
 ALLOW_LOCALHOST = ("always", "policy")
 
 
@@ -48,6 +52,7 @@ class AgentConfig:
     node_name: str = ""
     cluster_size: int = 0
     netns: str = ""
+    tofqdns_min_ttl: int = DEFAULT_TOFQDNS_MIN_TTL
 
     def __post_init__(self) -> None:
         if self.enforcement_mode not in ENFORCEMENT_MODES:
@@ -62,16 +67,20 @@ class AgentConfig:
             raise ConfigError(f"store {self.store!r}: use sqlite or etcd")
         if self.store == "etcd" and not self.etcd_endpoints:
             raise ConfigError("the etcd store needs endpoints (host:port,...)")
+        if self.tofqdns_min_ttl < 0:
+            raise ConfigError(f"tofqdns-min-ttl {self.tofqdns_min_ttl}: must be 0 or more seconds")
 
     @classmethod
     def resolve(
         cls, state_dir: str | Path | None = None, run_dir: str | Path | None = None, **overrides: object
     ) -> AgentConfig:
-        """Flags, then ``CILIA_STATE_DIR`` / ``CILIA_RUN_DIR``, then the defaults."""
+        """Flags, then ``CILIA_STATE_DIR`` / ``CILIA_RUN_DIR`` / ``CILIA_TOFQDNS_MIN_TTL``, then the
+        defaults."""
         sd = Path(state_dir or os.environ.get("CILIA_STATE_DIR") or DEFAULT_STATE_DIR)
         rd = Path(run_dir or os.environ.get("CILIA_RUN_DIR") or DEFAULT_RUN_DIR)
         pins = os.environ.get("CILIA_PIN_ROOT") or DEFAULT_PIN_ROOT
-        cfg = cls(state_dir=sd.absolute(), run_dir=rd.absolute(), pin_root=pins)
+        cfg = cls(state_dir=sd.absolute(), run_dir=rd.absolute(), pin_root=pins,
+                  tofqdns_min_ttl=_env_min_ttl(DEFAULT_TOFQDNS_MIN_TTL))
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **given) if given else cfg  # type: ignore[arg-type]
 
@@ -102,7 +111,8 @@ class AgentConfig:
                 "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost,
                 "metrics_addr": self.metrics_addr, "store": self.store,
                 "etcd_endpoints": self.etcd_endpoints, "node_name": self.node_name,
-                "cluster_size": self.cluster_size, "netns": self.netns}
+                "cluster_size": self.cluster_size, "netns": self.netns,
+                "tofqdns_min_ttl": self.tofqdns_min_ttl}
         tmp = self.settings_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.settings_path)
@@ -117,6 +127,8 @@ class AgentConfig:
         known = {k: v for k, v in data.items() if k in self.__dataclass_fields__}
         if os.environ.get("CILIA_PIN_ROOT"):
             known.pop("pin_root", None)  # an explicit environment wins over the saved setting
+        if os.environ.get(MIN_TTL_ENV):
+            known.pop("tofqdns_min_ttl", None)
         return replace(self, **known)
 
     @property
@@ -146,3 +158,12 @@ class AgentConfig:
     @property
     def sim_pods_path(self) -> Path:
         return self.state_dir / "sim-pods.json"
+
+
+def _env_min_ttl(default: int) -> int:
+    text = os.environ.get(MIN_TTL_ENV, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ConfigError(f"{MIN_TTL_ENV}={text!r}: expected a number of seconds")
+    return int(text)

@@ -50,6 +50,8 @@ class Agent:
             cluster=cfg.cluster, enforcement_mode=cfg.enforcement_mode, allow_localhost=cfg.allow_localhost,
             **(reconciler_options or {}),
         )  # fmt: skip
+        # toFQDNs: learned addresses kept in the state dir, expiring after their TTL (min-TTL raised)
+        self.reconciler.fqdn = fqdn.FqdnState.for_node(cfg.state_dir, cfg.tofqdns_min_ttl)
         self._lock = threading.RLock()  # the reconciler's state: the loop writes, the API reads
         self._cond = threading.Condition()
         self._processed = 0
@@ -74,6 +76,7 @@ class Agent:
     def run(self) -> None:
         """Recover, then reconcile every store change until :meth:`stop`."""
         with self._lock:
+            fqdn.restore(self.reconciler, self.reconciler.fqdn)  # before the first policy sync
             rev = self.reconciler.start()
         self._advance(rev)
         self._ready = True
@@ -196,9 +199,11 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     server.start()
     node.start_flows(agent.flow_sink)
     dns_proxy = fqdn.start_proxy(agent)  # toFQDNs: None on the simulated datapath
+    fqdn_gc = fqdn.start_gc(agent)
     try:
         agent.run()
     finally:
+        fqdn_gc.set()
         if dns_proxy is not None:
             dns_proxy.close()
         if member is not None:

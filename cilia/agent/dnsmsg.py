@@ -1,9 +1,11 @@
 """The small part of the DNS wire format (RFC 1035) the DNS proxy and the lab's DNS server need:
-one question, A answers (with name compression on reading), NOERROR/NXDOMAIN/REFUSED."""
+one question, A answers (with name compression on reading), NOERROR/NXDOMAIN/REFUSED, and the
+2-byte length framing of DNS over TCP (RFC 1035 §4.2.2, RFC 7766)."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -12,6 +14,14 @@ CLASS_IN = 1
 RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 3, 5
 _HEADER = struct.Struct("!HHHHHH")
 MAX_POINTERS = 16
+MAX_TCP_MESSAGE = 65535
+TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+              65: "HTTPS", 255: "ANY"}
+
+
+def type_name(qtype: int) -> str:
+    """``A``, ``AAAA`` … (``TYPE<n>`` for the others, as RFC 3597 writes unknown types)."""
+    return TYPE_NAMES.get(qtype, f"TYPE{qtype}")
 
 
 class DnsFormatError(ValueError):
@@ -118,3 +128,32 @@ def response(request: Message, addresses: list[str], rcode: int = RCODE_NOERROR,
     flags = 0x8000 | (request.flags & 0x0100) | 0x0080 | (rcode & 0xF)
     count = len(addresses) if q is not None else 0
     return _HEADER.pack(request.id, flags, 1 if q else 0, count, 0, 0) + qd + answers
+
+
+def frame(message: bytes) -> bytes:
+    """A message as sent over TCP: its length (2 bytes, network order), then the message."""
+    if len(message) > MAX_TCP_MESSAGE:
+        raise DnsFormatError(f"a DNS message of {len(message)} bytes does not fit TCP framing")
+    return struct.pack("!H", len(message)) + message
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def read_framed(sock: socket.socket) -> bytes | None:
+    """The next length-framed message on a TCP connection; None when the peer closed it."""
+    head = _recv_exact(sock, 2)
+    if head is None:
+        return None
+    (length,) = struct.unpack("!H", head)
+    body = _recv_exact(sock, length)
+    if body is None:
+        raise DnsFormatError(f"connection closed inside a {length}-byte message")
+    return body

@@ -3,6 +3,10 @@
 This module is the one place that turns a raw datapath event into a flow record (endpoint and pod
 names, identities, verdict, drop reason, the rules that decided); ``cilia observe`` builds on the
 records served by the agent at ``/v1/flows``.
+
+The agent's DNS proxy reports what it sees as :class:`DnsRecord` values (a query, its answer, a
+refused query); a sink that can show them has ``ingest_dns`` (:class:`DnsSink`), as the observe
+pipeline does.
 """
 
 from __future__ import annotations
@@ -130,6 +134,34 @@ def flow_from_event(
         endpoint_id=ev.endpoint_id,
         rules=rules,
     )
+
+
+@dataclass(frozen=True)
+class DnsRecord:
+    """One DNS message the proxy handled for a pod: its query (``response`` False) or the answer
+    sent back (True). ``refused``: the pod's DNS rules do not allow the name, the proxy answered
+    REFUSED itself (a drop). ``query`` is lower case without the trailing dot."""
+
+    time_ns: int  # wall clock
+    response: bool
+    client: tuple[str, int]
+    server: tuple[str, int]
+    proto: int  # 17 UDP | 6 TCP
+    client_identity: int
+    server_identity: int
+    query: str
+    qtype: int = 1
+    ips: tuple[str, ...] = ()
+    ttl: int = 0  # the smallest TTL of the answer's records
+    rcode: int = 0
+    refused: bool = False
+    latency_ns: int = 0  # query to answer (responses)
+
+
+class DnsSink(Protocol):
+    """A flow sink that also shows the DNS proxy's records."""
+
+    def ingest_dns(self, record: DnsRecord) -> Any: ...
 
 
 class FlowSink(Protocol):

@@ -1,34 +1,55 @@
 """toFQDNs on the node: the DNS proxy and the identities of the addresses it learns (semantics.md §7).
 
 * Endpoints whose egress policy has DNS rules (``toPorts … rules: dns``) get their allowed DNS
-  queries (UDP/53, after the L3/L4 policy decided on the server) redirected by the datapath to the
-  proxy at ``<gateway>:10053`` in the node's namespace (:meth:`Datapath.set_dns_redirect`).
+  queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) redirected by the
+  datapath to the proxy at ``<gateway>:10053`` in the node's namespace
+  (:meth:`Datapath.set_dns_redirect`).
 * The proxy answers REFUSED for names the endpoint's DNS rules do not allow; otherwise it forwards
-  the query to the server it was sent to, reads the A records of the answer and, for every address
-  whose name matches a ``toFQDNs`` selector of any policy, gives the address an identity labelled
-  ``fqdn:<selector>`` for each matching selector plus its ``cidr:<ip>/32`` and world labels; the
-  policies and the ipcache learn it **before** the answer goes back to the pod, so the pod's first
-  connection to the address is already decided by the new identity. Then the answer is sent.
-* Learned addresses are kept for the agent's lifetime (no TTL expiry yet).
+  the query to the server it was sent to (over the same transport), and every (name, address) of
+  the answer enters the node's DNS cache (:mod:`cilia.agent.dnscache`) with the answer's TTL raised
+  to the node's minimum (``tofqdns_min_ttl``). An address known under names that match ``toFQDNs``
+  selectors gets an identity labelled ``fqdn:<selector>`` for each of them plus its
+  ``cidr:<ip>/32`` and world labels; the policies and the ipcache learn it **before** the answer
+  goes back to the pod, so the pod's first connection is already decided by the new identity.
+* Expiry (:func:`expire`, every second under the agent's lock): a name whose TTL passed leaves the
+  address unless a live conntrack entry still has the address as a peer (Cilium keeps such
+  "zombies" until its conntrack GC finds them idle). An address left without a matching name loses
+  its identity: the ipcache entry goes first (back to its CIDR identity if a policy names the /32,
+  else removed), then the identity is released and the policies follow. Nothing is allowed more
+  in between.
+* The cache and the identities' labels are written to ``<state_dir>/fqdn.json`` after every change
+  and read back by the next agent (:func:`restore`) before its first policy sync, so an agent
+  restart does not cut what a pod learned (Cilium keeps the DNS history in the endpoint state).
+* Each query, answer and refusal is reported to the flow sink as a :class:`DnsRecord`.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cilia.agent import dnsmsg
+from cilia.agent.dnscache import DnsCache, DnsCacheError
+from cilia.agent.flows import DnsRecord
+from cilia.identity.allocator import LocalAllocator
 from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.fqdn import fqdn_label, normalize_fqdn
-from cilia.identity.labels import SOURCE_FQDN, Labels
+from cilia.identity.labels import Labels
+from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.resolve import namespace_of, rule_selects
 from cilia.policy.types import Direction
+from cilia.store import Kind
 
 if TYPE_CHECKING:
     from cilia.agent.reconcile import Reconciler
@@ -38,6 +59,7 @@ log = logging.getLogger("cilia.agent")
 PROXY_PORT = 10053
 IP_FREEBIND = 15  # linux/in.h
 UPSTREAM_TIMEOUT = 2.0
+TCP_IDLE_S = 10.0  # a DNS-over-TCP client connection idle this long is closed
 
 
 @lru_cache(maxsize=4096)
@@ -63,17 +85,62 @@ def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
     return out
 
 
+STATE_FILE = "fqdn.json"  # in the agent's state directory
+GC_INTERVAL_S = 1.0
+STATE_VERSION = 1
+
+
 @dataclass
 class FqdnState:
-    """Addresses learned from DNS answers and their identities."""
+    """The DNS cache, the addresses that have fqdn identities and what the datapath redirects."""
 
     ips: dict[str, Labels] = field(default_factory=dict)  # address -> identity labels
     identities: dict[str, int] = field(default_factory=dict)  # address -> identity
     # endpoint id -> proxy, as applied; None until read from the datapath (a previous agent's pins)
     redirects: dict[int, tuple[str, int]] | None = None
+    cache: DnsCache = field(default_factory=DnsCache)
+    path: Path | None = None  # where the state is saved (None: not saved)
+    clock: Callable[[], float] = time.time
+    selectors_seen: frozenset[str] | None = None  # the toFQDNs selectors the labels were made for
+
+    @classmethod
+    def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
+        return cls(cache=DnsCache(min_ttl), path=state_dir / STATE_FILE)
 
     def ipcache(self) -> dict[str, int]:
         return {f"{ip}/32": ident for ip, ident in self.identities.items()}
+
+    def save(self) -> None:
+        """Write the cache and the labels of the learned addresses (atomically)."""
+        if self.path is None:
+            return
+        data = {"version": STATE_VERSION, "cache": self.cache.to_json(),
+                "labels": {ip: lbls.strings() for ip, lbls in sorted(self.ips.items())}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict[str, Labels]:
+        """Read the saved cache into this state; returns the saved labels by address ({} when
+        nothing was saved). A file that cannot be read is an error naming it."""
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("version") != STATE_VERSION:
+                raise DnsCacheError(f"format {data.get('version')!r}, expected {STATE_VERSION}")
+            self.cache = DnsCache.from_json(data["cache"], self.cache.min_ttl)
+            return {ip: Labels.parse(lbls) for ip, lbls in data.get("labels", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DnsCacheError(f"{self.path}: {e}") from e
+
+    def learned(self, now: float | None = None) -> list[dict[str, Any]]:
+        """What the node learned, for views: address, names with seconds left, identity."""
+        t = self.clock() if now is None else now
+        return [{"ip": ip, "identity": self.identities.get(ip, 0),
+                 "names": {n: round(exp - t, 1) for n, exp in sorted(self.cache.entries[ip].items())}}
+                for ip in self.cache.addresses()]
 
 
 def selectors(rec: Reconciler) -> set[str]:
@@ -100,7 +167,9 @@ def dns_rules_of(rec: Reconciler, identity: int) -> list[str] | None:
 
 
 def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
-    """Redirect exactly the endpoints with DNS rules to the proxy (kernel datapaths only)."""
+    """Redirect exactly the endpoints with DNS rules to the proxy (kernel datapaths only), after
+    relabelling the learned addresses if the policies' toFQDNs selectors changed."""
+    refresh(rec, state)
     set_redirect = getattr(rec.datapath, "set_dns_redirect", None)
     if set_redirect is None:
         return
@@ -130,72 +199,206 @@ def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
     return patterns is not None and any(name_matches(name, p) for p in patterns)
 
 
-def learn(rec: Reconciler, state: FqdnState, name: str, addresses: Iterable[str]) -> dict[str, int]:
-    """Give each address of a DNS answer for ``name`` the identity of the toFQDNs selectors it
-    matches; policies first, then the ipcache. Returns address -> identity of what changed."""
-    matching = sorted(p for p in selectors(rec) if name_matches(name, p))
-    changed: dict[str, int] = {}
+def _labels_for(ip: str, names: Iterable[str], sels: Iterable[str]) -> Labels | None:
+    fq = {fqdn_label(p) for p in sels if any(name_matches(n, p) for n in names)}
+    return Labels([*fq, *cidr_identity_labels(f"{ip}/32")]) if fq else None
+
+
+def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
+           sels: Iterable[str] | None = None) -> dict[str, int | None]:
+    """Give each address the identity its cached names call for (None: none). New identities
+    reach the policies before the ipcache; a lost identity leaves the ipcache before it is
+    released. Returns address -> new identity (None: removed) of what changed."""
+    sels = frozenset(selectors(rec)) if sels is None else frozenset(sels)
+    # In-cluster addresses keep their endpoints' identities: toFQDNs selects outside addresses only.
+    cluster = set(rec.endpoints.by_ip()) | {rec.gateway}
+    added: dict[str, int] = {}
+    removed: list[str] = []
     releases: list[Labels] = []
-    for ip in addresses:
-        # An address keeps the selectors it matched under other names (several names, one address).
+    for ip in sorted(set(addresses)):
+        names = state.cache.names(ip)
+        new = _labels_for(ip, names, sels) if names and ip not in cluster else None
+        if new is not None and f"{ip}/32" in rec.remote_ipcache:
+            new = None
         old = state.ips.get(ip)
-        kept = {lb for lb in old if lb.source == SOURCE_FQDN} if old is not None else set()
-        fqdn_labels = {fqdn_label(p) for p in matching} | kept
-        if not fqdn_labels:
+        if new == old:
             continue
-        labels = Labels([*fqdn_labels, *cidr_identity_labels(f"{ip}/32")])
-        if labels == old:
-            continue
-        ident = rec.allocator.allocate(labels)
         if old is not None:
             releases.append(old)
-        state.ips[ip] = labels
-        state.identities[ip] = ident
-        changed[ip] = ident
-    if changed:
+        if new is None:
+            del state.ips[ip], state.identities[ip]
+            removed.append(ip)
+        else:
+            state.identities[ip] = added[ip] = rec.allocator.allocate(new)
+            state.ips[ip] = new
+    if added:
         rec._sync_policies(rec.policy.take_affected())  # peers learn the identities first
-        for ip, ident in changed.items():
+        for ip, ident in added.items():
             rec.datapath.upsert_ipcache(f"{ip}/32", ident)
-        for labels in releases:
-            rec.allocator.release(labels)
+    for ip in removed:
+        prefix = f"{ip}/32"
+        cidr = rec.cidr_identities.get(prefix)
+        if cidr is not None:  # a policy names the /32 itself: back to its CIDR identity
+            rec.datapath.upsert_ipcache(prefix, cidr)
+        else:
+            rec.datapath.delete_ipcache(prefix)
+    for labels in releases:
+        rec.allocator.release(labels)
+    if releases:
         rec._sync_policies(rec.policy.take_affected())
-        log.info("fqdn %s: %s", name, ", ".join(f"{ip} → identity {i}" for ip, i in changed.items()))
+    return {**added, **dict.fromkeys(removed)}
+
+
+def learn(rec: Reconciler, state: FqdnState, name: str, addresses: Mapping[str, int] | Iterable[str],
+          ttl: int = 0, now: float | None = None) -> dict[str, int]:
+    """Enter an answer for ``name`` into the cache (``addresses``: address -> TTL, or addresses
+    that all have ``ttl``) and give each address the identity of the toFQDNs selectors its names
+    match; policies first, then the ipcache. Returns address -> identity of what changed."""
+    answers = dict(addresses) if isinstance(addresses, Mapping) else dict.fromkeys(addresses, ttl)
+    gained = state.cache.update(name, answers, state.clock() if now is None else now)
+    changed = _apply(rec, state, gained) if gained else {}
+    state.save()  # renewed expiry times too
+    learned = {ip: i for ip, i in changed.items() if i is not None}
+    if learned:
+        log.info("fqdn %s: %s", name, ", ".join(f"{ip} → identity {i}" for ip, i in learned.items()))
+    return learned
+
+
+def connections_in_use(rec: Reconciler) -> set[str]:
+    """Addresses that are a peer of a live conntrack entry (empty without a kernel datapath)."""
+    ct = getattr(rec.datapath, "ct", None)
+    if ct is None:
+        return set()
+    return {ip for e in ct.dump() if e.expires_in_s > 0 for ip in (e.src, e.dst)}
+
+
+def expire(rec: Reconciler, state: FqdnState, now: float | None = None,
+           in_use: Callable[[], set[str]] | None = None) -> dict[str, int | None]:
+    """Drop the names whose TTL passed, except of addresses a live connection still uses
+    (``in_use``: default the datapath's conntrack), and take away the identities that no name
+    calls for any more. Returns address -> new identity (None: removed) of what changed."""
+    t = state.clock() if now is None else now
+    due = state.cache.due(t)
+    if not due:
+        return {}
+    busy = (in_use or (lambda: connections_in_use(rec)))() & due
+    touched = state.cache.collect(t, busy)
+    if not touched:
+        return {}
+    changed = _apply(rec, state, touched)
+    state.save()
+    gone = sorted(ip for ip, i in changed.items() if i is None)
+    if gone:
+        log.info("fqdn: expired %s", ", ".join(gone))
     return changed
 
 
-class DnsProxy:
-    """A UDP DNS proxy on ``bind``: queries arrive redirected by the datapath; ``origin`` says where
-    each was sent, ``check(client_ip, name)`` whether it may be asked, and ``on_answer(name,
-    addresses)`` runs (updating policy) before the answer is returned."""
+def refresh(rec: Reconciler, state: FqdnState) -> dict[str, int | None]:
+    """Relabel every cached address when the policies' toFQDNs selectors changed (a new selector
+    matches names resolved before it existed, as Cilium's name manager does)."""
+    sels = frozenset(selectors(rec))
+    if sels == state.selectors_seen:
+        return {}
+    state.selectors_seen = sels
+    changed = _apply(rec, state, set(state.cache.entries) | set(state.ips), sels)
+    if changed:
+        state.save()
+    return changed
 
-    def __init__(
-        self,
-        bind: tuple[str, int],
-        origin: Callable[[tuple[str, int], tuple[str, int]], tuple[str, int] | None],
-        check: Callable[[str, str], bool],
-        on_answer: Callable[[str, list[str]], None],
-    ) -> None:
+
+def restore(rec: Reconciler, state: FqdnState) -> int:
+    """Before the reconciler's start: read the saved cache and give the saved addresses their
+    identities again, so that the first policy sync and ipcache sync keep them. Returns how many."""
+    saved = state.load()
+    if not saved:
+        return 0
+    if isinstance(rec.allocator, LocalAllocator):
+        # Claim the stored numbers first, as Reconciler.start will: an identity allocated here
+        # must not take a number the store gives another label set.
+        rec.allocator.restore({int(r.value["id"]): Labels.parse(r.value["labels"])
+                               for r in rec.store.list(Kind.IDENTITIES)})
+    for ip, labels in sorted(saved.items()):
+        if ip in state.cache.entries:
+            state.identities[ip] = rec.allocator.allocate(labels)
+            state.ips[ip] = labels
+    log.info("fqdn: restored %d learned addresses", len(state.identities))
+    return len(state.identities)
+
+
+def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
+    """The identity the node's ipcache gives ``ip`` (flows name the DNS server and the pod by it)."""
+    ep = rec.endpoints.by_ip().get(ip)
+    if ep is not None:
+        return ep.identity
+    if ip == rec.gateway:
+        return int(ReservedIdentity.HOST)
+    found = state.identities.get(ip) or rec.remote_ipcache.get(f"{ip}/32")
+    if found:
+        return found
+    addr = ipaddress.ip_address(ip)
+    best, ident = -1, int(ReservedIdentity.WORLD)
+    for prefix, n in rec.cidr_identities.items():
+        net = ipaddress.ip_network(prefix, strict=False)
+        if addr in net and net.prefixlen > best:
+            best, ident = net.prefixlen, n
+    return ident
+
+
+def _min_ttls(resp: dnsmsg.Message) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, ip, ttl in resp.answers:
+        out[ip] = min(ttl, out.get(ip, ttl))
+    return out
+
+
+Origin = Callable[[tuple[str, int], tuple[str, int], int], "tuple[str, int] | None"]
+Report = Callable[..., None]
+
+
+class DnsProxy:
+    """The DNS proxy on ``bind``, UDP and TCP: queries arrive redirected by the datapath;
+    ``origin(client, proxy, proto)`` says where each was sent, ``check(client_ip, name)`` whether
+    it may be asked, ``on_answer(name, {address: ttl})`` runs (updating policy) before the answer
+    is returned, and ``report(...)`` hears of every query, answer and refusal."""
+
+    def __init__(self, bind: tuple[str, int], origin: Origin, check: Callable[[str, str], bool],
+                 on_answer: Callable[[str, dict[str, int]], None], report: Report | None = None) -> None:
         self.bind = bind
         self.origin, self.check, self.on_answer = origin, check, on_answer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # The gateway address exists only once a pod (or world host) link carries it.
-        self.sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        self.sock.bind(bind)
-        self.sock.settimeout(0.2)
+        self.report = report
+        self.sock = self._socket(socket.SOCK_DGRAM)
+        self.tcp = self._socket(socket.SOCK_STREAM)
+        self.tcp.listen(64)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="cilia-dnsproxy", daemon=True)
+        self._threads = [threading.Thread(target=self._udp_loop, name="cilia-dnsproxy", daemon=True),
+                         threading.Thread(target=self._tcp_loop, name="cilia-dnsproxy-tcp", daemon=True)]
+
+    def _socket(self, kind: int) -> socket.socket:
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # The gateway address exists only once a pod (or world host) link carries it.
+            s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+            s.bind(self.bind)
+            s.settimeout(0.2)
+        except OSError:
+            s.close()
+            raise
+        return s
 
     def start(self) -> DnsProxy:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
         return self
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        for t in self._threads:
+            t.join(timeout=2)
         self.sock.close()
+        self.tcp.close()
 
-    def _loop(self) -> None:
+    def _udp_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 data, client = self.sock.recvfrom(4096)
@@ -204,40 +407,109 @@ class DnsProxy:
             except OSError:
                 return
             try:
-                self._serve(data, client)
+                out = self.handle(data, client, socket.IPPROTO_UDP, _forward_udp)
+                if out is not None:
+                    self.sock.sendto(out, client)
             except Exception:  # one bad query must not stop the proxy
                 log.exception("dns proxy: query from %s", client)
 
-    def _serve(self, data: bytes, client: tuple[str, int]) -> None:
-        server = self.origin(client, self.bind)
+    def _tcp_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, client = self.tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(conn, client), name="cilia-dnsproxy-conn",
+                             daemon=True).start()
+
+    def _tcp_conn(self, conn: socket.socket, client: tuple[str, int]) -> None:
+        """Queries on one connection, answered in order, until the client closes it or idles."""
+        with conn:
+            conn.settimeout(TCP_IDLE_S)
+            while not self._stop.is_set():
+                try:
+                    data = dnsmsg.read_framed(conn)
+                    if data is None:
+                        return
+                    out = self.handle(data, client, socket.IPPROTO_TCP, _forward_tcp)
+                    if out is None:
+                        return  # no answer to give: close, the client retries or gives up
+                    conn.sendall(dnsmsg.frame(out))
+                except (OSError, dnsmsg.DnsFormatError):
+                    return
+                except Exception:
+                    log.exception("dns proxy: TCP query from %s", client)
+                    return
+
+    def handle(self, data: bytes, client: tuple[str, int], proto: int,
+               forward: Callable[[bytes, tuple[str, int]], bytes | None]) -> bytes | None:
+        """The answer to one query message from ``client`` (None: nothing to send back)."""
+        server = self.origin(client, self.bind, proto)
         try:
             req = dnsmsg.parse(data)
         except dnsmsg.DnsFormatError:
-            return
-        if server is None or req.question is None:
-            return
-        if not self.check(client[0], req.question.name):
-            self.sock.sendto(dnsmsg.response(req, [], dnsmsg.RCODE_REFUSED), client)
-            return
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
-            up.settimeout(UPSTREAM_TIMEOUT)
-            up.sendto(data, server)
-            try:
-                answer, _ = up.recvfrom(4096)
-            except TimeoutError:
-                return  # the client retries or times out, as with a lost answer
+            return None
+        if server is None or req.question is None or req.is_response:
+            return None
+        name, qtype = req.question.name, req.question.qtype
+        if not self.check(client[0], name):
+            refused = dnsmsg.response(req, [], dnsmsg.RCODE_REFUSED)
+            self._report(client, server, proto, name, qtype, response=True, rcode=dnsmsg.RCODE_REFUSED,
+                         refused=True)
+            return refused
+        self._report(client, server, proto, name, qtype, response=False)
+        t0 = time.monotonic_ns()
+        answer = forward(data, server)
+        if answer is None:
+            return None  # the client retries or times out, as with a lost answer
         try:
-            resp = dnsmsg.parse(answer)
+            resp: dnsmsg.Message | None = dnsmsg.parse(answer)
         except dnsmsg.DnsFormatError:
             resp = None
-        if resp is not None and resp.question is not None and resp.answers:
-            self.on_answer(resp.question.name, [a for _, a, _ in resp.answers])
-        self.sock.sendto(answer, client)
+        if resp is not None and resp.question is not None:
+            ttls = _min_ttls(resp)
+            if ttls:
+                self.on_answer(resp.question.name, ttls)
+            self._report(client, server, proto, name, qtype, response=True, ips=tuple(ttls),
+                         ttl=min(ttls.values(), default=0), rcode=resp.rcode,
+                         latency_ns=time.monotonic_ns() - t0)
+        return answer
+
+    def _report(self, client: tuple[str, int], server: tuple[str, int], proto: int, name: str, qtype: int,
+                **fields: Any) -> None:
+        if self.report is None:
+            return
+        try:
+            self.report(client=client, server=server, proto=proto, query=name, qtype=qtype, **fields)
+        except Exception:  # flows are for people watching; they must never fail a lookup
+            log.exception("dns proxy: reporting a flow")
+
+
+def _forward_udp(data: bytes, server: tuple[str, int]) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+        up.settimeout(UPSTREAM_TIMEOUT)
+        up.sendto(data, server)
+        try:
+            answer, _ = up.recvfrom(4096)
+        except TimeoutError:
+            return None
+    return answer
+
+
+def _forward_tcp(data: bytes, server: tuple[str, int]) -> bytes | None:
+    try:
+        with socket.create_connection(server, timeout=UPSTREAM_TIMEOUT) as up:
+            up.sendall(dnsmsg.frame(data))
+            return dnsmsg.read_framed(up)
+    except (OSError, dnsmsg.DnsFormatError):
+        return None
 
 
 def start_proxy(agent: Any) -> DnsProxy | None:
-    """The node's DNS proxy, wired to the agent's reconciler (under its lock); None when the
-    datapath cannot redirect (the simulated one)."""
+    """The node's DNS proxy, wired to the agent's reconciler (under its lock) and flow sink; None
+    when the datapath cannot redirect (the simulated one)."""
     rec: Reconciler = agent.reconciler
     origin = getattr(rec.datapath, "dns_origin", None)
     if origin is None:
@@ -248,12 +520,39 @@ def start_proxy(agent: Any) -> DnsProxy | None:
         with agent._lock:
             return allowed(rec, client_ip, name)
 
-    def on_answer(name: str, addresses: list[str]) -> None:
+    def on_answer(name: str, answers: dict[str, int]) -> None:
         with agent._lock:
-            learn(rec, state, name, addresses)
+            learn(rec, state, name, answers)
+
+    def report(client: tuple[str, int], server: tuple[str, int], **fields: Any) -> None:
+        ingest = getattr(agent.flow_sink, "ingest_dns", None)
+        if ingest is None:
+            return
+        with agent._lock:
+            ids = identity_of(rec, state, client[0]), identity_of(rec, state, server[0])
+        ingest(DnsRecord(time.time_ns(), client=client, server=server, client_identity=ids[0],
+                         server_identity=ids[1], **fields))
 
     try:
-        return DnsProxy((rec.gateway, PROXY_PORT), origin, check, on_answer).start()
+        return DnsProxy((rec.gateway, PROXY_PORT), origin, check, on_answer, report).start()
     except OSError as e:
         log.warning("dns proxy not started on %s:%d: %s", rec.gateway, PROXY_PORT, e)
         return None
+
+
+def start_gc(agent: Any, interval_s: float = GC_INTERVAL_S) -> threading.Event:
+    """Expire learned addresses every ``interval_s`` under the agent's lock; set the returned
+    event to stop."""
+    stop = threading.Event()
+    rec: Reconciler = agent.reconciler
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                with agent._lock:
+                    expire(rec, rec.fqdn)
+            except Exception:  # keep expiring; the log says what failed
+                log.exception("fqdn expiry")
+
+    threading.Thread(target=loop, name="cilia-fqdn-gc", daemon=True).start()
+    return stop

@@ -1,0 +1,96 @@
+"""The DNS proxy's cache: which names answered with which address, and until when.
+
+Each (name, address) pair of an allowed answer lives for the answer's TTL, raised to the node's
+minimum (``tofqdns-min-ttl``; Cilium 1.18's default is 0: the server's TTL is honoured). A later
+answer renews the pair; a pair is never shortened by a later, shorter answer within its lifetime
+(as Cilium's cache keeps the latest expiry). Times are wall-clock seconds, so the cache can be
+written to disk and read back by the next agent (:meth:`DnsCache.to_json`).
+
+The cache is the node's (one for all endpoints) where Cilium keeps one per endpoint and a global
+union; what reaches the ipcache is the same union either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cilia.identity.fqdn import normalize_fqdn
+
+FORMAT_VERSION = 1
+
+
+class DnsCacheError(ValueError):
+    """A saved cache that cannot be read (the file and what is wrong with it)."""
+
+
+@dataclass
+class DnsCache:
+    """``address -> name -> expiry`` (wall-clock seconds)."""
+
+    min_ttl: int = 0
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def update(self, name: str, answers: Mapping[str, int], now: float) -> set[str]:
+        """Record an answer for ``name`` (``address -> TTL``). Returns the addresses that gained the
+        name (their identity may change); renewals of known pairs are not in it."""
+        key = normalize_fqdn(name)
+        gained = set()
+        for ip, ttl in answers.items():
+            expires = now + max(int(ttl), self.min_ttl)
+            names = self.entries.setdefault(ip, {})
+            if key not in names:
+                gained.add(ip)
+            names[key] = max(expires, names.get(key, expires))
+        return gained
+
+    def names(self, ip: str) -> frozenset[str]:
+        """The names the address is known under (expired ones stay until :meth:`collect`)."""
+        return frozenset(self.entries.get(ip, ()))
+
+    def addresses(self) -> list[str]:
+        return sorted(self.entries)
+
+    def due(self, now: float) -> set[str]:
+        """Addresses with at least one expired name."""
+        return {ip for ip, names in self.entries.items() if any(t <= now for t in names.values())}
+
+    def collect(self, now: float, keep: Iterable[str] = ()) -> set[str]:
+        """Drop the expired names of every address except those in ``keep`` (still in use);
+        addresses left without a name are forgotten. Returns the addresses that lost a name."""
+        spared = set(keep)
+        touched = set()
+        for ip in sorted(self.due(now) - spared):
+            names = self.entries[ip]
+            for name in [n for n, t in names.items() if t <= now]:
+                del names[name]
+            if not names:
+                del self.entries[ip]
+            touched.add(ip)
+        return touched
+
+    def next_expiry(self) -> float | None:
+        return min((t for names in self.entries.values() for t in names.values()), default=None)
+
+    def lookup(self, name: str, now: float) -> list[str]:
+        """The addresses ``name`` answered with that have not expired."""
+        key = normalize_fqdn(name)
+        return sorted(ip for ip, names in self.entries.items() if names.get(key, 0.0) > now)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": FORMAT_VERSION, "min_ttl": self.min_ttl,
+                "entries": {ip: dict(sorted(n.items())) for ip, n in sorted(self.entries.items())}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], min_ttl: int | None = None) -> DnsCache:
+        """Read :meth:`to_json`; ``min_ttl`` (the running node's setting) wins over the saved one."""
+        if data.get("version") != FORMAT_VERSION:
+            raise DnsCacheError(f"DNS cache format {data.get('version')!r}, expected {FORMAT_VERSION}")
+        try:
+            entries = {str(ip): {str(n): float(t) for n, t in names.items()}
+                       for ip, names in data.get("entries", {}).items()}
+        except (AttributeError, TypeError, ValueError) as e:
+            raise DnsCacheError(f"DNS cache entries: {e}") from e
+        saved = int(data.get("min_ttl", 0))
+        return cls(saved if min_ttl is None else min_ttl, entries)

@@ -1,0 +1,209 @@
+"""toFQDNs over time, without a kernel: the DNS cache (TTL, minimum TTL, renewals, several names
+for one address, addresses a connection still uses), the safe order of an expiry (ipcache first,
+then the identity), relabelling when selectors change, and the learned addresses surviving an
+agent restart (saved state restored before the first policy sync). Clock injected, simulated
+datapath, packets decided by the sim lookup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cilia.agent.datapaths import SimNodeDatapath
+from cilia.agent.dnscache import DnsCache, DnsCacheError
+from cilia.agent.endpoints import EndpointTable
+from cilia.agent.fqdn import FqdnState, expire, learn, restore
+from cilia.agent.reconcile import Reconciler
+from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.lab.ipam import Ipam
+from cilia.store import Store, key_for_object, open_store
+
+IP, IP2 = "198.19.0.5", "198.19.0.6"
+API = ["cidr:198.19.0.5/32=", "fqdn:*.example.com=", "fqdn:api.example.com=", "reserved:world="]
+WILD = ["cidr:198.19.0.5/32=", "fqdn:*.example.com=", "reserved:world="]
+
+
+def _obj(kind: str, name: str, spec: dict[str, Any], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    api = "cilium.io/v2" if kind == "CiliumNetworkPolicy" else "v1"
+    return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": "default",
+                                                         "labels": labels or {}}, "spec": spec}
+
+
+DNS_RULE = {"toCIDR": ["198.19.0.53/32"], "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}],
+                                                        "rules": {"dns": [{"matchPattern": "*"}]}}]}
+
+
+def policy(*fqdns: dict[str, str], extra: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    return _obj("CiliumNetworkPolicy", "fqdn", {
+        "endpointSelector": {"matchLabels": {"app": "client"}},
+        "egress": [DNS_RULE, {"toFQDNs": list(fqdns)}, *extra]})
+
+
+POLICY = policy({"matchName": "api.example.com"}, {"matchPattern": "*.example.com"})
+CLIENT = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": "default",
+                                                          "labels": {"app": "client"}}, "spec": {}}
+
+
+class Node:
+    """Store, pods and datapath survive :meth:`restart` (as pins and netns do); the reconciler and
+    the fqdn state are rebuilt, the latter from its file."""
+
+    def __init__(self, tmp: Path, min_ttl: int = 0) -> None:
+        self.tmp, self.min_ttl = tmp, min_ttl
+        self.store: Store = open_store(backend="memory")
+        ipam = Ipam(self.store, 0)
+        self.runtime = AddressOnlyRuntime(tmp / "p.json", ipam.allocate, ipam.release_owner, ipam.gateway)
+        self.dp = SimNodeDatapath()
+        self.now = 1000.0
+        self.restart()
+
+    def restart(self) -> None:
+        eps = EndpointTable(self.tmp / "eps.json")
+        self.rec = Reconciler(self.store, self.runtime, self.dp, endpoints=eps)
+        self.state = self.rec.fqdn = FqdnState.for_node(self.tmp, self.min_ttl)
+        self.state.clock = lambda: self.now
+        restore(self.rec, self.state)
+        self.watch = self.store.watch(self.rec.start() + 1)
+
+    def apply(self, *objs: dict[str, Any]) -> None:
+        for obj in objs:
+            self.store.put(key_for_object(obj, "default"), obj)
+        for _ in range(5):
+            evs = self.watch.drain()
+            if not evs:
+                return
+            self.rec.handle(evs)
+
+    def allowed(self, ip: str, port: int = 80) -> bool:
+        c = next(e for e in self.rec.endpoints if e.pod.name == "client")
+        return self.dp.flow({c.ip: c.id}, c.ip, ip, 6, port).allowed
+
+    def labels(self, ip: str) -> list[str] | None:
+        ident = self.state.identities.get(ip)
+        return None if ident is None else self.rec.allocator.identities()[ident].strings()
+
+    def expire(self, at: float, in_use: set[str] = frozenset()) -> dict[str, int | None]:  # type: ignore[assignment]
+        self.now = at
+        return expire(self.rec, self.state, in_use=lambda: set(in_use))
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Node:
+    n = Node(tmp_path)
+    n.apply(CLIENT, POLICY)
+    return n
+
+
+def test_cache_ttl_minimum_renewal_and_round_trip() -> None:
+    c = DnsCache(min_ttl=10)
+    assert c.update("API.example.com.", {IP: 3, IP2: 30}, now=0) == {IP, IP2}
+    assert c.entries == {IP: {"api.example.com": 10.0}, IP2: {"api.example.com": 30.0}}  # 3 s raised to 10
+    assert c.update("api.example.com", {IP: 20}, now=5) == set()  # a renewal gains nothing new
+    assert c.update("api.example.com", {IP: 1}, now=6) == set()  # and a shorter answer shortens nothing
+    assert c.entries[IP] == {"api.example.com": 25.0}
+    assert c.update("cdn.example.com", {IP: 10}, now=6) == {IP}
+    assert (c.due(20), c.next_expiry(), c.lookup("api.example.com", 26)) == (
+        {IP}, 16.0, [IP2])
+    assert c.collect(20, keep=[IP]) == set() and c.names(IP) == {"api.example.com", "cdn.example.com"}
+    assert c.collect(20) == {IP} and c.names(IP) == {"api.example.com"}
+    again = DnsCache.from_json(json.loads(json.dumps(c.to_json())))
+    assert again == c and DnsCache.from_json(c.to_json(), min_ttl=0).min_ttl == 0
+    assert c.collect(100) == {IP, IP2} and c.entries == {}
+    with pytest.raises(DnsCacheError, match="format 7"):
+        DnsCache.from_json({"version": 7})
+
+
+def test_expiry_renewal_and_the_safe_order(node: Node) -> None:
+    assert learn(node.rec, node.state, "api.example.com", {IP: 5}) == {IP: node.state.identities[IP]}
+    ident = node.state.identities[IP]
+    assert node.labels(IP) == API and node.allowed(IP)
+    assert node.expire(1004) == {}  # within the TTL
+    learn(node.rec, node.state, "api.example.com", {IP: 5}, now=1003)  # renewed until 1008
+    assert node.expire(1006) == {} and node.allowed(IP)
+    node.dp.log.clear()
+    assert node.expire(1008) == {IP: None}
+    # the ipcache forgets the address before any policy changes, then the identity is gone
+    assert node.dp.log[0] == ("ipcache-delete", f"{IP}/32")
+    assert {op[0] for op in node.dp.log[1:]} <= {"apply_diff", "set_policy"}
+    assert ident not in node.rec.allocator.identities()
+    assert (node.state.ips, node.state.identities, node.state.cache.entries) == ({}, {}, {})
+    assert f"{IP}/32" not in node.dp.prefixes and not node.allowed(IP)
+    # a new lookup allows it again
+    learn(node.rec, node.state, "api.example.com", {IP: 5}, now=1010)
+    assert node.allowed(IP)
+
+
+def test_minimum_ttl_raises_short_answers(tmp_path: Path) -> None:
+    n = Node(tmp_path, min_ttl=30)
+    n.apply(CLIENT, POLICY)
+    learn(n.rec, n.state, "api.example.com", {IP: 1})
+    assert n.expire(1029) == {} and n.allowed(IP)
+    assert n.expire(1030) == {IP: None} and not n.allowed(IP)
+
+
+def test_several_names_for_one_address(node: Node) -> None:
+    learn(node.rec, node.state, "api.example.com", {IP: 5})
+    first = node.state.identities[IP]
+    learn(node.rec, node.state, "cdn.example.com", {IP: 50})
+    assert node.labels(IP) == API and node.state.identities[IP] == first  # nothing new to select it by
+    # api's answer expires: the address keeps the identity of what cdn's name still matches
+    changed = node.expire(1006)
+    assert changed == {IP: node.state.identities[IP]} and node.labels(IP) == WILD
+    assert first not in node.rec.allocator.identities() and node.allowed(IP)
+    assert node.expire(1050) == {IP: None} and not node.allowed(IP)
+
+
+def test_an_address_in_use_outlives_its_ttl(node: Node) -> None:
+    learn(node.rec, node.state, "api.example.com", {IP: 5, IP2: 5})
+    assert node.expire(1010, in_use={IP}) == {IP2: None}
+    assert node.allowed(IP) and node.state.cache.names(IP) == {"api.example.com"}
+    assert node.expire(1011, in_use=set()) == {IP: None} and not node.allowed(IP)
+
+
+def test_expiry_reverts_to_the_cidr_identity_of_a_named_prefix(node: Node) -> None:
+    cidr_rule = {"toCIDR": [f"{IP}/32"], "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+    node.apply(policy({"matchName": "api.example.com"}, extra=(cidr_rule,)))
+    cidr_id = node.rec.cidr_identities[f"{IP}/32"]
+    learn(node.rec, node.state, "api.example.com", {IP: 5})
+    assert node.dp.prefixes[f"{IP}/32"] != cidr_id and node.allowed(IP, 80) and node.allowed(IP, 443)
+    node.expire(1006)
+    assert node.dp.prefixes[f"{IP}/32"] == cidr_id
+    assert (node.allowed(IP, 80), node.allowed(IP, 443)) == (False, True)
+
+
+def test_selectors_added_later_match_names_resolved_before(node: Node) -> None:
+    learn(node.rec, node.state, "web.example.org", {IP2: 60})
+    assert IP2 not in node.state.identities and not node.allowed(IP2)
+    node.apply(policy({"matchName": "web.example.org"}))
+    assert node.labels(IP2) == ["cidr:198.19.0.6/32=", "fqdn:web.example.org=", "reserved:world="]
+    assert node.allowed(IP2)
+    node.apply(POLICY)  # and removed again: the address is a plain world address
+    assert IP2 not in node.state.identities and f"{IP2}/32" not in node.dp.prefixes
+    assert not node.allowed(IP2)
+
+
+def test_learned_addresses_survive_a_restart(node: Node) -> None:
+    learn(node.rec, node.state, "api.example.com", {IP: 60})
+    ident = node.state.identities[IP]
+    saved = json.loads((node.tmp / "fqdn.json").read_text())
+    assert saved == {"version": 1, "labels": {IP: API},
+                     "cache": {"version": 1, "min_ttl": 0, "entries": {IP: {"api.example.com": 1060.0}}}}
+    node.dp.log.clear()
+    node.restart()
+    # the address kept its identity and its ipcache entry through the restart: never dropped
+    assert node.state.identities == {IP: ident} and node.labels(IP) == API
+    assert ("ipcache-delete", f"{IP}/32") not in node.dp.log and node.dp.prefixes[f"{IP}/32"] == ident
+    assert node.allowed(IP)
+    assert node.expire(1059) == {} and node.expire(1060) == {IP: None} and not node.allowed(IP)
+    node.restart()  # and what expired stays expired
+    assert node.state.identities == {} and not node.allowed(IP)
+
+
+def test_a_damaged_state_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "fqdn.json").write_text('{"version": 1, "cache": {"version": 1, "entries": []}}')
+    state = FqdnState.for_node(tmp_path)
+    with pytest.raises(DnsCacheError, match=r"fqdn\.json"):
+        state.load()
