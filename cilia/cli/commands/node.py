@@ -315,6 +315,10 @@ MetricsAddrOpt = Annotated[
     str | None,
     typer.Option("--metrics-addr", help="Serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9962."),
 ]
+NodeIndexOpt = Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")]
+EnforcementOpt = Annotated[str | None, typer.Option(help="default | always | never")]
+LocalhostOpt = Annotated[str | None, typer.Option(help="always | policy")]
+DatapathOpt = Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")]
 
 
 def _observe(agent: Any, cfg: AgentConfig) -> Any:
@@ -334,10 +338,10 @@ def register(app: typer.Typer) -> None:
     def agent_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        node_index: Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")] = None,
-        enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
-        allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
-        datapath: Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")] = None,
+        node_index: NodeIndexOpt = None,
+        enforcement_mode: EnforcementOpt = None,
+        allow_localhost: LocalhostOpt = None,
+        datapath: DatapathOpt = None,
         metrics_addr: MetricsAddrOpt = None,
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
@@ -359,10 +363,10 @@ def register(app: typer.Typer) -> None:
     def up_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        node_index: Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")] = None,
-        enforcement_mode: Annotated[str | None, typer.Option(help="default | always | never")] = None,
-        allow_localhost: Annotated[str | None, typer.Option(help="always | policy")] = None,
-        datapath: Annotated[str | None, typer.Option(help="bpf | sim")] = None,
+        node_index: NodeIndexOpt = None,
+        enforcement_mode: EnforcementOpt = None,
+        allow_localhost: LocalhostOpt = None,
+        datapath: DatapathOpt = None,
         metrics_addr: MetricsAddrOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
         nodes: Annotated[int | None, typer.Option(
