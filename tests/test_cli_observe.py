@@ -73,14 +73,14 @@ def test_follow_prints_new_flows(logged: Path) -> None:
     extra = [replace(FLOWS[0], seq=9), replace(FLOWS[1], seq=10)]
 
     def writer() -> None:
-        time.sleep(0.3)
+        time.sleep(1.0)  # after the command's first read, also on a busy machine
         for f in extra:
             log.append(f)
 
     t = threading.Thread(target=writer)
     t.start()
     out, _ = cli(
-        logged, "observe", "-f", "--follow-for", "1.5", "--verdict", "DROPPED", "--last", "1", "-o", "json"
+        logged, "observe", "-f", "--follow-for", "2.5", "--verdict", "DROPPED", "--last", "1", "-o", "json"
     )
     t.join()
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [8, 9]

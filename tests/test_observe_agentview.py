@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,19 @@ def test_agent_state_names_the_flow(sim: SimAgent) -> None:
         v.revision,
     )
     assert "k8s:app=app-a" in flow.source.labels
+
+
+def test_a_cluster_node_names_its_flows_as_node_list_does(sim: SimAgent) -> None:
+    """A node of ``cilia up --nodes N`` runs with ``node_name`` node-<i>: its flows carry that name
+    (``cilia node list``, ``get pods -o wide``), not the single node's ``cilia-node-<i>``."""
+    member = type("Member", (), {"cfg": replace(sim.agent.cfg, node_name="node-2", node_index=2),
+                                 "reconciler": sim.agent.reconciler, "_lock": sim.agent._lock})()
+    names = (AgentNodeView(member)().node_name, AgentNodeView(sim.agent)().node_name)
+    assert names == ("node-2", "cilia-node-0")
+    cookies = CookieTable(None)
+    flow = FlowPipeline(AgentNodeView(member), cookies.rules_for, clock_offset_ns=0).ingest(
+        deny_event(sim, cookies))
+    assert flow.node_name == "node-2"
 
 
 def test_pipeline_for_logs_where_observe_reads(sim: SimAgent) -> None:

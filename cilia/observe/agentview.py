@@ -30,7 +30,8 @@ class AgentNodeView:
         self.agent = agent
         self.audit = AuditRules()  # a copy of the agent's audit-mode rules (PolicyState.audited)
         self._audit_revision = -1
-        self.node_name = node_name or f"cilia-node-{agent.cfg.node_index}"
+        # the cluster's name of the node (node-<i>, as `cilia node list`), else the single node's
+        self.node_name = node_name or agent.cfg.node_name or f"cilia-node-{agent.cfg.node_index}"
         self._key: tuple[Any, ...] | None = None
         self._view = NodeView()
 

@@ -111,29 +111,49 @@ class FlowLog:
                 break
         return out[-n:] if n > 0 else []
 
+    def cursor(self, since_seq: int = 0) -> LogCursor:
+        """A reader of the flows after ``since_seq`` that returns only what is new on each poll."""
+        return LogCursor(self, since_seq)
+
     def follow(
         self, since_seq: int = 0, poll_s: float = 0.2, stop: Callable[[], bool] = lambda: False
     ) -> Iterator[Flow]:
         """The flows after ``since_seq`` and then each new one as it is written (across rotations),
-        until ``stop()`` is true. Each file is read from where the last poll stopped (by inode, so a
-        rotated file is not read twice); each poll's flows come in sequence order. A file rotated
-        away (deleted) before it was read is lost to the follower."""
-        offsets: dict[int, int] = {}
+        until ``stop()`` is true (see :class:`LogCursor`)."""
+        cursor = self.cursor(since_seq)
         while True:
             stopping = stop()  # checked before the poll: the last poll sees everything written before
-            batch: list[Flow] = []
-            for path in self.paths():
-                try:
-                    ino = path.stat().st_ino
-                except FileNotFoundError:
-                    continue
-                off, flows = _read_from(path, offsets.get(ino, 0))
-                offsets[ino] = off
-                batch += [f for f in flows if f.seq > since_seq]
-            yield from sorted(batch, key=lambda f: f.seq)
+            yield from cursor.poll()
             if stopping:
                 return
             time.sleep(poll_s)
+
+
+class LogCursor:
+    """Incremental reads of a flow log: each file is read on from where the last poll stopped (by
+    inode, so a rotated file is not read twice); each poll's flows come in sequence order. A file
+    rotated away (deleted) before it was read is lost to the cursor. ``seq`` is the newest sequence
+    number returned so far (flows at or below it are never returned again)."""
+
+    def __init__(self, log: FlowLog, since_seq: int = 0) -> None:
+        self.log = log
+        self.seq = since_seq
+        self._offsets: dict[int, int] = {}
+
+    def poll(self) -> list[Flow]:
+        batch: list[Flow] = []
+        for path in self.log.paths():
+            try:
+                ino = path.stat().st_ino
+            except FileNotFoundError:
+                continue
+            off, flows = _read_from(path, self._offsets.get(ino, 0))
+            self._offsets[ino] = off
+            batch += [f for f in flows if f.seq > self.seq]
+        batch.sort(key=lambda f: f.seq)
+        if batch:
+            self.seq = batch[-1].seq
+        return batch
 
 
 def _read_from(path: Path, offset: int) -> tuple[int, list[Flow]]:

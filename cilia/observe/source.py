@@ -1,4 +1,6 @@
-"""Where ``cilia observe`` reads flows: the running agent (``GET /v1/flows``) or the flow log.
+"""Where ``cilia observe`` reads flows: the running agent (``GET /v1/flows``) or the flow log, of
+this node or of every node of the cluster set up here (:func:`feeds_for`, merged by
+:class:`cilia.observe.relay.Relay`).
 
 The agent serves either flows of this package (:meth:`cilia.observe.flow.Flow.to_json`, once it runs
 :class:`cilia.observe.pipeline.FlowPipeline`) or the records of its own flow ring
@@ -8,11 +10,13 @@ The agent serves either flows of this package (:meth:`cilia.observe.flow.Flow.to
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
+from cilia.agent.cluster import member_configs
+from cilia.agent.config import AgentConfig
 from cilia.observe.flow import (
     L4,
     L4_NUMBERS,
@@ -24,6 +28,7 @@ from cilia.observe.flow import (
     flow_from_json,
 )
 from cilia.observe.log import FlowLog
+from cilia.observe.relay import NodeFeed, node_matches
 from cilia.policy.types import DropReason, MatchType
 
 PAGE = 1000
@@ -127,3 +132,25 @@ def agent_source(socket_path: Path) -> AgentFlows | None:
 
 def log_source(state_dir: Path) -> FlowLog:
     return FlowLog(state_dir)
+
+
+def local_node_name(cfg: AgentConfig) -> str:
+    """The name flows of a node carry: its cluster name (``node-1``), else ``cilia-node-<index>``
+    (as ``cilia get pods -o wide`` names the single node)."""
+    return cfg.node_name or f"cilia-node-{cfg.node_index}"
+
+
+def node_feed(cfg: AgentConfig, log_only: bool = False) -> NodeFeed:
+    """One node's flows: its agent while it answers, else its flow log."""
+    return NodeFeed(
+        local_node_name(cfg), FlowLog(cfg.state_dir), lambda: agent_source(cfg.socket_path), log_only=log_only
+    )
+
+
+def feeds_for(cfg: AgentConfig, log_only: bool = False, nodes: Sequence[str] = ()) -> list[NodeFeed]:
+    """The feeds ``cilia observe`` reads: every node of the cluster set up here (``cilia up --nodes
+    N``) whose name matches ``nodes`` (globs; all if none), else this node."""
+    members = member_configs(cfg)
+    if not members:
+        return [node_feed(cfg, log_only)]
+    return [node_feed(m, log_only) for m in members if node_matches(nodes, m.node_name)]

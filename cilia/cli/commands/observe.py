@@ -1,7 +1,10 @@
 """``cilia observe``: the node's flows (policy verdicts naming the rule), filtered like ``hubble observe``.
 
 Reads the running agent's flow ring (``GET /v1/flows``) when an agent answers, else the durable flow
-log in the state directory (``--from-log`` forces the log).
+log in the state directory (``--from-log`` forces the log). On a cluster set up here (``cilia up
+--nodes N``) it reads every node, as hubble does through Hubble Relay: each node's agent, or the
+flow log of a node whose agent does not answer (said on stderr), merged in time order
+(:mod:`cilia.observe.relay`); ``--node-name`` picks nodes, ``--print-node-name`` names them.
 """
 
 from __future__ import annotations
@@ -17,16 +20,22 @@ from cilia.cli.commands.node import RunDirOpt, StateDirOpt, err_console, fail, n
 from cilia.observe import render as rnd
 from cilia.observe.filters import FilterError, FlowFilter
 from cilia.observe.flow import Flow
-from cilia.observe.log import FlowLog
-from cilia.observe.source import agent_source
+from cilia.observe.relay import DEFAULT_WINDOW_NS, Relay, node_matches
+from cilia.observe.source import feeds_for
 
 Multi = list[str] | None
+POLL_S = 0.2
 
 
-def _write(flows: Iterable[Flow], output: str) -> None:
+def _write(flows: Iterable[Flow], output: str, node_names: bool) -> None:
     for f in flows:
-        sys.stdout.write((rnd.json_line(f) if output == "json" else rnd.compact(f)) + "\n")
+        sys.stdout.write((rnd.json_line(f) if output == "json" else rnd.compact(f, node_names)) + "\n")
     sys.stdout.flush()
+
+
+def _report(relay: Relay) -> None:
+    for state in relay.take_changes():
+        err_console.print(f"note: {state.describe()}")
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +59,12 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
         until: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
         last: Annotated[int | None, typer.Option("--last", help="Only the newest N matching flows")] = None,
+        node_name: Annotated[
+            Multi, typer.Option("--node-name", help="Only flows seen by this node (a glob: node-*)")
+        ] = None,
+        print_node_name: Annotated[
+            bool, typer.Option("--print-node-name", help="Name the node that saw each flow")
+        ] = False,
         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new flows")] = False,
         output: Annotated[str, typer.Option("-o", "--output", help="compact | json | table")] = "compact",
         from_log: Annotated[
@@ -59,7 +74,9 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
-        """Show flows: each drop and each allowed new connection, with the rule that decided."""
+        """Show flows: each drop and each allowed new connection, with the rule that decided.
+
+        On a cluster set up here (cilia up --nodes N), every node's flows, merged in time order."""
         if output not in rnd.FORMATS:
             raise fail(f"unknown output format {output!r} (compact, json, table)", 2)
         if follow and output == "table":
@@ -72,38 +89,51 @@ def register(app: typer.Typer) -> None:
             )  # fmt: skip
         except FilterError as e:
             raise fail(str(e), 2) from e
+        nodes = tuple(node_name or ())
         cfg = node_config(state_dir, run_dir)
-        agent = None if from_log else agent_source(cfg.socket_path)
-        log = FlowLog(cfg.state_dir)
-        if agent is not None:
-            flows, last_seq = agent.read(0)
-        else:
-            flows = list(log.read())
-            last_seq = flows[-1].seq if flows else 0
-        shown = flt.apply(flows, last)
+        feeds = feeds_for(cfg, log_only=from_log, nodes=nodes)
+        several = len(feeds) > 1
+        # one node's flows come in its own order; several wait a moment for each other's earlier ones
+        relay = Relay(feeds, window_ns=DEFAULT_WINDOW_NS if several else 0)
+
+        def keep(flows: Iterable[Flow]) -> list[Flow]:
+            return [f for f in flows if node_matches(nodes, f.node_name) and flt.matches(f)]
+
+        flows = relay.snapshot()
+        if several:
+            _report(relay)
+        shown = keep(flows)
+        shown = shown[-last:] if last is not None and last > 0 else ([] if last == 0 else shown)
         if output == "table":
-            sys.stdout.write(rnd.table(shown))
+            sys.stdout.write(rnd.table(shown, print_node_name))
         else:
-            _write(shown, output)
-        suppressed = agent.suppressed if agent is not None else sum(f.suppressed for f in flows)
-        lost = agent.lost if agent is not None else 0
-        if (suppressed or lost) and not follow:
+            _write(shown, output, print_node_name)
+        if (relay.suppressed or relay.lost) and not follow:
             err_console.print(
-                f"note: the datapath suppressed {suppressed} events (rate limit) and lost {lost} (ring full)"
+                f"note: the datapath suppressed {relay.suppressed} events (rate limit) "
+                f"and lost {relay.lost} (ring full)"
             )
         if not shown and not follow:
-            where = "the agent" if agent is not None else f"the flow log in {cfg.state_dir}"
+            if several:
+                where = f"{len(feeds)} nodes"
+            elif not feeds:
+                where = f"no node matches --node-name {' '.join(nodes)}"
+            else:
+                feed = feeds[0]
+                on_agent = feed.state is not None and feed.state.source == "agent"
+                where = "the agent" if on_agent else f"the flow log in {feed.log.directory}"
             err_console.print(f"no flows matched ({len(flows)} flows in {where})")
         if not follow:
             return
         deadline = None if follow_for is None else time.monotonic() + follow_for
-
-        def stop() -> bool:
-            return deadline is not None and time.monotonic() >= deadline
-
-        stream = agent.follow(last_seq, stop=stop) if agent is not None else log.follow(last_seq, stop=stop)
         try:
-            for f in flt.stream(stream):
-                _write([f], output)
+            while True:
+                final = deadline is not None and time.monotonic() >= deadline  # before the poll: it sees all
+                _write(keep(relay.poll(final=final)), output, print_node_name)
+                if several:
+                    _report(relay)
+                if final:
+                    return
+                time.sleep(POLL_S)
         except KeyboardInterrupt:
             pass

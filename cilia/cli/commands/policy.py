@@ -1,7 +1,8 @@
 """``cilia policy from-flows``: least-privilege CiliumNetworkPolicy YAML from observed flows.
 
-Flows come from the node's flow log (``--state-dir``) or from files of ``cilia observe -o json``
-lines (``--flows FILE``, ``-`` for stdin). The YAML is validated before it is written.
+Flows come from the node's flow log (``--state-dir``; on a cluster set up here, every node's) or
+from files of ``cilia observe -o json`` lines (``--flows FILE``, ``-`` for stdin). The YAML is
+validated before it is written.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cilia.k8s.validate import validate_result
 from cilia.observe.filters import FilterError, FlowFilter
 from cilia.observe.flow import Flow
 from cilia.observe.fromflows import FromFlowsError, policies_from_flows, to_yaml
-from cilia.observe.log import FlowLog
-from cilia.observe.source import flow_from_record
+from cilia.observe.relay import Relay
+from cilia.observe.source import feeds_for, flow_from_record
 
 
 def read_flow_lines(text: str, where: str) -> list[Flow]:
@@ -74,7 +75,8 @@ def register(app: typer.Typer) -> None:
                     text = sys.stdin.read() if str(path) == "-" else path.read_text()
                     flows += read_flow_lines(text, "<stdin>" if str(path) == "-" else str(path))
             else:
-                flows = list(FlowLog(node_config(state_dir, run_dir).state_dir).read())
+                # every node's flow log on a cluster set up here (cilia up --nodes N)
+                flows = Relay(feeds_for(node_config(state_dir, run_dir), log_only=True)).snapshot()
         except (OSError, ValueError) as e:
             raise fail(str(e), 2) from e
         try:
