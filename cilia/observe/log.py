@@ -132,11 +132,14 @@ class FlowLog:
 class LogCursor:
     """Incremental reads of a flow log: each file is read on from where the last poll stopped (by
     inode, so a rotated file is not read twice); each poll's flows come in sequence order. A file
-    rotated away (deleted) before it was read is lost to the cursor. ``seq`` is the newest sequence
-    number returned so far (flows at or below it are never returned again)."""
+    rotated away (deleted) before it was read is lost to the cursor. Flows at or below ``since_seq``
+    are skipped; ``seq`` is the newest sequence number returned so far. (A file rotated while a poll
+    lists the files is read by a later poll, whose flows may then be older than ``seq``: they are
+    returned all the same, the offsets never return a line twice.)"""
 
     def __init__(self, log: FlowLog, since_seq: int = 0) -> None:
         self.log = log
+        self.since = since_seq
         self.seq = since_seq
         self._offsets: dict[int, int] = {}
 
@@ -149,10 +152,10 @@ class LogCursor:
                 continue
             off, flows = _read_from(path, self._offsets.get(ino, 0))
             self._offsets[ino] = off
-            batch += [f for f in flows if f.seq > self.seq]
+            batch += [f for f in flows if f.seq > self.since]
         batch.sort(key=lambda f: f.seq)
         if batch:
-            self.seq = batch[-1].seq
+            self.seq = max(self.seq, batch[-1].seq)
         return batch
 
 
