@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from helpers_observe import EPOCH_OFFSET_NS, seed_flows
 
 from cilia.observe.filters import FilterError, FlowFilter, parse_duration_ns, parse_time_ns
+from cilia.observe.flow import L4, DnsInfo, L7Type, Verdict
 
 FLOWS = seed_flows()
 T0 = FLOWS[0].time_ns
@@ -71,8 +74,36 @@ def test_times_and_durations() -> None:
         ({"since": "yesterday"}, "'yesterday' is neither a duration"),
         ({"from_labels": ["=x"]}, "label '=x'"),
         ({"to_pods": ["/x"]}, "empty namespace"),
+        ({"types": ["trace"]}, "--type 'trace': use one of l7, drop, policy-verdict"),
     ],
 )
 def test_bad_values_name_the_flag(kw: dict[str, object], message: str) -> None:
     with pytest.raises(FilterError, match=message.replace("(", r"\(")):
         FlowFilter.build(**kw)  # type: ignore[arg-type]
+
+
+# the seed flows plus the DNS proxy's: an answered query (9, 10) and a refused one (11)
+DNS = [
+    replace(FLOWS[4], seq=9, l4=L4(17, 40001, 53), l7=DnsInfo(L7Type.REQUEST, "api.example.com.")),
+    replace(FLOWS[4], seq=10, l4=L4(17, 40001, 53),
+            l7=DnsInfo(L7Type.RESPONSE, "api.example.com.", ips=("198.19.0.5",), ttl=60)),
+    replace(FLOWS[4], seq=11, verdict=Verdict.DROPPED, l4=L4(6, 40002, 53),
+            l7=DnsInfo(L7Type.RESPONSE, "evil.test.", rcode=5)),
+]
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"protocols": ["dns"]}, [9, 10, 11]),
+        ({"protocols": ["DNS"], "verdicts": ["DROPPED"]}, [11]),
+        ({"protocols": ["icmp", "dns"]}, [7, 9, 10, 11]),
+        ({"protocols": ["udp"]}, [5, 9, 10]),
+        ({"types": ["l7"]}, [9, 10, 11]),
+        ({"types": ["drop"]}, [1, 4, 6, 8]),
+        ({"types": ["policy-verdict", "l7"], "ports": [53]}, [5, 9, 10, 11]),
+    ],
+)
+def test_dns_flows_by_protocol_and_type(kw: dict[str, object], expected: list[int]) -> None:
+    flt = FlowFilter.build(**kw)  # type: ignore[arg-type]
+    assert [f.seq for f in flt.apply([*FLOWS, *DNS])] == expected

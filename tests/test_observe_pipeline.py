@@ -3,6 +3,7 @@ explicit deny, default deny, world CIDR, audit), the bounded ring, and history a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,14 @@ from helpers_observe import (
     seed_node,
 )
 
+from cilia.agent.flows import DnsRecord
 from cilia.datapath.maps.events import EVENT_SIZE, decode
-from cilia.observe.enrich import NodeView
+from cilia.identity.labels import Labels
+from cilia.observe.enrich import LocalEndpoint, NodeView
 from cilia.observe.flow import L4, Endpoint, Flow, PolicyRef, TrafficDirection, Verdict, flow_from_json
 from cilia.observe.pipeline import FlowPipeline
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
+from tests.conftest import REPO
 
 E, IN = Direction.EGRESS, Direction.INGRESS
 SYNTHETIC = "reserved:io.cilium.policy.derived-from=default-allow-egress"
@@ -264,3 +268,30 @@ def test_drops_before_any_policy_lookup_name_no_rule(node: Node) -> None:
         "Policy denied: endpoint policy not ready: dropped until its first policy is installed"
     )
     assert flow_from_json(f.to_json()) == f
+
+
+# ------------------------------------------------------------------------------------------ DNS
+
+
+def test_dns_proxy_records_become_the_l7_flows_observe_shows() -> None:
+    client, server = ("198.18.0.10", 40001), ("198.19.0.53", 53)
+    view = NodeView(
+        endpoints={"198.18.0.10": LocalEndpoint(3, 1234, "default", "client-5b8f7-x2k9q", "198.18.0.10")},
+        identities={1234: Labels.parse(["k8s:app=client"]),
+                    16777217: Labels.parse(["cidr:198.19.0.53/32", "reserved:world"])},
+        node_name="node-1",
+    )
+    p = FlowPipeline(lambda: view, clock_offset_ns=0)
+    base = {"time_ns": 1_795_000_001_500_000_000, "client": client, "server": server, "proto": UDP,
+            "client_identity": 1234, "server_identity": 16777217}
+    flows = [
+        p.ingest_dns(DnsRecord(response=False, query="web.example.test", **base)),
+        p.ingest_dns(DnsRecord(response=True, query="web.example.test", ips=("198.19.0.5",), ttl=30,
+                               latency_ns=1_200_000, **base)),
+        p.ingest_dns(DnsRecord(response=True, query="evil.test", rcode=5, refused=True, **base)),
+    ]
+    golden = (REPO / "tests/golden/observe/dns.jsonl").read_text().splitlines()
+    assert [f.to_json() for f in flows] == [json.loads(line) for line in golden]
+    assert [f.seq for f in p.ring.since(0, -1)] == [1, 2, 3]
+    aaaa = p.ingest_dns(DnsRecord(response=False, query="x.test", qtype=28, **base)).l7
+    assert aaaa is not None and aaaa.qtypes == ("AAAA",)

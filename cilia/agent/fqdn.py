@@ -367,7 +367,12 @@ class DnsProxy:
         self.origin, self.check, self.on_answer = origin, check, on_answer
         self.report = report
         self.sock = self._socket(socket.SOCK_DGRAM)
-        self.tcp = self._socket(socket.SOCK_STREAM)
+        self.bind = self.sock.getsockname()  # TCP on the same port, also when any port was asked for
+        try:
+            self.tcp = self._socket(socket.SOCK_STREAM)
+        except OSError:
+            self.sock.close()
+            raise
         self.tcp.listen(64)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._udp_loop, name="cilia-dnsproxy", daemon=True),

@@ -1,7 +1,8 @@
-"""The lab's DNS server: a world host (``dns``, at 198.19.<i>.53) answering A queries from a records
-file (``<run_dir>/dns/records.json``: name -> addresses) that ``cilia dns add NAME IP`` edits; a name
-without records is NXDOMAIN. It runs as its own process inside the host's namespace (pid file next to
-the records), started on the first record and stopped when the world host is removed.
+"""The lab's DNS server: a world host (``dns``, at 198.19.<i>.53) answering A queries over UDP and
+TCP from a records file (``<run_dir>/dns/records.json``: name -> addresses) that ``cilia dns add NAME
+IP [--ttl N]`` edits, with each name's TTL in ``ttl.json`` (default 60 s); a name without records is
+NXDOMAIN. It runs as its own process inside the host's namespace (pid file next to the records),
+started on the first record and stopped when the world host is removed.
 
 Run it with ``python -m cilia.lab.dns --netns NS --records FILE --pid-file FILE``.
 """
@@ -16,19 +17,36 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from cilia.agent.dnsmsg import RCODE_NOERROR, RCODE_NXDOMAIN, TYPE_A, DnsFormatError, parse, query, response
+from cilia.agent.dnsmsg import (
+    RCODE_NXDOMAIN,
+    TYPE_A,
+    DnsFormatError,
+    frame,
+    parse,
+    query,
+    read_framed,
+    response,
+)
 from cilia.lab import netns
 from cilia.lab.errors import LabError
 from cilia.lab.world import DNS_HOST, World, WorldHost
 
 PORT = 53
+DEFAULT_TTL = 60
+TTL_FILE = "ttl.json"
+TCP_IDLE_S = 10.0
 
 
 def records_path(run_dir: Path) -> Path:
     return run_dir / "dns" / "records.json"
+
+
+def ttl_path(run_dir: Path) -> Path:
+    return run_dir / "dns" / TTL_FILE
 
 
 def pid_path(run_dir: Path) -> Path:
@@ -46,22 +64,39 @@ def read_records(path: Path) -> dict[str, list[str]]:
         return {}
 
 
-def add_record(run_dir: Path, name: str, ip: str) -> dict[str, list[str]]:
-    """Add an A record (idempotent); returns every record."""
+def read_ttls(path: Path) -> dict[str, int]:
+    try:
+        return {k.lower().rstrip("."): int(v) for k, v in json.loads(path.read_text() or "{}").items()}
+    except FileNotFoundError:
+        return {}
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def add_record(run_dir: Path, name: str, ip: str, ttl: int | None = None) -> dict[str, list[str]]:
+    """Add an A record (idempotent) and, if given, set the name's TTL (seconds); returns every record."""
+    if ttl is not None and not 0 <= ttl <= 0x7FFFFFFF:
+        raise LabError(f"TTL {ttl}: must be 0..2147483647 seconds (RFC 2181)")
     path = records_path(run_dir)
     recs = read_records(path)
     key = name.lower().rstrip(".")
     if ip not in recs.setdefault(key, []):
         recs[key].append(ip)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(recs, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    if ttl is not None:  # before the record, so no answer carries the old TTL for a new name
+        ttls = read_ttls(ttl_path(run_dir))
+        ttls[key] = ttl
+        _write_json(ttl_path(run_dir), ttls)
+    _write_json(path, recs)
     return recs
 
 
-def answer(data: bytes, records: dict[str, list[str]]) -> bytes | None:
-    """The response to one query datagram (None for something that is not a query)."""
+def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | None = None) -> bytes | None:
+    """The response to one query message (None for something that is not a query)."""
     try:
         msg = parse(data)
     except DnsFormatError:
@@ -71,30 +106,78 @@ def answer(data: bytes, records: dict[str, list[str]]) -> bytes | None:
     addrs = records.get(msg.question.name)
     if addrs is None:
         return response(msg, [], RCODE_NXDOMAIN)
-    return response(msg, addrs if msg.question.qtype == TYPE_A else [], RCODE_NOERROR)
+    ttl = (ttls or {}).get(msg.question.name, DEFAULT_TTL)
+    return response(msg, addrs if msg.question.qtype == TYPE_A else [], ttl=ttl)
+
+
+class Server:
+    """The server's UDP and TCP sockets on one address (bound where it is created: inside the DNS
+    host's namespace), answering from the records and TTL files as they are at each query."""
+
+    def __init__(self, records: Path, bind: tuple[str, int] = ("0.0.0.0", PORT)) -> None:
+        self.records, self.ttls = records, records.with_name(TTL_FILE)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(bind)
+        self.address: tuple[str, int] = self.udp.getsockname()
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(self.address)  # the same port as UDP, also when the caller asked for any
+        self.tcp.listen(64)
+        self.udp.settimeout(0.5)
+        self.tcp.settimeout(0.5)
+
+    def answer(self, data: bytes) -> bytes | None:
+        return answer(data, read_records(self.records), read_ttls(self.ttls))
+
+    def run(self, stopped: threading.Event) -> None:
+        """Serve until ``stopped`` is set, then close the sockets."""
+        tcp = threading.Thread(target=self._tcp_loop, args=(stopped,), daemon=True)
+        tcp.start()
+        while not stopped.is_set():
+            try:
+                data, peer = self.udp.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            out = self.answer(data)
+            if out is not None:
+                self.udp.sendto(out, peer)
+        tcp.join(timeout=2)
+        self.udp.close()
+        self.tcp.close()
+
+    def _tcp_loop(self, stopped: threading.Event) -> None:
+        while not stopped.is_set():
+            try:
+                conn, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(conn,), daemon=True).start()
+
+    def _tcp_conn(self, conn: socket.socket) -> None:
+        """Queries on one connection, answered in order (RFC 7766), until it closes or idles."""
+        with conn:
+            conn.settimeout(TCP_IDLE_S)
+            try:
+                while (data := read_framed(conn)) is not None:
+                    out = self.answer(data)
+                    if out is None:
+                        return
+                    conn.sendall(frame(out))
+            except (OSError, DnsFormatError):
+                return
 
 
 def serve(ns: str, records: Path, pid_file: Path) -> None:
     with netns.entered(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", PORT))
-    stop = False
-
-    def on_term(*_: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
+        server = Server(records)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     pid_file.write_text(f"{os.getpid()}\n")
-    sock.settimeout(0.5)
-    while not stop:
-        try:
-            data, peer = sock.recvfrom(4096)
-        except TimeoutError:
-            continue
-        out = answer(data, read_records(records))
-        if out is not None:
-            sock.sendto(out, peer)
+    server.run(stopped)
     pid_file.unlink(missing_ok=True)
 
 
@@ -169,17 +252,28 @@ def ensure(world: World) -> WorldHost:
     return host
 
 
-def resolve(server: str, name: str, timeout: float = 2.0) -> tuple[int, list[str]]:
-    """Ask ``server`` for the A records of ``name`` from this namespace: (rcode, addresses); rcode -1
-    when no answer came."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        mid = int.from_bytes(os.urandom(2), "big")
-        s.sendto(query(mid, name), (server, PORT))
+def resolve(server: str, name: str, timeout: float = 2.0, tcp: bool = False,
+            port: int = PORT) -> tuple[int, list[str]]:
+    """Ask ``server`` for the A records of ``name`` from this namespace, over UDP or TCP: (rcode,
+    addresses); rcode -1 when no answer came."""
+    mid = int.from_bytes(os.urandom(2), "big")
+    if tcp:
         try:
-            data, _ = s.recvfrom(4096)
-        except TimeoutError:
+            with socket.create_connection((server, port), timeout=timeout) as c:
+                c.sendall(frame(query(mid, name)))
+                data = read_framed(c)
+        except (OSError, DnsFormatError):
             return -1, []
+        if data is None:
+            return -1, []
+    else:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(query(mid, name), (server, port))
+            try:
+                data, _ = s.recvfrom(4096)
+            except TimeoutError:
+                return -1, []
     msg = parse(data)
     return msg.rcode, [a for _, a, _ in msg.answers]
 

@@ -26,6 +26,9 @@ _UNIT_NS = {
     "d": 86_400_000_000_000,
 }
 PROTOCOLS = {name.lower(): num for num, name in L4_NAMES.items()} | {"icmp": 1}
+L7_PROTOCOLS = ("dns",)  # --protocol dns: the DNS proxy's flows (hubble's l7 protocol names)
+# --type, as hubble names event types: the proxy's L7 records, drops, policy verdicts of allowed flows
+EVENT_TYPES = ("l7", "drop", "policy-verdict")
 
 
 class FilterError(ValueError):
@@ -123,6 +126,8 @@ class FlowFilter:
     from_labels: tuple[LabelMatch, ...] = ()
     to_labels: tuple[LabelMatch, ...] = ()
     protocols: tuple[int, ...] = ()
+    l7_protocols: tuple[str, ...] = ()  # "dns"; OR-ed with ``protocols``, as one --protocol flag
+    types: tuple[str, ...] = ()  # EVENT_TYPES
     ports: tuple[int, ...] = ()  # either side's port
     since_ns: int | None = None
     until_ns: int | None = None
@@ -139,6 +144,7 @@ class FlowFilter:
         from_labels: Iterable[str] = (),
         to_labels: Iterable[str] = (),
         protocols: Iterable[str] = (),
+        types: Iterable[str] = (),
         ports: Iterable[int | str] = (),
         since: str | None = None,
         until: str | None = None,
@@ -151,12 +157,20 @@ class FlowFilter:
                 vs.append(Verdict(v.upper()))
             except ValueError:
                 raise FilterError(f"--verdict {v!r}: use FORWARDED, DROPPED or AUDIT") from None
-        protos = []
+        protos, l7 = [], []
         for p in protocols:
+            if p.lower() in L7_PROTOCOLS:
+                l7.append(p.lower())
+                continue
             num = PROTOCOLS.get(p.lower())
             if num is None:
-                raise FilterError(f"--protocol {p!r}: use one of tcp, udp, sctp, icmp (icmpv4), icmpv6")
+                raise FilterError(f"--protocol {p!r}: use one of tcp, udp, sctp, icmp (icmpv4), icmpv6, dns")
             protos.append(num)
+        kinds = []
+        for t in types:
+            if t.lower() not in EVENT_TYPES:
+                raise FilterError(f"--type {t!r}: use one of {', '.join(EVENT_TYPES)}")
+            kinds.append(t.lower())
         port_nums = []
         for p in ports:
             if not str(p).isdigit() or not 0 <= int(p) <= 65535:
@@ -171,6 +185,8 @@ class FlowFilter:
             from_labels=tuple(LabelMatch.parse(lb) for lb in from_labels),
             to_labels=tuple(LabelMatch.parse(lb) for lb in to_labels),
             protocols=tuple(protos),
+            l7_protocols=tuple(l7),
+            types=tuple(kinds),
             ports=tuple(port_nums),
             since_ns=parse_time_ns(since, now_ns) if since else None,
             until_ns=parse_time_ns(until, now_ns) if until else None,
@@ -186,7 +202,9 @@ class FlowFilter:
             not self.namespaces or src.namespace in self.namespaces or dst.namespace in self.namespaces,
             all(lb.matches(src) for lb in self.from_labels),
             all(lb.matches(dst) for lb in self.to_labels),
-            not self.protocols or f.l4.proto in self.protocols,
+            (not self.protocols and not self.l7_protocols) or f.l4.proto in self.protocols
+            or ("dns" in self.l7_protocols and f.l7 is not None),
+            not self.types or _event_type(f) in self.types,
             not self.ports or _ports(f) & set(self.ports),
             self.since_ns is None or f.time_ns >= self.since_ns,
             self.until_ns is None or f.time_ns <= self.until_ns,
@@ -200,6 +218,12 @@ class FlowFilter:
 
     def stream(self, flows: Iterable[Flow]) -> Iterator[Flow]:
         return (f for f in flows if self.matches(f))
+
+
+def _event_type(f: Flow) -> str:
+    if f.l7 is not None:
+        return "l7"
+    return "drop" if f.dropped else "policy-verdict"
 
 
 def _ports(f: Flow) -> set[int]:

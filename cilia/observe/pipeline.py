@@ -6,6 +6,11 @@ decoded :class:`cilia.datapath.maps.events.PolicyEvent`). The flow it makes name
 forwards that only audited policies would drop into AUDIT (:mod:`cilia.observe.audit`), and goes to
 the bounded in-memory ring (served at ``/v1/flows``), the durable flow log and the metrics.
 
+The agent's DNS proxy reports its queries, answers and refusals through :meth:`FlowPipeline.ingest_dns`:
+each becomes Hubble's L7 DNS flow (a refused query is a DROPPED one), named like the others, kept in
+the same ring and log (not counted in the policy-verdict metrics: the datapath's verdict on the query
+was counted already).
+
 A new pipeline over the same state directory continues the sequence numbers of the log and refills
 its ring from the log's tail, so an agent restart loses no history.
 """
@@ -17,12 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cilia.agent.flows import FlowRing
+from cilia.agent.dnsmsg import type_name
+from cilia.agent.flows import DnsRecord, FlowRing
 from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
 from cilia.observe.enrich import NodeView, endpoint_of, world_cidr
-from cilia.observe.flow import L4, Flow, TrafficDirection, Verdict
+from cilia.observe.flow import L4, DnsInfo, Flow, L7Type, TrafficDirection, Verdict
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
@@ -81,6 +87,44 @@ class FlowPipeline:
             self.metrics.observe(flow)
         self.suppressed += ev.suppressed_before
         return flow
+
+    def ingest_dns(self, record: DnsRecord) -> Flow:
+        """One record of the DNS proxy → one L7 flow, kept in the ring and the log."""
+        with self._lock:
+            self._seq += 1
+            flow = self.make_dns_flow(record, self._seq)
+            self.ring.add(flow)  # type: ignore[arg-type]
+            if self.log is not None:
+                self.log.append(flow)
+        return flow
+
+    def make_dns_flow(self, r: DnsRecord, seq: int) -> Flow:
+        """Hubble's DNS flow for one proxy record: the pod's query to the server it asked (the
+        answer keeps that direction, as the proxy saw it), named from the node's view."""
+        view = self.view()
+        info = DnsInfo(
+            L7Type.RESPONSE if r.response else L7Type.REQUEST,
+            r.query.rstrip(".") + ".",
+            qtypes=(type_name(r.qtype),),
+            ips=r.ips,
+            ttl=r.ttl,
+            rcode=r.rcode,
+            rrtypes=("A",) if r.ips else (),
+            latency_ns=r.latency_ns,
+        )
+        return Flow(
+            seq=seq,
+            time_ns=r.time_ns,
+            verdict=Verdict.DROPPED if r.refused else Verdict.FORWARDED,
+            traffic_direction=TrafficDirection.EGRESS,
+            source=endpoint_of(view, r.client[0], r.client_identity),
+            destination=endpoint_of(view, r.server[0], r.server_identity),
+            ip_source=r.client[0],
+            ip_destination=r.server[0],
+            l4=L4(r.proto, r.client[1], r.server[1]),
+            node_name=view.node_name,
+            l7=info,
+        )
 
     def make_flow(self, ev: PolicyEvent, seq: int) -> Flow:
         """Enrich and attribute one event (no side effects)."""

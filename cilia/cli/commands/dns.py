@@ -1,5 +1,6 @@
-"""``cilia dns add NAME IP`` / ``cilia dns list``: A records of the lab's DNS server, a world host
-(``dns`` at 198.19.<i>.53) that pods query through the agent's DNS proxy (toFQDNs)."""
+"""``cilia dns add NAME IP [--ttl N]`` / ``cilia dns list``: A records of the lab's DNS server, a
+world host (``dns`` at 198.19.<i>.53, UDP and TCP) that pods query through the agent's DNS proxy
+(toFQDNs)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def register(app: typer.Typer) -> None:
     def add_cmd(
         name: Annotated[str, typer.Argument(help="DNS name, e.g. api.example.com.")],
         ip: Annotated[str, typer.Argument(help="IPv4 address in 198.19.0.0/16 (a world host's).")],
+        ttl: Annotated[int | None, typer.Option(
+            "--ttl", help=f"Seconds the answers for NAME may be cached (default {dns.DEFAULT_TTL}).")] = None,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
@@ -42,10 +45,11 @@ def register(app: typer.Typer) -> None:
             try:
                 check_address(ip)
                 host = dns.ensure(World(lab))
-                dns.add_record(lab.run_dir, name, ip)
+                dns.add_record(lab.run_dir, name, ip, ttl)
             except LabError as e:
                 raise fail(str(e)) from e
-        console.print(f"{name.rstrip('.')} A {ip} (server {host.ip})")
+        shown = dns.read_ttls(dns.ttl_path(lab.run_dir)).get(name.lower().rstrip("."), dns.DEFAULT_TTL)
+        console.print(f"{name.rstrip('.')} A {ip} TTL {shown} (server {host.ip})")
 
     @dns_app.command("list")
     def list_cmd(
@@ -56,10 +60,12 @@ def register(app: typer.Typer) -> None:
         """The A records and the server's address."""
         cfg = node_config(state_dir, run_dir)
         records = dns.read_records(dns.records_path(cfg.lab_run_dir))
+        set_ttls = dns.read_ttls(dns.ttl_path(cfg.lab_run_dir))
+        ttls = {name: set_ttls.get(name, dns.DEFAULT_TTL) for name in records}
         server = dns.server_address(cfg.node_index)
         if output == "json":
-            print(json.dumps({"server": server, "records": records}, sort_keys=True))
+            print(json.dumps({"server": server, "records": records, "ttl": ttls}, sort_keys=True))
             return
         console.print(f"server {server}")
         for name, addrs in sorted(records.items()):
-            console.print(f"{name:<40} A {', '.join(addrs)}")
+            console.print(f"{name:<40} A {', '.join(addrs)}  TTL {ttls[name]}")

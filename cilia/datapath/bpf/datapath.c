@@ -578,16 +578,18 @@ static __always_inline void lb4_revnat(struct __sk_buff *skb, struct flow *f)
 	rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport, front->port);
 }
 
-/* An allowed DNS query (UDP/53) of an endpoint with DNS rules goes to the DNS proxy instead; the
- * proxy forwards it to the server it was sent to (policy was decided on that server). */
+/* An allowed DNS query (UDP or TCP port 53) of an endpoint with DNS rules goes to the DNS proxy
+ * instead; the proxy forwards it to the server it was sent to (policy was decided on that server).
+ * Every packet of a TCP connection is redirected, so the proxy's TCP stack sees the whole stream. */
 static __always_inline void dns_redirect(struct __sk_buff *skb, __u32 ep_id, struct flow *f)
 {
-	struct lb4_tuple t = {.sport = f->sport, .proto = IPPROTO_UDP};
+	struct lb4_tuple t = {.sport = f->sport, .proto = f->proto};
 	struct lb4_addr *proxy, server = {.port = f->dport};
 	__be32 old_addr, new_addr;
 	int l4_off;
 
-	if (f->family != 4 || f->proto != IPPROTO_UDP || f->dport != bpf_htons(53))
+	if (f->family != 4 || (f->proto != IPPROTO_UDP && f->proto != IPPROTO_TCP) ||
+	    f->dport != bpf_htons(53))
 		return;
 	proxy = bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id);
 	if (!proxy)
@@ -602,7 +604,7 @@ static __always_inline void dns_redirect(struct __sk_buff *skb, __u32 ep_id, str
 	bpf_map_update_elem(&cilia_dns_rev, &t, &server, BPF_ANY);
 	__builtin_memcpy(&old_addr, f->daddr, 4);
 	__builtin_memcpy(&new_addr, proxy->addr, 4);
-	rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, f->dport,
+	rewrite4(skb, l4_off, f->proto, ETH_HLEN + 16, l4_off + 2, old_addr, new_addr, f->dport,
 		 proxy->port);
 }
 
@@ -610,12 +612,12 @@ static __always_inline void dns_redirect(struct __sk_buff *skb, __u32 ep_id, str
  * sees it (the connection was recorded towards the server). */
 static __always_inline void dns_revnat(struct __sk_buff *skb, struct flow *f)
 {
-	struct lb4_tuple k = {.sport = f->dport, .dport = f->sport, .proto = IPPROTO_UDP};
+	struct lb4_tuple k = {.sport = f->dport, .dport = f->sport, .proto = f->proto};
 	struct lb4_addr *server;
 	__be32 old_addr, new_addr;
 	int l4_off;
 
-	if (f->family != 4 || f->proto != IPPROTO_UDP)
+	if (f->family != 4 || (f->proto != IPPROTO_UDP && f->proto != IPPROTO_TCP))
 		return;
 	__builtin_memcpy(k.saddr, f->daddr, 4);
 	__builtin_memcpy(k.daddr, f->saddr, 4);
@@ -627,7 +629,7 @@ static __always_inline void dns_revnat(struct __sk_buff *skb, struct flow *f)
 		return;
 	__builtin_memcpy(&old_addr, f->saddr, 4);
 	__builtin_memcpy(&new_addr, server->addr, 4);
-	if (rewrite4(skb, l4_off, IPPROTO_UDP, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport,
+	if (rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport,
 		     server->port) < 0)
 		return;
 	__builtin_memcpy(f->saddr, server->addr, 4);

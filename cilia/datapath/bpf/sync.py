@@ -357,10 +357,11 @@ class Datapath:
         self._coll()
         self.dns.set_redirect(endpoint_id, proxy)
 
-    def dns_origin(self, client: tuple[str, int], proxy: tuple[str, int]) -> tuple[str, int] | None:
-        """The DNS server a redirected query from ``client`` was addressed to."""
+    def dns_origin(self, client: tuple[str, int], proxy: tuple[str, int],
+                   proto: int = 17) -> tuple[str, int] | None:
+        """The DNS server a redirected query from ``client`` (UDP 17 or TCP 6) was addressed to."""
         self._coll()
-        return self.dns.origin(client, proxy)
+        return self.dns.origin(client, proxy, proto)
 
     # -- conntrack, events, metrics ----------------------------------------------------------------
     def flush_ct(self, endpoint_id: int | None = None,

@@ -1,6 +1,6 @@
 """The DNS redirection maps: ``cilia_dns_redirect`` (endpoint id → the DNS proxy's address and port,
 for endpoints whose egress policy has DNS rules) and ``cilia_dns_rev`` (the proxy-side tuple of a
-redirected query → the DNS server it was sent to)."""
+redirected query, UDP or TCP → the DNS server it was sent to)."""
 
 from __future__ import annotations
 
@@ -38,10 +38,11 @@ class DnsMaps:
                 out[int(k.value)] = (str(ipaddress.IPv4Address(bytes(val.addr))), socket.ntohs(val.port))  # type: ignore[attr-defined]
         return dict(sorted(out.items()))
 
-    def origin(self, client: tuple[str, int], proxy: tuple[str, int]) -> tuple[str, int] | None:
-        """The DNS server a query that reached the proxy from ``client`` was sent to."""
+    def origin(self, client: tuple[str, int], proxy: tuple[str, int],
+               proto: int = socket.IPPROTO_UDP) -> tuple[str, int] | None:
+        """The DNS server a query that reached the proxy from ``client`` (over UDP or TCP) was sent to."""
         key = Lb4Tuple(_addr(client[0]), _addr(proxy[0]), socket.htons(client[1]), socket.htons(proxy[1]),
-                       socket.IPPROTO_UDP)
+                       proto)
         val = Lb4Addr()
         if not self.rev.lookup(key, val):
             return None

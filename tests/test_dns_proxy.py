@@ -1,0 +1,100 @@
+"""The DNS proxy and the lab's DNS server talking over real sockets on the loopback (no root, no
+redirect): UDP and TCP answers with the records' TTL, several queries on one TCP connection, a name
+the rules do not allow answered REFUSED by the proxy itself, what the proxy learns and reports."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cilia.agent import dnsmsg
+from cilia.agent.fqdn import DnsProxy
+from cilia.lab import dns
+
+API, WEB = "198.19.0.5", "198.19.0.6"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[dns.Server]:
+    dns.add_record(tmp_path, "api.example.com", API, ttl=7)
+    dns.add_record(tmp_path, "web.example.com", WEB)
+    srv = dns.Server(dns.records_path(tmp_path), ("127.0.0.1", 0))
+    stopped = threading.Event()
+    t = threading.Thread(target=srv.run, args=(stopped,), daemon=True)
+    t.start()
+    yield srv
+    stopped.set()
+    t.join(timeout=3)
+
+
+class Proxy:
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.learned: list[tuple[str, dict[str, int]]] = []
+        self.reports: list[dict[str, Any]] = []
+        self.origins: list[int] = []
+
+        def origin(client: tuple[str, int], proxy: tuple[str, int], proto: int) -> tuple[str, int]:
+            self.origins.append(proto)
+            return upstream
+
+        self.proxy = DnsProxy(("127.0.0.1", 0), origin, lambda ip, name: name.endswith(".example.com"),
+                              lambda name, ttls: self.learned.append((name, ttls)), self._report).start()
+        self.port = self.proxy.bind[1]
+
+    def _report(self, **fields: Any) -> None:
+        fields.pop("latency_ns", None)
+        fields.pop("client")
+        self.reports.append(fields)
+
+
+@pytest.fixture
+def proxy(server: dns.Server) -> Iterator[Proxy]:
+    p = Proxy(server.address)
+    yield p
+    p.proxy.close()
+
+
+def test_lab_server_answers_udp_and_tcp_with_the_names_ttl(server: dns.Server) -> None:
+    host, port = server.address
+    assert dns.resolve(host, "api.example.com", port=port) == (0, [API])
+    assert dns.resolve(host, "API.example.com.", port=port, tcp=True) == (0, [API])
+    assert dns.resolve(host, "nope.example.com", port=port, tcp=True) == (3, [])
+    with socket.create_connection(server.address, timeout=3) as c:  # two queries, one connection
+        answers = []
+        for mid, name in ((1, "api.example.com"), (2, "web.example.com")):
+            c.sendall(dnsmsg.frame(dnsmsg.query(mid, name)))
+            answers.append(dnsmsg.parse(dnsmsg.read_framed(c) or b""))
+    assert [(m.id, m.answers) for m in answers] == [
+        (1, (("api.example.com", API, 7),)), (2, (("web.example.com", WEB, dns.DEFAULT_TTL),))]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_proxy_forwards_learns_and_reports(proxy: Proxy, server: dns.Server, tcp: bool) -> None:
+    assert dns.resolve("127.0.0.1", "api.example.com", port=proxy.port, tcp=tcp) == (0, [API])
+    assert dns.resolve("127.0.0.1", "evil.test", port=proxy.port, tcp=tcp) == (dnsmsg.RCODE_REFUSED, [])
+    proto = socket.IPPROTO_TCP if tcp else socket.IPPROTO_UDP
+    assert proxy.origins == [proto, proto]
+    assert proxy.learned == [("api.example.com", {API: 7})]
+    common = {"server": server.address, "proto": proto, "qtype": 1}
+    assert proxy.reports == [
+        {**common, "query": "api.example.com", "response": False},
+        {**common, "query": "api.example.com", "response": True, "ips": (API,), "ttl": 7, "rcode": 0},
+        {**common, "query": "evil.test", "response": True, "rcode": dnsmsg.RCODE_REFUSED, "refused": True},
+    ]
+
+
+def test_tcp_framing_errors() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(b"\x00\x10abc")
+        a.shutdown(socket.SHUT_WR)
+        with pytest.raises(dnsmsg.DnsFormatError, match="inside a 16-byte message"):
+            dnsmsg.read_framed(b)
+    with pytest.raises(dnsmsg.DnsFormatError):
+        dnsmsg.frame(b"x" * 70000)
+    assert dnsmsg.type_name(28) == "AAAA" and dnsmsg.type_name(99) == "TYPE99"
