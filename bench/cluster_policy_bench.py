@@ -185,6 +185,7 @@ class Result:
     policies_s: float = 0.0
     per_node_ms: dict[str, list[float]] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # agent CPU per policy change
     down_s: float = 0.0
 
     @property
@@ -220,6 +221,12 @@ def lab(nodes: int) -> Iterator[tuple[dict[str, str], AgentConfig, Callable[...,
             etcd_keeper.stop(base / "state" / "etcd")
             if nodes_lab.leftovers():
                 nodes_lab.remove_nodes()
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_pods(clients: dict[str, AgentClient], total: int, limit: float) -> None:
@@ -279,6 +286,8 @@ def run_setup(nodes: int, pods: int, policies: int, samples: int) -> Result:
                     raise RuntimeError(f"{m.node_name}: {len(targets)} target pods, not {TARGET_REPLICAS}")
                 probes.append(NodeProbe(m.node_name, open_pinned(m.pin_root, m.datapath_state_dir), targets))
             res.per_node_ms = {p.name: [] for p in probes}
+            pids = {m.node_name: int(clients[m.node_name].status()["pid"]) for m in members}
+            cpu0 = {n: cpu_s(pid) for n, pid in pids.items()}
             for s in range(samples):
                 port = PROBE_PORT_BASE + s
                 key = Key(src_identity, int(Direction.INGRESS), int(Proto.TCP), port, 16)
@@ -292,6 +301,7 @@ def run_setup(nodes: int, pods: int, policies: int, samples: int) -> Result:
                     res.per_node_ms[name].append(ms)
                 wait_revision(clients, out.revision, 60)  # settle before the next sample
             for m in members:
+                res.cpu_ms[m.node_name] = (cpu_s(pids[m.node_name]) - cpu0[m.node_name]) * 1000 / samples
                 res.rss_mib[m.node_name] = int(clients[m.node_name].status()["rss_kib"]) / 1024
         finally:
             for p in probes:
@@ -315,7 +325,8 @@ def report(res: Result) -> None:
     for name, ms in sorted(res.per_node_ms.items()):
         print(f"[{label}] {name}: policy change written → in the kernel map: p50 {pct(ms, 0.5):.1f} ms, "
               f"p99 {pct(ms, 0.99):.1f} ms, max {max(ms):.1f} ms ({len(ms)} samples); "
-              f"agent RSS {res.rss_mib[name]:.0f} MiB", flush=True)
+              f"agent CPU {res.cpu_ms[name]:.1f} ms per change; agent RSS {res.rss_mib[name]:.0f} MiB",
+              flush=True)
     every = res.all_ms
     print(f"[{label}] on every node: p50 {pct(every, 0.5):.1f} ms, p99 {pct(every, 0.99):.1f} ms, "
           f"mean {statistics.mean(every):.1f} ms", flush=True)

@@ -86,6 +86,9 @@ class Reconciler:
         self._shared_identities = allocator is not None
         self.allocator = allocator if allocator is not None else LocalAllocator()
         self.schedule = schedule
+        # pod -> (its spec.nodeName, runs here): every batch looks at every desired pod without a
+        # local endpoint, which on a node of several is most of the cluster's pods.
+        self._placement: dict[PodKey, tuple[str, bool]] = {}
         self.on_synced = on_synced
         self.remote_ipcache: dict[str, int] = {}  # other nodes' addresses (prefix -> identity)
         self.policy = PolicyState(
@@ -371,9 +374,11 @@ class Reconciler:
                 self.store.txn(ops)  # the new pod objects come back as events
             except StoreError as e:
                 self._emit("Warning", "ControllerFailed", "Deployment", str(e))
-        keys = set(self.desired.pods) | {e.pod for e in self.endpoints}
-        if touched is not None:
-            keys &= touched | {k for k in self.desired.pods if self.endpoints.get(k) is None}
+        if touched is None:
+            keys = set(self.desired.pods) | {e.pod for e in self.endpoints}
+        else:  # what the batch touched, and this node's pods still without an endpoint
+            keys = touched | {k for k in self.desired.pods
+                              if self.endpoints.get(k) is None and self._mine(k) is not None}
         releases: list[Labels] = []
         for pk in sorted(keys):
             pod = self._mine(pk)
@@ -543,9 +548,18 @@ class Reconciler:
     def _mine(self, pk: PodKey) -> Pod | None:
         """The desired pod if it runs on this node (every pod on a single node)."""
         pod = self.desired.pods.get(pk)
-        if pod is None or self.schedule is None:
+        if pod is None:
+            self._placement.pop(pk, None)
+            return None
+        if self.schedule is None:
             return pod
-        return pod if self.schedule(pk, self.desired.raw_pods.get(pk) or {}) else None
+        raw = self.desired.raw_pods.get(pk) or {}
+        wanted = str((raw.get("spec") or {}).get("nodeName") or "")
+        placed = self._placement.get(pk)
+        if placed is None or placed[0] != wanted:
+            placed = (wanted, self.schedule(pk, raw))
+            self._placement[pk] = placed
+        return pod if placed[1] else None
 
     def _synced(self) -> None:
         if self.on_synced is not None:
