@@ -7,16 +7,18 @@ moves between the two without losing or repeating a flow: a node whose agent sto
 from its log (and reported unavailable, as hubble relay reports unavailable nodes) and from its agent
 again when it answers.
 
-:class:`Relay` merges the feeds: each node's flows keep the node's own order (its sequence numbers),
-and the nodes' streams are merged in time order (a k-way merge). When following, new flows wait in a
-sort buffer until they are ``window_ns`` old (hubble relay's sort buffer), so a node whose poll comes
-later still has its flows put in their place; the last poll drains the buffer.
+:class:`Relay` merges the feeds in time order: each node's flows put in time order (stably: the
+node's own order among equal times), then the nodes' streams merged (a k-way merge). When
+following, new flows wait in a sort buffer until they are ``window_ns`` old (hubble relay's sort
+buffer), so a node whose poll comes later still has its flows put in their place; the last poll
+drains the buffer.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -128,9 +130,15 @@ class NodeFeed:
         return [f if f.node_name else replace(f, node_name=self.name) for f in flows]
 
 
+def _order(f: Flow) -> tuple[int, str]:
+    return (f.time_ns, f.node_name)
+
+
 def merge(streams: Iterable[Sequence[Flow]]) -> list[Flow]:
-    """A k-way merge by time of per-node streams; each keeps its own order (ties: node name)."""
-    return list(heapq.merge(*streams, key=lambda f: (f.time_ns, f.node_name)))
+    """A k-way merge by time of per-node streams (ties: node name, then the node's own order).
+    A node's events can leave its ring a little out of time order (one ring, several CPUs): each
+    stream is put in time order first, stably."""
+    return list(heapq.merge(*(sorted(s, key=_order) for s in streams), key=_order))
 
 
 def node_matches(patterns: Sequence[str], name: str) -> bool:
@@ -178,7 +186,12 @@ class Relay:
         """New flows of every node, merged, those older than the sort window (all when ``final`` or
         without a window)."""
         for feed, flows in zip(self.feeds, self._read_all(), strict=True):
-            self._buffers[feed.name].extend(flows)
+            buf = self._buffers[feed.name]
+            tail = [buf[-1]] if buf else []
+            if any(a.time_ns > b.time_ns for a, b in itertools.pairwise([*tail, *flows])):
+                flows = sorted([*buf, *flows], key=_order)
+                buf.clear()
+            buf.extend(flows)
         watermark = (time.time_ns() if now_ns is None else now_ns) - self.window_ns
         out: list[Flow] = []
         while True:
