@@ -1,13 +1,19 @@
 """toFQDNs on a live node (root): the lab's DNS server in the world, the agent's DNS proxy between a
 pod and it; an address learned from an allowed answer is reachable under toFQDNs, another address is
-not, and a name the DNS rules do not allow is refused."""
+not, and a name the DNS rules do not allow is refused. Learned addresses expire after their TTL
+(raised to the node's minimum) once no connection uses them, survive an agent SIGKILL and restart,
+and lookups (over UDP and TCP) show up in ``cilia observe --protocol dns``."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +22,7 @@ from tests.helpers_world import NODE_INDEX, LiveNode, cnp, live_node, pod
 pytestmark = pytest.mark.root
 
 DNS_SERVER = f"198.19.{NODE_INDEX}.53"
+CLIENT = "dns-client"  # a name of its own: pods' namespaces are named by pod, not by node
 
 
 @pytest.fixture
@@ -25,11 +32,11 @@ def node(tmp_path: Path) -> Iterator[LiveNode]:
     yield from live_node(tmp_path, node)
 
 
-def dig(node: LiveNode, name: str) -> tuple[int, list[str]]:
+def dig(node: LiveNode, name: str, tcp: bool = False) -> tuple[int, list[str]]:
     """(rcode, addresses) of an A query from the client pod to the lab's DNS server."""
     code = ("import json; from cilia.lab.dns import resolve; "
-            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r}, timeout=8)))")
-    out = node.cilia("exec", "client", "--", sys.executable, "-c", code, check=False)
+            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r}, timeout=8, tcp={tcp!r})))")
+    out = node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False)
     rcode, addrs = json.loads(out.stdout)
     return int(rcode), list(addrs)
 
@@ -40,8 +47,9 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     node.cilia("dns", "add", "api.example.com", api)
     node.cilia("dns", "add", "other.example.org", other)
     assert json.loads(node.cilia("dns", "list", "-o", "json").stdout) == {
-        "server": DNS_SERVER, "records": {"api.example.com": [api], "other.example.org": [other]}}
-    node.apply(pod("client", {"app": "client"}))
+        "server": DNS_SERVER, "records": {"api.example.com": [api], "other.example.org": [other]},
+        "ttl": {"api.example.com": 60, "other.example.org": 60}}
+    node.apply(pod(CLIENT, {"app": "client"}))
     assert dig(node, "api.example.com") == (0, [api])  # no policy: straight to the server
 
     node.apply(cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
@@ -50,11 +58,102 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
                       "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]},
         {"toFQDNs": [{"matchName": "api.example.com"}],
          "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}))
-    assert not node.curl_from_pod("client", api)  # not learned yet: a plain world address
+    assert not node.curl_from_pod(CLIENT, api)  # not learned yet: a plain world address
     assert dig(node, "api.example.com") == (0, [api])  # answered through the proxy, which learns it
-    assert node.curl_from_pod("client", api)
-    assert not node.curl_from_pod("client", other)
+    assert node.curl_from_pod(CLIENT, api)
+    assert not node.curl_from_pod(CLIENT, other)
     assert dig(node, "other.example.org") == (5, [])  # REFUSED: the DNS rules allow *.example.com only
     ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
     assert [i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]] == [
         ["cidr:198.19.11.60/32=", "fqdn:api.example.com=", "reserved:world="]], ids
+
+
+MIN_TTL = 8  # the node's tofqdns-min-ttl in these tests: the record's TTL of 1 s is raised to it
+
+
+def fqdn_policy(*names: str) -> dict[str, Any]:
+    """DNS over UDP and TCP to the lab's server (names under example.com), port 80 to ``names``."""
+    return cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
+        {"toCIDR": [f"{DNS_SERVER}/32"],
+         "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
+                      "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]},
+        {"toFQDNs": [{"matchName": n} for n in names],
+         "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]})
+
+
+def fqdn_identities(node: LiveNode) -> list[list[str]]:
+    ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
+    return [i["labels"] for i in ids if any(lb.startswith("fqdn:") for lb in i["labels"])]
+
+
+def observe(node: LiveNode, *args: str) -> list[dict[str, Any]]:
+    out = node.cilia("observe", *args, "-o", "json").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def short_ttl_node(tmp_path: Path) -> Iterator[LiveNode]:
+    node = LiveNode(tmp_path)
+    node.env["CILIA_TOFQDNS_MIN_TTL"] = str(MIN_TTL)
+    node.world_hosts.append("dns")
+    yield from live_node(tmp_path, node)
+
+
+def test_learned_address_expires_after_its_ttl_and_dns_flows(short_ttl_node: LiveNode) -> None:
+    node = short_ttl_node
+    api = node.world_add("w-api", 60, "80/TCP")
+    node.cilia("dns", "add", "api.example.com", api, "--ttl", "1")
+    node.apply(pod(CLIENT, {"app": "client"}), fqdn_policy("api.example.com"))
+    assert dig(node, "api.example.com") == (0, [api])
+    assert node.curl_from_pod(CLIENT, api)
+    assert fqdn_identities(node) == [[f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="]]
+    assert dig(node, "evil.example.org") == (5, [])
+
+    # the lookups as `cilia observe --protocol dns` shows them: query, answer, refusal
+    dns = [(f["verdict"], f["l7"]["type"], f["l7"]["dns"]["query"], f["l7"]["dns"].get("ips"),
+            f["l7"]["dns"].get("rcode", 0), f["source"].get("pod_name"), f["IP"]["destination"],
+            f["l4"]["UDP"]["destination_port"]) for f in observe(node, "--protocol", "dns")]
+    assert dns == [
+        ("FORWARDED", "REQUEST", "api.example.com.", None, 0, CLIENT, DNS_SERVER, 53),
+        ("FORWARDED", "RESPONSE", "api.example.com.", [api], 0, CLIENT, DNS_SERVER, 53),
+        ("DROPPED", "RESPONSE", "evil.example.org.", None, 5, CLIENT, DNS_SERVER, 53),
+    ], dns
+    assert [f["l7"]["dns"]["query"] for f in observe(node, "--protocol", "dns", "--verdict", "DROPPED")] == [
+        "evil.example.org."]
+
+    # past the (raised) TTL and once curl's connection has left conntrack, the identity goes
+    deadline = time.monotonic() + 60
+    while fqdn_identities(node) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert fqdn_identities(node) == []
+    assert not node.curl_from_pod(CLIENT, api)
+    drops = [f for f in observe(node, "--verdict", "DROPPED", "--protocol", "tcp")
+             if f["IP"]["destination"] == api]
+    assert drops and drops[-1]["destination"]["labels"] == ["reserved:world"], drops
+    assert [p["name"] for p in drops[-1].get("default_deny_by", [])] == ["fqdn"], drops[-1]
+
+    # a new lookup, this time over TCP through the proxy, allows it again
+    assert dig(node, "api.example.com", tcp=True) == (0, [api])
+    assert node.curl_from_pod(CLIENT, api)
+    tcp_answers = [f for f in observe(node, "--protocol", "dns", "--protocol", "tcp")
+                   if f.get("l7", {}).get("type") == "RESPONSE" and "TCP" in f["l4"]]
+    assert [f["l7"]["dns"]["ips"] for f in tcp_answers] == [[api]], tcp_answers
+
+
+def test_learned_addresses_survive_an_agent_sigkill(node: LiveNode) -> None:
+    api = node.world_add("w-api", 60, "80/TCP")
+    node.cilia("dns", "add", "api.example.com", api, "--ttl", "300")
+    node.apply(pod(CLIENT, {"app": "client"}), fqdn_policy("api.example.com"))
+    assert dig(node, "api.example.com") == (0, [api])
+    before = fqdn_identities(node)
+    assert node.curl_from_pod(CLIENT, api)
+    pid = int(node.cfg.pid_path.read_text())
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not Path(f"/proc/{pid}/cmdline").exists() or not Path(f"/proc/{pid}/cmdline").read_bytes():
+            break
+        time.sleep(0.05)
+    assert node.curl_from_pod(CLIENT, api)  # the kernel enforces on without the agent
+    node.cilia("up", "--node-index", str(NODE_INDEX))
+    assert int(node.cfg.pid_path.read_text()) != pid
+    assert fqdn_identities(node) == before and node.curl_from_pod(CLIENT, api)

@@ -102,6 +102,7 @@ class FqdnState:
     path: Path | None = None  # where the state is saved (None: not saved)
     clock: Callable[[], float] = time.time
     selectors_seen: frozenset[str] | None = None  # the toFQDNs selectors the labels were made for
+    endpoints_seen: frozenset[tuple[int, int]] | None = None  # (id, identity) redirects were made for
 
     @classmethod
     def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
@@ -173,6 +174,7 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
     set_redirect = getattr(rec.datapath, "set_dns_redirect", None)
     if set_redirect is None:
         return
+    state.endpoints_seen = _endpoint_keys(rec)
     if state.redirects is None:
         maps = getattr(rec.datapath, "dns", None)
         state.redirects = maps.redirects() if maps is not None else {}
@@ -188,6 +190,18 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
         if state.redirects.get(eid) != p:
             set_redirect(eid, p)
     state.redirects = want
+
+
+def _endpoint_keys(rec: Reconciler) -> frozenset[tuple[int, int]]:
+    return frozenset((ep.id, ep.identity) for ep in rec.endpoints)
+
+
+def tick(rec: Reconciler, state: FqdnState) -> None:
+    """The timer's step: expire what is due, and redirect endpoints that came or changed by a path
+    that did not sync the redirects (a full resync after a failed batch creates pods too)."""
+    expire(rec, state)
+    if state.endpoints_seen is not None and _endpoint_keys(rec) != state.endpoints_seen:
+        sync_redirects(rec, state)
 
 
 def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
@@ -555,7 +569,7 @@ def start_gc(agent: Any, interval_s: float = GC_INTERVAL_S) -> threading.Event:
         while not stop.wait(interval_s):
             try:
                 with agent._lock:
-                    expire(rec, rec.fqdn)
+                    tick(rec, rec.fqdn)
             except Exception:  # keep expiring; the log says what failed
                 log.exception("fqdn expiry")
 
