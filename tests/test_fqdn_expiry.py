@@ -15,7 +15,7 @@ import pytest
 from cilia.agent.datapaths import SimNodeDatapath
 from cilia.agent.dnscache import DnsCache, DnsCacheError
 from cilia.agent.endpoints import EndpointTable
-from cilia.agent.fqdn import FqdnState, expire, learn, restore
+from cilia.agent.fqdn import FqdnState, expire, fqdn_identity_labels, learn, restore, saved_cache
 from cilia.agent.reconcile import Reconciler
 from cilia.agent.runtime import AddressOnlyRuntime
 from cilia.lab.ipam import Ipam
@@ -207,3 +207,16 @@ def test_a_damaged_state_file_is_an_error_naming_it(tmp_path: Path) -> None:
     state = FqdnState.for_node(tmp_path)
     with pytest.raises(DnsCacheError, match=r"fqdn\.json"):
         state.load()
+
+
+def test_offline_reading_of_what_a_node_learned(node: Node) -> None:
+    learn(node.rec, node.state, "api.example.com", {IP: 60})
+    learn(node.rec, node.state, "cdn.example.com", {IP: 5, IP2: 5})
+    cache = saved_cache(node.tmp)
+    assert (cache.lookup("api.example.com", 1010), cache.lookup("cdn.example.com", 1010)) == ([IP], [])
+    assert cache.lookup("CDN.example.com.", 1001) == [IP, IP2]
+    labels = fqdn_identity_labels(IP, cache.names(IP), ["api.example.com", "*.example.org"])
+    assert labels is not None and labels.strings() == [
+        "cidr:198.19.0.5/32=", "fqdn:api.example.com=", "reserved:world="]
+    assert fqdn_identity_labels(IP2, cache.names(IP2), ["api.example.com"]) is None
+    assert saved_cache(node.tmp / "elsewhere").entries == {}

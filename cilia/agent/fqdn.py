@@ -213,7 +213,10 @@ def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
     return patterns is not None and any(name_matches(name, p) for p in patterns)
 
 
-def _labels_for(ip: str, names: Iterable[str], sels: Iterable[str]) -> Labels | None:
+def fqdn_identity_labels(ip: str, names: Iterable[str], sels: Iterable[str]) -> Labels | None:
+    """The identity labels of an address known under ``names``: ``fqdn:<selector>`` for each
+    toFQDNs selector (of ``sels``) one of the names matches, plus its ``cidr:<ip>/32`` and world
+    labels; None when no selector matches (the address stays a plain world address)."""
     fq = {fqdn_label(p) for p in sels if any(name_matches(n, p) for n in names)}
     return Labels([*fq, *cidr_identity_labels(f"{ip}/32")]) if fq else None
 
@@ -231,7 +234,7 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
     releases: list[Labels] = []
     for ip in sorted(set(addresses)):
         names = state.cache.names(ip)
-        new = _labels_for(ip, names, sels) if names and ip not in cluster else None
+        new = fqdn_identity_labels(ip, names, sels) if names and ip not in cluster else None
         if new is not None and f"{ip}/32" in rec.remote_ipcache:
             new = None
         old = state.ips.get(ip)
@@ -356,6 +359,15 @@ def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
         if addr in net and net.prefixlen > best:
             best, ident = net.prefixlen, n
     return ident
+
+
+def saved_cache(state_dir: Path) -> DnsCache:
+    """Offline (``cilia trace`` without an agent): the DNS cache a node saved in ``state_dir`` (empty
+    when it saved none). Use :meth:`DnsCache.lookup` for a name's unexpired addresses,
+    :meth:`DnsCache.names` and :func:`fqdn_identity_labels` for the identity an address has."""
+    state = FqdnState.for_node(state_dir)
+    state.load()
+    return state.cache
 
 
 def _min_ttls(resp: dnsmsg.Message) -> dict[str, int]:
