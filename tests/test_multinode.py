@@ -271,3 +271,51 @@ def test_given_etcd_endpoints_are_used_and_left_running(cluster: Cluster, tmp_pa
         etcd_keeper.stop(outside)
         if nodes_lab.leftovers():
             nodes_lab.remove_nodes()
+
+
+@pytest.mark.root
+def test_one_deployment_controller_and_another_takes_over_when_its_agent_is_killed(cluster: Cluster) -> None:
+    cluster.cilia("up", "--nodes", str(NODES))
+
+    def controllers() -> list[str]:
+        rows = json.loads(cluster.cilia("node", "list", "-o", "json").stdout)["items"]
+        return [r["name"] for r in rows if r["controller"]]
+
+    first = controllers()
+    assert len(first) == 1, "exactly one node runs the Deployment controller"
+    table = cluster.cilia("node", "list").stdout
+    assert table.splitlines()[0].split() == ["NAME", "ADDRESS", "POD", "CIDR", "REGISTERED", "AGENT",
+                                             "ENDPOINTS", "IDENTITIES", "CONTROLLER"]
+    assert [ln.split()[0] for ln in table.splitlines()[1:] if ln.split()[-1] == "yes"] == first
+
+    cfg = cluster.settings()
+    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    try:
+        def app_b_pods() -> int:
+            return sum(1 for r in store.list(Kind.PODS) if r.key.name.startswith("app-b-"))
+
+        cluster.cilia("apply", "-f", str(SEED / "app-b.yaml"))
+        assert app_b_pods() == 2
+
+        # The controller's agent dies; the Deployment is scaled while its lease is still alive.
+        pid, _ = cluster.agents()[first[0]]
+        os.kill(pid, signal.SIGKILL)
+
+        def scale(obj: dict[str, Any]) -> dict[str, Any]:
+            obj["spec"]["replicas"] = 4
+            return obj
+
+        store.update(Kind.DEPLOYMENTS.key("default", "app-b"), scale)
+        took = _wait(lambda: app_b_pods() == 4, 40, step=0.2)  # lease TTL (15 s), then the election
+        print(f"\nnew controller created the pods {took:.1f} s after the scale")
+        now = controllers()
+        assert len(now) == 1 and now != first
+        time.sleep(1)
+        assert app_b_pods() == 4, "no duplicate pods from a second controller"
+
+        # The killed agent comes back as an ordinary node: the controller stays where it is.
+        cluster.cilia("up")
+        assert controllers() == now
+        assert app_b_pods() == 4
+    finally:
+        store.close()

@@ -6,11 +6,13 @@ same number on every node), runs only the pods scheduled to it (:func:`node_for`
 pods' address → identity on its lease, and mirrors the other nodes' entries (and their underlay
 addresses as ``remote-node``) into its own ipcache. A packet between nodes is then decided twice,
 as in Cilium: the source's egress policy on the source node, the destination's ingress policy on
-the destination node, each with the peer's identity from its own ipcache.
+the destination node, each with the peer's identity from its own ipcache. One node, elected with
+a key on its lease (:mod:`cilia.agent.leader`), runs the Deployment controller for the cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -24,6 +26,7 @@ from typing import Any
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
+from cilia.agent.leader import LeaderElection
 from cilia.identity.allocator import IdentityEvent
 from cilia.identity.cluster_allocator import ClusterAllocator
 from cilia.store import Store, StoreError, open_store
@@ -142,6 +145,9 @@ class ClusterMember:
         self.registration: NodeRegistration = join(store.backend, self.info)
         self.allocator = ClusterAllocator(store, cfg.node_name, self.registration.lease)
         self._facade = _AgentThreadAllocator(self.allocator)
+        self.election = LeaderElection(store.backend, cfg.node_name, self.registration.lease,
+                                       on_elected=self._elected)
+        self._halt_election: Callable[[], None] | None = None
         self.view: ClusterView | None = None
         self._agent: Any = None
         self._halt: Callable[[], None] | None = None
@@ -158,7 +164,8 @@ class ClusterMember:
 
     def reconciler_options(self) -> dict[str, Any]:
         """What the agent's reconciler takes to be one node of the cluster."""
-        return {"allocator": self._facade, "schedule": self.schedule, "on_synced": self.publish}
+        return {"allocator": self._facade, "schedule": self.schedule, "on_synced": self.publish,
+                "controller": self.election.is_leader}
 
     def attach(self, agent: Any) -> None:
         """Start mirroring the other nodes into ``agent``'s ipcache (before ``agent.run``)."""
@@ -168,7 +175,18 @@ class ClusterMember:
             f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in self.view.ipcache().items()
         }
         self._halt = self.view.follow(self._on_changes, step=0.2)
+        self.election.check()  # before the agent starts: a leader runs the controller in start()
+        self._halt_election = self.election.follow(step=1.0)
         self._maintainer.start()
+
+    def _elected(self) -> None:
+        """This node became the Deployment controller: converge every Deployment (an agent
+        not started yet does so in its start())."""
+        agent = self._agent
+        if agent is None or not getattr(agent, "_ready", False):
+            return
+        with agent._lock:
+            agent.reconciler.run_controller()
 
     def publish(self) -> None:
         """Make this node's published entries equal to its endpoints (called after each sync)."""
@@ -235,6 +253,7 @@ class ClusterMember:
         with agent._lock:
             moved = self.allocator.relink(lease)
             self.registration.rejoin(lease)
+            self.election.relink(lease)
             rec = agent.reconciler
             for ep in list(rec.endpoints):
                 if ep.identity in moved:
@@ -253,6 +272,10 @@ class ClusterMember:
         self._stop.set()
         if self._maintainer.is_alive():
             self._maintainer.join(5)
+        if self._halt_election is not None:
+            self._halt_election()
+        with contextlib.suppress(StoreError):
+            self.election.resign()  # a stopping agent hands the controller over at once
         if self._halt is not None:
             self._halt()
         self.allocator.close()

@@ -71,10 +71,13 @@ class Reconciler:
         allocator: Any = None,
         schedule: Callable[[PodKey, dict[str, Any]], bool] | None = None,
         on_synced: Callable[[], None] | None = None,
+        controller: Callable[[], bool] | None = None,
     ) -> None:
         """Several nodes: ``allocator`` is the cluster's (identities already shared, not persisted
-        here), ``schedule(pod, manifest)`` says whether a pod runs on this node, and ``on_synced``
-        runs after each reconcile step (publishing this node's endpoints)."""
+        here), ``schedule(pod, manifest)`` says whether a pod runs on this node, ``on_synced``
+        runs after each reconcile step (publishing this node's endpoints), and ``controller()``
+        whether this node runs the Deployment controller now (:mod:`cilia.agent.leader`; a single
+        node always does)."""
         self.store = store
         self.runtime = runtime
         self.datapath = datapath
@@ -90,6 +93,7 @@ class Reconciler:
         # local endpoint, which on a node of several is most of the cluster's pods.
         self._placement: dict[PodKey, tuple[str, bool]] = {}
         self.on_synced = on_synced
+        self.controller = controller
         self.remote_ipcache: dict[str, int] = {}  # other nodes' addresses (prefix -> identity)
         self.policy = PolicyState(
             enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
@@ -276,6 +280,12 @@ class Reconciler:
         self.services.sync(self.desired, self.endpoints, self.datapath)
         self._synced()
 
+    def run_controller(self) -> None:
+        """The Deployment controller over every Deployment (a node just elected controller: what
+        changed while there was none is converged now)."""
+        self._converge_pods(set(), None)
+        self._synced()
+
     def check_runtime(self) -> int:
         """Kubelet's self-healing: pods whose namespace or interface disappeared behind the agent's
         back are cleaned up and created again (same name, from the store). Returns how many."""
@@ -363,10 +373,12 @@ class Reconciler:
     def _converge_pods(
         self, touched: set[PodKey] | None = None, deployments: set[PodKey] | None = None
     ) -> None:
-        # The controller looks only at Deployments whose object or pods came or went (all at start).
+        # The controller looks only at Deployments whose object or pods came or went (all at start),
+        # and runs on one node of several only.
+        in_charge = self.controller is None or self.controller()
         ops = (
             deployment_ops(self.desired, self.store.revision, deployments)
-            if (deployments is None or deployments)
+            if in_charge and (deployments is None or deployments)
             else []
         )
         if ops:

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cilia.agent import process
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
+from cilia.agent.leader import holder_of
+from cilia.agent.views import Table
 from cilia.cli.commands.node import (
     RunDirOpt,
     StateDirOpt,
-    console,
     err_console,
     fail,
     node_config,
@@ -160,6 +160,7 @@ def node_rows(cfg: AgentConfig) -> list[dict[str, Any]]:
     store = open_node_store(cfg)
     try:
         registered = ClusterView(store.backend).nodes()
+        holder = holder_of(store.backend)
     finally:
         store.close()
     rows = []
@@ -174,6 +175,7 @@ def node_rows(cfg: AgentConfig) -> list[dict[str, Any]]:
             "podCIDR": info.pod_cidr if info else "", "netns": m.netns,
             "agent": status.get("pid", 0), "ready": bool(status.get("ready")),
             "endpoints": status.get("endpoints", 0), "identities": status.get("identities", 0),
+            "controller": holder is not None and holder.node == m.node_name,
         })  # fmt: skip
     return rows
 
@@ -188,7 +190,8 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="table | json")] = "table",
     ) -> None:
-        """Show every node: underlay address, pod CIDR, agent, endpoints."""
+        """Show every node: underlay address, pod CIDR, agent, endpoints, and which node runs the
+        Deployment controller."""
         cfg = node_config(state_dir, run_dir)
         if not member_configs(cfg):
             raise fail("no several-node lab here (start one with `cilia up --nodes N`)")
@@ -196,11 +199,13 @@ def register(app: typer.Typer) -> None:
         if output == "json":
             print(json.dumps({"items": rows}, sort_keys=True))
             return
-        table = Table(box=None)
-        for col in ("NAME", "ADDRESS", "POD CIDR", "REGISTERED", "AGENT", "ENDPOINTS", "IDENTITIES"):
-            table.add_column(col)
-        for r in rows:
-            agent = f"pid {r['agent']}" if r["ready"] else "down"
-            table.add_row(r["name"], r["address"], r["podCIDR"], "yes" if r["registered"] else "no",
-                          agent, str(r["endpoints"]), str(r["identities"]))
-        console.print(table)
+        # kubectl-style plain columns: never cut to the terminal's width.
+        headers = ("NAME", "ADDRESS", "POD CIDR", "REGISTERED", "AGENT", "ENDPOINTS", "IDENTITIES",
+                   "CONTROLLER")
+        cells = tuple(
+            (r["name"], r["address"], r["podCIDR"], "yes" if r["registered"] else "no",
+             f"pid {r['agent']}" if r["ready"] else "down", str(r["endpoints"]), str(r["identities"]),
+             "yes" if r["controller"] else "no")
+            for r in rows
+        )
+        print(Table(headers, cells).render(), end="")
