@@ -13,7 +13,8 @@
   goes back to the pod, so the pod's first connection is already decided by the new identity.
 * Expiry (:func:`expire`, every second under the agent's lock): a name whose TTL passed leaves the
   address unless a live conntrack entry still has the address as a peer (Cilium keeps such
-  "zombies" until its conntrack GC finds them idle). An address left without a matching name loses
+  "zombies" until its conntrack GC finds them idle; cilia reads conntrack again for them every
+  10 s). An address left without a matching name loses
   its identity: the ipcache entry goes first (back to its CIDR identity if a policy names the /32,
   else removed), then the identity is released and the policies follow. Nothing is allowed more
   in between.
@@ -87,6 +88,7 @@ def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
 
 STATE_FILE = "fqdn.json"  # in the agent's state directory
 GC_INTERVAL_S = 1.0
+IN_USE_RECHECK_S = 10.0  # how often conntrack is read again for expired addresses still in use
 STATE_VERSION = 1
 
 
@@ -103,6 +105,8 @@ class FqdnState:
     clock: Callable[[], float] = time.time
     selectors_seen: frozenset[str] | None = None  # the toFQDNs selectors the labels were made for
     endpoints_seen: frozenset[tuple[int, int]] | None = None  # (id, identity) redirects were made for
+    in_use: frozenset[str] = frozenset()  # expired addresses conntrack still had, when last read
+    in_use_checked: float = 0.0
 
     @classmethod
     def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
@@ -135,13 +139,6 @@ class FqdnState:
             return {ip: Labels.parse(lbls) for ip, lbls in data.get("labels", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DnsCacheError(f"{self.path}: {e}") from e
-
-    def learned(self, now: float | None = None) -> list[dict[str, Any]]:
-        """What the node learned, for views: address, names with seconds left, identity."""
-        t = self.clock() if now is None else now
-        return [{"ip": ip, "identity": self.identities.get(ip, 0),
-                 "names": {n: round(exp - t, 1) for n, exp in sorted(self.cache.entries[ip].items())}}
-                for ip in self.cache.addresses()]
 
 
 def selectors(rec: Reconciler) -> set[str]:
@@ -298,7 +295,10 @@ def expire(rec: Reconciler, state: FqdnState, now: float | None = None,
     due = state.cache.due(t)
     if not due:
         return {}
+    if due <= state.in_use and t < state.in_use_checked + IN_USE_RECHECK_S:
+        return {}  # only addresses found in use lately: conntrack is read again later, not each second
     busy = (in_use or (lambda: connections_in_use(rec)))() & due
+    state.in_use, state.in_use_checked = frozenset(busy), t
     touched = state.cache.collect(t, busy)
     if not touched:
         return {}
@@ -326,7 +326,12 @@ def refresh(rec: Reconciler, state: FqdnState) -> dict[str, int | None]:
 def restore(rec: Reconciler, state: FqdnState) -> int:
     """Before the reconciler's start: read the saved cache and give the saved addresses their
     identities again, so that the first policy sync and ipcache sync keep them. Returns how many."""
-    saved = state.load()
+    try:
+        saved = state.load()
+    except DnsCacheError as e:
+        # Start without them (fail closed: the names must be looked up again), and say why.
+        log.warning("fqdn: learned addresses not restored: %s", e)
+        return 0
     if not saved:
         return 0
     if isinstance(rec.allocator, LocalAllocator):
