@@ -1,14 +1,19 @@
 """``cilia dns add NAME IP [--ttl N]`` / ``cilia dns list``: A records of the lab's DNS server, a
 world host (``dns`` at 198.19.<i>.53, UDP and TCP) that pods query through the agent's DNS proxy
-(toFQDNs)."""
+(toFQDNs). ``cilia dns cache``: what the proxy learned (Cilium's ``fqdn cache list``), from the
+node's saved state."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from cilia.agent.dnscache import DnsCacheError
+from cilia.agent.fqdn import FqdnState
 from cilia.cli.commands.node import (
     RunDirOpt,
     StateDirOpt,
@@ -18,6 +23,7 @@ from cilia.cli.commands.node import (
     node_config,
     open_node_store,
 )
+from cilia.identity.labels import SOURCE_FQDN
 from cilia.lab import dns
 from cilia.lab.errors import LabError
 from cilia.lab.world import World, check_address
@@ -69,3 +75,45 @@ def register(app: typer.Typer) -> None:
         console.print(f"server {server}")
         for name, addrs in sorted(records.items()):
             console.print(f"{name:<40} A {', '.join(addrs)}  TTL {ttls[name]}")
+
+    @dns_app.command("cache")
+    def cache_cmd(
+        state_dir: StateDirOpt = None,
+        run_dir: RunDirOpt = None,
+        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+    ) -> None:
+        """What the node's DNS proxy learned: each address, the names it answered for, until when,
+        and the toFQDNs selectors that select it."""
+        cfg = node_config(state_dir, run_dir)
+        try:
+            rows = cache_rows(cfg.state_dir)
+        except DnsCacheError as e:
+            raise fail(str(e)) from e
+        if output == "json":
+            print(json.dumps({"min_ttl": cfg.tofqdns_min_ttl, "entries": rows}, sort_keys=True))
+            return
+        print(render_cache(rows, cfg.tofqdns_min_ttl), end="")
+
+
+def cache_rows(state_dir: Path) -> list[dict[str, Any]]:
+    """One row per (address, name) of the node's saved DNS cache."""
+    state = FqdnState.for_node(state_dir)
+    labels = state.load()
+    rows = []
+    for ip in state.cache.addresses():
+        selected = sorted(lb.key for lb in labels.get(ip, ()) if lb.source == SOURCE_FQDN)
+        for name, expires in sorted(state.cache.entries[ip].items()):
+            when = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            rows.append({"ip": ip, "name": name, "expires": when, "selected_by": selected})
+    return rows
+
+
+def render_cache(rows: list[dict[str, Any]], min_ttl: int) -> str:
+    if not rows:
+        return f"no learned addresses (min TTL {min_ttl} s)\n"
+    head = ("ADDRESS", "NAME", "EXPIRES", "SELECTED BY")
+    table = [head, *((r["ip"], r["name"], r["expires"], ", ".join(r["selected_by"]) or "-") for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3]]).rstrip()
+             for row in table]
+    return "\n".join([*lines, f"(min TTL {min_ttl} s)"]) + "\n"

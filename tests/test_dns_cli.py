@@ -1,0 +1,51 @@
+"""``cilia dns cache`` (what the node's DNS proxy learned, read from its saved state) in text and
+JSON, golden files; a damaged state file is an error naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers_analyze import check_golden
+from typer.testing import CliRunner
+
+from cilia.agent.dnscache import DnsCache
+from cilia.agent.fqdn import FqdnState
+from cilia.cli.main import app
+from cilia.identity.labels import Labels
+
+T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+API_LABELS = ["cidr:198.19.0.5/32", "fqdn:*.example.com", "fqdn:api.example.com", "reserved:world"]
+
+
+def cache_cli(state: Path, *args: str) -> tuple[int, str]:
+    dirs = ["--state-dir", str(state), "--run-dir", str(state / "run")]
+    r = CliRunner().invoke(app, ["dns", "cache", *dirs, *args])
+    return r.exit_code, r.output
+
+
+def test_dns_cache_text_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cache_cli(tmp_path) == (0, "no learned addresses (min TTL 0 s)\n")
+    monkeypatch.setenv("CILIA_TOFQDNS_MIN_TTL", "30")  # the node's setting, as `cilia up` would read it
+    state = FqdnState.for_node(tmp_path, min_ttl=30)
+    state.cache = DnsCache(30, {"198.19.0.5": {"api.example.com": T0 + 60, "cdn.example.com": T0 + 30},
+                                "198.19.0.6": {"web.example.org": T0 + 3600}})
+    state.ips = {"198.19.0.5": Labels.parse(API_LABELS)}
+    state.save()
+    code, text = cache_cli(tmp_path)
+    assert code == 0
+    check_golden("dns", "cache.txt", text)
+    code, out = cache_cli(tmp_path, "-o", "json")
+    assert code == 0
+    check_golden("dns", "cache.json", out)
+    data = json.loads(out)
+    assert data["min_ttl"] == 30 and data["entries"][0] == {
+        "ip": "198.19.0.5", "name": "api.example.com", "expires": "2026-11-18T11:07:40Z",
+        "selected_by": ["*.example.com", "api.example.com"]}
+
+
+def test_dns_cache_damaged_file(tmp_path: Path) -> None:
+    (tmp_path / "fqdn.json").write_text("[]")
+    code, out = cache_cli(tmp_path)
+    assert code == 1 and "fqdn.json" in out
