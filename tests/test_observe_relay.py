@@ -274,7 +274,7 @@ def test_observe_node_name_filter_and_last(cluster: Path) -> None:
 def test_observe_from_log_reads_every_nodes_log(cluster: Path) -> None:
     out, err = cli(cluster, "observe", "--from-log", "-o", "json")
     assert [json.loads(line) for line in out.splitlines()] == [f.to_json() for f in MERGED]
-    assert err.count("the flow log was asked for") == 3
+    assert "unavailable" not in err  # asked for: no node is reported
 
 
 def test_follow_on_a_cluster_prints_new_flows_of_every_node(cluster: Path) -> None:

@@ -100,7 +100,8 @@ def register(app: typer.Typer) -> None:
             return [f for f in flows if node_matches(nodes, f.node_name) and flt.matches(f)]
 
         flows = relay.snapshot()
-        if several:
+        report = several and not from_log  # which nodes do not answer, unless the logs were asked for
+        if report:
             _report(relay)
         shown = keep(flows)
         shown = shown[-last:] if last is not None and last > 0 else ([] if last == 0 else shown)
@@ -130,7 +131,7 @@ def register(app: typer.Typer) -> None:
             while True:
                 final = deadline is not None and time.monotonic() >= deadline  # before the poll: it sees all
                 _write(keep(relay.poll(final=final)), output, print_node_name)
-                if several:
+                if report:
                     _report(relay)
                 if final:
                     return
