@@ -157,3 +157,6 @@ def test_learned_addresses_survive_an_agent_sigkill(node: LiveNode) -> None:
     node.cilia("up", "--node-index", str(NODE_INDEX))
     assert int(node.cfg.pid_path.read_text()) != pid
     assert fqdn_identities(node) == before and node.curl_from_pod(CLIENT, api)
+    cache = json.loads(node.cilia("dns", "cache", "-o", "json").stdout)
+    assert [(e["ip"], e["name"], e["selected_by"]) for e in cache["entries"]] == [
+        (api, "api.example.com", ["api.example.com"])], cache
