@@ -1,8 +1,9 @@
 """toFQDNs over time, without a kernel: the DNS cache (TTL, minimum TTL, renewals, several names
 for one address, addresses a connection still uses), the safe order of an expiry (ipcache first,
-then the identity), relabelling when selectors change, and the learned addresses surviving an
-agent restart (saved state restored before the first policy sync). Clock injected, simulated
-datapath, packets decided by the sim lookup."""
+then the identity), relabelling when selectors change, the learned addresses surviving an agent
+restart (saved state restored before the first policy sync), offline reading of the saved state,
+and the timer's redirect safety net. Clock injected, simulated datapath, packets decided by the sim
+lookup."""
 
 from __future__ import annotations
 
@@ -15,7 +16,16 @@ import pytest
 from cilia.agent.datapaths import SimNodeDatapath
 from cilia.agent.dnscache import DnsCache, DnsCacheError
 from cilia.agent.endpoints import EndpointTable
-from cilia.agent.fqdn import FqdnState, expire, fqdn_identity_labels, learn, restore, saved_cache
+from cilia.agent.fqdn import (
+    PROXY_PORT,
+    FqdnState,
+    expire,
+    fqdn_identity_labels,
+    learn,
+    restore,
+    saved_cache,
+    tick,
+)
 from cilia.agent.reconcile import Reconciler
 from cilia.agent.runtime import AddressOnlyRuntime
 from cilia.lab.ipam import Ipam
@@ -233,3 +243,33 @@ def test_a_damaged_state_file_does_not_stop_the_agent(tmp_path: Path) -> None:
     assert n.state.identities == {} and not n.allowed(IP)
     learn(n.rec, n.state, "api.example.com", {IP: 60})
     assert n.allowed(IP)
+
+
+class RedirectingSim(SimNodeDatapath):
+    """The simulated datapath plus the DNS redirect table (the kernel's is tested in
+    test_fqdn_datapath.py): endpoint id -> proxy address."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.redirect: dict[int, tuple[str, int]] = {}
+
+    def set_dns_redirect(self, endpoint_id: int, proxy: tuple[str, int] | None) -> None:
+        if proxy is None:
+            self.redirect.pop(endpoint_id, None)
+        else:
+            self.redirect[endpoint_id] = proxy
+
+
+def test_the_timer_redirects_endpoints_a_sync_missed(tmp_path: Path) -> None:
+    n = Node(tmp_path)
+    n.dp = RedirectingSim()
+    n.restart()
+    n.apply(CLIENT, POLICY)
+    client = next(e for e in n.rec.endpoints if e.pod.name == "client")
+    assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
+    # an endpoint came by a path that did not sync the redirects (a resync after a failed batch)
+    n.dp.redirect.clear()
+    n.state.endpoints_seen = frozenset()
+    n.state.redirects = {}
+    tick(n.rec, n.state)
+    assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
