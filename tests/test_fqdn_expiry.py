@@ -273,3 +273,15 @@ def test_the_timer_redirects_endpoints_a_sync_missed(tmp_path: Path) -> None:
     n.state.redirects = {}
     tick(n.rec, n.state)
     assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
+
+
+def test_renewals_are_saved_by_the_timer(node: Node) -> None:
+    def saved() -> dict[str, float]:
+        return json.loads((node.tmp / "fqdn.json").read_text())["cache"]["entries"][IP]
+
+    learn(node.rec, node.state, "api.example.com", {IP: 60})
+    assert saved() == {"api.example.com": 1060.0}  # new: saved at once
+    learn(node.rec, node.state, "api.example.com", {IP: 60}, now=1030)
+    assert saved() == {"api.example.com": 1060.0} and node.state.dirty  # a renewal waits for the timer
+    tick(node.rec, node.state)
+    assert saved() == {"api.example.com": 1090.0} and not node.state.dirty

@@ -18,9 +18,10 @@
   its identity: the ipcache entry goes first (back to its CIDR identity if a policy names the /32,
   else removed), then the identity is released and the policies follow. Nothing is allowed more
   in between.
-* The cache and the identities' labels are written to ``<state_dir>/fqdn.json`` after every change
-  and read back by the next agent (:func:`restore`) before its first policy sync, so an agent
-  restart does not cut what a pod learned (Cilium keeps the DNS history in the endpoint state).
+* The cache and the identities' labels are written to ``<state_dir>/fqdn.json`` when an address or
+  name is learned or expires (renewals within a second, by the timer) and read back by the next
+  agent (:func:`restore`) before its first policy sync, so an agent restart does not cut what a pod
+  learned (Cilium keeps the DNS history in the endpoint state).
 * Each query, answer and refusal is reported to the flow sink as a :class:`DnsRecord`.
 """
 
@@ -107,6 +108,7 @@ class FqdnState:
     endpoints_seen: frozenset[tuple[int, int]] | None = None  # (id, identity) redirects were made for
     in_use: frozenset[str] = frozenset()  # expired addresses conntrack still had, when last read
     in_use_checked: float = 0.0
+    dirty: bool = False  # renewed expiry times not saved yet (the timer saves them)
 
     @classmethod
     def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
@@ -123,8 +125,9 @@ class FqdnState:
                 "labels": {ip: lbls.strings() for ip, lbls in sorted(self.ips.items())}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_text(json.dumps(data, separators=(",", ":")))
         os.replace(tmp, self.path)
+        self.dirty = False
 
     def load(self) -> dict[str, Labels]:
         """Read the saved cache into this state; returns the saved labels by address ({} when
@@ -197,6 +200,8 @@ def tick(rec: Reconciler, state: FqdnState) -> None:
     """The timer's step: expire what is due, and redirect endpoints that came or changed by a path
     that did not sync the redirects (a full resync after a failed batch creates pods too)."""
     expire(rec, state)
+    if state.dirty:
+        state.save()
     if state.endpoints_seen is not None and _endpoint_keys(rec) != state.endpoints_seen:
         sync_redirects(rec, state)
 
@@ -271,7 +276,12 @@ def learn(rec: Reconciler, state: FqdnState, name: str, addresses: Mapping[str, 
     answers = dict(addresses) if isinstance(addresses, Mapping) else dict.fromkeys(addresses, ttl)
     gained = state.cache.update(name, answers, state.clock() if now is None else now)
     changed = _apply(rec, state, gained) if gained else {}
-    state.save()  # renewed expiry times too
+    if gained:
+        state.save()  # a new address or name: saved before the answer reaches the pod
+    else:
+        # A renewal only: the timer saves it within a second. Lost on a crash before that, the
+        # address expires at its previous time (earlier, never later) until the next lookup.
+        state.dirty = True
     learned = {ip: i for ip, i in changed.items() if i is not None}
     if learned:
         log.info("fqdn %s: %s", name, ", ".join(f"{ip} → identity {i}" for ip, i in learned.items()))
