@@ -204,6 +204,7 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
         agent.run()
     finally:
         fqdn_gc.set()
+        fqdn.flush(agent)
         if dns_proxy is not None:
             dns_proxy.close()
         if member is not None:

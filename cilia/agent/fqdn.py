@@ -602,3 +602,10 @@ def start_gc(agent: Any, interval_s: float = GC_INTERVAL_S) -> threading.Event:
 
     threading.Thread(target=loop, name="cilia-fqdn-gc", daemon=True).start()
     return stop
+
+
+def flush(agent: Any) -> None:
+    """Save renewals the timer has not saved yet (the agent stopping)."""
+    with agent._lock:
+        if agent.reconciler.fqdn.dirty:
+            agent.reconciler.fqdn.save()
