@@ -98,3 +98,8 @@ def test_tcp_framing_errors() -> None:
     with pytest.raises(dnsmsg.DnsFormatError):
         dnsmsg.frame(b"x" * 70000)
     assert dnsmsg.type_name(28) == "AAAA" and dnsmsg.type_name(99) == "TYPE99"
+
+
+def test_a_second_proxy_on_the_same_address_fails(proxy: Proxy) -> None:
+    with pytest.raises(OSError):
+        DnsProxy(("127.0.0.1", proxy.port), lambda *a: None, lambda ip, n: True, lambda n, t: None)

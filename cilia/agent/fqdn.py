@@ -422,7 +422,10 @@ class DnsProxy:
     def _socket(self, kind: int) -> socket.socket:
         s = socket.socket(socket.AF_INET, kind)
         try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if kind == socket.SOCK_STREAM:
+                # a restarted agent must not wait for TIME_WAIT; UDP goes without it, so a second
+                # proxy on the same address fails loudly instead of silently sharing the port
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             # The gateway address exists only once a pod (or world host) link carries it.
             s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
             s.bind(self.bind)
