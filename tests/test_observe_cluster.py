@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -34,9 +35,18 @@ from tests.conftest import SEED
 pytestmark = pytest.mark.root
 
 NODES = 3
-PORT = 80
-MAX_TIME = "1.5"  # a drop costs this much; an allowed connection answers at once
-APPS = [SEED / "app-a.yaml", SEED / "app-b.yaml"]
+TCP, UDP = (80, "TCP"), (7, "UDP")  # the seed's web servers; a UDP echo port added to the same pods
+DROP_WAIT, PASS_WAIT = 1.5, 5.0  # how long a probe waits: trace expects a drop / expects it through
+UDP_PROBE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(float(sys.argv[3]))
+s.sendto(b"cilia", (sys.argv[1], int(sys.argv[2])))
+try:
+    s.recvfrom(64)
+except OSError:
+    sys.exit(1)
+"""
 DENY = SEED / "deny-a-to-b-fixed.yaml"
 ALLOW_INTO_FRONTEND = SEED / "allow-frontend-to-b.yaml"
 
@@ -86,10 +96,15 @@ class LabCluster:
                 name = ep["pod"].split("/", 1)[1]
                 self.pods[name] = Pod(name, ep["ip"], f"node-{i}", ep["netns"])
 
-    def curl(self, src: Pod, dst: Pod) -> bool:
-        argv = ["nsenter", f"--net={netns.path_of(src.netns)}", "--", "curl", "-s", "-o", "/dev/null",
-                "--max-time", MAX_TIME, f"http://{dst.ip}:{PORT}/"]  # fmt: skip
-        return subprocess.run(argv, capture_output=True, check=False, timeout=10).returncode == 0
+    def probe(self, src: Pod, dst: Pod, port: tuple[int, str], wait: float) -> bool:
+        """curl (TCP) or one datagram to the pod's echo port (UDP), from inside ``src``; an answer
+        comes at once, so ``wait`` only bounds what a drop costs (and a busy machine's delay)."""
+        enter = ["nsenter", f"--net={netns.path_of(src.netns)}", "--"]
+        if port == TCP:
+            cmd = ["curl", "-s", "-o", "/dev/null", "--max-time", str(wait), f"http://{dst.ip}:{port[0]}/"]
+        else:
+            cmd = [sys.executable, "-c", UDP_PROBE, dst.ip, str(port[0]), str(wait)]
+        return subprocess.run([*enter, *cmd], capture_output=True, check=False, timeout=10).returncode == 0
 
     def observe(self, *args: str) -> list[dict[str, Any]]:
         out = self.cilia("observe", *args, "-o", "json").stdout
@@ -99,30 +114,45 @@ class LabCluster:
         return [(s, d) for s in self.pods.values() for d in self.pods.values() if s.node != d.node]
 
 
+def udp_echo(manifest: str) -> str:
+    """The manifest with a UDP port beside the web server's, so that its pods echo UDP there."""
+    indent = next(line for line in manifest.splitlines() if "- containerPort: 80" in line).split("-")[0]
+    extra = f"{indent}- containerPort: {UDP[0]}\n{indent}  protocol: UDP\n"
+    return manifest.replace(f"{indent}- containerPort: 80\n", f"{indent}- containerPort: 80\n{extra}", 1)
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
     base = tmp_path_factory.mktemp("observe-cluster")
     c = LabCluster(base)
     try:
         c.cilia("up", "--nodes", str(NODES))
-        c.cilia("apply", *(a for m in APPS for a in ("-f", str(m))))
+        apps = []
+        for name in ("app-a.yaml", "app-b.yaml"):  # the seed's Deployments, each pod also echoing UDP
+            apps.append(base / name)
+            apps[-1].write_text(udp_echo((SEED / name).read_text()))
+        c.cilia("apply", *(a for m in apps for a in ("-f", str(m))))
         c.load_pods()
         # the relabelled frontend pod of the story, on a node without app-b: app-b reaches it across nodes
         frontend = base / "frontend-pod.yaml"
         free = sorted({f"node-{i}" for i in range(NODES)} - {p.node for p in c.pods.values()
                                                              if p.name.startswith("app-b")})  # fmt: skip
-        frontend.write_text((SEED / "frontend-pod.yaml").read_text().replace(
-            "spec:\n", f"spec:\n  nodeName: {free[0]}\n", 1))  # fmt: skip
-        c.manifests = [*APPS, frontend]
+        frontend.write_text(udp_echo((SEED / "frontend-pod.yaml").read_text().replace(
+            "spec:\n", f"spec:\n  nodeName: {free[0]}\n", 1)))  # fmt: skip
+        c.manifests = [*apps, frontend]
         c.cilia("apply", "-f", str(frontend))
         c.load_pods()
         yield c
     finally:
-        c.cilia("down", "--purge", check=False)
-        etcd_keeper.stop(base / "state" / "etcd")  # safety net if `down` itself broke
+        down = c.cilia("down", "--purge", check=False)
+        # safety nets if `down` itself broke: nothing of the lab may stay on the machine
+        etcd_keeper.stop(base / "state" / "etcd")
         if nodes_lab.leftovers():
             nodes_lab.remove_nodes()
-        assert not c.pin_root.exists(), f"pins left behind under {c.pin_root}"
+        pins_left = c.pin_root.exists()
+        if pins_left:
+            shutil.rmtree(c.pin_root, ignore_errors=True)
+        assert not pins_left and down.returncode == 0, f"cilia down:\n{down.stdout}\n{down.stderr}"
 
 
 def _ref(r: dict[str, Any]) -> Ref:
@@ -137,10 +167,10 @@ def _flow_refs(refs: list[dict[str, Any]]) -> frozenset[Ref]:
     return frozenset((r["kind"], r["namespace"], r["name"], r.get("rule", "")) for r in refs)
 
 
-def trace(files: list[Path], src: Pod, dst: Pod) -> Decision:
-    """``cilia trace`` of ``src`` → ``dst`` on 80/TCP, offline on the YAML the cluster was given."""
+def trace(files: list[Path], src: Pod, dst: Pod, port: tuple[int, str]) -> Decision:
+    """``cilia trace`` of ``src`` → ``dst`` on ``port``, offline on the YAML the cluster was given."""
     args = ["trace", *(a for f in files for a in ("-f", str(f))), "--from", f"default/{src.name}",
-            "--to", f"default/{dst.name}", "--port", f"{PORT}/TCP", "-o", "json"]  # fmt: skip
+            "--to", f"default/{dst.name}", "--port", f"{port[0]}/{port[1]}", "-o", "json"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code in (0, 1), res.output
     (flow,) = json.loads(res.stdout)["flows"]
@@ -160,36 +190,46 @@ def _wait_for(cond: Any, timeout: float = 5.0) -> None:
         time.sleep(0.2)
 
 
+Probe = tuple[str, str, tuple[int, str]]  # source pod, destination pod, (port, protocol)
+
+
 def run_stage(
-    lab: LabCluster, files: list[Path], audited_nodes: frozenset[str] = frozenset(), audit_all: bool = False
-) -> dict[tuple[str, str], Decision]:
-    """Every cross-node pair live and traced; checks the outcome and the flows ``cilia observe``
-    shows of this stage. A denying side on an audited node lets the packet through as AUDIT."""
+    lab: LabCluster,
+    files: list[Path],
+    audited_nodes: frozenset[str] = frozenset(),
+    audit_all: bool = False,
+    ports: tuple[tuple[int, str], ...] = (TCP,),
+) -> dict[Probe, Decision]:
+    """Every cross-node pair on each port live and traced; checks the outcome and the flows
+    ``cilia observe`` shows of this stage. A denying side on an audited node lets it through as AUDIT."""
     before = {(f["node_name"], f["seq"]) for f in lab.observe()}
-    pairs = lab.cross_node_pairs()
-    decisions = {(s.name, d.name): trace(files, s, d) for s, d in pairs}
-    with ThreadPoolExecutor(8) as pool:
-        live = dict(zip([(s.name, d.name) for s, d in pairs], pool.map(lambda p: lab.curl(*p), pairs),
-                        strict=True))  # fmt: skip
+    probes = [(s, d, port) for s, d in lab.cross_node_pairs() for port in ports]
+    keys: list[Probe] = [(s.name, d.name, port) for s, d, port in probes]
+    decisions = {k: trace(files, s, d, port) for k, (s, d, port) in zip(keys, probes, strict=True)}
 
     def audited(d: Decision) -> bool:
         return audit_all or d.node in audited_nodes
 
+    waits = [PASS_WAIT if decisions[k].allowed or audited(decisions[k]) else DROP_WAIT for k in keys]
+    with ThreadPoolExecutor(8) as pool:
+        live = dict(zip(keys, pool.map(lambda p, w: lab.probe(*p, w), probes, waits), strict=True))
+
     for key, d in decisions.items():
         want = d.allowed or audited(d)
-        assert live[key] == want, f"{key[0]} -> {key[1]}: live {live[key]}, trace {d}"
+        assert live[key] == want, f"{key[0]} -> {key[1]} {key[2]}: live {live[key]}, trace {d}"
 
     decided = {k: d for k, d in decisions.items() if not d.allowed}
-    by_ips = {(lab.pods[s].ip, lab.pods[t].ip): (s, t) for s, t in decided}
+    by_ips = {(lab.pods[s].ip, lab.pods[t].ip, port): (s, t, port) for s, t, port in decided}
 
     def stage_flows() -> list[dict[str, Any]]:
-        return [f for f in lab.observe("--verdict", "DROPPED", "--verdict", "AUDIT", "--port", str(PORT))
+        return [f for f in lab.observe("--verdict", "DROPPED", "--verdict", "AUDIT")
                 if (f["node_name"], f["seq"]) not in before]  # fmt: skip
 
-    def ips(f: dict[str, Any]) -> tuple[str, str]:
-        return (f["IP"]["source"], f["IP"]["destination"])
+    def ips(f: dict[str, Any]) -> tuple[str, str, tuple[int, str]]:
+        ((proto, l4),) = f["l4"].items()
+        return (f["IP"]["source"], f["IP"]["destination"], (l4.get("destination_port", 0), proto))
 
-    def seen() -> set[tuple[str, str]]:
+    def seen() -> set[Probe]:
         return {by_ips[ips(f)] for f in stage_flows() if ips(f) in by_ips}
 
     _wait_for(lambda: seen() >= set(decided))
@@ -198,9 +238,9 @@ def run_stage(
     assert len(keys) == len(set(keys)), "a flow shown twice by the fan-in"
     times = [f["time"] for f in flows]  # RFC 3339 with nanoseconds: text order is time order
     assert times == sorted(times), "the fan-in merges nodes in time order"
-    for (s, t), d in decided.items():
-        mine = [f for f in flows if ips(f) == (lab.pods[s].ip, lab.pods[t].ip)]
-        assert mine, f"no drop observed for {s} -> {t} ({d})"
+    for (s, t, port), d in decided.items():
+        mine = [f for f in flows if ips(f) == (lab.pods[s].ip, lab.pods[t].ip, port)]
+        assert mine, f"no drop observed for {s} -> {t} {port} ({d})"
         side = d.direction.lower()
         verdict = "AUDIT" if audited(d) else "DROPPED"
         decisive = [f for f in mine if f["traffic_direction"] == d.direction]
@@ -212,7 +252,7 @@ def run_stage(
             assert (_flow_refs(f.get(f"{side}_denied_by", [])), _flow_refs(f.get("default_deny_by", []))) == (
                 d.denied_by, d.default_deny_by), (s, t, f)
     assert not [f for f in flows if ips(f) not in by_ips and f["verdict"] == "DROPPED"], "a drop trace misses"
-    print(f"\n{len(pairs)} pairs across nodes: {len(pairs) - len(decided)} allowed, {len(decided)} denied "
+    print(f"\n{len(probes)} probes across nodes: {len(probes) - len(decided)} allowed, {len(decided)} denied "
           f"({len(flows)} drop/audit flows fanned in)")  # fmt: skip
     return decisions
 
@@ -229,13 +269,14 @@ def test_seed_story_across_nodes_live_equals_trace_and_observe_fans_in(lab: LabC
         n: p.node for n, p in pods.items()}
 
     # 1. no policy: every pair across nodes connects, as trace says
-    first = run_stage(lab, manifests)
+    first = run_stage(lab, manifests, ports=(TCP, UDP))
     assert all(d.allowed for d in first.values())
 
     # 2. the corrected deny: app-a (the frontend pod too) -> app-b dropped at egress, on the source's node
     lab.cilia("apply", "-f", str(DENY))
-    second = run_stage(lab, [*manifests, DENY])
+    second = run_stage(lab, [*manifests, DENY], ports=(TCP, UDP))
     denied = {k for k, d in second.items() if not d.allowed}
+    assert {port for _, _, port in denied} == {TCP, UDP}, "an L3 deny: every protocol"
     assert denied and all(d.direction == "EGRESS" and k[1].startswith("app-b") for k, d in second.items()
                           if not d.allowed)  # fmt: skip
 
@@ -245,8 +286,8 @@ def test_seed_story_across_nodes_live_equals_trace_and_observe_fans_in(lab: LabC
     files = [*manifests, DENY, ALLOW_INTO_FRONTEND]
     third = run_stage(lab, files)
     into_frontend = {k: d for k, d in third.items() if k[1] == "app-a-frontend"}
-    assert {src.rsplit("-", 2)[0] for src, _ in into_frontend} == {"app-a", "app-b"}, "placement"
-    for (src, _), d in into_frontend.items():
+    assert {src.rsplit("-", 2)[0] for src, _, _ in into_frontend} == {"app-a", "app-b"}, "placement"
+    for (src, _, _), d in into_frontend.items():
         assert d.allowed == src.startswith("app-b"), (src, d)
         if not d.allowed:
             assert (d.direction, d.node) == ("INGRESS", pods["app-a-frontend"].node)
