@@ -312,6 +312,24 @@ def test_seed_story_across_nodes_live_equals_trace_and_observe_fans_in(lab: LabC
     compact = lab.cilia("observe", "--print-node-name", "--verdict", "DROPPED", "--last", "1").stdout
     assert f" [{last_drop['node_name']}]: " in compact and compact.count("\n") == 1
 
+    # -f follows every node at once: a new drop comes from its node's agent
+    (src, dst, port), d = next((k, d) for k, d in third.items() if not d.allowed)
+    known = {(f["node_name"], f["seq"]) for f in everything}
+    follower = subprocess.Popen([sys.executable, "-m", "cilia.cli.main", "observe", "-f", "--follow-for", "5",
+                                 "--verdict", "DROPPED", "-o", "json"], env=lab.env, stdout=subprocess.PIPE,
+                                text=True)  # fmt: skip
+    try:
+        time.sleep(2.0)  # past its first read of every node
+        assert not lab.probe(pods[src], pods[dst], port, DROP_WAIT)
+        out, _ = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    new = [f for f in map(json.loads, out.splitlines()) if (f["node_name"], f["seq"]) not in known]
+    seen = {(f["IP"]["source"], f["IP"]["destination"], f["node_name"], f["traffic_direction"]) for f in new}
+    assert seen == {(pods[src].ip, pods[dst].ip, d.node, d.direction)}
+
     # 4. node audit mode on one node: its drops pass as AUDIT, the other nodes still drop
     audit_node = pods["app-a-frontend"].node
     lab.cilia("audit", "on", "--node", audit_node)
