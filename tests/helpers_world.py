@@ -45,8 +45,12 @@ def cnp(name: str, spec: dict[str, Any], namespace: str = "default") -> dict[str
 
 
 class LiveNode:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, node_index: int = NODE_INDEX) -> None:
+        """``node_index``: another index than the world tests' (11) lets a module's live tests run
+        beside them (pod range, gateway and world hosts 198.19.<index>.0/24 are the index's)."""
         self.base = base
+        self.node_index = node_index
+        self.world = f"198.19.{node_index}"
         self.env = {
             **os.environ,
             "CILIA_STATE_DIR": str(base / "state"),
@@ -84,7 +88,7 @@ class LiveNode:
         return {i["metadata"]["name"]: i["status"].get("podIP", "") for i in items}
 
     def world_add(self, name: str, last_octet: int, *ports: str) -> str:
-        ip = f"{WORLD}.{last_octet}"
+        ip = f"{self.world}.{last_octet}"
         self.world_hosts.append(name)
         self.cilia("world", "add", name, "--ip", ip, *(a for p in ports for a in ("--port", p)))
         return ip
@@ -106,8 +110,8 @@ class LiveNode:
 
     def created(self) -> tuple[set[str], set[str]]:
         eps = list(EndpointTable(self.cfg.endpoints_path)) if self.cfg.endpoints_path.exists() else []
-        ns = {e.netns for e in eps} | {world_netns_name(NODE_INDEX, h) for h in self.world_hosts}
-        links = {e.host_ifname for e in eps} | {world_ifname(NODE_INDEX, h) for h in self.world_hosts}
+        ns = {e.netns for e in eps} | {world_netns_name(self.node_index, h) for h in self.world_hosts}
+        links = {e.host_ifname for e in eps} | {world_ifname(self.node_index, h) for h in self.world_hosts}
         return ns, links
 
 
@@ -132,7 +136,7 @@ def live_node(base: Path, node: LiveNode | None = None) -> Iterator[LiveNode]:
     """Fixture body: a node up for the test, down (and checked empty) afterwards."""
     n = node if node is not None else LiveNode(base)
     try:
-        n.cilia("up", "--node-index", str(NODE_INDEX))
+        n.cilia("up", "--node-index", str(n.node_index))
         yield n
     finally:
         created_netns, created_links = n.created()

@@ -17,17 +17,18 @@ from typing import Any
 
 import pytest
 
-from tests.helpers_world import NODE_INDEX, LiveNode, cnp, live_node, pod
+from tests.helpers_world import LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
 
+NODE_INDEX = 12  # not the world tests' 11: these tests can run beside them (one proxy per gateway)
 DNS_SERVER = f"198.19.{NODE_INDEX}.53"
 CLIENT = "dns-client"  # a name of its own: pods' namespaces are named by pod, not by node
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[LiveNode]:
-    node = LiveNode(tmp_path)
+    node = LiveNode(tmp_path, NODE_INDEX)
     node.world_hosts.append("dns")
     yield from live_node(tmp_path, node)
 
@@ -65,7 +66,7 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     assert dig(node, "other.example.org") == (5, [])  # REFUSED: the DNS rules allow *.example.com only
     ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
     assert [i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]] == [
-        ["cidr:198.19.11.60/32=", "fqdn:api.example.com=", "reserved:world="]], ids
+        [f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="]], ids
 
 
 MIN_TTL = 8  # the node's tofqdns-min-ttl in these tests: the record's TTL of 1 s is raised to it
@@ -93,7 +94,7 @@ def observe(node: LiveNode, *args: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def short_ttl_node(tmp_path: Path) -> Iterator[LiveNode]:
-    node = LiveNode(tmp_path)
+    node = LiveNode(tmp_path, NODE_INDEX)
     node.env["CILIA_TOFQDNS_MIN_TTL"] = str(MIN_TTL)
     node.world_hosts.append("dns")
     yield from live_node(tmp_path, node)
