@@ -48,7 +48,8 @@ from cilia.agent.cluster import member_config  # noqa: E402
 from cilia.agent.config import AgentConfig  # noqa: E402
 from cilia.datapath.bpf.pins import PinnedMaps, open_pinned  # noqa: E402
 from cilia.datapath.maps.policy import F_DENY, PolicyValue, make_key  # noqa: E402
-from cilia.lab import etcd_keeper, nodes_lab  # noqa: E402
+from cilia.lab import etcd_keeper, netns, nodes_lab  # noqa: E402
+from cilia.lab.workloadd import PID_NAME as WORKLOADS_PID  # noqa: E402
 from cilia.policy.types import Direction, Key, Proto  # noqa: E402
 from cilia.store import Store, open_store  # noqa: E402
 
@@ -215,12 +216,39 @@ def lab(nodes: int) -> Iterator[tuple[dict[str, str], AgentConfig, Callable[...,
         try:
             yield env, cfg, cilia
         finally:
+            code = -1
             with contextlib.suppress(Exception):
-                subprocess.run([sys.executable, "-m", "cilia.cli.main", "down", "--purge"], env=env,
-                               capture_output=True, check=False, timeout=600)
+                code = subprocess.run([sys.executable, "-m", "cilia.cli.main", "down", "--purge"], env=env,
+                                      capture_output=True, check=False, timeout=600).returncode
+            if code != 0:
+                print(f"warning: cilia down failed (exit {code}); removing what the benchmark made directly",
+                      file=sys.stderr, flush=True)
+                force_cleanup(base, env["CILIA_PIN_ROOT"])
             etcd_keeper.stop(base / "state" / "etcd")
             if nodes_lab.leftovers():
                 nodes_lab.remove_nodes()
+
+
+def force_cleanup(base: Path, pin_root: str) -> None:
+    """When ``cilia down`` itself failed: stop the agents and workload daemons this run started
+    (their pid files under ``base``, checked against their command line), delete the pods'
+    namespaces (only the benchmark's Kubernetes namespaces) and the private pins."""
+    for pid_file in [*base.rglob("agent.pid"), *base.rglob(WORKLOADS_PID)]:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            if str(base).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+    for name in netns.names():
+        if any(name.startswith(f"cilia-{ns}-") for ns in NAMESPACES):
+            with contextlib.suppress(Exception):
+                netns.remove(name)
+    pins = Path(pin_root)
+    if pins.is_dir():
+        for path in sorted(pins.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        with contextlib.suppress(OSError):
+            pins.rmdir()
 
 
 def cpu_s(pid: int) -> float:

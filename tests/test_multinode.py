@@ -319,3 +319,84 @@ def test_one_deployment_controller_and_another_takes_over_when_its_agent_is_kill
         assert app_b_pods() == 4
     finally:
         store.close()
+
+
+SERVICE_ACROSS_NODES = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeName: node-2
+      containers: [{name: web, image: nginxdemos/hello, ports: [{containerPort: 80}]}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: client}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: client}}
+  template:
+    metadata: {labels: {app: client}}
+    spec:
+      nodeName: node-0
+      containers: [{name: client, image: curlimages/curl}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: 80}]
+"""
+
+CLIENT_EGRESS = """\
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: client-egress}}
+spec:
+  endpointSelector: {{matchLabels: {{app: client}}}}
+  egress:
+  - {peer}
+    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
+"""
+
+
+@pytest.mark.root
+def test_a_service_whose_only_backend_is_on_another_node(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.cilia("up", "--nodes", str(NODES))
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(SERVICE_ACROSS_NODES)
+    cluster.cilia("apply", "-f", str(manifest))
+    eps = cluster.endpoints()
+    client = next(e for n, e in eps.items() if n.startswith("client-"))
+    web = next(e for n, e in eps.items() if n.startswith("web-"))
+    assert (client["node"], web["node"]) == (0, 2)
+    cfg = cluster.settings()
+    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    try:
+        rec = store.get(Kind.SERVICES.key("default", "web"))
+        assert rec is not None
+        cluster_ip = rec.value["spec"]["clusterIP"]
+    finally:
+        store.close()
+    url = f"{cluster_ip}:8080"
+
+    # node-0's service table has the backend node-2 published (the client's node translates).
+    _wait(lambda: cluster.curl(client, url, "0.5") == 0, 10)
+
+    # Policy decides on the backend, not on the ClusterIP: toServices admits it ...
+    policy = tmp_path / "client-egress.yaml"
+    to_web = "toServices: [{k8sService: {serviceName: web, namespace: default}}]"
+    policy.write_text(CLIENT_EGRESS.format(peer=to_web))
+    cluster.cilia("apply", "-f", str(policy))
+    assert cluster.curl(client, url) == 0
+    # ... a rule naming some other peer does not, though the ClusterIP is the same.
+    policy.write_text(CLIENT_EGRESS.format(peer="toEndpoints: [{matchLabels: {app: nothing-like-web}}]"))
+    cluster.cilia("apply", "-f", str(policy))
+    assert cluster.curl(client, url, "1") != 0
+    assert cluster.curl(client, web["ip"], "1") != 0

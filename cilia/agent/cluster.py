@@ -8,6 +8,8 @@ addresses as ``remote-node``) into its own ipcache. A packet between nodes is th
 as in Cilium: the source's egress policy on the source node, the destination's ingress policy on
 the destination node, each with the peer's identity from its own ipcache. One node, elected with
 a key on its lease (:mod:`cilia.agent.leader`), runs the Deployment controller for the cluster.
+Pods other nodes published are Service backends here too (the client's node translates, as
+Cilium's kube-proxy replacement does), re-synced whenever those entries change.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def node_for(pod: PodKey, manifest: Mapping[str, Any], nodes: int) -> int:
         return int(m.group(1))
     digest = hashlib.sha256(f"{pod.namespace}/{pod.name}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % max(1, nodes)
+
+
+def _pod_key(pod: str) -> PodKey:
+    """``ns/name`` as published with an address."""
+    namespace, _, name = pod.partition("/")
+    return PodKey(namespace, name)
 
 
 def node_netns_name(index: int) -> str:
@@ -171,9 +179,9 @@ class ClusterMember:
         """Start mirroring the other nodes into ``agent``'s ipcache (before ``agent.run``)."""
         self._agent = agent
         self.view = ClusterView(self.store.backend, local_node=self.cfg.node_name)
-        agent.reconciler.remote_ipcache = {
-            f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in self.view.ipcache().items()
-        }
+        remote = self.view.ipcache()
+        agent.reconciler.remote_ipcache = {f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in remote.items()}
+        agent.reconciler.remote_pods = {_pod_key(e.pod): ip for ip, e in remote.items() if e.pod}
         self._halt = self.view.follow(self._on_changes, step=0.2)
         self.election.check()  # before the agent starts: a leader runs the controller in start()
         self._halt_election = self.election.follow(step=1.0)
@@ -209,6 +217,7 @@ class ClusterMember:
         with agent._lock:
             self.drain()
             rec = agent.reconciler
+            pods_moved = False
             for c in changes:
                 prefix = f"{c.ip}/{HOST_PREFIX_LEN}"
                 if c.new is not None:
@@ -216,6 +225,15 @@ class ClusterMember:
                     rec.datapath.upsert_ipcache(prefix, c.new.identity)
                 elif rec.remote_ipcache.pop(prefix, None) is not None:
                     rec.datapath.delete_ipcache(prefix)
+                if c.old is not None and c.old.pod and rec.remote_pods.get(_pod_key(c.old.pod)) == c.ip:
+                    del rec.remote_pods[_pod_key(c.old.pod)]
+                    pods_moved = True
+                if c.new is not None and c.new.pod:
+                    rec.remote_pods[_pod_key(c.new.pod)] = c.ip
+                    pods_moved = True
+            # Service backends on other nodes: after the ipcache, so policy knows the backend.
+            if pods_moved:
+                rec.sync_services()
         log.info("cluster ipcache: %d change(s) from other nodes", len(changes))
 
     def drain(self) -> None:

@@ -95,6 +95,7 @@ class Reconciler:
         self.on_synced = on_synced
         self.controller = controller
         self.remote_ipcache: dict[str, int] = {}  # other nodes' addresses (prefix -> identity)
+        self.remote_pods: dict[PodKey, str] = {}  # pods on other nodes -> address (Service backends)
         self.policy = PolicyState(
             enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
         )
@@ -206,7 +207,7 @@ class Reconciler:
         self._sync_ipcache()
         self.revision = snap.revision
         self._converge_pods()
-        self.services.sync(self.desired, self.endpoints, self.datapath)
+        self.sync_services()
         sync_redirects(self, self.fqdn)
         self._synced()
         return snap.revision
@@ -262,7 +263,7 @@ class Reconciler:
         self._converge_pods(touched_pods, touched_deployments)
         self._sync_policies(self.policy.take_affected())
         if services_changed or touched_pods:
-            self.services.sync(self.desired, self.endpoints, self.datapath)
+            self.sync_services()
         if policies_changed or touched_pods:
             sync_redirects(self, self.fqdn)
         self.revision = last
@@ -277,8 +278,12 @@ class Reconciler:
         self._sync_policies(None)
         self._sync_ipcache()
         self.services.applied = None
-        self.services.sync(self.desired, self.endpoints, self.datapath)
+        self.sync_services()
         self._synced()
+
+    def sync_services(self) -> bool:
+        """The datapath's service table from the Services, local endpoints and other nodes' pods."""
+        return self.services.sync(self.desired, self.endpoints, self.datapath, self.remote_pods)
 
     def run_controller(self) -> None:
         """The Deployment controller over every Deployment (a node just elected controller: what

@@ -7,7 +7,8 @@ translates with.
   ``cilia get svc`` shows it. A requested ``spec.clusterIP`` inside the range is honoured when free;
   ``None`` (headless) gets none.
 * Backends: for a Service with a selector, the running pods of its namespace whose labels match
-  (each pod's endpoint address; a named ``targetPort`` is looked up in the pod's container ports);
+  (each pod's endpoint address, or on several nodes the address another node published for it;
+  a named ``targetPort`` is looked up in the pod's container ports);
   for a selector-less Service, the addresses of its Endpoints/EndpointSlice (e.g. world hosts),
   on the Service's target port.
 * The datapath gets the table ClusterIP:port/proto → backends (:meth:`NodeDatapath.sync_services`
@@ -143,10 +144,18 @@ def _named_port(raw_pod: Mapping[str, Any], name: str, protocol: str) -> int | N
     return None
 
 
+def _pod_address(pk: PodKey, endpoints: EndpointTable, remote: Mapping[PodKey, str]) -> str:
+    ep = endpoints.get(pk)
+    return ep.ip if ep is not None and ep.ip else remote.get(pk, "")
+
+
 def service_views(
-    desired: DesiredState, endpoints: EndpointTable, cluster_ips: Mapping[PodKey, str]
+    desired: DesiredState, endpoints: EndpointTable, cluster_ips: Mapping[PodKey, str],
+    remote: Mapping[PodKey, str] | None = None,
 ) -> list[ServiceView]:
-    """Every Service with a ClusterIP, its TCP/UDP ports and their backends (sorted)."""
+    """Every Service with a ClusterIP, its TCP/UDP ports and their backends (sorted). ``remote``:
+    the addresses of pods running on other nodes (several nodes), backends like local ones."""
+    remote = remote or {}
     out = []
     for key, svc in sorted(desired.services.items()):
         ip = cluster_ips.get(key)
@@ -156,7 +165,7 @@ def service_views(
         if selector is not None:
             pods = [pk for pk, pod in desired.pods.items() if pk.namespace == key.namespace
                     and all(pod.label_map.get(k) == v for k, v in selector.items())]
-            addrs = sorted((ep.ip, pk) for pk in pods if (ep := endpoints.get(pk)) is not None and ep.ip)
+            addrs = sorted((pod_ip, pk) for pk in pods if (pod_ip := _pod_address(pk, endpoints, remote)))
         else:
             addrs = [(a, None) for a in desired.service_endpoints.get(key, ())]
         ports = []
@@ -233,9 +242,11 @@ class ServiceLB:
         with contextlib.suppress(ConflictError):
             self.store.txn([Expect(rec.key, rec.mod_revision), Put(rec.key, {**rec.value, "spec": spec})])
 
-    def sync(self, desired: DesiredState, endpoints: EndpointTable, datapath: object) -> bool:
-        """Bring ClusterIPs and the datapath's table up to date; True if the table changed."""
-        self.views = service_views(desired, endpoints, self._cluster_ips(desired))
+    def sync(self, desired: DesiredState, endpoints: EndpointTable, datapath: object,
+             remote: Mapping[PodKey, str] | None = None) -> bool:
+        """Bring ClusterIPs and the datapath's table up to date; True if the table changed.
+        ``remote``: other nodes' pod addresses (:func:`service_views`)."""
+        self.views = service_views(desired, endpoints, self._cluster_ips(desired), remote)
         want = lb_table(self.views)
         if want == self.applied:
             return False
