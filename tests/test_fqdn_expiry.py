@@ -204,7 +204,9 @@ def test_learned_addresses_survive_a_restart(node: Node) -> None:
     assert saved == {"version": 1, "labels": {IP: API},
                      "cache": {"version": 1, "min_ttl": 0, "entries": {IP: {"api.example.com": 1060.0}}}}
     node.dp.log.clear()
+    revision = node.store.revision
     node.restart()
+    assert node.store.revision == revision  # the stored identities were not written again
     # the address kept its identity and its ipcache entry through the restart: never dropped
     assert node.state.identities == {IP: ident} and node.labels(IP) == API
     assert ("ipcache-delete", f"{IP}/32") not in node.dp.log and node.dp.prefixes[f"{IP}/32"] == ident

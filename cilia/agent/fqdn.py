@@ -346,9 +346,14 @@ def restore(rec: Reconciler, state: FqdnState) -> int:
         return 0
     if isinstance(rec.allocator, LocalAllocator):
         # Claim the stored numbers first, as Reconciler.start will: an identity allocated here
-        # must not take a number the store gives another label set.
-        rec.allocator.restore({int(r.value["id"]): Labels.parse(r.value["labels"])
-                               for r in rec.store.list(Kind.IDENTITIES)})
+        # must not take a number the store gives another label set. They are in the store
+        # already: the reconciler's restoring flag keeps it from writing them again.
+        rec._restoring = True
+        try:
+            rec.allocator.restore({int(r.value["id"]): Labels.parse(r.value["labels"])
+                                   for r in rec.store.list(Kind.IDENTITIES)})
+        finally:
+            rec._restoring = False
     for ip, labels in sorted(saved.items()):
         if ip in state.cache.entries:
             state.identities[ip] = rec.allocator.allocate(labels)
