@@ -21,6 +21,7 @@ from cilia.agent.fqdn import (
     FqdnState,
     expire,
     fqdn_identity_labels,
+    identity_of,
     learn,
     restore,
     saved_cache,
@@ -287,3 +288,12 @@ def test_renewals_are_saved_by_the_timer(node: Node) -> None:
     assert saved() == {"api.example.com": 1060.0} and node.state.dirty  # a renewal waits for the timer
     tick(node.rec, node.state)
     assert saved() == {"api.example.com": 1090.0} and not node.state.dirty
+
+
+def test_identity_of_names_both_sides_of_a_dns_flow(node: Node) -> None:
+    learn(node.rec, node.state, "api.example.com", {IP: 60})
+    client = next(e for e in node.rec.endpoints if e.pod.name == "client")
+    got = {ip: identity_of(node.rec, node.state, ip)
+           for ip in (client.ip, node.rec.gateway, IP, "198.19.0.53", "198.19.0.99")}
+    assert got == {client.ip: client.identity, node.rec.gateway: 1, IP: node.state.identities[IP],
+                   "198.19.0.53": node.rec.cidr_identities["198.19.0.53/32"], "198.19.0.99": 2}
