@@ -57,6 +57,16 @@ def test_observe_from_the_log_golden(logged: Path) -> None:
     check_golden("client-udp.compact.txt", out)
 
 
+def test_observe_by_event_type(logged: Path) -> None:
+    """``--type drop`` / ``policy-verdict`` split the seed flows by verdict, as hubble's event types."""
+    drops, _ = cli(logged, "observe", "--type", "drop")
+    verdicts, _ = cli(logged, "observe", "--type", "policy-verdict")
+    assert drops == render.render([f for f in FLOWS if f.verdict is Verdict.DROPPED], "compact")
+    assert verdicts == render.render([f for f in FLOWS if f.verdict is not Verdict.DROPPED], "compact")
+    _, err = cli(logged, "observe", "--type", "trace", code=2)
+    assert "--type" in err
+
+
 def test_observe_last_and_suppressed_note(logged: Path) -> None:
     out, err = cli(logged, "observe", "--last", "2", "-o", "json")
     assert [flow_from_json(json.loads(line)) for line in out.splitlines()] == FLOWS[-2:]

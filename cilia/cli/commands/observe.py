@@ -53,7 +53,10 @@ def register(app: typer.Typer) -> None:
         from_label: Annotated[Multi, typer.Option("--from-label", help="key=value of the source")] = None,
         to_label: Annotated[Multi, typer.Option("--to-label", help="key=value of the destination")] = None,
         protocol: Annotated[
-            Multi, typer.Option("--protocol", help="tcp | udp | sctp | icmp | icmpv6")
+            Multi, typer.Option("--protocol", help="tcp | udp | sctp | icmp | icmpv6 | dns")
+        ] = None,
+        type_: Annotated[
+            Multi, typer.Option("--type", help="l7 (DNS lookups) | drop | policy-verdict")
         ] = None,
         port: Annotated[Multi, typer.Option("--port", help="Source or destination port")] = None,
         since: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
@@ -85,7 +88,8 @@ def register(app: typer.Typer) -> None:
             flt = FlowFilter.build(
                 verdicts=verdict or (), from_pods=from_pod or (), to_pods=to_pod or (), pods=pod or (),
                 namespaces=namespace or (), from_labels=from_label or (), to_labels=to_label or (),
-                protocols=protocol or (), ports=port or (), since=since, until=until, now_ns=time.time_ns(),
+                protocols=protocol or (), types=type_ or (), ports=port or (), since=since, until=until,
+                now_ns=time.time_ns(),
             )  # fmt: skip
         except FilterError as e:
             raise fail(str(e), 2) from e
