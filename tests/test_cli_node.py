@@ -164,13 +164,16 @@ def test_up_down_of_a_background_sim_node(tmp_path: Path) -> None:
             check=False,
         )
 
-    up = cilia("up", "--datapath", "sim", "--node-index", "9", "-o", "json")
+    assert cilia("up", "--datapath", "sim", "--tofqdns-min-ttl", "-1").returncode == 2
+    up = cilia("up", "--datapath", "sim", "--node-index", "9", "--tofqdns-min-ttl", "30", "-o", "json")
     assert up.returncode == 0, up.stderr
     info = json.loads(up.stdout)
     cfg = AgentConfig.resolve(tmp_path / "s", tmp_path / "r").with_saved()
     try:
         assert process.read_pid(cfg) == info["pid"] and info["status"]["ready"]
-        assert (cfg.node_index, cfg.datapath) == (9, "sim")
+        assert (cfg.node_index, cfg.datapath, cfg.tofqdns_min_ttl) == (9, "sim", 30)
+        argv = Path(f"/proc/{info['pid']}/cmdline").read_bytes().split(b"\0")
+        assert argv[argv.index(b"--tofqdns-min-ttl") + 1] == b"30"  # the agent runs with it
         assert json.loads(cilia("up", "-o", "json").stdout)["already_running"] is True
         assert cilia("apply", "-f", str(SEED / "app-b.yaml")).returncode == 0
         pods = json.loads(cilia("get", "pods", "-o", "json").stdout)["items"]

@@ -57,7 +57,7 @@ def agent_argv(cfg: AgentConfig) -> list[str]:
         "--state-dir", str(cfg.state_dir), "--run-dir", str(cfg.run_dir),
         "--node-index", str(cfg.node_index), "--enforcement-mode", cfg.enforcement_mode,
         "--allow-localhost", cfg.allow_localhost, "--datapath", cfg.datapath,
-        "--metrics-addr", cfg.metrics_addr,
+        "--metrics-addr", cfg.metrics_addr, "--tofqdns-min-ttl", str(cfg.tofqdns_min_ttl),
     ]  # fmt: skip
 
 

@@ -319,6 +319,9 @@ NodeIndexOpt = Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.
 EnforcementOpt = Annotated[str | None, typer.Option(help="default | always | never")]
 LocalhostOpt = Annotated[str | None, typer.Option(help="always | policy")]
 DatapathOpt = Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")]
+MinTtlOpt = Annotated[int | None, typer.Option(
+    "--tofqdns-min-ttl", min=0,
+    help="Least seconds an address learned from a DNS answer stays allowed (0: the answer's TTL).")]
 
 
 def _observe(agent: Any, cfg: AgentConfig) -> Any:
@@ -343,6 +346,7 @@ def register(app: typer.Typer) -> None:
         allow_localhost: LocalhostOpt = None,
         datapath: DatapathOpt = None,
         metrics_addr: MetricsAddrOpt = None,
+        tofqdns_min_ttl: MinTtlOpt = None,
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
         cfg = node_config(
@@ -353,6 +357,7 @@ def register(app: typer.Typer) -> None:
             allow_localhost=allow_localhost,
             datapath=datapath,
             metrics_addr=metrics_addr,
+            tofqdns_min_ttl=tofqdns_min_ttl,
         )
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +373,7 @@ def register(app: typer.Typer) -> None:
         allow_localhost: LocalhostOpt = None,
         datapath: DatapathOpt = None,
         metrics_addr: MetricsAddrOpt = None,
+        tofqdns_min_ttl: MinTtlOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
         nodes: Annotated[int | None, typer.Option(
             "--nodes", help="Several nodes: N node namespaces, one agent each, on etcd.")] = None,
@@ -380,7 +386,8 @@ def register(app: typer.Typer) -> None:
         from cilia.agent import process
 
         base = node_config(state_dir, run_dir, enforcement_mode=enforcement_mode,
-                           allow_localhost=allow_localhost, datapath=datapath)
+                           allow_localhost=allow_localhost, datapath=datapath,
+                           tofqdns_min_ttl=tofqdns_min_ttl)
         if nodes is None and member_configs(base):  # the cluster set up here, as it was
             nodes = base.cluster_size
         if nodes is not None or store == "etcd":
@@ -405,6 +412,7 @@ def register(app: typer.Typer) -> None:
             allow_localhost=allow_localhost,
             datapath=datapath,
             metrics_addr=metrics_addr,
+            tofqdns_min_ttl=tofqdns_min_ttl,
         )
         already = process.read_pid(cfg)
         try:
