@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cilia.agent import fqdn
+from cilia.agent import ctgc, fqdn
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -200,9 +200,11 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     node.start_flows(agent.flow_sink)
     dns_proxy = fqdn.start_proxy(agent)  # toFQDNs: None on the simulated datapath
     fqdn_gc = fqdn.start_gc(agent)
+    ct_gc = ctgc.start(node.datapath)
     try:
         agent.run()
     finally:
+        ct_gc.set()
         fqdn_gc.set()
         fqdn.flush(agent)
         if dns_proxy is not None:
