@@ -51,7 +51,7 @@ from cilia.datapath.maps.policy import F_DENY, PolicyValue, make_key  # noqa: E4
 from cilia.lab import etcd_keeper, netns, nodes_lab  # noqa: E402
 from cilia.lab.workloadd import PID_NAME as WORKLOADS_PID  # noqa: E402
 from cilia.policy.types import Direction, Key, Proto  # noqa: E402
-from cilia.store import Store, open_store  # noqa: E402
+from cilia.store import EventType, Kind, Store, open_store  # noqa: E402
 
 NAMESPACES = ("bench-0", "bench-1", "bench-2", "bench-3")
 TARGET_NS = NAMESPACES[0]
@@ -183,6 +183,7 @@ class Result:
     pods: int
     cilia_up_s: float = 0.0
     pods_up_s: float = 0.0
+    pod_writes: int = 0  # PUTs of pod objects until every pod was up
     policies_s: float = 0.0
     per_node_ms: dict[str, list[float]] = field(default_factory=dict)
     rss_mib: dict[str, float] = field(default_factory=dict)
@@ -288,11 +289,17 @@ def run_setup(nodes: int, pods: int, policies: int, samples: int) -> Result:
             tmp = cfg.state_dir
             docs = workload(nodes, pods)
             t = time.perf_counter()
+            rev0 = store.revision
             manifests.apply(store, [str(write_yaml(tmp / "workload.yaml", docs))])
             wait_pods(clients, pods, 900)
             wait_revision(clients, store.revision, 600)
             res.pods_up_s = time.perf_counter() - t
-            print(f"[{nodes} node(s)] {pods} pods up in {res.pods_up_s:.1f} s", flush=True)
+            # Writes of pod objects (the Deployment controller's): one per pod if one node writes.
+            res.pod_writes = sum(1 for ev in store.backend.events(Kind.PODS.prefix(), rev0 + 1)
+                                 if ev.type is EventType.PUT)
+            print(f"[{nodes} node(s)] {pods} pods up in {res.pods_up_s:.1f} s "
+                  f"({store.revision - rev0} store transactions, {res.pod_writes} pod object writes)",
+                  flush=True)
 
             apps = sum(1 for d in docs if d["metadata"]["name"].startswith("app-"))
             t = time.perf_counter()
