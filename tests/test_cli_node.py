@@ -199,3 +199,17 @@ def test_events_as_kubernetes_objects(story: SimNode) -> None:
             "involvedObject": {"kind": "Pod", "namespace": "default", "name": "app-a-flwmvdl9w9-96snb"},
         }
     ]
+
+
+def test_endpoints_under_node_audit_mode(story: SimNode) -> None:
+    """As ``cilium endpoint list``: enforced directions read ``Disabled (Audit)`` while the node is
+    in policy audit mode; describe says drops are reported, not made; back to Enabled after."""
+    story.cli("audit", "on")
+    try:
+        golden("endpoints-audit.txt", story.cli("get", "endpoints", "-A"))
+        assert "(audit mode: drops are reported as AUDIT, not made)" in story.cli(
+            "describe", "pod", "app-a-flwmvdl9w9-96"
+        )
+    finally:
+        story.cli("audit", "off")
+    assert "Audit" not in story.cli("get", "endpoints", "-A")

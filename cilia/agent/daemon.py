@@ -153,6 +153,7 @@ class Agent:
                 pod = self.reconciler.desired.pods.get(ep.pod)
                 summary = self.reconciler.policy.summary(ep.identity, pod)
                 data["enforcement"] = summary.pop("enforcement")
+                data["audit"] = self.reconciler.node_audit  # policy audit mode: drops only reported
                 data["policy"] = summary
                 data["policy_entries"] = len(self.reconciler.applied.get(ep.id, {}))
                 out.append(data)

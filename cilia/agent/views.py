@@ -249,10 +249,14 @@ def policies_table(policies: Sequence[Record], *, all_namespaces: bool = False, 
     return Table(headers, tuple(rows))
 
 
-def _enforcement_text(enf: dict[str, Any] | None, direction: str) -> str:
+def _enforcement_text(enf: dict[str, Any] | None, direction: str, audit: bool = False) -> str:
+    """As ``cilium endpoint list``: an enforced direction under policy audit mode is
+    ``Disabled (Audit)`` (policy is computed, drops are only reported)."""
     if not enf:
         return "unknown"
-    return "Enabled" if enf.get(direction) else "Disabled"
+    if not enf.get(direction):
+        return "Disabled"
+    return "Disabled (Audit)" if audit else "Enabled"
 
 
 def endpoints_table(
@@ -269,8 +273,8 @@ def endpoints_table(
         enf = ep.get("enforcement")
         row = (
             str(ep["id"]),
-            _enforcement_text(enf, "ingress"),
-            _enforcement_text(enf, "egress"),
+            _enforcement_text(enf, "ingress", bool(ep.get("audit"))),
+            _enforcement_text(enf, "egress", bool(ep.get("audit"))),
             str(ep["identity"]),
             str(ep["pod"]),
             ep["ip"],

@@ -62,7 +62,8 @@ def describe_pod(rec: Record, ep: dict[str, Any] | None) -> str:
             if by
             else ("enforced without default deny (enableDefaultDeny false): everything not denied is allowed")
         )
-        lines.append(f"  {d + ':':9} enforced; {why}")
+        audit = " (audit mode: drops are reported as AUDIT, not made)" if ep.get("audit") else ""
+        lines.append(f"  {d + ':':9} enforced; {why}{audit}")
     lines.append(f"Policy map entries: {ep.get('policy_entries', 0)}")
     return "\n".join(lines) + "\n"
 
