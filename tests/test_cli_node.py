@@ -213,3 +213,19 @@ def test_endpoints_under_node_audit_mode(story: SimNode) -> None:
     finally:
         story.cli("audit", "off")
     assert "Audit" not in story.cli("get", "endpoints", "-A")
+
+
+def test_describe_an_audited_policy(story: SimNode, tmp_path: Path) -> None:
+    """A policy annotated ``cilia.io/audit: "true"``: describe says so and lists the pods it
+    selects, marked audit mode (the agent audits, never enforces, it)."""
+    doc = tmp_path / "audited.yaml"
+    doc.write_text(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"
+        "metadata:\n  name: audited-app-b\n  annotations:\n    cilia.io/audit: \"true\"\n"
+        "spec:\n  endpointSelector:\n    matchLabels:\n      app: app-b\n  ingress:\n  - {}\n"
+    )
+    story.cli("apply", "-f", str(doc))
+    try:
+        golden("describe-cnp-audited.txt", story.cli("describe", "cnp", "audited-app-b"))
+    finally:
+        story.cli("delete", "-f", str(doc))

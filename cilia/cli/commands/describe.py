@@ -16,6 +16,7 @@ from cilia.agent import views
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.policy.translate import AUDIT_ANNOTATION
 from cilia.store import Kind, Record
 
 
@@ -76,15 +77,23 @@ def describe_policy(rec: Record, endpoints: list[dict[str, Any]] | None) -> str:
     lines = [f"Name:         {rec.key.name}"]
     if rec.key.namespace:
         lines.append(f"Namespace:    {rec.key.namespace}")
-    lines += [f"Kind:         {kind}", f"Sections:     {views.policy_sections(obj)}", "Spec:"]
+    lines += [f"Kind:         {kind}", f"Sections:     {views.policy_sections(obj)}"]
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if str(annotations.get(AUDIT_ANNOTATION, "")).strip().lower() == "true":
+        lines.append(f"Audit:        yes ({AUDIT_ANNOTATION}): what it would drop is reported as AUDIT, "
+                     "not dropped")
+    lines.append("Spec:")
     body = {k: v for k, v in obj.items() if k in ("spec", "specs")}
     lines += ["  " + line for line in views.to_yaml(body).splitlines()]
     lines.append("Selected pods on this node:")
     if endpoints is None:
         lines.append("  <unknown: no agent running>")
     else:
-        sel = [e for e in endpoints if ref in ((e.get("policy") or {}).get("policies") or [])]
-        lines += [f"  {e['pod']} (identity {e['identity']}, {e['ip']})" for e in sel] or ["  <none>"]
+        audited = f"{ref} (audit mode)"  # how the agent lists a policy it only audits for the pod
+        sel = [(e, audited in names) for e in endpoints
+               if {ref, audited} & set(names := (e.get("policy") or {}).get("policies") or [])]
+        lines += [f"  {e['pod']} (identity {e['identity']}, {e['ip']}){', audit mode' if a else ''}"
+                  for e, a in sel] or ["  <none>"]
     return "\n".join(lines) + "\n"
 
 
