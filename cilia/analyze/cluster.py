@@ -2,7 +2,9 @@
 
 :class:`Analysis` is what trace, connectivity, verify and lint work on. It holds the loaded objects,
 allocates identities exactly as a node would (pod labels §2.3/§2.4, reserved identities, one CIDR
-identity per prefix the policies name §3.3), translates the policies into rules and asks the engine
+identity per prefix the policies name §3.3, and — given what a node learned from DNS answers
+(:class:`cilia.analyze.learned.NodeDns`) — an fqdn identity per learned address that a toFQDNs
+selector of the policies selects, §7), translates the policies into rules and asks the engine
 for each identity's :class:`SidePolicy` (enforcement, default-deny attribution, MapState lookup).
 No store, no root, no kernel.
 """
@@ -18,8 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO
 
+from cilia.agent.fqdn import fqdn_identity_labels
 from cilia.analyze import engine_adapter
 from cilia.analyze.flow import EndKind, FlowEnd
+from cilia.analyze.learned import LearnedAddress, NodeDns
 from cilia.analyze.manifests import load_cluster
 from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
 from cilia.identity.allocator import LocalAllocator
@@ -85,14 +89,26 @@ def rule_prefixes(rules: Iterable[PolicyRule]) -> list[str]:
     return [str(net) for net in sorted(out, key=lambda n: (n.version, n))]
 
 
+def rule_fqdn_selectors(rules: Iterable[PolicyRule]) -> tuple[str, ...]:
+    """Every toFQDNs selector (matchName or matchPattern) of the rules, as a node collects them."""
+    return tuple(sorted({p for rule in rules for e in rule.entries for p in e.fqdn_patterns if p}))
+
+
 class Analysis:
     """One loaded cluster, ready for flow questions (build it from a Cluster, or with
     :func:`analyse_paths`)."""
 
-    def __init__(self, cluster: Cluster, options: Options = Options(), cluster_name: str = "default") -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        options: Options = Options(),
+        cluster_name: str = "default",
+        dns: NodeDns | None = None,
+    ) -> None:
         self.cluster = cluster
         self.options = options
         self.cluster_name = cluster_name
+        self.dns = dns  # what a node learned from DNS answers (None: nothing)
         self.allocator = LocalAllocator()
         ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
         endpoints = []
@@ -116,6 +132,19 @@ class Analysis:
             self._cidr_ids.append((ipaddress.ip_network(prefix), ident))
         # Longest prefix first, for the LPM of external addresses.
         self._cidr_ids.sort(key=lambda item: -item[0].prefixlen)
+        self.fqdn_selectors = rule_fqdn_selectors(self.rules)
+        # address -> (how the node knows it, its fqdn identity): allocated before the engine is
+        # built, as the node's policies learn an fqdn identity before its ipcache entry
+        self.learned: dict[str, tuple[LearnedAddress, int]] = {}
+        if dns is not None and self.fqdn_selectors:
+            pod_ips = {ep.pod.pod_ip for ep in self.endpoints if ep.pod.pod_ip}
+            for ip in dns.cache.addresses():
+                found = dns.learned(ip, self.fqdn_selectors)
+                if ip in pod_ips or found is None or not found.selectors:
+                    continue  # in-cluster addresses keep their pods' identities; unselected stay world
+                labels = fqdn_identity_labels(ip, found.names, self.fqdn_selectors)
+                if labels is not None:
+                    self.learned[ip] = (found, self.allocator.allocate(labels))
 
     # ------------------------------------------------------------------ identities
 
@@ -160,11 +189,13 @@ class Analysis:
             rid = ReservedIdentity[PEER_ENTITIES[spec.name].upper().replace("-", "_")]
             return [FlowEnd(spec.name, EndKind.ENTITY, int(rid), RESERVED_LABELS[rid])]
         if spec.kind is PeerKind.IP:
-            for ep in self.endpoints:
-                if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == ipaddress.ip_address(spec.ip):
-                    return [self._pod_end(ep)]
-            ident = self.external_identity(spec.ip)
-            return [FlowEnd(spec.ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=spec.ip)]
+            return [self._address_end(spec.ip)]
+        if spec.kind is PeerKind.FQDN:
+            dns = self.dns if self.dns is not None else NodeDns(None)
+            addresses = dns.addresses(spec.name)
+            if not addresses:
+                raise PeerError(dns.unknown_name(spec.name))
+            return [self._address_end(ip, by_name=True) for ip in addresses]
         if spec.kind is PeerKind.DEPLOYMENT:
             found = [
                 ep
@@ -192,6 +223,23 @@ class Analysis:
             )
         return [self._pod_end(matches[0])]
 
+    def _address_end(self, ip: str, by_name: bool = False) -> FlowEnd:
+        """A pod's IP is that pod; an address a node learned under a toFQDNs-selected name has its
+        fqdn identity; any other is world or the CIDR identity of its longest policy prefix."""
+        addr = ipaddress.ip_address(ip)
+        for ep in self.endpoints:
+            if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == addr:
+                return self._pod_end(ep)
+        if ip in self.learned:
+            found, ident = self.learned[ip]
+            return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=found)
+        ident = self.external_identity(ip)
+        # Known under names no selector matches: said, so a trace shows why toFQDNs did not apply.
+        learned = None
+        if self.dns is not None and (by_name or self.fqdn_selectors):
+            learned = self.dns.learned(ip, self.fqdn_selectors)
+        return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=learned)
+
     def _pod_end(self, ep: PodEndpoint) -> FlowEnd:
         return FlowEnd(
             ep.name,
@@ -205,9 +253,13 @@ class Analysis:
 
 
 def analyse_paths(
-    paths: Sequence[str | Path], options: Options = Options(), stdin: IO[bytes] | None = None
+    paths: Sequence[str | Path],
+    options: Options = Options(),
+    stdin: IO[bytes] | None = None,
+    dns: NodeDns | None = None,
 ) -> Analysis:
     """Load and validate manifests and build the :class:`Analysis`
-    (:class:`cilia.analyze.manifests.ManifestInputError` when they are unreadable or invalid)."""
+    (:class:`cilia.analyze.manifests.ManifestInputError` when they are unreadable or invalid;
+    :class:`cilia.analyze.learned.NodeStateError` when ``dns`` is needed and cannot be read)."""
     _, cluster = load_cluster(paths, stdin)
-    return Analysis(cluster, options)
+    return Analysis(cluster, options, dns=dns)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cilia.analyze.learned import LearnedAddress
 from cilia.identity.labels import Labels
 from cilia.policy.types import Direction, DropReason, Key, MatchType, RuleRef
 
@@ -31,6 +32,7 @@ class FlowEnd:
     ip: str = ""
     namespace: str = ""
     pod: str = ""
+    learned: LearnedAddress | None = None  # an outside address a node learned from DNS answers
 
     @property
     def local(self) -> bool:
@@ -41,6 +43,9 @@ class FlowEnd:
         if self.ip:
             out["ip"] = self.ip
         out["labels"] = self.labels.strings()
+        if self.learned is not None:
+            # which names (of the node's DNS cache) and toFQDNs selectors gave the identity
+            out["fqdn"] = {"names": list(self.learned.names), "selectors": list(self.learned.selectors)}
         return out
 
 
@@ -114,6 +119,7 @@ class FlowTrace:
     port: int
     egress: SideVerdict
     ingress: SideVerdict
+    notes: tuple[str, ...] = ()  # what the verdict depends on beyond the two sides (toFQDNs not applied)
 
     @property
     def allowed(self) -> bool:
@@ -131,7 +137,7 @@ class FlowTrace:
     def to_dict(self) -> dict[str, Any]:
         from cilia.analyze.peers import proto_name
 
-        return {
+        out = {
             "from": self.src.to_dict(),
             "to": self.dst.to_dict(),
             "port": self.port,
@@ -140,3 +146,6 @@ class FlowTrace:
             "egress": self.egress.to_dict(),
             "ingress": self.ingress.to_dict(),
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out

@@ -8,6 +8,8 @@ PEER forms (parsed here, resolved against a loaded cluster by :mod:`cilia.analyz
 * an IP address — a pod's IP means that pod; any other address is outside the cluster (world, or the
   CIDR identity of the longest policy prefix containing it, semantics.md §3.4).
 * ``entity:NAME`` — one of the reserved peers in :data:`PEER_ENTITIES`.
+* ``fqdn:NAME`` — the addresses a node's DNS proxy learned for a DNS name and still holds (one flow
+  per address; :mod:`cilia.analyze.learned`): toFQDNs rules decide on them as on that node.
 
 PORT forms: ``80/TCP``, ``53/udp``, ``80`` (TCP), ``8/ICMP`` and ``128/ICMPv6`` (the ICMP type takes the
 place of the port, §4.5).
@@ -16,9 +18,11 @@ place of the port, §4.5).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cilia.identity.fqdn import normalize_fqdn
 from cilia.policy.types import Proto
 
 # Reserved peers a flow can name; the values are the reserved label each identity carries.
@@ -51,6 +55,12 @@ class PeerKind(StrEnum):
     DEPLOYMENT = "deployment"
     IP = "ip"
     ENTITY = "entity"
+    FQDN = "fqdn"
+
+
+# A DNS name as a flow's peer: labels of letters, digits, '-' and '_' (no wildcard: a pattern selects
+# names in a policy, a flow goes to one name's addresses).
+_DNS_NAME = re.compile(r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*")
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class PeerSpec:
     kind: PeerKind
     text: str
     namespace: str = ""
-    name: str = ""  # pod name (prefix), deployment name or entity name
+    name: str = ""  # pod name (prefix), deployment name, entity name or DNS name (normalized)
     ip: str = ""  # normalized address for IP peers
 
 
@@ -112,6 +122,8 @@ def parse_peer(text: str) -> PeerSpec:
         if rest not in PEER_ENTITIES:
             raise PeerError(f"unknown entity {rest!r}: expected one of {', '.join(PEER_ENTITIES)}")
         return PeerSpec(PeerKind.ENTITY, raw, name=rest)
+    if sep and kind == "fqdn":
+        return PeerSpec(PeerKind.FQDN, raw, name=_dns_name(rest, raw))
     if sep and kind in ("deployment", "deploy"):
         ns, name = _split_ns(rest, raw)
         return PeerSpec(PeerKind.DEPLOYMENT, raw, namespace=ns, name=name)
@@ -129,11 +141,23 @@ def parse_peer(text: str) -> PeerSpec:
         raise PeerError(f"bad peer {text!r}: a flow has one address; name one inside {net}, e.g. {net[1]}")
     if sep:
         raise PeerError(
-            f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, an IP address "
-            "or entity:NAME"
+            f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, an IP address, "
+            "entity:NAME or fqdn:NAME"
         )
     ns, name = _split_ns(raw, raw)
     return PeerSpec(PeerKind.POD, raw, namespace=ns, name=name)
+
+
+def _dns_name(rest: str, text: str) -> str:
+    name = normalize_fqdn(rest)
+    if "*" in name:
+        raise PeerError(
+            f"bad peer {text!r}: fqdn: takes one DNS name, not a pattern (a flow goes to the addresses "
+            "of one name); name one the pattern matches"
+        )
+    if not name or len(name) > 253 or not _DNS_NAME.fullmatch(name):
+        raise PeerError(f"bad peer {text!r}: expected fqdn:NAME with a DNS name, e.g. fqdn:api.example.com")
+    return name
 
 
 def parse_port(text: str, protocol: str | None = None) -> PortSpec:

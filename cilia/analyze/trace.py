@@ -3,6 +3,8 @@
 A packet must pass the source's egress policy and the destination's ingress policy (§4.3); each side
 is the datapath lookup (§5.5) in that endpoint's MapState. For a drop the deciding rule is the deny
 entry's rule (reason 181) or, for default deny (133), the policies that enforce default deny there.
+toFQDNs rules decide on addresses a node learned from DNS answers (:mod:`cilia.analyze.learned`); a
+default-deny drop towards an address they did not apply to says so.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.flow import FlowEnd, FlowTrace, SideState, SideVerdict
+from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, proto_name
 from cilia.policy.types import Direction, DropReason, Key, RuleRef
 
@@ -90,11 +92,35 @@ def side_verdict(
     )
 
 
+def fqdn_note(analysis: Analysis, dst: FlowEnd, egress: SideVerdict) -> str:
+    """Why toFQDNs rules did not decide a default-deny drop towards an outside address ("" when
+    they did, or no policy has any): never left for the user to guess."""
+    if (
+        not analysis.fqdn_selectors
+        or dst.kind is not EndKind.EXTERNAL
+        or egress.allowed
+        or egress.reason != DropReason.POLICY_DENIED
+        or (dst.learned is not None and dst.learned.selectors)
+    ):
+        return ""
+    if dst.learned is not None:
+        why = f"the node knows it only as {', '.join(dst.learned.names)}, which no toFQDNs selector matches"
+    else:
+        where = analysis.dns.where() if analysis.dns is not None else "no node state given"
+        why = f"no node learned it from a DNS answer ({where})"
+    return (
+        f"toFQDNs rules ({', '.join(analysis.fqdn_selectors)}) were not applied to {dst.name}: {why}; "
+        "on a node, a pod's lookup of a selected name through the DNS proxy gives its addresses fqdn "
+        "identities (then trace --to fqdn:NAME)"
+    )
+
+
 def trace_flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
     """Both sides of one flow ``src → dst`` on ``port``."""
     egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
     ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
-    return FlowTrace(src, dst, port.proto, port.port, egress, ingress)
+    note = fqdn_note(analysis, dst, egress)
+    return FlowTrace(src, dst, port.proto, port.port, egress, ingress, (note,) if note else ())
 
 
 @dataclass(frozen=True)
@@ -112,7 +138,8 @@ class TraceResult:
 
 
 def trace(analysis: Analysis, src: str, dst: str, port: PortSpec) -> TraceResult:
-    """Trace every (source, destination) pair the PEER arguments stand for."""
+    """Trace every (source, destination) pair the PEER arguments stand for (a Deployment: each
+    pod; ``fqdn:NAME``: each address the node learned for the name)."""
     sources = analysis.resolve(src)
     dests = analysis.resolve(dst)
     return TraceResult(tuple(trace_flow(analysis, s, d, port) for s in sources for d in dests))
@@ -148,13 +175,28 @@ def describe_key(k: Key) -> str:
     return f"{peer}, {proto_name(k.proto)} {ports}"
 
 
+def render_learned(end: FlowEnd) -> list[str]:
+    """How an outside address got its identity from DNS answers a node saw (nothing otherwise)."""
+    if end.learned is None:
+        return []
+    names = ", ".join(end.learned.names)
+    if end.learned.selectors:
+        how = f"fqdn identity for toFQDNs {', '.join(end.learned.selectors)}"
+    else:
+        how = "no toFQDNs selector matches these names, so it is a plain outside address"
+    return [f"  {end.name}: learned from DNS answers for {names}; {how}"]
+
+
 def render_flow(flow: FlowTrace) -> list[str]:
     port = f"{flow.port}/{proto_name(flow.proto)}"
     lines = [
         f"flow {flow.src.name} (identity {flow.src.identity}) -> {flow.dst.name} (identity "
         f"{flow.dst.identity}) {port}",
+        *render_learned(flow.src),
+        *render_learned(flow.dst),
         *render_side(flow.egress),
         *render_side(flow.ingress),
+        *(f"  note: {n}" for n in flow.notes),
     ]
     decided = flow.decided_by
     if decided is None:

@@ -5,9 +5,11 @@ An expectations file is YAML (``apiVersion: cilia.io/v1alpha1`` and ``kind: Expe
     expectations:
     - {from: default/app-a, to: deployment:default/app-b, port: 80, protocol: TCP, expect: deny}
 
-``from``/``to`` are PEER arguments (:mod:`cilia.analyze.peers`); ``protocol`` is TCP (default), UDP,
-SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); ``expect`` is ``allow`` or ``deny``. An
-expectation about a Deployment holds only if it holds for every pod of it.
+``from``/``to`` are PEER arguments (:mod:`cilia.analyze.peers`; ``fqdn:NAME`` stands for the
+addresses a node learned for NAME, so the analysis needs that node's DNS cache); ``protocol`` is
+TCP (default), UDP, SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); ``expect`` is
+``allow`` or ``deny``. An expectation about a Deployment (or a name with several addresses) holds
+only if it holds for every pod (address) of it.
 """
 
 from __future__ import annotations

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
+from cilia.agent.config import AgentConfig
 from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
+from cilia.analyze.learned import NodeDns, NodeStateError
 from cilia.analyze.peers import PeerError
 from cilia.cli.render import print_errors
 from cilia.k8s.errors import Error, ManifestError
@@ -27,6 +30,20 @@ Mode = Annotated[
 Localhost = Annotated[
     AllowLocalhost,
     typer.Option("--allow-localhost", help="always: the node may reach its pods unless denied; policy: no."),
+]
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Node state directory whose saved DNS answers decide toFQDNs rules and fqdn:NAME peers "
+        "(default /var/lib/cilia, env CILIA_STATE_DIR).",
+        show_default=False,
+    ),
+]
+NoState = Annotated[
+    bool,
+    typer.Option("--no-state", help="Read no node state: nothing learned from DNS, toFQDNs select nothing."),
 ]
 
 T = TypeVar("T")
@@ -53,9 +70,17 @@ def guarded(action: Callable[[], T]) -> T:
     except Error as exc:
         print_errors([exc], sys.stderr)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    except PeerError as exc:
+    except (PeerError, NodeStateError) as exc:
         raise fail(str(exc)) from None
 
 
-def load(files: list[str], mode: EnforcementMode, localhost: AllowLocalhost) -> Analysis:
-    return guarded(lambda: analyse_paths(files, Options(mode, localhost)))
+def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
+    """What the node learned from DNS answers: its state directory resolved as the node commands
+    do (flag, env, default), read only when a question needs it."""
+    return NodeDns(None if no_state else AgentConfig.resolve(state_dir).state_dir)
+
+
+def load(
+    files: list[str], mode: EnforcementMode, localhost: AllowLocalhost, dns: NodeDns | None = None
+) -> Analysis:
+    return guarded(lambda: analyse_paths(files, Options(mode, localhost), dns=dns))

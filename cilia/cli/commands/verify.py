@@ -11,7 +11,18 @@ import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
 from cilia.analyze.verify import load_expectations, render_text, verify
-from cilia.cli.commands._analysis import EXIT_FAIL, EXIT_OK, Files, Localhost, Mode, guarded, load
+from cilia.cli.commands._analysis import (
+    EXIT_FAIL,
+    EXIT_OK,
+    Files,
+    Localhost,
+    Mode,
+    NoState,
+    StateDir,
+    guarded,
+    load,
+    node_dns,
+)
 from cilia.cli.render import print_json
 
 
@@ -31,13 +42,18 @@ def register(app: typer.Typer) -> None:
         output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+        state_dir: StateDir = None,
+        no_state: NoState = False,
     ) -> None:
         """Verify expected verdicts; each mismatch is printed with its trace.
+
+        Peers are as for trace (fqdn:NAME too: toFQDNs rules decide on what the node at --state-dir
+        learned from DNS answers).
 
         Exit status: 0 all expectations hold, 1 some do not, 2 bad input.
         """
         expectations = guarded(lambda: load_expectations(expect))
-        analysis = load(filename, enforcement_mode, allow_localhost)
+        analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
         report = guarded(lambda: verify(analysis, expectations))
         if output is Output.json:
             print_json(report.to_dict())
