@@ -138,7 +138,7 @@ class Analysis:
         self.learned: dict[str, tuple[LearnedAddress, int]] = {}
         if dns is not None and self.fqdn_selectors:
             pod_ips = {ep.pod.pod_ip for ep in self.endpoints if ep.pod.pod_ip}
-            for ip in dns.cache.addresses():
+            for ip in dns.all_addresses():
                 found = dns.learned(ip, self.fqdn_selectors)
                 if ip in pod_ips or found is None or not found.selectors:
                     continue  # in-cluster addresses keep their pods' identities; unselected stay world

@@ -12,6 +12,7 @@ connection in its conntrack still uses it (offline analysis sees no conntrack).
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -63,8 +64,12 @@ class NodeDns:
         return "no node state read: --no-state" if self.state_dir is None else f"state dir {self.state_dir}"
 
     def addresses(self, name: str) -> list[str]:
-        """The addresses ``name`` answered with whose TTL has not passed."""
-        return self.cache.lookup(name, self.now)
+        """The addresses ``name`` answered with whose TTL has not passed, in address order."""
+        return sorted(self.cache.lookup(name, self.now), key=ipaddress.ip_address)
+
+    def all_addresses(self) -> list[str]:
+        """Every address the cache holds (expired names included), in address order."""
+        return sorted(self.cache.entries, key=ipaddress.ip_address)
 
     def names(self, ip: str) -> tuple[str, ...]:
         """The names ``ip`` is known under whose TTL has not passed."""
