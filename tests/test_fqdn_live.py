@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -139,6 +140,31 @@ def test_learned_address_expires_after_its_ttl_and_dns_flows(short_ttl_node: Liv
     tcp_answers = [f for f in observe(node, "--protocol", "dns", "--protocol", "tcp")
                    if f.get("l7", {}).get("type") == "RESPONSE" and "TCP" in f["l4"]]
     assert [f["l7"]["dns"]["ips"] for f in tcp_answers] == [[api]], tcp_answers
+
+    # offline `cilia trace` on the same YAML and the node's saved DNS cache agrees with the node:
+    # right after a lookup (well within the 8 s) both allow; once the node let the address expire,
+    # both deny it, and the name has no address left to trace to
+    def offline(dst: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        files = [a for f in sorted(node.manifests.glob("*.yaml")) for a in ("-f", str(f))]
+        return node.cilia("trace", *files, "--state-dir", str(node.cfg.state_dir), "--from", CLIENT,
+                          "--to", dst, "--port", "80/TCP", *extra, check=False)
+
+    assert dig(node, "api.example.com") == (0, [api])
+    traced = offline("fqdn:api.example.com", "-o", "json")
+    assert node.curl_from_pod(CLIENT, api)
+    assert traced.returncode == 0, traced.stdout + traced.stderr
+    (flow,) = json.loads(traced.stdout)["flows"]
+    assert (flow["to"]["ip"], flow["to"]["fqdn"], flow["egress"]["rules"][0]["name"]) == (
+        api, {"names": ["api.example.com"], "selectors": ["api.example.com"]}, "fqdn")
+    deadline = time.monotonic() + 60
+    while fqdn_identities(node) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert fqdn_identities(node) == [] and not node.curl_from_pod(CLIENT, api)
+    by_ip, by_name = offline(api), offline("fqdn:api.example.com")
+    assert by_ip.returncode == 1 and "toFQDNs rules (api.example.com) were not applied" in by_ip.stdout, (
+        by_ip.stdout + by_ip.stderr)
+    assert by_name.returncode == 2 and "no address learned for api.example.com" in by_name.stderr, (
+        by_name.stdout + by_name.stderr)
 
 
 def test_learned_addresses_survive_an_agent_sigkill(node: LiveNode) -> None:
