@@ -76,6 +76,8 @@ def test_a_learned_ip_peer_is_the_name_s_address(world: Path) -> None:
     (["--no-state", "--to", "fqdn:api.example.com"],
      "error: no address learned for api.example.com on this node (no node state read: --no-state); "
      "toFQDNs rules are decided by DNS answers: look the name up from a pod first, or trace to its IP\n"),
+    (["--state-dir", "TMP/node", "--no-state", "--to", API],
+     "error: --no-state and --state-dir contradict each other: give one\n"),
     (["--state-dir", "TMP/node", "--to", "fqdn:*.example.org"],
      "error: bad peer 'fqdn:*.example.org': fqdn: takes one DNS name, not a pattern (a flow goes to the "
      "addresses of one name); name one the pattern matches\n"),

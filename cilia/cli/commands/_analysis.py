@@ -77,6 +77,8 @@ def guarded(action: Callable[[], T]) -> T:
 def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
     """What the node learned from DNS answers: its state directory resolved as the node commands
     do (flag, env, default), read only when a question needs it."""
+    if no_state and state_dir is not None:
+        raise fail("--no-state and --state-dir contradict each other: give one")
     return NodeDns(None if no_state else AgentConfig.resolve(state_dir).state_dir)
 
 
