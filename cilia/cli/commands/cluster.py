@@ -180,6 +180,22 @@ def node_rows(cfg: AgentConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def render_nodes(rows: list[dict[str, Any]], output: str = "table") -> str:
+    """``cilia node list``'s output for :func:`node_rows`: kubectl-style plain columns (never cut
+    to the terminal's width) or ``{"items": rows}`` as JSON."""
+    if output == "json":
+        return json.dumps({"items": rows}, sort_keys=True) + "\n"
+    headers = ("NAME", "ADDRESS", "POD CIDR", "REGISTERED", "AGENT", "ENDPOINTS", "IDENTITIES",
+               "CONTROLLER")
+    cells = tuple(
+        (r["name"], r["address"], r["podCIDR"] or "<none>", "yes" if r["registered"] else "no",
+         f"pid {r['agent']}" if r["ready"] else "down", str(r["endpoints"]), str(r["identities"]),
+         "yes" if r["controller"] else "no")
+        for r in rows
+    )
+    return Table(headers, cells).render()
+
+
 def register(app: typer.Typer) -> None:
     node_app = typer.Typer(help="The nodes of a several-node lab (cilia up --nodes N).", no_args_is_help=True)
     app.add_typer(node_app, name="node")
@@ -192,20 +208,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show every node: underlay address, pod CIDR, agent, endpoints, and which node runs the
         Deployment controller."""
+        if output not in ("table", "json"):
+            raise fail(f"unknown output format {output!r} (table, json)", 2)
         cfg = node_config(state_dir, run_dir)
         if not member_configs(cfg):
             raise fail("no several-node lab here (start one with `cilia up --nodes N`)")
-        rows = node_rows(cfg)
-        if output == "json":
-            print(json.dumps({"items": rows}, sort_keys=True))
-            return
-        # kubectl-style plain columns: never cut to the terminal's width.
-        headers = ("NAME", "ADDRESS", "POD CIDR", "REGISTERED", "AGENT", "ENDPOINTS", "IDENTITIES",
-                   "CONTROLLER")
-        cells = tuple(
-            (r["name"], r["address"], r["podCIDR"], "yes" if r["registered"] else "no",
-             f"pid {r['agent']}" if r["ready"] else "down", str(r["endpoints"]), str(r["identities"]),
-             "yes" if r["controller"] else "no")
-            for r in rows
-        )
-        print(Table(headers, cells).render(), end="")
+        print(render_nodes(node_rows(cfg), output), end="")

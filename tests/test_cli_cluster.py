@@ -1,0 +1,47 @@
+"""``cilia node list`` output (golden files in tests/golden/node/; regenerate with
+CILIA_UPDATE_GOLDEN=1 and review the diff) and its refusals, without a running cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from typer.testing import CliRunner
+
+from cilia.cli.commands.cluster import render_nodes
+from cilia.cli.main import app
+from tests.helpers_analyze import check_golden
+
+ROWS: list[dict[str, Any]] = [
+    {"name": "node-0", "index": 0, "registered": True, "address": "198.18.254.1", "podCIDR": "198.18.0.0/20",
+     "netns": "cilia-node-0", "agent": 4101, "ready": True, "endpoints": 4, "identities": 12,
+     "controller": False},
+    {"name": "node-1", "index": 1, "registered": True, "address": "198.18.254.2", "podCIDR": "198.18.16.0/20",
+     "netns": "cilia-node-1", "agent": 4102, "ready": True, "endpoints": 3, "identities": 12,
+     "controller": True},
+    {"name": "node-2", "index": 2, "registered": False, "address": "198.18.254.3", "podCIDR": "",
+     "netns": "cilia-node-2", "agent": 0, "ready": False, "endpoints": 0, "identities": 0,
+     "controller": False},
+]
+
+
+def test_node_list_table_names_the_controller() -> None:
+    text = render_nodes(ROWS)
+    check_golden("node", "list.txt", text)
+    controller = [ln.split()[0] for ln in text.splitlines()[1:] if ln.split()[-1] == "yes"]
+    assert controller == ["node-1"]
+
+
+def test_node_list_json() -> None:
+    text = render_nodes(ROWS, "json")
+    check_golden("node", "list.json", text)
+    assert json.loads(text) == {"items": ROWS}
+
+
+def test_node_list_refuses_an_unknown_format_and_a_single_node(tmp_path: Any) -> None:
+    runner = CliRunner()
+    env = {"CILIA_STATE_DIR": str(tmp_path / "s"), "CILIA_RUN_DIR": str(tmp_path / "r")}
+    bad = runner.invoke(app, ["node", "list", "-o", "yaml"], env=env)
+    assert bad.exit_code == 2 and "unknown output format 'yaml'" in bad.output
+    none = runner.invoke(app, ["node", "list"], env=env)
+    assert none.exit_code == 1 and "no several-node lab here" in none.output
