@@ -18,7 +18,7 @@ from cilia.analyze.learned import LearnedAddress, NodeDns, NodeStateError
 from cilia.analyze.peers import PeerError, PeerKind, PeerSpec, PortSpec, parse_peer
 from cilia.analyze.trace import trace
 from cilia.policy.types import DropReason, Proto
-from tests.test_fqdn_expiry import CLIENT, DNS_RULE, Node, _obj
+from tests.helpers_fqdn import CLIENT, DNS_RULE, Node, _obj
 
 API, CDN, OTHER, OLD = "198.19.0.5", "198.19.0.6", "198.19.0.7", "198.19.0.8"
 UNKNOWN = "198.19.0.9"

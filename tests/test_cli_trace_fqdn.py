@@ -14,8 +14,8 @@ import yaml
 
 from cilia.agent.fqdn import learn
 from tests.helpers_analyze import check_golden, run_cli
+from tests.helpers_fqdn import CLIENT, Node
 from tests.test_analyze_fqdn import API, CDN, OTHER, POLICY, UNKNOWN
-from tests.test_fqdn_expiry import CLIENT, Node
 
 CDN2 = "198.19.0.16"
 
