@@ -393,9 +393,12 @@ class Reconciler:
                 self._emit("Warning", "ControllerFailed", "Deployment", str(e))
         if touched is None:
             keys = set(self.desired.pods) | {e.pod for e in self.endpoints}
-        else:  # what the batch touched, and this node's pods still without an endpoint
-            keys = touched | {k for k in self.desired.pods
-                              if self.endpoints.get(k) is None and self._mine(k) is not None}
+        elif self.schedule is None:  # what the batch touched, and pods still without an endpoint
+            keys = touched | {k for k in self.desired.pods if self.endpoints.get(k) is None}
+        else:
+            # Every desired pod was placed when it came (or at start): only this node's are walked.
+            keys = touched | {k for k, (_, here) in self._placement.items()
+                              if here and self.endpoints.get(k) is None and k in self.desired.pods}
         releases: list[Labels] = []
         for pk in sorted(keys):
             pod = self._mine(pk)
