@@ -98,6 +98,26 @@ def test_two_contenders_one_wins_and_the_other_takes_over_after_resign() -> None
     assert elected == ["node-0", "node-1"]
 
 
+def test_a_follower_takes_over_when_the_key_goes_not_at_its_next_periodic_check() -> None:
+    store = open_store(backend="memory")
+    a = LeaderElection(store.backend, "node-0", None)
+    b = LeaderElection(store.backend, "node-1", None)
+    assert a.check()
+    stop = b.follow(step=30.0)  # periodic checks far apart: only the key's deletion can wake it
+    try:
+        time.sleep(0.2)
+        assert not b.is_leader()
+        store.put(Kind.NAMESPACES.key("", "unrelated"), {"apiVersion": "v1", "kind": "Namespace",
+                                                          "metadata": {"name": "unrelated"}})
+        time.sleep(0.2)
+        assert not b.is_leader(), "other writes do not make it stand again"
+        a.resign()
+        until(b.is_leader, 2)
+    finally:
+        stop()
+    assert holder_of(store.backend) == Holder("node-1", 0)
+
+
 def test_only_the_controller_writes_pods_and_a_new_one_converges(tmp_path: Path) -> None:
     store = open_store(backend="memory")
     leader = ControllerNode(tmp_path, store, 0, LeaderElection(store.backend, "node-0", None))

@@ -138,13 +138,16 @@ class LeaderElection:
             due = 0.0
             while not stop.is_set():
                 try:
-                    now = self.backend.revision()
-                    changed = seen < 0 or bool(self.backend.events(CONTROLLER_KEY, seen + 1))
-                    seen = now
+                    if seen < 0:
+                        seen, changed = self.backend.revision(), True
+                    else:
+                        # wait() answers the newest revision it saw: no extra round trip per write
+                        now = self.backend.wait(seen, min(step, 0.5))  # short: stop() is seen soon
+                        changed = now > seen and bool(self.backend.events(CONTROLLER_KEY, seen + 1))
+                        seen = max(seen, now)
                     if changed or time.monotonic() >= due:
                         self.check()
                         due = time.monotonic() + step
-                    self.backend.wait(now, step)
                 except StoreError as e:  # store out of reach: keep the last state, try again
                     log.warning("controller election: %s (retrying)", e)
                     stop.wait(step)
