@@ -156,6 +156,7 @@ class ClusterMember:
         self.election = LeaderElection(store.backend, cfg.node_name, self.registration.lease,
                                        on_elected=self._elected)
         self._halt_election: Callable[[], None] | None = None
+        self._published_version = -1  # the reconciler's endpoints_version last published
         self.view: ClusterView | None = None
         self._agent: Any = None
         self._halt: Callable[[], None] | None = None
@@ -196,11 +197,15 @@ class ClusterMember:
         with agent._lock:
             agent.reconciler.run_controller()
 
-    def publish(self) -> None:
-        """Make this node's published entries equal to its endpoints (called after each sync)."""
+    def publish(self, force: bool = False) -> None:
+        """Make this node's published entries equal to its endpoints (called after each sync;
+        compared only when the endpoint table changed since, or when ``force``)."""
         if self._agent is None:
             return
         self.drain()
+        version = self._agent.reconciler.endpoints_version
+        if version == self._published_version and not force:
+            return
         want = {e.ip: (e.identity, str(e.pod)) for e in self._agent.reconciler.endpoints}
         have = self.registration.published()
         changed = [(ip, ident, pod) for ip, (ident, pod) in sorted(want.items())
@@ -209,6 +214,7 @@ class ClusterMember:
             self.registration.publish_many(changed)
         for ip in sorted(have.keys() - want.keys()):
             self.registration.withdraw(ip)
+        self._published_version = version
 
     def _on_changes(self, changes: list[IPCacheChange]) -> None:
         agent = self._agent
@@ -279,7 +285,7 @@ class ClusterMember:
                     rec.endpoints.update(ep.pod, identity=moved[ep.identity])
             if moved:
                 rec.resync()
-            self.publish()
+            self.publish(force=True)
         log.warning("node lease was lost: rejoined (identities renumbered: %s)", moved or "none")
 
     def nodes(self) -> dict[str, NodeInfo]:

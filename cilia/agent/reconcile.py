@@ -96,6 +96,7 @@ class Reconciler:
         self.controller = controller
         self.remote_ipcache: dict[str, int] = {}  # other nodes' addresses (prefix -> identity)
         self.remote_pods: dict[PodKey, str] = {}  # pods on other nodes -> address (Service backends)
+        self.endpoints_version = 0  # counts changes of the endpoint table (what a node publishes)
         self.policy = PolicyState(
             enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
         )
@@ -188,6 +189,7 @@ class Reconciler:
         # The restored references were only placeholders: drop them so unused identities go.
         for labels in restored.values():
             self.allocator.release(labels)
+        self.endpoints_version += 1
         for ep in list(self.endpoints):
             if ep.pod not in adopted:
                 self.endpoints.remove(ep.pod)
@@ -444,6 +446,7 @@ class Reconciler:
             log.exception("create pod %s", pk)
             return
         self.applied[eid] = ms
+        self.endpoints_version += 1
         self.endpoints.put(
             Endpoint(
                 eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings())
@@ -486,6 +489,7 @@ class Reconciler:
         for eid, (_, new_ms) in diffs.items():
             self.applied[eid] = new_ms
         self.endpoints.update(ep.pod, identity=ident, labels=tuple(labels.strings()))
+        self.endpoints_version += 1
         self._emit("Normal", "Relabelled", f"Pod/{ep.pod}", f"identity {ep.identity} → {ident}")
         return None
 
@@ -499,6 +503,7 @@ class Reconciler:
             self.datapath.remove_policy(ep.id)
             self.applied.pop(ep.id, None)
             self.endpoints.remove(ep.pod)
+            self.endpoints_version += 1
         self._emit("Normal", "Killing", f"Pod/{ep.pod}", f"endpoint {ep.id} removed")
         return Labels.parse(ep.labels)
 
