@@ -207,6 +207,20 @@ def test_the_timer_redirects_endpoints_a_sync_missed(tmp_path: Path) -> None:
     assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
 
 
+def test_a_full_resync_redirects_its_endpoints(tmp_path: Path) -> None:
+    """A resync (after a failed batch) leaves every endpoint with DNS rules redirected, without the
+    timer's help."""
+    n = Node(tmp_path)
+    n.dp = RedirectingSim()
+    n.restart()
+    n.apply(CLIENT, POLICY)
+    client = next(e for e in n.rec.endpoints if e.pod.name == "client")
+    n.dp.redirect.clear()
+    n.state.redirects = {}
+    n.rec.resync()
+    assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
+
+
 def test_renewals_are_saved_by_the_timer(node: Node) -> None:
     def saved() -> dict[str, float]:
         return json.loads((node.tmp / "fqdn.json").read_text())["cache"]["entries"][IP]

@@ -281,6 +281,7 @@ class Reconciler:
         self._sync_ipcache()
         self.services.applied = None
         self.sync_services()
+        sync_redirects(self, self.fqdn)  # pods the resync created need their DNS redirect too
         self._synced()
 
     def sync_services(self) -> bool:
