@@ -1,8 +1,10 @@
 """Datapath benchmark: pod→pod throughput (iperf3) and request/response latency (sockperf TCP
-ping-pong, p50 half round trip) for four configurations, interleaved round by round (the order
+ping-pong, p50 half round trip) for five configurations, interleaved round by round (the order
 rotates each round), medians:
 
 * ``none``     no program on the veths;
+* ``noop``     a tc program that only returns "ok", attached as cilia's are: what the hook itself
+  costs on this machine, apart from any policy work;
 * ``cilia``    cilia's tc programs with an allow policy (frontend egress all, backend ingress from
   frontend on the two benchmark ports);
 * ``scale``    the same plus 100,000 unrelated policy entries (other endpoints) and 100,000 ipcache
@@ -13,7 +15,8 @@ rotates each round), medians:
   forward packet does a policy lookup in cilia.
 
 Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale_ratio=scale/cilia
-(latency) iptables_latency_ratio=iptables/cilia``. Needs root, iperf3, sockperf, iptables.
+(latency) iptables_latency_ratio=iptables/cilia hook_latency_ratio=noop/none
+policy_latency_ratio=cilia/noop``. Needs root, iperf3, sockperf, iptables.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers_netns import GATEWAY, Pod, routed_pods
 
-from cilia.datapath.bpf import loader
+from cilia.datapath.bpf import libbpf, loader
+from cilia.datapath.bpf.build import CFLAGS
 from cilia.datapath.bpf.libbpf import test_run
 from cilia.datapath.bpf.sync import Datapath
 from cilia.policy.types import Entry, Key, RuleRef
@@ -45,6 +49,31 @@ TCP, ING, EG = 6, 0, 1
 CHAIN = "CILIA-BENCH"
 FILLER = 100_000
 IPT_RULES = 10_000
+
+
+NOOP_C = """#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+__attribute__((section("tc"), used)) int noop(struct __sk_buff *skb) { return TC_ACT_OK; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"""
+
+
+def load_noop(tmp: Path) -> libbpf.BpfObject:
+    """The do-nothing tc program, compiled with the datapath's flags and loaded (no maps, no pins)."""
+    src, obj = tmp / "noop.c", tmp / "noop.o"
+    src.write_text(NOOP_C)
+    subprocess.run(["clang", *CFLAGS, "-c", str(src), "-o", str(obj)], check=True)
+    prog = libbpf.BpfObject(str(obj))
+    prog.load()
+    return prog
+
+
+def attach_noop(prog: libbpf.BpfObject, ifindex: int) -> None:
+    """On both hooks, under cilia's handle and priority, so that ``loader.detach`` removes it."""
+    for point in loader.PROGRAMS.values():
+        libbpf.tc_hook_create(ifindex, point)
+        libbpf.tc_attach(ifindex, point, prog.program_fd("noop"), loader.TC_HANDLE, loader.TC_PRIORITY,
+                         replace=True)
 
 
 def rule(name: str) -> frozenset[RuleRef]:
@@ -163,9 +192,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=3)
     args = ap.parse_args()
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []}
-                                                  for c in ("none", "cilia", "scale", "iptables")}
+                                                  for c in ("none", "noop", "cilia", "scale", "iptables")}
     with tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back):
-        allow = scale = None
+        allow = scale = noop = None
         ns_per_packet: dict[str, int] = {}
         try:
             for argv in (["iperf3", "-s", "-B", back.ip, "-p", str(IPERF_PORT)],
@@ -180,12 +209,13 @@ def main() -> None:
                 f.write(iptables_rules(front, back))
                 f.flush()
                 subprocess.run(["iptables-restore", "--noflush", f.name], check=True)
+            noop = load_noop(Path(tmp))
             time.sleep(0.5)
             ns_per_packet = prog_cost(allow, scale, front, back)
             configs = list(results)
             for rnd in range(args.rounds):
                 # rotate the order each round so that no configuration always runs first after setup
-                for config in configs[rnd % 4:] + configs[:rnd % 4]:
+                for config in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
                     for pod in (front, back):
                         loader.detach(pod.ifindex, destroy_qdisc=True)
                     iptables_off(front, back)
@@ -194,6 +224,10 @@ def main() -> None:
                         assert dp is not None and dp.coll is not None
                         for pod in (front, back):
                             loader.attach(dp.coll, pod.ifindex)
+                    elif config == "noop":
+                        assert noop is not None
+                        for pod in (front, back):
+                            attach_noop(noop, pod.ifindex)
                     elif config == "iptables":
                         iptables_on(front, back)
                     g, lat = iperf(front, back, args.seconds), sockperf(front, back, args.seconds)
@@ -201,6 +235,10 @@ def main() -> None:
                     results[config]["lat_us"].append(lat)
                     print(f"round {rnd + 1} {config:9s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us", flush=True)
         finally:
+            for pod in (front, back):
+                loader.detach(pod.ifindex, destroy_qdisc=True)
+            if noop is not None:
+                noop.close()
             iptables_off(front, back)
             iptables_remove()
             for dp in (allow, scale):
@@ -215,7 +253,9 @@ def main() -> None:
     print(f"summary: throughput_ratio={med['cilia'][0] / med['none'][0]:.3f} "
           f"latency_ratio={med['cilia'][1] / med['none'][1]:.3f} "
           f"scale_ratio={med['scale'][1] / med['cilia'][1]:.3f} "
-          f"iptables_latency_ratio={med['iptables'][1] / med['cilia'][1]:.3f}")
+          f"iptables_latency_ratio={med['iptables'][1] / med['cilia'][1]:.3f} "
+          f"hook_latency_ratio={med['noop'][1] / med['none'][1]:.3f} "
+          f"policy_latency_ratio={med['cilia'][1] / med['noop'][1]:.3f}")
 
 
 if __name__ == "__main__":
