@@ -49,3 +49,27 @@ def test_dns_cache_damaged_file(tmp_path: Path) -> None:
     (tmp_path / "fqdn.json").write_text("[]")
     code, out = cache_cli(tmp_path)
     assert code == 1 and "fqdn.json" in out
+
+
+def test_dns_cache_of_every_node_of_a_cluster(tmp_path: Path) -> None:
+    """On a cluster set up here (``cilia up --nodes N``) each node's proxy learned for its own pods:
+    the cache of every node, named."""
+    from cilia.agent.cluster import member_configs
+    from cilia.agent.config import AgentConfig
+
+    base = AgentConfig.resolve(tmp_path / "state", tmp_path / "run", store="etcd",
+                               etcd_endpoints="198.18.254.254:2379", cluster_size=3)  # fmt: skip
+    base.save()
+    learned = {"node-0": {"198.19.0.5": {"api.example.com": T0 + 60}},
+               "node-2": {"198.19.0.6": {"web.example.org": T0 + 3600}}}
+    for m in member_configs(base):
+        state = FqdnState.for_node(m.state_dir)
+        state.cache = DnsCache(0, learned.get(m.node_name, {}))
+        state.save()
+    dirs = ["--state-dir", str(tmp_path / "state"), "--run-dir", str(tmp_path / "run")]
+    r = CliRunner().invoke(app, ["dns", "cache", *dirs])
+    assert r.exit_code == 0, r.output
+    check_golden("dns", "cache-nodes.txt", r.output)
+    r = CliRunner().invoke(app, ["dns", "cache", *dirs, "-o", "json"])
+    assert [(e["node"], e["ip"]) for e in json.loads(r.output)["entries"]] == [
+        ("node-0", "198.19.0.5"), ("node-2", "198.19.0.6")]

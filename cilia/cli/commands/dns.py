@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cilia.agent.cluster import member_configs
 from cilia.agent.dnscache import DnsCacheError
 from cilia.agent.fqdn import FqdnState
 from cilia.cli.commands.node import (
@@ -83,10 +84,14 @@ def register(app: typer.Typer) -> None:
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
     ) -> None:
         """What the node's DNS proxy learned: each address, the names it answered for, until when,
-        and the toFQDNs selectors that select it."""
+        and the toFQDNs selectors that select it (on a cluster set up here, every node's, named)."""
         cfg = node_config(state_dir, run_dir)
+        members = member_configs(cfg)  # several nodes: each node's proxy learns for its own pods
         try:
-            rows = cache_rows(cfg.state_dir)
+            if members:
+                rows = [{"node": m.node_name, **r} for m in members for r in cache_rows(m.state_dir)]
+            else:
+                rows = cache_rows(cfg.state_dir)
         except DnsCacheError as e:
             raise fail(str(e)) from e
         if output == "json":
@@ -111,9 +116,11 @@ def cache_rows(state_dir: Path) -> list[dict[str, Any]]:
 def render_cache(rows: list[dict[str, Any]], min_ttl: int) -> str:
     if not rows:
         return f"no learned addresses (min TTL {min_ttl} s)\n"
-    head = ("ADDRESS", "NAME", "EXPIRES", "SELECTED BY")
-    table = [head, *((r["ip"], r["name"], r["expires"], ", ".join(r["selected_by"]) or "-") for r in rows)]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3]]).rstrip()
+    nodes = "node" in rows[0]  # rows of several nodes name theirs
+    head = (*(("NODE",) if nodes else ()), "ADDRESS", "NAME", "EXPIRES", "SELECTED BY")
+    table = [head, *((*((r["node"],) if nodes else ()), r["ip"], r["name"], r["expires"],
+                      ", ".join(r["selected_by"]) or "-") for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
              for row in table]
     return "\n".join([*lines, f"(min TTL {min_ttl} s)"]) + "\n"
