@@ -8,9 +8,13 @@ happens while running as root (CI), so they can never be silently skipped there.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from cilia.lab.etcd_cluster import EtcdCluster
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -25,3 +29,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A one-member etcd on 127.0.0.1 with its data in the test's directory, stopped after the test
+    (skipped where etcd is not installed: ``apt-get install -y etcd-server etcd-client``)."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed (apt-get install -y etcd-server etcd-client)")
+    cluster = EtcdCluster(tmp_path / "etcd", 1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

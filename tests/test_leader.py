@@ -162,16 +162,6 @@ def test_a_single_node_is_always_the_controller(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    c = EtcdCluster(tmp_path / "etcd", 1)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
 def stores(etcd: EtcdCluster) -> Iterator[Callable[[], Store]]:
     made: list[Store] = []
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -25,16 +24,6 @@ from cilia.store.nodes import (
 
 pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
                                 reason="etcd not installed (apt-get install -y etcd-server etcd-client)")
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    c = EtcdCluster(tmp_path / "etcd", 1)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -3,15 +3,11 @@ address their node published (no root: the simulated datapath; the cluster part 
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-
-import pytest
 
 from cilia.agent.cluster import ClusterMember
 from cilia.agent.config import AgentConfig
@@ -80,18 +76,6 @@ def test_remote_pods_are_backends_at_their_published_address(tmp_path: Path) -> 
 
 
 # --------------------------------------------------------------------------- the cluster member (etcd)
-
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    if shutil.which("etcd") is None:
-        pytest.skip("etcd not installed (apt-get install -y etcd-server etcd-client)")
-    c = EtcdCluster(tmp_path / "etcd", 1)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 def test_member_follows_other_nodes_pods_into_the_service_table(etcd: EtcdCluster, tmp_path: Path) -> None:

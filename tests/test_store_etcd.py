@@ -22,18 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("etcd") is None,
 
 
 @pytest.fixture
-def etcd1(tmp_path: Path) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path / "etcd", 1)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def store(etcd1: EtcdCluster) -> Iterator[Store]:
-    s = open_etcd_store(etcd1.endpoints)
+def store(etcd: EtcdCluster) -> Iterator[Store]:
+    s = open_etcd_store(etcd.endpoints)
     try:
         yield s
     finally:
@@ -55,8 +45,8 @@ test_identity_pairs_are_create_if_absent = suite.test_identity_pairs_are_create_
 POD = Kind.PODS.key("default", "a")
 
 
-def test_two_clients_share_revisions_and_watch_each_other(etcd1: EtcdCluster) -> None:
-    with open_etcd_store(etcd1.endpoints) as one, open_etcd_store(etcd1.endpoints) as two:
+def test_two_clients_share_revisions_and_watch_each_other(etcd: EtcdCluster) -> None:
+    with open_etcd_store(etcd.endpoints) as one, open_etcd_store(etcd.endpoints) as two:
         w = two.watch(1, Kind.PODS)
         assert one.put(POD, {"v": 1}) == 1
         assert two.revision == 1
@@ -89,8 +79,8 @@ def test_compaction_of_the_current_revision_and_errors(store: Store) -> None:
     assert [e.revision for e in store.watch(4).drain()] == [4]
 
 
-def test_leased_keys_go_with_the_lease(etcd1: EtcdCluster) -> None:
-    backend = EtcdBackend(etcd1.endpoints)
+def test_leased_keys_go_with_the_lease(etcd: EtcdCluster) -> None:
+    backend = EtcdBackend(etcd.endpoints)
     try:
         lease = backend.grant_lease(2)
         key = "/cilia/cluster/v1/test/x"
@@ -110,10 +100,10 @@ def test_leased_keys_go_with_the_lease(etcd1: EtcdCluster) -> None:
         backend.close()
 
 
-def test_unreachable_etcd_raises_unavailable_quickly(etcd1: EtcdCluster) -> None:
-    backend = EtcdBackend(etcd1.endpoints, timeout=0.3, retry_for=1.0)
+def test_unreachable_etcd_raises_unavailable_quickly(etcd: EtcdCluster) -> None:
+    backend = EtcdBackend(etcd.endpoints, timeout=0.3, retry_for=1.0)
     try:
-        etcd1.kill("m1")
+        etcd.kill("m1")
         t = time.monotonic()
         with pytest.raises(EtcdUnavailableError, match="get failed"):
             backend.get("/cilia/v1/pods/default/a")
@@ -122,7 +112,7 @@ def test_unreachable_etcd_raises_unavailable_quickly(etcd1: EtcdCluster) -> None
             backend.commit([RawOp("put", "/cilia/v1/pods/default/a", "{}")])
         assert not info.value.maybe_applied
         assert time.monotonic() - t < 10
-        etcd1.restart("m1")
+        etcd.restart("m1")
         assert backend.commit([RawOp("put", "/cilia/v1/pods/default/a", "{}")]) == 1
     finally:
         backend.close()
@@ -169,14 +159,14 @@ def test_watch_and_writes_continue_across_a_leader_kill(tmp_path: Path) -> None:
         assert [e.revision for e in got] == sorted(e.revision for e in got)
 
 
-def test_history_from_before_the_backend_opened_or_beyond_its_buffer(etcd1: EtcdCluster) -> None:
-    with open_etcd_store(etcd1.endpoints) as writer:
+def test_history_from_before_the_backend_opened_or_beyond_its_buffer(etcd: EtcdCluster) -> None:
+    with open_etcd_store(etcd.endpoints) as writer:
         for i in range(12):
             writer.put(Kind.PODS.key("default", f"p{i}"), {"i": i})
         expected = [(e.key.name, e.revision) for e in writer.watch(1).drain()]
     assert expected == [(f"p{i}", i + 1) for i in range(12)]
     # Opened after the writes: its follower starts at revision 12, older events come from etcd.
-    late = Store(EtcdBackend(etcd1.endpoints, history=4))
+    late = Store(EtcdBackend(etcd.endpoints, history=4))
     try:
         assert [(e.key.name, e.revision) for e in late.watch(1).drain()] == expected
         for i in range(12, 24):
