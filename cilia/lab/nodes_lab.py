@@ -106,6 +106,10 @@ def _create_node(i: int, bridge_index: int) -> None:
         _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1\n")
 
 
+def node_exists(index: int) -> bool:
+    return netns.exists(node_netns(index))
+
+
 def existing_nodes() -> list[str]:
     """Node namespaces that exist now (``cilia-node-<i>``)."""
     wanted = {node_netns(i) for i in range(MAX_NODES)}

@@ -37,6 +37,7 @@ from cilia.cli.commands.node import (
     node_config,
     open_node_store,
 )
+from cilia.datapath.bpf import loader
 from cilia.lab import etcd_keeper, nodes_lab
 from cilia.lab.errors import LabError
 from cilia.store.nodes import ClusterView
@@ -133,6 +134,16 @@ def cluster_down(cfg: AgentConfig, purge: bool = False) -> dict[str, Any]:
         report["removed"] += nodes_lab.remove_nodes()
     except LabError as e:
         report["errors"].append(str(e))
+    for m in members:
+        # A node whose own `down` failed (a timeout, a crash) may have left its pins; its namespace
+        # is gone now, and with it every link its programs were attached to.
+        left = Path(m.pin_root).exists() and any(Path(m.pin_root).iterdir())
+        if left and not nodes_lab.node_exists(m.node_index):
+            try:
+                if loader.unpin_all(m.pin_root):
+                    report["removed"].append(f"pins of {m.node_name} (its own down did not remove them)")
+            except OSError as e:
+                report["errors"].append(f"unpin {m.pin_root}: {e}")
     pins = _pin_base(cfg)
     for m in members:
         node_pins = Path(m.pin_root).parent
@@ -150,6 +161,10 @@ def cluster_down(cfg: AgentConfig, purge: bool = False) -> dict[str, Any]:
     if purge:
         shutil.rmtree(cfg.state_dir / "nodes", ignore_errors=True)
         shutil.rmtree(etcd_dir(cfg), ignore_errors=True)
+    if report["errors"] or report["leftovers"]:
+        # keep the cluster's settings: `cilia down` again retries every node
+        report["errors"].append("the cluster's settings are kept: run `cilia down` again to retry")
+        return report
     # The base directory goes back to a single node's settings.
     replace(cfg, store="sqlite", etcd_endpoints="", cluster_size=0).save()
     return report

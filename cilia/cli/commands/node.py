@@ -464,9 +464,9 @@ def register(app: typer.Typer) -> None:
                     err_console.print(f"[yellow]warning:[/yellow] {line}")
                 for line in creport["leftovers"]:
                     err_console.print(f"[red]left behind:[/red] {line}")
-                if not creport["leftovers"]:
+                if not creport["leftovers"] and not creport["errors"]:
                     console.print("all nodes are down; nothing left behind")
-            if creport["leftovers"]:
+            if creport["leftovers"] or creport["errors"]:
                 raise typer.Exit(1)
             return
         pid = process.stop(cfg)
