@@ -115,12 +115,53 @@ def fqdn_note(analysis: Analysis, dst: FlowEnd, egress: SideVerdict) -> str:
     )
 
 
+def _covers(pp: Any, port: PortSpec) -> bool:
+    """Does a toPorts entry name ``port``? A named port may stand for it (counted as covering)."""
+    proto = str(pp.protocol or "ANY").upper()
+    if proto not in ("ANY", proto_name(port.proto).upper()):
+        return False
+    if pp.port is None or str(pp.port) == "0":
+        return True
+    if not str(pp.port).isdigit():
+        return True
+    first = int(pp.port)
+    return first <= port.port <= (pp.end_port or first)
+
+
+def l7_note(analysis: Analysis, side: SideVerdict, port: PortSpec) -> str:
+    """Which allowing rules carry HTTP/Kafka/L7 rules on this port: cilia enforces those at L4
+    only (lint CL013), so the verdict is "the port is open to this peer", not "every request is"."""
+    if not side.allowed or not side.rules:
+        return ""
+    refs = set(side.rules)
+    found: dict[str, set[str]] = {}
+    for rule in analysis.rules:
+        for entry in rule.entries:
+            if entry.ref not in refs:
+                continue
+            for pr in entry.l7:
+                l7 = pr.rules
+                if l7 is None or not (l7.http or l7.kafka or l7.l7proto):
+                    continue
+                if any(_covers(pp, port) for pp in pr.ports or ()):
+                    kind = "http" if l7.http else "kafka" if l7.kafka else "l7proto"
+                    found.setdefault(entry.ref.describe(), set()).add(kind)
+    if not found:
+        return ""
+    which = "; ".join(f"{ref} ({', '.join(sorted(k))})" for ref, k in sorted(found.items()))
+    return (
+        f"{side.direction.label} is allowed by L7 rules that cilia enforces at L4 only: {which}; "
+        "Cilium would pass each request through its proxy and allow only the listed ones (lint CL013)"
+    )
+
+
 def trace_flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
     """Both sides of one flow ``src → dst`` on ``port``."""
     egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
     ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
-    note = fqdn_note(analysis, dst, egress)
-    return FlowTrace(src, dst, port.proto, port.port, egress, ingress, (note,) if note else ())
+    notes = [fqdn_note(analysis, dst, egress),
+             l7_note(analysis, egress, port), l7_note(analysis, ingress, port)]
+    return FlowTrace(src, dst, port.proto, port.port, egress, ingress, tuple(n for n in notes if n))
 
 
 @dataclass(frozen=True)
