@@ -554,28 +554,40 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
-/* A reply from a service backend to its client gets the ClusterIP:port back as its source
- * (called on conntrack replies only: a translated connection's reply is one). */
-static __always_inline void lb4_revnat(struct __sk_buff *skb, struct flow *f)
+/* A reply whose reversed tuple is in ``rev_map`` gets its source rewritten to the address and port
+ * stored there: the ClusterIP:port of a service (cilia_lb4_rev) or the DNS server a redirected
+ * query was sent to (cilia_dns_rev). Returns what the source became, NULL when nothing matched or
+ * the rewrite failed. */
+static __always_inline struct lb4_addr *revnat4(struct __sk_buff *skb, struct flow *f, void *rev_map)
 {
-	struct lb4_tuple t = {.sport = f->dport, .dport = f->sport, .proto = f->proto};
-	struct lb4_addr *front;
+	struct lb4_tuple k = {.sport = f->dport, .dport = f->sport, .proto = f->proto};
+	struct lb4_addr *orig;
 	__be32 old_addr, new_addr;
 	int l4_off;
 
 	if (f->family != 4 || (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP))
-		return;
-	__builtin_memcpy(t.saddr, f->daddr, 4);
-	__builtin_memcpy(t.daddr, f->saddr, 4);
-	front = bpf_map_lookup_elem(&cilia_lb4_rev, &t);
-	if (!front)
-		return;
+		return NULL;
+	__builtin_memcpy(k.saddr, f->daddr, 4);
+	__builtin_memcpy(k.daddr, f->saddr, 4);
+	orig = bpf_map_lookup_elem(rev_map, &k);
+	if (!orig)
+		return NULL;
 	l4_off = l4_offset4(skb);
 	if (l4_off < 0)
-		return;
+		return NULL;
 	__builtin_memcpy(&old_addr, f->saddr, 4);
-	__builtin_memcpy(&new_addr, front->addr, 4);
-	rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport, front->port);
+	__builtin_memcpy(&new_addr, orig->addr, 4);
+	if (rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport,
+		     orig->port) < 0)
+		return NULL;
+	return orig;
+}
+
+/* A reply from a service backend to its client gets the ClusterIP:port back as its source
+ * (called on conntrack replies only: a translated connection's reply is one). */
+static __always_inline void lb4_revnat(struct __sk_buff *skb, struct flow *f)
+{
+	revnat4(skb, f, &cilia_lb4_rev);
 }
 
 /* An allowed DNS query (UDP or TCP port 53) of an endpoint with DNS rules goes to the DNS proxy
@@ -612,25 +624,9 @@ static __always_inline void dns_redirect(struct __sk_buff *skb, __u32 ep_id, str
  * sees it (the connection was recorded towards the server). */
 static __always_inline void dns_revnat(struct __sk_buff *skb, struct flow *f)
 {
-	struct lb4_tuple k = {.sport = f->dport, .dport = f->sport, .proto = f->proto};
-	struct lb4_addr *server;
-	__be32 old_addr, new_addr;
-	int l4_off;
+	struct lb4_addr *server = revnat4(skb, f, &cilia_dns_rev);
 
-	if (f->family != 4 || (f->proto != IPPROTO_UDP && f->proto != IPPROTO_TCP))
-		return;
-	__builtin_memcpy(k.saddr, f->daddr, 4);
-	__builtin_memcpy(k.daddr, f->saddr, 4);
-	server = bpf_map_lookup_elem(&cilia_dns_rev, &k);
 	if (!server)
-		return;
-	l4_off = l4_offset4(skb);
-	if (l4_off < 0)
-		return;
-	__builtin_memcpy(&old_addr, f->saddr, 4);
-	__builtin_memcpy(&new_addr, server->addr, 4);
-	if (rewrite4(skb, l4_off, f->proto, ETH_HLEN + 12, l4_off, old_addr, new_addr, f->sport,
-		     server->port) < 0)
 		return;
 	__builtin_memcpy(f->saddr, server->addr, 4);
 	f->sport = server->port;
