@@ -13,6 +13,11 @@ command -v iperf3 >/dev/null || need+=(iperf3)
 command -v sockperf >/dev/null || need+=(sockperf)
 command -v iptables >/dev/null || need+=(iptables)
 command -v etcd >/dev/null || need+=(etcd-server etcd-client)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v nft >/dev/null || need+=(nftables)
+command -v dig >/dev/null || need+=(dnsutils)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2
