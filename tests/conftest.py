@@ -11,8 +11,10 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from cilia.lab.etcd_cluster import EtcdCluster
 
@@ -20,6 +22,31 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
 SEED = REPO / "examples" / "seed"
+CORPUS_ABSENT = (
+    f"the policy corpus is absent ({CORPUS}): it lives in the project workspace's shared/ folder, "
+    "beside the clone; CI has it (there, its absence fails the run)"
+)
+
+
+def corpus_expected(*expect: str) -> list[dict[str, Any]]:
+    """The corpus's EXPECTED.yaml entries (those whose ``expect`` is one of ``expect``, or all), or one
+    placeholder entry when the corpus is absent, so that a parametrized test is collected once and the
+    ``corpus`` fixture skips it with one clear message (instead of pytest's "got empty parameter set")."""
+    expected = CORPUS / "EXPECTED.yaml"
+    if not expected.exists():
+        return [{"file": "corpus-absent", "expect": "absent"}]
+    entries = list(yaml.safe_load(expected.read_text()))
+    return [e for e in entries if not expect or e["expect"] in expect]
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The corpus directory. Absent: skipped for a developer, a failure under CI (``CI=true``)."""
+    if not (CORPUS / "EXPECTED.yaml").exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(CORPUS_ABSENT)
+        pytest.skip(CORPUS_ABSENT)
+    return CORPUS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -8,16 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import load_paths
 from cilia.k8s.validate import is_policy, validate_document
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, corpus_expected
 
-EXPECTED: list[dict[str, Any]] = (
-    yaml.safe_load((CORPUS / "EXPECTED.yaml").read_text()) if (CORPUS / "EXPECTED.yaml").exists() else []
-)
+EXPECTED: list[dict[str, Any]] = corpus_expected()
+pytestmark = pytest.mark.usefixtures("corpus")
 
 
 def policy_errors(file: str) -> list[Error]:
@@ -34,7 +32,7 @@ def test_corpus_is_present() -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", [e for e in EXPECTED if e["expect"] != "unknown"], ids=lambda e: e["file"].split("/")[-1]
+    "entry", corpus_expected("valid", "invalid"), ids=lambda e: e["file"].split("/")[-1]
 )
 def test_corpus_file(entry: dict[str, Any]) -> None:
     errors = policy_errors(entry["file"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 
 from cilia.k8s import api
 from cilia.k8s.loader import load_paths
@@ -13,11 +12,10 @@ from cilia.k8s.validate import is_policy, validate_document
 from cilia.policy.rules import PeerKind, PolicyRule
 from cilia.policy.translate import translate
 from cilia.policy.types import Direction, Proto
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, corpus_expected
 
-EXPECTED: list[dict[str, Any]] = (
-    yaml.safe_load((CORPUS / "EXPECTED.yaml").read_text()) if (CORPUS / "EXPECTED.yaml").exists() else []
-)
+EXPECTED: list[dict[str, Any]] = corpus_expected()
+pytestmark = pytest.mark.usefixtures("corpus")
 SECTIONS = {Direction.INGRESS: {"ingress", "ingressDeny"}, Direction.EGRESS: {"egress", "egressDeny"}}
 
 
@@ -48,7 +46,7 @@ def check(rule: PolicyRule) -> None:
 
 
 @pytest.mark.parametrize(
-    "entry", [e for e in EXPECTED if e["expect"] == "valid"], ids=lambda e: e["file"].split("/")[-1]
+    "entry", corpus_expected("valid"), ids=lambda e: e["file"].split("/")[-1]
 )
 def test_corpus_policy_translates(entry: dict[str, Any]) -> None:
     for obj in valid_policies(entry["file"]):
