@@ -166,11 +166,9 @@ class HTTPRule:
         for h in self.headers:
             got = lower.get(h.name.lower())
             if h.unresolved:
-                ok = False
-            elif h.value is None or h.value == "":
-                ok = got is not None
-            else:
-                ok = got == h.value
+                return False, ()  # a Secret that does not exist and no inline value: never matches
+            presence = h.value is None or h.value == ""
+            ok = got is not None if presence else got == h.value
             if ok:
                 continue
             if not h.mismatch:
@@ -178,7 +176,7 @@ class HTTPRule:
             if h.mismatch == MISMATCH_ADD:
                 actions.append(HeaderAction(h.mismatch, h.name, h.value))
             elif h.mismatch == MISMATCH_DELETE:
-                if got is not None:
+                if not presence and got is not None:  # only a wrong value is removed
                     actions.append(HeaderAction(h.mismatch, h.name))
             elif h.mismatch == MISMATCH_REPLACE:
                 actions.append(HeaderAction(h.mismatch, h.name, h.value))
@@ -311,42 +309,57 @@ class L7PortPolicy:
 
 # --------------------------------------------------------------------------- server names
 
+# A valid serverNames pattern, as Cilium's proxy checks it (SniPattern): DNS characters and '*'
+# (any run of DNS characters within a label) or a whole '**' label (one or more labels); no
+# trailing dot, no empty label.
+_SNI_LABEL = "([*]{1,2}|[*]?[-a-zA-Z0-9_]+([*][-a-zA-Z0-9_]+)*[*]?)"
+_SNI_VALID = f"({_SNI_LABEL}[.])*{_SNI_LABEL}"
+_SNI_ANY = "[-a-z0-9_]+([.][-a-z0-9_]+)*"
+
 
 def server_name_error(name: str) -> str | None:
-    """Why a ``serverNames`` entry is refused, or None. Accepted: a DNS name, optionally with a
-    leading ``*.`` (exactly one label) or ``**.`` (one or more labels) wildcard."""
+    """Why a ``serverNames`` entry is refused (Cilium's messages), or None when it is accepted."""
     if not name:
         return "empty server name is not allowed"
-    rest = name
-    if rest.startswith("**."):
-        rest = rest[3:]
-    elif rest.startswith("*."):
-        rest = rest[2:]
-    if len(name) > 253:
-        return f"server name {name!r} is longer than 253 characters"
-    labels = rest.split(".")
-    for lb in labels:
-        if not lb or len(lb) > 63 or not all((c.isalnum() and c.isascii()) or c in "-_" for c in lb):
-            return (
-                f"invalid server name {name!r}: a DNS name, optionally with a leading '*.' or '**.' "
-                "wildcard, is expected"
-            )
+    if not full_match(_SNI_VALID, name):
+        return (
+            f"invalid server name {name!r}: DNS characters with '*' (within a label) or a '**' label "
+            "(one or more labels) are accepted, no trailing dot or empty label"
+        )
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _sni_regex(pattern: str) -> str:
+    p = pattern.lower()
+    if p == "*":
+        return _SNI_ANY
+    out: list[str] = []
+    i = 0
+    while i < len(p):
+        if p.startswith("**", i):
+            out.append("[-a-z0-9_]+([.][-a-z0-9_]+){0,}")
+            i += 2
+        elif p[i] == "*":
+            out.append("[-a-z0-9_]{0,}")
+            i += 1
+        elif p[i] == ".":
+            out.append("[.]")
+            i += 1
+        else:
+            out.append(p[i])
+            i += 1
+    return "".join(out)
+
+
 def server_name_matches(pattern: str, sni: str) -> bool:
-    """Does an SNI match a serverNames entry (case-insensitive; see :func:`server_name_error`)?"""
-    p = pattern.lower().rstrip(".")
-    s = sni.lower().rstrip(".")
-    if not s:
+    """Does a TLS SNI match a serverNames entry (case-insensitive; no SNI never matches)?"""
+    if not sni or not pattern:
         return False
-    if p.startswith("**."):
-        suffix = p[2:]
-        return s.endswith(suffix) and len(s) > len(suffix)
-    if p.startswith("*."):
-        suffix = p[1:]
-        return s.endswith(suffix) and "." not in s[: -len(suffix)] and len(s) > len(suffix)
-    return p == s
+    s = sni.lower()
+    if "*" not in pattern:
+        return pattern.lower() == s
+    return full_match(_sni_regex(pattern), s)
 
 
 @dataclass(frozen=True)
