@@ -10,10 +10,10 @@ import pytest
 from helpers_analyze import check_golden
 from typer.testing import CliRunner
 
-from cilia.agent.dnscache import DnsCache
 from cilia.agent.fqdn import FqdnState
 from cilia.cli.main import app
 from cilia.identity.labels import Labels
+from cilia.proxy.dns.cache import DnsCache
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z
 API_LABELS = ["cidr:198.19.0.5/32", "fqdn:*.example.com", "fqdn:api.example.com", "reserved:world"]

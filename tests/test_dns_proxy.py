@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cilia.agent import dnsmsg
-from cilia.agent.fqdn import DnsProxy
 from cilia.lab import dns
+from cilia.proxy.dns import msg as dnsmsg
+from cilia.proxy.dns.proxy import DnsProxy
+from cilia.proxy.records import DnsRecord
 
 API, WEB = "198.19.0.5", "198.19.0.6"
 
@@ -33,6 +35,8 @@ def server(tmp_path: Path) -> Iterator[dns.Server]:
 
 
 class Proxy:
+    """The DNS proxy on the loopback, serving a host that allows ``*.example.com`` to everyone."""
+
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.learned: list[tuple[str, dict[str, int]]] = []
         self.reports: list[dict[str, Any]] = []
@@ -42,14 +46,33 @@ class Proxy:
             self.origins.append(proto)
             return upstream
 
-        self.proxy = DnsProxy(("127.0.0.1", 0), origin, lambda ip, name: name.endswith(".example.com"),
-                              lambda name, ttls: self.learned.append((name, ttls)), self._report).start()
+        self.proxy = DnsProxy(("127.0.0.1", 0), Host(self), origin).start()
         self.port = self.proxy.bind[1]
 
-    def _report(self, **fields: Any) -> None:
-        fields.pop("latency_ns", None)
-        fields.pop("client")
-        self.reports.append(fields)
+
+class Host:
+    """The agent's side of the proxy (:class:`cilia.proxy.host.DnsProxyHost`), recording."""
+
+    def __init__(self, p: Proxy, rules: tuple[str, ...] | None = ("*.example.com",)) -> None:
+        self.p, self.rules = p, rules
+
+    def dns_rules(self, ip: str) -> tuple[str, ...] | None:
+        return self.rules
+
+    def learn(self, name: str, addresses: Mapping[str, int]) -> None:
+        self.p.learned.append((name, dict(addresses)))
+
+    def identity_of(self, ip: str) -> int:
+        return 2
+
+    def report(self, record: DnsRecord) -> None:
+        fields = asdict(record)
+        for k in ("time_ns", "latency_ns", "client", "client_identity", "server_identity"):
+            del fields[k]
+        for k in ("ips", "ttl", "refused", *(() if record.response else ("rcode",))):
+            if not fields[k]:
+                del fields[k]
+        self.p.reports.append(fields)
 
 
 @pytest.fixture
@@ -102,4 +125,4 @@ def test_tcp_framing_errors() -> None:
 
 def test_a_second_proxy_on_the_same_address_fails(proxy: Proxy) -> None:
     with pytest.raises(OSError):
-        DnsProxy(("127.0.0.1", proxy.port), lambda *a: None, lambda ip, n: True, lambda n, t: None)
+        DnsProxy(("127.0.0.1", proxy.port), proxy.proxy.host, lambda *a: None)

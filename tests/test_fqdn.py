@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from cilia.agent import dnsmsg
 from cilia.agent.datapaths import SimNodeDatapath
 from cilia.agent.endpoints import EndpointTable
-from cilia.agent.fqdn import FqdnState, allowed, dns_rules_of, learn, name_matches, selectors
+from cilia.agent.fqdn import FqdnState, allowed, dns_rules_of, learn, selectors
 from cilia.agent.reconcile import Reconciler
 from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.identity.fqdn import name_matches
 from cilia.lab.dns import answer
 from cilia.lab.ipam import Ipam
+from cilia.proxy.dns import msg as dnsmsg
 from cilia.store import key_for_object, open_store
 
 

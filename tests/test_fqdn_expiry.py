@@ -13,16 +13,15 @@ from pathlib import Path
 import pytest
 
 from cilia.agent.datapaths import SimNodeDatapath
-from cilia.agent.dnscache import DnsCache, DnsCacheError
 from cilia.agent.fqdn import (
     PROXY_PORT,
     FqdnState,
-    fqdn_identity_labels,
     identity_of,
     learn,
-    saved_cache,
     tick,
 )
+from cilia.identity.fqdn import fqdn_identity_labels
+from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
 from tests.helpers_fqdn import CLIENT, POLICY, Node, policy
 
 IP, IP2 = "198.19.0.5", "198.19.0.6"
@@ -202,7 +201,7 @@ def test_the_timer_redirects_endpoints_a_sync_missed(tmp_path: Path) -> None:
     # an endpoint came by a path that did not sync the redirects (a resync after a failed batch)
     n.dp.redirect.clear()
     n.state.endpoints_seen = frozenset()
-    n.state.redirects = {}
+    n.state.redirects.applied = {}
     tick(n.rec, n.state)
     assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
 
@@ -216,7 +215,7 @@ def test_a_full_resync_redirects_its_endpoints(tmp_path: Path) -> None:
     n.apply(CLIENT, POLICY)
     client = next(e for e in n.rec.endpoints if e.pod.name == "client")
     n.dp.redirect.clear()
-    n.state.redirects = {}
+    n.state.redirects.applied = {}
     n.rec.resync()
     assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
 

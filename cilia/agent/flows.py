@@ -4,9 +4,9 @@ This module is the one place that turns a raw datapath event into a flow record 
 names, identities, verdict, drop reason, the rules that decided); ``cilia observe`` builds on the
 records served by the agent at ``/v1/flows``.
 
-The agent's DNS proxy reports what it sees as :class:`DnsRecord` values (a query, its answer, a
-refused query); a sink that can show them has ``ingest_dns`` (:class:`DnsSink`), as the observe
-pipeline does.
+The agent's DNS proxy reports what it sees as :class:`cilia.proxy.records.DnsRecord` values (a
+query, its answer, a refused query); a sink that can show them has ``ingest_dns``
+(:class:`DnsSink`), as the observe pipeline does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from cilia.policy.types import DropReason, MatchType
+from cilia.proxy.records import DnsRecord
 
 PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}
 
@@ -134,28 +135,6 @@ def flow_from_event(
         endpoint_id=ev.endpoint_id,
         rules=rules,
     )
-
-
-@dataclass(frozen=True)
-class DnsRecord:
-    """One DNS message the proxy handled for a pod: its query (``response`` False) or the answer
-    sent back (True). ``refused``: the pod's DNS rules do not allow the name, the proxy answered
-    REFUSED itself (a drop). ``query`` is lower case without the trailing dot."""
-
-    time_ns: int  # wall clock
-    response: bool
-    client: tuple[str, int]
-    server: tuple[str, int]
-    proto: int  # 17 UDP | 6 TCP
-    client_identity: int
-    server_identity: int
-    query: str
-    qtype: int = 1
-    ips: tuple[str, ...] = ()
-    ttl: int = 0  # the smallest TTL of the answer's records
-    rcode: int = 0
-    refused: bool = False
-    latency_ns: int = 0  # query to answer (responses)
 
 
 class DnsSink(Protocol):

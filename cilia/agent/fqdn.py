@@ -3,10 +3,12 @@
 * Endpoints whose egress policy has DNS rules (``toPorts … rules: dns``) get their allowed DNS
   queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) redirected by the
   datapath to the proxy at ``<gateway>:10053`` in the node's namespace
-  (:meth:`Datapath.set_dns_redirect`).
-* The proxy answers REFUSED for names the endpoint's DNS rules do not allow; otherwise it forwards
-  the query to the server it was sent to (over the same transport), and every (name, address) of
-  the answer enters the node's DNS cache (:mod:`cilia.agent.dnscache`) with the answer's TTL raised
+  (:meth:`Datapath.set_dns_redirect`; the redirects are kept as :class:`cilia.proxy.redirects.Redirects`).
+* The proxy (:class:`cilia.proxy.dns.proxy.DnsProxy`, driven through :class:`NodeDnsHost`, the
+  agent's side of :class:`cilia.proxy.host.DnsProxyHost`) answers REFUSED for names the endpoint's
+  DNS rules do not allow; otherwise it forwards the query to the server it was sent to (over the
+  same transport), and every (name, address) of the answer enters the node's DNS cache
+  (:mod:`cilia.proxy.dns.cache`) with the answer's TTL raised
   to the node's minimum (``tofqdns_min_ttl``). An address known under names that match ``toFQDNs``
   selectors gets an identity labelled ``fqdn:<selector>`` for each of them plus its
   ``cidr:<ip>/32`` and world labels; the policies and the ipcache learn it **before** the answer
@@ -28,30 +30,23 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import os
-import re
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cilia.agent import dnsmsg
-from cilia.agent.dnscache import DnsCache, DnsCacheError
-from cilia.agent.flows import DnsRecord
-from cilia.identity.allocator import LocalAllocator
-from cilia.identity.cidr import cidr_identity_labels
-from cilia.identity.fqdn import fqdn_label, normalize_fqdn
+from cilia.identity.fqdn import fqdn_identity_labels, name_matches
 from cilia.identity.labels import Labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.resolve import namespace_of, rule_selects
 from cilia.policy.types import Direction
-from cilia.store import Kind
+from cilia.proxy.dns.cache import STATE_FILE, DnsCache, DnsCacheError, load_state, save_state
+from cilia.proxy.dns.proxy import DnsProxy
+from cilia.proxy.records import DnsRecord
+from cilia.proxy.redirects import RedirectKey, Redirects, by_endpoint, dns_redirects
 
 if TYPE_CHECKING:
     from cilia.agent.reconcile import Reconciler
@@ -59,23 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cilia.agent")
 
 PROXY_PORT = 10053
-IP_FREEBIND = 15  # linux/in.h
-UPSTREAM_TIMEOUT = 2.0
-TCP_IDLE_S = 10.0  # a DNS-over-TCP client connection idle this long is closed
-
-
-@lru_cache(maxsize=4096)
-def _pattern_re(pattern: str) -> re.Pattern[str]:
-    p = normalize_fqdn(pattern)
-    if p == "*":
-        return re.compile(r".+")
-    # "*" stands for any run of DNS name characters within a label, as Cilium's matchpattern does.
-    return re.compile("".join("[-a-z0-9_]*" if c == "*" else re.escape(c) for c in p))
-
-
-def name_matches(name: str, pattern: str) -> bool:
-    """Does the DNS name match a ``matchName`` / ``matchPattern`` (case-insensitive, no trailing dot)?"""
-    return _pattern_re(pattern).fullmatch(normalize_fqdn(name)) is not None
 
 
 def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
@@ -87,10 +65,8 @@ def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
     return out
 
 
-STATE_FILE = "fqdn.json"  # in the agent's state directory
 GC_INTERVAL_S = 1.0
 IN_USE_RECHECK_S = 10.0  # how often conntrack is read again for expired addresses still in use
-STATE_VERSION = 1
 
 
 @dataclass
@@ -99,8 +75,8 @@ class FqdnState:
 
     ips: dict[str, Labels] = field(default_factory=dict)  # address -> identity labels
     identities: dict[str, int] = field(default_factory=dict)  # address -> identity
-    # endpoint id -> proxy, as applied; None until read from the datapath (a previous agent's pins)
-    redirects: dict[int, tuple[str, int]] | None = None
+    # the DNS redirects as applied; unknown until read from the datapath (a previous agent's pins)
+    redirects: Redirects = field(default_factory=Redirects)
     cache: DnsCache = field(default_factory=DnsCache)
     path: Path | None = None  # where the state is saved (None: not saved)
     clock: Callable[[], float] = time.time
@@ -121,27 +97,17 @@ class FqdnState:
         """Write the cache and the labels of the learned addresses (atomically)."""
         if self.path is None:
             return
-        data = {"version": STATE_VERSION, "cache": self.cache.to_json(),
-                "labels": {ip: lbls.strings() for ip, lbls in sorted(self.ips.items())}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, self.path)
+        save_state(self.path, self.cache, self.ips)
         self.dirty = False
 
     def load(self) -> dict[str, Labels]:
         """Read the saved cache into this state; returns the saved labels by address ({} when
         nothing was saved). A file that cannot be read is an error naming it."""
-        if self.path is None or not self.path.exists():
+        saved = load_state(self.path, self.cache.min_ttl) if self.path is not None else None
+        if saved is None:
             return {}
-        try:
-            data = json.loads(self.path.read_text())
-            if data.get("version") != STATE_VERSION:
-                raise DnsCacheError(f"format {data.get('version')!r}, expected {STATE_VERSION}")
-            self.cache = DnsCache.from_json(data["cache"], self.cache.min_ttl)
-            return {ip: Labels.parse(lbls) for ip, lbls in data.get("labels", {}).items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DnsCacheError(f"{self.path}: {e}") from e
+        self.cache, labels = saved
+        return labels
 
 
 def selectors(rec: Reconciler) -> set[str]:
@@ -175,21 +141,27 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
     if set_redirect is None:
         return
     state.endpoints_seen = _endpoint_keys(rec)
-    if state.redirects is None:
+    if state.redirects.applied is None:
         maps = getattr(rec.datapath, "dns", None)
-        state.redirects = maps.redirects() if maps is not None else {}
-    if not state.redirects and not any(
+        pinned = maps.redirects() if maps is not None else {}
+        state.redirects.commit({k: p for eid, (_, port) in pinned.items()
+                                for k, p in dns_redirects(eid, port).items()})
+    if not state.redirects.applied and not any(
         _dns_patterns(e.l7) for r in rec.policy.repo for e in r.entries if e.l7
     ):
         return  # no policy has DNS rules: nothing to redirect (the common case, checked per batch)
-    proxy = (rec.gateway, PROXY_PORT)
-    want = {ep.id: proxy for ep in rec.endpoints if dns_rules_of(rec, ep.identity) is not None}
-    for eid in state.redirects.keys() - want.keys():
-        set_redirect(eid, None)
-    for eid, p in want.items():
-        if state.redirects.get(eid) != p:
-            set_redirect(eid, p)
-    state.redirects = want
+    want: dict[RedirectKey, int] = {}
+    for ep in rec.endpoints:
+        if dns_rules_of(rec, ep.identity) is not None:
+            want.update(dns_redirects(ep.id, PROXY_PORT))
+    changes = state.redirects.changes(want)
+    if changes:
+        # The datapath redirects an endpoint's DNS (UDP and TCP 53) as a whole, to one address.
+        wanted = by_endpoint(want)
+        for eid in sorted(changes.endpoints):
+            ports = set(wanted.get(eid, {}).values())
+            set_redirect(eid, (rec.gateway, ports.pop()) if ports else None)
+    state.redirects.commit(want)
 
 
 def _endpoint_keys(rec: Reconciler) -> frozenset[tuple[int, int]]:
@@ -208,19 +180,14 @@ def tick(rec: Reconciler, state: FqdnState) -> None:
 
 def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
     """May the endpoint at ``client_ip`` resolve ``name``?"""
-    ep = rec.endpoints.by_ip().get(client_ip)
-    if ep is None:
-        return False
-    patterns = dns_rules_of(rec, ep.identity)
+    patterns = dns_rules_at(rec, client_ip)
     return patterns is not None and any(name_matches(name, p) for p in patterns)
 
 
-def fqdn_identity_labels(ip: str, names: Iterable[str], sels: Iterable[str]) -> Labels | None:
-    """The identity labels of an address known under ``names``: ``fqdn:<selector>`` for each
-    toFQDNs selector (of ``sels``) one of the names matches, plus its ``cidr:<ip>/32`` and world
-    labels; None when no selector matches (the address stays a plain world address)."""
-    fq = {fqdn_label(p) for p in sels if any(name_matches(n, p) for n in names)}
-    return Labels([*fq, *cidr_identity_labels(f"{ip}/32")]) if fq else None
+def dns_rules_at(rec: Reconciler, ip: str) -> list[str] | None:
+    """The DNS rules of the node's endpoint at ``ip`` (None: no such endpoint, or no DNS rules)."""
+    ep = rec.endpoints.by_ip().get(ip)
+    return None if ep is None else dns_rules_of(rec, ep.identity)
 
 
 def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
@@ -251,7 +218,7 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
             state.identities[ip] = added[ip] = rec.allocator.allocate(new)
             state.ips[ip] = new
     if added:
-        rec._sync_policies(rec.policy.take_affected())  # peers learn the identities first
+        rec.sync_affected_policies()  # peers learn the identities first
         for ip, ident in added.items():
             rec.datapath.upsert_ipcache(f"{ip}/32", ident)
     for ip in removed:
@@ -264,7 +231,7 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
     for labels in releases:
         rec.allocator.release(labels)
     if releases:
-        rec._sync_policies(rec.policy.take_affected())
+        rec.sync_affected_policies()
     return {**added, **dict.fromkeys(removed)}
 
 
@@ -344,16 +311,9 @@ def restore(rec: Reconciler, state: FqdnState) -> int:
         return 0
     if not saved:
         return 0
-    if isinstance(rec.allocator, LocalAllocator):
-        # Claim the stored numbers first, as Reconciler.start will: an identity allocated here
-        # must not take a number the store gives another label set. They are in the store
-        # already: the reconciler's restoring flag keeps it from writing them again.
-        rec._restoring = True
-        try:
-            rec.allocator.restore({int(r.value["id"]): Labels.parse(r.value["labels"])
-                                   for r in rec.store.list(Kind.IDENTITIES)})
-        finally:
-            rec._restoring = False
+    # Claim the stored numbers first, as Reconciler.start will: an identity allocated here must not
+    # take a number the store gives another label set.
+    rec.claim_stored_identities()
     for ip, labels in sorted(saved.items()):
         if ip in state.cache.entries:
             state.identities[ip] = rec.allocator.allocate(labels)
@@ -381,184 +341,29 @@ def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
     return ident
 
 
-def saved_cache(state_dir: Path) -> DnsCache:
-    """Offline (``cilia trace`` without an agent): the DNS cache a node saved in ``state_dir`` (empty
-    when it saved none). Use :meth:`DnsCache.lookup` for a name's unexpired addresses,
-    :meth:`DnsCache.names` and :func:`fqdn_identity_labels` for the identity an address has."""
-    state = FqdnState.for_node(state_dir)
-    state.load()
-    return state.cache
+class NodeDnsHost:
+    """The agent's side of :class:`cilia.proxy.host.DnsProxyHost`: the DNS proxy's questions
+    answered from the reconciler's state under the agent's lock, its records sent to the flow sink."""
 
+    def __init__(self, rec: Reconciler, lock: Any, flow_sink: Callable[[], Any]) -> None:
+        self.rec, self.lock, self.flow_sink = rec, lock, flow_sink
 
-def _min_ttls(resp: dnsmsg.Message) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for _, ip, ttl in resp.answers:
-        out[ip] = min(ttl, out.get(ip, ttl))
-    return out
+    def dns_rules(self, ip: str) -> Sequence[str] | None:
+        with self.lock:
+            return dns_rules_at(self.rec, ip)
 
+    def learn(self, name: str, addresses: Mapping[str, int]) -> None:
+        with self.lock:
+            learn(self.rec, self.rec.fqdn, name, addresses)
 
-Origin = Callable[[tuple[str, int], tuple[str, int], int], "tuple[str, int] | None"]
-Report = Callable[..., None]
+    def identity_of(self, ip: str) -> int:
+        with self.lock:
+            return identity_of(self.rec, self.rec.fqdn, ip)
 
-
-class DnsProxy:
-    """The DNS proxy on ``bind``, UDP and TCP: queries arrive redirected by the datapath;
-    ``origin(client, proxy, proto)`` says where each was sent, ``check(client_ip, name)`` whether
-    it may be asked, ``on_answer(name, {address: ttl})`` runs (updating policy) before the answer
-    is returned, and ``report(...)`` hears of every query, answer and refusal."""
-
-    def __init__(self, bind: tuple[str, int], origin: Origin, check: Callable[[str, str], bool],
-                 on_answer: Callable[[str, dict[str, int]], None], report: Report | None = None) -> None:
-        self.bind = bind
-        self.origin, self.check, self.on_answer = origin, check, on_answer
-        self.report = report
-        self.sock = self._socket(socket.SOCK_DGRAM)
-        self.bind = self.sock.getsockname()  # TCP on the same port, also when any port was asked for
-        try:
-            self.tcp = self._socket(socket.SOCK_STREAM)
-        except OSError:
-            self.sock.close()
-            raise
-        self.tcp.listen(64)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._udp_loop, name="cilia-dnsproxy", daemon=True),
-                         threading.Thread(target=self._tcp_loop, name="cilia-dnsproxy-tcp", daemon=True)]
-
-    def _socket(self, kind: int) -> socket.socket:
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            if kind == socket.SOCK_STREAM:
-                # a restarted agent must not wait for TIME_WAIT; UDP goes without it, so a second
-                # proxy on the same address fails loudly instead of silently sharing the port
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            # The gateway address exists only once a pod (or world host) link carries it.
-            s.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-            s.bind(self.bind)
-            s.settimeout(0.2)
-        except OSError:
-            s.close()
-            raise
-        return s
-
-    def start(self) -> DnsProxy:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=2)
-        self.sock.close()
-        self.tcp.close()
-
-    def _udp_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, client = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                out = self.handle(data, client, socket.IPPROTO_UDP, _forward_udp)
-                if out is not None:
-                    self.sock.sendto(out, client)
-            except Exception:  # one bad query must not stop the proxy
-                log.exception("dns proxy: query from %s", client)
-
-    def _tcp_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, client = self.tcp.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._tcp_conn, args=(conn, client), name="cilia-dnsproxy-conn",
-                             daemon=True).start()
-
-    def _tcp_conn(self, conn: socket.socket, client: tuple[str, int]) -> None:
-        """Queries on one connection, answered in order, until the client closes it or idles."""
-        with conn:
-            conn.settimeout(TCP_IDLE_S)
-            while not self._stop.is_set():
-                try:
-                    data = dnsmsg.read_framed(conn)
-                    if data is None:
-                        return
-                    out = self.handle(data, client, socket.IPPROTO_TCP, _forward_tcp)
-                    if out is None:
-                        return  # no answer to give: close, the client retries or gives up
-                    conn.sendall(dnsmsg.frame(out))
-                except (OSError, dnsmsg.DnsFormatError):
-                    return
-                except Exception:
-                    log.exception("dns proxy: TCP query from %s", client)
-                    return
-
-    def handle(self, data: bytes, client: tuple[str, int], proto: int,
-               forward: Callable[[bytes, tuple[str, int]], bytes | None]) -> bytes | None:
-        """The answer to one query message from ``client`` (None: nothing to send back)."""
-        server = self.origin(client, self.bind, proto)
-        try:
-            req = dnsmsg.parse(data)
-        except dnsmsg.DnsFormatError:
-            return None
-        if server is None or req.question is None or req.is_response:
-            return None
-        name, qtype = req.question.name, req.question.qtype
-        if not self.check(client[0], name):
-            refused = dnsmsg.response(req, [], dnsmsg.RCODE_REFUSED)
-            self._report(client, server, proto, name, qtype, response=True, rcode=dnsmsg.RCODE_REFUSED,
-                         refused=True)
-            return refused
-        self._report(client, server, proto, name, qtype, response=False)
-        t0 = time.monotonic_ns()
-        answer = forward(data, server)
-        if answer is None:
-            return None  # the client retries or times out, as with a lost answer
-        try:
-            resp: dnsmsg.Message | None = dnsmsg.parse(answer)
-        except dnsmsg.DnsFormatError:
-            resp = None
-        if resp is not None and resp.question is not None:
-            ttls = _min_ttls(resp)
-            if ttls:
-                self.on_answer(resp.question.name, ttls)
-            self._report(client, server, proto, name, qtype, response=True, ips=tuple(ttls),
-                         ttl=min(ttls.values(), default=0), rcode=resp.rcode,
-                         latency_ns=time.monotonic_ns() - t0)
-        return answer
-
-    def _report(self, client: tuple[str, int], server: tuple[str, int], proto: int, name: str, qtype: int,
-                **fields: Any) -> None:
-        if self.report is None:
-            return
-        try:
-            self.report(client=client, server=server, proto=proto, query=name, qtype=qtype, **fields)
-        except Exception:  # flows are for people watching; they must never fail a lookup
-            log.exception("dns proxy: reporting a flow")
-
-
-def _forward_udp(data: bytes, server: tuple[str, int]) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
-        up.settimeout(UPSTREAM_TIMEOUT)
-        up.sendto(data, server)
-        try:
-            answer, _ = up.recvfrom(4096)
-        except TimeoutError:
-            return None
-    return answer
-
-
-def _forward_tcp(data: bytes, server: tuple[str, int]) -> bytes | None:
-    try:
-        with socket.create_connection(server, timeout=UPSTREAM_TIMEOUT) as up:
-            up.sendall(dnsmsg.frame(data))
-            return dnsmsg.read_framed(up)
-    except (OSError, dnsmsg.DnsFormatError):
-        return None
+    def report(self, record: DnsRecord) -> None:
+        ingest = getattr(self.flow_sink(), "ingest_dns", None)
+        if ingest is not None:
+            ingest(record)
 
 
 def start_proxy(agent: Any) -> DnsProxy | None:
@@ -568,27 +373,9 @@ def start_proxy(agent: Any) -> DnsProxy | None:
     origin = getattr(rec.datapath, "dns_origin", None)
     if origin is None:
         return None
-    state: FqdnState = rec.fqdn
-
-    def check(client_ip: str, name: str) -> bool:
-        with agent._lock:
-            return allowed(rec, client_ip, name)
-
-    def on_answer(name: str, answers: dict[str, int]) -> None:
-        with agent._lock:
-            learn(rec, state, name, answers)
-
-    def report(client: tuple[str, int], server: tuple[str, int], **fields: Any) -> None:
-        ingest = getattr(agent.flow_sink, "ingest_dns", None)
-        if ingest is None:
-            return
-        with agent._lock:
-            ids = identity_of(rec, state, client[0]), identity_of(rec, state, server[0])
-        ingest(DnsRecord(time.time_ns(), client=client, server=server, client_identity=ids[0],
-                         server_identity=ids[1], **fields))
-
+    host = NodeDnsHost(rec, agent._lock, lambda: agent.flow_sink)
     try:
-        return DnsProxy((rec.gateway, PROXY_PORT), origin, check, on_answer, report).start()
+        return DnsProxy((rec.gateway, PROXY_PORT), host, origin).start()
     except OSError as e:
         log.warning("dns proxy not started on %s:%d: %s", rec.gateway, PROXY_PORT, e)
         return None

@@ -510,6 +510,24 @@ class Reconciler:
 
     # ------------------------------------------------------------------ datapath sync
 
+    def sync_affected_policies(self) -> None:
+        """Bring the endpoints whose policy changed identities affected in sync (the DNS proxy's
+        learned addresses gaining or losing fqdn identities)."""
+        self._sync_policies(self.policy.take_affected())
+
+    def claim_stored_identities(self) -> None:
+        """Give the local allocator the identity numbers the store holds (as :meth:`start` will),
+        without writing them again, so that an identity allocated before the start does not take a
+        number the store gives another label set."""
+        if not isinstance(self.allocator, LocalAllocator):
+            return
+        self._restoring = True
+        try:
+            self.allocator.restore({int(r.value["id"]): Labels.parse(r.value["labels"])
+                                    for r in self.store.list(Kind.IDENTITIES)})
+        finally:
+            self._restoring = False
+
     def _sync_policies(self, identities: set[int] | None) -> None:
         """Bring each endpoint whose identity's policy may have changed (None: all) in sync."""
         for ep in list(self.endpoints):

@@ -20,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO
 
-from cilia.agent.fqdn import fqdn_identity_labels
 from cilia.analyze import engine_adapter
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.learned import LearnedAddress, NodeDns
@@ -28,6 +27,7 @@ from cilia.analyze.manifests import load_cluster
 from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
 from cilia.identity.allocator import LocalAllocator
 from cilia.identity.cidr import cidr_identity_labels
+from cilia.identity.fqdn import fqdn_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity

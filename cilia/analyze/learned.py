@@ -3,7 +3,7 @@
 A ``toFQDNs`` selector selects identities labelled ``fqdn:<selector>``; on a node such an identity
 exists only for an address its DNS proxy saw in an allowed answer, for as long as the answer's
 TTL (raised to the node's minimum) runs. Offline there is no proxy: :class:`NodeDns` reads the cache a
-node saved (``<state-dir>/fqdn.json``, :func:`cilia.agent.fqdn.saved_cache`) and answers as of one
+node saved (``<state-dir>/fqdn.json``, :func:`cilia.proxy.dns.cache.saved_cache`) and answers as of one
 moment (``now``): which addresses a name has, and under which unexpired names an address is known.
 Names whose TTL has passed count as gone, although the node keeps an expired address while a
 connection in its conntrack still uses it (offline analysis sees no conntrack).
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from cilia.agent.dnscache import DnsCache, DnsCacheError
-from cilia.agent.fqdn import name_matches, saved_cache
-from cilia.identity.fqdn import normalize_fqdn
+from cilia.identity.fqdn import name_matches, normalize_fqdn
+from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
 
 
 class NodeStateError(ValueError):

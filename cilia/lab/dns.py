@@ -21,7 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from cilia.agent.dnsmsg import (
+from cilia.lab import netns
+from cilia.lab.errors import LabError
+from cilia.lab.world import DNS_HOST, World, WorldHost
+from cilia.proxy.dns.msg import (
     RCODE_NXDOMAIN,
     TYPE_A,
     DnsFormatError,
@@ -31,9 +34,6 @@ from cilia.agent.dnsmsg import (
     read_framed,
     response,
 )
-from cilia.lab import netns
-from cilia.lab.errors import LabError
-from cilia.lab.world import DNS_HOST, World, WorldHost
 
 PORT = 53
 DEFAULT_TTL = 60

@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cilia.agent.dnsmsg import type_name
-from cilia.agent.flows import DnsRecord, FlowRing
+from cilia.agent.flows import FlowRing
 from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
@@ -32,6 +31,8 @@ from cilia.observe.flow import L4, DnsInfo, Flow, L7Type, TrafficDirection, Verd
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
+from cilia.proxy.dns.msg import type_name
+from cilia.proxy.records import DnsRecord
 
 DEFAULT_RING = 16384
 NOT_READY = "endpoint policy not ready: dropped until its first policy is installed"

@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from cilia.agent.cluster import member_configs
-from cilia.agent.dnscache import DnsCacheError
 from cilia.agent.fqdn import FqdnState
 from cilia.cli.commands.node import (
     RunDirOpt,
@@ -28,6 +27,7 @@ from cilia.identity.labels import SOURCE_FQDN
 from cilia.lab import dns
 from cilia.lab.errors import LabError
 from cilia.lab.world import World, check_address
+from cilia.proxy.dns.cache import DnsCacheError
 
 
 def register(app: typer.Typer) -> None:

@@ -12,13 +12,19 @@ union; what reaches the ipcache is the same union either way.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cilia.identity.fqdn import normalize_fqdn
+from cilia.identity.labels import Labels
 
 FORMAT_VERSION = 1
+STATE_FILE = "fqdn.json"  # in the agent's state directory: the cache and the learned addresses' labels
+STATE_VERSION = 1
 
 
 class DnsCacheError(ValueError):
@@ -94,3 +100,38 @@ class DnsCache:
             raise DnsCacheError(f"DNS cache entries: {e}") from e
         saved = int(data.get("min_ttl", 0))
         return cls(saved if min_ttl is None else min_ttl, entries)
+
+
+def save_state(path: Path, cache: DnsCache, labels: Mapping[str, Labels]) -> None:
+    """Write the node's DNS state (the cache and the identity labels of the learned addresses) to
+    ``path``, atomically."""
+    data = {"version": STATE_VERSION, "cache": cache.to_json(),
+            "labels": {ip: lbls.strings() for ip, lbls in sorted(labels.items())}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, min_ttl: int | None = None) -> tuple[DnsCache, dict[str, Labels]] | None:
+    """Read :func:`save_state` (None: nothing saved); ``min_ttl``: the running node's setting. A file
+    that cannot be read is a :class:`DnsCacheError` naming it."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != STATE_VERSION:
+            raise DnsCacheError(f"format {data.get('version')!r}, expected {STATE_VERSION}")
+        cache = DnsCache.from_json(data["cache"], min_ttl)
+        return cache, {ip: Labels.parse(lbls) for ip, lbls in data.get("labels", {}).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DnsCacheError(f"{path}: {e}") from e
+
+
+def saved_cache(state_dir: Path) -> DnsCache:
+    """Offline (``cilia trace`` without an agent): the DNS cache a node saved in ``state_dir`` (empty
+    when it saved none). Use :meth:`DnsCache.lookup` for a name's unexpired addresses,
+    :meth:`DnsCache.names` and :func:`cilia.identity.fqdn.fqdn_identity_labels` for the identity an
+    address has."""
+    saved = load_state(state_dir / STATE_FILE, 0)
+    return saved[0] if saved is not None else DnsCache()
