@@ -1,0 +1,157 @@
+"""HAProxy's access log (one raw line per request, to a unix datagram socket the agent owns) →
+:class:`HttpRecord` values.
+
+The line format is :data:`cilia.proxy.http.config.HTTP_LOG`; text fields the Lua action wrote are
+percent-encoded (``=`` + bytes, ``-`` when absent), so a line always splits into the same fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cilia.proxy.http.rules import unfield
+
+log = logging.getLogger("cilia.proxy.http")
+HTTP_FIELDS = 18
+
+
+class AccessLogError(ValueError):
+    """A line that is not in cilia's access log format."""
+
+
+@dataclass(frozen=True)
+class HttpRecord:
+    """One HTTP request the proxy decided (and, if allowed, forwarded)."""
+
+    time_ns: int
+    listener: str  # ingress | egress: the listener that took the connection
+    client: tuple[str, int]
+    server: tuple[str, int]  # the original destination
+    client_identity: int
+    server_identity: int
+    status: int  # the response's status code (403: refused by the proxy or by the server)
+    total_ms: int  # HAProxy's Ta: request received → response sent
+    response_ms: int  # HAProxy's Tr: request sent → response headers received (-1: none)
+    protocol: str  # HTTP/1.1
+    allowed: bool
+    decided: tuple[tuple[str, bool], ...]  # the policies the proxy evaluated: (direction, allowed)
+    method: str
+    path: str  # with the query string, as Cilium's path rules see it
+    host: str
+    headers: tuple[tuple[str, str], ...]
+
+    @property
+    def latency_ns(self) -> int:
+        return max(self.response_ms if self.response_ms >= 0 else self.total_ms, 0) * 1_000_000
+
+
+def _int(text: str, default: int = 0) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return default
+
+
+def _text(field: str) -> str:
+    return unfield(field) or "" if field.startswith("=") else ""
+
+
+def _headers(field: str) -> tuple[tuple[str, str], ...]:
+    """The Lua action's ``=name=value&name=value`` (each name and value percent-encoded)."""
+    if not field.startswith("=") or field == "=":
+        return ()
+    out = []
+    for pair in field[1:].split("&"):
+        name, _, value = pair.partition("=")
+        out.append((_text("=" + name), _text("=" + value)))
+    return tuple(out)
+
+
+def parse_line(line: str) -> HttpRecord:
+    """One access log line → a record (:class:`AccessLogError` for a line in another format)."""
+    f = line.strip().split(" ")
+    if len(f) != HTTP_FIELDS:
+        raise AccessLogError(f"access log: {len(f)} fields, expected {HTTP_FIELDS}: {line[:200]!r}")
+    ts, cip, cport, listener, dst, dport, sid, did, status, ta, tr, proto, verdict, evaluated = f[:14]
+    method, path, host, headers = f[14:]
+    secs, _, ms = ts.partition(".")
+    decided = tuple((p[:-1], p.endswith("+")) for p in evaluated.split(",") if len(p) > 1 and p[-1] in "+-")
+    return HttpRecord(
+        time_ns=_int(secs) * 1_000_000_000 + _int(ms) * 1_000_000,
+        listener=listener,
+        client=(cip, _int(cport)),
+        server=(dst, _int(dport)),
+        client_identity=_int(sid),
+        server_identity=_int(did),
+        status=_int(status),
+        total_ms=_int(ta, -1),
+        response_ms=_int(tr, -1),
+        protocol=proto,
+        allowed=verdict == "allow",
+        decided=decided,
+        method=method if method != "-" else "",
+        path=_text(path),
+        host=_text(host),
+        headers=_headers(headers),
+    )
+
+
+class AccessLogReader:
+    """Binds the access log socket (0600) and hands every parsed line to ``on_record``."""
+
+    def __init__(self, path: Path, on_record: Callable[[HttpRecord], None]) -> None:
+        self.path = path
+        self.on_record = on_record
+        self.errors = 0
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        old = os.umask(0o177)
+        try:
+            self.sock.bind(str(path))
+        finally:
+            os.umask(old)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cilia-http-log", daemon=True)
+
+    def start(self) -> AccessLogReader:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for line in data.decode(errors="replace").splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    record = parse_line(line)
+                except AccessLogError:
+                    self.errors += 1  # HAProxy's own messages (alerts) share the socket
+                    log.info("haproxy: %s", line.strip()[:300])
+                    continue
+                try:
+                    self.on_record(record)
+                except Exception:  # a consumer's failure must not stop the log
+                    log.exception("http access log consumer")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

@@ -1,0 +1,178 @@
+"""The HAProxy configuration cilia generates for one node (a golden-file output).
+
+The configuration is static for a node: one listener per (parser, direction) proxy port of the
+contract (HTTP ingress/egress, TLS ingress/egress), whatever the policies are. Every policy change
+is data loaded at run time (the rules document through ``cilia load``, the ipcache map through
+``prepare/add/commit map``), so a change never needs a reload and an open keep-alive connection
+gets the new rules on its next request, as with Envoy.
+
+Each listener sets the request's facts as variables (direction, addresses, the identities of both
+addresses from the ipcache map: ``map_ip`` is a longest-prefix match), presets the verdict to
+``deny`` and runs the Lua action, which sets ``allow`` only when the policies allow: a Lua error or
+a missing policy refuses. A refused HTTP request gets Cilium's answer, ``403`` with
+``Access denied\\r\\n``, on a connection that stays open; a refused TLS ClientHello closes the
+connection (Envoy finds no filter chain for the server name and closes it).
+
+``transparent=True`` is the node's mode: ``bind :PORT transparent`` (the datapath assigns redirected
+connections to these sockets, their local address is the original destination) and onward
+connections to that destination from the client's own address (``usesrc clientip``). Tests run the
+same configuration without the kernel redirect (``transparent=False``): each listener is bound on a
+given address and forwards to a fixed server, with the "original destination" given as constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cilia.policy.types import Direction
+
+LUA_PATH = Path(__file__).with_name("cilia.lua")
+WORLD = 2  # reserved:world, the identity of an address outside the ipcache
+DEFAULT_PORTS: Mapping[tuple[str, Direction], int] = {
+    ("http", Direction.INGRESS): 15001,
+    ("http", Direction.EGRESS): 15002,
+    ("tls", Direction.INGRESS): 15003,
+    ("tls", Direction.EGRESS): 15004,
+}
+DENIED_BODY = "Access denied\\r\\n"  # Cilium's (Envoy's local reply) body, escaped for the config
+HTTP_LOG = (
+    "%Ts.%ms %ci %cp %[var(txn.cilia_dir)] %[var(txn.cilia_dst)] %[var(txn.cilia_dport)] "
+    "%[var(txn.cilia_sid)] %[var(txn.cilia_did)] %ST %Ta %Tr %HV %[var(txn.cilia_v)] "
+    "%[var(txn.cilia_eval)] %HM %[var(txn.cilia_path)] %[var(txn.cilia_host)] %[var(txn.cilia_hdrs)]"
+)
+TLS_LOG = (
+    "%Ts.%ms %ci %cp %[var(sess.cilia_dir)] %[var(sess.cilia_dst)] %[var(sess.cilia_dport)] "
+    "%[var(sess.cilia_sid)] %[var(sess.cilia_did)] tls %[var(sess.cilia_v)] %[var(sess.cilia_sni)]"
+)
+
+
+@dataclass(frozen=True)
+class StaticDestination:
+    """Test mode: where a listener forwards and what it takes as the original destination."""
+
+    bind: str  # "127.0.0.1:18001"
+    server: str  # "127.0.0.1:18080": the real server
+    original: tuple[str, int]  # the original destination the policy is keyed by
+
+
+@dataclass(frozen=True)
+class ProxyFiles:
+    """Where the proxy's files live (the agent's run directory, mode 0700)."""
+
+    run_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "haproxy.cfg"
+
+    @property
+    def api_socket(self) -> Path:
+        return self.run_dir / "haproxy.sock"
+
+    @property
+    def log_socket(self) -> Path:
+        return self.run_dir / "access.sock"
+
+    @property
+    def ipcache_map(self) -> Path:
+        return self.run_dir / "ipcache.map"
+
+    @property
+    def rules(self) -> Path:
+        return self.run_dir / "rules.txt"
+
+    @property
+    def pid(self) -> Path:
+        return self.run_dir / "haproxy.pid"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    files: ProxyFiles
+    ports: Mapping[tuple[str, Direction], int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    transparent: bool = True
+    static: Mapping[tuple[str, Direction], StaticDestination] = field(default_factory=dict)
+    nbthread: int = 2
+    lua_path: Path = LUA_PATH
+
+
+def _vars(
+    scope: str, kind: str, direction: Direction, ipcache: Path, static: StaticDestination | None
+) -> list[str]:
+    act = "http-request" if kind == "http" else "tcp-request content"
+    if static is None:
+        dst, dport = "dst", "dst_port"
+    else:
+        dst, dport = f"str({static.original[0]})", f"int({static.original[1]})"
+    return [
+        f"{act} set-var({scope}.cilia_dir) str({direction.label})",
+        f"{act} set-var({scope}.cilia_v) str(deny)",
+        f"{act} set-var({scope}.cilia_src) src",
+        f"{act} set-var({scope}.cilia_dst) {dst}",
+        f"{act} set-var({scope}.cilia_dport) {dport}",
+        f"{act} set-var({scope}.cilia_sid) src,map_ip({ipcache},{WORLD})",
+        f"{act} set-var({scope}.cilia_did) var({scope}.cilia_dst),map_ip({ipcache},{WORLD})",
+    ]
+
+
+def render(cfg: ProxyConfig) -> str:
+    """The complete ``haproxy.cfg`` text."""
+    f = cfg.files
+    out = [
+        "# generated by cilia (cilia.proxy.http.config): do not edit",
+        "global",
+        f"    pidfile {f.pid}",
+        f"    stats socket {f.api_socket} mode 600 level admin",
+        "    stats timeout 10s",
+        f"    nbthread {cfg.nbthread}",
+        "    maxconn 8192",
+        f"    lua-load {cfg.lua_path}",
+        f"    log {f.log_socket} len 16384 format raw local0",
+        "",
+        "defaults",
+        "    log global",
+        "    timeout connect 5s",
+        "    timeout client 120s",
+        "    timeout server 120s",
+        "    timeout http-request 30s",
+        "    timeout http-keep-alive 120s",
+    ]
+    for (kind, direction), port in sorted(cfg.ports.items(), key=lambda kv: kv[1]):
+        static = cfg.static.get((kind, direction))
+        if not cfg.transparent and static is None:
+            continue  # test mode: only the listeners given a destination
+        name = f"{kind}-{direction.label}"
+        bind = f"bind :{port} transparent" if static is None else f"bind {static.bind}"
+        out += ["", f"frontend {name}", f"    {bind}"]
+        if kind == "http":
+            out += [
+                "    mode http",
+                "    option http-keep-alive",
+                f'    log-format "{HTTP_LOG}"',
+                *(f"    {line}" for line in _vars("txn", kind, direction, f.ipcache_map, static)),
+                "    http-request lua.cilia_http",
+                f'    http-request return status 403 content-type text/plain string "{DENIED_BODY}"'
+                " unless { var(txn.cilia_v) -m str allow }",
+                f"    default_backend {name}-out",
+            ]
+        else:
+            out += [
+                "    mode tcp",
+                f'    log-format "{TLS_LOG}"',
+                "    tcp-request inspect-delay 10s",
+                *(f"    {line}" for line in _vars("sess", kind, direction, f.ipcache_map, static)),
+                "    tcp-request content set-var(sess.cilia_sni) req.ssl_sni if { req.ssl_hello_type 1 }",
+                "    tcp-request content lua.cilia_sni if { req.ssl_hello_type 1 }",
+                "    tcp-request content reject unless { var(sess.cilia_v) -m str allow }",
+                f"    default_backend {name}-out",
+            ]
+        out += ["", f"backend {name}-out", f"    mode {kind if kind == 'http' else 'tcp'}"]
+        if kind == "http":
+            out.append("    http-reuse never")  # a server connection belongs to its client's connection
+        if static is None:
+            out += ["    source 0.0.0.0 usesrc clientip", "    server original-destination 0.0.0.0"]
+        else:
+            out.append(f"    server original-destination {static.server}")
+    return "\n".join(out) + "\n"
