@@ -15,6 +15,7 @@ from typing import IO, Any
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import FixResult, fix_text
 from cilia.k8s.loader import LoadResult, discover, load_text, read_text
+from cilia.k8s.names import namespace_errors
 from cilia.k8s.validate import validate_result
 from cilia.store import API_KINDS, Delete, Put, Store, key_for_object
 from cilia.store.keys import ObjectKey
@@ -93,6 +94,15 @@ def load_manifests(
     return validate_result(result), result, tuple(fixes)
 
 
+def _namespace_report(namespace: str) -> ValidationReport | None:
+    """A report with one error when the default namespace (``-n``) is not a valid namespace name."""
+    problems = namespace_errors(namespace)
+    if not problems:
+        return None
+    errors = tuple(Error(f'Invalid value: "{namespace}": {m}', path="--namespace") for m in problems)
+    return ValidationReport((), 0, errors)
+
+
 def _objects(result: LoadResult, default_namespace: str) -> tuple[list[dict[str, Any]], list[str]]:
     objs, notes = [], []
     for doc in result.documents:
@@ -113,6 +123,9 @@ def apply(
     stdin: IO[bytes] | None = None,
 ) -> ApplyOutcome:
     """Validate every input, then store every object in one transaction (or nothing at all)."""
+    bad = _namespace_report(namespace)
+    if bad is not None:
+        return ApplyOutcome(bad)
     report, result, fixes = load_manifests(paths, fix=fix, stdin=stdin)
     if not report.valid:
         return ApplyOutcome(report, fixes=fixes)
@@ -136,6 +149,9 @@ def delete(
     stdin: IO[bytes] | None = None,
 ) -> ApplyOutcome:
     """Delete every object the manifests name, in one transaction."""
+    bad = _namespace_report(namespace)
+    if bad is not None:
+        return ApplyOutcome(bad)
     report, result, _ = load_manifests(paths, stdin=stdin)
     if not report.valid:
         return ApplyOutcome(report)

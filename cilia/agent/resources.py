@@ -33,14 +33,20 @@ def resolve_kind(text: str) -> Kind | None:
     return KIND_ALIASES.get(text.lower())
 
 
-def resolve_name(store: Store, kind: Kind, namespace: str, name: str) -> ObjectKey | None:
+def resolve_name(
+    store: Store, kind: Kind, namespace: str, name: str, *, prefix: bool = True
+) -> ObjectKey | None:
     """The object called ``name``, or the only one whose name starts with it (pods are usually
-    named by prefix: ``app-a-`` …); None if there is none, AmbiguousNameError if several."""
+    named by prefix: ``app-a-`` …); None if there is none, AmbiguousNameError if several.
+    ``prefix=False``: the full name only, as kubectl (``delete`` must never pick an object the
+    user did not name)."""
     ns = namespace if kind.namespaced else ""
     exact = kind.key(ns, name)
     with contextlib.suppress(InvalidKeyError):  # not a valid name: can still be a prefix
         if store.get(exact) is not None:
             return exact
+    if not prefix:
+        return None
     listed = store.list(kind, ns if kind.namespaced else None)
     matches = [r.key for r in listed if r.key.name.startswith(name)]
     if len(matches) > 1:

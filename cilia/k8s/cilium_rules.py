@@ -31,6 +31,7 @@ from cilia.k8s.names import (
     is_dns1123_subdomain,
     is_iana_svc_name,
     parse_go_uint16,
+    pattern_text,
 )
 from cilia.k8s.netaddr import cidr_problem, contains, parse_prefix
 from cilia.k8s.source import FieldPath, format_path
@@ -283,7 +284,7 @@ def _port_findings(pp: api.PortProtocol, where: FieldPath, has_dns: bool) -> tup
             (
                 ("port",),
                 f'Invalid value: "{port}": {format_path((*where, "port"))} in body should match '
-                f"'{CRD_PORT_PATTERN.pattern}'",
+                f"'{pattern_text(CRD_PORT_PATTERN)}'",
             )
         )
     elif not is_iana_svc_name(port):
@@ -424,7 +425,7 @@ def _fqdn_findings(sel: api.FQDNSelector | api.PortRuleDNS) -> list[Finding]:
         if len(value) > FQDN_MAX:
             out.append(((field_name,), f"Too long: may not be longer than {FQDN_MAX}"))
         elif not regex.match(value):
-            out.append(((field_name,), f"Invalid value: \"{value}\": should match '{regex.pattern}'"))
+            out.append(((field_name,), f"Invalid value: \"{value}\": should match '{pattern_text(regex)}'"))
     return out
 
 

@@ -5,8 +5,17 @@ Errors are raised or collected where they are detected and rendered once, at the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\n``, ``\\x1b``): a value from a
+    manifest must not move the cursor or recolour the terminal that shows an error about it."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class Error(Exception):
@@ -29,6 +38,7 @@ class Error(Exception):
         hint: str | None = None,
         unreadable: bool = False,
     ) -> None:
+        message = escape_controls(message)
         super().__init__(message)
         self.message = message
         self.file = file

@@ -9,22 +9,26 @@ from __future__ import annotations
 import re
 
 LABEL_VALUE_MAX = 63
-_NAME_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_IANA_SVC_NAME = re.compile(r"^([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*$")
-_K8S_PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
+DNS1123_LABEL_MAX = 63
+DNS1123_SUBDOMAIN_MAX = 253
+# Every pattern is anchored with \A…\Z: Python's `$` also matches before a trailing newline, Go's does not.
+_NAME_PART = re.compile(r"\A([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+_LABEL_VALUE = re.compile(r"\A(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
+_DNS1123_SUBDOMAIN = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+_DNS1123_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_DNS1035_LABEL = re.compile(r"\A[a-z]([-a-z0-9]*[a-z0-9])?\Z")
+_IANA_SVC_NAME = re.compile(r"\A([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*\Z")
+_K8S_PORT_NAME_CHARS = re.compile(r"\A[-a-z0-9]+\Z")
 _HAS_LETTER = re.compile(r"[a-z]")
 
 # The CRD pattern for PortProtocol.port. Its alternation is not grouped, so the first branch is only
 # anchored at the start and the second only at the end; the API server applies it exactly so.
 CRD_PORT_PATTERN = re.compile(
     r"^(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-    r"|([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*$"
+    r"|([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*\Z"
 )
-FQDN_NAME_PATTERN = re.compile(r"^([-a-zA-Z0-9_]+[.]?)+$")
-FQDN_WILDCARD_PATTERN = re.compile(r"^([-a-zA-Z0-9_*]+[.]?)+$")
+FQDN_NAME_PATTERN = re.compile(r"\A([-a-zA-Z0-9_]+[.]?)+\Z")
+FQDN_WILDCARD_PATTERN = re.compile(r"\A([-a-zA-Z0-9_*]+[.]?)+\Z")
 FQDN_MAX = 255
 
 ENTITIES = (
@@ -102,6 +106,14 @@ ICMP_V6_TYPES = {
 ICMP_CRD_NAMES = (frozenset(ICMP_V4_TYPES) | frozenset(ICMP_V6_TYPES)) - {"ExtendedEchoReply"}
 
 
+def pattern_text(regex: re.Pattern[str]) -> str:
+    """A pattern as the CRD schema writes it (``^…$``; Go's ``$`` is our ``\\Z``)."""
+    text = regex.pattern
+    if text.startswith("\\A"):
+        text = "^" + text[2:]
+    return text[:-2] + "$" if text.endswith("\\Z") else text
+
+
 def qualified_name_errors(key: str) -> list[str]:
     """Kubernetes ``IsQualifiedName``: ``[prefix/]name`` (label keys)."""
     parts = key.split("/")
@@ -145,6 +157,97 @@ def label_value_errors(value: str) -> list[str]:
             "and must start and end with an alphanumeric character"
         ]
     return []
+
+
+_LABEL_MSG = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character"
+)
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+_DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character"
+)
+
+
+def dns1123_label_errors(value: str) -> list[str]:
+    """Kubernetes ``IsDNS1123Label`` (namespace names, container names)."""
+    errs = [f"must be no more than {DNS1123_LABEL_MAX} characters"] if len(value) > DNS1123_LABEL_MAX else []
+    return errs + ([] if _DNS1123_LABEL.match(value) else [_LABEL_MSG])
+
+
+def dns1123_subdomain_errors(value: str) -> list[str]:
+    """Kubernetes ``IsDNS1123Subdomain`` (most object names)."""
+    errs = (
+        [f"must be no more than {DNS1123_SUBDOMAIN_MAX} characters"]
+        if len(value) > DNS1123_SUBDOMAIN_MAX
+        else []
+    )
+    return errs + ([] if _DNS1123_SUBDOMAIN.match(value) else [_SUBDOMAIN_MSG])
+
+
+def dns1035_label_errors(value: str) -> list[str]:
+    """Kubernetes ``IsDNS1035Label`` (Service names)."""
+    errs = [f"must be no more than {DNS1123_LABEL_MAX} characters"] if len(value) > DNS1123_LABEL_MAX else []
+    return errs + ([] if _DNS1035_LABEL.match(value) else [_DNS1035_MSG])
+
+
+# How the API server validates metadata.name, by kind (``ValidateXName`` of each kind's validation).
+_NAME_RULES = {
+    "Namespace": dns1123_label_errors,
+    "Service": dns1035_label_errors,
+}
+
+
+def object_name_errors(kind: str, name: str, *, generate: bool = False) -> list[str]:
+    """The problems of ``name`` as ``metadata.name`` of a ``kind`` (a DNS-1123 subdomain unless the
+    kind says otherwise). ``generate``: ``name`` is a ``generateName`` prefix, whose trailing '-' is
+    allowed (Kubernetes masks it before checking)."""
+    if generate and name.endswith("-"):
+        name = name[:-1] + "a"
+    return _NAME_RULES.get(kind, dns1123_subdomain_errors)(name)
+
+
+def namespace_errors(namespace: str) -> list[str]:
+    """The problems of a namespace name (``metadata.namespace``, ``-n``): a DNS-1123 label."""
+    return dns1123_label_errors(namespace)
+
+
+def labels_errors(labels: object) -> list[tuple[str, str]]:
+    """Kubernetes ``ValidateLabels``: ``(key, message)`` for each bad key or value."""
+    if not isinstance(labels, dict):
+        return [("", "must be a map of string keys to string values")]
+    out: list[tuple[str, str]] = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            out.append((str(key), "label keys and values must be strings"))
+            continue
+        out.extend((key, f'Invalid value: "{key}": {m}') for m in qualified_name_errors(key))
+        out.extend((key, f'Invalid value: "{value}": {m}') for m in label_value_errors(value))
+    return out
+
+
+ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def annotations_errors(annotations: object) -> list[tuple[str, str]]:
+    """Kubernetes ``ValidateAnnotations``: keys are qualified names (lower-cased), total size 256 KiB."""
+    if not isinstance(annotations, dict):
+        return [("", "must be a map of string keys to string values")]
+    out: list[tuple[str, str]] = []
+    size = 0
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            out.append((str(key), "annotation keys and values must be strings"))
+            continue
+        size += len(key) + len(value)
+        out.extend((key, f'Invalid value: "{key}": {m}') for m in qualified_name_errors(key.lower()))
+    if size > ANNOTATIONS_MAX_BYTES:
+        out.append(("", f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes"))
+    return out
 
 
 def is_dns1123_subdomain(value: str) -> bool:

@@ -7,7 +7,7 @@ import re
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_BITS = re.compile(r"^(0|[1-9][0-9]*)$")
+_BITS = re.compile(r"\A(0|[1-9][0-9]*)\Z")  # \Z: "$" would accept "8\n"
 
 
 def parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

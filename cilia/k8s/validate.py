@@ -14,18 +14,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cilia.k8s import api
+from cilia.k8s import api, cidrgroup
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import deny_hint
 from cilia.k8s.knp_rules import spec_findings
-from cilia.k8s.labelsel import Finding
+from cilia.k8s.labelsel import Finding, selector_findings
 from cilia.k8s.loader import LoadResult, load_paths
-from cilia.k8s.names import is_dns1123_label, is_dns1123_subdomain
+from cilia.k8s.names import (
+    annotations_errors,
+    dns1123_label_errors,
+    labels_errors,
+    namespace_errors,
+    object_name_errors,
+)
 from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
 
+# Kinds whose objects have no namespace (a namespace written on them is not checked).
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", CCNP})
 _RULE_KEYS = {"endpointSelector", "nodeSelector", *(d.section for d in SECTIONS)}
 
 
@@ -95,35 +103,92 @@ def _consequence(path: FieldPath, message: str, removed: list[FieldPath]) -> boo
 
 
 def _meta_errors(doc: Document, kind: str) -> list[Error]:
+    """``metadata`` as the API server checks it for every kind: the name by the kind's rule, the
+    namespace (a DNS-1123 label), label keys and values, annotation keys."""
     meta = doc.data.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    if not name:
+    if not isinstance(meta, dict):
+        return []  # the structure check reports it
+    name = meta.get("name")
+    generate = meta.get("generateName") if kind not in (CNP, CCNP) else None
+    errors: list[Error] = []
+    if not name and not generate:
         msg = (
             f"{kind} must have name"
             if kind in (CNP, CCNP)
             else "Required value: name or generateName is required"
         )
-        return [_error(doc, ("metadata", "name") if isinstance(meta, dict) else ("metadata",), msg)]
-    namespace = meta.get("namespace") if isinstance(meta, dict) else None
-    if isinstance(namespace, str) and namespace and not is_dns1123_label(namespace):
-        return [
-            _error(
-                doc,
-                ("metadata", "namespace"),
-                f'Invalid value: "{namespace}": a lowercase RFC 1123 label must consist of lower case '
-                "alphanumeric characters or '-', and must start and end with an alphanumeric character",
-            )
+        return [_error(doc, ("metadata", "name"), msg)]
+    namespace = meta.get("namespace")
+    ns_problems = namespace_errors(namespace) if isinstance(namespace, str) and namespace else []
+    if ns_problems and kind not in CLUSTER_SCOPED_KINDS:
+        errors += [
+            _error(doc, ("metadata", "namespace"), f'Invalid value: "{namespace}": {m}') for m in ns_problems
         ]
-    if isinstance(name, str) and not is_dns1123_subdomain(name):
-        return [
-            _error(
-                doc,
-                ("metadata", "name"),
-                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
-                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            )
+    elif isinstance(name, str) and name:
+        errors += [
+            _error(doc, ("metadata", "name"), f'Invalid value: "{name}": {m}')
+            for m in object_name_errors(kind, name)
         ]
-    return []
+    elif isinstance(generate, str):
+        errors += [
+            _error(doc, ("metadata", "generateName"), f'Invalid value: "{generate}": {m}')
+            for m in object_name_errors(kind, generate, generate=True)
+        ]
+    errors += _labels_errors(doc, ("metadata",), meta)
+    return errors
+
+
+def _labels_errors(doc: Document, where: FieldPath, meta: dict[str, Any]) -> list[Error]:
+    """Label and annotation problems of one ``metadata`` (or template metadata) at ``where``."""
+    errors: list[Error] = []
+    for field, check in (("labels", labels_errors), ("annotations", annotations_errors)):
+        if field in meta and meta[field] is not None:
+            for key, message in check(meta[field]):
+                path: FieldPath = (*where, field, key) if key else (*where, field)
+                errors.append(_error(doc, path, message))
+    return errors
+
+
+def _workload_errors(doc: Document) -> list[Error]:
+    """What the API server checks of a Pod, a Deployment's pod template or a Service beyond metadata:
+    container names (DNS-1123 labels, unique), template labels, a Service's selector."""
+    data = doc.data
+    errors: list[Error] = []
+    spec_path: FieldPath = ()
+    if doc.kind == "Pod":
+        spec_path = ("spec",)
+    elif doc.kind == "Deployment":
+        spec_path = ("spec", "template", "spec")
+        tmpl = (data.get("spec") or {}).get("template") if isinstance(data.get("spec"), dict) else None
+        if isinstance(tmpl, dict) and isinstance(tmpl.get("metadata"), dict):
+            errors += _labels_errors(doc, ("spec", "template", "metadata"), tmpl["metadata"])
+    elif doc.kind == "Service":
+        spec = data.get("spec")
+        selector = spec.get("selector") if isinstance(spec, dict) else None
+        if selector is not None:
+            errors += [
+                _error(doc, ("spec", "selector", key) if key else ("spec", "selector"), m)
+                for key, m in labels_errors(selector)
+            ]
+        return errors
+    if spec_path:
+        node: Any = data
+        for part in spec_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        containers = node.get("containers") if isinstance(node, dict) else None
+        seen: set[str] = set()
+        for i, c in enumerate(containers if isinstance(containers, list) else ()):
+            cname = c.get("name") if isinstance(c, dict) else None
+            if not isinstance(cname, str):
+                continue
+            path: FieldPath = (*spec_path, "containers", i, "name")
+            errors += [
+                _error(doc, path, f'Invalid value: "{cname}": {m}') for m in dns1123_label_errors(cname)
+            ]
+            if cname in seen:
+                errors.append(_error(doc, path, f'Duplicate value: "{cname}"'))
+            seen.add(cname)
+    return errors
 
 
 def _policy_errors(doc: Document, flags: Flags) -> list[Error]:
@@ -188,12 +253,16 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
                 )
             ], []
         return _policy_errors(doc, flags), []
+    if kind == cidrgroup.KIND:
+        return cidrgroup.document_errors(doc)
     if kind in OBJECT_MODELS:
         model_type, versions = OBJECT_MODELS[kind]
         if version not in versions:
             return [_error(doc, ("apiVersion",), f'no matches for kind "{kind}" in version "{version}"')], []
         model, problems, _ = check_model(model_type, data)
         errors = [_error(doc, p.path, p.message) for p in problems]
+        if model is not None:
+            errors += _meta_errors(doc, kind) + _workload_errors(doc)
         if isinstance(model, DeploymentModel):
             errors += [_error(doc, p, m) for p, m in _deployment_findings(model)]
         return errors, []
@@ -226,6 +295,9 @@ def _deployment_findings(model: DeploymentModel) -> list[Finding]:
     selector = model.spec.selector
     if selector is None:
         return [(("spec", "selector"), "Required value")]
+    bad = selector_findings(selector, cilium=False)
+    if bad:
+        return [(("spec", "selector", *p), m) for p, m in bad]
     labels = model.spec.template.metadata.labels or {}
     ok = all(labels.get(k) == (v or "") for k, v in (selector.match_labels or {}).items())
     for req in selector.match_expressions or ():

@@ -24,10 +24,14 @@ from cilia.cli.commands.node import (
     open_node_store,
     wait_for_agent,
 )
+from cilia.cli.nameopts import namespace_option
 from cilia.cli.render import plural, print_errors, print_json, print_warnings
 
 FilesOpt = Annotated[list[str], typer.Option("-f", "--filename", help="File, directory or - (stdin).")]
-NamespaceOpt = Annotated[str, typer.Option("-n", "--namespace", help="Namespace for objects without one.")]
+NamespaceOpt = Annotated[
+    str,
+    typer.Option("-n", "--namespace", help="Namespace for objects without one.", callback=namespace_option),
+]
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the agent has reconciled.")]
 
@@ -73,7 +77,7 @@ def register(app: typer.Typer) -> None:
     @app.command("delete")
     def delete_cmd(
         kind: Annotated[str | None, typer.Argument(help="pod | deployment | cnp | ccnp | netpol | …")] = None,
-        names: Annotated[list[str] | None, typer.Argument(help="Names (a unique prefix is enough).")] = None,
+        names: Annotated[list[str] | None, typer.Argument(help="Full names, as kubectl.")] = None,
         filename: Annotated[list[str] | None, typer.Option("-f", "--filename", help="File/dir/-.")] = None,
         namespace: NamespaceOpt = "default",
         ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found")] = False,
@@ -96,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 keys = []
                 for name in names:
                     try:
-                        key = resolve_name(store, skind, namespace, name)
+                        key = resolve_name(store, skind, namespace, name, prefix=False)
                     except AmbiguousNameError as e:
                         raise fail(str(e)) from e
                     if key is None and not ignore_not_found:

@@ -32,6 +32,7 @@ from cilia.cli.commands.node import (
     fail,
     node_config,
 )
+from cilia.cli.nameopts import namespaces_option
 from cilia.observe.audit import AuditSettings
 
 MODES = ("on", "off", "status")
@@ -83,7 +84,10 @@ def register(app: typer.Typer) -> None:
     def audit_cmd(
         mode: Annotated[str, typer.Argument(help="on | off | status")],
         namespace: Annotated[
-            list[str] | None, typer.Option("--namespace", "-n", help="Audit these namespaces' policies only")
+            list[str] | None,
+            typer.Option(
+                "--namespace", "-n", help="Audit these namespaces' policies only", callback=namespaces_option
+            ),
         ] = None,
         node: Annotated[
             list[str] | None,

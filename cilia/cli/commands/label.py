@@ -17,6 +17,8 @@ from cilia.cli.commands.node import (
     open_node_store,
     wait_for_agent,
 )
+from cilia.cli.nameopts import namespace_option
+from cilia.k8s.names import labels_errors, qualified_name_errors
 from cilia.store import StoreError
 
 
@@ -25,16 +27,23 @@ class LabelError(ValueError):
 
 
 def parse_label_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
-    """``k=v`` sets, ``k-`` removes (kubectl's syntax)."""
+    """``k=v`` sets, ``k-`` removes (kubectl's syntax); keys and values checked as Kubernetes does."""
     sets: dict[str, str] = {}
     removes: list[str] = []
     for a in args:
         if a.endswith("-") and "=" not in a:
-            removes.append(a[:-1])
+            key = a[:-1]
+            problems = qualified_name_errors(key)
+            if problems:
+                raise LabelError(f"invalid label key {key!r}: {problems[0]}")
+            removes.append(key)
         elif "=" in a:
             k, _, v = a.partition("=")
             if not k:
                 raise LabelError(f"invalid label {a!r}: empty key")
+            problems = labels_errors({k: v})
+            if problems:
+                raise LabelError(f"invalid label {a!r}: {problems[0][1]}")
             sets[k] = v
         else:
             raise LabelError(f"invalid label {a!r}: use key=value or key-")
@@ -61,7 +70,7 @@ def register(app: typer.Typer) -> None:
         kind: Annotated[str, typer.Argument(help="pod | namespace | deployment | …")],
         name: Annotated[str, typer.Argument(help="Object name (pods: a unique prefix is enough).")],
         labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until enforced.")] = True,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
