@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from cilia.k8s import api
+from cilia.k8s.cidrgroup import CIDRGroup, parse_group
 from cilia.k8s.objects import (
     CCNP,
     Deployment,
@@ -92,6 +93,7 @@ class DesiredState:
     services: dict[PodKey, Any] = field(default_factory=dict)
     service_endpoints: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)  # selector-less backends
     policies: dict[PolicyKey, Policy] = field(default_factory=dict)
+    cidr_groups: dict[str, CIDRGroup] = field(default_factory=dict)  # CiliumCIDRGroups by name
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         """Labels of a namespace; a namespace never declared exists implicitly with only the
@@ -150,6 +152,15 @@ class DesiredState:
                 pkey = PolicyKey(kind, key.namespace, key.name)
                 self.policies.pop(pkey, None)
             return ("policy", pkey)
+        if key.kind is Kind.CIDR_GROUPS:
+            if put:
+                try:
+                    self.cidr_groups[key.name] = parse_group(ev.value)
+                except ValueError as e:
+                    raise ObjectError(f"CiliumCIDRGroup: {e}") from e
+            else:
+                self.cidr_groups.pop(key.name, None)
+            return ("cidrgroup", key.name)
         return None
 
 

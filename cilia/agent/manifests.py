@@ -33,7 +33,8 @@ class ObjectResult:
     def describe(self) -> str:
         group = {"Deployment": "deployment.apps", "CiliumNetworkPolicy": "ciliumnetworkpolicy.cilium.io",
                  "CiliumClusterwideNetworkPolicy": "ciliumclusterwidenetworkpolicy.cilium.io",
-                 "NetworkPolicy": "networkpolicy.networking.k8s.io"}.get(self.kind, self.kind.lower())
+                 "NetworkPolicy": "networkpolicy.networking.k8s.io",
+                 "CiliumCIDRGroup": "ciliumcidrgroup.cilium.io"}.get(self.kind, self.kind.lower())
         return f"{group}/{self.key.name} {self.action}"
 
 
@@ -109,7 +110,7 @@ def _objects(result: LoadResult, default_namespace: str) -> tuple[list[dict[str,
         if doc.kind in API_KINDS:
             obj = dict(doc.data)
             meta = dict(obj.get("metadata") or {})
-            if doc.kind not in ("Namespace", "CiliumClusterwideNetworkPolicy") and not meta.get("namespace"):
+            if API_KINDS[doc.kind].namespaced and not meta.get("namespace"):
                 meta["namespace"] = default_namespace
             obj["metadata"] = meta
             objs.append(obj)

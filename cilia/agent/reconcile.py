@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cilia.agent.cidrgroups import sync_prefix_identities
 from cilia.agent.desired import (
     DesiredState,
     ObjectError,
@@ -37,7 +38,6 @@ from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.agent.services import TABLE_NAME, ServiceLB
 from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
-from cilia.identity.cidr import cidr_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
@@ -104,6 +104,7 @@ class Reconciler:
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
         self.cidr_identities: dict[str, int] = {}  # prefix -> CIDR identity (in the ipcache)
+        self.cidr_labels: dict[str, Labels] = {}  # prefix -> the labels of its CIDR identity
         table = self.endpoints.path.with_name(TABLE_NAME) if self.endpoints.path is not None else None
         self.services = ServiceLB(store, table)  # ClusterIPs and the datapath's service table
         self.fqdn = FqdnState()  # addresses the DNS proxy learned (toFQDNs)
@@ -223,6 +224,7 @@ class Reconciler:
         relabel_all_in: set[str] = set()
         services_changed = False
         policies_changed = False
+        groups_changed = False
         last = self.revision
         for ev in events:
             last = max(last, ev.revision)
@@ -243,6 +245,8 @@ class Reconciler:
                 relabel_all_in.add(key)
             elif kind == "service":
                 services_changed = True
+            elif kind == "cidrgroup":
+                groups_changed = True
             elif kind == "policy":
                 policies_changed = True
                 pol = self.desired.policies.get(key)
@@ -255,7 +259,7 @@ class Reconciler:
             self.policy.set_services(self._service_infos())
         if relabel_all_in:  # a Namespace's cilia.io/audit annotation may have changed
             self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
-        if policies_changed or services_changed:
+        if policies_changed or services_changed or groups_changed:
             self._sync_cidr_identities()
         for pk in self.desired.pods:
             if pk.namespace in relabel_all_in:
@@ -547,24 +551,9 @@ class Reconciler:
             self.applied[ep.id] = new
 
     def _sync_cidr_identities(self, initial: bool = False) -> None:
-        """One CIDR identity (and ipcache entry) per prefix the policies name. New identities
-        reach peers' policies before their ipcache entry exists; a gone prefix leaves the ipcache
-        before its identity is released."""
-        want = self.policy.prefixes()
-        added = sorted(want - self.cidr_identities.keys())
-        removed = sorted(self.cidr_identities.keys() - want)
-        for prefix in added:
-            self.cidr_identities[prefix] = self.allocator.allocate(cidr_identity_labels(prefix))
-        if initial:
-            return  # start() syncs every endpoint and the whole ipcache afterwards
-        if added:
-            self._sync_policies(self.policy.take_affected())
-            for prefix in added:
-                self.datapath.upsert_ipcache(prefix, self.cidr_identities[prefix])
-        for prefix in removed:
-            self.datapath.delete_ipcache(prefix)
-            self.allocator.release(cidr_identity_labels(prefix))
-            del self.cidr_identities[prefix]
+        """One CIDR identity (and ipcache entry) per prefix the policies name or a CIDR group lists
+        (:mod:`cilia.agent.cidrgroups`)."""
+        sync_prefix_identities(self, initial)
 
     def _sync_ipcache(self) -> None:
         want = dict(self.remote_ipcache)

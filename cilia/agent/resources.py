@@ -15,6 +15,7 @@ for _kind, _aliases in {
     Kind.CNP: ("cnp", "cnps", "ciliumnetworkpolicy", "ciliumnetworkpolicies"),
     Kind.CCNP: ("ccnp", "ccnps", "ciliumclusterwidenetworkpolicy", "ciliumclusterwidenetworkpolicies"),
     Kind.KNP: ("netpol", "netpols", "networkpolicy", "networkpolicies"),
+    Kind.CIDR_GROUPS: ("ccg", "ccgs", "ciliumcidrgroup", "ciliumcidrgroups"),
 }.items():
     for _a in _aliases:
         KIND_ALIASES[_a] = _kind

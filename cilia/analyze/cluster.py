@@ -26,7 +26,7 @@ from cilia.analyze.learned import LearnedAddress, NodeDns
 from cilia.analyze.manifests import load_cluster
 from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
 from cilia.identity.allocator import LocalAllocator
-from cilia.identity.cidr import cidr_identity_labels
+from cilia.identity.cidr import prefix_identity_labels
 from cilia.identity.fqdn import fqdn_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
@@ -127,8 +127,10 @@ class Analysis:
         self.endpoints: tuple[PodEndpoint, ...] = tuple(endpoints)
         self.prefixes = rule_prefixes(self.rules)
         self._cidr_ids: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
-        for prefix in self.prefixes:
-            ident = self.allocator.allocate(cidr_identity_labels(prefix))
+        # the policies' prefixes and the CIDR groups', labelled as a node's ipcache labels them
+        groups = [(g.name, g.selector_labels, g.cidrs) for g in cluster.cidr_groups]
+        for prefix, labels in prefix_identity_labels(self.prefixes, groups).items():
+            ident = self.allocator.allocate(labels)
             self._cidr_ids.append((ipaddress.ip_network(prefix), ident))
         # Longest prefix first, for the LPM of external addresses.
         self._cidr_ids.sort(key=lambda item: -item[0].prefixlen)

@@ -8,12 +8,18 @@ selects every CIDR identity inside 10.0.0.0/8.
 
 ``dual_stack`` chooses the world labels: single-stack identities carry ``reserved:world``,
 dual-stack ones ``reserved:world-ipv4`` / ``reserved:world-ipv6``.
+
+CiliumCIDRGroups add prefixes of their own (:func:`prefix_identity_labels`): each of a group's
+prefixes is labelled ``cidrgroup:io.cilium.policy.cidrgroupname/<name>`` and ``cidrgroup:<k>=<v>``
+for the group's labels, and every prefix also carries the labels of the prefixes that contain it
+(Cilium's ipcache metadata merge, ``mergeParentLabels``), so an address inside a group keeps the
+group's labels when a policy names a longer prefix around it (an ``except`` hole included).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from cilia.identity.labels import SOURCE_CIDR, SOURCE_CIDRGROUP, Label, Labels, prefix_to_cidr_key
 from cilia.identity.reserved import LABEL_WORLD, LABEL_WORLD_IPV4, LABEL_WORLD_IPV6
@@ -106,3 +112,59 @@ def cidr_rule_selector(
     else:
         return None
     return main.and_(Selector(tuple(Requirement.does_not_exist(_key(e)) for e in excepts)))
+
+
+def cidr_group_name_label(name: str) -> Label:
+    """``cidrgroup:io.cilium.policy.cidrgroupname/<name>``, the label ``cidrGroupRef`` selects."""
+    return Label(SOURCE_CIDRGROUP, f"{CIDR_GROUP_NAME_PREFIX}/{name}")
+
+
+def cidr_group_labels(name: str, labels: Mapping[str, str]) -> tuple[Label, ...]:
+    """The labels a group gives its prefixes: its name label and ``cidrgroup:<k>=<v>`` for each of
+    its own labels (``cidrGroupSelector`` matches these)."""
+    return (cidr_group_name_label(name), *(Label(SOURCE_CIDRGROUP, k, v) for k, v in sorted(labels.items())))
+
+
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def prefix_identity_labels(
+    policy_prefixes: Iterable[str],
+    groups: Iterable[tuple[str, Mapping[str, str], Iterable[str]]] = (),
+    dual_stack: bool = False,
+) -> dict[str, Labels]:
+    """The label set of every prefix the node puts into its ipcache: the prefixes policies name
+    (``cidr:<prefix>``) and those of the CIDR groups ``(name, labels, prefixes)``.
+
+    A prefix has its own labels, then those of every shorter prefix containing it, the longer
+    parent winning for a key, and at most one ``cidr:`` label in all (its own if it has one); then
+    the world label. A ``/0`` named by a policy has the world label only."""
+    own: dict[Net, dict[str, Label]] = {}
+    for text in policy_prefixes:
+        net = parse_prefix(text)
+        entry = own.setdefault(net, {})
+        if net.prefixlen:
+            label = cidr_label(str(net))
+            entry[label.key] = label
+    for name, labels, cidrs in sorted(groups, key=lambda g: g[0]):
+        group_labels = cidr_group_labels(name, labels)
+        for text in cidrs:
+            entry = own.setdefault(parse_prefix(text), {})
+            for label in group_labels:
+                entry.setdefault(label.key, label)
+    # the lengths present per family: a prefix's parents are looked up by these only
+    lengths = {v: sorted({n.prefixlen for n in own if n.version == v}, reverse=True) for v in (4, 6)}
+    out: dict[str, Labels] = {}
+    for net in sorted(own, key=lambda n: (n.version, n)):
+        merged = dict(own[net])
+        has_cidr = any(lb.source == SOURCE_CIDR for lb in merged.values())
+        for bits in lengths[net.version]:  # parents, longest first
+            parent = net.supernet(new_prefix=bits) if bits < net.prefixlen else None
+            for key, label in own.get(parent, {}).items() if parent is not None else ():
+                if label.source == SOURCE_CIDR and has_cidr:
+                    continue
+                if key not in merged:
+                    merged[key] = label
+                    has_cidr = has_cidr or label.source == SOURCE_CIDR
+        out[str(net)] = Labels([*merged.values(), world_label(net.version, dual_stack)])
+    return out

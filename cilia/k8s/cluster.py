@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from cilia.k8s import api
+from cilia.k8s import api, cidrgroup
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import ManifestError, ValidationReport
 from cilia.k8s.loader import LoadResult, load_paths
@@ -54,6 +54,7 @@ def build_cluster(result: LoadResult) -> Cluster:
     endpoints: list[ServiceEndpoints] = []
     policies: list[Policy] = []
     ignored: list[Ignored] = []
+    groups: dict[str, cidrgroup.CIDRGroup] = {}  # by name: a later document wins, as with kubectl
     for doc in result.documents:
         src = Source.of(doc)
         kind = doc.kind
@@ -77,6 +78,8 @@ def build_cluster(result: LoadResult) -> Cluster:
             endpoints.append(endpoints_from(EndpointsModel.model_validate(doc.data), src))
         elif kind == "EndpointSlice":
             endpoints.append(endpoint_slice_from(EndpointSliceModel.model_validate(doc.data), src))
+        elif kind == cidrgroup.KIND:
+            groups[doc.name] = cidrgroup.group_from(cidrgroup.CIDRGroupModel.model_validate(doc.data), src)
         elif kind not in OBJECT_MODELS or kind == "ServiceAccount":
             ignored.append(Ignored(kind, doc.name, doc.namespace, src))
     used = [p.namespace for p in pods] + [s.namespace for s in services] + [e.namespace for e in endpoints]
@@ -93,6 +96,7 @@ def build_cluster(result: LoadResult) -> Cluster:
         endpoints=tuple(endpoints),
         policies=tuple(policies),
         ignored=tuple(ignored),
+        cidr_groups=tuple(groups[n] for n in sorted(groups)),
     )
 
 

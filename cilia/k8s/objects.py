@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cilia.k8s import api
 from cilia.k8s.source import Document
+
+if TYPE_CHECKING:
+    from cilia.k8s.cidrgroup import CIDRGroup
 
 DEFAULT_NAMESPACE = "default"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -299,6 +302,7 @@ class Cluster:
     endpoints: tuple[ServiceEndpoints, ...] = ()
     policies: tuple[Policy, ...] = ()
     ignored: tuple[Ignored, ...] = ()
+    cidr_groups: tuple[CIDRGroup, ...] = ()  # CiliumCIDRGroups (cilia.k8s.cidrgroup)
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

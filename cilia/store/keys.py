@@ -32,6 +32,7 @@ class Kind(StrEnum):
     CILIUM_ENDPOINTS = "ciliumendpoints"  # runtime state the agent publishes for the CLI
     NODES = "nodes"  # node settings
     IPAM = "ipam"  # name: pod address -> owner
+    CIDR_GROUPS = "ciliumcidrgroups"  # CiliumCIDRGroup (cluster-scoped)
 
     @property
     def namespaced(self) -> bool:
@@ -49,7 +50,10 @@ class Kind(StrEnum):
 
 
 _CLUSTER_SCOPED = frozenset(
-    {Kind.NAMESPACES, Kind.CCNP, Kind.IDENTITIES, Kind.IDENTITY_LABELS, Kind.NODES, Kind.IPAM}
+    {
+        Kind.NAMESPACES, Kind.CCNP, Kind.IDENTITIES, Kind.IDENTITY_LABELS, Kind.NODES, Kind.IPAM,
+        Kind.CIDR_GROUPS,
+    }
 )
 
 POLICY_KINDS = (Kind.CNP, Kind.CCNP, Kind.KNP)
@@ -64,6 +68,7 @@ API_KINDS: dict[str, Kind] = {
     "CiliumNetworkPolicy": Kind.CNP,
     "CiliumClusterwideNetworkPolicy": Kind.CCNP,
     "NetworkPolicy": Kind.KNP,
+    "CiliumCIDRGroup": Kind.CIDR_GROUPS,
 }
 
 
