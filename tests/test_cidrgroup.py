@@ -90,6 +90,9 @@ def test_both_api_versions_validate_and_v2alpha1_is_deprecated(tmp_path: Path) -
          [("metadata.name", 'Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of '
            "lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric "
            "character")]),
+        (group("g", [], {"bad key!": "x"}),
+         [("metadata.labels.bad key!", 'Invalid value: "bad key!": name part must consist of alphanumeric '
+           "characters, '-', '_' or '.', and must start and end with an alphanumeric character")]),
         ({**group("g", []), "apiVersion": "cilium.io/v1"},
          [("apiVersion", 'no matches for kind "CiliumCIDRGroup" in version "cilium.io/v1"')]),
     ],

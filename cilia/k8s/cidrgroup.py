@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cilia.k8s import api
 from cilia.k8s.errors import Error
-from cilia.k8s.names import is_dns1123_subdomain
 from cilia.k8s.netaddr import parse_prefix
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import check_model
@@ -86,20 +85,10 @@ def parse_group(obj: dict[str, Any]) -> CIDRGroup:
 
 
 def group_findings(model: CIDRGroupModel) -> list[tuple[FieldPath, str]]:
-    """What the API server refuses beyond the structure: the name (a DNS-1123 subdomain) and every
-    ``externalCIDRs`` item's ``format: cidr`` (prefix form, as ``net.ParseCIDR``)."""
+    """What the API server refuses in the spec beyond its structure: every ``externalCIDRs`` item's
+    ``format: cidr`` (prefix form, as ``net.ParseCIDR``). ``metadata`` is checked as for every kind
+    (:func:`cilia.k8s.validate.validate_document`)."""
     out: list[tuple[FieldPath, str]] = []
-    name = model.metadata.name
-    if not name:
-        out.append((("metadata", "name"), "Required value: name or generateName is required"))
-    elif not is_dns1123_subdomain(name):
-        out.append(
-            (
-                ("metadata", "name"),
-                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
-                "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-            )
-        )
     for i, text in enumerate(model.spec.external_cidrs):
         if parse_prefix(text) is None:
             where = format_path(("spec", "externalCIDRs", i))

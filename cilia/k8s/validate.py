@@ -33,7 +33,7 @@ from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
 
 # Kinds whose objects have no namespace (a namespace written on them is not checked).
-CLUSTER_SCOPED_KINDS = frozenset({"Namespace", CCNP})
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", CCNP, cidrgroup.KIND})
 _RULE_KEYS = {"endpointSelector", "nodeSelector", *(d.section for d in SECTIONS)}
 
 
@@ -254,7 +254,10 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
             ], []
         return _policy_errors(doc, flags), []
     if kind == cidrgroup.KIND:
-        return cidrgroup.document_errors(doc)
+        errors, warnings = cidrgroup.document_errors(doc)
+        if version in cidrgroup.API_VERSIONS:
+            errors += _meta_errors(doc, kind)
+        return errors, warnings
     if kind in OBJECT_MODELS:
         model_type, versions = OBJECT_MODELS[kind]
         if version not in versions:
