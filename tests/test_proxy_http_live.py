@@ -1,0 +1,227 @@
+"""HAProxy as cilia runs it, without the kernel redirect: the same configuration in test mode (a
+listener on 127.0.0.1 forwarding to a local HTTP server, the "original destination" a constant),
+driven through the supervisor and the runtime API, its access log read back as records.
+
+One HAProxy and one server for the module; each test loads the rules it needs."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from cilia.policy.l7 import HeaderMatch, HTTPRule, L7Parser, L7PortPolicy, L7Rule
+from cilia.policy.types import Direction, RuleRef
+from cilia.proxy.http import runtime
+from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
+from cilia.proxy.http.config import ProxyConfig, ProxyFiles, StaticDestination, render
+from cilia.proxy.http.rules import PortPolicyAt
+from cilia.proxy.http.rules import render as render_rules
+from cilia.proxy.http.supervisor import Supervisor
+
+pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy not installed")
+
+POD = "198.18.0.12"  # the original destination the listener stands for (no packet goes there)
+CLIENT_ID = 1001
+REF = RuleRef("CiliumNetworkPolicy", "default", "l7", "ingress", 0)
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers every request with the request's headers as JSON (HTTP/1.1 keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        n = int(self.headers.get("content-length") or 0)
+        if n:
+            self.rfile.read(n)
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # connections HAProxy resets when it is killed on purpose
+
+
+class Proxy:
+    def __init__(self, tmp: Path) -> None:
+        self.server = QuietServer(("127.0.0.1", 0), Echo)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        probe = ThreadingHTTPServer(("127.0.0.1", 0), Echo)  # a free port for the listener
+        self.port = probe.server_address[1]
+        probe.server_close()
+        self.files = ProxyFiles(tmp / "run")
+        self.files.run_dir.mkdir(mode=0o700)
+        self.records: list[HttpRecord] = []
+        self.reader = AccessLogReader(self.files.log_socket, self.records.append).start()
+        server = f"127.0.0.1:{self.server.server_address[1]}"
+        static = StaticDestination(f"127.0.0.1:{self.port}", server, (POD, 80))
+        self.cfg = ProxyConfig(self.files, transparent=False, static={("http", Direction.INGRESS): static})
+        self.version = 0
+        self.sup = Supervisor(self.cfg, render_rules([], 0, False), {"127.0.0.1/32": CLIENT_ID},
+                              log_path=tmp / "haproxy.log").start()  # fmt: skip
+
+    def load(self, *rules: L7Rule) -> float:
+        """Load a policy for the pod's port 80; returns the seconds the load took."""
+        self.version += 1
+        pol = L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001, rules)
+        t0 = time.monotonic()
+        self.sup.write_data(render_rules([PortPolicyAt(POD, pol)], self.version, False))
+        assert runtime.load_rules(self.files.api_socket, self.files.rules) == self.version
+        return time.monotonic() - t0
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+
+    def close(self) -> None:
+        self.sup.stop()
+        self.reader.close()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    p = Proxy(tmp_path_factory.mktemp("haproxy"))
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def ask(c: http.client.HTTPConnection, method: str, path: str, **headers: str) -> tuple[int, bytes]:
+    c.request(method, path, headers=headers)
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def test_allowed_refused_and_the_connection_stays_usable(proxy: Proxy) -> None:
+    rule = HTTPRule(method="GET", path="/public(/.*)?")
+    proxy.load(L7Rule(frozenset({CLIENT_ID}), (rule,), refs=frozenset({REF})))
+    c = proxy.conn()
+    assert ask(c, "GET", "/public")[0] == 200
+    sock = c.sock
+    status, body = ask(c, "GET", "/private")
+    assert (status, body) == (403, b"Access denied\r\n")
+    assert ask(c, "POST", "/public")[0] == 403
+    assert ask(c, "GET", "/public/a?b=1")[0] == 200
+    assert ask(c, "GET", "/publicity")[0] == 403  # a whole-path match, not a prefix
+    assert c.sock is sock  # one connection throughout: a 403 does not close it
+    c.close()
+
+
+def test_other_identity_and_headers(proxy: Proxy) -> None:
+    proxy.load(
+        L7Rule(frozenset({CLIENT_ID + 1}), None, refs=frozenset({REF})),  # another peer: anything
+        L7Rule(frozenset({CLIENT_ID}), (HTTPRule(path="/h", headers=(HeaderMatch("X-Token", "abc"),
+                                                                      HeaderMatch("X-Present"))),),
+               refs=frozenset({REF})),
+    )  # fmt: skip
+    c = proxy.conn()
+    assert ask(c, "GET", "/h", **{"X-Token": "abc", "X-Present": ""})[0] == 200
+    assert ask(c, "GET", "/h", **{"X-Token": "abcd", "X-Present": "1"})[0] == 403
+    assert ask(c, "GET", "/h", **{"X-Token": "abc"})[0] == 403
+    assert ask(c, "GET", "/other")[0] == 403
+    # the ipcache says the client is the other peer now: everything passes
+    runtime.replace_map(proxy.files.api_socket, proxy.files.ipcache_map, {"127.0.0.0/8": CLIENT_ID + 1})
+    try:
+        assert ask(c, "GET", "/other")[0] == 200
+    finally:
+        runtime.replace_map(proxy.files.api_socket, proxy.files.ipcache_map, {"127.0.0.1/32": CLIENT_ID})
+    c.close()
+
+
+def test_mismatch_actions_change_the_request(proxy: Proxy) -> None:
+    proxy.load(L7Rule(None, (HTTPRule(headers=(
+        HeaderMatch("X-Add", "added", mismatch="ADD"),
+        HeaderMatch("X-Env", "prod", mismatch="REPLACE"),
+        HeaderMatch("X-Del", "keep", mismatch="DELETE"),
+        HeaderMatch("X-Log", "x", mismatch="LOG"),
+    )),), refs=frozenset({REF})))  # fmt: skip
+    c = proxy.conn()
+    status, body = ask(c, "GET", "/", **{"X-Env": "dev", "X-Del": "other", "X-Log": "y"})
+    seen = json.loads(body)
+    assert status == 200
+    assert (seen["x-add"], seen["x-env"], seen.get("x-del"), seen["x-log"]) == ("added", "prod", None, "y")
+    status, body = ask(c, "GET", "/", **{"X-Add": "added", "X-Env": "prod", "X-Del": "keep"})
+    seen = json.loads(body)
+    assert (seen["x-add"], seen["x-env"], seen["x-del"]) == ("added", "prod", "keep")
+    c.close()
+
+
+def test_rule_change_reaches_an_open_keep_alive_connection(proxy: Proxy) -> None:
+    proxy.load(L7Rule(None, (HTTPRule(method="GET", path="/a"),), refs=frozenset({REF})))
+    c = proxy.conn()
+    assert ask(c, "GET", "/a")[0] == 200
+    assert ask(c, "GET", "/b")[0] == 403
+    sock = c.sock
+    proxy.load(L7Rule(None, (HTTPRule(method="GET", path="/b"),), refs=frozenset({REF})))
+    assert ask(c, "GET", "/b")[0] == 200
+    assert ask(c, "GET", "/a")[0] == 403
+    assert c.sock is sock
+    c.close()
+
+
+def test_access_log_records(proxy: Proxy) -> None:
+    # Cilium's path rules see the query string: "/logged" alone would refuse "/logged?q=…"
+    rule = HTTPRule(method="GET", path="/logged(\\?.*)?")
+    proxy.load(L7Rule(frozenset({CLIENT_ID}), (rule,), refs=frozenset({REF})))
+    before = len(proxy.records)
+    c = proxy.conn()
+    ask(c, "GET", "/logged?q=1 2".replace(" ", "%20"), **{"X-Trace": "t 1"})
+    ask(c, "DELETE", "/logged")
+    c.close()
+    deadline = time.monotonic() + 5
+    while len(proxy.records) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ok, refused = proxy.records[before : before + 2]
+    assert (ok.allowed, ok.status, ok.method, ok.path) == (True, 200, "GET", "/logged?q=1%202")
+    assert ok.decided == (("ingress", True),)
+    assert (ok.server, ok.client_identity, ok.protocol) == ((POD, 80), CLIENT_ID, "HTTP/1.1")
+    assert ("x-trace", "t 1") in ok.headers
+    assert (refused.allowed, refused.status, refused.method, refused.decided) == (False, 403, "DELETE",
+                                                                                   (("ingress", False),))
+
+
+def test_killed_proxy_is_restarted_with_its_rules(proxy: Proxy) -> None:
+    proxy.load(L7Rule(None, (HTTPRule(path="/after-restart"),), refs=frozenset({REF})))
+    old = proxy.sup.pid
+    assert old is not None
+    restarts = proxy.sup.restarts
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (proxy.sup.restarts == restarts or proxy.sup.pid in (None, old)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxy.sup.pid not in (None, old)
+    c = proxy.conn()
+    assert ask(c, "GET", "/after-restart")[0] == 200  # the last rules, loaded at start
+    assert ask(c, "GET", "/other")[0] == 403
+    c.close()
+
+
+def test_node_config_is_valid_for_haproxy(tmp_path: Path) -> None:
+    files = ProxyFiles(tmp_path)
+    files.ipcache_map.write_text("")
+    cfg = ProxyConfig(files)  # transparent listeners, as on a node
+    files.config.write_text(render(cfg))
+    out = subprocess.run(["haproxy", "-c", "-f", str(files.config)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
