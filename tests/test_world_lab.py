@@ -56,7 +56,7 @@ def test_hosts_are_plumbed_and_recorded(world: World, tmp_path: Path) -> None:
     assert addrs == ["198.18.192.1"] and ("198.19.12.10", 32) in routes
     inside = subprocess.run(["nsenter", f"--net={netns.path_of(web.netns)}", "ip", "-4", "-o", "route"],
                             capture_output=True, text=True, check=True).stdout
-    assert "default via 198.18.192.1 dev eth0" in inside
+    assert "198.18.0.0/15 via 198.18.192.1 dev eth0" in inside and "default" not in inside  # lab only
     world.add("cli", "198.19.12.11")
     assert "Server name: web" in _curl(world, "cli", "http://198.19.12.10/")
     world.delete("cli")

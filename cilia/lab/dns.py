@@ -1,8 +1,13 @@
 """The lab's DNS server: a world host (``dns``, at 198.19.<i>.53) answering A queries over UDP and
 TCP from a records file (``<run_dir>/dns/records.json``: name -> addresses) that ``cilia dns add NAME
 IP [--ttl N]`` edits, with each name's TTL in ``ttl.json`` (default 60 s); a name without records is
-NXDOMAIN. It runs as its own process inside the host's namespace (pid file next to the records),
-started on the first record and stopped when the world host is removed.
+NXDOMAIN. Like CoreDNS it also answers the cluster's Service names: ``NAME.NAMESPACE.svc.cluster.local``
+→ the Service's ClusterIP (read from the store the lab uses, ``store.json`` beside the records says
+which, at most once a second), and NXDOMAIN for any other name in ``cluster.local``; records
+added with ``cilia dns add`` win over Service names. It runs as its own process inside the host's
+namespace (pid file next to the records), started on the first record and stopped when the world
+host is removed. No packet stops it: whatever one query does wrong is logged (``server.log``) and
+the next one is served.
 
 Run it with ``python -m cilia.lab.dns --netns NS --records FILE --pid-file FILE``.
 """
@@ -19,10 +24,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cilia.lab import netns
 from cilia.lab.errors import LabError
+from cilia.lab.podfiles import dns_address
 from cilia.lab.world import DNS_HOST, World, WorldHost
 from cilia.proxy.dns.msg import (
     RCODE_NXDOMAIN,
@@ -34,11 +42,17 @@ from cilia.proxy.dns.msg import (
     read_framed,
     response,
 )
+from cilia.store import Kind, Store
+from cilia.store.sqlite import SqliteBackend
 
 PORT = 53
 DEFAULT_TTL = 60
 TTL_FILE = "ttl.json"
 TCP_IDLE_S = 10.0
+CLUSTER_DOMAIN = "cluster.local"
+SERVICE_TTL = 5  # CoreDNS's kubernetes plugin default
+SERVICES_REFRESH_S = 1.0
+STORE_FILE = "store.json"
 
 
 def records_path(run_dir: Path) -> Path:
@@ -54,7 +68,7 @@ def pid_path(run_dir: Path) -> Path:
 
 
 def server_address(node_index: int) -> str:
-    return f"198.19.{node_index}.53"
+    return dns_address(node_index)
 
 
 def read_records(path: Path) -> dict[str, list[str]]:
@@ -95,19 +109,92 @@ def add_record(run_dir: Path, name: str, ip: str, ttl: int | None = None) -> dic
     return recs
 
 
-def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | None = None) -> bytes | None:
-    """The response to one query message (None for something that is not a query)."""
+def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | None = None,
+           services: Mapping[str, str] | None = None) -> bytes | None:
+    """The response to one query message (None for something that is not a query). ``services``:
+    ``name.namespace`` → ClusterIP, answered under ``name.namespace.svc.cluster.local``."""
     try:
         msg = parse(data)
     except DnsFormatError:
         return None
     if msg.is_response or msg.question is None:
         return None
-    addrs = records.get(msg.question.name)
+    qname = msg.question.name.lower().rstrip(".")
+    addrs = records.get(qname)
+    ttl = (ttls or {}).get(qname, DEFAULT_TTL)
+    if addrs is None:
+        addrs, ttl = service_addresses(qname, services or {}), SERVICE_TTL
     if addrs is None:
         return response(msg, [], RCODE_NXDOMAIN)
-    ttl = (ttls or {}).get(msg.question.name, DEFAULT_TTL)
     return response(msg, addrs if msg.question.qtype == TYPE_A else [], ttl=ttl)
+
+
+def service_addresses(name: str, services: Mapping[str, str]) -> list[str] | None:
+    """The A records of a ``NAME.NAMESPACE.svc.cluster.local`` name (None: NXDOMAIN)."""
+    suffix = f".svc.{CLUSTER_DOMAIN}"
+    if not name.endswith(suffix):
+        return None
+    ip = services.get(name[: -len(suffix)])
+    return [ip] if ip else None
+
+
+def write_store_description(run_dir: Path, store: Store) -> None:
+    """Tell the server where the lab's store is (for Service names): SQLite file or etcd."""
+    backend: Any = store.backend
+    desc: dict[str, Any] = {}
+    if isinstance(backend, SqliteBackend):
+        desc = {"backend": "sqlite", "path": str(backend.path)}
+    elif type(backend).__name__ == "EtcdBackend":
+        desc = {"backend": "etcd", "endpoints": list(backend.endpoints),
+                "tls": list(backend.tls) if getattr(backend, "tls", None) else None}
+    _write_json(run_dir / "dns" / STORE_FILE, desc)
+
+
+def _open_described_store(path: Path) -> Store | None:
+    try:
+        desc = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return None
+    if desc.get("backend") == "sqlite":
+        return Store(SqliteBackend(desc["path"]))
+    if desc.get("backend") == "etcd":
+        from cilia.store.etcd import open_etcd_store  # etcd3aio only when asked for
+
+        tls = desc.get("tls")
+        return open_etcd_store(desc["endpoints"], **({"tls": tuple(tls)} if tls else {}))
+    return None
+
+
+class ServiceNames:
+    """``name.namespace`` → ClusterIP of every Service in the store, re-read at most once a second."""
+
+    def __init__(self, description: Path) -> None:
+        self.description = description
+        self._store: Store | None = None
+        self._names: dict[str, str] = {}
+        self._read_at = -SERVICES_REFRESH_S
+        self._lock = threading.Lock()
+
+    def get(self) -> dict[str, str]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= SERVICES_REFRESH_S:
+                self._read_at = time.monotonic()
+                try:
+                    if self._store is None:
+                        self._store = _open_described_store(self.description)
+                    if self._store is not None:
+                        self._names = {
+                            f"{r.key.name}.{r.key.namespace}".lower(): str((r.value.get("spec") or {})
+                                                                           .get("clusterIP") or "")
+                            for r in self._store.list(Kind.SERVICES)
+                        }
+                except Exception as e:  # the store is down: keep the last names, say so
+                    print(f"services: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            return self._names
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 class Server:
@@ -116,6 +203,7 @@ class Server:
 
     def __init__(self, records: Path, bind: tuple[str, int] = ("0.0.0.0", PORT)) -> None:
         self.records, self.ttls = records, records.with_name(TTL_FILE)
+        self.services = ServiceNames(records.with_name(STORE_FILE))
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(bind)
         self.address: tuple[str, int] = self.udp.getsockname()
@@ -127,7 +215,16 @@ class Server:
         self.tcp.settimeout(0.5)
 
     def answer(self, data: bytes) -> bytes | None:
-        return answer(data, read_records(self.records), read_ttls(self.ttls))
+        return answer(data, read_records(self.records), read_ttls(self.ttls), self.services.get())
+
+    def safe_answer(self, data: bytes, peer: object) -> bytes | None:
+        """:meth:`answer`, never raising: a query that breaks something is logged and dropped."""
+        try:
+            return self.answer(data)
+        except Exception as e:
+            print(f"query from {peer} ({len(data)} bytes): {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
+            return None
 
     def run(self, stopped: threading.Event) -> None:
         """Serve until ``stopped`` is set, then close the sockets."""
@@ -140,12 +237,14 @@ class Server:
                 continue
             except OSError:
                 break
-            out = self.answer(data)
+            out = self.safe_answer(data, peer)
             if out is not None:
-                self.udp.sendto(out, peer)
+                with contextlib.suppress(OSError):  # the peer's problem, not the server's
+                    self.udp.sendto(out, peer)
         tcp.join(timeout=2)
         self.udp.close()
         self.tcp.close()
+        self.services.close()
 
     def _tcp_loop(self, stopped: threading.Event) -> None:
         while not stopped.is_set():
@@ -163,7 +262,7 @@ class Server:
             conn.settimeout(TCP_IDLE_S)
             try:
                 while (data := read_framed(conn)) is not None:
-                    out = self.answer(data)
+                    out = self.safe_answer(data, conn.getpeername())
                     if out is None:
                         return
                     conn.sendall(frame(out))
@@ -206,12 +305,13 @@ def start(run_dir: Path, ns: str, wait: float = 5.0) -> int:
     pid_file = pid_path(run_dir)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.unlink(missing_ok=True)
+    log = open(pid_file.with_name("server.log"), "ab")  # noqa: SIM115 - closed once the child has it
     proc = subprocess.Popen(
         [sys.executable, "-m", "cilia.lab.dns", "--netns", ns, "--records", str(records_path(run_dir)),
          "--pid-file", str(pid_file)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
     )
+    log.close()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -248,6 +348,7 @@ def ensure(world: World) -> WorldHost:
     host = world.get(DNS_HOST)
     if host is None:
         host = world.add(DNS_HOST, server_address(world.node_index))
+    write_store_description(world.lab.run_dir, world.lab.store)
     start(world.lab.run_dir, host.netns)
     return host
 

@@ -99,6 +99,13 @@ def remove(name: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def exec_argv(name: str) -> list[str]:
+    """The command prefix that runs a program in namespace ``name`` as a pod's programs run:
+    ``ip netns exec`` (a private mount namespace, each file of ``/etc/netns/<name>/`` bind-mounted
+    over its namesake in ``/etc``: the pod's resolv.conf and hosts, :mod:`cilia.lab.podfiles`)."""
+    return ["ip", "netns", "exec", name]
+
+
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()

@@ -1,10 +1,11 @@
 """The node lab: kubelet + CNI for this machine. Pods are network namespaces joined to the node
 by a veth pair, routed (no bridge), as Cilium's veth datapath does:
 
-* pod side ``eth0``: the pod's /32, a scope-link route to the gateway, ``198.18.0.0/15`` and the
-  default route via the gateway;
+* pod side ``eth0``: the pod's /32, a scope-link route to the gateway and ``198.18.0.0/15`` via
+  the gateway: no default route, so nothing a pod sends is addressed outside the lab;
 * node side ``lxc<hash>``: the gateway address (/32, the same on every veth) and a /32 route to
-  the pod in the node's namespace; IPv4 forwarding on while the lab runs.
+  the pod in the node's namespace; IPv4 forwarding on while the lab runs, with the lab's nftables
+  guard (:mod:`cilia.lab.guard`) dropping anything forwarded from a lab device out of the lab.
 
 ``create_pod`` calls ``before_address`` once the veth exists and before the pod has an address,
 so a datapath attached there sees the pod's very first packet. Each pod has a record under
@@ -28,10 +29,11 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cilia.lab import netns, veth
+from cilia.lab import guard, netns, podfiles, veth
 from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import LAB_RANGE, Ipam
 from cilia.lab.names import host_ifname, netns_name
+from cilia.lab.security import RunAs
 from cilia.lab.spec import Container, ContainerPort, PodSpec
 from cilia.lab.workloadd import LOG_NAME, WorkloadClient
 from cilia.lab.workloads import PodWorkload
@@ -64,12 +66,14 @@ class Pod:
         return PodWorkload(
             key=self.key, name=self.name, netns=self.netns, log_path=self.log_path,
             tcp_ports=self.spec.served_ports("TCP"), udp_ports=self.spec.served_ports("UDP"),
-            commands=self.spec.commands(),
+            commands=self.spec.commands(), privileges=self.spec.command_privileges(),
         )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["spec"]["labels"] = dict(self.spec.labels)
+        for c, spec_c in zip(d["spec"]["containers"], self.spec.containers, strict=True):
+            c["security"] = spec_c.security.to_json()
         return d
 
     @classmethod
@@ -79,7 +83,7 @@ class Pod:
             namespace=s["namespace"], name=s["name"], labels=dict(s["labels"]),
             containers=tuple(
                 Container(c["name"], tuple(ContainerPort(p["port"], p["protocol"]) for p in c["ports"]),
-                          tuple(c["command"]), tuple(c["args"]))
+                          tuple(c["command"]), tuple(c["args"]), RunAs.from_json(c.get("security")))
                 for c in s["containers"]
             ),
         )
@@ -99,6 +103,7 @@ class Lab:
         self.run_dir = Path(run_dir or DEFAULT_RUN_DIR).absolute()
         self.log_dir = Path(log_dir or state_dir() / "logs").absolute()
         self.workloads = WorkloadClient(self.run_dir)
+        self._guarded = False
 
     # ------------------------------------------------------------------ records
 
@@ -191,7 +196,8 @@ class Lab:
         if before_address is not None:
             before_address(rec)
         veth.address_host_side(idx, rec.gateway, rec.ip)
-        veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),))
+        veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),))  # and no default
+        podfiles.write(rec.netns, rec.namespace, rec.name, rec.ip, podfiles.dns_address(self.ipam.node_index))
         return rec
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -211,6 +217,7 @@ class Lab:
             except LabError as e:
                 errors.append(str(e))
         errors += veth.remove(rec.host_ifname, rec.netns, own_link)
+        podfiles.remove(rec.netns)
         self.ipam.release_owner(rec.key)
         veth.remove_log(rec.log_path)
         if errors:
@@ -267,12 +274,14 @@ class Lab:
             raise PodNotFoundError(f"pod {namespace}/{name} not found on this node")
         if not argv:
             raise LabError("exec: no command given")
-        return ["nsenter", f"--net={netns.path_of(rec.netns)}", "--", *argv]
+        return [*netns.exec_argv(rec.netns), *argv]
 
     def exec_in_pod(
         self, namespace: str, name: str, argv: Sequence[str], timeout: float | None = None
     ) -> int:
-        """Run ``argv`` in the pod's network namespace with this process's stdio; its exit code."""
+        """Run ``argv`` in the pod (its network namespace, and a private mount namespace with its
+        resolv.conf and hosts) with this process's stdio, as root (``kubectl exec`` runs as the
+        container's user: see docs/differences.md); its exit code."""
         return subprocess.run(self._nsenter(namespace, name, argv), timeout=timeout, check=False).returncode
 
     def run_in_pod(self, namespace: str, name: str, argv: Sequence[str],
@@ -293,9 +302,14 @@ class Lab:
         # "x": only the first lab process to turn forwarding on records what it was before.
         with contextlib.suppress(FileExistsError), open(self._saved_forward, "x") as f:
             f.write(before)
+        if not self._guarded:  # before forwarding is on: nothing is ever forwarded unguarded
+            guard.install(self.run_dir)
+            self._guarded = True
         IP_FORWARD.write_text("1\n")
 
     def _restore_forwarding(self) -> None:
+        guard.remove(self.run_dir)
+        self._guarded = False
         if self._saved_forward.exists():
             IP_FORWARD.write_text(self._saved_forward.read_text())
             self._saved_forward.unlink()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cilia.lab.errors import LabError
+from cilia.lab.security import RunAs, run_as
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Container:
     ports: tuple[ContainerPort, ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    security: RunAs = field(default_factory=RunAs)  # securityContext: unprivileged by default
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -47,7 +49,8 @@ class PodSpec:
         if not name:
             raise LabError("pod manifest has no metadata.name")
         containers = []
-        for c in (obj.get("spec") or {}).get("containers") or []:
+        pod_ctx = (obj.get("spec") or {}).get("securityContext")
+        for i, c in enumerate((obj.get("spec") or {}).get("containers") or []):
             ports = tuple(
                 ContainerPort(int(p["containerPort"]), str(p.get("protocol", "TCP")).upper())
                 for p in c.get("ports") or []
@@ -58,6 +61,8 @@ class PodSpec:
                     ports=ports,
                     command=tuple(str(x) for x in c.get("command") or ()),
                     args=tuple(str(x) for x in c.get("args") or ()),
+                    security=run_as(pod_ctx, c.get("securityContext"),
+                                    f"pod {name}: spec.containers[{i}].securityContext"),
                 )
             )
         return cls(
@@ -75,3 +80,7 @@ class PodSpec:
 
     def commands(self) -> tuple[tuple[str, ...], ...]:
         return tuple(c.argv for c in self.containers if c.argv)
+
+    def command_privileges(self) -> tuple[tuple[str, ...], ...]:
+        """For each of :meth:`commands`, the ``setpriv`` prefix it runs under (its securityContext)."""
+        return tuple(c.security.setpriv() for c in self.containers if c.argv)

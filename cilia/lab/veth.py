@@ -1,10 +1,11 @@
 """The veth pair that connects a lab namespace (a pod or a world host) to the node.
 
 The host side ``lxc…``/``cilia-w…`` stays in the node's namespace and carries the gateway as a /32;
-the peer ``eth0`` inside the namespace carries the workload's /32 and routes everything through the
-gateway. Both pods and world hosts are plumbed this way; only what happens between creating the
-pair and addressing the host side differs (a pod's datapath is attached in between, so that no
-packet is ever routed to it unenforced).
+the peer ``eth0`` inside the namespace carries the workload's /32 and routes the lab's ranges (and
+nothing else: no default route) through the gateway, so that without any agent running a workload
+cannot even address a packet to the world outside the lab. Both pods and world hosts are plumbed
+this way; only what happens between creating the pair and addressing the host side differs (a
+pod's datapath is attached in between, so that no packet is ever routed to it unenforced).
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ def address_host_side(idx: int, gateway: str, ip: str) -> None:
         ipr.route("add", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK)
 
 
-def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] = ()) -> None:
+LAB_ROUTES = ("198.18.0.0/15",)  # pods, services, world hosts, nodes' underlay: every lab address
+
+
+def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] = LAB_ROUTES) -> None:
     """Inside ``namespace``: IPv6 off, ``lo`` and ``eth0`` up, ``ip``/32, the gateway on-link, then
-    ``routes`` and the default route via the gateway."""
+    ``routes`` via the gateway: the lab's ranges only, never a default route (the first of the lab's
+    two guards; :mod:`cilia.lab.guard` is the second)."""
     # A netlink socket opened inside the namespace stays bound to it (no helper process).
     with netns.entered(namespace), IPRoute() as p:
         # IPv4-only workloads: the datapath enforces IPv4, so no IPv6 traffic may leave one.
@@ -53,7 +58,6 @@ def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] 
         p.route("add", dst=f"{gateway}/32", oif=eth, scope=RT_SCOPE_LINK)
         for dst in routes:
             p.route("add", dst=dst, gateway=gateway, oif=eth)
-        p.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth)
 
 
 def remove(host_ifname: str, namespace: str, own_link: bool = True) -> list[str]:

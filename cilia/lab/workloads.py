@@ -4,7 +4,11 @@ Each pod's listening sockets are created inside its network namespace by a worke
 (setns, socket + bind, setns back) and then served by the loop like any other socket, so a
 pod costs a few file descriptors and kilobytes, not a process. TCP ports answer like
 ``nginxdemos/hello:plain-text``; UDP ports echo. A container with a command runs that command
-in the pod's namespace as a child of this process, killed when the pod is removed. Every pod
+as a child of this process, killed when the pod is removed, the way a container runtime runs it:
+in the pod's network namespace and a private mount namespace with the pod's own resolv.conf and
+hosts (``ip netns exec``, :mod:`cilia.lab.podfiles`), as the user and with the privileges its
+``securityContext`` gives (:mod:`cilia.lab.security`: by default nobody, no capabilities,
+no_new_privs), in ``/``. Every pod
 has one log file: an nginx-style access line per HTTP request, a line per UDP datagram, and
 the stdout/stderr of its commands.
 """
@@ -27,6 +31,7 @@ from typing import Any, TextIO
 
 from cilia.lab import netns
 from cilia.lab.errors import LabError
+from cilia.lab.security import RunAs
 
 KEEPALIVE_TIMEOUT = 65.0  # nginx's keepalive_timeout default
 MAX_HEADER = 16 * 1024
@@ -45,6 +50,12 @@ class PodWorkload:
     tcp_ports: tuple[int, ...] = ()
     udp_ports: tuple[int, ...] = ()
     commands: tuple[tuple[str, ...], ...] = ()
+    # for each command, the setpriv prefix it runs under (() = privileged); a command without
+    # an entry runs unprivileged
+    privileges: tuple[tuple[str, ...], ...] = ()
+
+    def privileges_of(self, i: int) -> tuple[str, ...]:
+        return self.privileges[i] if i < len(self.privileges) else RunAs().setpriv()
 
     @property
     def empty(self) -> bool:
@@ -61,6 +72,7 @@ class PodWorkload:
             tcp_ports=tuple(int(p) for p in d.get("tcp_ports", ())),
             udp_ports=tuple(int(p) for p in d.get("udp_ports", ())),
             commands=tuple(tuple(str(a) for a in c) for c in d.get("commands", ())),
+            privileges=tuple(tuple(str(a) for a in c) for c in d.get("privileges", ())),
         )
 
 
@@ -165,23 +177,25 @@ class WorkloadServer:
             for s in socks[len(spec.tcp_ports):]:
                 transport, _ = await loop.create_datagram_endpoint(lambda run=run: _Echo(run.log), sock=s)
                 run.datagrams.append(transport)
-            for argv in spec.commands:
-                await self._spawn(run, argv)
+            for i, argv in enumerate(spec.commands):
+                await self._spawn(run, argv, spec.privileges_of(i))
         except BaseException:
             for s in socks:
                 s.close()
             await self.remove(spec.key)
             raise
 
-    async def _spawn(self, run: _Running, argv: tuple[str, ...]) -> None:
+    async def _spawn(self, run: _Running, argv: tuple[str, ...], privileges: tuple[str, ...]) -> None:
         run.log.write(f"[{time_local()}] start: {' '.join(argv)}\n")
         proc = await asyncio.create_subprocess_exec(
             # pdeathsig: if this daemon dies (even by SIGKILL) its commands die with it, so no
-            # pod command outlives the process that owns it.
+            # pod command outlives the process that owns it. Every step execs the next, so the
+            # pid is the command's own.
             "setpriv", "--pdeathsig", "KILL", "--",
-            "nsenter", f"--net={netns.path_of(run.spec.netns)}", "--", *argv,
+            *netns.exec_argv(run.spec.netns), *privileges, *argv,
             stdin=subprocess.DEVNULL, stdout=run.log.fileno(), stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopping it reaches its children
+            cwd="/",
         )
         run.procs.append(proc)
 
