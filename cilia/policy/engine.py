@@ -22,6 +22,7 @@ from cilia.policy.resolve import (
     EngineOptions,
     NamedPorts,
     distill_filters,
+    endpoint_l7,
     namespace_of,
     resolve_policy,
     rule_selects,
@@ -249,7 +250,9 @@ class PolicyEngine:
         for k, e in partial.items():
             if k.identity in touched:
                 ms.put(k, e)
+        named = self._named_ports(self._ports.get(ident, {}))
+        l7 = endpoint_l7(pol.identity, pol.filters, self.cache, named, self.options) if pol.l7 else ()
         self._policies[ident] = EndpointPolicy(
-            pol.identity, pol.labels, self.revision, pol.selection, pol.filters, ms
+            pol.identity, pol.labels, self.revision, pol.selection, pol.filters, ms, l7
         )
         return diff(old_ms.of_identities(touched), ms.of_identities(touched))

@@ -41,6 +41,7 @@ class Contribution(NamedTuple):
     identities: Iterable[int]
     rules: frozenset[RuleRef]
     auth_type: int = 0  # explicit authentication an allow requires (0: none)
+    proxy_port: int = 0  # L7 redirect of an allow (0: none)
 
 
 class MapDiff(NamedTuple):
@@ -60,14 +61,12 @@ class MapDiff(NamedTuple):
 
 def merge_entries(a: Entry, b: Entry) -> Entry:
     """Two entries of the same key and kind: their rules together; an explicit authentication
-    requirement is kept (the higher type when they differ)."""
-    return Entry(
-        a.deny,
-        a.rules | b.rules,
-        max(a.proxy_port, b.proxy_port),
-        max(a.proxy_priority, b.proxy_priority),
-        max(a.auth_type, b.auth_type),
-    )
+    requirement is kept (the higher type when they differ); a redirect is kept, the higher proxy
+    priority winning, then the lower proxy port (Cilium's ``MapStateEntry.Merge``)."""
+    port, prio = a.proxy_port, a.proxy_priority
+    if b.proxy_port and (b.proxy_priority > prio or (b.proxy_priority == prio and b.proxy_port < port)):
+        port, prio = b.proxy_port, b.proxy_priority
+    return Entry(a.deny, a.rules | b.rules, port, prio, max(a.auth_type, b.auth_type))
 
 
 def space_of(key: Key) -> PortSpace:
@@ -243,13 +242,17 @@ def distill(contributions: Iterable[Contribution]) -> MapState:
 def _distill(contributions: Iterable[Contribution]) -> MapState:
     # Each contribution becomes a shared Entry value; identities selected by several contributions
     # of one port space get the merge of their entries (memoized per pair).
-    entry_cache: dict[tuple[bool, frozenset[RuleRef], int], Entry] = {}
+    entry_cache: dict[tuple[bool, frozenset[RuleRef], int, int], Entry] = {}
     allows: dict[PortSpace, list[tuple[Iterable[int], Entry]]] = {}
     denies: dict[PortSpace, list[tuple[Iterable[int], Entry]]] = {}
-    for space, deny, ids, rules, auth in contributions:
-        value = entry_cache.get((deny, rules, auth))
+    for space, deny, ids, rules, auth, proxy in contributions:
+        value = entry_cache.get((deny, rules, auth, proxy))
         if value is None:
-            value = entry_cache[(deny, rules, auth)] = Entry(deny, rules, auth_type=0 if deny else auth)
+            # Deny entries never redirect; a redirect without a listener priority has priority 1.
+            proxy = 0 if deny else proxy
+            value = entry_cache[(deny, rules, auth, proxy)] = Entry(
+                deny, rules, proxy, 1 if proxy else 0, auth_type=0 if deny else auth
+            )
         (denies if deny else allows).setdefault(space, []).append((ids, value))
 
     deny_ids: dict[PortSpace, set[int]] = {}

@@ -16,13 +16,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cilia.identity.labels import SOURCE_K8S, SOURCE_RESERVED, Label, Labels
 from cilia.identity.selector import Selector
+from cilia.policy.l7 import L7PortPolicy
+from cilia.policy.l7resolve import (
+    entry_l7,
+    filter_proxy_port,
+    host_wildcard_l7,
+    merge_parser,
+    merge_spec,
+    port_policies,
+    proxy_port_map,
+    selector_redirects,
+)
 from cilia.policy.mapstate import Contribution, MapState, distill
 from cilia.policy.portrange import port_range_to_masked
-from cilia.policy.rules import PeerKind, PolicyRule
+from cilia.policy.rules import PeerKind, PolicyRule, PortProto
 from cilia.policy.selectorcache import SelectorCache
 from cilia.policy.types import Direction, Proto, RuleRef
 
@@ -65,6 +76,10 @@ class EngineOptions:
     enforcement: EnforcementMode = EnforcementMode.DEFAULT
     allow_localhost: bool = True
     host_firewall: bool = False
+    # L7 proxies: (parser, direction, port) overrides of cilia.policy.l7.DEFAULT_PROXY_PORTS, and
+    # the Secret values headerMatches refer to, ((namespace, name), value) pairs.
+    proxy_ports: tuple[tuple[str, int, int], ...] = ()
+    secrets: tuple[tuple[tuple[str, str], str], ...] = ()
 
 
 class NamedPorts(NamedTuple):
@@ -100,6 +115,10 @@ class Filter(NamedTuple):
     selectors: tuple[tuple[Selector, bool, frozenset[RuleRef]], ...]
     # Allow selectors whose rules require authentication, with the auth type (Cilium's AuthType).
     auth: tuple[tuple[Selector, int], ...] = ()
+    # The L7 parser of the port ("" none, else cilia.policy.l7.L7Parser) and the allow selectors'
+    # L7 policies (cilia.policy.l7resolve.L7Spec); an allowed selector not listed has no L7 part.
+    parser: str = ""
+    l7: tuple[tuple[Selector, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,7 @@ class EndpointPolicy:
     selection: RuleSelection
     filters: tuple[Filter, ...]
     map_state: MapState = field(compare=False)
+    l7: tuple[L7PortPolicy, ...] = ()  # what the L7 proxies enforce for this endpoint, per port
 
     @property
     def enforced(self) -> tuple[bool, bool]:
@@ -184,8 +204,9 @@ def select_rules(rules: Iterable[PolicyRule], labels: Labels, options: EngineOpt
     return RuleSelection(matching, (enforced[0], enforced[1]), (bool(by[0]), bool(by[1])), by_t)
 
 
-def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
-    """Merge the selected rules' entries into L4 filters (Cilium's L4Policy)."""
+def resolve_filters(selection: RuleSelection, options: EngineOptions | None = None) -> tuple[Filter, ...]:
+    """Merge the selected rules' entries into L4 filters (Cilium's L4Policy), with their L7 parts."""
+    secrets = dict(options.secrets) if options is not None else {}
     # fromRequires/toRequires of every selected rule, per direction and allow/deny (§4.7).
     requires: dict[tuple[int, bool], list[Selector]] = {}
     for r in selection.rules:
@@ -201,6 +222,16 @@ def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
 
     filters: dict[tuple[int, int, int, int, str], dict[Selector, tuple[bool, set[RuleRef]]]] = {}
     auths: dict[tuple[int, int, int, int, str], dict[Selector, int]] = {}
+    l7specs: dict[tuple[int, int, int, int, str], dict[Selector, Any]] = {}
+    parsers: dict[tuple[int, int, int, int, str], str] = {}
+
+    def merge_l7(fkey: tuple[int, int, int, int, str], sel: Selector, l7: Any) -> None:
+        # Every allow of (port, selector) takes part: one without L7 parts widens the others (§L7).
+        per = l7specs.setdefault(fkey, {})
+        if l7 is not None:
+            parsers[fkey] = merge_parser(parsers.get(fkey, ""), l7[0])
+        spec = l7[1] if l7 is not None else None
+        per[sel] = merge_spec(per[sel], spec) if sel in per else spec
 
     def merge(
         fkey: tuple[int, int, int, int, str], sel: Selector, deny: bool, ref: RuleRef, auth: int = 0
@@ -236,27 +267,41 @@ def resolve_filters(selection: RuleSelection) -> tuple[Filter, ...]:
                 else:
                     fkeys = [(d, pp.proto, pp.port, max(pp.end_port, pp.port), pp.name) for pp in e.ports]
                 auth = AUTH_TYPES.get(e.auth_mode, 0)
+                e_l7 = entry_l7(e, r.namespace, secrets) if e.l7 else {}
                 for fkey in fkeys:
+                    l7 = e_l7.get(PortProto(fkey[1], fkey[2], fkey[3], fkey[4])) if e_l7 else None
                     for s in sels:
                         merge(fkey, s, e.deny, e.ref, auth)
+                        if not e.deny:
+                            merge_l7(fkey, s, l7)
         if not selection.default_deny[d]:
             merge((d, 0, 0, 0, ""), Selector.wildcard(), False, DEFAULT_ALLOW[d])
 
-    return tuple(
+    out = tuple(
         Filter(
             *fkey,
             tuple((s, deny, frozenset(refs)) for s, (deny, refs) in per.items()),
             tuple((s, a) for s, a in auths.get(fkey, {}).items() if not per[s][0]),
+            parsers.get(fkey, ""),
+            tuple(
+                (s, spec) for s, spec in l7specs.get(fkey, {}).items() if spec is not None and not per[s][0]
+            ),
         )
         for fkey, per in filters.items()
     )
+    return host_wildcard_l7(out) if l7specs and (options is None or options.allow_localhost) else out
 
 
 def filter_contributions(
-    f: Filter, cache: SelectorCache, named_ports: NamedPorts, only: frozenset[int] | None = None
+    f: Filter,
+    cache: SelectorCache,
+    named_ports: NamedPorts,
+    only: frozenset[int] | None = None,
+    proxy_port: int = 0,
 ) -> list[Contribution]:
     """Candidate MapState entries of one filter (Cilium ``L4Filter.toMapState``). With ``only``,
-    just the entries for those peer identities (and the identity-0 ones)."""
+    just the entries for those peer identities (and the identity-0 ones). ``proxy_port`` is where
+    the filter's L7 parser listens: redirecting selectors' entries carry it."""
     port = f.port
     if f.name:
         port = named_ports.resolve(f.direction, f.name, f.proto)
@@ -272,6 +317,9 @@ def filter_contributions(
     auth = dict(f.auth)
     wildcard = next(((s, deny) for s, deny, _ in f.selectors if s.is_wildcard), None)
     l4_wildcard = wildcard is not None and (f.port != 0 or bool(f.name))
+    redirects = selector_redirects(f, proxy_port) if f.parser else {}
+    own_redirect = {s for s, spec in f.l7 if spec.redirect} if redirects else set()
+    wildcard_redirects = wildcard is not None and wildcard[0] in redirects
     out: list[Contribution] = []
     for sel, deny, refs in f.selectors:
         if sel.is_wildcard:
@@ -280,14 +328,20 @@ def filter_contributions(
             # An L4-only key makes the L3/L4 keys of the same port redundant unless they are denies
             # or need a different authentication (Cilium's PerSelectorPolicy.covers).
             if l4_wildcard and (
-                wildcard[1] or (not deny and auth.get(sel, 0) == auth.get(wildcard[0], 0))  # type: ignore[index]
+                wildcard[1]  # type: ignore[index]
+                or (
+                    not deny
+                    and auth.get(sel, 0) == auth.get(wildcard[0], 0)  # type: ignore[index]
+                    # a redirect of its own is not covered by an L4-only key without one
+                    and not (sel in own_redirect and not wildcard_redirects)
+                )
             ):
                 continue
             ids = cache.selections(sel)
             if only is not None:
                 ids = ids & only
         for space in spaces:
-            out.append(Contribution(space, deny, ids, refs, auth.get(sel, 0)))
+            out.append(Contribution(space, deny, ids, refs, auth.get(sel, 0), redirects.get(sel, 0)))
     return out
 
 
@@ -306,8 +360,9 @@ def distill_filters(
     for d in DIRECTIONS:
         if not selection.enforced[d]:
             contribs.append(Contribution((d, 0, 0, 0), False, (0,), frozenset({ALLOW_ANY[d]})))
+    ports = proxy_port_map(options.proxy_ports)
     for f in filters:
-        contribs.extend(filter_contributions(f, cache, named_ports, only))
+        contribs.extend(filter_contributions(f, cache, named_ports, only, filter_proxy_port(f, ports)))
     if options.allow_localhost and not is_host and (only is None or HOST_IDENTITY in only):
         contribs.append(
             Contribution(
@@ -329,8 +384,20 @@ def resolve_policy(
 ) -> EndpointPolicy:
     """Resolve and distill the policy of one identity from candidate rules."""
     selection = select_rules(rules, labels, options)
-    filters = resolve_filters(selection)
+    filters = resolve_filters(selection, options)
     ms = distill_filters(
         filters, selection, cache, named_ports, is_host=LABEL_HOST in labels, options=options
     )
-    return EndpointPolicy(identity, labels, revision, selection, filters, ms)
+    l7 = endpoint_l7(identity, filters, cache, named_ports, options)
+    return EndpointPolicy(identity, labels, revision, selection, filters, ms, l7)
+
+
+def endpoint_l7(
+    identity: int,
+    filters: Iterable[Filter],
+    cache: SelectorCache,
+    named_ports: NamedPorts,
+    options: EngineOptions,
+) -> tuple[L7PortPolicy, ...]:
+    """The L7 port policies of an endpoint's filters (:func:`cilia.policy.l7resolve.port_policies`)."""
+    return port_policies(identity, filters, cache, named_ports, proxy_port_map(options.proxy_ports))
