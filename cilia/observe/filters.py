@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cilia.observe.flow import L4_NAMES, Endpoint, Flow, Verdict, parse_rfc3339
+from cilia.observe.flow import L4_NAMES, DnsInfo, Endpoint, Flow, HttpInfo, Verdict, parse_rfc3339
 
 DEFAULT_NAMESPACE = "default"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
@@ -26,7 +26,7 @@ _UNIT_NS = {
     "d": 86_400_000_000_000,
 }
 PROTOCOLS = {name.lower(): num for num, name in L4_NAMES.items()} | {"icmp": 1}
-L7_PROTOCOLS = ("dns",)  # --protocol dns: the DNS proxy's flows (hubble's l7 protocol names)
+L7_PROTOCOLS = ("dns", "http")  # --protocol dns|http: the proxies' flows (hubble's l7 protocol names)
 # --type, as hubble names event types: the proxy's L7 records, drops, policy verdicts of allowed flows
 EVENT_TYPES = ("l7", "drop", "policy-verdict")
 
@@ -115,6 +115,55 @@ class LabelMatch:
 
 
 @dataclass(frozen=True)
+class HttpMatch:
+    """hubble's HTTP filters: ``--http-method`` (exact, any case), ``--http-status`` (a code or a
+    prefix such as ``4+``), ``--http-path`` / ``--http-url`` (regexes found anywhere in the value).
+    Every given kind must hold; several values of one kind are alternatives."""
+
+    methods: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    paths: tuple[re.Pattern[str], ...] = ()
+    urls: tuple[re.Pattern[str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.methods or self.statuses or self.paths or self.urls)
+
+    @classmethod
+    def build(cls, methods: Iterable[str], statuses: Iterable[str], paths: Iterable[str],
+              urls: Iterable[str]) -> HttpMatch:
+        sts = []
+        for st in statuses:
+            if not re.fullmatch(r"[1-5](\d\d|\d\+|\+)", st):
+                raise FilterError(f"--http-status {st!r}: expected a code (404) or a prefix (4+, 50+)")
+            sts.append(st)
+
+        def compiled(flag: str, values: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+            out = []
+            for v in values:
+                try:
+                    out.append(re.compile(v))
+                except re.error as e:
+                    raise FilterError(f"{flag} {v!r}: not a regular expression: {e}") from None
+            return tuple(out)
+
+        return cls(tuple(m.upper() for m in methods), tuple(sts), compiled("--http-path", paths),
+                   compiled("--http-url", urls))  # fmt: skip
+
+    def matches(self, f: Flow) -> bool:
+        h = f.l7
+        if not isinstance(h, HttpInfo):
+            return False
+        code = str(h.code)
+        return (
+            (not self.methods or h.method.upper() in self.methods)
+            and (not self.statuses or any(code.startswith(s.rstrip("+")) if s.endswith("+") else code == s
+                                          for s in self.statuses))
+            and (not self.paths or any(p.search(h.path) for p in self.paths))
+            and (not self.urls or any(u.search(h.url) for u in self.urls))
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class FlowFilter:
     """What ``cilia observe`` keeps. Empty tuples / None mean "no constraint"."""
 
@@ -131,6 +180,7 @@ class FlowFilter:
     ports: tuple[int, ...] = ()  # either side's port
     since_ns: int | None = None
     until_ns: int | None = None
+    http: HttpMatch = HttpMatch()
 
     @classmethod
     def build(
@@ -149,6 +199,10 @@ class FlowFilter:
         since: str | None = None,
         until: str | None = None,
         now_ns: int = 0,
+        http_methods: Iterable[str] = (),
+        http_statuses: Iterable[str] = (),
+        http_paths: Iterable[str] = (),
+        http_urls: Iterable[str] = (),
     ) -> FlowFilter:
         """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
         vs = []
@@ -164,7 +218,9 @@ class FlowFilter:
                 continue
             num = PROTOCOLS.get(p.lower())
             if num is None:
-                raise FilterError(f"--protocol {p!r}: use one of tcp, udp, sctp, icmp (icmpv4), icmpv6, dns")
+                raise FilterError(
+                    f"--protocol {p!r}: use one of tcp, udp, sctp, icmp (icmpv4), icmpv6, dns, http"
+                )
             protos.append(num)
         kinds = []
         for t in types:
@@ -190,6 +246,7 @@ class FlowFilter:
             ports=tuple(port_nums),
             since_ns=parse_time_ns(since, now_ns) if since else None,
             until_ns=parse_time_ns(until, now_ns) if until else None,
+            http=HttpMatch.build(http_methods, http_statuses, http_paths, http_urls),
         )
 
     def matches(self, f: Flow) -> bool:
@@ -203,7 +260,9 @@ class FlowFilter:
             all(lb.matches(src) for lb in self.from_labels),
             all(lb.matches(dst) for lb in self.to_labels),
             (not self.protocols and not self.l7_protocols) or f.l4.proto in self.protocols
-            or ("dns" in self.l7_protocols and f.l7 is not None),
+            or ("dns" in self.l7_protocols and isinstance(f.l7, DnsInfo))
+            or ("http" in self.l7_protocols and isinstance(f.l7, HttpInfo)),
+            not self.http or self.http.matches(f),
             not self.types or _event_type(f) in self.types,
             not self.ports or _ports(f) & set(self.ports),
             self.since_ns is None or f.time_ns >= self.since_ns,

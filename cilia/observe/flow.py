@@ -11,7 +11,9 @@ matched a world peer), ``suppressed`` (events the datapath's rate limit dropped 
 ``note`` (a drop no policy decided: the device had no endpoint, or its policy was not installed yet).
 
 A DNS flow (the agent's DNS proxy saw a query or its answer) is Hubble's L7 flow: ``Type: L7`` and
-``l7.dns`` (:class:`DnsInfo`), its event type the access log's (129).
+``l7.dns`` (:class:`DnsInfo`), its event type the access log's (129). An HTTP flow (one request the
+HTTP proxy decided) is the same with ``l7.http`` (:class:`HttpInfo`): ``l7.type`` RESPONSE for a
+forwarded request (with its status and latency), REQUEST for one the proxy refused (code 403).
 """
 
 from __future__ import annotations
@@ -233,6 +235,60 @@ class DnsInfo:
 
 
 @dataclass(frozen=True)
+class HttpInfo:
+    """Hubble's ``l7`` record of one HTTP request the proxy decided: ``l7.http.{code, method, url,
+    protocol, headers}`` and ``l7.latency_ns`` (request → response headers)."""
+
+    type: L7Type
+    code: int
+    method: str
+    url: str
+    protocol: str = "HTTP/1.1"
+    headers: tuple[tuple[str, str], ...] = ()
+    latency_ns: int = 0
+
+    @property
+    def path(self) -> str:
+        """The URL's path (with the query), as ``--http-path`` matches it."""
+        rest = self.url.split("://", 1)[1] if "://" in self.url else self.url
+        i = rest.find("/")
+        return rest[i:] if i >= 0 else "/"
+
+    def to_json(self) -> dict[str, Any]:
+        http: dict[str, Any] = {}
+        if self.code:
+            http["code"] = self.code
+        http["method"] = self.method
+        http["url"] = self.url
+        http["protocol"] = self.protocol
+        if self.headers:
+            http["headers"] = [{"key": k, "value": v} for k, v in self.headers]
+        out: dict[str, Any] = {"type": self.type.value}
+        if self.latency_ns:
+            out["latency_ns"] = self.latency_ns
+        out["http"] = http
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HttpInfo:
+        http = d.get("http", {})
+        return cls(
+            L7Type(d.get("type", "REQUEST")),
+            int(http.get("code", 0)),
+            http.get("method", ""),
+            http.get("url", ""),
+            http.get("protocol", ""),
+            tuple((h.get("key", ""), h.get("value", "")) for h in http.get("headers", ())),
+            int(d.get("latency_ns", 0)),
+        )
+
+
+def l7_from_json(d: dict[str, Any]) -> DnsInfo | HttpInfo:
+    """The ``l7`` object of a flow: HTTP or DNS."""
+    return HttpInfo.from_json(d) if "http" in d else DnsInfo.from_json(d)
+
+
+@dataclass(frozen=True)
 class Flow:
     """One policy verdict event (see the module docstring for the fields that are cilia's own)."""
 
@@ -256,7 +312,7 @@ class Flow:
     world_cidr: str = ""
     suppressed: int = 0
     note: str = ""
-    l7: DnsInfo | None = None
+    l7: DnsInfo | HttpInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -392,7 +448,7 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         world_cidr=d.get("world", {}).get("cidr", ""),
         suppressed=int(d.get("suppressed", 0)),
         note=d.get("note", ""),
-        l7=DnsInfo.from_json(d["l7"]) if "l7" in d else None,
+        l7=l7_from_json(d["l7"]) if "l7" in d else None,
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 

@@ -19,10 +19,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from cilia.observe.flow import Flow
+from cilia.observe.flow import Flow, HttpInfo, TrafficDirection
 
 REGENERATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ENFORCEMENT_STATES = ("none", "ingress", "egress", "both")
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 def _reason_label(flow: Flow) -> str:
@@ -95,6 +96,19 @@ class NodeMetrics:
         self.events_suppressed = Gauge(
             "cilia_events_suppressed", "Datapath events suppressed by the per-endpoint rate limit", registry=r
         )
+        # Hubble's http metrics (httpV2): reporter "client" for the egress proxy, "server" for ingress
+        self.http_requests = Counter(
+            "hubble_http_requests", "HTTP requests the proxy decided", ["method", "protocol", "reporter"],
+            registry=r,
+        )  # fmt: skip
+        self.http_responses = Counter(
+            "hubble_http_responses", "HTTP responses (403: refused by policy)",
+            ["method", "protocol", "status", "reporter"], registry=r,
+        )  # fmt: skip
+        self.http_duration = Histogram(
+            "hubble_http_request_duration_seconds", "HTTP request to response headers, through the proxy",
+            ["method", "reporter"], buckets=HTTP_BUCKETS, registry=r,
+        )  # fmt: skip
         for state in ENFORCEMENT_STATES:
             self.enforcement.labels(state).set(0)
 
@@ -114,6 +128,17 @@ class NodeMetrics:
         )
         with self._packets._lock:
             self._packets.from_flows[key] = self._packets.from_flows.get(key, 0) + 1
+
+    def observe_http(self, flow: Flow) -> None:
+        """Count one HTTP flow of the proxy (request, response, duration)."""
+        h = flow.l7
+        if not isinstance(h, HttpInfo):
+            return
+        reporter = "client" if flow.traffic_direction is TrafficDirection.EGRESS else "server"
+        self.http_requests.labels(h.method, h.protocol, reporter).inc()
+        self.http_responses.labels(h.method, h.protocol, str(h.code), reporter).inc()
+        if not flow.dropped:
+            self.http_duration.labels(h.method, reporter).observe(h.latency_ns / 1e9)
 
     def set_datapath_counters(self, rows: Iterable[Any]) -> None:
         """The kernel's counters (:class:`cilia.datapath.maps.metrics.MetricRow` rows): packets by

@@ -11,6 +11,12 @@ each becomes Hubble's L7 DNS flow (a refused query is a DROPPED one), named like
 the same ring and log (not counted in the policy-verdict metrics: the datapath's verdict on the query
 was counted already).
 
+The HTTP proxy's access log gives one record per request; the agent decides it again with the
+engine's L7 policy for attribution and calls :meth:`FlowPipeline.ingest_http` once per policy the
+proxy evaluated (egress, ingress): an L7 HTTP flow, FORWARDED or DROPPED (a 403 of the proxy), with
+the policies that allowed it or whose L7 rules did not match, kept in the ring and the log and
+counted in Hubble's http metrics.
+
 A new pipeline over the same state directory continues the sequence numbers of the log and refills
 its ring from the log's tail, so an agent restart loses no history.
 """
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cilia.agent.flows import FlowRing
@@ -27,11 +33,12 @@ from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
 from cilia.observe.enrich import NodeView, endpoint_of, world_cidr
-from cilia.observe.flow import L4, DnsInfo, Flow, L7Type, TrafficDirection, Verdict
+from cilia.observe.flow import L4, DnsInfo, Flow, HttpInfo, L7Type, PolicyRef, TrafficDirection, Verdict
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
 from cilia.proxy.dns.msg import type_name
+from cilia.proxy.http.accesslog import HttpRecord
 from cilia.proxy.records import DnsRecord
 
 DEFAULT_RING = 16384
@@ -98,6 +105,57 @@ class FlowPipeline:
             if self.log is not None:
                 self.log.append(flow)
         return flow
+
+    def ingest_http(self, record: HttpRecord, direction: Direction, allowed: bool,
+                    allowed_by: Iterable[RuleRef] = (), denied_by: Iterable[RuleRef] = ()) -> Flow:
+        """One request the HTTP proxy decided for one policy (``direction``) → one L7 flow, kept in
+        the ring and the log, counted in the http metrics."""
+        with self._lock:
+            self._seq += 1
+            flow = self.make_http_flow(record, direction, allowed, allowed_by, denied_by, self._seq)
+            self.ring.add(flow)  # type: ignore[arg-type]
+            if self.log is not None:
+                self.log.append(flow)
+        if self.metrics is not None:
+            self.metrics.observe_http(flow)
+        return flow
+
+    def make_http_flow(
+        self, r: HttpRecord, direction: Direction, allowed: bool, allowed_by: Iterable[RuleRef],
+        denied_by: Iterable[RuleRef], seq: int,
+    ) -> Flow:  # fmt: skip
+        """Hubble's HTTP flow: REQUEST for a refused request (code 403), RESPONSE with the status
+        and latency for a forwarded one."""
+        view = self.view()
+        info = HttpInfo(
+            L7Type.RESPONSE if allowed else L7Type.REQUEST,
+            r.status,
+            r.method,
+            f"http://{r.host or r.server[0]}{r.path or '/'}",
+            r.protocol,
+            r.headers,
+            r.latency_ns if allowed else 0,
+        )
+        ingress = direction == Direction.INGRESS
+        by = tuple(sorted(PolicyRef.of(x, view.revision) for x in allowed_by)) if allowed else ()
+        denied = () if allowed else tuple(sorted(PolicyRef.of(x, view.revision) for x in denied_by))
+        return Flow(
+            seq=seq,
+            time_ns=r.time_ns,
+            verdict=Verdict.FORWARDED if allowed else Verdict.DROPPED,
+            traffic_direction=TrafficDirection.INGRESS if ingress else TrafficDirection.EGRESS,
+            source=endpoint_of(view, r.client[0], r.client_identity),
+            destination=endpoint_of(view, r.server[0], r.server_identity),
+            ip_source=r.client[0],
+            ip_destination=r.server[0],
+            l4=L4(6, r.client[1], r.server[1]),
+            node_name=view.node_name,
+            ingress_allowed_by=by if ingress else (),
+            egress_allowed_by=() if ingress else by,
+            ingress_denied_by=denied if ingress else (),
+            egress_denied_by=() if ingress else denied,
+            l7=info,
+        )
 
     def make_dns_flow(self, r: DnsRecord, seq: int) -> Flow:
         """Hubble's DNS flow for one proxy record: the pod's query to the server it asked (the

@@ -3,7 +3,9 @@
 Times are printed in UTC so that output is the same on every machine. With ``node_names`` (``cilia
 observe --print-node-name``, as hubble's flag) each line names the node whose datapath or proxy saw
 the flow. DNS flows of the agent's proxy print as hubble prints them: ``dns-request proxy`` /
-``dns-response proxy`` with the query, answers and TTL.
+``dns-response proxy`` with the query, answers and TTL; HTTP flows of the HTTP proxy as
+``http-request`` (refused: ``HTTP/1.1 GET http://app-b/private``) / ``http-response`` (forwarded:
+``HTTP/1.1 200 2ms (GET http://app-b/public)``), with the policies that decided.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 
 from cilia.agent.views import Table
 from cilia.identity.reserved import ReservedIdentity
-from cilia.observe.flow import DnsInfo, Endpoint, Flow, L7Type, PolicyRef, Verdict
+from cilia.observe.flow import DnsInfo, Endpoint, Flow, HttpInfo, L7Type, PolicyRef, Verdict
 from cilia.policy.types import DropReason
 
 ICMP_TYPES = {
@@ -65,7 +67,16 @@ def dns_summary(dns: DnsInfo) -> str:
     return f'DNS Answer "{ips}" TTL: {dns.ttl} (Proxy {q})'
 
 
+def http_summary(http: HttpInfo) -> str:
+    """``HTTP/1.1 GET http://app-b/private`` / ``HTTP/1.1 200 2ms (GET http://app-b/public)``."""
+    if http.type is L7Type.REQUEST:
+        return f"{http.protocol} {http.method} {http.url}"
+    return f"{http.protocol} {http.code} {http.latency_ns // 1_000_000}ms ({http.method} {http.url})"
+
+
 def l4_summary(flow: Flow) -> str:
+    if isinstance(flow.l7, HttpInfo):
+        return http_summary(flow.l7)
     if flow.l7 is not None:
         return dns_summary(flow.l7)
     l4 = flow.l4
@@ -104,6 +115,15 @@ def compact(flow: Flow, node_names: bool = False) -> str:
     """One line, hubble's compact shape, plus the rules that decided."""
     src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
     dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
+    if isinstance(flow.l7, HttpInfo):
+        kind = "http-request" if flow.l7.type is L7Type.REQUEST else "http-response"
+        line = f"{_when(flow, node_names)}: {src} -> {dst} {kind} {VERDICT_WORDS[flow.verdict]} "
+        line += f"({http_summary(flow.l7)})"
+        if flow.dropped and flow.denied_by:
+            line += f" no L7 rule of {_names(flow.denied_by)} matches"
+        elif flow.allowed_by:
+            line += f" by {_names(flow.allowed_by)}"
+        return line
     if flow.l7 is not None:
         kind = "dns-request" if flow.l7.type is L7Type.REQUEST else "dns-response"
         line = f"{_when(flow, node_names)}: {src} -> {dst} {kind} proxy {VERDICT_WORDS[flow.verdict]} "
