@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cilia.store.files import write_json
+
 DEFAULT_STATE_DIR = Path("/var/lib/cilia")
 DEFAULT_RUN_DIR = Path("/run/cilia")
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/cilia/v1"
@@ -106,16 +108,13 @@ class AgentConfig:
 
     def save(self) -> None:
         """Record the settings the node runs with, for later commands (``down``, ``exec``)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {"datapath": self.datapath, "pin_root": self.pin_root, "node_index": self.node_index,
                 "enforcement_mode": self.enforcement_mode, "allow_localhost": self.allow_localhost,
                 "metrics_addr": self.metrics_addr, "store": self.store,
                 "etcd_endpoints": self.etcd_endpoints, "node_name": self.node_name,
                 "cluster_size": self.cluster_size, "netns": self.netns,
                 "tofqdns_min_ttl": self.tofqdns_min_ttl}
-        tmp = self.settings_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.settings_path)
+        write_json(self.settings_path, data, indent=1, sort_keys=True)
 
     def with_saved(self) -> AgentConfig:
         """These settings with the ones the node was last started with (if it was), so that

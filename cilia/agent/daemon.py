@@ -28,6 +28,7 @@ from cilia.agent.interfaces import NodeDatapath, PodRuntime
 from cilia.agent.node import Node
 from cilia.agent.reconcile import Reconciler
 from cilia.store import Store
+from cilia.store.files import write_private
 
 log = logging.getLogger("cilia.agent")
 RUNTIME_CHECK_S = 10.0  # how often an idle agent checks that its pods still exist on the system
@@ -196,7 +197,7 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     server = APIServer(cfg.socket_path, agent)
-    cfg.pid_path.write_text(f"{os.getpid()}\n")
+    write_private(cfg.pid_path, f"{os.getpid()}\n")
     server.start()
     node.start_flows(agent.flow_sink)
     dns_proxy = fqdn.start_proxy(agent)  # toFQDNs: None on the simulated datapath

@@ -1,12 +1,16 @@
 """The endpoint table: one endpoint per local pod (numeric id, address, interfaces, identity).
 
 Persisted as JSON in the state directory on every change, so a restarted agent adopts the pods that
-still exist (same endpoint ids, same addresses) instead of recreating them.
+still exist (same endpoint ids, same addresses) instead of recreating them. A file that cannot be
+read (truncated by a crash, edited by hand) never stops the agent: it is kept aside as
+``endpoints.json.corrupt``, the table starts empty with :attr:`EndpointTable.recovered` set, and the
+reconciler rebuilds it from the store, the runtime's pods and the endpoint ids in the pinned maps.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -14,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cilia.agent.desired import PodKey
+from cilia.store.files import write_private
+
+log = logging.getLogger(__name__)
 
 MAX_ENDPOINT_ID = 0xFFFF
 
@@ -61,11 +68,29 @@ class EndpointTable:
         self.path = path
         self._by_id: dict[int, Endpoint] = {}
         self._by_pod: dict[PodKey, int] = {}
+        self.recovered: str | None = None  # why the saved table was unreadable, if it was
         if path is not None and path.exists():
-            for item in json.loads(path.read_text() or "[]"):
-                ep = Endpoint.from_json(item)
-                self._by_id[ep.id] = ep
-                self._by_pod[ep.pod] = ep.id
+            try:
+                self._load(path)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                self._by_id.clear()
+                self._by_pod.clear()
+                self.recovered = f"{path}: {type(e).__name__}: {e}"
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                log.warning("endpoint table unreadable (%s); kept as %s, rebuilding it from the store, "
+                            "the pods and the pinned maps", self.recovered, aside)
+
+    def _load(self, path: Path) -> None:
+        items = json.loads(path.read_text() or "[]")
+        if not isinstance(items, list):
+            raise TypeError(f"expected a list of endpoints, got {type(items).__name__}")
+        for item in items:
+            ep = Endpoint.from_json(item)
+            if not 0 < ep.id <= MAX_ENDPOINT_ID or ep.id in self._by_id or ep.pod in self._by_pod:
+                raise ValueError(f"endpoint {ep.id} ({ep.pod}): id out of range or duplicated")
+            self._by_id[ep.id] = ep
+            self._by_pod[ep.pod] = ep.id
 
     def __iter__(self) -> Iterator[Endpoint]:
         return iter(sorted(self._by_id.values(), key=lambda e: e.id))
@@ -114,8 +139,21 @@ class EndpointTable:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         # Compact and unsorted: this runs on every endpoint change, with hundreds of endpoints.
-        tmp.write_text(json.dumps([e.to_json() for e in self._by_id.values()], separators=(",", ":")))
-        os.replace(tmp, self.path)
+        rows = [e.to_json() for e in self._by_id.values()]
+        write_private(self.path, json.dumps(rows, separators=(",", ":")))
+
+
+def pinned_endpoint_ids(datapath: object) -> dict[int, int]:
+    """ifindex → endpoint id as the node datapath's endpoints map holds them (pinned maps outlive the
+    agent): the kernel map's ``dump()`` or the simulated datapath's dict; empty if it has neither."""
+    eps = getattr(datapath, "endpoints", None)
+    if isinstance(eps, dict):
+        return {int(i): int(v[0]) for i, v in eps.items()}
+    dump = getattr(eps, "dump", None)
+    if callable(dump):
+        try:
+            return {int(e.ifindex): int(e.endpoint_id) for e in dump()}
+        except OSError:
+            return {}
+    return {}

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cilia.store.files import open_private, write_private
+
 MAX_EVENTS = 1000
 
 
@@ -80,15 +82,12 @@ class EventLog:
             return list(self._events)
 
     def _append(self, ev: Event) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
+        with open_private(self.path, "a") as f:
             f.write(json.dumps(ev.to_json(), sort_keys=True) + "\n")
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(e.to_json(), sort_keys=True) + "\n" for e in self._events))
-        tmp.replace(self.path)
+        lines = "".join(json.dumps(e.to_json(), sort_keys=True) + "\n" for e in self._events)
+        write_private(self.path, lines)
         self._lines = len(self._events)
 
 

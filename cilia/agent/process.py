@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
+from cilia.store.files import open_private, private_dir
 
 
 class AgentStartError(RuntimeError):
@@ -73,9 +74,9 @@ def start_background(cfg: AgentConfig, timeout: float = 30.0) -> int:
     running = read_pid(cfg)
     if running is not None:
         return running
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    with open(cfg.log_path, "ab") as log:
+    private_dir(cfg.state_dir)
+    private_dir(cfg.run_dir)
+    with open_private(cfg.log_path, "ab") as log:
         # In a node's network namespace (several nodes): network only, since `ip netns exec`
         # would also remount /sys and hide the bpffs pins (datapath-notes.md).
         argv = agent_argv(cfg)

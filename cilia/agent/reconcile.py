@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +30,7 @@ from cilia.agent.desired import (
     deployment_ops,
     owner_of,
 )
-from cilia.agent.endpoints import Endpoint, EndpointTable
+from cilia.agent.endpoints import Endpoint, EndpointTable, pinned_endpoint_ids
 from cilia.agent.events import EventLog
 from cilia.agent.fqdn import FqdnState, sync_redirects
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
@@ -46,6 +45,7 @@ from cilia.policy.mapstate import MapState
 from cilia.policy.translate import AUDIT_ANNOTATION, ServiceInfo
 from cilia.store import Delete, Event, EventType, Kind, Put, Record, Store, StoreError
 from cilia.store import identities as stored_ids
+from cilia.store.files import write_private
 
 log = logging.getLogger("cilia.agent")
 
@@ -194,6 +194,16 @@ class Reconciler:
         for ep in list(self.endpoints):
             if ep.pod not in adopted:
                 self.endpoints.remove(ep.pod)
+        # A table rebuilt after its file was unreadable takes each pod's id from the pinned maps,
+        # so the policy the kernel enforces for it stays in place.
+        recovered = self.endpoints.recovered
+        pinned = pinned_endpoint_ids(self.datapath) if recovered else {}
+        if recovered:
+            self._emit("Warning", "EndpointsRecovered", "Node", f"endpoint table rebuilt: {recovered}")
+            for pk, (rpod, _, _) in adopted.items():  # ids from the pinned maps first, new ids after
+                eid = pinned.get(rpod.ifindex, 0)
+                if eid and self.endpoints.by_id(eid) is None and self.endpoints.get(pk) is None:
+                    self.endpoints.put(Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns))
         for pk, (rpod, labels, ident) in adopted.items():
             old = self.endpoints.get(pk)
             eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
@@ -355,9 +365,7 @@ class Reconciler:
         self.audit_namespaces = frozenset(namespaces)
         settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces)}
         if self.audit_path is not None:
-            tmp = self.audit_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(settings, indent=1) + "\n")
-            os.replace(tmp, self.audit_path)
+            write_private(self.audit_path, json.dumps(settings, indent=1) + "\n")
         self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
         self._sync_policies(self.policy.take_affected())
         for ep in self.endpoints:

@@ -7,7 +7,6 @@ over :mod:`cilia.lab` is composed by the ``cilia agent`` command.)
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from cilia.agent.desired import PodKey
 from cilia.agent.interfaces import BeforeAddress, RuntimePod
+from cilia.store.files import write_json
 
 
 class AddressOnlyRuntime:
@@ -40,12 +40,9 @@ class AddressOnlyRuntime:
                 self._pods[rp.pod] = rp
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
         rows = [{"pod": str(p.pod), "ip": p.ip, "ifindex": p.ifindex, "host_ifname": p.host_ifname,
                  "netns": p.netns} for p in self._pods.values()]
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, self.path)
+        write_json(self.path, rows, indent=1)
 
     def existing(self) -> dict[PodKey, RuntimePod]:
         return dict(self._pods)

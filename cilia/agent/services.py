@@ -23,7 +23,6 @@ import contextlib
 import ipaddress
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from cilia.agent.endpoints import EndpointTable
 from cilia.datapath.maps.lb import Backend, Frontend
 from cilia.k8s.objects import ServicePort
 from cilia.store import ConflictError, Delete, Expect, Kind, Put, Store, StoreError
+from cilia.store.files import write_json
 
 log = logging.getLogger("cilia.agent")
 
@@ -260,10 +260,7 @@ class ServiceLB:
     def _save(self) -> None:
         if self.table_path is None:
             return
-        self.table_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.table_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([v.to_json() for v in self.views], indent=1))
-        os.replace(tmp, self.table_path)
+        write_json(self.table_path, [v.to_json() for v in self.views], indent=1)
 
 
 def _in_range(ip: str | None) -> bool:

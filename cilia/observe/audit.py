@@ -39,7 +39,6 @@ How the node agent does it (it sits below this package, so it repeats the small 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +61,7 @@ from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
 from cilia.policy.translate import AUDIT_ANNOTATION
 from cilia.policy.types import Direction, Verdict
+from cilia.store.files import write_private
 
 SETTINGS_FILE = "audit.json"
 
@@ -80,13 +80,9 @@ class AuditSettings:
 
     def save(self, state_dir: Path) -> Path:
         """Write ``audit.json`` in the state directory (atomic rename)."""
-        state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir / SETTINGS_FILE
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps({"node": self.node, "namespaces": sorted(self.namespaces)}, indent=1) + "\n"
-        )
-        os.replace(tmp, path)
+        settings = {"node": self.node, "namespaces": sorted(self.namespaces)}
+        write_private(path, json.dumps(settings, indent=1) + "\n")
         return path
 
     @classmethod

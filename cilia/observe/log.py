@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cilia.observe.flow import Flow, flow_from_json
+from cilia.store.files import private_dir
 
 FILE_NAME = "flows.jsonl"
 DEFAULT_MAX_BYTES = 10 << 20
@@ -47,8 +48,9 @@ class FlowLog:
     # -- writing ---------------------------------------------------------------------------------
     def _open(self) -> int:
         if self._fd is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            private_dir(self.directory)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.fchmod(self._fd, 0o600)
             self._size = os.fstat(self._fd).st_size
         return self._fd
 

@@ -10,6 +10,7 @@ interval plus one small query: ~10 ms on average, ~20-25 ms at worst on this cla
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from cilia.store.backend import RawEvent, RawOp, RawRecord, plan_writes
 from cilia.store.errors import CompactedError, StoreError
+from cilia.store.files import FILE_MODE, private_dir, restrict
 from cilia.store.keys import prefix_end
 from cilia.store.records import EventType
 
@@ -40,13 +42,19 @@ class SqliteBackend:
 
     def __init__(self, path: Path | str, history: int = 100_000, poll_interval: float = 0.02) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        # SQLite creates the -wal and -shm files with the database file's mode: make it 0600 first
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        for f in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            restrict(f)
         self._history = history
         self._poll = poll_interval
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             self._enable_wal()
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit the user was told about survives a power loss (NORMAL in WAL mode may
+            # lose the last transactions)
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=30000")
             with self._write():
                 for stmt in _SCHEMA.split(";"):
