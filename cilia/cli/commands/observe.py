@@ -53,11 +53,17 @@ def register(app: typer.Typer) -> None:
         from_label: Annotated[Multi, typer.Option("--from-label", help="key=value of the source")] = None,
         to_label: Annotated[Multi, typer.Option("--to-label", help="key=value of the destination")] = None,
         protocol: Annotated[
-            Multi, typer.Option("--protocol", help="tcp | udp | sctp | icmp | icmpv6 | dns")
+            Multi, typer.Option("--protocol", help="tcp | udp | sctp | icmp | icmpv6 | dns | http")
         ] = None,
         type_: Annotated[
-            Multi, typer.Option("--type", help="l7 (DNS lookups) | drop | policy-verdict")
+            Multi, typer.Option("--type", help="l7 (DNS lookups, HTTP requests) | drop | policy-verdict")
         ] = None,
+        http_method: Annotated[Multi, typer.Option("--http-method", help="HTTP method (GET, POST …)")] = None,
+        http_path: Annotated[Multi, typer.Option("--http-path", help="Regex found in the HTTP path")] = None,
+        http_status: Annotated[
+            Multi, typer.Option("--http-status", help="HTTP status code or prefix (403, 5+)")
+        ] = None,
+        http_url: Annotated[Multi, typer.Option("--http-url", help="Regex found in the HTTP URL")] = None,
         port: Annotated[Multi, typer.Option("--port", help="Source or destination port")] = None,
         since: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
         until: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
@@ -89,7 +95,8 @@ def register(app: typer.Typer) -> None:
                 verdicts=verdict or (), from_pods=from_pod or (), to_pods=to_pod or (), pods=pod or (),
                 namespaces=namespace or (), from_labels=from_label or (), to_labels=to_label or (),
                 protocols=protocol or (), types=type_ or (), ports=port or (), since=since, until=until,
-                now_ns=time.time_ns(),
+                now_ns=time.time_ns(), http_methods=http_method or (), http_paths=http_path or (),
+                http_statuses=http_status or (), http_urls=http_url or (),
             )  # fmt: skip
         except FilterError as e:
             raise fail(str(e), 2) from e
