@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import FixResult, fix_text
+from cilia.k8s.l7checks import L4_ONLY_ANNOTATION, document_l7_errors
 from cilia.k8s.loader import LoadResult, discover, load_text, read_text
 from cilia.k8s.names import namespace_errors
 from cilia.k8s.validate import validate_result
@@ -104,12 +105,28 @@ def _namespace_report(namespace: str) -> ValidationReport | None:
     return ValidationReport((), 0, errors)
 
 
-def _objects(result: LoadResult, default_namespace: str) -> tuple[list[dict[str, Any]], list[str]]:
+def _l7_check(result: LoadResult, allow_l4_only: bool) -> tuple[list[Error], set[int]]:
+    """L7 refusals of every document, and the documents (by index) stored as L4-only L7."""
+    errors: list[Error] = []
+    l4_only: set[int] = set()
+    for i, doc in enumerate(result.documents):
+        errs, marked = document_l7_errors(doc, allow_l4_only=allow_l4_only)
+        errors += errs
+        if marked:
+            l4_only.add(i)
+    return errors, l4_only
+
+
+def _objects(
+    result: LoadResult, default_namespace: str, l4_only: set[int] | frozenset[int] = frozenset()
+) -> tuple[list[dict[str, Any]], list[str]]:
     objs, notes = [], []
-    for doc in result.documents:
+    for i, doc in enumerate(result.documents):
         if doc.kind in API_KINDS:
             obj = dict(doc.data)
             meta = dict(obj.get("metadata") or {})
+            if i in l4_only:  # the user accepted L4-only enforcement of these L7 rules: say so on the object
+                meta["annotations"] = {**(meta.get("annotations") or {}), L4_ONLY_ANNOTATION: "true"}
             if API_KINDS[doc.kind].namespaced and not meta.get("namespace"):
                 meta["namespace"] = default_namespace
             obj["metadata"] = meta
@@ -121,16 +138,21 @@ def _objects(result: LoadResult, default_namespace: str) -> tuple[list[dict[str,
 
 def apply(
     store: Store, paths: Sequence[str | Path], *, fix: bool = False, namespace: str = "default",
-    stdin: IO[bytes] | None = None,
+    stdin: IO[bytes] | None = None, allow_l4_only_l7: bool = False,
 ) -> ApplyOutcome:
-    """Validate every input, then store every object in one transaction (or nothing at all)."""
+    """Validate every input, then store every object in one transaction (or nothing at all).
+    L7 rules cilia cannot enforce are refused (:mod:`cilia.k8s.l7checks`); with ``allow_l4_only_l7``
+    Kafka/l7proto/listener rules are stored, marked with the L4-only annotation."""
     bad = _namespace_report(namespace)
     if bad is not None:
         return ApplyOutcome(bad)
     report, result, fixes = load_manifests(paths, fix=fix, stdin=stdin)
     if not report.valid:
         return ApplyOutcome(report, fixes=fixes)
-    objs, notes = _objects(result, namespace)
+    l7_errors, l4_only = _l7_check(result, allow_l4_only_l7)
+    if l7_errors:
+        return ApplyOutcome(ValidationReport(report.files, report.objects, tuple(l7_errors)), fixes=fixes)
+    objs, notes = _objects(result, namespace, l4_only)
     latest: dict[ObjectKey, dict[str, Any]] = {}
     for obj in objs:  # a later document for the same object wins, as with kubectl
         latest[key_for_object(obj, namespace)] = obj

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from cilia.k8s.l7checks import L4_ONLY_ANNOTATION
 from cilia.store import Kind, Record
 
 IMAGES_NOTE = (
@@ -237,11 +238,12 @@ def policies_table(policies: Sequence[Record], *, all_namespaces: bool = False, 
             if obj.get("kind") == "NetworkPolicy"
             else spec.get("endpointSelector", spec.get("nodeSelector"))
         )
+        l4_only = ((obj.get("metadata") or {}).get("annotations") or {}).get(L4_ONLY_ANNOTATION) == "true"
         row = (
             *_ns_col(all_namespaces and not cluster, rec.key.namespace),
             rec.key.name,
             "True",
-            policy_sections(obj),
+            policy_sections(obj) + (" (L7 rules at L4 only)" if l4_only else ""),
         )
         if wide:
             row += (_selector_text(sel),)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cilia.k8s import api
+from cilia.k8s.l7checks import re2_problem
 from cilia.k8s.labelsel import Finding, selector_findings
 from cilia.k8s.names import (
     AUTH_MODES,
@@ -391,7 +392,14 @@ def _l7_rules_findings(rules: api.L7Rules, have_ports: bool) -> list[Finding]:
         if k.topic is not None and len(k.topic) > 255:
             out.append((("kafka", j, "topic"), "Too long: may not be longer than 255"))
     for j, h in enumerate(rules.http or ()):
+        # PortRuleHTTP.Sanitize compiles path and method with Go's regexp (RE2 syntax)
+        for field_name, regex in (("path", h.path), ("method", h.method)):
+            problem = re2_problem(regex) if regex else None
+            if problem:
+                out.append((("http", j, field_name), f"error parsing regexp: {problem}"))
         for m, hm in enumerate(h.header_matches or ()):
+            if hm.secret is not None and not hm.secret.name:
+                out.append((("http", j, "headerMatches", m, "secret", "name"), "Secret name missing"))
             if hm.mismatch is not None and hm.mismatch not in HEADER_MISMATCH_ACTIONS:
                 out.append(
                     (

@@ -65,13 +65,23 @@ def register(app: typer.Typer) -> None:
         fix: Annotated[bool, typer.Option("--fix", help="Apply `cilia validate --fix` fixes first.")] = False,
         output: OutputOpt = "text",
         wait: WaitOpt = True,
+        allow_l4_only_l7: Annotated[
+            bool,
+            typer.Option(
+                "--allow-l4-only-l7",
+                help="Store policies with Kafka, l7proto or listener rules (cilia has no such proxy): "
+                "enforced at L4 only, marked with the cilia.io/l4-only-l7 annotation.",
+            ),
+        ] = False,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
         """Validate manifests and store them, all or nothing."""
         cfg = node_config(state_dir, run_dir)
         with open_node_store(cfg) as store:
-            outcome = manifests.apply(store, filename, fix=fix, namespace=namespace)
+            outcome = manifests.apply(
+                store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7
+            )
         _finish(outcome, output, wait, (state_dir, run_dir))
 
     @app.command("delete")

@@ -16,6 +16,7 @@ from cilia.agent import views
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.k8s.l7checks import L4_ONLY_ANNOTATION
 from cilia.policy.translate import AUDIT_ANNOTATION
 from cilia.store import Kind, Record
 
@@ -82,6 +83,9 @@ def describe_policy(rec: Record, endpoints: list[dict[str, Any]] | None) -> str:
     if str(annotations.get(AUDIT_ANNOTATION, "")).strip().lower() == "true":
         lines.append(f"Audit:        yes ({AUDIT_ANNOTATION}): what it would drop is reported as AUDIT, "
                      "not dropped")
+    if annotations.get(L4_ONLY_ANNOTATION) == "true":
+        lines.append(f"L7:           Kafka/l7proto/listener rules enforced at L4 only ({L4_ONLY_ANNOTATION}, "
+                     "stored with --allow-l4-only-l7)")
     lines.append("Spec:")
     body = {k: v for k, v in obj.items() if k in ("spec", "specs")}
     lines += ["  " + line for line in views.to_yaml(body).splitlines()]
