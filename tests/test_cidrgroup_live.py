@@ -1,0 +1,111 @@
+"""CiliumCIDRGroup on a live node (root): world hosts in 198.19.14.0/24 against an egressDeny through
+``cidrGroupRef`` and an allow through ``cidrGroupSelector`` with an ``except``; the group is applied,
+changed and deleted while the policy stays as it was applied. Every live verdict is compared with
+the offline engine (``cilia trace`` on the same manifests). One node for the module (index 14: its
+own pod range, gateway and world hosts, so it runs beside the other live tests)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cilia.agent import manifests
+from cilia.agent.endpoints import EndpointTable
+from cilia.analyze.cluster import analyse_paths
+from cilia.analyze.peers import parse_port
+from cilia.analyze.trace import trace
+from cilia.cli.commands.node import open_node_store, wait_for_agent
+from tests.helpers_world import CURL, LiveNode, cnp, live_node, pod
+
+pytestmark = pytest.mark.root
+
+NODE_INDEX = 14
+
+
+def group(name: str, cidrs: list[str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+            "metadata": {"name": name, **({"labels": labels} if labels else {})},
+            "spec": {"externalCIDRs": cidrs}}
+
+
+class FastNode(LiveNode):
+    """The world tests' node, with its applies, curls and traces done in this process (each ``cilia``
+    subprocess costs seconds of interpreter start on a loaded machine)."""
+
+    def apply(self, *docs: dict[str, Any]) -> Path:
+        self._n += 1
+        path = self.manifests / f"{self._n:02d}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        with open_node_store(self.cfg) as store:
+            out = manifests.apply(store, [str(path)])
+        assert out.ok, out.report.errors
+        assert wait_for_agent(self.cfg, out.revision, timeout=60, quiet=True)
+        return path
+
+    def delete(self, path: Path) -> None:
+        with open_node_store(self.cfg) as store:
+            out = manifests.delete(store, [str(path)])
+        assert out.ok, out.report.errors
+        assert wait_for_agent(self.cfg, out.revision, timeout=60, quiet=True)
+        path.unlink()
+
+    def curl_from_pod(self, pod_name: str, ip: str, port: int = 80) -> bool:
+        eps = {e.pod.name: e for e in EndpointTable(self.cfg.endpoints_path)}
+        cmd = ["ip", "netns", "exec", eps[pod_name].netns, *CURL[:-2], "--max-time", "1", f"http://{ip}:{port}/"]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        return out.returncode == 0 and out.stdout == "200"
+
+    def traces(self, src: str, dsts: list[str]) -> list[bool]:
+        analysis = analyse_paths(sorted(self.manifests.glob("*.yaml")))
+        return [trace(analysis, src, d, parse_port("80/TCP")).allowed for d in dsts]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastNode]:
+    n = FastNode(tmp_path_factory.mktemp("cidrgroup"), NODE_INDEX)
+    yield from live_node(n.base, n)
+
+
+def _matrix(node: FastNode, client: str, targets: dict[str, str]) -> dict[str, tuple[bool, bool]]:
+    """host -> (live, offline) for client -> host:80."""
+    offline = node.traces(f"default/{client}", list(targets.values()))
+    live = [node.curl_from_pod(client, ip) for ip in targets.values()]
+    return {h: (lv, off) for h, lv, off in zip(targets, live, offline, strict=True)}
+
+
+def test_deny_through_a_group_follows_the_group(node: FastNode) -> None:
+    node.apply(pod("client", {"app": "client"}))
+    hosts = {"w-a": node.world_add("w-a", 10, "80/TCP"), "w-b": node.world_add("w-b", 20, "80/TCP")}
+    node.apply(
+        cnp("world-ok", {"endpointSelector": {"matchLabels": {"app": "client"}},
+                         "egress": [{"toEntities": ["world"]}]}),
+        cnp("deny-blocked", {"endpointSelector": {"matchLabels": {"app": "client"}},
+                             "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blocked"}]}]}),
+    )
+    # the group does not exist yet: its reference selects nothing
+    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
+    first = node.apply(group("blocked", [f"{node.world}.0/28"]))
+    assert _matrix(node, "client", hosts) == {"w-a": (False, False), "w-b": (True, True)}
+    # the group changes (kubectl apply of the new version); the policy is not applied again
+    second = node.apply(group("blocked", [f"{node.world}.16/28"]))
+    first.unlink()  # the offline view: only the group's current version
+    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (False, False)}
+    node.delete(second)
+    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
+
+
+def test_allow_through_a_group_selector_with_an_except(node: FastNode) -> None:
+    node.apply(pod("client2", {"app": "client2"}))
+    hosts = {"w-c": node.world_add("w-c", 30, "80/TCP"), "w-d": node.world_add("w-d", 40, "80/TCP")}
+    node.apply(
+        group("partners", [f"{node.world}.0/24"], {"tier": "partner"}),
+        cnp("to-partners", {"endpointSelector": {"matchLabels": {"app": "client2"}}, "egress": [
+            {"toCIDRSet": [{"cidrGroupSelector": {"matchLabels": {"tier": "partner"}},
+                            "except": [f"{hosts['w-d']}/32"]}]}]}),
+    )
+    assert _matrix(node, "client2", hosts) == {"w-c": (True, True), "w-d": (False, False)}
