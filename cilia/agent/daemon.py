@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cilia.agent import ctgc, fqdn
+from cilia.agent import ctgc, fqdn, l7proxy
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -61,6 +61,8 @@ class Agent:
         self._stop = threading.Event()
         self.started = time.time()
         self.last_error = ""
+        # run under the lock after each reconcile step (the HTTP proxy's rules: cilia.agent.l7proxy)
+        self.after_sync: list[Callable[[], None]] = []
         self.flow_sink: FlowSink = flow_sink if flow_sink is not None else RingSink(
             self.pods_by_ip, getattr(datapath, "rules_for", None)
         )
@@ -79,6 +81,7 @@ class Agent:
         with self._lock:
             fqdn.restore(self.reconciler, self.reconciler.fqdn)  # before the first policy sync
             rev = self.reconciler.start()
+            self._after_sync()
         self._advance(rev)
         self._ready = True
         log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
@@ -92,12 +95,15 @@ class Agent:
                     try:
                         if batch:
                             self.reconciler.handle(batch)
+                            self._after_sync()
                         elif time.monotonic() >= check_at:
                             check_at = time.monotonic() + RUNTIME_CHECK_S
                             self.reconciler.check_runtime()
+                            self._after_sync()
                         if resync_at is not None and time.monotonic() >= resync_at:
                             # A failed update left endpoints fail-closed: retry a full sync.
                             self.reconciler.resync()
+                            self._after_sync()
                             resync_at = None
                             log.info("full resync after error succeeded")
                         if resync_at is None:
@@ -107,6 +113,13 @@ class Agent:
                         resync_at = time.monotonic() + 1.0
                         log.exception("reconcile failed")
                 self._advance(watch.next_revision - 1)
+
+    def _after_sync(self) -> None:
+        for hook in self.after_sync:
+            try:
+                hook()
+            except Exception:  # a proxy's failure must not stop reconciling; the log says what broke
+                log.exception("after-sync hook")
 
     def _advance(self, revision: int) -> None:
         with self._cond:
@@ -201,6 +214,9 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     server.start()
     node.start_flows(agent.flow_sink)
     dns_proxy = fqdn.start_proxy(agent)  # toFQDNs: None on the simulated datapath
+    http_proxy = l7proxy.start(agent)  # HTTP/TLS rules: HAProxy; None on the simulated datapath
+    if http_proxy is not None:
+        agent.after_sync.append(http_proxy.sync)
     fqdn_gc = fqdn.start_gc(agent)
     ct_gc = ctgc.start(node.datapath)
     try:
@@ -211,6 +227,8 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
         fqdn.flush(agent)
         if dns_proxy is not None:
             dns_proxy.close()
+        if http_proxy is not None:
+            http_proxy.stop()
         if member is not None:
             member.close()
         server.close()

@@ -268,6 +268,12 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     finally:
         if store is not None:
             store.close()
+    try:
+        from cilia.agent.l7proxy import teardown as proxy_teardown
+
+        report.removed += proxy_teardown(cfg.run_dir)  # an HAProxy a crashed agent left, its files
+    except Exception as e:
+        report.errors.append(f"http proxy teardown: {e}")
     services_table = cfg.endpoints_path.with_name(SERVICES_TABLE)  # the agent's load-balancing table
     for path in (cfg.socket_path, cfg.pid_path, cfg.endpoints_path, cfg.sim_pods_path, services_table):
         if path.exists() or path.is_symlink():

@@ -13,7 +13,7 @@ a missing policy refuses. A refused HTTP request gets Cilium's answer, ``403`` w
 ``Access denied\\r\\n``, on a connection that stays open; a refused TLS ClientHello closes the
 connection (Envoy finds no filter chain for the server name and closes it).
 
-``transparent=True`` is the node's mode: ``bind :PORT transparent`` (the datapath assigns redirected
+``transparent=True`` is the node's mode: ``bind GATEWAY:PORT transparent`` (the datapath assigns redirected
 connections to these sockets, their local address is the original destination) and onward
 connections to that destination from the client's own address (``usesrc clientip``). Tests run the
 same configuration without the kernel redirect (``transparent=False``): each listener is bound on a
@@ -96,6 +96,9 @@ class ProxyConfig:
     static: Mapping[tuple[str, Direction], StaticDestination] = field(default_factory=dict)
     nbthread: int = 2
     lua_path: Path = LUA_PATH
+    # the node's gateway: listeners bound there are this node's own (several nodes of a lab on one
+    # machine share the root namespace); the datapath finds them by (address, proxy port)
+    bind_address: str = ""
 
 
 def _vars(
@@ -128,6 +131,7 @@ def render(cfg: ProxyConfig) -> str:
         "    stats timeout 10s",
         f"    nbthread {cfg.nbthread}",
         "    maxconn 8192",
+        "    noreuseport",  # a second node's HAProxy on this machine must not share the ports
         f"    lua-load {cfg.lua_path}",
         f"    log {f.log_socket} len 16384 format raw local0",
         "",
@@ -144,7 +148,7 @@ def render(cfg: ProxyConfig) -> str:
         if not cfg.transparent and static is None:
             continue  # test mode: only the listeners given a destination
         name = f"{kind}-{direction.label}"
-        bind = f"bind :{port} transparent" if static is None else f"bind {static.bind}"
+        bind = f"bind {cfg.bind_address}:{port} transparent" if static is None else f"bind {static.bind}"
         out += ["", f"frontend {name}", f"    {bind}"]
         if kind == "http":
             out += [

@@ -1,0 +1,225 @@
+"""The agent's HTTP/TLS proxy: HAProxy under the agent's supervision, fed from the engine's L7 policy.
+
+:func:`start` runs one HAProxy for the node (:mod:`cilia.proxy.http`), with its files under
+``<run dir>/proxy`` (0700), and reads its access log. After every reconcile batch the agent calls
+:meth:`HttpProxy.sync`: the L7 port policies of the local endpoints (``EndpointPolicy.l7``, HTTP and
+TLS parsers) become the rules document, the node's ipcache the proxy's identity map; whatever
+changed is loaded through the runtime API (no reload), so the next request of an open connection
+is decided by the new rules.
+
+Every logged request is decided again by the engine's :meth:`L7PortPolicy.decide_http` for the
+names of the policies (the one place that interprets rules) and becomes one L7 flow per policy the
+proxy evaluated (``FlowPipeline.ingest_http``); the verdict is the proxy's own.
+
+Egress and ingress rules on one connection: the egress listener also decides the destination's
+ingress policy when the destination is a local endpoint with L7 rules on that port
+(``both_at_egress``), because the proxy's onward connection is not redirected a second time (it
+leaves the proxy's socket, not a pod's veth).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cilia.identity.reserved import ReservedIdentity
+from cilia.policy.types import Direction
+from cilia.proxy.http import runtime
+from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
+from cilia.proxy.http.config import DEFAULT_PORTS, ProxyConfig, ProxyFiles
+from cilia.proxy.http.rules import PortPolicyAt, RulesError, render
+from cilia.proxy.http.supervisor import ProxyStartError, Supervisor, haproxy_binary, stop_stale
+
+log = logging.getLogger("cilia.agent")
+PARSERS = ("http", "tls")
+
+
+def proxy_files(run_dir: Path) -> ProxyFiles:
+    return ProxyFiles(run_dir / "proxy")
+
+
+def proxy_ports(options: Any) -> dict[tuple[str, Direction], int]:
+    """The listeners' ports: the contract's defaults, overridden by the engine's options."""
+    ports = dict(DEFAULT_PORTS)
+    for parser, direction, port in getattr(options, "proxy_ports", ()) or ():
+        if str(parser) in PARSERS:
+            ports[(str(parser), Direction(direction))] = port
+    return ports
+
+
+def node_ipcache(rec: Any) -> dict[str, int]:
+    """The node's ipcache as the datapath gets it (prefix → identity), for the proxy's map."""
+    want: dict[str, int] = dict(getattr(rec, "remote_ipcache", {}) or {})
+    want.update({f"{e.ip}/32": e.identity for e in rec.endpoints if e.identity})
+    want.update(getattr(rec, "cidr_identities", {}) or {})
+    fqdn = getattr(rec, "fqdn", None)
+    if fqdn is not None:
+        want.update(fqdn.ipcache())
+    want[f"{rec.gateway}/32"] = int(ReservedIdentity.HOST)
+    return {k: v for k, v in want.items() if ":" not in k}  # the listeners are IPv4
+
+
+def port_policies(rec: Any) -> list[PortPolicyAt]:
+    """The HTTP/TLS port policies of the local endpoints, by endpoint address."""
+    out: list[PortPolicyAt] = []
+    for ep in rec.endpoints:
+        if not ep.identity:
+            continue
+        pod = rec.desired.pods.get(ep.pod)
+        if pod is None:
+            continue
+        for pol in getattr(rec.policy.endpoint_policy(ep.identity, pod), "l7", ()) or ():
+            if str(pol.parser) in PARSERS:
+                out.append(PortPolicyAt(ep.ip, pol))
+    return out
+
+
+class HttpProxy:
+    """The node's HAProxy, its rules and its access log (see the module docstring)."""
+
+    def __init__(self, agent: Any, cfg: ProxyConfig, both_at_egress: bool = True) -> None:
+        self.agent = agent
+        self.cfg = cfg
+        self.both_at_egress = both_at_egress
+        self.version = 0
+        self.rules_text = ""
+        self.ipcache: dict[str, int] = {}
+        self.policies: Mapping[tuple[str, str], list[Any]] = {}  # (direction, ip) -> port policies
+        self.last_error = ""
+        self._lock = threading.Lock()  # one sync at a time (agent loop, restart hook)
+        self.reader: AccessLogReader | None = None
+        self.supervisor: Supervisor | None = None
+
+    def start(self) -> HttpProxy:
+        self.cfg.files.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.reader = AccessLogReader(self.cfg.files.log_socket, self.on_record).start()
+        self._compute()
+        self.supervisor = Supervisor(self.cfg, self.rules_text, self.ipcache, on_start=self._on_start,
+                                     log_path=self.cfg.files.run_dir / "haproxy.log")  # fmt: skip
+        self.supervisor.start()
+        return self
+
+    def _on_start(self) -> None:
+        """After a restart: the files it loaded may be older than what the agent knows now."""
+        if self.version:
+            threading.Thread(target=self._push_all, name="cilia-haproxy-resync", daemon=True).start()
+
+    def _push_all(self) -> None:
+        with self._lock:
+            try:
+                runtime.load_rules(self.cfg.files.api_socket, self.cfg.files.rules)
+                runtime.replace_map(self.cfg.files.api_socket, self.cfg.files.ipcache_map, self.ipcache)
+            except runtime.RuntimeAPIError as e:
+                self.last_error = str(e)
+                log.warning("http proxy resync after restart: %s", e)
+
+    def _compute(self) -> None:
+        """The rules document (a new version only when its body changed) and the ipcache, from the
+        reconciler's state."""
+        rec = self.agent.reconciler
+        pols = port_policies(rec)
+        by_key: dict[tuple[str, str], list[Any]] = {}
+        for p in pols:
+            by_key.setdefault((p.policy.direction.label, p.ip), []).append(p.policy)
+        try:
+            text = render(pols, self.version + 1, self.both_at_egress)
+        except RulesError as e:  # a regex the proxy cannot match as RE2 does: keep the old rules
+            self.last_error = str(e)
+            log.error("http proxy rules not updated: %s", e)
+            text = self.rules_text or render([], self.version + 1, self.both_at_egress)
+        if not self.rules_text or text.split("\n", 1)[1] != self.rules_text.split("\n", 1)[1]:
+            self.version += 1
+            self.rules_text = text
+        self.policies = by_key
+        self.ipcache = node_ipcache(rec)
+
+    def sync(self) -> None:
+        """Bring HAProxy's rules and identity map up to the agent's state (the agent's lock held)."""
+        with self._lock:
+            old_version, old_ipc = self.version, dict(self.ipcache)
+            self._compute()
+            if self.supervisor is None:
+                return
+            try:
+                if self.version != old_version:
+                    self.supervisor.write_data(rules_text=self.rules_text)
+                    runtime.load_rules(self.cfg.files.api_socket, self.cfg.files.rules)
+                if self.ipcache != old_ipc:
+                    self.supervisor.write_data(ipcache=self.ipcache)
+                    runtime.replace_map(self.cfg.files.api_socket, self.cfg.files.ipcache_map, self.ipcache)
+            except runtime.RuntimeAPIError as e:  # HAProxy restarting: it loads the files at start
+                self.last_error = str(e)
+                log.warning("http proxy update: %s", e)
+
+    def on_record(self, r: HttpRecord) -> None:
+        """One logged request → one L7 flow per policy the proxy evaluated, named by the engine."""
+        ingest = getattr(self.agent.flow_sink, "ingest_http", None)
+        if ingest is None:
+            return
+        decided = r.decided or ((r.listener, False),)
+        headers: dict[str, str] = {}
+        for k, v in r.headers:
+            headers[k] = f"{headers[k]},{v}" if k in headers else v
+        for direction_label, allowed in decided:
+            direction = Direction.EGRESS if direction_label == "egress" else Direction.INGRESS
+            ip = r.client[0] if direction is Direction.EGRESS else r.server[0]
+            remote = r.server_identity if direction is Direction.EGRESS else r.client_identity
+            by: frozenset[Any] = frozenset()
+            refused: frozenset[Any] = frozenset()
+            for pol in self.policies.get((direction.label, ip), ()):
+                if pol.covers(6, r.server[1]):
+                    d = pol.decide_http(remote, r.method, r.path, r.host, headers)
+                    by, refused = d.by, d.refused_by
+                    break
+            ingest(r, direction, allowed, by, refused)
+
+    def status(self) -> dict[str, Any]:
+        sup = self.supervisor
+        return {"pid": sup.pid if sup else None, "restarts": sup.restarts if sup else 0,
+                "rules_version": self.version, "last_error": self.last_error}  # fmt: skip
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        if self.reader is not None:
+            self.reader.close()
+
+
+def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
+    """The node's HTTP/TLS proxy, or None on the simulated datapath (no redirect) or without
+    HAProxy (then L7 ports fail closed: the datapath finds no listener)."""
+    cfg = agent.cfg
+    if getattr(cfg, "datapath", "bpf") != "bpf":
+        return None
+    try:
+        haproxy_binary()
+    except ProxyStartError as e:
+        log.error("http proxy not started: %s", e)
+        return None
+    options = agent.reconciler.policy.options
+    files = proxy_files(cfg.run_dir)
+    pcfg = ProxyConfig(files, ports=proxy_ports(options), bind_address=agent.reconciler.gateway)
+    try:
+        with agent._lock:
+            proxy = HttpProxy(agent, pcfg, both_at_egress)
+            return proxy.start()
+    except (ProxyStartError, OSError) as e:
+        log.error("http proxy not started: %s", e)
+        return None
+
+
+def teardown(run_dir: Path) -> list[str]:
+    """``cilia down``: end an HAProxy a crashed agent left running (by the PID in its pid file, only
+    if it runs this node's configuration) and remove the proxy's files."""
+    files = proxy_files(run_dir)
+    removed = []
+    if stop_stale(ProxyConfig(files)):
+        removed.append("http proxy (haproxy)")
+    if files.run_dir.exists():
+        shutil.rmtree(files.run_dir, ignore_errors=True)
+        removed.append(str(files.run_dir))
+    return removed
