@@ -15,6 +15,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v etcd >/dev/null || need+=(etcd-server etcd-client)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)  # make bench-l7: the HTTP load generator
 command -v nft >/dev/null || need+=(nftables)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v openssl >/dev/null || need+=(openssl)
