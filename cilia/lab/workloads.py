@@ -31,11 +31,14 @@ from typing import Any, TextIO
 
 from cilia.lab import netns
 from cilia.lab.errors import LabError
+from cilia.lab.httpwire import BadRequest, escape, parse_head
 from cilia.lab.security import RunAs
 
 KEEPALIVE_TIMEOUT = 65.0  # nginx's keepalive_timeout default
 MAX_HEADER = 16 * 1024
 MAX_BODY = 1024 * 1024
+KEEPALIVE_REQUESTS = 1000  # nginx's keepalive_requests default: then the connection is closed
+MAX_CONNECTIONS = 512  # open connections per pod (nginx's worker_connections default)
 STOP_GRACE = 2.0
 
 
@@ -245,41 +248,32 @@ class WorkloadServer:
         self._netns_thread.shutdown(wait=True)
 
     async def _http(self, run: _Running, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(run.conns) >= MAX_CONNECTIONS:  # bounded per pod, as nginx's worker_connections
+            writer.close()
+            return
         run.conns.add(writer)
         peer = writer.get_extra_info("peername") or ("-", 0)
         local = writer.get_extra_info("sockname") or ("-", 0)
         try:
-            while True:
+            for served in range(1, KEEPALIVE_REQUESTS + 1):
                 try:
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), KEEPALIVE_TIMEOUT)
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                         ConnectionError):
                     break
-                lines = head.decode("latin-1").split("\r\n")
-                request_line = lines[0]
-                headers = {}
-                for line in lines[1:]:
-                    name, sep, value = line.partition(":")
-                    if sep:
-                        headers[name.strip().lower()] = value.strip()
-                parts = request_line.split(" ")
-                if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-                    await self._respond(run, writer, peer, request_line, headers, 400, "", False)
-                    break
-                method, uri, version = parts
+                request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 try:
-                    length = int(headers.get("content-length", "0"))
-                    if not 0 <= length <= MAX_BODY:
-                        raise ValueError
-                    await reader.readexactly(length)
-                except (ValueError, asyncio.IncompleteReadError, ConnectionError):
-                    await self._respond(run, writer, peer, request_line, headers, 400, "", False)
+                    req = parse_head(head, MAX_BODY)  # strict: 400 for anything malformed
+                    await asyncio.wait_for(reader.readexactly(req.content_length), KEEPALIVE_TIMEOUT)
+                except BadRequest:
+                    await self._respond(run, writer, peer, request_line, {}, 400, "", False)
                     break
-                conn = headers.get("connection", "").lower()
-                keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-                body = hello_body(local[0], local[1], run.spec.name, uri, secrets.token_hex(16))
-                await self._respond(run, writer, peer, request_line, headers, 200,
-                                    "" if method == "HEAD" else body, keep, len(body.encode()))
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    break
+                keep = req.keep_alive and served < KEEPALIVE_REQUESTS
+                body = hello_body(local[0], local[1], run.spec.name, req.target, secrets.token_hex(16))
+                await self._respond(run, writer, peer, request_line, req.headers, 200,
+                                    "" if req.method == "HEAD" else body, keep, len(body.encode()))
                 if not keep:
                     break
         except ConnectionError:
@@ -305,9 +299,9 @@ class WorkloadServer:
         referer = headers.get("referer", "-")
         agent = headers.get("user-agent", "-")
         if not run.log.closed:
-            # nginx's "combined" access log format
-            run.log.write(f'{peer[0]} - - [{time_local()}] "{request_line}" {status} {len(data)} '
-                          f'"{referer}" "{agent}"\n')
+            # nginx's "combined" access log format, escaped as nginx escapes it (no raw control bytes)
+            run.log.write(f'{peer[0]} - - [{time_local()}] "{escape(request_line)}" {status} {len(data)} '
+                          f'"{escape(referer)}" "{escape(agent)}"\n')
 
 
 def check_ports(spec: PodWorkload) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from cilia.observe.flow import L4_NAMES, DnsInfo, Endpoint, Flow, HttpInfo, Verdict, parse_rfc3339
 
 DEFAULT_NAMESPACE = "default"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h|d)")  # ASCII digits: \d takes "٣"
+_PORT = re.compile(r"\A[0-9]{1,5}\Z")  # str.isdigit() takes "²", which int() then refuses
 _UNIT_NS = {
     "ns": 1,
     "us": 1_000,
@@ -133,7 +134,7 @@ class HttpMatch:
               urls: Iterable[str]) -> HttpMatch:
         sts = []
         for st in statuses:
-            if not re.fullmatch(r"[1-5](\d\d|\d\+|\+)", st):
+            if not re.fullmatch(r"[1-5]([0-9][0-9]|[0-9]\+|\+)", st):
                 raise FilterError(f"--http-status {st!r}: expected a code (404) or a prefix (4+, 50+)")
             sts.append(st)
 
@@ -229,7 +230,7 @@ class FlowFilter:
             kinds.append(t.lower())
         port_nums = []
         for p in ports:
-            if not str(p).isdigit() or not 0 <= int(p) <= 65535:
+            if not _PORT.match(str(p)) or not 0 <= int(p) <= 65535:
                 raise FilterError(f"--port {p!r}: expected a number 0..65535")
             port_nums.append(int(p))
         return cls(
