@@ -290,3 +290,15 @@ def test_engine_keeps_l7_remotes_current_on_identity_changes() -> None:
     assert frozenset({C, new_c}) in remotes
     # The incremental result equals a full recompute.
     assert eng.policy(A).l7 == eng.compute(A).l7
+
+
+def test_an_l3_allow_of_the_same_peer_widens_the_port_rules_at_the_proxy() -> None:
+    """Cilium's proxy consults the wildcard-port rules (L3-only allows) too: a peer allowed at L3
+    passes the proxy on a port whose L7 rules it does not match (PortPolicy::forRange)."""
+    l3 = {"toEndpoints": [SEL_C]}
+    sni = {"toEndpoints": [SEL_C], "toPorts": [{"ports": P443, "serverNames": ["www.foo.com"]}]}
+    pol = resolve(cnp(egress=[sni, l3]))
+    (pp,) = pol.l7
+    assert pol.map_state[Key(C, EG, TCP, 443, 16)].proxy_port == TLS_EG  # the port still redirects
+    assert pp.decide_sni(C, "www.other.com").allowed
+    assert not resolve(cnp(egress=[sni])).l7[0].decide_sni(C, "www.other.com").allowed

@@ -49,6 +49,38 @@ class FlowEnd:
         return out
 
 
+@dataclass(frozen=True)
+class L7Verdict:
+    """What the L7 proxy of one side does with the flow: the side's entry redirects the connection
+    to the proxy of ``parser`` on ``proxy_port``. With a request (``decided``) the proxy's verdict
+    on it; without one, only that L7 rules apply (the side's verdict is then the L4 one)."""
+
+    parser: str  # http | tls | dns
+    proxy_port: int
+    decided: bool
+    allowed: bool  # the proxy's verdict on the request (True when not decided)
+    request: str = ""  # the request as decided ("GET /public host h", "SNI name")
+    rules: tuple[RuleRef, ...] = ()  # the policies whose L7 rules allowed it / refused it / apply
+    matched: str = ""  # the rule that matched (described)
+    actions: tuple[str, ...] = ()  # header actions of headerMatches mismatches
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "parser": self.parser,
+            "proxy_port": self.proxy_port,
+            "decided": self.decided,
+            "allowed": self.allowed,
+        }
+        if self.decided:
+            out["request"] = self.request
+            out["matched"] = self.matched or None
+            out["actions"] = list(self.actions)
+            out["reason"] = self.reason
+        out["rules"] = [_ref_dict(r) for r in self.rules]
+        return out
+
+
 class SideState(StrEnum):
     NO_POLICY = "no-policy"  # not a local endpoint: this side never drops
     UNENFORCED = "unenforced"  # a local endpoint whose direction no policy enforces
@@ -69,21 +101,31 @@ class SideVerdict:
     rules: tuple[RuleRef, ...] = ()  # rules of the deciding entry (allow or deny)
     default_deny_by: tuple[RuleRef, ...] = ()  # policies that enforce default deny on this side
     note: str = ""  # a sentence on why, for people
+    l7: L7Verdict | None = None  # the entry redirects to an L7 proxy
+
+    @property
+    def refused_at_l7(self) -> bool:
+        """Allowed at L4, refused by the proxy (HTTP 403 / TLS connection closed)."""
+        return self.l7 is not None and self.l7.decided and not self.l7.allowed
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        dropped = not self.allowed and not self.refused_at_l7
+        out = {
             "direction": self.direction.label,
             "endpoint": self.owner,
             "state": str(self.state),
             "allowed": self.allowed,
-            "drop_reason": int(self.reason) if not self.allowed else None,
-            "drop_reason_desc": self.reason.description if not self.allowed else None,
+            "drop_reason": int(self.reason) if dropped else None,
+            "drop_reason_desc": self.reason.description if dropped else None,
             "match_type": self.match_type.hubble_name,
             "key": _key_dict(self.key),
             "rules": [_ref_dict(r) for r in self.rules],
             "default_deny_by": [_ref_dict(r) for r in self.default_deny_by],
             "note": self.note,
         }
+        if self.l7 is not None:
+            out["l7"] = self.l7.to_dict()
+        return out
 
 
 def _ref_dict(ref: RuleRef) -> dict[str, Any]:
@@ -94,6 +136,7 @@ def _ref_dict(ref: RuleRef) -> dict[str, Any]:
         "section": ref.section,
         "index": ref.index,
         "spec_index": ref.spec_index,
+        **({"log": ref.log} if ref.log else {}),
     }
 
 
@@ -134,6 +177,13 @@ class FlowTrace:
             return self.ingress
         return None
 
+    @property
+    def policy_log(self) -> tuple[str, ...]:
+        """Hubble's ``policy_log``: the ``spec.log`` values of the rules that decided the sides the
+        packet met (the ingress side only if the egress side let it through)."""
+        sides = (self.egress, self.ingress) if self.egress.allowed else (self.egress,)
+        return tuple(sorted({r.log for s in sides for r in s.rules if r.log}))
+
     def to_dict(self) -> dict[str, Any]:
         from cilia.analyze.peers import proto_name
 
@@ -146,6 +196,8 @@ class FlowTrace:
             "egress": self.egress.to_dict(),
             "ingress": self.ingress.to_dict(),
         }
+        if self.policy_log:
+            out["policy_log"] = list(self.policy_log)
         if self.notes:
             out["notes"] = list(self.notes)
         return out

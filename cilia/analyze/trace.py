@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, SideState, SideVerdict
+from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, L7Verdict, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, proto_name
-from cilia.policy.types import Direction, DropReason, Key, RuleRef
+from cilia.policy.l7 import L7Decision, L7Parser, L7PortPolicy, L7Request
+from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
 REPLY_NOTE = (
     "replies of an allowed connection are not policy-checked (conntrack), so no reverse allow is "
@@ -48,10 +49,86 @@ def _synthetic(refs: Sequence[RuleRef]) -> str:
     return ""
 
 
+def port_policy(
+    analysis: Analysis, identity: int, direction: Direction, port: PortSpec
+) -> L7PortPolicy | None:
+    """The L7 policy of ``identity`` on ``port`` in ``direction``, if its proxy has one."""
+    for p in analysis.oracle.endpoint_policy(identity).l7:
+        if p.direction == direction and p.covers(port.proto, port.port):
+            return p
+    return None
+
+
+def _request_text(
+    parser: L7Parser, method: str, path: str, host: str, headers: dict[str, str], sni: str
+) -> str:
+    if parser is L7Parser.TLS:
+        return f"TLS SNI {sni!r}" if sni else "TLS without SNI"
+    extra = "".join(f" {k}: {v}" for k, v in sorted(headers.items()))
+    return f"{method} {path} host {host!r}" + (f" headers{extra}" if extra else "")
+
+
+def l7_verdict(
+    analysis: Analysis,
+    owner: FlowEnd,
+    peer: FlowEnd,
+    direction: Direction,
+    port: PortSpec,
+    entry: Entry | None,
+    request: L7Request | None,
+) -> L7Verdict | None:
+    """What the proxy does when the deciding entry redirects (None: no redirect). A request is
+    decided as the proxy would; without one, the result names the L7 rules that apply."""
+    if entry is None or entry.deny or not entry.proxy_port:
+        return None
+    pp = port_policy(analysis, owner.identity, direction, port)
+    if pp is None:  # a redirect without rules for the port: the proxy refuses (fail closed)
+        decided = request is not None
+        return L7Verdict("http", entry.proxy_port, decided, not decided, reason="no L7 policy")
+    applying = [r for r in pp.rules if r.applies_to(peer.identity)]
+    constraining = tuple(
+        sorted({ref for r in applying if r.http or r.server_names or r.dns for ref in r.refs})
+    )
+    parser = pp.parser
+    decision: L7Decision | None = None
+    text = ""
+    if request is not None and parser is L7Parser.HTTP and request.is_http:
+        method, path, host = request.method or "GET", request.path or "/", request.host
+        headers = dict(request.headers)
+        decision = pp.decide_http(peer.identity, method, path, host, headers)
+        text = _request_text(parser, method, path, host, headers, "")
+    elif request is not None and parser is L7Parser.TLS and request.sni is not None:
+        decision = pp.decide_sni(peer.identity, request.sni)
+        text = _request_text(parser, "", "", "", {}, request.sni)
+    if decision is None:
+        return L7Verdict(str(parser), pp.proxy_port, False, True, rules=constraining)
+    rules = decision.by if decision.allowed else decision.refused_by
+    actions = tuple(
+        f"{a.action} {a.name}" + (f": {a.value}" if a.value is not None else "") for a in decision.actions
+    )
+    return L7Verdict(
+        str(parser),
+        pp.proxy_port,
+        True,
+        decision.allowed,
+        text,
+        tuple(sorted(rules)),
+        decision.rule.describe() if decision.rule is not None else "",
+        actions,
+        decision.reason,
+    )
+
+
 def side_verdict(
-    analysis: Analysis, owner: FlowEnd, peer: FlowEnd, direction: Direction, port: PortSpec
+    analysis: Analysis,
+    owner: FlowEnd,
+    peer: FlowEnd,
+    direction: Direction,
+    port: PortSpec,
+    request: L7Request | None = None,
 ) -> SideVerdict:
-    """The verdict of ``owner``'s policy in ``direction`` for traffic with ``peer``."""
+    """The verdict of ``owner``'s policy in ``direction`` for traffic with ``peer`` (and, when the
+    deciding entry redirects to a proxy, the proxy's verdict on ``request``)."""
     where = direction.label
     if not owner.local:
         return SideVerdict(
@@ -78,17 +155,21 @@ def side_verdict(
     else:
         by = _names(side.default_deny_by) or "the enforcement mode (always)"
         note = f"default deny: no allow rule matches; default deny is on because of {by}"
+    l7 = None
+    if verdict.allowed:
+        l7 = l7_verdict(analysis, owner, peer, direction, port, verdict.entry, request)
     return SideVerdict(
         direction,
         owner.name,
         state,
-        verdict.allowed,
+        verdict.allowed and (l7 is None or l7.allowed),
         DropReason.NONE if verdict.allowed else verdict.reason,
         verdict.match_type,
         verdict.key,
         rules,
         tuple(side.default_deny_by) if side.enforced else (),
         note,
+        l7,
     )
 
 
@@ -129,8 +210,9 @@ def _covers(pp: Any, port: PortSpec) -> bool:
 
 
 def l7_note(analysis: Analysis, side: SideVerdict, port: PortSpec) -> str:
-    """Which allowing rules carry HTTP/Kafka/L7 rules on this port: cilia enforces those at L4
-    only (lint CL013), so the verdict is "the port is open to this peer", not "every request is"."""
+    """Which allowing rules carry Kafka/l7proto rules on this port: cilia has no proxy for them and
+    enforces them at L4 only (``apply --allow-l4-only-l7``), so the verdict is "the port is open to
+    this peer", not "every request is". (HTTP rules and serverNames are enforced by the proxy.)"""
     if not side.allowed or not side.rules:
         return ""
     refs = set(side.rules)
@@ -141,24 +223,26 @@ def l7_note(analysis: Analysis, side: SideVerdict, port: PortSpec) -> str:
                 continue
             for pr in entry.l7:
                 l7 = pr.rules
-                if l7 is None or not (l7.http or l7.kafka or l7.l7proto):
-                    continue
-                if any(_covers(pp, port) for pp in pr.ports or ()):
-                    kind = "http" if l7.http else "kafka" if l7.kafka else "l7proto"
-                    found.setdefault(entry.ref.describe(), set()).add(kind)
+                kinds = {"kafka"} if l7 is not None and l7.kafka else set()
+                kinds |= {"l7proto"} if l7 is not None and l7.l7proto else set()
+                kinds |= {"listener"} if pr.listener is not None else set()
+                if kinds and any(_covers(pp, port) for pp in pr.ports or ()):
+                    found.setdefault(entry.ref.describe(), set()).update(kinds)
     if not found:
         return ""
     which = "; ".join(f"{ref} ({', '.join(sorted(k))})" for ref, k in sorted(found.items()))
     return (
-        f"{side.direction.label} is allowed by L7 rules that cilia enforces at L4 only: {which}; "
-        "Cilium would pass each request through its proxy and allow only the listed ones (lint CL013)"
+        f"{side.direction.label} is allowed by rules whose L7 parts cilia has no proxy for and enforces "
+        f"at L4 only: {which}; Cilium would pass each request through its proxy (apply --allow-l4-only-l7)"
     )
 
 
-def trace_flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
-    """Both sides of one flow ``src → dst`` on ``port``."""
-    egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
-    ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
+def trace_flow(
+    analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec, request: L7Request | None = None
+) -> FlowTrace:
+    """Both sides of one flow ``src → dst`` on ``port`` (and the proxies' verdicts on ``request``)."""
+    egress = side_verdict(analysis, src, dst, Direction.EGRESS, port, request)
+    ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port, request)
     notes = [fqdn_note(analysis, dst, egress),
              l7_note(analysis, egress, port), l7_note(analysis, ingress, port)]
     return FlowTrace(src, dst, port.proto, port.port, egress, ingress, tuple(n for n in notes if n))
@@ -178,21 +262,47 @@ class TraceResult:
         return {"allowed": self.allowed, "flows": [f.to_dict() for f in self.flows], "reply": REPLY_NOTE}
 
 
-def trace(analysis: Analysis, src: str, dst: str, port: PortSpec) -> TraceResult:
+def trace(
+    analysis: Analysis, src: str, dst: str, port: PortSpec, request: L7Request | None = None
+) -> TraceResult:
     """Trace every (source, destination) pair the PEER arguments stand for (a Deployment: each
-    pod; ``fqdn:NAME``: each address the node learned for the name)."""
+    pod; ``fqdn:NAME``: each address the node learned for the name). With ``request`` the L7
+    proxies on the way decide it too."""
     sources = analysis.resolve(src)
     dests = analysis.resolve(dst)
-    return TraceResult(tuple(trace_flow(analysis, s, d, port) for s in sources for d in dests))
+    return TraceResult(tuple(trace_flow(analysis, s, d, port, request) for s in sources for d in dests))
 
 
 # --------------------------------------------------------------------------- text
 
 
+L7_REFUSAL = {"http": "HTTP 403 Access denied", "tls": "TLS connection closed", "dns": "DNS query refused"}
+
+
 def _verdict_word(side: SideVerdict) -> str:
+    if side.refused_at_l7 and side.l7 is not None:
+        return f"DENIED at L7 ({L7_REFUSAL.get(side.l7.parser, 'refused')})"
     if side.allowed:
         return "ALLOWED"
     return f"DENIED ({int(side.reason)} {side.reason.description})"
+
+
+def render_l7(l7: L7Verdict) -> list[str]:
+    """The proxy's part of a side, in trace text."""
+    head = f"          L7: {l7.parser} proxy (port {l7.proxy_port})"
+    names = _names(l7.rules)
+    if not l7.decided:
+        if not names:
+            return [f"{head}: no L7 rule restricts this peer; the proxy allows every request"]
+        return [
+            f"{head}: L7 rules apply: {names}; decided at L4 only "
+            "(give a request: --http-*/--tls-sni, or http:/tls: in verify)"
+        ]
+    if l7.allowed:
+        lines = [f"{head}: {l7.request}: ALLOWED, {l7.reason}" + (f" ({names})" if names else "")]
+        lines += [f"          header action: {a}" for a in l7.actions]
+        return lines
+    return [f"{head}: {l7.request}: REFUSED, {l7.reason}" + (f"; L7 rules of {names}" if names else "")]
 
 
 def render_side(side: SideVerdict) -> list[str]:
@@ -200,6 +310,8 @@ def render_side(side: SideVerdict) -> list[str]:
     lines = [head, f"          {side.note}"]
     if side.key is not None:
         lines.append(f"          entry: {describe_key(side.key)} (match {side.match_type.hubble_name})")
+    if side.l7 is not None:
+        lines.extend(render_l7(side.l7))
     return lines
 
 
@@ -242,8 +354,12 @@ def render_flow(flow: FlowTrace) -> list[str]:
     decided = flow.decided_by
     if decided is None:
         lines.append("  verdict: ALLOWED")
+    elif decided.refused_at_l7:
+        lines.append(f"  verdict: DENIED at {decided.direction.label} of {decided.owner} by its L7 proxy")
     else:
         lines.append(f"  verdict: DENIED at {decided.direction.label} of {decided.owner}")
+    if flow.policy_log:
+        lines.append(f"  policy log: {', '.join(flow.policy_log)}")
     return lines
 
 

@@ -20,16 +20,34 @@ from cilia.cli.commands._analysis import (
     Mode,
     NoState,
     StateDir,
+    fail,
     guarded,
     load,
     node_dns,
 )
 from cilia.cli.render import print_json
+from cilia.policy.l7 import L7Request
 
 
 class Output(StrEnum):
     text = "text"
     json = "json"
+
+
+def l7_request(
+    method: str | None, path: str | None, host: str | None, headers: list[str] | None, sni: str | None
+) -> L7Request | None:
+    """The request the --http-*/--tls-sni options describe (None: none given); a header is
+    ``NAME:VALUE`` (spaces after the colon are dropped)."""
+    if not (method or path or host or headers or sni is not None):
+        return None
+    parsed: dict[str, str] = {}
+    for h in headers or ():
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise fail(f"--http-header {h!r}: expected NAME:VALUE")
+        parsed[name.strip()] = value.strip()
+    return L7Request(method or "", path or "", host or "", parsed, sni)
 
 
 def register(app: typer.Typer) -> None:
@@ -47,6 +65,19 @@ def register(app: typer.Typer) -> None:
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         state_dir: StateDir = None,
         no_state: NoState = False,
+        http_method: Annotated[
+            str | None, typer.Option("--http-method", help="Decide this HTTP request (method, default GET).")
+        ] = None,
+        http_path: Annotated[
+            str | None, typer.Option("--http-path", help="HTTP request path, query included (default /).")
+        ] = None,
+        http_host: Annotated[str | None, typer.Option("--http-host", help="HTTP Host (authority).")] = None,
+        http_header: Annotated[
+            list[str] | None, typer.Option("--http-header", help="NAME:VALUE request header (repeatable).")
+        ] = None,
+        tls_sni: Annotated[
+            str | None, typer.Option("--tls-sni", help="Decide a TLS connection with this server name.")
+        ] = None,
     ) -> None:
         """Trace a flow offline: each side's verdict and the rule that decided it.
 
@@ -55,10 +86,16 @@ def register(app: typer.Typer) -> None:
         decide on the addresses the node (--state-dir) learned from DNS answers and still holds;
         fqdn:NAME traces to each of NAME's.
 
-        Exit status: 0 allowed, 1 denied, 2 bad input.
+        When a side's entry sends the connection to an L7 proxy (HTTP rules, serverNames), the
+        request given with --http-method/--http-path/--http-host/--http-header or --tls-sni is
+        decided as the proxy would, naming the rule; without one the verdict is the L4 one and the
+        output names the L7 rules that apply.
+
+        Exit status: 0 allowed, 1 denied (at L4 or by a proxy), 2 bad input.
         """
+        request = l7_request(http_method, http_path, http_host, http_header, tls_sni)
         analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
-        result = guarded(lambda: trace(analysis, src, dst, parse_port(port)))
+        result = guarded(lambda: trace(analysis, src, dst, parse_port(port), request))
         if output is Output.json:
             print_json(result.to_dict())
         else:
