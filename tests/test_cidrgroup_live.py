@@ -1,6 +1,7 @@
-"""CiliumCIDRGroup on a live node (root): world hosts in 198.19.14.0/24 against an egressDeny through
-``cidrGroupRef`` and an allow through ``cidrGroupSelector`` with an ``except``; the group is applied,
-changed and deleted while the policy stays as it was applied. Every live verdict is compared with
+"""CiliumCIDRGroup and spec.log on a live node (root): world hosts in 198.19.14.0/24 against an
+egressDeny through ``cidrGroupRef`` and an allow through ``cidrGroupSelector`` with an ``except``; the
+group is applied, changed and deleted while the policy stays as it was applied; the flows name the
+deciding rules' ``spec.log`` values (``policy_log``). Every live verdict is compared with
 the offline engine (``cilia trace`` on the same manifests). One node for the module (index 14: its
 own pod range, gateway and world hosts, so it runs beside the other live tests)."""
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from cilia.agent import manifests
+from cilia.agent.client import AgentClient
 from cilia.agent.endpoints import EndpointTable
 from cilia.analyze.cluster import analyse_paths
 from cilia.analyze.peers import parse_port
@@ -25,6 +27,7 @@ from tests.helpers_world import CURL, LiveNode, cnp, live_node, pod
 pytestmark = pytest.mark.root
 
 NODE_INDEX = 14
+CLIENT = {"matchLabels": {"app": "client"}}
 
 
 def group(name: str, cidrs: list[str], labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -60,6 +63,12 @@ class FastNode(LiveNode):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         return out.returncode == 0 and out.stdout == "200"
 
+    def flows(self, since: int = 0) -> list[dict[str, Any]]:
+        return list(AgentClient(self.cfg.socket_path).flows(since)["flows"])
+
+    def last_seq(self) -> int:
+        return max((f["seq"] for f in self.flows()), default=0)
+
     def traces(self, src: str, dsts: list[str]) -> list[bool]:
         analysis = analyse_paths(sorted(self.manifests.glob("*.yaml")))
         return [trace(analysis, src, d, parse_port("80/TCP")).allowed for d in dsts]
@@ -82,15 +91,20 @@ def test_deny_through_a_group_follows_the_group(node: FastNode) -> None:
     node.apply(pod("client", {"app": "client"}))
     hosts = {"w-a": node.world_add("w-a", 10, "80/TCP"), "w-b": node.world_add("w-b", 20, "80/TCP")}
     node.apply(
-        cnp("world-ok", {"endpointSelector": {"matchLabels": {"app": "client"}},
+        cnp("world-ok", {"endpointSelector": CLIENT, "log": {"value": "world-ok"},
                          "egress": [{"toEntities": ["world"]}]}),
-        cnp("deny-blocked", {"endpointSelector": {"matchLabels": {"app": "client"}},
+        cnp("deny-blocked", {"endpointSelector": CLIENT, "log": {"value": "blocked"},
                              "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blocked"}]}]}),
     )
     # the group does not exist yet: its reference selects nothing
     assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
     first = node.apply(group("blocked", [f"{node.world}.0/28"]))
+    since = node.last_seq()
     assert _matrix(node, "client", hosts) == {"w-a": (False, False), "w-b": (True, True)}
+    # the flows name the spec.log of the rule that decided (Hubble's policy_log), the drop's too
+    logs = {(f["IP"]["destination"], f["verdict"]): f.get("policy_log") for f in node.flows(since)
+            if f["traffic_direction"] == "EGRESS" and f["l4"].get("TCP", {}).get("destination_port") == 80}
+    assert logs == {(hosts["w-a"], "DROPPED"): ["blocked"], (hosts["w-b"], "FORWARDED"): ["world-ok"]}
     # the group changes (kubectl apply of the new version); the policy is not applied again
     second = node.apply(group("blocked", [f"{node.world}.16/28"]))
     first.unlink()  # the offline view: only the group's current version

@@ -711,10 +711,11 @@ INVALID = [
         ],
         id="knp-namespace-selector",
     ),
+    pytest.param(cnp(egress(PEER, log={"value": "x"})), [], id="log-is-a-1.18-field"),
     pytest.param(
-        cnp(egress(PEER, log={"value": "x"})),
-        [("spec.log", 'unknown field "spec.log"')],
-        id="log-is-newer-than-1.18",
+        cnp(egress(PEER, log={"value": "x" * 33})),
+        [("spec.log.value", "Too long: may not be longer than 32")],
+        id="log-too-long",
     ),
     # NetworkPolicy (API server)
     pytest.param(

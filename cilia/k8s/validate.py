@@ -29,6 +29,7 @@ from cilia.k8s.names import (
     object_name_errors,
 )
 from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
+from cilia.k8s.policylog import log_findings
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
 
@@ -212,16 +213,11 @@ def _policy_errors(doc: Document, flags: Flags) -> list[Error]:
         for i, rule in enumerate(model.specs or ()):
             base: FieldPath = ("specs", i)
             findings += [(base + p, m) for p, m in rule_findings(rule, kind=kind, flags=flags, where=base)]
-        # `log` is modelled for newer Cilium; the 1.18 CRD has no such field, so strict kubectl refuses it
-        for rule_path in _rule_paths(doc.data):
-            rule = doc.data[rule_path[0]] if len(rule_path) == 1 else doc.data["specs"][rule_path[1]]
-            if "log" in rule:
-                path = (*rule_path, "log")
-                errors.append(
-                    _error(
-                        doc, path, f'unknown field "{format_path(path)}"', "log needs Cilium newer than 1.18"
-                    )
-                )
+        # spec.log (Cilium 1.18): its value's CRD limits
+        for base, rule in ([(("spec",), model.spec)] if model.spec is not None else []) + [
+            (("specs", i), r) for i, r in enumerate(model.specs or ())
+        ]:
+            findings += [(base + p, m) for p, m in log_findings(rule, base)]
     elif model.spec is not None:
         findings += [(("spec", *p), m) for p, m in spec_findings(model.spec)]
     errors += [_error(doc, p, m) for p, m in findings if not _consequence(p, m, removed)]

@@ -309,6 +309,7 @@ class Flow:
     ingress_denied_by: tuple[PolicyRef, ...] = ()
     egress_denied_by: tuple[PolicyRef, ...] = ()
     default_deny_by: tuple[PolicyRef, ...] = ()
+    policy_log: tuple[str, ...] = ()  # spec.log values of the rules that decided (Hubble's policy_log)
     world_cidr: str = ""
     suppressed: int = 0
     note: str = ""
@@ -382,6 +383,8 @@ class Flow:
             refs = getattr(self, name)
             if refs:
                 out[name] = [r.to_json() for r in refs]
+        if self.policy_log:
+            out["policy_log"] = list(self.policy_log)
         if self.world_cidr:
             out["world"] = {"cidr": self.world_cidr}
         if self.suppressed:
@@ -414,6 +417,7 @@ _KNOWN = {
     "ingress_denied_by",
     "egress_denied_by",
     "default_deny_by",
+    "policy_log",
     "world",
     "suppressed",
     "note",
@@ -445,6 +449,7 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         ingress_denied_by=refs("ingress_denied_by"),
         egress_denied_by=refs("egress_denied_by"),
         default_deny_by=refs("default_deny_by"),
+        policy_log=tuple(str(v) for v in d.get("policy_log", ())),
         world_cidr=d.get("world", {}).get("cidr", ""),
         suppressed=int(d.get("suppressed", 0)),
         note=d.get("note", ""),

@@ -47,6 +47,12 @@ NO_ENDPOINT = "no endpoint on this device: dropped"
 RulesFor = Callable[[int], "frozenset[RuleRef] | None"]
 
 
+def policy_log(rules: Iterable[RuleRef]) -> tuple[str, ...]:
+    """Hubble's ``policy_log``: the ``spec.log`` values of the rules that decided a flow (Cilium 1.18
+    fills it for allowed flows only, cilium/cilium#42044; cilia for drops a rule decided too)."""
+    return tuple(sorted({r.log for r in rules if r.log}))
+
+
 def boot_offset_ns() -> int:
     """wall clock − CLOCK_MONOTONIC: the datapath stamps events with ``bpf_ktime_get_ns``."""
     return time.time_ns() - time.monotonic_ns()
@@ -137,6 +143,7 @@ class FlowPipeline:
             r.latency_ns if allowed else 0,
         )
         ingress = direction == Direction.INGRESS
+        allowed_by, denied_by = tuple(allowed_by), tuple(denied_by)
         by = tuple(sorted(PolicyRef.of(x, view.revision) for x in allowed_by)) if allowed else ()
         denied = () if allowed else tuple(sorted(PolicyRef.of(x, view.revision) for x in denied_by))
         return Flow(
@@ -154,6 +161,7 @@ class FlowPipeline:
             egress_allowed_by=() if ingress else by,
             ingress_denied_by=denied if ingress else (),
             egress_denied_by=() if ingress else denied,
+            policy_log=policy_log(allowed_by if allowed else denied_by),
             l7=info,
         )
 
@@ -252,6 +260,7 @@ class FlowPipeline:
             ingress_denied_by=att.denied_by if ingress else (),
             egress_denied_by=att.denied_by if egress else (),
             default_deny_by=att.default_deny_by,
+            policy_log=policy_log(rules) if att.allowed_by or att.denied_by else (),
             world_cidr=world_cidr(view, peer_ip, peer_identity),
             suppressed=ev.suppressed_before,
             note=note,

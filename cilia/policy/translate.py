@@ -26,6 +26,7 @@ from cilia.identity.reserved import UnknownEntityError, entity_selectors
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
 from cilia.k8s import api
 from cilia.k8s.names import ICMP_V4_TYPES, ICMP_V6_TYPES, is_iana_svc_name, parse_go_uint16
+from cilia.k8s.policylog import rule_log
 from cilia.policy.rules import Peer, PeerKind, PeerRule, PolicyRule, PortProto
 from cilia.policy.types import ANY_L4_PROTOS, Direction, Proto, RuleRef
 
@@ -543,7 +544,7 @@ def _translate_rule(
         entries: list[PeerRule] = []
         for attr, section, direction, deny in _SECTIONS:
             for i, item in enumerate(getattr(rule, attr) or ()):
-                ref = RuleRef(ctx.kind, ctx.namespace, ctx.name, section, i, spec_index)
+                ref = RuleRef(ctx.kind, ctx.namespace, ctx.name, section, i, spec_index, rule_log(rule))
                 entries.append(
                     _entry(ctx, item, ref, direction, deny, subject_selects_init, f"{path}.{section}[{i}]")
                 )
@@ -551,7 +552,7 @@ def _translate_rule(
         raise ctx.error(f"invalid label selector: {e}", path) from None
     has_section, default_deny = _fill_sections(rule)
     return PolicyRule(
-        ref=RuleRef(ctx.kind, ctx.namespace, ctx.name, "", -1, spec_index),
+        ref=RuleRef(ctx.kind, ctx.namespace, ctx.name, "", -1, spec_index, rule_log(rule)),
         namespace=ctx.namespace,
         subject=subject,
         node_selector=node_selector,

@@ -124,6 +124,7 @@ class RuleRef(NamedTuple):
     section: str  # ingress | ingressDeny | egress | egressDeny | "" for synthetic entries
     index: int  # index of the rule entry in its section (-1 for synthetic entries)
     spec_index: int = 0  # index in ``specs`` (0 for ``spec``)
+    log: str = ""  # the rule's ``spec.log`` value, shown as Hubble's ``policy_log``
 
     def describe(self) -> str:
         where = f"{self.namespace}/{self.name}" if self.namespace else self.name
