@@ -1,4 +1,4 @@
-"""Lint rules that read the policy objects alone (no pods, no engine): CL006, CL009–CL013."""
+"""Lint rules that read the policy objects alone (no pods, no engine): CL006, CL009–CL014."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cilia.analyze.findings import Finding
-from cilia.analyze.policydocs import CNP, PEER_FIELDS, REQUIRES_FIELDS, SECTIONS, PolicyDoc, selector_text
+from cilia.analyze.policydocs import (
+    CNP,
+    KNP,
+    PEER_FIELDS,
+    REQUIRES_FIELDS,
+    SECTIONS,
+    PolicyDoc,
+    selector_text,
+)
 from cilia.k8s import api
+from cilia.k8s.netaddr import parse_addr, parse_prefix
 from cilia.k8s.source import FieldPath
 
 _NAMESPACE_KEYS = ("io.kubernetes.pod.namespace", "k8s:io.kubernetes.pod.namespace")
@@ -168,6 +177,70 @@ def l7_rules(pol: PolicyDoc) -> Iterator[Finding]:
                     )
 
 
+def _mapped_v4(text: str | None) -> str | None:
+    """The IPv4 form of an IPv4-mapped IPv6 prefix or address (``::ffff:198.19.0.10/128``), else None."""
+    if not text:
+        return None
+    net = parse_prefix(text)
+    addr = net.network_address if net is not None else parse_addr(text)
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is None:
+        return None
+    bits = (net.prefixlen if net is not None else 128) - 96
+    return f"{mapped}/{bits}" if bits >= 0 else None
+
+
+def _cidr_fields(pol: PolicyDoc) -> Iterator[tuple[FieldPath, str, str | None]]:
+    """(path, section, value) of every CIDR a policy writes (CIDR lists, CIDR sets, excepts, ipBlocks)."""
+    if pol.kind == KNP:
+        spec = pol.obj.spec
+        for section, field in (("ingress", "from_"), ("egress", "to")):
+            for i, r in enumerate(getattr(spec, section, None) or ()):
+                for j, peer in enumerate(getattr(r, field) or ()):
+                    if peer.ip_block is None:
+                        continue
+                    key = "from" if field == "from_" else "to"
+                    base = ("spec", section, i, key, j, "ipBlock")
+                    yield (*base, "cidr"), section, peer.ip_block.cidr
+                    for k, e in enumerate(peer.ip_block.except_ or ()):
+                        yield (*base, "except", k), section, e
+        return
+    for prefix, rule in pol.rules():
+        for direction, (allow, deny) in SECTIONS.items():
+            side = "from" if direction == "ingress" else "to"
+            for section, entries in zip((allow, deny), _sections(rule, direction), strict=True):
+                for i, entry in enumerate(entries):
+                    for j, cidr in enumerate(getattr(entry, f"{side}_cidr", None) or ()):
+                        yield (*prefix, section, i, f"{side}CIDR", j), section, cidr
+                    for j, cr in enumerate(getattr(entry, f"{side}_cidr_set", None) or ()):
+                        base = (*prefix, section, i, f"{side}CIDRSet", j)
+                        yield (*base, "cidr"), section, cr.cidr
+                        for k, e in enumerate(cr.except_ or ()):
+                            yield (*base, "except", k), section, e
+
+
+def mapped_ipv4_cidrs(pol: PolicyDoc) -> Iterator[Finding]:
+    """CL014: an IPv4-mapped IPv6 CIDR. Go's netip keeps ``::ffff:a.b.c.d`` as an IPv6 prefix and
+    Cilium selects it as one (an IPv6 ``cidr:`` label), while IPv4 packets are matched against IPv4
+    prefixes only: the rule never matches the IPv4 traffic the author had in mind (a deny denies
+    nothing). cilia decides the same way; this makes it visible."""
+    for path, section, value in _cidr_fields(pol):
+        v4 = _mapped_v4(value)
+        if v4 is None:
+            continue
+        verb = "denies" if section.endswith("Deny") else "allows"
+        if path[-2] == "except":
+            verb = "exempts"
+        yield _finding(
+            "CL014",
+            pol,
+            path,
+            f"{value} is an IPv4-mapped IPv6 prefix: Cilium (and cilia) match it against IPv6 packets "
+            f"only, so this rule {verb} no IPv4 traffic to or from {v4}",
+            f"write the IPv4 prefix instead: {v4}",
+        )
+
+
 # --------------------------------------------------------------------------- CL011
 
 
@@ -291,4 +364,5 @@ RAW_RULES = (
     direction_wording,
     icmp_type_zero,
     l7_rules,
+    mapped_ipv4_cidrs,
 )
