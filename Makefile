@@ -11,7 +11,7 @@ STAMP := $(VENV)/.cilia-installed
 # Where `make link` puts the `cilia` command.
 BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
 
-.PHONY: setup setup-system demo test test-offline lint link bench bench-datapath bench-node bench-cluster clean
+.PHONY: setup setup-system demo test test-offline lint link bench bench-datapath bench-node bench-l7 bench-cluster clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,9 @@ bench-datapath: setup setup-system
 
 bench-node: setup setup-system
 	$(VPY) bench/node_bench.py
+
+bench-l7: setup setup-system
+	$(VPY) bench/l7_bench.py
 
 # 1,000 pods on 3 nodes (etcd): policy change → every node's kernel map; under the lab's cluster lock.
 bench-cluster: setup setup-system
