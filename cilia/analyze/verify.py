@@ -10,6 +10,13 @@ addresses a node learned for NAME, so the analysis needs that node's DNS cache);
 TCP (default), UDP, SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); ``expect`` is
 ``allow`` or ``deny``. An expectation about a Deployment (or a name with several addresses) holds
 only if it holds for every pod (address) of it.
+
+An expectation may carry a request for the L7 proxies on the way: ``http: {method, path, host,
+headers: {NAME: VALUE}}`` (method defaults to GET, path to /) or ``tls: {sni: NAME}``; a request a
+proxy refuses (HTTP 403, TLS server name not allowed) is ``deny``::
+
+    - {from: default/app-a, to: deployment:default/app-b, port: 80,
+       http: {method: POST, path: /x}, expect: deny}
 """
 
 from __future__ import annotations
@@ -26,6 +33,27 @@ from cilia.analyze.trace import TraceResult, render_flows, trace
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import parse_text, read_text
 from cilia.k8s.source import format_path
+from cilia.policy.l7 import L7Request
+
+
+class HTTPRequest(BaseModel):
+    """An HTTP request for the proxies: ``method`` (default GET), ``path`` (default /, query
+    included), ``host`` (the Host header), ``headers``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str | None = None
+    path: str | None = None
+    host: str | None = None
+    headers: dict[str, str] | None = None
+
+
+class TLSRequest(BaseModel):
+    """A TLS connection's ClientHello: the server name (SNI) it asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sni: str
 
 
 class Expectation(BaseModel):
@@ -35,8 +63,35 @@ class Expectation(BaseModel):
     to: str
     port: int
     protocol: str = "TCP"
+    http: HTTPRequest | None = None
+    tls: TLSRequest | None = None
     expect: Literal["allow", "deny"]
     description: str | None = None
+
+    @property
+    def request(self) -> L7Request | None:
+        """The request the L7 proxies decide (None: the flow is decided at L4)."""
+        if self.http is None and self.tls is None:
+            return None
+        h = self.http or HTTPRequest()
+        return L7Request(
+            h.method or ("GET" if self.http is not None else ""),
+            h.path or ("/" if self.http is not None else ""),
+            h.host or "",
+            dict(h.headers or {}),
+            self.tls.sni if self.tls is not None else None,
+        )
+
+    def request_text(self) -> str:
+        parts = []
+        if self.http is not None:
+            r = self.request
+            assert r is not None
+            parts.append(f"http {r.method} {r.path}" + (f" host {r.host}" if r.host else ""))
+            parts.extend(f"{k}: {v}" for k, v in sorted(r.headers.items()))
+        if self.tls is not None:
+            parts.append(f"tls sni {self.tls.sni}")
+        return " ".join(parts)
 
 
 class ExpectationsFile(BaseModel):
@@ -65,7 +120,8 @@ class PlacedExpectation:
 
     def describe(self) -> str:
         e = self.expectation
-        return f"{e.from_} -> {e.to} {self.port_spec} expect {e.expect}"
+        request = f" {e.request_text()}" if e.request is not None else ""
+        return f"{e.from_} -> {e.to} {self.port_spec}{request} expect {e.expect}"
 
 
 def load_expectations(path: str | Path) -> list[PlacedExpectation]:
@@ -118,6 +174,8 @@ class VerifyResult:
             "to": e.to,
             "port": e.port,
             "protocol": e.protocol,
+            **({"http": e.http.model_dump(exclude_none=True)} if e.http is not None else {}),
+            **({"tls": e.tls.model_dump()} if e.tls is not None else {}),
             "expect": e.expect,
             "actual": self.actual,
             "passed": self.passed,
@@ -149,7 +207,7 @@ def verify(analysis: Analysis, expectations: list[PlacedExpectation]) -> VerifyR
     for placed in expectations:
         e = placed.expectation
         try:
-            result = trace(analysis, e.from_, e.to, placed.port_spec)
+            result = trace(analysis, e.from_, e.to, placed.port_spec, e.request)
         except PeerError as exc:
             raise PeerError(f"{placed.file}:{placed.line}: {exc}") from None
         verdicts = {f.allowed for f in result.flows}

@@ -37,7 +37,10 @@ def register(app: typer.Typer) -> None:
         filename: Files,
         expect: Annotated[
             str,
-            typer.Option("--expect", help="YAML file: expectations: [{from, to, port, protocol, expect}]."),
+            typer.Option(
+                "--expect",
+                help="YAML file: expectations: [{from, to, port, protocol, http?, tls?, expect}].",
+            ),
         ],
         output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
@@ -49,6 +52,9 @@ def register(app: typer.Typer) -> None:
 
         Peers are as for trace (fqdn:NAME too: toFQDNs rules decide on what the node at --state-dir
         learned from DNS answers).
+
+        An expectation with ``http: {method, path, host, headers}`` or ``tls: {sni}`` is decided by the
+        L7 proxies on the way too: a request a proxy refuses is ``deny``.
 
         Exit status: 0 all expectations hold, 1 some do not, 2 bad input.
         """
