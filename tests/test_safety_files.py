@@ -111,3 +111,11 @@ def test_a_damaged_endpoint_table_is_rebuilt_with_the_same_ids(tmp_path: Path, d
     assert (tmp_path / "endpoints.json.corrupt").exists()
     assert json.loads(path.read_text())  # saved again, whole
     assert "EndpointsRecovered" in [e.reason for e in node.events.events()]
+
+
+def test_the_dns_cache_file_is_private(tmp_path: Path) -> None:
+    from cilia.proxy.dns.cache import DnsCache, save_state
+
+    path = tmp_path / "state" / "fqdn.json"
+    save_state(path, DnsCache(0), {})
+    assert mode(path) == 0o600 and mode(path.parent) == 0o700

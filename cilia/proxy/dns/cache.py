@@ -13,7 +13,6 @@ union; what reaches the ipcache is the same union either way.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from cilia.identity.fqdn import normalize_fqdn
 from cilia.identity.labels import Labels
+from cilia.store.files import write_private
 
 FORMAT_VERSION = 1
 STATE_FILE = "fqdn.json"  # in the agent's state directory: the cache and the learned addresses' labels
@@ -107,10 +107,7 @@ def save_state(path: Path, cache: DnsCache, labels: Mapping[str, Labels]) -> Non
     ``path``, atomically."""
     data = {"version": STATE_VERSION, "cache": cache.to_json(),
             "labels": {ip: lbls.strings() for ip, lbls in sorted(labels.items())}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
+    write_private(path, json.dumps(data, separators=(",", ":")))  # 0600: every name a pod looked up
 
 
 def load_state(path: Path, min_ttl: int | None = None) -> tuple[DnsCache, dict[str, Labels]] | None:
