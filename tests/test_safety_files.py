@@ -119,3 +119,16 @@ def test_the_dns_cache_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "state" / "fqdn.json"
     save_state(path, DnsCache(0), {})
     assert mode(path) == 0o600 and mode(path.parent) == 0o700
+
+
+def test_the_workload_daemon_keeps_its_socket_and_log_private(tmp_path: Path) -> None:
+    from cilia.lab.workloadd import LOG_NAME, SOCKET_NAME, WorkloadClient
+
+    run_dir = tmp_path / "lab"
+    client = WorkloadClient(run_dir)
+    client.ensure_started()
+    try:
+        assert mode(run_dir) == 0o700
+        assert mode(run_dir / SOCKET_NAME) == 0o600 and mode(run_dir / LOG_NAME) == 0o600
+    finally:
+        client.stop()

@@ -31,6 +31,7 @@ from typing import Any
 
 from cilia.lab.errors import LabError
 from cilia.lab.workloads import PodWorkload, WorkloadServer
+from cilia.store.files import open_private, private_dir
 
 SOCKET_NAME = "workloads.sock"
 PID_NAME = "workloads.pid"
@@ -54,7 +55,7 @@ async def _dispatch(server: WorkloadServer, req: dict[str, Any], stop: asyncio.E
 
 async def serve(run_dir: Path) -> None:
     """Serve until SIGTERM/SIGINT or a shutdown request; then stop every workload."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)  # 0700: the control socket starts root's commands in pods
     sock_path = run_dir / SOCKET_NAME
     with contextlib.suppress(FileNotFoundError):
         sock_path.unlink()
@@ -75,7 +76,11 @@ async def serve(run_dir: Path) -> None:
         finally:
             writer.close()
 
-    ctl = await asyncio.start_unix_server(handle, path=str(sock_path), limit=1 << 20)
+    old_umask = os.umask(0o177)  # the socket is created 0600: no window with wider access
+    try:
+        ctl = await asyncio.start_unix_server(handle, path=str(sock_path), limit=1 << 20)
+    finally:
+        os.umask(old_umask)
     os.chmod(sock_path, 0o600)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -165,8 +170,8 @@ class WorkloadClient:
             pid = self.pid()
             assert pid is not None
             return pid
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / LOG_NAME, "ab") as log:
+        private_dir(self.run_dir)
+        with open_private(self.run_dir / LOG_NAME, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cilia.lab.workloadd", "--run-dir", str(self.run_dir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -26,13 +26,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any, TextIO
 
 from cilia.lab import netns
 from cilia.lab.errors import LabError
 from cilia.lab.httpwire import BadRequest, escape, parse_head
 from cilia.lab.security import RunAs
+from cilia.store.files import open_private
 
 KEEPALIVE_TIMEOUT = 65.0  # nginx's keepalive_timeout default
 MAX_HEADER = 16 * 1024
@@ -170,8 +170,8 @@ class WorkloadServer:
         socks = await loop.run_in_executor(
             self._netns_thread, _bind, spec.netns, spec.tcp_ports, spec.udp_ports
         )
-        Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
-        run = _Running(spec, open(spec.log_path, "a", buffering=1))  # noqa: SIM115 - closed in remove()
+        # 0600 in 0700 directories: the access log holds what the pod's clients sent
+        run = _Running(spec, open_private(spec.log_path, "a", buffering=1))
         self._pods[spec.key] = run
         try:
             for s in socks[: len(spec.tcp_ports)]:
