@@ -6,11 +6,14 @@ One HAProxy and one server for the module; each test loads the rules it needs.""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -66,26 +69,42 @@ class Proxy:
     def __init__(self, tmp: Path) -> None:
         self.server = QuietServer(("127.0.0.1", 0), Echo)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        probe = ThreadingHTTPServer(("127.0.0.1", 0), Echo)  # a free port for the listener
-        self.port = probe.server_address[1]
-        probe.server_close()
+        self.port, self.tls_port = free_port(), free_port()
+        self.tls_backend = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._tls_backend, daemon=True).start()
         self.files = ProxyFiles(tmp / "run")
         self.files.run_dir.mkdir(mode=0o700)
         self.records: list[HttpRecord] = []
         self.reader = AccessLogReader(self.files.log_socket, self.records.append).start()
         server = f"127.0.0.1:{self.server.server_address[1]}"
         static = StaticDestination(f"127.0.0.1:{self.port}", server, (POD, 80))
-        self.cfg = ProxyConfig(self.files, transparent=False, static={("http", Direction.INGRESS): static})
+        tls_server = f"127.0.0.1:{self.tls_backend.getsockname()[1]}"
+        tls = StaticDestination(f"127.0.0.1:{self.tls_port}", tls_server, (POD, 443))
+        self.cfg = ProxyConfig(self.files, transparent=False,
+                               static={("http", Direction.INGRESS): static, ("tls", Direction.INGRESS): tls})
         self.version = 0
         self.sup = Supervisor(self.cfg, render_rules([], 0, False), {"127.0.0.1/32": CLIENT_ID},
                               log_path=tmp / "haproxy.log").start()  # fmt: skip
 
-    def load(self, *rules: L7Rule) -> float:
-        """Load a policy for the pod's port 80; returns the seconds the load took."""
+    def _tls_backend(self) -> None:
+        """Stands for the TLS server: answers the first bytes it gets (the ClientHello) with OK."""
+        while True:
+            try:
+                conn, _ = self.tls_backend.accept()
+            except OSError:
+                return
+            with conn:
+                if conn.recv(65536):
+                    conn.sendall(b"OK")
+
+    def load(self, *rules: L7Rule, tls: tuple[L7Rule, ...] = ()) -> float:
+        """Load a policy for the pod's port 80 (and TLS rules for 443); returns the seconds taken."""
         self.version += 1
-        pol = L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001, rules)
+        pols = [PortPolicyAt(POD, L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001, rules))]
+        if tls:
+            pols.append(PortPolicyAt(POD, L7PortPolicy(Direction.INGRESS, 6, 443, L7Parser.TLS, 15003, tls)))
         t0 = time.monotonic()
-        self.sup.write_data(render_rules([PortPolicyAt(POD, pol)], self.version, False))
+        self.sup.write_data(render_rules(pols, self.version, False))
         assert runtime.load_rules(self.files.api_socket, self.files.rules) == self.version
         return time.monotonic() - t0
 
@@ -93,6 +112,7 @@ class Proxy:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
 
     def close(self) -> None:
+        self.tls_backend.close()
         self.sup.stop()
         self.reader.close()
         self.server.shutdown()
@@ -106,6 +126,30 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         yield p
     finally:
         p.close()
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return int(s.getsockname()[1])
+
+
+def client_hello(sni: str) -> bytes:
+    """The ClientHello a TLS client sends first, naming ``sni``."""
+    ctx = ssl.create_default_context()
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname=sni)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return out.read()
+
+
+def tls_passes(port: int, sni: str) -> bool:
+    """Whether the proxy forwards a ClientHello naming ``sni`` (the backend answers OK) or closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(client_hello(sni))
+        try:
+            return s.recv(10) == b"OK"
+        except ConnectionResetError:
+            return False
 
 
 def ask(c: http.client.HTTPConnection, method: str, path: str, **headers: str) -> tuple[int, bytes]:
@@ -125,6 +169,7 @@ def test_allowed_refused_and_the_connection_stays_usable(proxy: Proxy) -> None:
     assert ask(c, "POST", "/public")[0] == 403
     assert ask(c, "GET", "/public/a?b=1")[0] == 200
     assert ask(c, "GET", "/publicity")[0] == 403  # a whole-path match, not a prefix
+    assert ask(c, "GET", "/PUBLIC")[0] == 403  # RE2 is case-sensitive unless the rule says (?i)
     assert c.sock is sock  # one connection throughout: a 403 does not close it
     c.close()
 
@@ -225,3 +270,16 @@ def test_node_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     files.config.write_text(render(cfg))
     out = subprocess.run(["haproxy", "-c", "-f", str(files.config)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_tls_server_names_on_the_client_hello(proxy: Proxy) -> None:
+    ref = RuleRef("CiliumNetworkPolicy", "default", "sni", "ingress", 0)
+    proxy.load(tls=(L7Rule(frozenset({CLIENT_ID}), None, server_names=("*.example.com", "www.cilium.io"),
+                           refs=frozenset({ref})),))  # fmt: skip
+    assert tls_passes(proxy.tls_port, "api.example.com")
+    assert tls_passes(proxy.tls_port, "WWW.Cilium.IO")
+    assert not tls_passes(proxy.tls_port, "a.b.example.com")  # '*' stays within one label
+    assert not tls_passes(proxy.tls_port, "evil.org")
+    # another peer's rule does not apply to this client
+    proxy.load(tls=(L7Rule(frozenset({CLIENT_ID + 1}), None, refs=frozenset({ref})),))
+    assert not tls_passes(proxy.tls_port, "api.example.com")

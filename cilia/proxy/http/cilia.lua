@@ -26,10 +26,11 @@ local function split(line)
   return out
 end
 
+-- HAProxy's Regex.new(re, cs) takes "case sensitive" as its second argument
 local function regex(field, icase)
   local src = unescape(field)
   if src == nil then return nil end
-  local ok, re = Regex.new(src, icase)
+  local ok, re = Regex.new(src, not icase)
   if not ok then error("bad regex " .. src) end
   return re
 end
