@@ -34,7 +34,9 @@ def fqdn_selector(match_name: str | None = None, match_pattern: str | None = Non
 def _pattern_re(pattern: str) -> re.Pattern[str]:
     p = normalize_fqdn(pattern)
     if p == "*":
-        return re.compile(r".+")
+        # Every name of DNS name characters, and the root, as Cilium's matchpattern "*" (not a
+        # name with other bytes, which the proxy shows \DDD-escaped).
+        return re.compile(r"(?:[-a-z0-9_]+(?:\.[-a-z0-9_]+)*)?")
     # "*" stands for any run of DNS name characters within a label, as Cilium's matchpattern does.
     return re.compile("".join("[-a-z0-9_]*" if c == "*" else re.escape(c) for c in p))
 

@@ -1,22 +1,39 @@
 """The small part of the DNS wire format (RFC 1035) the DNS proxy and the lab's DNS server need:
-one question, A answers (with name compression on reading), NOERROR/NXDOMAIN/REFUSED, and the
-2-byte length framing of DNS over TCP (RFC 1035 §4.2.2, RFC 7766)."""
+the header, one question, A and CNAME answers (with name compression on reading), the error
+answers, and the 2-byte length framing of DNS over TCP (RFC 1035 §4.2.2, RFC 7766).
+
+Reading is strict and bounded, since the proxy reads what pods and servers send: labels of 1–63
+bytes, names of at most 255 bytes, compression pointers only backwards (so a name cannot loop),
+each name offset decoded once per message (a 64 KiB message costs time linear in its size). Names
+are returned in presentation form, lower case, without the trailing dot; a byte outside
+``[a-z0-9_-]`` (a dot or a non-ASCII byte inside a label) is escaped as ``\\DDD``, so a label is
+never taken for two.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import struct
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 TYPE_A = 1
+TYPE_CNAME = 5
 CLASS_IN = 1
-RCODE_NOERROR, RCODE_NXDOMAIN, RCODE_REFUSED = 0, 3, 5
+OPCODE_QUERY = 0
+RCODE_NOERROR, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_NOTIMP, RCODE_REFUSED = 0, 1, 2, 3, 4, 5
+FLAG_QR, FLAG_RD, FLAG_RA = 0x8000, 0x0100, 0x0080
 _HEADER = struct.Struct("!HHHHHH")
-MAX_POINTERS = 16
+HEADER_SIZE = _HEADER.size
+MAX_NAME = 255  # wire octets (RFC 1035 §3.1)
+MAX_LABEL = 63
 MAX_TCP_MESSAGE = 65535
 TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
               65: "HTTPS", 255: "ANY"}
+_PLAIN_LABEL = re.compile(rb"[A-Za-z0-9_-]+")
 
 
 def type_name(qtype: int) -> str:
@@ -28,11 +45,40 @@ class DnsFormatError(ValueError):
     """A message cilia cannot read."""
 
 
+class Header(NamedTuple):
+    id: int
+    flags: int
+    qdcount: int
+    ancount: int
+    nscount: int
+    arcount: int
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & FLAG_QR)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+    @property
+    def rcode(self) -> int:
+        return self.flags & 0xF
+
+
+def header(data: bytes) -> Header:
+    """The fixed 12-byte header (cheap: no name is read)."""
+    if len(data) < HEADER_SIZE:
+        raise DnsFormatError("shorter than a DNS header")
+    return Header(*_HEADER.unpack_from(data))
+
+
 @dataclass(frozen=True)
 class Question:
-    name: str  # lower case, no trailing dot
+    name: str  # presentation form, lower case, no trailing dot ("" is the root)
     qtype: int
     qclass: int
+    raw: bytes = field(default=b"", compare=False, repr=False)  # as on the wire (uncompressed)
 
 
 @dataclass(frozen=True)
@@ -41,6 +87,7 @@ class Message:
     flags: int
     question: Question | None
     answers: tuple[tuple[str, str, int], ...] = ()  # (name, IPv4 address, ttl) of A records
+    cnames: tuple[tuple[str, str, int], ...] = ()  # (name, target, ttl) of CNAME records
 
     @property
     def rcode(self) -> int:
@@ -48,86 +95,196 @@ class Message:
 
     @property
     def is_response(self) -> bool:
-        return bool(self.flags & 0x8000)
+        return bool(self.flags & FLAG_QR)
 
 
-def _read_name(data: bytes, off: int) -> tuple[str, int]:
-    """The name at ``off`` and the offset after it (following compression pointers)."""
-    labels: list[str] = []
-    end = -1
-    for _ in range(MAX_POINTERS + 128):
-        if off >= len(data):
-            raise DnsFormatError("name runs past the message")
-        n = data[off]
-        if n & 0xC0 == 0xC0:
-            if off + 1 >= len(data):
-                raise DnsFormatError("truncated compression pointer")
-            if end < 0:
-                end = off + 2
-            off = ((n & 0x3F) << 8) | data[off + 1]
-            continue
-        if n == 0:
-            return ".".join(labels).lower(), (end if end >= 0 else off + 1)
-        labels.append(data[off + 1: off + 1 + n].decode("ascii", "replace"))
-        off += 1 + n
-    raise DnsFormatError("too many labels or pointers in a name")
+def _label_text(raw: bytes) -> str:
+    if _PLAIN_LABEL.fullmatch(raw):
+        return raw.decode("ascii").lower()
+    return "".join(_BYTE_TEXT[b] for b in raw)
 
 
-def encode_name(name: str) -> bytes:
-    out = b""
-    for label in name.rstrip(".").split("."):
-        raw = label.encode("ascii")
-        if not 0 < len(raw) < 64:
-            raise DnsFormatError(f"bad label in {name!r}")
-        out += bytes([len(raw)]) + raw
-    return out + b"\0"
+_BYTE_TEXT = [chr(b).lower() if _PLAIN_LABEL.fullmatch(bytes([b])) else f"\\{b:03d}" for b in range(256)]
+
+
+class _Names:
+    """Name reading for one message: each offset decoded once (compression makes names share
+    suffixes), pointers only backwards."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.memo: dict[int, tuple[bytes, ...]] = {}  # offset -> the labels of the name there
+        self.text: dict[int, tuple[str, bytes]] = {}  # offset -> (presentation, wire) of that name
+
+    def read(self, off: int) -> tuple[str, int, bytes]:
+        """The name at ``off``: its presentation form, the offset after it, its wire form."""
+        labels, end, key = self._labels(off)
+        got = self.text.get(key)
+        if got is None:
+            wire = b"".join(bytes([len(raw)]) + raw for raw in labels) + b"\0"
+            got = self.text[key] = (".".join(_label_text(raw) for raw in labels), wire)
+        return got[0], end, got[1]
+
+    def _labels(self, start: int) -> tuple[tuple[bytes, ...], int, int]:
+        """The labels of the name at ``start``, the offset after it, and the offset of its first
+        label (where it is remembered)."""
+        data = self.data
+        out: list[bytes] = []
+        starts: list[int] = []  # offsets of the labels read here, to remember their suffixes
+        off, end, floor, size = start, -1, start, 1
+        suffix: tuple[bytes, ...] = ()
+        while True:
+            if off in self.memo:
+                suffix = self.memo[off]
+                if not starts:  # nothing new read: the name is the one remembered there
+                    return suffix, (end if end >= 0 else off), off
+                size += sum(len(x) + 1 for x in suffix)
+                break
+            if off >= len(data):
+                raise DnsFormatError("name runs past the message")
+            n = data[off]
+            if n & 0xC0 == 0xC0:
+                if off + 1 >= len(data):
+                    raise DnsFormatError("truncated compression pointer")
+                target = ((n & 0x3F) << 8) | data[off + 1]
+                if target >= floor:  # only backwards, before all this name read so far: no loops
+                    raise DnsFormatError("compression pointer does not point backwards")
+                if end < 0:
+                    end = off + 2
+                off = floor = target
+                continue
+            if n & 0xC0:
+                raise DnsFormatError(f"unsupported label type 0x{n & 0xC0:02x}")
+            if n == 0:
+                off += 1
+                break
+            if off + 1 + n > len(data):
+                raise DnsFormatError("label runs past the message")
+            starts.append(off)
+            out.append(data[off + 1: off + 1 + n])
+            size += n + 1
+            off += 1 + n
+            if size > MAX_NAME:
+                raise DnsFormatError("name longer than 255 bytes")
+        if size > MAX_NAME:
+            raise DnsFormatError("name longer than 255 bytes")
+        labels = (*out, *suffix)
+        for i, s in enumerate(starts):
+            self.memo[s] = labels[i:]
+        return labels, (end if end >= 0 else off), (starts[0] if starts else -1)
+
+
+def parse_question(data: bytes, names: _Names | None = None) -> tuple[Question, int]:
+    """The first question of a message (after the header) and the offset after it."""
+    if len(data) < HEADER_SIZE:
+        raise DnsFormatError("shorter than a DNS header")
+    names = names or _Names(data)
+    name, off, wire = names.read(HEADER_SIZE)
+    if off + 4 > len(data):
+        raise DnsFormatError("truncated question")
+    qtype, qclass = struct.unpack_from("!HH", data, off)
+    return Question(name, qtype, qclass, wire + data[off: off + 4]), off + 4
 
 
 def parse(data: bytes) -> Message:
-    """The header, the first question and the A answers of a message."""
-    if len(data) < _HEADER.size:
-        raise DnsFormatError("shorter than a DNS header")
-    mid, flags, qd, an, _ns, _ar = _HEADER.unpack_from(data)
-    off = _HEADER.size
+    """The header, the first question and the A and CNAME answers of a message."""
+    h = header(data)
+    names = _Names(data)
+    off = HEADER_SIZE
     question = None
-    for i in range(qd):
-        name, off = _read_name(data, off)
+    for i in range(h.qdcount):
+        if i == 0:
+            question, off = parse_question(data, names)
+            continue
+        _, off, _ = names.read(off)
         if off + 4 > len(data):
             raise DnsFormatError("truncated question")
-        qtype, qclass = struct.unpack_from("!HH", data, off)
         off += 4
-        if i == 0:
-            question = Question(name, qtype, qclass)
-    answers = []
-    for _ in range(an):
-        name, off = _read_name(data, off)
+    answers, cnames = [], []
+    for _ in range(h.ancount):
+        name, off, _ = names.read(off)
         if off + 10 > len(data):
             raise DnsFormatError("truncated answer")
         rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, off)
         off += 10
-        rdata = data[off: off + rdlen]
+        if off + rdlen > len(data):
+            raise DnsFormatError("truncated record data")
+        if rtype == TYPE_A and rclass == CLASS_IN and rdlen == 4:
+            answers.append((name, socket.inet_ntoa(data[off: off + 4]), ttl))
+        elif rtype == TYPE_CNAME and rclass == CLASS_IN:
+            target, t_end, _ = names.read(off)
+            if t_end > off + rdlen:
+                raise DnsFormatError("CNAME target runs past its record")
+            cnames.append((name, target, ttl))
         off += rdlen
-        if rtype == TYPE_A and rclass == CLASS_IN and len(rdata) == 4:
-            answers.append((name, str(ipaddress.IPv4Address(rdata)), ttl))
-    return Message(mid, flags, question, tuple(answers))
+    return Message(h.id, h.flags, question, tuple(answers), tuple(cnames))
+
+
+def encode_name(name: str) -> bytes:
+    """The wire form of a name in presentation form (``\\DDD`` and ``\\X`` escapes; "" or "." is
+    the root)."""
+    if name in ("", "."):
+        return b"\0"
+    text = name[:-1] if name.endswith(".") and not name.endswith("\\.") else name
+    labels: list[bytes] = []
+    label = bytearray()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            digits = text[i + 1: i + 4]
+            if len(digits) == 3 and digits.isascii() and digits.isdigit() and int(digits) < 256:
+                label.append(int(digits))
+                i += 4
+                continue
+            if i + 1 < len(text) and text[i + 1].isascii():
+                label.append(ord(text[i + 1]))
+                i += 2
+                continue
+            raise DnsFormatError(f"bad escape in {name!r}")
+        if c == ".":
+            labels.append(bytes(label))
+            label = bytearray()
+        elif c.isascii():
+            label.append(ord(c))
+        else:
+            raise DnsFormatError(f"non-ASCII character in {name!r}")
+        i += 1
+    labels.append(bytes(label))
+    out = bytearray()
+    for raw in labels:
+        if not 0 < len(raw) <= MAX_LABEL:
+            raise DnsFormatError(f"bad label in {name!r}")
+        out += bytes([len(raw)]) + raw
+    out += b"\0"
+    if len(out) > MAX_NAME:
+        raise DnsFormatError(f"name longer than 255 bytes: {name!r}")
+    return bytes(out)
 
 
 def query(mid: int, name: str, qtype: int = TYPE_A) -> bytes:
     """A recursive query for ``name``."""
-    return _HEADER.pack(mid, 0x0100, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", qtype, CLASS_IN)
+    return _HEADER.pack(mid, FLAG_RD, 1, 0, 0, 0) + encode_name(name) + struct.pack("!HH", qtype, CLASS_IN)
 
 
 def response(request: Message, addresses: list[str], rcode: int = RCODE_NOERROR, ttl: int = 60) -> bytes:
-    """The answer to ``request``: A records for ``addresses`` (in order) or an error code."""
+    """The answer to ``request``: A records for ``addresses`` (in order) or an error code. The
+    question is echoed as it came (its wire form), so any question that could be read can be
+    answered."""
     q = request.question
-    qd = b"" if q is None else encode_name(q.name) + struct.pack("!HH", q.qtype, q.qclass)
+    qd = b"" if q is None else (q.raw or encode_name(q.name) + struct.pack("!HH", q.qtype, q.qclass))
     answers = b"".join(
         struct.pack("!HHHIH", 0xC00C, TYPE_A, CLASS_IN, ttl, 4) + ipaddress.IPv4Address(a).packed
         for a in addresses
     ) if q is not None else b""
-    flags = 0x8000 | (request.flags & 0x0100) | 0x0080 | (rcode & 0xF)
+    flags = FLAG_QR | (request.flags & FLAG_RD) | FLAG_RA | (rcode & 0xF)
     count = len(addresses) if q is not None else 0
     return _HEADER.pack(request.id, flags, 1 if q else 0, count, 0, 0) + qd + answers
+
+
+def error_response(h: Header, rcode: int) -> bytes:
+    """An answer without a question (the query's could not be read): its ID and ``rcode``."""
+    return _HEADER.pack(h.id, FLAG_QR | (h.flags & FLAG_RD) | (h.opcode << 11) | (rcode & 0xF), 0, 0, 0, 0)
 
 
 def frame(message: bytes) -> bytes:
@@ -137,9 +294,14 @@ def frame(message: bytes) -> bytes:
     return struct.pack("!H", len(message)) + message
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes | None:
     buf = b""
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("DNS message not received in time")
+            sock.settimeout(left)
         chunk = sock.recv(n - len(buf))
         if not chunk:
             return None
@@ -147,13 +309,15 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return buf
 
 
-def read_framed(sock: socket.socket) -> bytes | None:
-    """The next length-framed message on a TCP connection; None when the peer closed it."""
-    head = _recv_exact(sock, 2)
+def read_framed(sock: socket.socket, deadline: float | None = None) -> bytes | None:
+    """The next length-framed message on a TCP connection; None when the peer closed it.
+    ``deadline`` (``time.monotonic()``): the whole message must have arrived by then
+    (:class:`TimeoutError` otherwise), however slowly its bytes trickle in."""
+    head = _recv_exact(sock, 2, deadline)
     if head is None:
         return None
     (length,) = struct.unpack("!H", head)
-    body = _recv_exact(sock, length)
+    body = _recv_exact(sock, length, deadline)
     if body is None:
         raise DnsFormatError(f"connection closed inside a {length}-byte message")
     return body
