@@ -283,3 +283,32 @@ def test_tls_server_names_on_the_client_hello(proxy: Proxy) -> None:
     # another peer's rule does not apply to this client
     proxy.load(tls=(L7Rule(frozenset({CLIENT_ID + 1}), None, refs=frozenset({ref})),))
     assert not tls_passes(proxy.tls_port, "api.example.com")
+
+
+def test_cilium_proxy_tables_decided_by_haproxy_as_by_the_engine(proxy: Proxy) -> None:
+    """cilium/proxy's integration tables (tests/test_policy_l7_match.py) through HAProxy: every
+    request decided as L7PortPolicy.decide_http decides it, header actions applied to the request."""
+    from tests.test_policy_l7_match import BASIC_POLICY, BASIC_REQUESTS, HEADER_POLICY, HEADER_REQUESTS
+
+    runtime.replace_map(proxy.files.api_socket, proxy.files.ipcache_map, {"127.0.0.1/32": 1})
+    try:
+        proxy.load(*BASIC_POLICY.rules)
+        c = proxy.conn()
+        for name, method, path, host, allowed in BASIC_REQUESTS:
+            assert BASIC_POLICY.decide_http(1, method, path, host, {}).allowed is allowed
+            assert ask(c, method, path, Host=host)[0] == (200 if allowed else 403), name
+        proxy.load(*HEADER_POLICY.rules)
+        for name, method, path, host, headers, allowed, actions in HEADER_REQUESTS:
+            status, body = ask(c, method, path, Host=host, **headers)
+            assert status == (200 if allowed else 403), name
+            if not allowed:
+                continue
+            seen = json.loads(body)
+            for a in actions:
+                if a.action == "DELETE":
+                    assert a.name not in seen, name
+                else:
+                    assert seen.get(a.name.lower()) == a.value, name
+        c.close()
+    finally:
+        runtime.replace_map(proxy.files.api_socket, proxy.files.ipcache_map, {"127.0.0.1/32": CLIENT_ID})
