@@ -4,6 +4,10 @@ Rows and columns are identity groups (pods with the same identity share every ve
 ``world`` and ``host``. For each port class (:mod:`cilia.analyze.portclasses`) each side of each
 group is summarised as a default verdict plus exceptions for the peer identities its MapState names,
 and the matrix is combined as bitsets (:mod:`cilia.analyze.matrix`).
+
+A cell is *filtered at L7* when the flow is allowed and a side's deciding entry sends it to an L7
+proxy (HTTP rules, serverNames): the port is open, each request is then decided by the proxy
+(``cilia trace --http-…`` decides one).
 """
 
 from __future__ import annotations
@@ -56,9 +60,21 @@ class Connectivity:
     groups: tuple[Group, ...]
     classes: tuple[PortClass, ...]
     matrices: tuple[BitMatrix, ...]  # one per class, over group indices
+    l7: tuple[BitMatrix, ...] = ()  # per class: allowed pairs whose requests an L7 proxy decides
 
     def allowed(self, src: int, dst: int, cls: int) -> bool:
         return self.matrices[cls].allowed(src, dst)
+
+    def filtered_at_l7(self, src: int, dst: int, cls: int) -> bool:
+        return bool(self.l7) and self.l7[cls].allowed(src, dst)
+
+    def row_marks(self, cls: int, src: int) -> str:
+        """Row ``src`` of class ``cls`` as "1" (allowed), "0" (denied), "7" (filtered at L7)."""
+        bits = _bits(self.matrices[cls], src)
+        if not self.l7 or not self.l7[cls].rows[src]:
+            return bits
+        l7 = _bits(self.l7[cls], src)
+        return "".join("7" if f == "1" else b for b, f in zip(bits, l7, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,7 +93,28 @@ class Connectivity:
                 for c, m in zip(self.classes, self.matrices, strict=True)
             },
             "allowed_pairs": {c.label: m.count() for c, m in zip(self.classes, self.matrices, strict=True)},
+            **(
+                {
+                    "filtered_at_l7": {
+                        c.label: {
+                            g.name: [self.groups[d].name for d in m.targets(g.index)]
+                            for g in self.groups
+                            if m.rows[g.index]
+                        }
+                        for c, m in zip(self.classes, self.l7, strict=True)
+                        if m.count()
+                    }
+                }
+                if self.l7_count()
+                else {}
+            ),
         }
+
+    def l7_count(self, cls: int | None = None) -> int:
+        """Pairs filtered at L7 (of one class, or of all)."""
+        if not self.l7:
+            return 0
+        return self.l7[cls].count() if cls is not None else sum(m.count() for m in self.l7)
 
 
 def _group_name(members: list[PodEndpoint], deployment_sizes: dict[tuple[str, str], int]) -> str:
@@ -130,6 +167,34 @@ class _Side:
                 targets = [gi for peer in peers for gi in index.get(peer, ())]
                 if targets:
                     self.groups.append((peers[0], targets))
+        # Peers whose entries redirect to an L7 proxy (grouped apart: the entry shape ignores it).
+        self.redirecting = self.side is not None and any(
+            e.proxy_port and not e.deny and k.direction == direction for k, e in self.side.map_state.items()
+        )
+        self.peer_targets: list[tuple[int, list[int]]] = []
+        if self.redirecting and self.side is not None:
+            for peer in self.side.peers():
+                targets = index.get(peer, [])
+                if targets:
+                    self.peer_targets.append((peer, targets))
+
+    def not_redirected(self, cls: PortClass) -> SideSummary:
+        """Per peer: True unless the deciding entry sends the flow to an L7 proxy."""
+        side = self.side
+        if side is None or not self.redirecting:
+            return UNENFORCED
+
+        def plain(peer: int) -> bool:
+            v = side.lookup(peer, cls.proto, cls.port)
+            return not (v.allowed and v.entry is not None and v.entry.proxy_port)
+
+        default = plain(NO_SUCH_IDENTITY)
+        exceptions: dict[int, bool] = {}
+        for peer, targets in self.peer_targets:
+            verdict = plain(peer)
+            if verdict != default:
+                exceptions.update(dict.fromkeys(targets, verdict))
+        return SideSummary(default, exceptions)
 
     def summary(self, cls: PortClass) -> SideSummary:
         side = self.side
@@ -156,7 +221,15 @@ def connectivity(analysis: Analysis) -> Connectivity:
     matrices = [
         combine([s.summary(cls) for s in egress], [s.summary(cls) for s in ingress]) for cls in classes
     ]
-    return Connectivity(tuple(groups), tuple(classes), tuple(matrices))
+    l7: list[BitMatrix] = []
+    if any(s.redirecting for s in (*egress, *ingress)):
+        full = (1 << len(groups)) - 1
+        for cls, m in zip(classes, matrices, strict=True):
+            # redirected on either side = not (plain on egress and plain on ingress)
+            plain = combine([s.not_redirected(cls) for s in egress], [s.not_redirected(cls) for s in ingress])
+            rows = tuple(a & (full & ~p) for a, p in zip(m.rows, plain.rows, strict=True))
+            l7.append(BitMatrix(m.size, rows))
+    return Connectivity(tuple(groups), tuple(classes), tuple(matrices), tuple(l7))
 
 
 # --------------------------------------------------------------------------- output
@@ -168,7 +241,8 @@ def _bits(m: BitMatrix, src: int) -> str:
 
 
 def render_table(conn: Connectivity) -> str:
-    """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied."""
+    """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied, ``L7`` allowed at L4
+    with each request decided by an L7 proxy."""
     width = len(str(len(conn.groups)))
     lines = ["groups (pods with the same identity share a row):"]
     for g in conn.groups:
@@ -177,13 +251,19 @@ def render_table(conn: Connectivity) -> str:
     cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
     head = "from\\to"
     label_width = max(len(head), width + 2)
-    marks = {"1": "✓".rjust(width), "0": "✗".rjust(width)}
-    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+    if conn.l7_count():
+        width = max(width, 2)
+        cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
+        label_width = max(len(head), width + 2)
+    marks = {"1": "✓".rjust(width), "0": "✗".rjust(width), "7": "L7".rjust(width)}
+    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
         lines.append("")
-        lines.append(f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed")
+        n7 = conn.l7_count(ci)
+        via = f" ({n7} filtered at L7: each request decided by a proxy)" if n7 else ""
+        lines.append(f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed{via}")
         lines.append(f"  {head:<{label_width}} {cols}")
         for g in conn.groups:
-            cells = " ".join(marks[bit] for bit in _bits(m, g.index))
+            cells = " ".join(marks[bit] for bit in conn.row_marks(ci, g.index))
             lines.append(f"  {f'[{g.index + 1}]':<{label_width}} {cells}")
     return "\n".join(lines) + "\n"
 
@@ -200,13 +280,13 @@ def write_csv(conn: Connectivity, out: TextIO) -> None:
     out.write("port_class,from,from_identity,to,to_identity,verdict\n")
     tails = {
         bit: [f",{_csv_field(d.name)},{d.identity},{verdict}\n" for d in conn.groups]
-        for bit, verdict in (("1", "allow"), ("0", "deny"))
+        for bit, verdict in (("1", "allow"), ("0", "deny"), ("7", "allow-l7"))
     }
-    for cls, m in zip(conn.classes, conn.matrices, strict=True):
+    for ci, cls in enumerate(conn.classes):
         label = _csv_field(cls.label)
         for g in conn.groups:
             head = f"{label},{_csv_field(g.name)},{g.identity}"
-            out.write("".join(head + tails[bit][i] for i, bit in enumerate(_bits(m, g.index))))
+            out.write("".join(head + tails[bit][i] for i, bit in enumerate(conn.row_marks(ci, g.index))))
 
 
 def render_csv(conn: Connectivity) -> str:
@@ -223,7 +303,9 @@ def render_html(conn: Connectivity) -> str:
         '<html><head><meta charset="utf-8"><title>cilia connectivity</title>',
         "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1.5em}"
         "td,th{border:1px solid #ccc;padding:2px 6px;text-align:center}th.row{text-align:left}"
-        "td.allow{background:#d9f2d9}td.deny{background:#f7d4d4}</style></head><body>",
+        "td.allow{background:#d9f2d9}td.deny{background:#f7d4d4}"
+        + ("td.l7{background:#fbeecb}" if conn.l7_count() else "")
+        + "</style></head><body>",
         "<h1>cilia connectivity</h1>",
         "<p>Rows: source; columns: destination. Pods with the same identity share a row.</p>",
         "<ol>",
@@ -233,12 +315,18 @@ def render_html(conn: Connectivity) -> str:
         out.append(f"<li>{esc(g.name)} (identity {g.identity}){pods}</li>")
     out.append("</ol>")
     head = "".join(f"<th>{g.index + 1}</th>" for g in conn.groups)
-    html_cells = {"1": '<td class="allow">✓</td>', "0": '<td class="deny">✗</td>'}
-    for cls, m in zip(conn.classes, conn.matrices, strict=True):
-        out.append(f"<h2>{esc(cls.label)}: {m.count()} of {len(conn.groups) ** 2} pairs allowed</h2>")
+    html_cells = {
+        "1": '<td class="allow">✓</td>',
+        "0": '<td class="deny">✗</td>',
+        "7": '<td class="l7" title="allowed at L4; each request decided by an L7 proxy">L7</td>',
+    }
+    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
+        n7 = conn.l7_count(ci)
+        via = f" ({n7} filtered at L7)" if n7 else ""
+        out.append(f"<h2>{esc(cls.label)}: {m.count()} of {len(conn.groups) ** 2} pairs allowed{via}</h2>")
         out.append(f"<table><tr><th>from \\ to</th>{head}</tr>")
         for g in conn.groups:
-            cells = "".join(html_cells[bit] for bit in _bits(m, g.index))
+            cells = "".join(html_cells[bit] for bit in conn.row_marks(ci, g.index))
             out.append(f'<tr><th class="row">{g.index + 1}. {esc(g.name)}</th>{cells}</tr>')
         out.append("</table>")
     out.append("</body></html>")
