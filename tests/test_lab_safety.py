@@ -238,7 +238,7 @@ def test_pods_route_only_the_lab_and_the_guard_is_installed(slab: SafetyLab) -> 
 
 @pytest.mark.root
 def test_teardown_removes_the_guard(tmp_path: Path) -> None:
-    fx = SafetyLab(tmp_path, node=14)  # beside the module's lab: its own addresses
+    fx = SafetyLab(tmp_path, node=8)  # beside the module's lab: its own addresses
     try:
         fx.pod("guard-a")
         assert guard.installed(fx.lab.run_dir)
@@ -306,3 +306,89 @@ def test_container_commands_get_what_the_security_context_asks(slab: SafetyLab) 
     full = int(Path("/proc/self/status").read_text().split("CapBnd:\t")[1].split()[0], 16)
     assert f"P0 CapEff: {full:016x}" in log
     assert "U1234:4321 CapEff: 0000000000002000" in log  # CAP_NET_RAW only
+
+
+# ---------------------------------------------------------------------------------- etcd: mutual TLS
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import shutil
+
+    from cilia.lab import etcd_pki
+    from cilia.lab.etcd_cluster import EtcdCluster
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd is not installed (scripts/install-system-deps.sh)")
+    base = tmp_path_factory.mktemp("etcd-tls")
+    pki = etcd_pki.ensure(base / "pki")
+    with EtcdCluster(base / "data", members=1, tls=pki) as cluster:
+        yield cluster, pki
+
+
+def test_the_lab_pki_is_root_only(tls_etcd: Any) -> None:
+    from cilia.lab import etcd_pki
+    from cilia.store.etcd import TLS_SERVER_NAME
+
+    _, pki = tls_etcd
+    assert TLS_SERVER_NAME == etcd_pki.SERVER_NAME
+    assert pki.directory.stat().st_mode & 0o777 == 0o700
+    for key in (pki.directory / "ca.key", pki.server_key, pki.client_key):
+        assert key.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in pki.directory.iterdir()) == [
+        "ca.crt", "ca.key", "client.crt", "client.key", "server.crt", "server.key"]
+    assert etcd_pki.ensure(pki.directory).ca.read_bytes() == pki.ca.read_bytes()  # kept, not remade
+
+
+def test_etcd_refuses_a_client_without_the_labs_certificate(tls_etcd: Any) -> None:
+    import ssl
+    import urllib.request
+
+    from cilia.lab import etcd_pki
+    from cilia.store import StoreError
+    from cilia.store.etcd import EtcdBackend
+
+    cluster, pki = tls_etcd
+    m = cluster.members[0]
+    assert m.client_url.startswith("https://127.0.0.1:")
+    with pytest.raises(OSError):  # plain HTTP to a TLS-only listener
+        urllib.request.urlopen(f"http://127.0.0.1:{m.client_port}/health", timeout=3)
+    no_cert = ssl.create_default_context(cafile=str(pki.ca))
+    with pytest.raises(OSError):  # TLS, trusting the CA, but without a client certificate
+        urllib.request.urlopen(f"{m.client_url}/health", timeout=3, context=no_cert).read()
+    with pytest.raises(StoreError, match="UNAVAILABLE"):  # the store's own client without TLS
+        EtcdBackend([m.endpoint], connect_timeout=2, retry_for=2)
+    wrong = etcd_pki.ensure(pki.directory.parent / "other-pki")  # a certificate of another CA
+    with pytest.raises(StoreError, match="UNAVAILABLE"):
+        EtcdBackend([m.endpoint], connect_timeout=2, retry_for=2, tls=(str(pki.ca), *wrong.client_tls()[1:]))
+    backend = EtcdBackend([m.endpoint], tls=pki.client_tls())
+    try:
+        from cilia.store import Kind, Store
+
+        store = Store(backend)
+        key = Kind.SERVICES.key("default", "tls-check")
+        store.put(key, {"spec": {"clusterIP": "198.18.255.99"}})
+        rec = store.get(key)
+        assert rec is not None and rec.value == {"spec": {"clusterIP": "198.18.255.99"}}
+    finally:
+        backend.close()
+
+
+def test_agents_and_cli_dial_the_labs_etcd_with_its_client_certificate(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cilia.agent.cluster import LAB_ETCD_HOST, etcd_client_tls, member_config
+    from cilia.agent.config import AgentConfig
+    from cilia.lab import etcd_pki, nodes_lab
+
+    assert LAB_ETCD_HOST == nodes_lab.BRIDGE_ADDRESS and LAB_ETCD_HOST in etcd_pki.SERVER_IPS
+    base = replace(AgentConfig.resolve(tmp_path / "state", tmp_path / "run"), store="etcd",
+                   etcd_endpoints=f"{LAB_ETCD_HOST}:2379", cluster_size=2)
+    assert etcd_client_tls(base) is None  # no lab PKI: an etcd the user gave, dialled as it is
+    pki = tmp_path / "state" / "etcd" / "pki"
+    pki.mkdir(parents=True)
+    (pki / "ca.crt").write_text("")
+    want = (str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key"))
+    assert etcd_client_tls(base) == want
+    assert etcd_client_tls(member_config(base, 1)) == want  # a node's agent: the cluster's PKI
+    assert etcd_client_tls(replace(base, etcd_endpoints="10.0.0.1:2379")) is None

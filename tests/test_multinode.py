@@ -251,7 +251,7 @@ def test_given_etcd_endpoints_are_used_and_left_running(cluster: Cluster, tmp_pa
         ipr.link("set", index=br, state="up")
     outside = tmp_path / "outside-etcd"
     try:
-        endpoints = etcd_keeper.start(outside, nodes_lab.BRIDGE_ADDRESS)
+        endpoints = etcd_keeper.start(outside, nodes_lab.BRIDGE_ADDRESS, tls=False)  # plain, not the lab's
         loopback = cluster.cilia("up", "--nodes", "2", "--etcd-endpoints", "127.0.0.1:2379", check=False)
         assert loopback.returncode != 0 and "own loopback" in loopback.stderr
         up = json.loads(cluster.cilia("up", "--nodes", "2", "--etcd-endpoints", ",".join(endpoints),

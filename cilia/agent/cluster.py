@@ -109,10 +109,33 @@ def member_endpoints(base: AgentConfig) -> list[dict[str, Any]]:
     return out
 
 
+LAB_ETCD_HOST = "198.18.254.254"  # where the lab's etcd listens (cilia.lab.nodes_lab.BRIDGE_ADDRESS)
+
+
+def etcd_client_tls(cfg: AgentConfig) -> tuple[str, str, str] | None:
+    """(CA, client certificate, key) for the lab's etcd, which speaks mutual TLS only: its
+    certificates are in ``<cluster state dir>/etcd/pki`` (cilia.lab.etcd_pki). None for an etcd
+    given with ``--etcd-endpoints`` (no lab PKI beside the settings), which is dialled as it is."""
+    eps = cfg.etcd_endpoint_list
+    if not eps or not all(e.startswith(LAB_ETCD_HOST + ":") for e in eps):
+        return None
+    base = cfg.state_dir.parent.parent if cfg.node_name else cfg.state_dir  # nodes/<name> of a member
+    pki = base / "etcd" / "pki"
+    if not (pki / "ca.crt").exists():
+        return None
+    return str(pki / "ca.crt"), str(pki / "client.crt"), str(pki / "client.key")
+
+
 def open_agent_store(cfg: AgentConfig) -> Store:
-    """The node's store: SQLite in its state directory, or the cluster's etcd."""
+    """The node's store: SQLite in its state directory, or the cluster's etcd (the lab's over
+    mutual TLS)."""
     if cfg.store == "etcd":
-        return open_store(backend="etcd", endpoints=cfg.etcd_endpoint_list)
+        tls = etcd_client_tls(cfg)
+        if tls is None:
+            return open_store(backend="etcd", endpoints=cfg.etcd_endpoint_list)
+        from cilia.store.etcd import open_etcd_store  # etcd3aio only when asked for
+
+        return open_etcd_store(cfg.etcd_endpoint_list, tls=tls)
     return open_store(cfg.state_dir)
 
 

@@ -7,6 +7,10 @@ Members are started through ``setpriv --pdeathsig KILL`` (util-linux) so a crash
 leaves no etcd behind; no Python code runs between fork and exec, which matters in a process
 that already has gRPC threads.
 
+With ``tls`` (an :class:`~cilia.lab.etcd_pki.EtcdPki`) members speak only mutual TLS, to clients
+and to each other: ``https`` URLs, ``--client-cert-auth`` and ``--peer-client-cert-auth`` with the
+lab's CA; this module's own health and status checks then present the client certificate.
+
 etcd limits a transaction to 128 operations and a request to 1.5 MiB by default; the store
 applies whole manifests in one transaction, so members run with higher limits.
 """
@@ -17,6 +21,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -27,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from cilia.lab.errors import LabError
+from cilia.lab.etcd_pki import EtcdPki
 
 ETCD_BIN = "etcd"
 MAX_TXN_OPS = 20_000
@@ -46,6 +52,7 @@ class Member:
     peer_port: int
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    scheme: str = "http"  # https when the cluster runs with TLS
 
     @property
     def endpoint(self) -> str:
@@ -57,11 +64,11 @@ class Member:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
 
 def _free_ports(n: int) -> list[int]:
@@ -77,28 +84,40 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _post_json(url: str, body: dict[str, object], timeout: float) -> dict[str, object]:
+def _post_json(url: str, body: dict[str, object], timeout: float,
+               context: ssl.SSLContext | None = None) -> dict[str, object]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
         return json.loads(resp.read())
+
+
+def client_context(pki: EtcdPki) -> ssl.SSLContext:
+    """An SSL context that trusts only the lab's CA and presents the client certificate."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    return ctx
 
 
 class EtcdCluster:
     """Start, inspect, break and stop a local etcd cluster (see the module docstring)."""
 
     def __init__(self, base_dir: Path | str, members: int = 3, *, etcd_bin: str = ETCD_BIN,
-                 election_timeout_ms: int = 1000, heartbeat_ms: int = 100) -> None:
+                 election_timeout_ms: int = 1000, heartbeat_ms: int = 100,
+                 tls: EtcdPki | None = None) -> None:
         if members < 1:
             raise EtcdClusterError("an etcd cluster needs at least one member")
         self.base_dir = Path(base_dir)
+        self.tls = tls
+        self._context = client_context(tls) if tls is not None else None
         self.etcd_bin = etcd_bin
         self.token = f"cilia-{uuid.uuid4().hex[:12]}"
         self.election_timeout_ms = election_timeout_ms
         self.heartbeat_ms = heartbeat_ms
         ports = _free_ports(2 * members)
         self.members = [
-            Member(f"m{i + 1}", ports[2 * i], ports[2 * i + 1], self.base_dir / f"m{i + 1}")
+            Member(f"m{i + 1}", ports[2 * i], ports[2 * i + 1], self.base_dir / f"m{i + 1}",
+                   scheme="https" if tls is not None else "http")
             for i in range(members)
         ]
 
@@ -144,6 +163,12 @@ class EtcdCluster:
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--max-txn-ops", str(MAX_TXN_OPS), "--max-request-bytes", str(MAX_REQUEST_BYTES),
         ]
+        if self.tls is not None:
+            t = self.tls
+            cmd += ["--client-cert-auth", "--trusted-ca-file", str(t.ca), "--cert-file", str(t.server_cert),
+                    "--key-file", str(t.server_key),
+                    "--peer-client-cert-auth", "--peer-trusted-ca-file", str(t.ca),
+                    "--peer-cert-file", str(t.server_cert), "--peer-key-file", str(t.server_key)]
         log = (self.base_dir / f"{m.name}.log").open("ab")
         try:
             m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -161,7 +186,8 @@ class EtcdCluster:
         if m.pid is None:
             return False
         try:
-            with urllib.request.urlopen(f"{m.client_url}/health", timeout=timeout) as resp:
+            with urllib.request.urlopen(f"{m.client_url}/health", timeout=timeout,
+                                        context=self._context) as resp:
                 return json.loads(resp.read()).get("health") == "true"
         except (OSError, ValueError):
             return False
@@ -213,7 +239,7 @@ class EtcdCluster:
 
     def status(self, m: Member, timeout: float = 1.0) -> dict[str, object]:
         """The member's ``Maintenance.Status`` through etcd's grpc-gateway (JSON)."""
-        return _post_json(f"{m.client_url}/v3/maintenance/status", {}, timeout)
+        return _post_json(f"{m.client_url}/v3/maintenance/status", {}, timeout, self._context)
 
     def leader(self, timeout: float = 10.0) -> Member:
         """The current raft leader (waits for an election to finish)."""

@@ -4,7 +4,9 @@ Members of :class:`~cilia.lab.etcd_cluster.EtcdCluster` die with the process tha
 (``--pdeathsig``), and ``cilia up`` returns, so a detached keeper (``python -m
 cilia.lab.etcd_keeper DIR ADDRESS``) starts them, writes ``DIR/keeper.json`` (its pid, the
 endpoints, the members' pids) and stops them (by PID) on SIGTERM, removing their data. Clients
-listen on ``ADDRESS`` (the underlay bridge), which agents in node namespaces can reach.
+listen on ``ADDRESS`` (the underlay bridge), which agents in node namespaces can reach. Members
+speak mutual TLS only, with the certificates of ``DIR/pki`` (:mod:`cilia.lab.etcd_pki`, made on
+the first start; root-only): clients need ``pki/client.crt`` and its key.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cilia.lab import etcd_pki
 from cilia.lab.etcd_cluster import EtcdCluster, EtcdClusterError, Member
+from cilia.lab.etcd_pki import EtcdPki
 
 KEEPER_FILE = "keeper.json"
 
@@ -35,12 +39,18 @@ class _AddressedMember(Member):
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
 
-def _serve(base: Path, host: str) -> int:
-    cluster = EtcdCluster(base / "data", members=3)
-    cluster.members = [_AddressedMember(m.name, m.client_port, m.peer_port, m.data_dir, host=host)
+def pki(base: Path) -> EtcdPki:
+    """The keeper's certificates (made if missing)."""
+    return etcd_pki.ensure(base / "pki")
+
+
+def _serve(base: Path, host: str, tls: bool = True) -> int:
+    cluster = EtcdCluster(base / "data", members=3, tls=pki(base) if tls else None)
+    cluster.members = [_AddressedMember(m.name, m.client_port, m.peer_port, m.data_dir, scheme=m.scheme,
+                                        host=host)
                        for m in cluster.members]
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -76,14 +86,19 @@ def _is_keeper(pid: int) -> bool:
         return False
 
 
-def start(base: Path, host: str, timeout: float = 30.0) -> list[str]:
-    """Start the keeper (detached) and wait for its cluster; the client endpoints."""
+def start(base: Path, host: str, timeout: float = 30.0, tls: bool = True) -> list[str]:
+    """Start the keeper (detached) and wait for its cluster; the client endpoints. ``tls`` False:
+    a plain etcd (tests stand one up as an etcd that is not the lab's)."""
     running = read(base)
     if running is not None:
         return list(running["endpoints"])  # type: ignore[call-overload]
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(base, 0o700)  # data, keys and logs of the cluster's store: root's only
+    if tls:
+        pki(base)  # before the keeper: a failure here is the caller's error, not a log line
     with open(base / "keeper.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "cilia.lab.etcd_keeper", str(base), host],
+        proc = subprocess.Popen([sys.executable, "-m", "cilia.lab.etcd_keeper", str(base), host,
+                                 *([] if tls else ["--plain"])],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
@@ -118,4 +133,4 @@ def stop(base: Path, timeout: float = 20.0) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(Path(sys.argv[1]), sys.argv[2]))
+    sys.exit(_serve(Path(sys.argv[1]), sys.argv[2], tls="--plain" not in sys.argv[3:]))

@@ -44,6 +44,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -70,6 +71,7 @@ OFFSET = 1  # etcd revision of an empty cluster
 _ALL_START = b"\x00"
 _ALL_END = b"\x00"  # with key b"\0": every key (etcd's "from key" range)
 _PAGE = 1000
+TLS_SERVER_NAME = "cilia-etcd"  # in the lab etcd's server certificate (cilia.lab.etcd_pki.SERVER_NAME)
 
 
 class EtcdUnavailableError(StoreError):
@@ -144,17 +146,29 @@ class EtcdBackend:
     """A :class:`cilia.store.backend.Backend` on an etcd cluster (see the module docstring)."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = 1.0, retry_for: float = 15.0,
-                 connect_timeout: float = 10.0, history: int = 20_000) -> None:
+                 connect_timeout: float = 10.0, history: int = 20_000,
+                 tls: Sequence[str] | None = None) -> None:
         if not endpoints:
             raise StoreError("the etcd backend needs at least one endpoint (host:port)")
         self.endpoints = list(endpoints)
+        # tls: (CA, client certificate, client key) files: mutual TLS, the server checked against
+        # the CA under TLS_SERVER_NAME (one name for every member: the channel balances over them)
+        self.tls = tuple(tls) if tls else None
+        self._tls_args: dict[str, Any] = {}
+        if self.tls is not None:
+            try:
+                ca, cert, key = (Path(f).read_bytes() for f in self.tls)
+            except (OSError, ValueError) as e:
+                raise StoreError(f"etcd TLS files {', '.join(self.tls)}: {e}") from e
+            self._tls_args = {"ca_cert": ca, "cert_chain": cert, "cert_key": key,
+                              "tls_server_name": TLS_SERVER_NAME}
         self.timeout = timeout
         self.retry_for = retry_for
         self.history = history
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cilia-etcd", daemon=True)
         self._thread.start()
-        self._client = Etcd3Client(self.endpoints, rpc_max_attempts=2)
+        self._client = Etcd3Client(self.endpoints, rpc_max_attempts=2, **self._tls_args)
         self._watch_channel: Any = None
         self._watch_stub: Any = None
         self._cond = threading.Condition()
@@ -277,7 +291,7 @@ class EtcdBackend:
 
     async def _open_watch_channel(self) -> None:
         # Its own channel, created on the loop: watch streams do not queue behind unary calls.
-        self._watch_channel = ConnectionManager(self.endpoints).get_channel()
+        self._watch_channel = ConnectionManager(self.endpoints).get_channel(**self._tls_args)
         self._watch_stub = WatchStub(self._watch_channel)
 
     def _note(self, etcd_rev: int) -> None:
