@@ -11,7 +11,6 @@ import pytest
 from tests.helpers_analyze import check_golden, run_cli
 from tests.test_trace_l7 import MANIFESTS
 
-
 FORMATS = [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")]
 
 
