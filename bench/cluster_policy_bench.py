@@ -44,14 +44,14 @@ sys.path.insert(0, str(REPO))
 
 from cilia.agent import manifests  # noqa: E402
 from cilia.agent.client import AgentClient  # noqa: E402
-from cilia.agent.cluster import member_config  # noqa: E402
+from cilia.agent.cluster import member_config, open_agent_store  # noqa: E402
 from cilia.agent.config import AgentConfig  # noqa: E402
 from cilia.datapath.bpf.pins import PinnedMaps, open_pinned  # noqa: E402
 from cilia.datapath.maps.policy import F_DENY, PolicyValue, make_key  # noqa: E402
 from cilia.lab import etcd_keeper, netns, nodes_lab  # noqa: E402
 from cilia.lab.workloadd import PID_NAME as WORKLOADS_PID  # noqa: E402
 from cilia.policy.types import Direction, Key, Proto  # noqa: E402
-from cilia.store import EventType, Kind, Store, open_store  # noqa: E402
+from cilia.store import EventType, Kind, Store  # noqa: E402
 
 NAMESPACES = ("bench-0", "bench-1", "bench-2", "bench-3")
 TARGET_NS = NAMESPACES[0]
@@ -283,7 +283,7 @@ def run_setup(nodes: int, pods: int, policies: int, samples: int) -> Result:
         base = replace_settings(cfg, settings)
         members = [member_config(base, i) for i in range(nodes)]
         clients = {m.node_name: AgentClient(m.socket_path, timeout=600) for m in members}
-        store: Store = open_store(backend="etcd", endpoints=settings["etcd_endpoints"].split(","))
+        store: Store = open_agent_store(base)  # the lab's etcd: mutual TLS with its client certificate
         probes: list[NodeProbe] = []
         try:
             tmp = cfg.state_dir

@@ -33,7 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from cilia.agent.client import AgentClient  # noqa: E402
 from cilia.lab import etcd_keeper, netns, nodes_lab  # noqa: E402
-from cilia.store import Kind, open_store  # noqa: E402
+from cilia.lab.etcd_pki import EtcdPki  # noqa: E402
+from cilia.store import Kind  # noqa: E402
+from cilia.store.etcd import open_etcd_store  # noqa: E402
 
 SEED = REPO / "examples" / "seed"
 POLICY = (
@@ -99,7 +101,8 @@ def main() -> None:
             print(f"apply (2 Deployments, 4 pods, 1 policy): {apply_s:.1f} s; "
                   f"{a['pod']} on node-{a['node']} -> {b['pod']} on node-{b['node']}")
             settings = json.loads((base / "state" / "node.json").read_text())
-            store = open_store(backend="etcd", endpoints=settings["etcd_endpoints"].split(","))
+            pki = EtcdPki(base / "state" / "etcd" / "pki")  # the lab's etcd speaks mutual TLS only
+            store = open_etcd_store(settings["etcd_endpoints"].split(","), tls=pki.client_tls())
             key = Kind.PODS.key("default", a["pod"].split("/", 1)[1])
 
             def set_label(on: bool) -> None:
