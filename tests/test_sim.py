@@ -192,9 +192,9 @@ def test_flow_checks_source_egress_then_destination_ingress() -> None:
     unknown = dp.flow("203.0.113.1", "198.18.0.11", TCP, 80)
     assert unknown.src_identity == 2 and not unknown.allowed
     # Leaving the node: only the source's egress.
-    out = dp.flow("198.18.0.10", "203.0.113.1", TCP, 80)
+    out = dp.flow("198.18.0.10", "198.19.1.1", TCP, 80)
     assert out == FlowVerdict(
-        300, 2, Verdict(False, DropReason.POLICY_DENIED, MatchType.NONE, None, None), None
+        300, 0x01000001, Verdict(False, DropReason.POLICY_DENIED, MatchType.NONE, None, None), None
     )
     dp.remove_endpoint("198.18.0.11")
     assert dp.identity_of("198.18.0.11") == 2

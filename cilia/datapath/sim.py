@@ -13,6 +13,10 @@ One side of a flow (:func:`policy_lookup`):
 4. A chosen deny drops (181); an allow that requires authentication drops with 189 (cilia has no
    auth map); policy-audit mode turns drops into allows marked ``audited``.
 
+Before any of this, the lab's address guard (``bpf/guard.h``, :mod:`cilia.datapath.guard`): a
+packet from or to an address outside the lab's ranges is dropped (``OUTSIDE_LAB``) whatever the
+policy or audit mode says.
+
 Conntrack is not modelled: the kernel skips policy for reply and related packets of allowed
 connections (§4.9), so only packets in the original direction are looked up here.
 """
@@ -23,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from cilia.datapath.guard import in_lab
 from cilia.datapath.ipcache import IPCache
 from cilia.policy.types import DropReason, Entry, Key, MatchType, Verdict, lpm_prefix
 
@@ -96,6 +101,8 @@ def _verdict(found: tuple[Key, Entry], is_l3: bool, audit: bool) -> Verdict:
 
 # ---------------------------------------------------------------------------------------- flows
 
+OUTSIDE_LAB = Verdict(False, DropReason.OUTSIDE_LAB, MatchType.NONE, None, None)
+
 
 @dataclass
 class SimEndpoint:
@@ -162,13 +169,17 @@ class Datapath:
         return ep.identity if ep is not None else self.ipcache.lookup(ip)
 
     def flow(self, src_ip: str, dst_ip: str, proto: int, dport: int) -> FlowVerdict:
-        """Source egress (if local), then destination ingress (if local and not yet dropped)."""
+        """Source egress (if local), then destination ingress (if local and not yet dropped); a side
+        drops with ``OUTSIDE_LAB`` when either address is outside the lab's ranges."""
         src_id, dst_id = self.identity_of(src_ip), self.identity_of(dst_ip)
+        outside = not (in_lab(src_ip) and in_lab(dst_ip))
         egress = ingress = None
         src = self.endpoints.get(src_ip)
         if src is not None:
-            egress = policy_lookup(src.policy, dst_id, 1, proto, dport, audit=src.audit)
+            egress = OUTSIDE_LAB if outside else policy_lookup(src.policy, dst_id, 1, proto, dport,
+                                                               audit=src.audit)
         dst = self.endpoints.get(dst_ip)
         if dst is not None and (egress is None or egress.allowed):
-            ingress = policy_lookup(dst.policy, src_id, 0, proto, dport, audit=dst.audit)
+            ingress = OUTSIDE_LAB if outside else policy_lookup(dst.policy, src_id, 0, proto, dport,
+                                                                audit=dst.audit)
         return FlowVerdict(src_id, dst_id, egress, ingress)

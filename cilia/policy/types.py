@@ -53,14 +53,18 @@ class DropReason(IntEnum):
     POLICY_DENIED = 133  # no allow matched: default deny
     POLICY_DENY = 181  # an explicit deny entry matched
     AUTH_REQUIRED = 189
+    PROXY_LOOKUP_FAILED = 178  # the entry's proxy port has no listener: fail closed
+    OUTSIDE_LAB = 250  # cilia's own (outside Cilium's numbers): an address outside the lab's ranges
 
     @property
     def description(self) -> str:
         return {
             0: "",
             133: "Policy denied",
+            178: "Proxy lookup failed",
             181: "Policy denied by denylist",
             189: "Authentication required",
+            250: "Destination outside the lab",
         }[int(self)]
 
 

@@ -28,6 +28,8 @@
 #define DROP_POLICY 133
 #define DROP_POLICY_DENY 181
 #define DROP_POLICY_AUTH_REQUIRED 189
+#define DROP_PROXY_LOOKUP_FAILED 178 /* Cilium's number: the proxy port has no listener */
+#define DROP_OUTSIDE_LAB 250 /* cilia's own (Cilium uses none above 210): see guard.h */
 
 #define MATCH_NONE 0
 #define MATCH_L3_ONLY 1
@@ -157,6 +159,11 @@ struct config_value {
 #define METRIC_DIR_STRIDE 8
 #define METRIC_EVENTS_LOST 16
 #define METRIC_EVENTS_SUPPRESSED 17
+/* a second per-direction block: METRIC_EXT_BASE + direction * METRIC_DIR_STRIDE + slot */
+#define METRIC_EXT_BASE 32
+#define METRIC_X_DROP_OUTSIDE_LAB 0
+#define METRIC_X_REDIRECTED 1
+#define METRIC_X_DROP_PROXY 2
 struct metric_value {
 	__u64 packets;
 	__u64 bytes;

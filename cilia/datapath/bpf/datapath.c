@@ -9,7 +9,8 @@
  * policy, conntrack.h), remote identity from the ipcache (miss: world), then the policy lookup of
  * semantics.md §5.5 (policy.h, mirrored by cilia/datapath/sim.py). Every forward packet is looked
  * up, so a revoked rule cuts established connections (§4.9); conntrack only exempts replies.
- * Non-IP passes. Services (lb.h) and the DNS proxy redirect (proxy.h) rewrite addresses around it.
+ * Non-IP passes; a packet from or to an address outside the lab is dropped first (guard.h).
+ * Services (lb.h) and the DNS proxy redirect (proxy.h) rewrite addresses around it.
  */
 #include "common.h"
 #include "maps.h"
@@ -20,6 +21,7 @@
 #include "conntrack.h"
 #include "lb.h"
 #include "proxy.h"
+#include "guard.h"
 
 #define CONTINUE -1
 
@@ -50,6 +52,14 @@ static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const 
 	}
 	if (ipv6_link_control(&p->f))
 		return TC_ACT_OK;
+	if (outside_lab(&p->f)) {
+		v.reason = DROP_OUTSIDE_LAB;
+		count(METRIC_EXT_BASE + base + METRIC_X_DROP_OUTSIDE_LAB, skb->len);
+		/* the peer is world: outside the lab's ranges nothing has another identity */
+		emit(skb, p->cfg, p->ep->ep_id, dir == DIR_EGRESS ? p->ep->identity : WORLD_ID,
+		     dir == DIR_EGRESS ? WORLD_ID : p->ep->identity, dir, &p->f, &v, 0);
+		return TC_ACT_SHOT;
+	}
 	return CONTINUE;
 }
 

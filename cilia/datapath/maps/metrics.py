@@ -27,6 +27,13 @@ SLOTS: dict[int, tuple[str, DropReason | str]] = {
     6: ("dropped", "unknown endpoint"),
     7: ("dropped", "endpoint policy not ready"),
 }
+# the second per-direction block (index EXT_BASE + direction * DIR_STRIDE + slot)
+EXT_BASE = 32
+EXT_SLOTS: dict[int, tuple[str, DropReason | str]] = {
+    0: ("dropped", DropReason.OUTSIDE_LAB),
+    1: ("redirected", "to proxy"),
+    2: ("dropped", DropReason.PROXY_LOOKUP_FAILED),
+}
 
 
 class MetricValue(Structure):
@@ -69,6 +76,10 @@ class MetricsMap:
         for d in Direction:
             for slot, (verdict, reason) in SLOTS.items():
                 pk, by = self.read(int(d) * DIR_STRIDE + slot)
+                if pk or include_zero:
+                    rows.append(MetricRow(d.label, verdict, _reason_text(reason), pk, by))
+            for slot, (verdict, reason) in EXT_SLOTS.items():
+                pk, by = self.read(EXT_BASE + int(d) * DIR_STRIDE + slot)
                 if pk or include_zero:
                     rows.append(MetricRow(d.label, verdict, _reason_text(reason), pk, by))
         for idx, name in ((EVENTS_LOST, "events lost"), (EVENTS_SUPPRESSED, "events suppressed")):
