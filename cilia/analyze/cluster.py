@@ -187,6 +187,8 @@ class Analysis:
     def resolve(self, peer: str | PeerSpec) -> list[FlowEnd]:
         """The flow ends a PEER argument stands for (several for a Deployment)."""
         spec = parse_peer(peer) if isinstance(peer, str) else peer
+        if spec.kind is PeerKind.SERVICE:
+            raise PeerError(f"{spec.text}: a Service is a destination only (a flow comes from its backends)")
         if spec.kind is PeerKind.ENTITY:
             rid = ReservedIdentity[PEER_ENTITIES[spec.name].upper().replace("-", "_")]
             return [FlowEnd(spec.name, EndKind.ENTITY, int(rid), RESERVED_LABELS[rid])]

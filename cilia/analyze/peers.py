@@ -10,6 +10,9 @@ PEER forms (parsed here, resolved against a loaded cluster by :mod:`cilia.analyz
 * ``entity:NAME`` — one of the reserved peers in :data:`PEER_ENTITIES`.
 * ``fqdn:NAME`` — the addresses a node's DNS proxy learned for a DNS name and still holds (one flow
   per address; :mod:`cilia.analyze.learned`): toFQDNs rules decide on them as on that node.
+* ``svc:NAMESPACE/NAME`` (or ``service:``) — a Service, as a destination only: one flow per backend on
+  its target port, as the datapath translates (:mod:`cilia.analyze.services`); so is a Service's
+  ClusterIP given as an address.
 
 PORT forms: ``80/TCP``, ``53/udp``, ``80`` (TCP), ``8/ICMP`` and ``128/ICMPv6`` (the ICMP type takes the
 place of the port, §4.5).
@@ -56,6 +59,7 @@ class PeerKind(StrEnum):
     IP = "ip"
     ENTITY = "entity"
     FQDN = "fqdn"
+    SERVICE = "service"
 
 
 # A DNS name as a flow's peer: labels of letters, digits, '-' and '_' (no wildcard: a pattern selects
@@ -127,6 +131,9 @@ def parse_peer(text: str) -> PeerSpec:
     if sep and kind in ("deployment", "deploy"):
         ns, name = _split_ns(rest, raw)
         return PeerSpec(PeerKind.DEPLOYMENT, raw, namespace=ns, name=name)
+    if sep and kind in ("svc", "service"):
+        ns, name = _split_ns(rest, raw)
+        return PeerSpec(PeerKind.SERVICE, raw, namespace=ns, name=name)
     try:
         addr = ipaddress.ip_address(raw)
     except ValueError:
@@ -141,8 +148,8 @@ def parse_peer(text: str) -> PeerSpec:
         raise PeerError(f"bad peer {text!r}: a flow has one address; name one inside {net}, e.g. {net[1]}")
     if sep:
         raise PeerError(
-            f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, an IP address, "
-            "entity:NAME or fqdn:NAME"
+            f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, svc:NAMESPACE/NAME, "
+            "an IP address, entity:NAME or fqdn:NAME"
         )
     ns, name = _split_ns(raw, raw)
     return PeerSpec(PeerKind.POD, raw, namespace=ns, name=name)

@@ -15,7 +15,8 @@ from typing import Any
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, L7Verdict, SideState, SideVerdict
-from cilia.analyze.peers import PortSpec, proto_name
+from cilia.analyze.peers import PortSpec, parse_peer, proto_name
+from cilia.analyze.services import NO_BACKEND, ServiceTarget, service_target
 from cilia.policy.l7 import L7Decision, L7Parser, L7PortPolicy, L7Request
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
@@ -250,16 +251,25 @@ def trace_flow(
 
 @dataclass(frozen=True)
 class TraceResult:
-    """Every flow a trace question stands for (a Deployment peer means each of its pods)."""
+    """Every flow a trace question stands for (a Deployment peer means each of its pods; a Service
+    each backend, ``service`` saying which Service port they stand for)."""
 
     flows: tuple[FlowTrace, ...]
+    service: ServiceTarget | None = None
 
     @property
     def allowed(self) -> bool:
+        if self.service is not None and not self.flows:
+            return False  # no backend: the datapath drops (Service backend not found)
         return all(f.allowed for f in self.flows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"allowed": self.allowed, "flows": [f.to_dict() for f in self.flows], "reply": REPLY_NOTE}
+        out: dict[str, Any] = {"allowed": self.allowed}
+        if self.service is not None:
+            out["service"] = self.service.to_dict()
+        out["flows"] = [f.to_dict() for f in self.flows]
+        out["reply"] = REPLY_NOTE
+        return out
 
 
 def trace(
@@ -269,6 +279,16 @@ def trace(
     pod; ``fqdn:NAME``: each address the node learned for the name). With ``request`` the L7
     proxies on the way decide it too."""
     sources = analysis.resolve(src)
+    target = service_target(analysis, parse_peer(dst), port)
+    if target is not None:  # translated to each backend first, as the datapath does
+        return TraceResult(
+            tuple(
+                trace_flow(analysis, s, b.end, PortSpec(port.proto, b.port), request)
+                for s in sources
+                for b in target.backends
+            ),
+            target,
+        )
     dests = analysis.resolve(dst)
     return TraceResult(tuple(trace_flow(analysis, s, d, port, request) for s in sources for d in dests))
 
@@ -367,9 +387,9 @@ def render_flows(flows: Sequence[FlowTrace]) -> list[str]:
     """Flows as trace text; pod pairs with the same identities as an earlier pair (same verdicts,
     same rules) are listed under it instead of repeated."""
     lines: list[str] = []
-    groups: dict[tuple[int, int], list[FlowTrace]] = {}
-    for flow in flows:
-        groups.setdefault((flow.src.identity, flow.dst.identity), []).append(flow)
+    groups: dict[tuple[int, int, int], list[FlowTrace]] = {}
+    for flow in flows:  # (Service backends may differ in port: a named target port)
+        groups.setdefault((flow.src.identity, flow.dst.identity, flow.port), []).append(flow)
     for same in groups.values():
         if lines:
             lines.append("")
@@ -380,7 +400,28 @@ def render_flows(flows: Sequence[FlowTrace]) -> list[str]:
     return lines
 
 
+def render_service(result: TraceResult) -> tuple[list[str], list[str]]:
+    """The lines before and after the flows of a Service destination."""
+    svc = result.service
+    if svc is None:
+        return [], []
+    if svc.headless:
+        how = "headless: no translation, its pods are reached directly"
+    else:
+        how = f"translated to target port {svc.target} of each backend before policy, as the datapath does"
+    head = [f"{svc.describe()}: {len(svc.backends)} backend(s); {how}"]
+    head += [f"  backend {b.end.name} " + (f"{b.end.ip}:{b.port}" if b.end.ip else f"port {b.port}")
+             for b in svc.backends]
+    if not svc.backends:
+        return head, ["", f"verdict: DENIED: no backend ({NO_BACKEND})"]
+    denied = sum(1 for f in result.flows if not f.allowed)
+    if not denied:
+        return [*head, ""], ["", f"verdict: ALLOWED to every backend ({len(result.flows)} flow(s))"]
+    return [*head, ""], ["", f"verdict: DENIED for {denied} of {len(result.flows)} flow(s) to the backends"]
+
+
 def render_text(result: TraceResult) -> str:
-    lines = render_flows(result.flows)
+    head, tail = render_service(result)
+    lines = head + render_flows(result.flows) + tail
     lines += ["", f"reply traffic: {REPLY_NOTE}"]
     return "\n".join(lines) + "\n"

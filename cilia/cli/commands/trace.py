@@ -58,7 +58,10 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option("--from", help="PEER: NS/POD, deployment:NS/NAME, IP, entity:NAME or fqdn:NAME."),
         ],
-        dst: Annotated[str, typer.Option("--to", help="PEER, as --from.")],
+        dst: Annotated[
+            str,
+            typer.Option("--to", help="PEER, as --from, or svc:NS/NAME (a Service; its ClusterIP too)."),
+        ],
         port: Annotated[str, typer.Option("--port", help="PORT/PROTO, e.g. 80/TCP, 53/UDP, 8/ICMP (type).")],
         output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
@@ -84,7 +87,9 @@ def register(app: typer.Typer) -> None:
         The source's egress and the destination's ingress policy are looked up as the datapath does;
         for a default-deny drop, the policies that turned default deny on are named. toFQDNs rules
         decide on the addresses the node (--state-dir) learned from DNS answers and still holds;
-        fqdn:NAME traces to each of NAME's.
+        fqdn:NAME traces to each of NAME's. A Service destination (svc:NS/NAME, or its ClusterIP,
+        with the Service's port) is translated to each backend on its target port first, as the
+        datapath does: one flow per backend, denied if any backend is (or if there is none).
 
         When a side's entry sends the connection to an L7 proxy (HTTP rules, serverNames), the
         request given with --http-method/--http-path/--http-host/--http-header or --tls-sni is
