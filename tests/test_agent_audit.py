@@ -6,21 +6,12 @@ persists it."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
+from helpers_agent import SimAgent, running_agent
 from helpers_observe import TCP, raw_event
-from typer.testing import CliRunner
 
-from cilia.agent.api import APIServer
-from cilia.agent.client import AgentClient
-from cilia.agent.config import AgentConfig
-from cilia.agent.daemon import Agent
-from cilia.cli.commands.node import open_node
-from cilia.cli.main import app
 from cilia.datapath.maps.events import F_ALLOWED
 from cilia.datapath.sim import policy_lookup
 from cilia.observe.agentview import AgentNodeView
@@ -39,52 +30,12 @@ AUDITED_DENY = {
 }  # fmt: skip
 
 
-class SimAgent:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.cfg = AgentConfig.resolve(base / "state", base / "run", datapath="sim")
-        self.cfg.save()
-        self.node = open_node(self.cfg)
-        self.agent = Agent(
-            self.cfg, self.node.store, self.node.runtime, self.node.datapath, self.node.gateway
-        )
-        self.server = APIServer(self.cfg.socket_path, self.agent)
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-        self.client = AgentClient(self.cfg.socket_path)
-
-    def cli(self, *args: str) -> str:
-        res = CliRunner().invoke(app, [*args, "--state-dir", str(self.cfg.state_dir), "--run-dir",
-                                       str(self.cfg.run_dir)])  # fmt: skip
-        assert res.exit_code == 0, res.output
-        return res.stdout
-
-    def apply(self, name: str, *docs: dict[str, object]) -> None:
-        path = self.base / f"{name}.yaml"
-        path.write_text(yaml.safe_dump_all(docs))
-        self.cli("apply", "-f", str(path))
-
-    def ids(self) -> dict[str, tuple[str, int, int]]:
-        """app label -> (ip, endpoint id, identity)."""
-        return {
-            "-".join(e.pod.name.split("-")[:2]): (e.ip, e.id, e.identity)
-            for e in self.agent.reconciler.endpoints
-        }
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimAgent]:
-    s = SimAgent(tmp_path_factory.mktemp("agent"))
-    s.server.start()
-    s.thread.start()
-    try:
+    with running_agent(tmp_path_factory.mktemp("agent")) as s:
         s.cli("apply", "-f", str(SEED / "app-a.yaml"), "-f", str(SEED / "app-b.yaml"))
         s.apply("audited", AUDITED_DENY)
         yield s
-    finally:
-        s.agent.stop()
-        s.thread.join(timeout=10)
-        s.server.close()
-        s.node.close()
 
 
 def kernel_allows_a_to_b(sim: SimAgent) -> bool:

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from helpers_agent import SimAgent
 
-from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
-from cilia.agent.daemon import Agent
-from cilia.cli.commands.node import open_node
 from cilia.cli.main import app
 from tests.conftest import REPO, SEED
 
@@ -38,33 +34,7 @@ def golden(name: str, text: str) -> None:
     assert text == path.read_text()
 
 
-class SimNode:
-    def __init__(self, base: Path) -> None:
-        self.cfg = AgentConfig.resolve(base / "state", base / "run", datapath="sim")
-        self.cfg.save()
-        self.node = open_node(self.cfg)
-        self.agent = Agent(
-            self.cfg, self.node.store, self.node.runtime, self.node.datapath, self.node.gateway
-        )
-        self.server = APIServer(self.cfg.socket_path, self.agent)
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-        self.runner = CliRunner()
-
-    def start(self) -> None:
-        self.server.start()
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.agent.stop()
-        self.thread.join(timeout=10)
-        self.server.close()
-        self.node.close()
-
-    def cli(self, *args: str, code: int = 0) -> str:
-        full = [*args, "--state-dir", str(self.cfg.state_dir), "--run-dir", str(self.cfg.run_dir)]
-        res = self.runner.invoke(app, full)
-        assert res.exit_code == code, f"cilia {' '.join(args)} -> {res.exit_code}\n{res.output}"
-        return res.stdout
+SimNode = SimAgent  # the shared harness (tests/helpers_agent.py)
 
 
 @pytest.fixture(scope="module")

@@ -4,20 +4,13 @@ would be logs them where ``cilia observe`` finds them."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from helpers_agent import SimAgent, running_agent
 from helpers_observe import TCP, raw_event
-from typer.testing import CliRunner
 
-from cilia.agent.api import APIServer
-from cilia.agent.config import AgentConfig
-from cilia.agent.daemon import Agent
-from cilia.cli.commands.node import open_node
-from cilia.cli.main import app
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.sim import policy_lookup
 from cilia.observe.agentview import AgentNodeView, pipeline_for
@@ -27,38 +20,12 @@ from cilia.policy.types import Direction, DropReason
 from tests.conftest import SEED
 
 
-class SimAgent:
-    def __init__(self, base: Path) -> None:
-        self.cfg = AgentConfig.resolve(base / "state", base / "run", datapath="sim")
-        self.cfg.save()
-        self.node = open_node(self.cfg)
-        self.agent = Agent(
-            self.cfg, self.node.store, self.node.runtime, self.node.datapath, self.node.gateway
-        )
-        self.server = APIServer(self.cfg.socket_path, self.agent)
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-
-    def cli(self, *args: str) -> str:
-        res = CliRunner().invoke(app, [*args, "--state-dir", str(self.cfg.state_dir), "--run-dir",
-                                       str(self.cfg.run_dir)])  # fmt: skip
-        assert res.exit_code == 0, res.output
-        return res.stdout
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimAgent]:
-    s = SimAgent(tmp_path_factory.mktemp("agent"))
-    s.server.start()
-    s.thread.start()
-    try:
+    with running_agent(tmp_path_factory.mktemp("agent")) as s:
         s.cli("apply", "-f", str(SEED / "app-a.yaml"), "-f", str(SEED / "app-b.yaml"))
         s.cli("apply", "--fix", "-f", str(SEED / "deny-a-to-b.yaml"))
         yield s
-    finally:
-        s.agent.stop()
-        s.thread.join(timeout=10)
-        s.server.close()
-        s.node.close()
 
 
 def pods(sim: SimAgent) -> dict[str, tuple[str, int, int]]:

@@ -1,117 +1,78 @@
-"""The agent's policy step: rules and identities in, MapState per identity out, incrementally.
+"""The agent's policy step: a thin adapter over :class:`cilia.policy.engine.PolicyEngine`.
 
-Wraps the engine's pieces (:mod:`cilia.policy.repository`, :mod:`cilia.policy.selectorcache`,
-:func:`cilia.policy.resolve.resolve_policy`) and keeps, per identity, the resolved
-:class:`EndpointPolicy`. Every change records which identities' policies may have changed
-("affected"): a policy change affects the identities its old or new subjects select; an identity
-appearing or disappearing affects the identities whose resolved policy uses a selector whose
-selection changed. The reconciler asks only those for a new MapState.
+The node decides through the same engine as ``cilia trace`` and the other offline commands: this
+module only maps the agent's objects onto it (store keys to resources, pods to named ports, node
+settings to :class:`EngineOptions`) and interprets no rule itself. The engine memoises each
+identity's policy and records which identities a change may have affected
+(:meth:`PolicyEngine.take_affected`); the reconciler asks only those for a new MapState.
 
 Policy audit mode: rules of a policy annotated ``cilia.io/audit: "true"``, or of any namespaced
-policy in an audited namespace, never enter the repository (the kernel enforces what the other
+policy in an audited namespace, never enter the engine (the kernel enforces what the other
 policies decide); they are kept in :attr:`PolicyState.audited` for the flow pipeline, which reports
 the drops they would cause as AUDIT (:mod:`cilia.observe.audit`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from cilia.agent.desired import PolicyKey
 from cilia.identity.labels import Labels
-from cilia.identity.selector import Selector
 from cilia.k8s.objects import Pod, Policy
+from cilia.policy.engine import PolicyEngine, pod_named_ports, policy_rules
 from cilia.policy.mapstate import MapState
 from cilia.policy.repository import Repository, ResourceKey
 from cilia.policy.resolve import (
+    AllowLocalhost,
     EndpointPolicy,
     EnforcementMode,
     EngineOptions,
-    NamedPorts,
     namespace_of,
-    resolve_policy,
     rule_selects,
 )
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, resolve_services, translate
-from cilia.policy.types import Direction, Proto
+from cilia.policy.translate import ServiceInfo
+from cilia.policy.types import Direction
 
-CIDR_KEY_PREFIX = "cidr."  # extended selector keys over cidr: labels
-_PROTOS = {"TCP": int(Proto.TCP), "UDP": int(Proto.UDP), "SCTP": int(Proto.SCTP)}
-
-
-def own_named_ports(pod: Pod | None) -> tuple[tuple[str, int, int], ...]:
-    """(name, proto, port) of the pod's named container ports, lowercased as policies match them."""
-    if pod is None:
-        return ()
-    return tuple(
-        sorted(
-            {
-                (p.name.lower(), _PROTOS.get(p.protocol.upper(), 6), p.container_port)
-                for p in pod.ports
-                if p.name
-            }
-        )
-    )
+own_named_ports = pod_named_ports  # the name the agent's callers know
 
 
 class PolicyState:
-    """Policy resolution for one node's identities with change tracking."""
+    """The node's policy engine with its audit-mode split and the node's pods' named ports."""
 
     def __init__(
         self, *, enforcement_mode: str = "default", allow_localhost: str = "always", cluster: str = "default"
     ) -> None:
-        self.options = EngineOptions(
-            enforcement=EnforcementMode(enforcement_mode), allow_localhost=allow_localhost == "always"
+        self.engine = PolicyEngine(
+            EngineOptions(
+                enforcement=EnforcementMode(enforcement_mode),
+                allow_localhost=AllowLocalhost(allow_localhost) is AllowLocalhost.ALWAYS,
+            )
         )
         self.cluster = cluster
-        self.repo = Repository()
-        self.cache = SelectorCache()
-        self.services: list[ServiceInfo] = []
         self._sources: dict[PolicyKey, Policy] = {}
-        self._resolved: dict[tuple[int, tuple[tuple[str, int, int], ...]], EndpointPolicy] = {}
-        self._uses: dict[int, set[Selector]] = defaultdict(set)  # identity -> selectors its policy reads
-        self._cluster_ports: dict[tuple[str, int], frozenset[int]] = {}
-        self._affected: set[int] = set()
-        self._all_affected = False
+        self._raw_audited: dict[ResourceKey, tuple[PolicyRule, ...]] = {}  # toServices unresolved
         self.audited: dict[ResourceKey, tuple[PolicyRule, ...]] = {}  # audit-mode rules by resource
         self.audit_namespaces: frozenset[str] = frozenset()
         self.audit_revision = 0  # bumped whenever the audited rules change
 
+    @property
+    def options(self) -> EngineOptions:
+        return self.engine.options
+
+    @property
+    def repo(self) -> Repository:
+        """The enforced rules (the engine's repository)."""
+        return self.engine.repository
+
+    @property
+    def cache(self) -> SelectorCache:
+        return self.engine.cache
+
     # ------------------------------------------------------------------ changes
-
-    def _mark(self, identities: Iterable[int]) -> None:
-        for i in identities:
-            self._affected.add(i)
-            self._uses.pop(i, None)
-            for k in [k for k in self._resolved if k[0] == i]:
-                del self._resolved[k]
-
-    def _mark_all(self) -> None:
-        self._all_affected = True
-        self._resolved.clear()
-        self._uses.clear()
-
-    def _subjects(self, rules: Iterable[PolicyRule]) -> set[int]:
-        rules = list(rules)
-        out = set()
-        for ident, labels in self.cache.identities.items():
-            ns = namespace_of(labels)
-            if any(rule_selects(r, labels, ns) for r in rules):
-                out.add(ident)
-        return out
-
-    def _translate(self, pol: Policy) -> list[PolicyRule]:
-        kwargs: dict[str, Any] = {} if pol.kind == "NetworkPolicy" else {"cluster": self.cluster}
-        rules = []
-        for rule in translate(pol.model, **kwargs):
-            rules.append(resolve_services(rule, self.services))
-        return rules
 
     def rule_audited(self, rule: PolicyRule) -> bool:
         """In audit mode by its own annotation or, for a namespaced rule, its namespace's."""
@@ -119,24 +80,26 @@ class PolicyState:
 
     def set_policy(self, key: PolicyKey, pol: Policy) -> None:
         """Add or replace one policy object (translation errors propagate; nothing changes then).
-        Its audited rules are kept aside, the others go to the repository."""
-        rules = self._translate(pol)
+        Its audited rules are kept aside, the others go to the engine."""
+        rules = policy_rules(pol, self.cluster)
         resource = ResourceKey(key.kind, key.namespace, key.name)
-        enforce = [r for r in rules if not self.rule_audited(r)]
         audited = tuple(r for r in rules if self.rule_audited(r))
-        change = self.repo.replace(resource, enforce)
+        self.engine.apply(resource, [r for r in rules if not self.rule_audited(r)])
         self._sources[key] = pol
         self._set_audited(resource, audited)
-        self._mark(self._subjects((*change.removed, *change.added)))
 
     def delete_policy(self, key: PolicyKey) -> None:
         resource = ResourceKey(key.kind, key.namespace, key.name)
-        change = self.repo.delete(resource)
+        self.engine.delete(resource)
         self._sources.pop(key, None)
         self._set_audited(resource, ())
-        self._mark(self._subjects(change.removed))
 
-    def _set_audited(self, resource: ResourceKey, rules: tuple[PolicyRule, ...]) -> None:
+    def _set_audited(self, resource: ResourceKey, raw: tuple[PolicyRule, ...]) -> None:
+        if raw:
+            self._raw_audited[resource] = raw
+        else:
+            self._raw_audited.pop(resource, None)
+        rules = tuple(self.engine.expand_services(r) for r in raw)
         if self.audited.get(resource, ()) == rules:
             return
         if rules:
@@ -155,81 +118,45 @@ class PolicyState:
                 self.set_policy(key, pol)
 
     def set_services(self, services: list[ServiceInfo]) -> None:
-        """Services changed: policies with toServices are translated again."""
-        self.services = list(services)
-        for key, pol in list(self._sources.items()):
-            rules = (*self.repo.get(ResourceKey(*key)), *self.audited.get(ResourceKey(*key), ()))
-            if any(e.services for r in rules for e in r.entries):
-                self.set_policy(key, pol)
+        """Services changed: toServices peers are resolved again (enforced and audited rules)."""
+        self.engine.set_services(services)
+        for resource, raw in list(self._raw_audited.items()):
+            if any(e.services for r in raw for e in r.entries):
+                self._set_audited(resource, raw)
 
     def set_cluster_ports(self, pods: Iterable[Pod]) -> None:
-        """Named ports of every local pod (egress named ports resolve against them)."""
+        """Named ports of every pod of the cluster (egress named ports resolve against them)."""
         ports: dict[tuple[str, int], set[int]] = defaultdict(set)
         for pod in pods:
-            for name, proto, number in own_named_ports(pod):
+            for name, proto, number in pod_named_ports(pod):
                 ports[(name, proto)].add(number)
-        frozen = {k: frozenset(v) for k, v in ports.items()}
-        if frozen != self._cluster_ports:
-            self._cluster_ports = frozen
-            self._mark_all()
+        self.engine.set_cluster_ports({k: frozenset(v) for k, v in ports.items()})
 
     def add_identity(self, identity: int, labels: Labels) -> None:
-        changed = self.cache.update_identities(added={identity: labels})
-        self._mark({identity, *self._users_of(changed)})
+        self.engine.add_identity(identity, labels)
 
     def remove_identity(self, identity: int) -> None:
-        changed = self.cache.update_identities(removed=[identity])
-        self._mark({identity, *self._users_of(changed)})
-
-    def _users_of(self, selectors: Iterable[Selector]) -> set[int]:
-        sels = set(selectors)
-        return {i for i, used in self._uses.items() if used & sels}
+        self.engine.remove_identity(identity)
 
     def take_affected(self) -> set[int] | None:
         """Identities whose policy may have changed since the last call (None: all of them)."""
-        if self._all_affected:
-            self._all_affected = False
-            self._affected.clear()
-            return None
-        out, self._affected = self._affected, set()
-        return out
+        return self.engine.take_affected()
 
     def prefixes(self) -> set[str]:
-        """Every prefix the rules select by (toCIDR, toCIDRSet cidr and except, ipBlock, backends
-        of selector-less toServices). The node gives each a CIDR identity and an ipcache entry,
-        as Cilium's agent does, so external addresses resolve to the most specific one."""
-        out: set[str] = set()
-        for rule in self.repo:
-            for entry in rule.entries:
-                for peer in entry.peers:
-                    for req in peer.selector.requirements:
-                        if req.key.startswith(CIDR_KEY_PREFIX):
-                            with contextlib.suppress(ValueError):
-                                net = ipaddress.ip_network(req.key[len(CIDR_KEY_PREFIX) :].replace("-", ":"))
-                                out.add(str(net))
-        return out
+        """Every prefix the enforced rules select by (:func:`cilia.policy.engine.rule_prefixes`). The
+        node gives each a CIDR identity and an ipcache entry, as Cilium's agent does, so external
+        addresses resolve to the most specific one."""
+        return set(self.engine.prefixes())
 
     # ------------------------------------------------------------------ queries
 
     def endpoint_policy(self, identity: int, pod: Pod | None = None) -> EndpointPolicy:
-        own = own_named_ports(pod)
-        key = (identity, own)
-        pol = self._resolved.get(key)
-        if pol is None:
-            labels = self.cache.labels_of(identity) or Labels()
-            named = NamedPorts({(n, p): port for n, p, port in own}, self._cluster_ports)
-            pol = resolve_policy(
-                identity,
-                labels,
-                self.repo.candidates(namespace_of(labels)),
-                self.cache,
-                named_ports=named,
-                options=self.options,
-                revision=self.repo.revision,
-            )
-            self._resolved[key] = pol
-            self._uses[identity].update(sel for f in pol.filters for sel, _, _ in f.selectors)
-        return pol
+        """The identity's policy with ``pod``'s named ports (an identity the engine does not know
+        resolves with no labels, so that only rules selecting everything apply)."""
+        own = {(n, p): port for n, p, port in pod_named_ports(pod)}
+        if self.cache.labels_of(identity) is None:
+            return self.engine.compute(identity, Labels(), own)
+        return self.engine.resolved(identity, own)
 
     def mapstate(self, identity: int, pod: Pod | None = None) -> MapState:
         return self.endpoint_policy(identity, pod).map_state

@@ -41,6 +41,7 @@ from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.k8s.objects import Pod
+from cilia.policy.engine import service_infos
 from cilia.policy.mapstate import MapState
 from cilia.policy.translate import AUDIT_ANNOTATION, ServiceInfo
 from cilia.store import Delete, Event, EventType, Kind, Put, Record, Store, StoreError
@@ -572,17 +573,8 @@ class Reconciler:
         self.datapath.sync_ipcache(want)
 
     def _service_infos(self) -> list[ServiceInfo]:
-        return [
-            ServiceInfo(
-                name=s.name,
-                namespace=s.namespace,
-                selector=dict(s.selector) if s.selector else None,
-                backend_ips=self.desired.service_endpoints.get(key, ()),
-                ports=tuple((p.port, p.protocol) for p in s.ports),
-                labels=dict(s.labels),
-            )
-            for key, s in sorted(self.desired.services.items())
-        ]
+        services = [s for _, s in sorted(self.desired.services.items())]
+        return service_infos(services, self.desired.service_endpoints)
 
     # ------------------------------------------------------------------ misc
 

@@ -11,11 +11,9 @@ No store, no root, no kernel.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import IO
@@ -32,21 +30,10 @@ from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
 from cilia.k8s.objects import Cluster, Pod
+from cilia.policy.engine import rule_prefixes
+from cilia.policy.resolve import AllowLocalhost, EnforcementMode, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.types import Direction
-
-CIDR_KEY_PREFIX = "cidr."  # extended selector keys over CIDR labels
-
-
-class EnforcementMode(StrEnum):
-    DEFAULT = "default"
-    ALWAYS = "always"
-    NEVER = "never"
-
-
-class AllowLocalhost(StrEnum):
-    ALWAYS = "always"
-    POLICY = "policy"
 
 
 @dataclass(frozen=True)
@@ -55,6 +42,13 @@ class Options:
 
     enforcement_mode: EnforcementMode = EnforcementMode.DEFAULT
     allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS
+
+    def engine_options(self) -> EngineOptions:
+        """The same settings as the policy engine takes them."""
+        return EngineOptions(
+            enforcement=EnforcementMode(self.enforcement_mode),
+            allow_localhost=AllowLocalhost(self.allow_localhost) is AllowLocalhost.ALWAYS,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,20 +67,6 @@ class PodEndpoint:
     def deployment(self) -> str:
         owner = self.pod.owner or ""
         return owner.removeprefix("Deployment/") if owner.startswith("Deployment/") else ""
-
-
-def rule_prefixes(rules: Iterable[PolicyRule]) -> list[str]:
-    """Every prefix the rules select by (toCIDR, CIDRSet cidr and except, ipBlock, the backends of
-    selector-less toServices): each gets a CIDR identity, as the ipcache would hold it (§3.3)."""
-    out: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
-    for rule in rules:
-        for entry in rule.entries:
-            for peer in entry.peers:
-                for req in peer.selector.requirements:
-                    if req.key.startswith(CIDR_KEY_PREFIX):
-                        with contextlib.suppress(ValueError):
-                            out.add(ipaddress.ip_network(req.key[len(CIDR_KEY_PREFIX) :].replace("-", ":")))
-    return [str(net) for net in sorted(out, key=lambda n: (n.version, n))]
 
 
 def rule_fqdn_selectors(rules: Iterable[PolicyRule]) -> tuple[str, ...]:
@@ -176,7 +156,12 @@ class Analysis:
 
     @cached_property
     def oracle(self) -> engine_adapter.PolicyOracle:
-        return engine_adapter.PolicyOracle(self)
+        return engine_adapter.PolicyOracle(
+            self.options.engine_options(),
+            self.identities,
+            self.rules,
+            ((ep.identity, ep.pod) for ep in self.endpoints),
+        )
 
     def side(self, identity: int, direction: Direction) -> engine_adapter.SidePolicy:
         """The policy of ``identity`` in ``direction``: enforcement, attribution, lookup."""

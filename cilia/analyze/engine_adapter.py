@@ -6,23 +6,21 @@ exactly as the datapath does (:mod:`cilia.datapath.sim`).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
-from cilia.analyze.peers import parse_proto
 from cilia.datapath import sim
+from cilia.identity.labels import Labels
 from cilia.k8s.objects import Cluster, Pod
-from cilia.policy.engine import PolicyEngine
+from cilia.policy import engine as policy_engine
+from cilia.policy.engine import PolicyEngine, pod_named_ports, policy_rules
 from cilia.policy.mapstate import MapState
-from cilia.policy.resolve import EndpointPolicy, EnforcementMode, EngineOptions
+from cilia.policy.resolve import EndpointPolicy, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, resolve_services, translate
+from cilia.policy.translate import ServiceInfo, resolve_services
 from cilia.policy.types import Direction, RuleRef, Verdict
-
-if TYPE_CHECKING:
-    from cilia.analyze.cluster import Analysis
 
 
 def service_infos(cluster: Cluster) -> list[ServiceInfo]:
@@ -30,32 +28,16 @@ def service_infos(cluster: Cluster) -> list[ServiceInfo]:
     backends: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ep in cluster.endpoints:
         backends[(ep.namespace, ep.service)].extend(ep.addresses)
-    return [
-        ServiceInfo(
-            name=s.name,
-            namespace=s.namespace,
-            selector=dict(s.selector) if s.selector else None,
-            backend_ips=tuple(dict.fromkeys(backends.get((s.namespace, s.name), ()))),
-            ports=tuple((p.port, p.protocol) for p in s.ports),
-            labels=dict(s.labels),
-        )
-        for s in cluster.services
-    ]
+    return policy_engine.service_infos(cluster.services, backends)
 
 
 def translate_all(cluster: Cluster, cluster_name: str = "default") -> tuple[PolicyRule, ...]:
     """Every policy as engine rules, toServices resolved against the manifests' Services."""
     services = service_infos(cluster)
-    out: list[PolicyRule] = []
-    for policy in cluster.policies:
-        kwargs = {} if policy.kind == "NetworkPolicy" else {"cluster": cluster_name}
-        out.extend(resolve_services(rule, services) for rule in translate(policy.model, **kwargs))
-    return tuple(out)
-
-
-def _port_key(pod: Pod) -> tuple[tuple[str, int, int], ...]:
     return tuple(
-        sorted((p.name.lower(), int(parse_proto(p.protocol)), p.container_port) for p in pod.ports if p.name)
+        resolve_services(rule, services)
+        for policy in cluster.policies
+        for rule in policy_rules(policy, cluster_name)
     )
 
 
@@ -97,21 +79,22 @@ class SidePolicy:
 class PolicyOracle:
     """The engine loaded with the cluster's rules and identities; policies are resolved on demand
     (endpoints with named ports are registered up front, so egress named ports resolve against
-    every pod, as on a node)."""
+    every pod, as on a node). ``endpoints``: (identity, pod) of every pod."""
 
-    def __init__(self, analysis: Analysis) -> None:
-        self.analysis = analysis
-        opts = analysis.options
-        self.options = EngineOptions(
-            enforcement=EnforcementMode(str(opts.enforcement_mode)),
-            allow_localhost=str(opts.allow_localhost) == "always",
-        )
-        self.engine = PolicyEngine(self.options, analysis.identities)
-        self.engine.apply_rules(analysis.rules)
+    def __init__(
+        self,
+        options: EngineOptions,
+        identities: Mapping[int, Labels],
+        rules: Iterable[PolicyRule],
+        endpoints: Iterable[tuple[int, Pod]],
+    ) -> None:
+        self.options = options
+        self.engine = PolicyEngine(self.options, identities)
+        self.engine.apply_rules(tuple(rules))
         self._own: dict[int, dict[tuple[str, int], int]] = {}
-        for ep in analysis.endpoints:
-            own = self._own.setdefault(ep.identity, {})
-            for name, proto, number in _port_key(ep.pod):
+        for identity, pod in endpoints:
+            own = self._own.setdefault(identity, {})
+            for name, proto, number in pod_named_ports(pod):
                 own.setdefault((name, proto), number)
         for ident, own in self._own.items():
             if own:

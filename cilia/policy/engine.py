@@ -6,14 +6,23 @@ A policy change recomputes only the endpoints whose labels the old or new rules 
 identity change touches only the keys of the identities whose selections changed. toServices
 peers are resolved against the Services the engine was told about (:meth:`set_services`). Every mutating
 call returns ``{endpoint identity: MapDiff}``, what the kernel sync applies.
+
+The engine also answers for identities it does not keep (:meth:`PolicyEngine.resolved`): those
+policies are memoised per (identity, own named ports) and every change records which identities'
+policies it may have changed (:meth:`PolicyEngine.take_affected`) — the node agent's way in, so the
+agent and the offline commands (trace, connectivity, verify) decide through this one engine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 from cilia.identity.labels import Labels
 from cilia.identity.selector import Selector
+from cilia.k8s.objects import Pod, Policy, Service
 from cilia.policy.mapstate import MapDiff, MapState, diff
 from cilia.policy.repository import Repository, ResourceKey
 from cilia.policy.resolve import (
@@ -29,10 +38,66 @@ from cilia.policy.resolve import (
 )
 from cilia.policy.rules import PolicyRule
 from cilia.policy.selectorcache import SelectorCache
-from cilia.policy.translate import ServiceInfo, resolve_services
+from cilia.policy.translate import ServiceInfo, resolve_services, translate
+from cilia.policy.types import Proto
 
 # (port name, proto) -> port number, as an endpoint's containers declare them.
 PortNames = Mapping[tuple[str, int], int]
+# (port name, proto) -> the port numbers every endpoint of the cluster declares under it.
+ClusterPorts = Mapping[tuple[str, int], frozenset[int]]
+
+CIDR_KEY_PREFIX = "cidr."  # extended selector keys over cidr: labels (toCIDR, CIDRSet, ipBlock)
+_PROTOS = {"TCP": int(Proto.TCP), "UDP": int(Proto.UDP), "SCTP": int(Proto.SCTP)}
+
+
+def policy_rules(policy: Policy, cluster: str = "default") -> list[PolicyRule]:
+    """One policy object as engine rules (toServices not yet resolved: the engine does that).
+    Translation errors propagate."""
+    if policy.kind == "NetworkPolicy":
+        return translate(policy.model)
+    return translate(policy.model, cluster=cluster)
+
+
+def service_infos(
+    services: Iterable[Service], backends: Mapping[tuple[str, str], Sequence[str]]
+) -> list[ServiceInfo]:
+    """The Services as toServices sees them, in the order given; ``backends[(namespace, name)]``:
+    the endpoint addresses of a selector-less Service."""
+    return [
+        ServiceInfo(
+            name=s.name,
+            namespace=s.namespace,
+            selector=dict(s.selector) if s.selector else None,
+            backend_ips=tuple(dict.fromkeys(backends.get((s.namespace, s.name), ()))),
+            ports=tuple((p.port, p.protocol) for p in s.ports),
+            labels=dict(s.labels),
+        )
+        for s in services
+    ]
+
+
+def pod_named_ports(pod: Pod | None) -> tuple[tuple[str, int, int], ...]:
+    """(name, proto, port) of the pod's named container ports, lowercased as policies match them."""
+    if pod is None:
+        return ()
+    named = {(p.name.lower(), _PROTOS.get(p.protocol.upper(), 6), p.container_port)
+             for p in pod.ports if p.name}
+    return tuple(sorted(named))
+
+
+def rule_prefixes(rules: Iterable[PolicyRule]) -> list[str]:
+    """Every prefix the rules select by (toCIDR, CIDRSet cidr and except, ipBlock, the backends of
+    selector-less toServices), IPv4 first, then by address: each gets a CIDR identity and an
+    ipcache entry, as Cilium's agent gives them (semantics.md §3.3)."""
+    out: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+    for rule in rules:
+        for entry in rule.entries:
+            for peer in entry.peers:
+                for req in peer.selector.requirements:
+                    if req.key.startswith(CIDR_KEY_PREFIX):
+                        with contextlib.suppress(ValueError):
+                            out.add(ipaddress.ip_network(req.key[len(CIDR_KEY_PREFIX) :].replace("-", ":")))
+    return [str(net) for net in sorted(out, key=lambda n: (n.version, n))]
 
 
 class UnknownIdentityError(KeyError):
@@ -54,6 +119,13 @@ class PolicyEngine:
         self._policies: dict[int, EndpointPolicy] = {}
         self._raw: dict[ResourceKey, tuple[PolicyRule, ...]] = {}
         self._services: tuple[ServiceInfo, ...] = ()
+        self._cluster_ports: dict[tuple[str, int], frozenset[int]] | None = None  # None: from endpoints
+        # Policies of identities not kept as endpoints (resolved()), and what each change affected.
+        self._memo: dict[tuple[int, tuple[tuple[tuple[str, int], int], ...]], EndpointPolicy] = {}
+        self._memo_uses: dict[int, set[Selector]] = defaultdict(set)  # identity -> selectors it reads
+        self._tracked: set[int] = set()  # identities resolved() was asked for
+        self._affected: set[int] = set()
+        self._all_affected = False
 
     # ------------------------------------------------------------------ queries
 
@@ -89,7 +161,58 @@ class PolicyEngine:
             raise UnknownIdentityError(identity)
         return lbls
 
+    def resolved(self, identity: int, ports: PortNames | None = None) -> EndpointPolicy:
+        """The policy of any known identity with these own named ports, memoised until a change
+        may alter it (such changes are reported by :meth:`take_affected`)."""
+        own = dict(ports or {})
+        key = (identity, tuple(sorted(own.items())))
+        pol = self._memo.get(key)
+        if pol is None:
+            pol = self.compute(identity, ports=own)
+            self._memo[key] = pol
+            self._tracked.add(identity)
+            self._memo_uses[identity].update(sel for f in pol.filters for sel, _, _ in f.selectors)
+        return pol
+
+    def take_affected(self) -> set[int] | None:
+        """Identities whose policy may have changed since the last call (None: any of them)."""
+        if self._all_affected:
+            self._all_affected = False
+            self._affected.clear()
+            return None
+        out, self._affected = self._affected, set()
+        return out
+
+    def _invalidate(self, identities: Iterable[int]) -> None:
+        for ident in identities:
+            self._affected.add(ident)
+            if self._memo_uses.pop(ident, None) is not None:
+                for k in [k for k in self._memo if k[0] == ident]:
+                    del self._memo[k]
+
+    def _invalidate_all(self) -> None:
+        self._all_affected = True
+        self._memo.clear()
+        self._memo_uses.clear()
+
+    def prefixes(self) -> list[str]:
+        """Every prefix the enforced rules select by (:func:`rule_prefixes`)."""
+        return rule_prefixes(self.repository)
+
+    def set_cluster_ports(self, ports: ClusterPorts) -> dict[int, MapDiff]:
+        """The named ports of every endpoint of the cluster (egress named ports resolve against
+        them), when the caller knows more endpoints than it keeps here (a node: the cluster's
+        pods). Without it they come from the kept endpoints."""
+        frozen = {k: frozenset(v) for k, v in ports.items()}
+        if frozen == self._cluster_ports:
+            return {}
+        self._cluster_ports = frozen
+        self._invalidate_all()
+        return self._refresh_named_ports()
+
     def _named_ports(self, own: PortNames) -> NamedPorts:
+        if self._cluster_ports is not None:
+            return NamedPorts(own, self._cluster_ports)
         cluster: dict[tuple[str, int], set[int]] = {}
         for ports in self._ports.values():
             for k, port in ports.items():
@@ -154,7 +277,8 @@ class PolicyEngine:
             [(res, raw) for res, raw in self._raw.items() if any(e.services for r in raw for e in r.entries)]
         )
 
-    def _expand_services(self, rule: PolicyRule) -> PolicyRule:
+    def expand_services(self, rule: PolicyRule) -> PolicyRule:
+        """``rule`` with its toServices peers resolved against the Services the engine knows."""
         return resolve_services(rule, self._services)
 
     def _replace_many(
@@ -166,7 +290,7 @@ class PolicyEngine:
                 self._raw[resource] = rules
             else:
                 self._raw.pop(resource, None)
-            change = self.repository.replace(resource, [self._expand_services(r) for r in rules])
+            change = self.repository.replace(resource, [self.expand_services(r) for r in rules])
             touched.extend(change.removed)
             touched.extend(change.added)
         return self._after_rules_change(touched)
@@ -181,6 +305,13 @@ class PolicyEngine:
                 d = self._recompute(ident)
                 if d:
                     out[ident] = d
+        if touched and self._tracked:
+            # Any identity the rules select, resolved or not yet: its next resolution must see them.
+            self._invalidate(
+                i
+                for i, lbls in self.cache.identities.items()
+                if any(rule_selects(r, lbls, namespace_of(lbls)) for r in touched)
+            )
         self._gc_selectors()
         return out
 
@@ -189,6 +320,8 @@ class PolicyEngine:
         for pol in self._policies.values():
             for f in pol.filters:
                 used.update(s for s, _, _ in f.selectors)
+        for sels in self._memo_uses.values():
+            used |= sels
         self.cache.retain(used)
 
     # ------------------------------------------------------------------ identities
@@ -210,6 +343,12 @@ class PolicyEngine:
             i for i, lbls in added.items() if i in self._policies and self.cache.labels_of(i) != lbls
         }
         changes = self.cache.update_identities(added, removed)
+        if self._tracked:
+            changed = set(changes)
+            self._invalidate(
+                {*added, *removed, *(i for i, used in self._memo_uses.items() if used & changed)}
+            )
+            self._tracked.difference_update(removed)
         out: dict[int, MapDiff] = {}
         for ident in removed:
             if ident in self._policies:

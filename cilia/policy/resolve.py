@@ -64,9 +64,19 @@ DEFAULT_ALLOW = {
 
 
 class EnforcementMode(StrEnum):
+    """The node's policy enforcement mode (Cilium's ``--enable-policy``)."""
+
     DEFAULT = "default"
     ALWAYS = "always"
     NEVER = "never"
+
+
+class AllowLocalhost(StrEnum):
+    """Whether the node's own host may reach its endpoints regardless of policy (``--allow-localhost``);
+    :attr:`EngineOptions.allow_localhost` is its boolean."""
+
+    ALWAYS = "always"
+    POLICY = "policy"
 
 
 @dataclass(frozen=True)
