@@ -18,6 +18,7 @@ A pattern RE2 itself refuses is refused too (RE2's message), so nothing Cilium r
 
 from __future__ import annotations
 
+import functools
 import re
 
 import re2  # google-re2: Cilium's own dialect and validation
@@ -33,13 +34,16 @@ class RegexError(ValueError):
 
 def check_re2(pattern: str) -> None:
     """Raise :class:`RegexError` with RE2's message when RE2 (and so Cilium) refuses ``pattern``."""
+    opts = re2.Options()
+    opts.log_errors = False  # the message is raised, not printed
     try:
-        re2.compile(pattern)
+        re2.compile(pattern, opts)
     except re2.error as e:
         msg = e.args[0].decode() if e.args and isinstance(e.args[0], bytes) else str(e)
         raise RegexError(f"{pattern!r}: not a valid RE2 regex: {msg}") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def to_pcre2(pattern: str) -> str:
     """The PCRE2 regex that accepts exactly the whole values RE2 ``fullmatch``-es with ``pattern``."""
     check_re2(pattern)
