@@ -162,6 +162,10 @@ spec:
   endpointSelector: {matchLabels: {app: web}}
   ingress:
   - toPorts:
+    - ports: [{port: "9092", protocol: TCP}]
+      rules:
+        kafka: [{topic: orders}]
+  - toPorts:
     - ports: [{port: "80", protocol: TCP}]
       rules:
         http: [{method: GET, path: /}]
@@ -172,8 +176,8 @@ spec:
         dns: [{matchPattern: "*"}]
 """
     )
-    found = list(l7_rules(pol))  # DNS rules are enforced (the agent's DNS proxy): not reported
+    found = list(l7_rules(pol))  # HTTP and DNS rules are enforced (the proxies): not reported
     assert [(f.rule, f.line, f.path) for f in found] == [
-        ("CL013", 10, "spec.ingress[0].toPorts[0].rules.http")
+        ("CL013", 10, "spec.ingress[0].toPorts[0].rules.kafka")
     ]
-    assert "not enforced by cilia" in found[0].message
+    assert "cilia has no proxy for kafka rules" in found[0].message

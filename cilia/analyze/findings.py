@@ -27,7 +27,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL010": (Severity.WARNING, "CiliumNetworkPolicy endpointSelector that names a namespace"),
     "CL011": (Severity.WARNING, "policy direction contradicts its name"),
     "CL012": (Severity.WARNING, "ICMP type 0 (EchoReply), which Cilium 1.18 reads as every ICMP type"),
-    "CL013": (Severity.WARNING, "L7 (http/kafka/l7proto) rules, which cilia enforces at L4 only"),
+    "CL013": (Severity.WARNING, "Kafka/l7proto rules, which cilia has no proxy for (enforced at L4 only)"),
     "CL014": (Severity.WARNING, "IPv4-mapped IPv6 CIDR (::ffff:a.b.c.d), which matches no IPv4 traffic"),
 }
 

@@ -153,25 +153,26 @@ def _icmp_zero_finding(pol: PolicyDoc, path: FieldPath, section: str, fld: api.I
 
 
 def l7_rules(pol: PolicyDoc) -> Iterator[Finding]:
-    """CL013: HTTP/Kafka/generic L7 rules. Cilium sends such traffic through its proxy and
-    enforces them; cilia has no L7 proxy and allows the whole port (DNS rules are enforced by the
-    agent's DNS proxy and are not reported)."""
+    """CL013: Kafka and generic (l7proto) L7 rules. Cilium sends such traffic through its proxy;
+    cilia has none for them: ``apply`` refuses them unless ``--allow-l4-only-l7``, and then the whole
+    port is allowed. HTTP rules and serverNames (the HTTP/TLS proxy) and DNS rules (the DNS proxy)
+    are enforced and not reported."""
     for prefix, rule in pol.rules():
         for direction in ("ingress", "egress"):
             section = SECTIONS[direction][0]
             for i, entry in enumerate(_sections(rule, direction)[0]):
                 for j, port_rule in enumerate(entry.to_ports or ()):
                     l7 = port_rule.rules
-                    if l7 is None or not (l7.http or l7.kafka or l7.l7proto):
+                    if l7 is None or not (l7.kafka or l7.l7proto):
                         continue
-                    kind = "http" if l7.http else "kafka" if l7.kafka else "l7proto"
+                    kind = "kafka" if l7.kafka else "l7proto"
                     yield _finding(
                         "CL013",
                         pol,
                         (*prefix, section, i, "toPorts", j, "rules", kind),
-                        f"these {kind} rules are not enforced by cilia: it allows every request on the "
-                        "rule's ports (Cilium would pass them through its L7 proxy and allow only the "
-                        "listed requests)",
+                        f"cilia has no proxy for {kind} rules: `cilia apply` refuses them unless "
+                        "--allow-l4-only-l7, and then allows every request on the rule's ports (Cilium "
+                        "would pass them through its L7 proxy and allow only the listed requests)",
                         "treat the port as fully allowed when testing with cilia, or test the L7 part "
                         "on a real Cilium cluster",
                     )
