@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from cilia.k8s.names import namespace_errors, object_name_errors
 from cilia.lab import guard, netns, podfiles, veth
 from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import LAB_RANGE, Ipam
@@ -42,6 +43,7 @@ from cilia.store import Store, state_dir
 DEFAULT_RUN_DIR = Path("/run/cilia/lab")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 LINK_GONE_TIMEOUT = 10.0
+NAME_MAX = 255  # bytes of one file name (the pod's record and log files are named after it)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Lab:
         On any failure everything created so far is removed again and :class:`LabError` raised.
         """
         spec = pod if isinstance(pod, PodSpec) else PodSpec.from_manifest(pod)
+        self._check_names(spec)  # before anything exists: nothing to roll back
         if self.get_pod(spec.namespace, spec.name) is not None:
             raise PodExistsError(f"pod {spec.key} already exists on this node")
         ns_name = netns_name(spec.namespace, spec.name)
@@ -172,9 +175,9 @@ class Lab:
         except BaseException:
             self.ipam.release_owner(spec.key)
             raise
-        self._write(rec)  # before creating anything else: the exact names to clean up
         made_link: list[bool] = []
         try:
+            self._write(rec)  # before creating anything else: the exact names to clean up
             rec = self._plumb(rec, before_address, made_link)
             self._write(rec)
             if not rec.workload().empty:
@@ -187,6 +190,20 @@ class Lab:
             if isinstance(e, LabError):
                 raise
             raise LabError(f"create pod {spec.key}: {e}") from e
+
+    def _check_names(self, spec: PodSpec) -> None:
+        """Refuse a pod whose namespace or name Kubernetes would refuse (``..`` would reach outside
+        the log directory) or whose record or log file name the filesystem cannot hold."""
+        problems = [f"namespace {spec.namespace!r}: {m}" for m in namespace_errors(spec.namespace)]
+        problems += [f"name {spec.name!r}: {m}" for m in object_name_errors("Pod", spec.name)]
+        if not problems:
+            files = (self._record_path(spec.namespace, spec.name), self.log_path(spec.namespace, spec.name))
+            for path in files:
+                if len(path.name.encode()) > NAME_MAX:
+                    problems.append(f"namespace and name too long for the lab's file {path.name[:40]}…"
+                                    f" ({len(path.name.encode())} bytes; the filesystem holds {NAME_MAX})")
+        if problems:
+            raise LabError(f"pod {spec.key[:300]}: " + "; ".join(problems))
 
     def _plumb(self, rec: Pod, before_address: BeforeAddress | None, made_link: list[bool]) -> Pod:
         idx = veth.add_pair(rec.host_ifname, rec.netns)
