@@ -25,7 +25,9 @@ from cilia.agent.cluster import SchedulingError, member_config, node_for
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
 from cilia.lab import etcd_keeper, netns, nodes_lab
-from cilia.store import Kind, open_store
+from cilia.lab.etcd_pki import EtcdPki
+from cilia.store import Kind, Store, open_store
+from cilia.store.etcd import open_etcd_store
 from tests.conftest import SEED
 
 NODES = 3
@@ -101,6 +103,11 @@ class Cluster:
 
     def settings(self) -> dict[str, Any]:
         return json.loads((self.base / "state" / "node.json").read_text())
+
+    def store(self) -> Store:
+        """The cluster's store as a client of the lab's etcd: mutual TLS with the lab's client cert."""
+        pki = EtcdPki(self.base / "state" / "etcd" / "pki")
+        return open_etcd_store(self.settings()["etcd_endpoints"].split(","), tls=pki.client_tls())
 
 
 @pytest.fixture
@@ -180,8 +187,7 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     assert cluster.curl(a, b["ip"]) != 0, "app-a is no frontend: dropped by app-b's node"
 
     # A label change on a's node reaches b's node: new identity, ipcache entry, policy.
-    cfg = cluster.settings()
-    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    store = cluster.store()
     try:
         pod = a["pod"].split("/", 1)[1]
 
@@ -214,7 +220,9 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
 
     # a's node loses its lease (as after etcd was out of reach longer than the TTL): its record
     # and endpoints vanish from etcd, the agent rejoins and b's node admits a again.
-    etcdctl = ["etcdctl", f"--endpoints={cfg['etcd_endpoints']}"]
+    pki = EtcdPki(tmp_path / "state" / "etcd" / "pki")  # the lab's etcd: mutual TLS only
+    etcdctl = ["etcdctl", f"--endpoints={cluster.settings()['etcd_endpoints']}", f"--cacert={pki.ca}",
+               f"--cert={pki.client_cert}", f"--key={pki.client_key}"]
     ctl_env = {**os.environ, "ETCDCTL_API": "3"}
 
     def node_lease() -> int:
@@ -288,8 +296,7 @@ def test_one_deployment_controller_and_another_takes_over_when_its_agent_is_kill
                                              "ENDPOINTS", "IDENTITIES", "CONTROLLER"]
     assert [ln.split()[0] for ln in table.splitlines()[1:] if ln.split()[-1] == "yes"] == first
 
-    cfg = cluster.settings()
-    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    store = cluster.store()
     try:
         def app_b_pods() -> int:
             return sum(1 for r in store.list(Kind.PODS) if r.key.name.startswith("app-b-"))
@@ -376,8 +383,7 @@ def test_a_service_whose_only_backend_is_on_another_node(cluster: Cluster, tmp_p
     client = next(e for n, e in eps.items() if n.startswith("client-"))
     web = next(e for n, e in eps.items() if n.startswith("web-"))
     assert (client["node"], web["node"]) == (0, 2)
-    cfg = cluster.settings()
-    store = open_store(backend="etcd", endpoints=cfg["etcd_endpoints"].split(","))
+    store = cluster.store()
     try:
         rec = store.get(Kind.SERVICES.key("default", "web"))
         assert rec is not None
