@@ -17,6 +17,7 @@ from cilia.analyze.trace import trace
 from cilia.identity.cidr import prefix_identity_labels
 from cilia.k8s.validate import validate_paths
 from cilia.store import Kind
+from tests.helpers_analyze import run_cli
 from tests.test_agent_reconcile import Harness
 
 CLIENT_POD = {
@@ -239,3 +240,34 @@ def test_agent_group_changes_take_effect_without_reapplying_the_policy(tmp_path:
     _apply(node, tmp_path, group("blocked", ["198.19.5.0/24"]), name="g3.yaml")
     node.restart()
     assert [node.allowed(ip, t) for t in TARGETS] == [(False, 181), (True, 0), (True, 0)]
+
+
+# --------------------------------------------------------------------------- cidrgroup:NAME peers
+
+
+def test_a_group_peer_stands_for_every_identity_of_its_addresses(tmp_path: Path) -> None:
+    deny = cnp("deny-blocked", {"endpointSelector": CLIENT, "egressDeny": [
+        {"toCIDRSet": [{"cidrGroupRef": "blocked", "except": ["198.19.5.128/25"]}]}]})
+    analysis = analyse_paths([write(tmp_path, CLIENT_POD, WORLD_OK, group("blocked", ["198.19.5.0/24"]),
+                                    deny)])
+    result = trace(analysis, "default/client", "cidrgroup:blocked", parse_port("80/TCP"))
+    assert [(f.dst.name, f.allowed) for f in result.flows] == [
+        ("198.19.5.0/24 (cidrgroup blocked)", False), ("198.19.5.128/25 (cidrgroup blocked)", True)]
+    assert not result.allowed
+
+
+def test_verify_a_group_peer(tmp_path: Path) -> None:
+    deny = cnp("deny-blocked", {"endpointSelector": CLIENT,
+                                "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blocked"}]}]})
+    manifests = write(tmp_path, CLIENT_POD, WORLD_OK, group("blocked", ["198.19.5.0/24", "198.19.6.0/24"]),
+                      deny)
+    expect = tmp_path / "expect.yaml"
+    expect.write_text("expectations:\n"
+                      "- {from: default/client, to: cidrgroup:blocked, port: 443, expect: deny}\n"
+                      "- {from: default/client, to: cidrgroup:missing, port: 443, expect: deny}\n")
+    code, _, err = run_cli(["verify", "-f", str(manifests), "--expect", str(expect)])
+    assert code == 2 and "no CiliumCIDRGroup missing in the manifests (groups: blocked)" in err
+    expect.write_text(
+        "expectations:\n- {from: default/client, to: cidrgroup:blocked, port: 443, expect: deny}\n")
+    code, out, _ = run_cli(["verify", "-f", str(manifests), "--expect", str(expect)])
+    assert code == 0, out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from cilia.analyze import engine_adapter
+from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.learned import LearnedAddress, NodeDns
 from cilia.analyze.manifests import load_cluster
@@ -140,6 +141,12 @@ class Analysis:
             raise KeyError(identity)
         return labels
 
+    @property
+    def prefix_identities(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]]:
+        """Every prefix of the ipcache (the policies' and the CIDR groups'), longest first, with its
+        identity."""
+        return list(self._cidr_ids)
+
     def external_identity(self, ip: str) -> int:
         """The identity of an address outside the cluster: the CIDR identity of the longest policy
         prefix containing it, else world (§3.4)."""
@@ -174,6 +181,8 @@ class Analysis:
         spec = parse_peer(peer) if isinstance(peer, str) else peer
         if spec.kind is PeerKind.SERVICE:
             raise PeerError(f"{spec.text}: a Service is a destination only (a flow comes from its backends)")
+        if spec.kind is PeerKind.CIDR_GROUP:
+            return cidr_group_ends(self, spec.name)
         if spec.kind is PeerKind.ENTITY:
             rid = ReservedIdentity[PEER_ENTITIES[spec.name].upper().replace("-", "_")]
             return [FlowEnd(spec.name, EndKind.ENTITY, int(rid), RESERVED_LABELS[rid])]

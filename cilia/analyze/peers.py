@@ -13,6 +13,9 @@ PEER forms (parsed here, resolved against a loaded cluster by :mod:`cilia.analyz
 * ``svc:NAMESPACE/NAME`` (or ``service:``) — a Service, as a destination only: one flow per backend on
   its target port, as the datapath translates (:mod:`cilia.analyze.services`); so is a Service's
   ClusterIP given as an address.
+* ``cidrgroup:NAME`` — the addresses of a CiliumCIDRGroup: one flow per identity an address in the
+  group can have (each of its prefixes, and each longer prefix of the ipcache inside them, such as a
+  policy's ``except``), so a question about the group holds only if it holds for all of them.
 
 PORT forms: ``80/TCP``, ``53/udp``, ``80`` (TCP), ``8/ICMP`` and ``128/ICMPv6`` (the ICMP type takes the
 place of the port, §4.5).
@@ -60,6 +63,7 @@ class PeerKind(StrEnum):
     ENTITY = "entity"
     FQDN = "fqdn"
     SERVICE = "service"
+    CIDR_GROUP = "cidrgroup"
 
 
 # A DNS name as a flow's peer: labels of letters, digits, '-' and '_' (no wildcard: a pattern selects
@@ -131,6 +135,10 @@ def parse_peer(text: str) -> PeerSpec:
     if sep and kind in ("deployment", "deploy"):
         ns, name = _split_ns(rest, raw)
         return PeerSpec(PeerKind.DEPLOYMENT, raw, namespace=ns, name=name)
+    if sep and kind == "cidrgroup":
+        if not rest or "/" in rest:
+            raise PeerError(f"bad peer {text!r}: expected cidrgroup:NAME (a CiliumCIDRGroup)")
+        return PeerSpec(PeerKind.CIDR_GROUP, raw, name=rest)
     if sep and kind in ("svc", "service"):
         ns, name = _split_ns(rest, raw)
         return PeerSpec(PeerKind.SERVICE, raw, namespace=ns, name=name)
@@ -149,7 +157,7 @@ def parse_peer(text: str) -> PeerSpec:
     if sep:
         raise PeerError(
             f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, svc:NAMESPACE/NAME, "
-            "an IP address, entity:NAME or fqdn:NAME"
+            "an IP address, entity:NAME, fqdn:NAME or cidrgroup:NAME"
         )
     ns, name = _split_ns(raw, raw)
     return PeerSpec(PeerKind.POD, raw, namespace=ns, name=name)
