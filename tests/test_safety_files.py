@@ -132,3 +132,16 @@ def test_the_workload_daemon_keeps_its_socket_and_log_private(tmp_path: Path) ->
         assert mode(run_dir / SOCKET_NAME) == 0o600 and mode(run_dir / LOG_NAME) == 0o600
     finally:
         client.stop()
+
+
+def test_a_restart_writes_the_endpoint_table_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cilia.agent import endpoints as endpoints_module
+
+    node = Harness(tmp_path)
+    node.apply("app-a.yaml", "app-b.yaml")
+    assert len(node.rec.endpoints) == 4
+    writes: list[Path] = []
+    real = endpoints_module.write_private
+    monkeypatch.setattr(endpoints_module, "write_private", lambda p, d: (writes.append(p), real(p, d)))
+    node.restart()
+    assert writes == [tmp_path / "endpoints.json"]  # each save is fsynced: once, not once per pod

@@ -9,6 +9,7 @@ reconciler rebuilds it from the store, the runtime's pods and the endpoint ids i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,6 +70,8 @@ class EndpointTable:
         self._by_id: dict[int, Endpoint] = {}
         self._by_pod: dict[PodKey, int] = {}
         self.recovered: str | None = None  # why the saved table was unreadable, if it was
+        self._deferring = 0
+        self._dirty = False
         if path is not None and path.exists():
             try:
                 self._load(path)
@@ -136,9 +139,25 @@ class EndpointTable:
         self.save()
         return ep
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Save once when the block ends instead of on every change (each save is fsynced: a
+        restart that adopts N pods writes the table once, not N times)."""
+        self._deferring += 1
+        try:
+            yield
+        finally:
+            self._deferring -= 1
+            if not self._deferring and self._dirty:
+                self.save()
+
     def save(self) -> None:
         if self.path is None:
             return
+        if self._deferring:
+            self._dirty = True
+            return
+        self._dirty = False
         # Compact and unsorted: this runs on every endpoint change, with hundreds of endpoints.
         rows = [e.to_json() for e in self._by_id.values()]
         write_private(self.path, json.dumps(rows, separators=(",", ":")))

@@ -192,29 +192,33 @@ class Reconciler:
         for labels in restored.values():
             self.allocator.release(labels)
         self.endpoints_version += 1
-        for ep in list(self.endpoints):
-            if ep.pod not in adopted:
-                self.endpoints.remove(ep.pod)
-        # A table rebuilt after its file was unreadable takes each pod's id from the pinned maps,
-        # so the policy the kernel enforces for it stays in place.
-        recovered = self.endpoints.recovered
-        pinned = pinned_endpoint_ids(self.datapath) if recovered else {}
-        if recovered:
-            self._emit("Warning", "EndpointsRecovered", "Node", f"endpoint table rebuilt: {recovered}")
-            for pk, (rpod, _, _) in adopted.items():  # ids from the pinned maps first, new ids after
-                eid = pinned.get(rpod.ifindex, 0)
-                if eid and self.endpoints.by_id(eid) is None and self.endpoints.get(pk) is None:
-                    self.endpoints.put(Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns))
-        for pk, (rpod, labels, ident) in adopted.items():
-            old = self.endpoints.get(pk)
-            eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
-            ep = Endpoint(
-                eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings())
-            )
-            self.endpoints.put(ep)
-            # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
-            self.datapath.attach(rpod.ifindex, eid, ident)
-            self._set_endpoint_audit(eid)  # attach resets the endpoint's flags
+        with self.endpoints.deferred():  # one fsynced save of the table for every adopted pod
+            for ep in list(self.endpoints):
+                if ep.pod not in adopted:
+                    self.endpoints.remove(ep.pod)
+            # A table rebuilt after its file was unreadable takes each pod's id from the pinned maps,
+            # so the policy the kernel enforces for it stays in place.
+            recovered = self.endpoints.recovered
+            pinned = pinned_endpoint_ids(self.datapath) if recovered else {}
+            if recovered:
+                self._emit("Warning", "EndpointsRecovered", "Node", f"endpoint table rebuilt: {recovered}")
+                for pk, (rpod, _, _) in adopted.items():  # ids from the pinned maps first, new ids after
+                    eid = pinned.get(rpod.ifindex, 0)
+                    if eid and self.endpoints.by_id(eid) is None and self.endpoints.get(pk) is None:
+                        self.endpoints.put(
+                            Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns)
+                        )
+            for pk, (rpod, labels, ident) in adopted.items():
+                old = self.endpoints.get(pk)
+                eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
+                ep = Endpoint(
+                    eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
+                    tuple(labels.strings()),
+                )
+                self.endpoints.put(ep)
+                # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
+                self.datapath.attach(rpod.ifindex, eid, ident)
+                self._set_endpoint_audit(eid)  # attach resets the endpoint's flags
         self.policy.set_cluster_ports(self.desired.pods.values())
         self.policy.take_affected()
         self._sync_policies(None)  # full sync of every endpoint against what the kernel holds
