@@ -1,8 +1,9 @@
 """toFQDNs on the node: the DNS proxy and the identities of the addresses it learns (semantics.md §7).
 
-* Endpoints whose egress policy has DNS rules (``toPorts … rules: dns``) get their allowed DNS
-  queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) redirected by the
-  datapath to the proxy at ``<gateway>:10053`` in the node's namespace
+* Endpoints whose egress policy has DNS rules (``toPorts … rules: dns``) have MapState entries
+  with the DNS proxy port (15053, :data:`cilia.policy.l7.DEFAULT_PROXY_PORTS`); their allowed DNS
+  queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) are redirected by
+  the datapath to the proxy at ``<gateway>:<that port>`` in the node's namespace
   (:meth:`Datapath.set_dns_redirect`; the redirects are kept as :class:`cilia.proxy.redirects.Redirects`).
 * The proxy (:class:`cilia.proxy.dns.proxy.DnsProxy`, driven through :class:`NodeDnsHost`, the
   agent's side of :class:`cilia.proxy.host.DnsProxyHost`) answers REFUSED for names the endpoint's
@@ -38,22 +39,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cilia.datapath.capabilities import Capability
 from cilia.identity.fqdn import fqdn_identity_labels, name_matches
 from cilia.identity.labels import Labels
 from cilia.identity.reserved import ReservedIdentity
+from cilia.policy.l7 import DEFAULT_PROXY_PORTS, L7Parser
+from cilia.policy.l7resolve import proxy_port_map
 from cilia.policy.resolve import namespace_of, rule_selects
 from cilia.policy.types import Direction
 from cilia.proxy.dns.cache import STATE_FILE, DnsCache, DnsCacheError, load_state, save_state
 from cilia.proxy.dns.proxy import DnsProxy
 from cilia.proxy.records import DnsRecord
-from cilia.proxy.redirects import RedirectKey, Redirects, by_endpoint, dns_redirects
+from cilia.proxy.redirects import RedirectKey, Redirects, by_endpoint, dns_redirects, redirects_of
 
 if TYPE_CHECKING:
     from cilia.agent.reconcile import Reconciler
 
 log = logging.getLogger("cilia.agent")
 
-PROXY_PORT = 10053
+PROXY_PORT = DEFAULT_PROXY_PORTS[(L7Parser.DNS, Direction.EGRESS)]  # unless the options say otherwise
 
 
 def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
@@ -137,23 +141,25 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
     """Redirect exactly the endpoints with DNS rules to the proxy (kernel datapaths only), after
     relabelling the learned addresses if the policies' toFQDNs selectors changed."""
     refresh(rec, state)
-    set_redirect = getattr(rec.datapath, "set_dns_redirect", None)
-    if set_redirect is None:
+    if Capability.DNS_REDIRECT not in rec.datapath.capabilities:
         return
+    set_redirect = rec.datapath.set_dns_redirect
     state.endpoints_seen = _endpoint_keys(rec)
     if state.redirects.applied is None:
-        maps = getattr(rec.datapath, "dns", None)
-        pinned = maps.redirects() if maps is not None else {}
+        pinned = rec.datapath.dns_redirects()
         state.redirects.commit({k: p for eid, (_, port) in pinned.items()
                                 for k, p in dns_redirects(eid, port).items()})
     if not state.redirects.applied and not any(
         _dns_patterns(e.l7) for r in rec.policy.repo for e in r.entries if e.l7
     ):
         return  # no policy has DNS rules: nothing to redirect (the common case, checked per batch)
+    port = dns_proxy_port(rec)
     want: dict[RedirectKey, int] = {}
     for ep in rec.endpoints:
-        if dns_rules_of(rec, ep.identity) is not None:
-            want.update(dns_redirects(ep.id, PROXY_PORT))
+        applied = rec.applied.get(ep.id)
+        if applied is None or dns_rules_of(rec, ep.identity) is None:
+            continue  # (the cheap test first: only endpoints with DNS rules have DNS redirects)
+        want.update({k: p for k, p in redirects_of(ep.id, applied).items() if p == port})
     changes = state.redirects.changes(want)
     if changes:
         # The datapath redirects an endpoint's DNS (UDP and TCP 53) as a whole, to one address.
@@ -162,6 +168,11 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
             ports = set(wanted.get(eid, {}).values())
             set_redirect(eid, (rec.gateway, ports.pop()) if ports else None)
     state.redirects.commit(want)
+
+
+def dns_proxy_port(rec: Reconciler) -> int:
+    """The port of the node's DNS proxy: the MapState entries of DNS rules carry it."""
+    return proxy_port_map(rec.policy.options.proxy_ports)[(L7Parser.DNS, Direction.EGRESS)]
 
 
 def _endpoint_keys(rec: Reconciler) -> frozenset[tuple[int, int]]:
@@ -257,10 +268,9 @@ def learn(rec: Reconciler, state: FqdnState, name: str, addresses: Mapping[str, 
 
 def connections_in_use(rec: Reconciler) -> set[str]:
     """Addresses that are a peer of a live conntrack entry (empty without a kernel datapath)."""
-    ct = getattr(rec.datapath, "ct", None)
-    if ct is None:
+    if Capability.CONNTRACK not in rec.datapath.capabilities:
         return set()
-    return {ip for e in ct.dump() if e.expires_in_s > 0 for ip in (e.src, e.dst)}
+    return rec.datapath.conntrack_peers()
 
 
 def expire(rec: Reconciler, state: FqdnState, now: float | None = None,
@@ -370,14 +380,14 @@ def start_proxy(agent: Any) -> DnsProxy | None:
     """The node's DNS proxy, wired to the agent's reconciler (under its lock) and flow sink; None
     when the datapath cannot redirect (the simulated one)."""
     rec: Reconciler = agent.reconciler
-    origin = getattr(rec.datapath, "dns_origin", None)
-    if origin is None:
+    if Capability.DNS_REDIRECT not in rec.datapath.capabilities:
         return None
+    origin = rec.datapath.dns_origin
     host = NodeDnsHost(rec, agent._lock, lambda: agent.flow_sink)
     try:
-        return DnsProxy((rec.gateway, PROXY_PORT), host, origin).start()
+        return DnsProxy((rec.gateway, dns_proxy_port(rec)), host, origin).start()
     except OSError as e:
-        log.warning("dns proxy not started on %s:%d: %s", rec.gateway, PROXY_PORT, e)
+        log.warning("dns proxy not started on %s:%d: %s", rec.gateway, dns_proxy_port(rec), e)
         return None
 
 
