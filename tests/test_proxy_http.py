@@ -191,7 +191,7 @@ def test_rules_document_refuses_a_regex_pcre2_cannot_match_as_re2() -> None:
 
 def test_haproxy_config_golden() -> None:
     files = ProxyFiles(Path("/run/cilia/proxy"))
-    node = ProxyConfig(files, lua_path=Path("/usr/lib/cilia/cilia.lua"), bind_address="198.18.0.1")
+    node = ProxyConfig(files, lua_path=Path("/usr/lib/cilia/cilia.lua"))
     check_golden("proxy", "haproxy.cfg", render(node))
     test_mode = ProxyConfig(
         files,

@@ -202,7 +202,10 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
         return None
     options = agent.reconciler.policy.options
     files = proxy_files(cfg.run_dir)
-    pcfg = ProxyConfig(files, ports=proxy_ports(options), bind_address=agent.reconciler.gateway)
+    # One node per network namespace can have its proxy: the listeners take the proxy ports on every
+    # address (noreuseport), so a second node started in the same namespace cannot start its own and
+    # its L7 ports fail closed (a lab's cluster gives every node a namespace of its own).
+    pcfg = ProxyConfig(files, ports=proxy_ports(options))
     try:
         with agent._lock:
             proxy = HttpProxy(agent, pcfg, both_at_egress)

@@ -13,7 +13,7 @@ a missing policy refuses. A refused HTTP request gets Cilium's answer, ``403`` w
 ``Access denied\\r\\n``, on a connection that stays open; a refused TLS ClientHello closes the
 connection (Envoy finds no filter chain for the server name and closes it).
 
-``transparent=True`` is the node's mode: ``bind GATEWAY:PORT transparent`` (the datapath assigns redirected
+``transparent=True`` is the node's mode: ``bind :PORT transparent`` (the datapath assigns redirected
 connections to these sockets, their local address is the original destination) and onward
 connections to that destination from the client's own address (``usesrc clientip``). Tests run the
 same configuration without the kernel redirect (``transparent=False``): each listener is bound on a
@@ -96,8 +96,8 @@ class ProxyConfig:
     static: Mapping[tuple[str, Direction], StaticDestination] = field(default_factory=dict)
     nbthread: int = 2
     lua_path: Path = LUA_PATH
-    # the node's gateway: listeners bound there are this node's own (several nodes of a lab on one
-    # machine share the root namespace); the datapath finds them by (address, proxy port)
+    # "" (every address): the datapath finds a listener by (original destination, proxy port), so
+    # it must listen on every address; tests bind one address in a namespace of their own
     bind_address: str = ""
 
 

@@ -29,7 +29,8 @@ from cilia.proxy.http.config import ProxyConfig, render
 log = logging.getLogger("cilia.proxy.http")
 HAPROXY = "/usr/sbin/haproxy"
 START_TIMEOUT_S = 10.0
-RESTART_BACKOFF_S = 0.2
+RESTART_BACKOFF_S = 0.2  # first retry; doubled after each failed start, up to RESTART_BACKOFF_MAX_S
+RESTART_BACKOFF_MAX_S = 5.0
 
 
 class ProxyStartError(RuntimeError):
@@ -164,14 +165,15 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             log.warning("haproxy (pid %d) exited with %s: restarting", proc.pid, code)
-            while not self._stopping.is_set():
-                time.sleep(RESTART_BACKOFF_S)
+            backoff = RESTART_BACKOFF_S
+            while not self._stopping.wait(backoff):
                 try:
                     self._spawn()
                     self.restarts += 1
                     break
-                except Exception:  # keep trying: its ports fail closed meanwhile
-                    log.exception("haproxy restart failed")
+                except Exception as e:  # keep trying: its ports fail closed meanwhile
+                    log.error("haproxy restart failed: %s", e)
+                    backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop watching and end HAProxy (SIGTERM, then SIGKILL), by its PID."""
