@@ -18,6 +18,7 @@ pytestmark = pytest.mark.root
 
 NODE_INDEX = 10  # its own pod range, gateway and world (198.19.10.0/24): beside every other live test
 DNS_SERVER = f"198.19.{NODE_INDEX}.53"
+CLIENT, PLAIN = "lsafe-client", "lsafe-plain"
 # One `cilia exec` per pod runs every curl (a CLI process costs ~1 s on a busy machine): a line
 # "URL HTTP-CODE CURL-EXIT" each.
 CURLS = 'for u in "$@"; do c=$(curl -s -o /dev/null -w %{http_code} --max-time 3 "$u"); echo "$u $c $?"; done'
@@ -55,7 +56,10 @@ def test_curl_by_name_under_to_fqdns_and_services_by_short_name(node: LiveNode) 
     node.cilia("dns", "add", "web.example.test", web)
     node.cilia("dns", "add", "evil.example.test", evil)
     node.apply(
-        pod("client", {"app": "client"}), pod("plain", {"app": "plain"}), pod("backend", {"app": "backend"}),
+        # pod names of their own: pods' network namespaces are named by pod, and other live tests
+        # run beside this one
+        pod(CLIENT, {"app": "client"}), pod(PLAIN, {"app": "plain"}),
+        pod("lsafe-backend", {"app": "backend"}),
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-svc", "namespace": "default"},
          "spec": {"selector": {"app": "backend"}, "ports": [{"port": 80, "protocol": "TCP"}]}},
         cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
@@ -67,15 +71,15 @@ def test_curl_by_name_under_to_fqdns_and_services_by_short_name(node: LiveNode) 
             {"toFQDNs": [{"matchName": "web.example.test"}],
              "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
     )
-    wait_ready(node, "client", "plain", "backend")
-    assert curls(node, "client", "http://web.example.test/", "http://evil.example.test/",
+    wait_ready(node, CLIENT, PLAIN, "lsafe-backend")
+    assert curls(node, CLIENT, "http://web.example.test/", "http://evil.example.test/",
                  "http://nowhere.example.test/") == {
         "http://web.example.test/": ("200", 0),
         "http://evil.example.test/": ("000", 28),  # resolves; the policy drops the connection: timeout
         "http://nowhere.example.test/": ("000", 6),  # NXDOMAIN: could not resolve host
     }
     # a pod without policy: a Service by its short name (search path) and its full name, an outside name
-    assert curls(node, "plain", "http://web-svc/", "http://web-svc.default.svc.cluster.local/",
+    assert curls(node, PLAIN, "http://web-svc/", "http://web-svc.default.svc.cluster.local/",
                  "http://web.example.test/") == {
         "http://web-svc/": ("200", 0), "http://web-svc.default.svc.cluster.local/": ("200", 0),
         "http://web.example.test/": ("200", 0)}
