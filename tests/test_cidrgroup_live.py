@@ -8,6 +8,7 @@ own pod range, gateway and world hosts, so it runs beside the other live tests).
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cilia.analyze.cluster import analyse_paths
 from cilia.analyze.peers import parse_port
 from cilia.analyze.trace import trace
 from cilia.cli.commands.node import open_node_store, wait_for_agent
+from cilia.store import Kind
 from tests.helpers_world import CURL, LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
@@ -80,6 +82,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastNode]:
     yield from live_node(n.base, n)
 
 
+@pytest.fixture(scope="module")
+def hosts(node: FastNode) -> dict[str, str]:
+    """Two world hosts serving 80/TCP, shared by the module's tests (each ``cilia world add`` costs)."""
+    return {"w-a": node.world_add("w-a", 10, "80/TCP"), "w-b": node.world_add("w-b", 20, "80/TCP")}
+
+
 def _matrix(node: FastNode, client: str, targets: dict[str, str]) -> dict[str, tuple[bool, bool]]:
     """host -> (live, offline) for client -> host:80."""
     offline = node.traces(f"default/{client}", list(targets.values()))
@@ -87,9 +95,8 @@ def _matrix(node: FastNode, client: str, targets: dict[str, str]) -> dict[str, t
     return {h: (lv, off) for h, lv, off in zip(targets, live, offline, strict=True)}
 
 
-def test_deny_through_a_group_follows_the_group(node: FastNode) -> None:
+def test_deny_through_a_group_follows_the_group(node: FastNode, hosts: dict[str, str]) -> None:
     node.apply(pod("client", {"app": "client"}))
-    hosts = {"w-a": node.world_add("w-a", 10, "80/TCP"), "w-b": node.world_add("w-b", 20, "80/TCP")}
     node.apply(
         cnp("world-ok", {"endpointSelector": CLIENT, "log": {"value": "world-ok"},
                          "egress": [{"toEntities": ["world"]}]}),
@@ -113,13 +120,52 @@ def test_deny_through_a_group_follows_the_group(node: FastNode) -> None:
     assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
 
 
-def test_allow_through_a_group_selector_with_an_except(node: FastNode) -> None:
+def test_allow_through_a_group_selector_with_an_except(node: FastNode, hosts: dict[str, str]) -> None:
     node.apply(pod("client2", {"app": "client2"}))
-    hosts = {"w-c": node.world_add("w-c", 30, "80/TCP"), "w-d": node.world_add("w-d", 40, "80/TCP")}
     node.apply(
         group("partners", [f"{node.world}.0/24"], {"tier": "partner"}),
         cnp("to-partners", {"endpointSelector": {"matchLabels": {"app": "client2"}}, "egress": [
             {"toCIDRSet": [{"cidrGroupSelector": {"matchLabels": {"tier": "partner"}},
-                            "except": [f"{hosts['w-d']}/32"]}]}]}),
+                            "except": [f"{hosts['w-b']}/32"]}]}]}),
     )
-    assert _matrix(node, "client2", hosts) == {"w-c": (True, True), "w-d": (False, False)}
+    assert _matrix(node, "client2", hosts) == {"w-a": (True, True), "w-b": (False, False)}
+
+
+def test_a_service_destination_is_decided_per_backend(node: FastNode) -> None:
+    """``cilia trace --to svc:default/web`` (offline) against curls through the ClusterIP (live): the
+    backends that answer are exactly those whose translated flow the offline trace allows."""
+    node.apply(pod("client3", {"app": "client3"}), pod("web-a", {"app": "web", "track": "a"}),
+               pod("web-b", {"app": "web", "track": "b"}))
+    node.apply(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+         "spec": {"selector": {"app": "web"},
+                  "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}},
+        cnp("web-in", {"endpointSelector": {"matchLabels": {"app": "web", "track": "a"}},
+                       "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client3"}}],
+                                    "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
+        cnp("web-b-in", {"endpointSelector": {"matchLabels": {"app": "web", "track": "b"}},
+                         "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client3"}}],
+                                      "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}),
+    )
+    analysis = analyse_paths(sorted(node.manifests.glob("*.yaml")))
+    result = trace(analysis, "default/client3", "svc:default/web", parse_port("8080/TCP"))
+    offline = {f.dst.pod: (f.port, f.allowed) for f in result.flows}
+    # web-b's policy names the Service port, not the target port the datapath sees after translation
+    assert offline == {"web-a": (80, True), "web-b": (80, False)} and not result.allowed
+
+    ip = ""
+    for _ in range(100):
+        with open_node_store(node.cfg) as store:
+            svc = store.get(Kind.SERVICES.key("default", "web"))
+        ip = str(((svc.value if svc else {}).get("spec") or {}).get("clusterIP") or "")
+        if ip:
+            break
+        time.sleep(0.1)
+    assert ip, "the Service got no ClusterIP"
+    eps = {e.pod.name: e for e in EndpointTable(node.cfg.endpoints_path)}
+    loop = (f"for i in $(seq 12); do curl -s --max-time 1 http://{ip}:8080/ | grep '^Server name: ' "
+            "|| echo FAILED; done")
+    out = subprocess.run(["ip", "netns", "exec", eps["client3"].netns, "sh", "-c", loop],
+                         capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
+    answered = {x.removeprefix("Server name: ") for x in out if x != "FAILED"}
+    assert len(out) == 12 and answered == {"web-a"} and "FAILED" in out, out
