@@ -179,3 +179,23 @@ def test_delete_takes_full_names_only(tmp_path: Path) -> None:
     res = runner.invoke(app, ["delete", "cnp", "d", *sd])
     assert res.exit_code == 1 and 'not found' in res.output
     assert runner.invoke(app, ["delete", "cnp", name, *sd]).exit_code == 0
+
+
+def test_a_long_deployment_name_gives_valid_pod_names(tmp_path: Path) -> None:
+    from cilia.k8s.objects import replica_pod_name
+
+    name = "d" * 250
+    f = tmp_path / "d.yaml"
+    f.write_text(
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 2\n"
+        "  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n"
+        "    spec: {containers: [{name: c}]}\n"
+    )
+    assert validate_paths([f]).valid
+    from cilia.k8s.cluster import build_cluster
+    from cilia.k8s.loader import load_paths
+
+    pods = build_cluster(load_paths([f])).pods
+    assert len(pods) == 2
+    assert all(len(p.name) == 63 and not names.object_name_errors("Pod", p.name) for p in pods)
+    assert replica_pod_name("web", "abcdefghij", "xyz12") == "web-abcdefghij-xyz12"  # short names unchanged

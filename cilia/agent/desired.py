@@ -29,6 +29,7 @@ from cilia.k8s.objects import (
     pod_from,
     pod_suffix,
     policy_from,
+    replica_pod_name,
     service_from,
 )
 from cilia.store import Delete, Event, EventType, Kind, ObjectKey, Op, Put
@@ -254,7 +255,7 @@ def _candidate_pods(dep: Deployment, revision: int, initial: bool) -> list[Pod]:
     out = []
     for i, tmpl_pod in enumerate(dep.pods):
         suffix = pod_suffix(dep.name, dep.template_hash, base + i)
-        out.append(replace(tmpl_pod, name=f"{dep.name}-{dep.template_hash}-{suffix}"))
+        out.append(replace(tmpl_pod, name=replica_pod_name(dep.name, dep.template_hash, suffix)))
     return out
 
 
