@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import IO
@@ -164,7 +164,7 @@ class Analysis:
     @cached_property
     def oracle(self) -> engine_adapter.PolicyOracle:
         return engine_adapter.PolicyOracle(
-            self.options.engine_options(),
+            replace(self.options.engine_options(), secrets=self.cluster.secrets),
             self.identities,
             self.rules,
             ((ep.identity, ep.pod) for ep in self.endpoints),

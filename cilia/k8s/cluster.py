@@ -42,6 +42,7 @@ from cilia.k8s.objects import (
     policy_from,
     service_from,
 )
+from cilia.k8s.secrets import secret_values
 from cilia.k8s.validate import validate_result
 
 
@@ -80,6 +81,8 @@ def build_cluster(result: LoadResult) -> Cluster:
             endpoints.append(endpoint_slice_from(EndpointSliceModel.model_validate(doc.data), src))
         elif kind == cidrgroup.KIND:
             groups[doc.name] = cidrgroup.group_from(cidrgroup.CIDRGroupModel.model_validate(doc.data), src)
+        elif kind == "Secret":
+            pass  # values read below (headerMatches secrets)
         elif kind not in OBJECT_MODELS or kind == "ServiceAccount":
             ignored.append(Ignored(kind, doc.name, doc.namespace, src))
     used = [p.namespace for p in pods] + [s.namespace for s in services] + [e.namespace for e in endpoints]
@@ -97,6 +100,7 @@ def build_cluster(result: LoadResult) -> Cluster:
         policies=tuple(policies),
         ignored=tuple(ignored),
         cidr_groups=tuple(groups[n] for n in sorted(groups)),
+        secrets=secret_values(result.documents),
     )
 
 
