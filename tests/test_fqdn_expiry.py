@@ -20,6 +20,7 @@ from cilia.agent.fqdn import (
     learn,
     tick,
 )
+from cilia.datapath.capabilities import Capability
 from cilia.identity.fqdn import fqdn_identity_labels
 from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
 from tests.helpers_fqdn import CLIENT, POLICY, Node, policy
@@ -179,6 +180,8 @@ def test_a_damaged_state_file_does_not_stop_the_agent(tmp_path: Path) -> None:
 class RedirectingSim(SimNodeDatapath):
     """The simulated datapath plus the DNS redirect table (the kernel's is tested in
     test_fqdn_datapath.py): endpoint id -> proxy address."""
+
+    capabilities = frozenset({Capability.DNS_REDIRECT})
 
     def __init__(self) -> None:
         super().__init__()

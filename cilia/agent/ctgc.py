@@ -11,25 +11,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+
+from cilia.agent.interfaces import Capability, NodeDatapath
 
 log = logging.getLogger("cilia.agent")
 
 CT_GC_INTERVAL_S = 30.0
 
 
-def collect(datapath: Any) -> int:
+def collect(datapath: NodeDatapath) -> int:
     """One pass over the datapath's conntrack table (none on the simulated one); entries deleted."""
-    ct = getattr(datapath, "ct", None)
-    if ct is None:
+    if Capability.CONNTRACK not in datapath.capabilities:
         return 0
-    n: int = ct.gc()
+    n = datapath.conntrack_gc()
     if n:
         log.info("conntrack gc: %d expired entries deleted", n)
     return n
 
 
-def start(datapath: Any, interval_s: float = CT_GC_INTERVAL_S) -> threading.Event:
+def start(datapath: NodeDatapath, interval_s: float = CT_GC_INTERVAL_S) -> threading.Event:
     """Collect every ``interval_s`` on a thread of its own (map operations need no agent lock: the
     kernel serialises them); set the returned event to stop."""
     stop = threading.Event()

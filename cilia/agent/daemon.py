@@ -64,7 +64,7 @@ class Agent:
         # run under the lock after each reconcile step (the HTTP proxy's rules: cilia.agent.l7proxy)
         self.after_sync: list[Callable[[], None]] = []
         self.flow_sink: FlowSink = flow_sink if flow_sink is not None else RingSink(
-            self.pods_by_ip, getattr(datapath, "rules_for", None)
+            self.pods_by_ip, datapath.rules_for
         )
 
     def pods_by_ip(self) -> dict[str, str]:

@@ -9,22 +9,34 @@ maps outlive an agent process, so restart recovery can be exercised without root
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from cilia.agent.interfaces import NodeDatapath
 from cilia.datapath import sim
+from cilia.datapath.capabilities import Capability
 from cilia.datapath.ipcache import IPCache
+from cilia.datapath.maps.events import PolicyEvent
+from cilia.datapath.maps.lb import Backend, Frontend
 from cilia.policy.mapstate import MapState
-from cilia.policy.types import Entry, Key
+from cilia.policy.types import Entry, Key, RuleRef
 
 
 class SimNodeDatapath:
-    """In-memory node datapath: endpoints by ifindex, a policy per endpoint, an ipcache."""
+    """In-memory node datapath: endpoints by ifindex, a policy per endpoint, an ipcache. The calls
+    of the capabilities it lacks (no events, conntrack, service translation, DNS redirects or
+    audit flags in its lookup) record what they were given and do nothing else."""
+
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self) -> None:
         self.endpoints: dict[int, tuple[int, int]] = {}  # ifindex -> (endpoint id, identity)
         self.policies: dict[int, dict[Key, Entry]] = {}
         self.prefixes: dict[str, int] = {}
+        self.audit: set[int] = set()  # endpoints in policy audit mode
+        self.services: dict[Frontend, tuple[Backend, ...]] = {}
+        self.redirects: dict[int, tuple[str, int]] = {}  # endpoint id -> DNS proxy
         self.log: list[tuple[str, ...]] = []  # operations in order, for ordering checks
 
     @staticmethod
@@ -90,6 +102,39 @@ class SimNodeDatapath:
                 if eid == endpoint_id:
                     self.endpoints[ifindex] = (eid, identity)
 
+    def set_audit(self, endpoint_id: int, on: bool) -> None:
+        (self.audit.add if on else self.audit.discard)(endpoint_id)
+
+    def rules_for(self, cookie: int) -> frozenset[RuleRef] | None:
+        return None  # no events, so no cookies
+
+    def sync_services(self, want: Mapping[Frontend, Sequence[Backend]]) -> None:
+        self.services = {f: tuple(b) for f, b in want.items()}
+
+    def set_dns_redirect(self, endpoint_id: int, proxy: tuple[str, int] | None) -> None:
+        if proxy is None:
+            self.redirects.pop(endpoint_id, None)
+        else:
+            self.redirects[endpoint_id] = proxy
+
+    def dns_redirects(self) -> dict[int, tuple[str, int]]:
+        return dict(self.redirects)
+
+    def dns_origin(
+        self, client: tuple[str, int], proxy: tuple[str, int], proto: int = 17
+    ) -> tuple[str, int] | None:
+        return None  # nothing is redirected
+
+    def conntrack_gc(self) -> int:
+        return 0
+
+    def conntrack_peers(self) -> set[str]:
+        return set()
+
+    def read_events(self, callback: Callable[[PolicyEvent], None], timeout_ms: int = 100) -> int:
+        time.sleep(timeout_ms / 1000)  # no events ever come
+        return 0
+
     def close(self) -> None:
         pass
 
@@ -97,6 +142,9 @@ class SimNodeDatapath:
         self.endpoints.clear()
         self.policies.clear()
         self.prefixes.clear()
+        self.audit.clear()
+        self.services.clear()
+        self.redirects.clear()
 
     # ------------------------------------------------------------------ deciding packets
 
@@ -115,8 +163,8 @@ class SimNodeDatapath:
         return dp.flow(src_ip, dst_ip, proto, dport)
 
 
-def open_bpf_datapath(pin_root: str, state_dir: Path):  # type: ignore[no-untyped-def]
+def open_bpf_datapath(pin_root: str, state_dir: Path) -> NodeDatapath:
     """The kernel datapath, opened (programs loaded, maps pinned or re-opened)."""
-    from cilia.datapath.bpf.sync import Datapath
+    from cilia.datapath.bpf.sync import Datapath  # loads libbpf: only when the kernel one is wanted
 
     return Datapath(pin_root=pin_root, state_dir=state_dir).open()

@@ -8,6 +8,7 @@ typed values of :mod:`cilia.k8s.objects` (pods, namespaces, policies) when their
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from cilia.k8s import api
@@ -53,6 +54,17 @@ class PolicyKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+
+class ChangeKind(StrEnum):
+    """What a store event changed in the desired state (:meth:`DesiredState.apply`)."""
+
+    NAMESPACE = "namespace"
+    POD = "pod"
+    DEPLOYMENT = "deployment"
+    SERVICE = "service"  # a Service or its Endpoints
+    POLICY = "policy"
+    CIDR_GROUP = "cidrgroup"
 
 
 class ObjectError(ValueError):
@@ -101,7 +113,7 @@ class DesiredState:
         ``kubernetes.io/metadata.name`` label, as in the manifests loader."""
         return make_namespace(namespace, self.namespaces.get(namespace)).label_map
 
-    def apply(self, ev: Event) -> tuple[str, Any] | None:
+    def apply(self, ev: Event) -> tuple[ChangeKind, Any] | None:
         """Fold one store event in; returns what changed as (what, key), None if irrelevant."""
         key, put = ev.key, ev.type is EventType.PUT
         if key.kind is Kind.NAMESPACES:
@@ -110,7 +122,7 @@ class DesiredState:
                 self.namespaces[key.name] = dict(meta.labels or {})
             else:
                 self.namespaces.pop(key.name, None)
-            return ("namespace", key.name)
+            return (ChangeKind.NAMESPACE, key.name)
         if key.kind is Kind.PODS:
             pk = PodKey(key.namespace, key.name)
             if put:
@@ -119,21 +131,21 @@ class DesiredState:
             else:
                 self.pods.pop(pk, None)
                 self.raw_pods.pop(pk, None)
-            return ("pod", pk)
+            return (ChangeKind.POD, pk)
         if key.kind is Kind.DEPLOYMENTS:
             dk = PodKey(key.namespace, key.name)
             if put:
                 self.deployments[dk] = ev.value
             else:
                 self.deployments.pop(dk, None)
-            return ("deployment", dk)
+            return (ChangeKind.DEPLOYMENT, dk)
         if key.kind is Kind.SERVICES:
             sk = PodKey(key.namespace, key.name)
             if put:
                 self.services[sk] = service_from(ServiceModel.model_validate(ev.value), NO_SOURCE)
             else:
                 self.services.pop(sk, None)
-            return ("service", sk)
+            return (ChangeKind.SERVICE, sk)
         if key.kind is Kind.ENDPOINTS:
             ek = PodKey(key.namespace, key.name)
             if put:
@@ -142,7 +154,7 @@ class DesiredState:
                 ).addresses
             else:
                 self.service_endpoints.pop(ek, None)
-            return ("service", ek)
+            return (ChangeKind.SERVICE, ek)
         if key.kind in (Kind.CNP, Kind.CCNP, Kind.KNP):
             if put:
                 pol = parse_policy(ev.value)
@@ -152,7 +164,7 @@ class DesiredState:
                 kind = {Kind.CNP: "CiliumNetworkPolicy", Kind.CCNP: CCNP, Kind.KNP: "NetworkPolicy"}[key.kind]
                 pkey = PolicyKey(kind, key.namespace, key.name)
                 self.policies.pop(pkey, None)
-            return ("policy", pkey)
+            return (ChangeKind.POLICY, pkey)
         if key.kind is Kind.CIDR_GROUPS:
             if put:
                 try:
@@ -161,7 +173,7 @@ class DesiredState:
                     raise ObjectError(f"CiliumCIDRGroup: {e}") from e
             else:
                 self.cidr_groups.pop(key.name, None)
-            return ("cidrgroup", key.name)
+            return (ChangeKind.CIDR_GROUP, key.name)
         return None
 
 

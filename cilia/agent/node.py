@@ -16,7 +16,7 @@ from typing import Any
 
 from cilia.agent.config import AgentConfig
 from cilia.agent.flows import FlowSink
-from cilia.agent.interfaces import NodeDatapath, PodRuntime
+from cilia.agent.interfaces import Capability, NodeDatapath, PodRuntime
 from cilia.store import Store
 
 log = logging.getLogger("cilia.agent")
@@ -35,9 +35,9 @@ class Node:
 
     def start_flows(self, sink: FlowSink) -> None:
         """Feed the datapath's events to ``sink`` from a background thread."""
-        read = getattr(self.datapath, "read_events", None)
-        if read is None:
-            return
+        if Capability.EVENTS not in self.datapath.capabilities:
+            return  # the simulated datapath has no events
+        read = self.datapath.read_events
 
         def loop() -> None:
             while not self._stop.is_set():

@@ -23,6 +23,7 @@ from typing import Any
 
 from cilia.agent.cidrgroups import sync_prefix_identities
 from cilia.agent.desired import (
+    ChangeKind,
     DesiredState,
     ObjectError,
     PodKey,
@@ -36,11 +37,11 @@ from cilia.agent.fqdn import FqdnState, sync_redirects
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.agent.services import TABLE_NAME, ServiceLB
-from cilia.identity.allocator import EventKind, IdentityEvent, LocalAllocator
+from cilia.identity.allocator import EventKind, IdentityAllocator, IdentityEvent, LocalAllocator
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import ReservedIdentity
-from cilia.k8s.objects import Pod
+from cilia.k8s.objects import Pod, Policy
 from cilia.policy.engine import service_infos
 from cilia.policy.mapstate import MapState
 from cilia.policy.translate import AUDIT_ANNOTATION, ServiceInfo
@@ -69,7 +70,7 @@ class Reconciler:
         cluster: str = "default",
         enforcement_mode: str = "default",
         allow_localhost: str = "always",
-        allocator: Any = None,
+        allocator: IdentityAllocator | None = None,
         schedule: Callable[[PodKey, dict[str, Any]], bool] | None = None,
         on_synced: Callable[[], None] | None = None,
         controller: Callable[[], bool] | None = None,
@@ -88,7 +89,7 @@ class Reconciler:
         self.cluster = cluster
         self.desired = DesiredState()
         self._shared_identities = allocator is not None
-        self.allocator = allocator if allocator is not None else LocalAllocator()
+        self.allocator: IdentityAllocator = allocator if allocator is not None else LocalAllocator()
         self.schedule = schedule
         # pod -> (its spec.nodeName, runs here): every batch looks at every desired pod without a
         # local endpoint, which on a node of several is most of the cluster's pods.
@@ -164,7 +165,7 @@ class Reconciler:
                 self._fold(_as_event(rec, snap.revision))
         self._restoring = True  # they are in the store already
         try:
-            if not self._shared_identities:
+            if not self._shared_identities and isinstance(self.allocator, LocalAllocator):
                 self.allocator.restore(restored)
         finally:
             self._restoring = False
@@ -247,22 +248,22 @@ class Reconciler:
             if what is None:
                 continue
             kind, key = what
-            if kind == "pod":
+            if kind is ChangeKind.POD:
                 touched_pods.add(key)
                 pod = self.desired.pods.get(key)
                 if pod is None or self.endpoints.get(key) is None:  # a pod came or went
                     owner = owner_of(pod) if pod is not None else owner_of_deleted(ev)
                     if owner is not None:
                         touched_deployments.add(owner)
-            elif kind == "deployment":
+            elif kind is ChangeKind.DEPLOYMENT:
                 touched_deployments.add(key)
-            elif kind == "namespace":
+            elif kind is ChangeKind.NAMESPACE:
                 relabel_all_in.add(key)
-            elif kind == "service":
+            elif kind is ChangeKind.SERVICE:
                 services_changed = True
-            elif kind == "cidrgroup":
+            elif kind is ChangeKind.CIDR_GROUP:
                 groups_changed = True
-            elif kind == "policy":
+            elif kind is ChangeKind.POLICY:
                 policies_changed = True
                 pol = self.desired.policies.get(key)
                 if pol is None:
@@ -328,7 +329,7 @@ class Reconciler:
             self._synced()
         return len(gone)
 
-    def _fold(self, ev: Event) -> tuple[str, Any] | None:
+    def _fold(self, ev: Event) -> tuple[ChangeKind, Any] | None:
         try:
             what = self.desired.apply(ev)
         except ObjectError as e:
@@ -359,9 +360,7 @@ class Reconciler:
         self.audit_namespaces = frozenset(data.get("namespaces", ()))
 
     def _set_endpoint_audit(self, endpoint_id: int) -> None:
-        set_audit = getattr(self.datapath, "set_audit", None)  # the simulated datapath has none
-        if set_audit is not None:
-            set_audit(endpoint_id, self.node_audit)
+        self.datapath.set_audit(endpoint_id, self.node_audit)
 
     def set_audit(self, node: bool, namespaces: Iterable[str] = ()) -> dict[str, Any]:
         """Node audit mode (every endpoint's datapath audit flag) and the namespaces whose policies
@@ -384,7 +383,7 @@ class Reconciler:
         )
         return settings
 
-    def _set_policy(self, key: PolicyKey, pol: Any) -> None:
+    def _set_policy(self, key: PolicyKey, pol: Policy) -> None:
         try:
             self.policy.set_policy(key, pol)
         except Exception as e:  # a policy cilia cannot translate must not stop the node

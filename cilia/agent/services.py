@@ -11,10 +11,10 @@ translates with.
   a named ``targetPort`` is looked up in the pod's container ports);
   for a selector-less Service, the addresses of its Endpoints/EndpointSlice (e.g. world hosts),
   on the Service's target port.
-* The datapath gets the table ClusterIP:port/proto → backends (:meth:`NodeDatapath.sync_services`
-  where the datapath has it) and translates on the client pod's egress path, before conntrack and
-  policy, so policy decides on the backend, as in Cilium. The table is also saved as JSON next to the
-  endpoint table for ``cilia svc``.
+* The datapath gets the table ClusterIP:port/proto → backends (:meth:`NodeDatapath.sync_services`;
+  the simulated datapath keeps it without translating) and translates on the client pod's egress
+  path, before conntrack and policy, so policy decides on the backend, as in Cilium. The table is
+  also saved as JSON next to the endpoint table for ``cilia svc``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 from cilia.agent.desired import DesiredState, PodKey
 from cilia.agent.endpoints import EndpointTable
+from cilia.agent.interfaces import NodeDatapath
 from cilia.datapath.maps.lb import Backend, Frontend
 from cilia.k8s.objects import ServicePort
 from cilia.store import ConflictError, Delete, Expect, Kind, Put, Store, StoreError
@@ -242,7 +243,7 @@ class ServiceLB:
         with contextlib.suppress(ConflictError):
             self.store.txn([Expect(rec.key, rec.mod_revision), Put(rec.key, {**rec.value, "spec": spec})])
 
-    def sync(self, desired: DesiredState, endpoints: EndpointTable, datapath: object,
+    def sync(self, desired: DesiredState, endpoints: EndpointTable, datapath: NodeDatapath,
              remote: Mapping[PodKey, str] | None = None) -> bool:
         """Bring ClusterIPs and the datapath's table up to date; True if the table changed.
         ``remote``: other nodes' pod addresses (:func:`service_views`)."""
@@ -250,9 +251,7 @@ class ServiceLB:
         want = lb_table(self.views)
         if want == self.applied:
             return False
-        sync = getattr(datapath, "sync_services", None)
-        if sync is not None:  # the simulated datapath does no translation
-            sync(want)
+        datapath.sync_services(want)  # the simulated datapath keeps it without translating
         self.applied = want
         self._save()
         return True

@@ -20,6 +20,7 @@ from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
 from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
+from cilia.datapath.capabilities import ALL as ALL_CAPABILITIES
 from cilia.datapath.maps import dns as dnsmap
 from cilia.datapath.maps import lb
 from cilia.datapath.maps import policy as policymap
@@ -90,6 +91,8 @@ def _value_tuple(v: PolicyValue) -> tuple[int, ...]:
 
 class Datapath:
     """The kernel datapath of one node: pinned maps under ``pin_root``, programs on host veths."""
+
+    capabilities = ALL_CAPABILITIES  # the agent's NodeDatapath protocol, all of it (agent/interfaces.py)
 
     def __init__(self, pin_root: str = loader.DEFAULT_PIN_ROOT,
                  state_dir: str | os.PathLike[str] | None = None,
@@ -357,6 +360,11 @@ class Datapath:
         self._coll()
         self.dns.set_redirect(endpoint_id, proxy)
 
+    def dns_redirects(self) -> dict[int, tuple[str, int]]:
+        """endpoint id -> the DNS proxy its queries go to, as the map holds them."""
+        self._coll()
+        return self.dns.redirects()
+
     def dns_origin(self, client: tuple[str, int], proxy: tuple[str, int],
                    proto: int = 17) -> tuple[str, int] | None:
         """The DNS server a redirected query from ``client`` (UDP 17 or TCP 6) was addressed to."""
@@ -370,6 +378,16 @@ class Datapath:
         self._coll()
         return self.ct.flush(lambda e: (endpoint_id is None or e.endpoint_id == endpoint_id)
                              and (predicate is None or predicate(e)))
+
+    def conntrack_gc(self) -> int:
+        """Delete the expired conntrack entries; how many."""
+        self._coll()
+        return self.ct.gc()
+
+    def conntrack_peers(self) -> set[str]:
+        """Addresses that are a peer of a live (unexpired) conntrack entry."""
+        self._coll()
+        return {ip for e in self.ct.dump() if e.expires_in_s > 0 for ip in (e.src, e.dst)}
 
     def read_events(self, callback: Callable[[PolicyEvent], None], timeout_ms: int = 100) -> int:
         """Poll the event ring buffer once; ``callback`` gets each decoded event."""
