@@ -243,6 +243,17 @@ def resolve_filters(selection: RuleSelection, options: EngineOptions | None = No
         spec = l7[1] if l7 is not None else None
         per[sel] = merge_spec(per[sel], spec) if sel in per else spec
 
+    # The L7 parts of the entries, and the ports that have any: only those track L7 merges.
+    entry_l7s: dict[int, dict[PortProto, Any]] = {}
+    l7_fkeys: set[tuple[int, int, int, int, str]] = set()
+    for r in selection.rules:
+        for e in r.entries:
+            if e.l7 and not e.deny and selection.enforced[e.direction]:
+                got = entry_l7(e, r.namespace, secrets)
+                if got:
+                    entry_l7s[id(e)] = got
+                    l7_fkeys.update((e.direction, *pp) for pp in got)
+
     def merge(
         fkey: tuple[int, int, int, int, str], sel: Selector, deny: bool, ref: RuleRef, auth: int = 0
     ) -> None:
@@ -277,12 +288,13 @@ def resolve_filters(selection: RuleSelection, options: EngineOptions | None = No
                 else:
                     fkeys = [(d, pp.proto, pp.port, max(pp.end_port, pp.port), pp.name) for pp in e.ports]
                 auth = AUTH_TYPES.get(e.auth_mode, 0)
-                e_l7 = entry_l7(e, r.namespace, secrets) if e.l7 else {}
+                e_l7 = entry_l7s.get(id(e))
                 for fkey in fkeys:
-                    l7 = e_l7.get(PortProto(fkey[1], fkey[2], fkey[3], fkey[4])) if e_l7 else None
+                    track = not e.deny and fkey in l7_fkeys
+                    l7 = e_l7.get(PortProto(fkey[1], fkey[2], fkey[3], fkey[4])) if e_l7 and track else None
                     for s in sels:
                         merge(fkey, s, e.deny, e.ref, auth)
-                        if not e.deny:
+                        if track:
                             merge_l7(fkey, s, l7)
         if not selection.default_deny[d]:
             merge((d, 0, 0, 0, ""), Selector.wildcard(), False, DEFAULT_ALLOW[d])
