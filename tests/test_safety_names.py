@@ -199,3 +199,19 @@ def test_a_long_deployment_name_gives_valid_pod_names(tmp_path: Path) -> None:
     assert len(pods) == 2
     assert all(len(p.name) == 63 and not names.object_name_errors("Pod", p.name) for p in pods)
     assert replica_pod_name("web", "abcdefghij", "xyz12") == "web-abcdefghij-xyz12"  # short names unchanged
+
+
+@pytest.mark.parametrize(
+    "name", ["api.example.com\n", "", ".", "a..b", "a b.com", "x" * 64 + ".com", "é.com"]
+)
+def test_dns_add_refuses_bad_names_before_starting_anything(tmp_path: Path, name: str) -> None:
+    assert names.dns_name_errors(name)
+    dirs = ["--state-dir", str(tmp_path / "s"), "--run-dir", str(tmp_path / "r")]
+    res = CliRunner().invoke(app, ["dns", "add", name, "198.19.0.60", *dirs])
+    assert res.exit_code == 2 and "invalid DNS name" in res.output
+    assert not any(tmp_path.iterdir())  # no world host, no server, no record
+
+
+def test_dns_names_that_are_fine() -> None:
+    for name in ("api.example.com", "api.example.com.", "_svc.x-y.io"):
+        assert names.dns_name_errors(name) == []

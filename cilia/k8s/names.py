@@ -250,6 +250,19 @@ def annotations_errors(annotations: object) -> list[tuple[str, str]]:
     return out
 
 
+def dns_name_errors(name: str) -> list[str]:
+    """The problems of a DNS name given for a record (``cilia dns add``): the characters of Cilium's
+    ``matchName`` pattern, labels of 1-63 characters, at most 253 without the final dot."""
+    bare = name[:-1] if name.endswith(".") else name
+    if not bare or not FQDN_NAME_PATTERN.match(name):
+        return ["a DNS name consists of letters, digits, '-' and '_' in dot-separated labels"]
+    if len(bare) > 253:
+        return ["must be no more than 253 characters"]
+    if any(not 0 < len(label) <= 63 for label in bare.split(".")):
+        return ["each dot-separated label must be 1 to 63 characters"]
+    return []
+
+
 def is_dns1123_subdomain(value: str) -> bool:
     return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value))
 

@@ -24,6 +24,7 @@ from cilia.cli.commands.node import (
     open_node_store,
 )
 from cilia.identity.labels import SOURCE_FQDN
+from cilia.k8s.names import dns_name_errors
 from cilia.lab import dns
 from cilia.lab.errors import LabError
 from cilia.lab.world import World, check_address
@@ -44,6 +45,9 @@ def register(app: typer.Typer) -> None:
         run_dir: RunDirOpt = None,
     ) -> None:
         """Add an A record (starting the DNS server, and its world host, on first use)."""
+        problems = dns_name_errors(name)
+        if problems:  # before anything is started or written
+            raise fail(f"invalid DNS name {name!r}: {problems[0]}", 2)
         cfg = node_config(state_dir, run_dir)
         if cfg.datapath == "sim":
             raise fail("this node runs with --datapath sim: there is no network for a DNS server")
