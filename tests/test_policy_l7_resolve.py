@@ -302,3 +302,63 @@ def test_an_l3_allow_of_the_same_peer_widens_the_port_rules_at_the_proxy() -> No
     assert pol.map_state[Key(C, EG, TCP, 443, 16)].proxy_port == TLS_EG  # the port still redirects
     assert pp.decide_sni(C, "www.other.com").allowed
     assert not resolve(cnp(egress=[sni])).l7[0].decide_sni(C, "www.other.com").allowed
+
+
+# Cilium's distillery table (pkg/policy/distillery_test.go, cases 0-31): every combination of five
+# ingress rules on the subject "foo" -- L3L4L7 (foo, 80/TCP, GET /), L4L7 (any, 80/TCP, GET /),
+# L3L4 (foo, 80/TCP), L4 (any, 80/TCP), L3 (foo, all ports) -- and the map entries expected.
+FOO = 500
+DISTILLERY_IDS = {**IDENTITIES, FOO: pod_identity_labels({"foo": "", "blue": ""}, "default")}
+SEL_FOO = {"matchLabels": {"foo": ""}}
+DISTILLERY_RULES = {
+    "l3l4l7-allow": {"fromEndpoints": [SEL_FOO], "toPorts": [{"ports": P80, "rules": {"http": [GET_ROOT]}}]},
+    "l4l7-allow": {"toPorts": [{"ports": P80, "rules": {"http": [GET_ROOT]}}]},
+    "l3l4-allow": {"fromEndpoints": [SEL_FOO], "toPorts": [{"ports": P80}]},
+    "l4-allow": {"toPorts": [{"ports": P80}]},
+    "l3-allow": {"fromEndpoints": [SEL_FOO]},
+}
+
+
+def distillery_expected(on: dict[str, bool]) -> dict[tuple[int, int], tuple[int, set[str]]]:
+    """(identity, proto) -> (proxy port, rule names): Cilium's testCaseToMapState, as data."""
+    out: dict[tuple[int, int], tuple[int, set[str]]] = {}
+    if on["l3-allow"]:
+        out[(FOO, 0)] = (0, {"l3-allow"})
+    l4 = [n for n in ("l4l7-allow", "l4-allow") if on[n]]
+    if l4:
+        out[(0, TCP)] = (HTTP_IN if on["l4l7-allow"] else 0, set(l4))
+    l3l4 = [n for n in ("l3l4l7-allow", "l3l4-allow") if on[n]]
+    if l3l4:
+        redirect = on["l3l4l7-allow"]
+        covered = bool(l4) and (on["l4l7-allow"] or not redirect)  # the L4-only key does the job
+        if not covered:
+            out[(FOO, TCP)] = (HTTP_IN if redirect else 0, set(l3l4))
+    return out
+
+
+@pytest.mark.parametrize("case", range(32))
+def test_cilium_distillery_table(case: int) -> None:
+    names = list(DISTILLERY_RULES)
+    on = {n: bool(case >> (4 - i) & 1) for i, n in enumerate(names)}  # slot 3 is the high bit
+    objs = [
+        api.CiliumNetworkPolicy.model_validate(
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumNetworkPolicy",
+                "metadata": {"name": n, "namespace": "default"},
+                "spec": {"endpointSelector": SEL_FOO, "ingress": [DISTILLERY_RULES[n]]},
+            }
+        )
+        for n in names
+        if on[n]
+    ]
+    rules = [r for o in objs for r in translate(o)]
+    pol = resolve_policy(FOO, DISTILLERY_IDS[FOO], rules, SelectorCache(DISTILLERY_IDS))
+    got = {
+        (k.identity, k.proto): (e.proxy_port, {r.name for r in e.rules})
+        for k, e in pol.map_state.items()
+        if k.direction == IN and k.identity in (0, FOO) and (k.proto, k.port) in ((0, 0), (TCP, 80))
+    }
+    if not objs:
+        got = {k: v for k, v in got.items() if v[1] != {"allow-any-ingress"}}  # nothing enforced
+    assert got == distillery_expected(on)
