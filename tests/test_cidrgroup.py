@@ -271,3 +271,39 @@ def test_verify_a_group_peer(tmp_path: Path) -> None:
         "expectations:\n- {from: default/client, to: cidrgroup:blocked, port: 443, expect: deny}\n")
     code, out, _ = run_cli(["verify", "-f", str(manifests), "--expect", str(expect)])
     assert code == 0, out
+
+
+# --------------------------------------------------------------------------- learned fqdn addresses
+
+
+def test_a_learned_fqdn_address_inside_a_group_keeps_the_groups_deny(tmp_path: Path) -> None:
+    """A toFQDNs allow gives a learned address an identity of its own; it inherits the labels of the
+    group around it (Cilium's parent-prefix labels), so the group's deny still wins — on the node,
+    for a group applied before or after the name was learned, and offline."""
+    from cilia.agent.fqdn import learn
+    from cilia.analyze.learned import NodeDns
+    from tests.helpers_fqdn import CLIENT as FQDN_CLIENT
+    from tests.helpers_fqdn import Node as FqdnNode
+    from tests.helpers_fqdn import policy
+
+    api = "198.19.5.5"
+    allow = policy({"matchName": "api.example.com"})
+    deny = cnp("deny-blocked", {"endpointSelector": CLIENT,
+                                "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blocked"}]}]})
+    node = FqdnNode(tmp_path / "node")
+    node.apply(FQDN_CLIENT, allow, deny)
+    learn(node.rec, node.state, "api.example.com", {api: 60})
+    assert node.allowed(api)  # no group yet
+    node.apply(group("blocked", ["198.19.5.0/24"]))
+    assert "cidrgroup:io.cilium.policy.cidrgroupname/blocked=" in (node.labels(api) or [])
+    assert not node.allowed(api)
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump_all([FQDN_CLIENT, allow, deny, group("blocked",
+                                                                                        ["198.19.5.0/24"])]))
+    analysis = analyse_paths([tmp_path / "m.yaml"], dns=NodeDns(tmp_path / "node", now=1010))
+    assert analysis.labels_of(analysis.learned[api][1]).strings() == node.labels(api)
+    assert not trace(analysis, "default/client", "fqdn:api.example.com", parse_port("80/TCP")).allowed
+
+    node.store.delete(Kind.CIDR_GROUPS.key("", "blocked"))
+    node.apply()
+    assert node.allowed(api)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cilia.agent import fqdn
 from cilia.identity.cidr import prefix_identity_labels
 from cilia.identity.labels import Labels
 
@@ -55,3 +56,6 @@ def sync_prefix_identities(rec: Reconciler, initial: bool = False) -> None:
         rec.allocator.release(labels)
     if releases:
         rec.sync_affected_policies()  # identities gone: their entries leave the peers' maps
+    if moved or removed:
+        # learned fqdn addresses inherit the groups around them: relabel them too
+        fqdn.refresh(rec, rec.fqdn, force=True)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cilia.datapath.capabilities import Capability
+from cilia.identity.cidr import inherited_group_labels
 from cilia.identity.fqdn import fqdn_identity_labels, name_matches
 from cilia.identity.labels import Labels
 from cilia.identity.reserved import ReservedIdentity
@@ -215,6 +216,8 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
     for ip in sorted(set(addresses)):
         names = state.cache.names(ip)
         new = fqdn_identity_labels(ip, names, sels) if names and ip not in cluster else None
+        if new is not None:  # the CIDR groups around the address (Cilium's parent-prefix labels)
+            new = new.union(inherited_group_labels(ip, rec.cidr_labels))
         if new is not None and f"{ip}/32" in rec.remote_ipcache:
             new = None
         old = state.ips.get(ip)
@@ -297,11 +300,12 @@ def expire(rec: Reconciler, state: FqdnState, now: float | None = None,
     return changed
 
 
-def refresh(rec: Reconciler, state: FqdnState) -> dict[str, int | None]:
+def refresh(rec: Reconciler, state: FqdnState, force: bool = False) -> dict[str, int | None]:
     """Relabel every cached address when the policies' toFQDNs selectors changed (a new selector
-    matches names resolved before it existed, as Cilium's name manager does)."""
+    matches names resolved before it existed, as Cilium's name manager does), or with ``force``
+    (the CIDR groups around the addresses changed)."""
     sels = frozenset(selectors(rec))
-    if sels == state.selectors_seen:
+    if sels == state.selectors_seen and not force:
         return {}
     state.selectors_seen = sels
     changed = _apply(rec, state, set(state.cache.entries) | set(state.ips), sels)

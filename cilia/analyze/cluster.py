@@ -25,7 +25,7 @@ from cilia.analyze.learned import LearnedAddress, NodeDns
 from cilia.analyze.manifests import load_cluster
 from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
 from cilia.identity.allocator import LocalAllocator
-from cilia.identity.cidr import prefix_identity_labels
+from cilia.identity.cidr import inherited_group_labels, prefix_identity_labels
 from cilia.identity.fqdn import fqdn_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
@@ -110,7 +110,8 @@ class Analysis:
         self._cidr_ids: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
         # the policies' prefixes and the CIDR groups', labelled as a node's ipcache labels them
         groups = [(g.name, g.selector_labels, g.cidrs) for g in cluster.cidr_groups]
-        for prefix, labels in prefix_identity_labels(self.prefixes, groups).items():
+        self.prefix_labels = prefix_identity_labels(self.prefixes, groups)
+        for prefix, labels in self.prefix_labels.items():
             ident = self.allocator.allocate(labels)
             self._cidr_ids.append((ipaddress.ip_network(prefix), ident))
         # Longest prefix first, for the LPM of external addresses.
@@ -126,7 +127,8 @@ class Analysis:
                 if ip in pod_ips or found is None or not found.selectors:
                     continue  # in-cluster addresses keep their pods' identities; unselected stay world
                 labels = fqdn_identity_labels(ip, found.names, self.fqdn_selectors)
-                if labels is not None:
+                if labels is not None:  # and the CIDR groups around it, as on the node
+                    labels = labels.union(inherited_group_labels(ip, self.prefix_labels))
                     self.learned[ip] = (found, self.allocator.allocate(labels))
 
     # ------------------------------------------------------------------ identities

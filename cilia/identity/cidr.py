@@ -168,3 +168,19 @@ def prefix_identity_labels(
                     has_cidr = has_cidr or label.source == SOURCE_CIDR
         out[str(net)] = Labels([*merged.values(), world_label(net.version, dual_stack)])
     return out
+
+
+def inherited_group_labels(ip: str, prefix_labels: Mapping[str, Labels]) -> tuple[Label, ...]:
+    """The ``cidrgroup:`` labels an address's own ipcache entry (a learned fqdn address) inherits
+    from the prefixes containing it, the longer prefix winning for a key — as Cilium merges the
+    labels of parent prefixes, so a deny through a CIDR group also reaches an address a ``toFQDNs``
+    rule gave an identity of its own."""
+    addr = ipaddress.ip_address(ip)
+    nets = (ipaddress.ip_network(p) for p in prefix_labels)
+    parents = sorted((n for n in nets if n.version == addr.version and addr in n), key=lambda n: -n.prefixlen)
+    merged: dict[str, Label] = {}
+    for net in parents:
+        for label in prefix_labels[str(net)]:
+            if label.source == SOURCE_CIDRGROUP:
+                merged.setdefault(label.key, label)
+    return tuple(merged.values())
