@@ -31,6 +31,19 @@
 #define DROP_PROXY_LOOKUP_FAILED 178 /* Cilium's number: the proxy port has no listener */
 #define DROP_OUTSIDE_LAB 250 /* cilia's own (Cilium uses none above 210): see guard.h */
 
+/* skb marks of proxy traffic (low 16 bits; the high 16 bits carry a proxy port where noted).
+ * CILIA_MARK_TO_PROXY: a packet assigned to a local proxy socket; the node's `ip rule fwmark
+ * 0xc1a/0xffff` sends it to a `local` route table so that the stack delivers it locally
+ * (cilia/proxy/transparent.py installs both). CILIA_MARK_HAIRPIN | port << 16: to_container (tc
+ * egress, where bpf_sk_assign is not available) hands the packet to the same device's ingress,
+ * where from_container assigns it. CILIA_MARK_PROXY_INGRESS: set (SO_MARK) by an ingress proxy on
+ * its onward connections, which the destination's policy already sent through that proxy. Marks
+ * never cross a network namespace (the kernel scrubs them), so a pod cannot forge them. */
+#define CILIA_MARK_MASK 0xffff
+#define CILIA_MARK_TO_PROXY 0x0c1a
+#define CILIA_MARK_HAIRPIN 0x0c1b
+#define CILIA_MARK_PROXY_INGRESS 0x0c1c
+
 #define MATCH_NONE 0
 #define MATCH_L3_ONLY 1
 #define MATCH_L3_L4 2
@@ -100,6 +113,9 @@ struct ct_key {
 
 #define CT_F_CLOSING 0x1 /* a FIN or RST was seen */
 #define CT_F_REPLIED 0x2 /* TCP: a reply was seen, the connection is past its opening */
+#define CT_F_PROXY_REDIRECT 0x4 /* the connection goes to a local proxy (port: CT_PROXY_PORT_SHIFT) */
+#define CT_F_PROXY_PEER 0x8 /* opened by a socket of the node (a proxy's onward connection): replies go to it */
+#define CT_PROXY_PORT_SHIFT 16 /* flags >> 16 = the redirected connection's proxy port, host order */
 struct ct_value {
 	__u64 expires_ns; /* bpf_ktime_get_ns() based */
 	__u64 packets;
@@ -113,6 +129,7 @@ struct ct_value {
 #define EV_F_EXACT 0x4 /* decided by the exact-identity entry */
 #define EV_F_NO_ENDPOINT 0x8
 #define EV_F_NOT_READY 0x10
+#define EV_F_REDIRECTED 0x20 /* allowed and sent to the local proxy on proxy_port */
 struct event {
 	__u64 ts_ns;
 	__u32 ep_id;
@@ -132,6 +149,7 @@ struct event {
 	__u8 match_type;
 	__u8 lpm_prefix;
 	__u8 flags;
+	__u16 proxy_port; /* host order, with EV_F_REDIRECTED (in the struct's tail padding) */
 };
 
 struct ratelimit_value {

@@ -9,7 +9,8 @@
  * policy, conntrack.h), remote identity from the ipcache (miss: world), then the policy lookup of
  * semantics.md §5.5 (policy.h, mirrored by cilia/datapath/sim.py). Every forward packet is looked
  * up, so a revoked rule cuts established connections (§4.9); conntrack only exempts replies.
- * Non-IP passes; a packet from or to an address outside the lab is dropped first (guard.h).
+ * A policy entry with a proxy port sends the connection to the node's transparent proxy
+ * listener (proxy.h). Non-IP passes; a packet from or to an address outside the lab is dropped first (guard.h).
  * Services (lb.h) and the DNS proxy redirect (proxy.h) rewrite addresses around it.
  */
 #include "common.h"
@@ -63,19 +64,76 @@ static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const 
 	return CONTINUE;
 }
 
+/* The connection goes to the local proxy on proxy_port: assigned here on tc ingress (the pod's
+ * egress), hairpinned to the device's ingress on tc egress (the pod's ingress). */
+static __always_inline int redirect(struct __sk_buff *skb, struct pkt *p, const __u8 dir, __be16 proxy_port,
+				    __u32 src_id, __u32 dst_id)
+{
+	struct verdict v = {.reason = DROP_PROXY_LOOKUP_FAILED};
+
+	if (dir == DIR_INGRESS) {
+		count(METRIC_EXT_BASE + DIR_INGRESS * METRIC_DIR_STRIDE + METRIC_X_REDIRECTED, skb->len);
+		return proxy_hairpin(skb, bpf_ntohs(proxy_port));
+	}
+	if (proxy_assign(skb, &p->f, proxy_port) == 0) {
+		count(METRIC_EXT_BASE + DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_X_REDIRECTED, skb->len);
+		return TC_ACT_OK;
+	}
+	count(METRIC_EXT_BASE + DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_X_DROP_PROXY, skb->len);
+	emit(skb, p->cfg, p->ep->ep_id, src_id, dst_id, DIR_EGRESS, &p->f, &v, 0);
+	return TC_ACT_SHOT;
+}
+
+/* A packet to_container hairpinned for the endpoint's ingress proxy (CILIA_MARK_HAIRPIN | port):
+ * assign it to the proxy, or drop it when nothing listens there. */
+static __always_inline int to_proxy_hairpinned(struct __sk_buff *skb, struct pkt *p)
+{
+	__u16 port = skb->mark >> 16;
+	struct verdict v = {.reason = DROP_PROXY_LOOKUP_FAILED};
+
+	if (proxy_assign(skb, &p->f, bpf_htons(port)) == 0)
+		return TC_ACT_OK;
+	count(METRIC_EXT_BASE + DIR_INGRESS * METRIC_DIR_STRIDE + METRIC_X_DROP_PROXY, skb->len);
+	emit(skb, p->cfg, p->ep->ep_id, lookup_identity(&p->f, p->f.saddr), p->ep->identity, DIR_INGRESS, &p->f,
+	     &v, 0);
+	return TC_ACT_SHOT;
+}
+
+/* The proxy port an allowed forward packet goes to (network order, 0 = none): the policy's, except
+ * for an ingress proxy's own onward connection (CILIA_MARK_PROXY_INGRESS) and for the DNS proxy's
+ * port-53 path (endpoints in cilia_dns_redirect keep it). */
+static __always_inline __be16 proxy_port_of(struct __sk_buff *skb, __u32 ep_id, const __u8 dir,
+					    const struct flow *f, const struct verdict *v)
+{
+	if (!v->proxy_port)
+		return 0;
+	if (dir == DIR_INGRESS && (skb->mark & CILIA_MARK_MASK) == CILIA_MARK_PROXY_INGRESS)
+		return 0;
+	if (dir == DIR_EGRESS && f->dport == bpf_htons(53) && bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id))
+		return 0;
+	return v->proxy_port;
+}
+
 /* Conntrack and policy for one direction of an endpoint (dir is a constant in each entry). */
 static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
 {
-	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst;
+	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst, ct_flags = 0;
 	struct endpoint_value *ep = p->ep;
 	struct flow *f = &p->f;
 	struct verdict v = {};
 	struct ct_key ck = {};
+	struct ct_value *ct;
+	__be16 proxy;
 
-	if (ct_reply(skb, p->cfg, ep->ep_id, dir, f)) {
+	ct = ct_reply(skb, p->cfg, ep->ep_id, dir, f);
+	if (ct) {
 		count(base + METRIC_REPLY, skb->len);
 		if (dir == DIR_INGRESS)
 			lb4_revnat(skb, f);
+		/* a reply to a connection a socket of the node opened (a proxy's onward connection,
+		 * with the client's address as its source) goes to that socket, not on to the client */
+		if (dir == DIR_EGRESS && (ct->flags & CT_F_PROXY_PEER) && proxy_assign(skb, f, 0) < 0)
+			return TC_ACT_SHOT;
 		return TC_ACT_OK;
 	}
 
@@ -104,17 +162,32 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		count(base + METRIC_FORWARDED, skb->len);
 	}
 
+	proxy = proxy_port_of(skb, ep->ep_id, dir, f, &v);
+	if (proxy)
+		ct_flags = CT_F_PROXY_REDIRECT | ((__u32)bpf_ntohs(proxy) << CT_PROXY_PORT_SHIFT);
+	if (dir == DIR_INGRESS && skb->sk)
+		ct_flags |= CT_F_PROXY_PEER; /* opened by a socket of the node */
 	ct_key_of(&ck, ep->ep_id, dir, f);
-	if (ct_forward(skb, p->cfg, &ck, f, &v, 0)) {
+	ct = ct_forward(skb, p->cfg, &ck, f, &v, ct_flags);
+	if (ct) {
+		/* a redirected connection stays with its proxy (which holds its client side) */
+		if (!proxy && (ct->flags & CT_F_PROXY_REDIRECT))
+			proxy = bpf_htons(ct->flags >> CT_PROXY_PORT_SHIFT);
+		if (proxy)
+			return redirect(skb, p, dir, proxy, ep_src, ep_dst);
 		if (dir == DIR_EGRESS)
 			dns_redirect(skb, ep->ep_id, f);
 		return TC_ACT_OK;
 	}
 	/* policy verdict event for a new connection or an audited drop (not for mid-stream TCP
 	 * packets of a connection whose entry was flushed: one event per packet would flood) */
-	if (f->proto != IPPROTO_TCP || f->ct_create || v.reason)
+	if (f->proto != IPPROTO_TCP || f->ct_create || v.reason) {
+		v.proxy_port = proxy;
 		emit(skb, p->cfg, ep->ep_id, ep_src, ep_dst, dir, f, &v,
-		     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0));
+		     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0) | (proxy ? EV_F_REDIRECTED : 0));
+	}
+	if (proxy)
+		return redirect(skb, p, dir, proxy, ep_src, ep_dst);
 	if (dir == DIR_EGRESS)
 		dns_redirect(skb, ep->ep_id, f);
 	return TC_ACT_OK;
@@ -128,6 +201,8 @@ int from_container(struct __sk_buff *skb)
 
 	if (r != CONTINUE)
 		return r;
+	if ((skb->mark & CILIA_MARK_MASK) == CILIA_MARK_HAIRPIN)
+		return to_proxy_hairpinned(skb, &p);
 	if (lb4_dnat(skb, &p.f) < 0) {
 		count(DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_DROP_POLICY, skb->len);
 		return TC_ACT_SHOT;

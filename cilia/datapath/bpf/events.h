@@ -60,6 +60,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct config_valu
 	ev->match_type = v->match_type;
 	ev->lpm_prefix = v->lpm_prefix;
 	ev->flags = flags | (v->exact ? EV_F_EXACT : 0);
+	ev->proxy_port = flags & EV_F_REDIRECTED ? bpf_ntohs(v->proxy_port) : 0;
 	bpf_ringbuf_submit(ev, 0);
 }
 

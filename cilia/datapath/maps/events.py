@@ -26,6 +26,7 @@ F_AUDITED = 0x2
 F_EXACT = 0x4
 F_NO_ENDPOINT = 0x8
 F_NOT_READY = 0x10
+F_REDIRECTED = 0x20
 
 
 class RawEvent(Structure):
@@ -48,6 +49,7 @@ class RawEvent(Structure):
         ("match_type", c_uint8),
         ("lpm_prefix", c_uint8),
         ("flags", c_uint8),
+        ("proxy_port", c_uint16),  # in the struct's tail padding: the size stays 80
     ]
 
 
@@ -85,6 +87,8 @@ class PolicyEvent:
     suppressed_before: int
     no_endpoint: bool
     not_ready: bool
+    redirected: bool = False  # allowed and sent to the node's proxy on proxy_port (Hubble: REDIRECTED)
+    proxy_port: int = 0
 
 
 def decode(data: bytes) -> PolicyEvent:
@@ -107,6 +111,7 @@ def decode(data: bytes) -> PolicyEvent:
         proto=int(r.proto), src=addr(r.saddr), dst=addr(r.daddr), sport=socket.ntohs(r.sport),
         dport=socket.ntohs(r.dport), suppressed_before=int(r.suppressed),
         no_endpoint=bool(r.flags & F_NO_ENDPOINT), not_ready=bool(r.flags & F_NOT_READY),
+        redirected=bool(r.flags & F_REDIRECTED), proxy_port=int(r.proxy_port),
     )
 
 

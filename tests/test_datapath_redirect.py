@@ -1,0 +1,307 @@
+"""The generic proxy redirect, live: a policy entry with a proxy port sends the connection to the
+node's transparent listener on that port, in both directions, and nothing listening = dropped.
+
+A private node (its own network namespace, so its policy routing touches nothing else) with pods
+A and B joined by veths as the lab joins pods, cilia's programs on the node-side veths, MapStates
+built directly. The proxies are minimal Python transparent listeners (cilia.proxy.transparent)
+run in the node's namespace: they accept with the original destination, connect onward with the
+client's own address and relay one request. Only namespaces this test creates are involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from helpers_bpf import private_datapath
+
+from cilia.datapath.bpf.sync import Datapath
+from cilia.datapath.maps.events import PolicyEvent
+from cilia.lab import netns
+from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
+from cilia.proxy import transparent
+
+pytestmark = pytest.mark.root
+
+TCP, UDP = 6, 17
+ING, EG = int(Direction.INGRESS), int(Direction.EGRESS)
+SUFFIX = str(os.getpid() % 100000)
+NODE, POD_A, POD_B = (f"cilia-tp{n}-{SUFFIX}" for n in ("n", "a", "b"))
+GW, A, B = "198.18.250.1", "198.18.250.10", "198.18.250.20"
+EP_A, EP_B, ID_A, ID_B = 11, 12, 1100, 1200
+EGRESS_PROXY, INGRESS_PROXY, UDP_PROXY, NOBODY = 15102, 15101, 15103, 15199
+
+
+def rule(name: str, direction: str) -> frozenset[RuleRef]:
+    return frozenset({RuleRef("CiliumNetworkPolicy", "default", name, direction, 0)})
+
+
+def allow(name: str, direction: str, proxy_port: int = 0) -> Entry:
+    return Entry(False, rule(name, direction), proxy_port)
+
+
+POLICY_A = {  # A's egress towards B
+    Key(ID_B, EG, TCP, 8080, 16): allow("http-egress", "egress", EGRESS_PROXY),
+    Key(ID_B, EG, UDP, 5353, 16): allow("udp-egress", "egress", UDP_PROXY),
+    Key(ID_B, EG, TCP, 8081, 16): allow("plain", "egress"),
+    Key(ID_B, EG, TCP, 8082, 16): allow("nobody-listens", "egress", NOBODY),
+}
+POLICY_B = {  # B's ingress from A
+    Key(ID_A, ING, TCP, 8080, 16): allow("from-a", "ingress"),
+    Key(ID_A, ING, UDP, 5353, 16): allow("from-a", "ingress"),
+    Key(ID_A, ING, TCP, 8081, 16): allow("http-ingress", "ingress", INGRESS_PROXY),
+    Key(ID_A, ING, TCP, 8082, 16): allow("from-a", "ingress"),
+}
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+def ifindex(ns: str, name: str) -> int:
+    return int(json.loads(ip("-n", ns, "-j", "link", "show", name))[0]["ifindex"])
+
+
+@dataclass
+class Proxy:
+    """A minimal transparent proxy: accepts, connects onward from the client's address, relays one
+    request and answers ``via <port>: <reply>``; records (client, original destination)."""
+
+    port: int
+    mark: int = 0
+    udp: bool = False
+    seen: list[tuple[tuple[str, int], tuple[str, int] | None]] = field(default_factory=list)
+
+    def start(self) -> Proxy:
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        assert ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the thread blocked on the socket (close would not)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def _run(self, ready: threading.Event) -> None:
+        with netns.entered(NODE):  # the onward sockets are created in the node's namespace too
+            listen = transparent.udp_listener if self.udp else transparent.tcp_listener
+            self.sock = listen(self.port)
+            ready.set()
+            with contextlib.suppress(OSError):
+                while True:
+                    self._udp_once() if self.udp else self._tcp_once()
+
+    def _tcp_once(self) -> None:
+        conn, client = self.sock.accept()
+        with conn:
+            conn.settimeout(5)
+            orig = transparent.original_destination(conn)
+            self.seen.append(((client[0], client[1]), orig))
+            with transparent.connect_from(client[0], orig, mark=self.mark) as up:
+                up.sendall(conn.recv(100))
+                conn.sendall(f"via {self.port}: ".encode() + up.recv(100))
+
+    def _udp_once(self) -> None:
+        data, client, orig = transparent.recv_with_destination(self.sock)
+        self.seen.append((client, orig))
+        assert orig is not None
+        with transparent.connect_from(client[0], orig, kind=socket.SOCK_DGRAM) as up:
+            up.send(data)
+            reply = up.recv(100)
+        transparent.send_from(f"via {self.port}: ".encode() + reply, orig, client)
+
+
+def serve_b() -> list[socket.socket]:
+    """Servers in pod B that answer with the address they saw the client as."""
+    socks = []
+    with netns.entered(POD_B):
+        for port in (8080, 8081, 8082):
+            s = socket.create_server((B, port))
+            socks.append(s)
+            threading.Thread(target=_tcp_server, args=(s,), daemon=True).start()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind((B, 5353))
+        socks.append(u)
+        threading.Thread(target=_udp_server, args=(u,), daemon=True).start()
+    return socks
+
+
+def _tcp_server(s: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            conn, peer = s.accept()
+            with conn:
+                conn.recv(100)
+                conn.sendall(f"B saw {peer[0]}".encode())
+
+
+def _udp_server(u: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while True:
+            _, peer = u.recvfrom(100)
+            u.sendto(f"B saw {peer[0]}".encode(), peer)
+
+
+def tcp_from_a(port: int, timeout: float = 5) -> str:
+    with netns.entered(POD_A):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with s:
+        s.settimeout(timeout)
+        s.connect((B, port))
+        s.sendall(b"hello")
+        return s.recv(100).decode()
+
+
+def udp_from_a(port: int) -> str:
+    with netns.entered(POD_A):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.settimeout(5)
+        s.sendto(b"hello", (B, port))
+        return s.recv(100).decode()
+
+
+def events(dp: Datapath) -> list[PolicyEvent]:
+    out: list[PolicyEvent] = []
+    while dp.read_events(out.append, timeout_ms=0):
+        pass
+    return out
+
+
+def _build_node() -> None:
+    for ns in (NODE, POD_A, POD_B):
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+    subprocess.run(["ip", "netns", "exec", NODE, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"], check=True)
+    for pod, addr, host in ((POD_A, A, f"lxctpa{SUFFIX}"), (POD_B, B, f"lxctpb{SUFFIX}")):
+        ip("-n", NODE, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod)
+        ip("-n", NODE, "addr", "add", f"{GW}/32", "dev", host)
+        ip("-n", NODE, "link", "set", host, "up")
+        ip("-n", NODE, "route", "add", f"{addr}/32", "dev", host)
+        ip("-n", pod, "addr", "add", f"{addr}/32", "dev", "eth0")
+        ip("-n", pod, "link", "set", "eth0", "up")
+        ip("-n", pod, "route", "add", f"{GW}/32", "dev", "eth0", "scope", "link")
+        ip("-n", pod, "route", "add", "198.18.0.0/15", "via", GW, "dev", "eth0")  # no default route
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datapath]:
+    tmp: Path = tmp_path_factory.mktemp("redirect")
+    attached: list[int] = []
+    servers: list[socket.socket] = []
+    try:
+        _build_node()
+        transparent.install_routing(NODE)
+        with private_datapath(tmp) as dp:
+            try:
+                for prefix, ident in ((A, ID_A), (B, ID_B)):
+                    dp.upsert_ipcache(prefix, ident)
+                dp.set_policy(EP_A, POLICY_A)
+                dp.set_policy(EP_B, POLICY_B)
+                with netns.entered(NODE):
+                    for ep, ident, host in ((EP_A, ID_A, f"lxctpa{SUFFIX}"), (EP_B, ID_B, f"lxctpb{SUFFIX}")):
+                        idx = ifindex(NODE, host)
+                        dp.attach(idx, ep, ident)
+                        attached.append(idx)
+                servers = serve_b()
+                yield dp
+            finally:
+                with netns.entered(NODE):  # ifindexes are the node's: detach there, never in ours
+                    for idx in attached:
+                        dp.detach(idx)
+    finally:
+        for s in servers:
+            s.close()
+        for ns in (POD_A, POD_B, NODE):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def test_routing_is_cilias_and_removed() -> None:
+    scratch = f"cilia-tpr-{SUFFIX}"
+    ip("netns", "add", scratch)
+    try:
+        ip("-n", scratch, "link", "set", "lo", "up")
+        transparent.install_routing(scratch)
+        transparent.install_routing(scratch)  # idempotent: one rule
+        rules = ip("-n", scratch, "-4", "rule", "show")
+        assert rules.count("fwmark 0xc1a/0xffff lookup 3098") == 1, rules
+        assert transparent.routing_installed(scratch)
+        assert "local default dev lo" in ip("-n", scratch, "-6", "route", "show", "table", "3098")
+        assert "socket transparent 1 meta mark set 0x00000c1a" in subprocess.run(
+            ["ip", "netns", "exec", scratch, "nft", "list", "table", "inet", "cilia_proxy"],
+            capture_output=True, text=True, check=True).stdout
+        assert len(transparent.remove_routing(scratch)) == 5
+        assert not transparent.routing_installed(scratch) and "3098" not in ip("-n", scratch, "rule", "show")
+    finally:
+        ip("netns", "del", scratch)
+
+
+def test_egress_redirect_tcp(node: Datapath) -> None:
+    proxy = Proxy(EGRESS_PROXY).start()
+    try:
+        events(node)
+        assert tcp_from_a(8080) == f"via {EGRESS_PROXY}: B saw {A}"  # B saw A's own address
+        [(client, orig)] = proxy.seen
+        assert client[0] == A and orig == (B, 8080)
+        ev_all = events(node)
+        ev = [e for e in ev_all if e.endpoint_id == EP_A and e.dport == 8080]
+        assert [(e.redirected, e.proxy_port, e.direction, node.rules_for(e.cookie)) for e in ev] == [
+            (True, EGRESS_PROXY, Direction.EGRESS, rule("http-egress", "egress"))]
+        # the proxy's onward connection was decided by B's ingress policy, as a flow from A
+        assert [(e.endpoint_id, e.direction, e.src, e.allowed, node.rules_for(e.cookie))
+                for e in ev_all if e.dport == 8080 and e.endpoint_id == EP_B] == [
+            (EP_B, Direction.INGRESS, A, True, rule("from-a", "ingress"))]
+    finally:
+        proxy.stop()
+
+
+def test_egress_redirect_udp(node: Datapath) -> None:
+    proxy = Proxy(UDP_PROXY, udp=True).start()
+    try:
+        assert udp_from_a(5353) == f"via {UDP_PROXY}: B saw {A}"
+        [(client, orig)] = proxy.seen
+        assert client[0] == A and orig == (B, 5353)
+    finally:
+        proxy.stop()
+
+
+def test_ingress_redirect_tcp(node: Datapath) -> None:
+    proxy = Proxy(INGRESS_PROXY, mark=transparent.MARK_PROXY_INGRESS).start()
+    try:
+        events(node)
+        assert tcp_from_a(8081) == f"via {INGRESS_PROXY}: B saw {A}"
+        [(client, orig)] = proxy.seen
+        assert client[0] == A and orig == (B, 8081)
+        ev = [e for e in events(node) if e.endpoint_id == EP_B and e.dport == 8081]
+        # A's connection is redirected; the proxy's onward one (from A's address, marked as an
+        # ingress proxy's) is decided by B's ingress policy and goes to B
+        assert [(e.redirected, e.proxy_port, e.direction, e.src, node.rules_for(e.cookie)) for e in ev] == [
+            (True, INGRESS_PROXY, Direction.INGRESS, A, rule("http-ingress", "ingress")),
+            (False, 0, Direction.INGRESS, A, rule("http-ingress", "ingress"))]
+    finally:
+        proxy.stop()
+    # nothing listens any more: the next connection is dropped, not forwarded to B
+    with pytest.raises(OSError):
+        tcp_from_a(8081, timeout=1.5)
+    assert any(e.reason is DropReason.PROXY_LOOKUP_FAILED and e.direction is Direction.INGRESS
+               for e in events(node))
+
+
+def test_nothing_listening_fails_closed(node: Datapath) -> None:
+    events(node)
+    with pytest.raises(OSError):  # B listens on 8082, but the connection must not reach it directly
+        tcp_from_a(8082, timeout=1.5)
+    dropped = [e for e in events(node) if e.reason is DropReason.PROXY_LOOKUP_FAILED]
+    assert dropped and all(e.endpoint_id == EP_A and e.dport == 8082 for e in dropped)
+    counts = node.metrics_map.counts()
+    assert counts[("egress", "dropped", "Proxy lookup failed")] >= 1
