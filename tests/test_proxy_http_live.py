@@ -312,3 +312,30 @@ def test_cilium_proxy_tables_decided_by_haproxy_as_by_the_engine(proxy: Proxy) -
         c.close()
     finally:
         runtime.replace_map(proxy.files.api_socket, proxy.files.ipcache_map, {"127.0.0.1/32": CLIENT_ID})
+
+
+def test_stop_stale_ends_only_the_nodes_own_haproxy(tmp_path: Path) -> None:
+    """What `cilia down` does after an agent crash: the HAProxy named by the node's pid file is
+    ended, and only if it runs this node's configuration."""
+    from cilia.proxy.http.supervisor import stop_stale
+
+    files = ProxyFiles(tmp_path / "proxy")
+    files.run_dir.mkdir(mode=0o700)
+    files.ipcache_map.write_text("")
+    static = StaticDestination(f"127.0.0.1:{free_port()}", "127.0.0.1:9", (POD, 80))
+    cfg = ProxyConfig(files, transparent=False, static={("http", Direction.INGRESS): static})
+    files.config.write_text(render(cfg))
+    orphan = subprocess.Popen(["haproxy", "-db", "-f", str(files.config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        files.pid.write_text(f"{other.pid}\n")  # a pid file naming another program: left alone
+        assert not stop_stale(cfg) and other.poll() is None
+        files.pid.write_text(f"{orphan.pid}\n")
+        assert stop_stale(cfg)
+        assert orphan.wait(5) is not None and not files.pid.exists()
+    finally:
+        for p in (orphan, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -19,6 +19,7 @@ leaves the proxy's socket, not a pod's veth).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -36,6 +37,7 @@ from cilia.proxy.http.supervisor import ProxyStartError, Supervisor, haproxy_bin
 
 log = logging.getLogger("cilia.agent")
 PARSERS = ("http", "tls")
+NODE_PORT_STRIDE = 100
 
 
 def proxy_files(run_dir: Path) -> ProxyFiles:
@@ -49,6 +51,27 @@ def proxy_ports(options: Any) -> dict[tuple[str, Direction], int]:
         if str(parser) in PARSERS:
             ports[(str(parser), Direction(direction))] = port
     return ports
+
+
+def node_proxy_ports(node_index: int) -> tuple[tuple[str, int, int], ...]:
+    """The HTTP/TLS proxy ports of node ``node_index``: the defaults (15001-15004) + 100 × index.
+
+    Cilium allocates proxy ports per node too. A port of its own per node lets several nodes share
+    one network namespace (tests, a benchmark beside ``cilia up``): the datapath finds a listener
+    by (original destination, proxy port), so listeners on every address must not collide."""
+    return tuple(
+        (parser, int(direction), port + NODE_PORT_STRIDE * node_index)
+        for (parser, direction), port in sorted(DEFAULT_PORTS.items())
+    )
+
+
+def use_node_ports(agent: Any) -> None:
+    """Give the node's engine its own HTTP/TLS proxy ports (before any policy is computed), unless
+    the options name ports already."""
+    engine = agent.reconciler.policy.engine
+    if engine.options.proxy_ports:
+        return
+    engine.options = dataclasses.replace(engine.options, proxy_ports=node_proxy_ports(agent.cfg.node_index))
 
 
 def node_ipcache(rec: Any) -> dict[str, int]:
@@ -202,9 +225,9 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
         return None
     options = agent.reconciler.policy.options
     files = proxy_files(cfg.run_dir)
-    # One node per network namespace can have its proxy: the listeners take the proxy ports on every
-    # address (noreuseport), so a second node started in the same namespace cannot start its own and
-    # its L7 ports fail closed (a lab's cluster gives every node a namespace of its own).
+    # The listeners take the node's proxy ports on every address (noreuseport): nodes sharing a
+    # namespace have ports of their own (use_node_ports); should one be taken anyway, this node's
+    # L7 ports fail closed.
     pcfg = ProxyConfig(files, ports=proxy_ports(options))
     try:
         with agent._lock:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from cilia.proxy.http import runtime
 from cilia.proxy.http.config import ProxyConfig, render
@@ -128,7 +129,9 @@ class Supervisor:
         files = self.cfg.files
         with contextlib.suppress(FileNotFoundError):
             files.api_socket.unlink()
-        out = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+        out: Any = subprocess.DEVNULL
+        if self.log_path is not None:
+            out = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         env = dict(os.environ, CILIA_HTTP_RULES=str(files.rules))
         try:
             proc = subprocess.Popen(
@@ -137,7 +140,7 @@ class Supervisor:
             )  # fmt: skip
         finally:
             if out is not subprocess.DEVNULL:
-                out.close()  # type: ignore[union-attr]
+                out.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
@@ -153,6 +156,7 @@ class Supervisor:
                 time.sleep(0.02)
         with self._lock:
             self.proc = proc
+        _write(files.pid, f"{proc.pid}\n")  # HAProxy writes none in the foreground (-db)
         if self.on_start is not None:
             self.on_start()
 
