@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cilia.lab import netns
+from cilia.lab.dns_process import pid_path, running_pid
 from cilia.lab.errors import LabError
 from cilia.lab.podfiles import dns_address
 from cilia.lab.world import DNS_HOST, World, WorldHost
@@ -61,10 +62,6 @@ def records_path(run_dir: Path) -> Path:
 
 def ttl_path(run_dir: Path) -> Path:
     return run_dir / "dns" / TTL_FILE
-
-
-def pid_path(run_dir: Path) -> Path:
-    return run_dir / "dns" / "server.pid"
 
 
 def server_address(node_index: int) -> str:
@@ -280,23 +277,6 @@ def serve(ns: str, records: Path, pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def _is_server(pid: int, pid_file: Path) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"cilia.lab.dns" in cmd and str(pid_file).encode() in cmd
-
-
-def running_pid(run_dir: Path) -> int | None:
-    path = pid_path(run_dir)
-    try:
-        pid = int(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_server(pid, path) else None
-
-
 def start(run_dir: Path, ns: str, wait: float = 5.0) -> int:
     """Start the server in namespace ``ns`` unless it runs; its pid."""
     pid = running_pid(run_dir)
@@ -322,25 +302,6 @@ def start(run_dir: Path, ns: str, wait: float = 5.0) -> int:
     proc.kill()
     proc.wait()
     raise LabError(f"DNS server did not come up within {wait}s")
-
-
-def stop(run_dir: Path, wait: float = 5.0) -> int | None:
-    """Stop the server (by its pid); the pid it had, if one ran."""
-    pid = running_pid(run_dir)
-    if pid is None:
-        return None
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and _is_server(pid, pid_path(run_dir)):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.02)
-    if _is_server(pid, pid_path(run_dir)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    pid_path(run_dir).unlink(missing_ok=True)
-    return pid
 
 
 def ensure(world: World) -> WorldHost:

@@ -30,7 +30,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from cilia.lab import netns, veth
+from cilia.lab import dns_process, netns, veth
 from cilia.lab.errors import LabError
 from cilia.lab.names import IFNAMSIZ, NETNS_MAX
 from cilia.lab.node import Lab
@@ -211,9 +211,8 @@ class World:
     def _destroy(self, rec: WorldHost, own_link: bool = True) -> None:
         errors: list[str] = []
         if rec.name == DNS_HOST:
-            from cilia.lab import dns  # the DNS server process keeps the namespace alive: stop it first
-
-            dns.stop(self.lab.run_dir)
+            # the DNS server process keeps the namespace alive: stop it first
+            dns_process.stop(self.lab.run_dir)
         if self.lab.workloads.pid() is not None:
             try:
                 self.lab.workloads.remove(rec.workload().key)

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,9 +23,7 @@ from typing import Any
 from cilia.store.backend import Backend, RawEvent, RawOp, RawRecord
 from cilia.store.errors import ConflictError, NotFoundError, StoreError
 from cilia.store.keys import PREFIX, Kind, ObjectKey, key_for_object
-from cilia.store.memory import MemoryBackend
 from cilia.store.records import Delete, Event, Expect, Op, Put, Record, Snapshot
-from cilia.store.sqlite import SqliteBackend
 
 DEFAULT_STATE_DIR = Path("/var/lib/cilia")
 STATE_DIR_ENV = "CILIA_STATE_DIR"
@@ -38,24 +36,6 @@ def state_dir(explicit: Path | str | None = None) -> Path:
         return Path(explicit)
     env = os.environ.get(STATE_DIR_ENV)
     return Path(env) if env else DEFAULT_STATE_DIR
-
-
-def open_store(
-    state: Path | str | None = None, *, backend: str = "sqlite", endpoints: Sequence[str] = ()
-) -> Store:
-    """Open the store: ``backend="sqlite"`` (file ``store.db`` in :func:`state_dir`), ``"memory"``,
-    or ``"etcd"`` (``endpoints`` as ``host:port``; several members of one cluster)."""
-    if backend == "memory":
-        return Store(MemoryBackend())
-    if backend == "sqlite":
-        return Store(SqliteBackend(state_dir(state) / DB_FILE))
-    if backend == "etcd":
-        if not endpoints:
-            raise StoreError("the etcd store needs at least one endpoint (host:port)")
-        from cilia.store.etcd import open_etcd_store  # etcd3aio only when asked for
-
-        return open_etcd_store(list(endpoints))
-    raise StoreError(f"unknown store backend {backend!r} (memory, sqlite, etcd)")
 
 
 def _dump(value: dict[str, Any]) -> str:
