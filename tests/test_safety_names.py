@@ -145,10 +145,16 @@ def test_apply_refuses_an_invalid_default_namespace() -> None:
     assert store.revision == 0
 
 
-@pytest.mark.parametrize("args", [["apply", "-f", "x.yaml"], ["label", "pod", "p", "a=b"], ["audit", "on"]])
-def test_dash_n_is_checked_on_the_command_line(args: list[str], tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, [*args, "-n", "..", "--state-dir", str(tmp_path)])
-    assert res.exit_code == 2 and "RFC 1123 label" in res.output
+@pytest.mark.parametrize(
+    ("command", "rest"),
+    [(["apply"], ["-f", "x.yaml"]), (["delete"], ["pod", "p"]), (["label"], ["pod", "p", "a=b"]),
+     (["audit"], ["on"]), (["get"], ["pods"]), (["describe"], ["pod", "p"]), (["logs"], ["p"]),
+     (["exec"], ["p", "--", "true"]), (["svc", "list"], []), (["observe"], []),
+     (["policy", "from-flows"], [])],
+)  # fmt: skip
+def test_dash_n_is_checked_on_the_command_line(command: list[str], rest: list[str], tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, [*command, "-n", "..", "--state-dir", str(tmp_path), *rest])
+    assert res.exit_code == 2 and "RFC 1123 label" in res.output, res.output
     assert not any(tmp_path.iterdir())
 
 

@@ -16,6 +16,7 @@ from cilia.agent import views
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.cli.nameopts import namespace_option
 from cilia.k8s.l7checks import L4_ONLY_ANNOTATION
 from cilia.policy.translate import AUDIT_ANNOTATION
 from cilia.store import Kind, Record
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
     def describe_cmd(
         kind: Annotated[str, typer.Argument(help="pod | cnp | ccnp | netpol")],
         name: Annotated[str, typer.Argument(help="Object name (a unique prefix is enough).")],
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:

@@ -18,6 +18,7 @@ from cilia.agent.cluster import member_configs, member_endpoints
 from cilia.agent.events import read_events
 from cilia.agent.resources import AmbiguousNameError, resolve_kind
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.cli.nameopts import namespace_option
 from cilia.store import Kind, Record, Store
 
 AGENT_KINDS = {
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         name: Annotated[str | None, typer.Argument(help="One object (a unique prefix is enough).")] = None,
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
         output: Annotated[str, typer.Option("-o", "--output", help="table | wide | json | yaml")] = "table",
         state_dir: StateDirOpt = None,

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, err_console, fail, node_config
+from cilia.cli.nameopts import namespaces_option
 from cilia.observe import render as rnd
 from cilia.observe.filters import FilterError, FlowFilter
 from cilia.observe.flow import Flow
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
         to_pod: Annotated[Multi, typer.Option("--to-pod", help="[NS/]NAME (a name prefix is enough)")] = None,
         pod: Annotated[Multi, typer.Option("--pod", help="[NS/]NAME on either side")] = None,
         namespace: Annotated[
-            Multi, typer.Option("--namespace", "-n", help="Namespace of either side")
+            Multi,
+            typer.Option("--namespace", "-n", help="Namespace of either side", callback=namespaces_option),
         ] = None,
         from_label: Annotated[Multi, typer.Option("--from-label", help="key=value of the source")] = None,
         to_label: Annotated[Multi, typer.Option("--to-label", help="key=value of the destination")] = None,

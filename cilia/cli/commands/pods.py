@@ -13,6 +13,7 @@ from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.resources import AmbiguousNameError, resolve_name
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, make_lab, node_config, open_node_store
+from cilia.cli.nameopts import namespace_option
 from cilia.store import Kind, ObjectKey
 
 
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
     def exec_cmd(
         pod: Annotated[str, typer.Argument(help="Pod name (a unique prefix is enough).")],
         command: Annotated[list[str], typer.Argument(help="Command and arguments, after --.")],
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
@@ -63,7 +64,7 @@ def register(app: typer.Typer) -> None:
     @app.command("logs")
     def logs_cmd(
         pod: Annotated[str, typer.Argument(help="Pod name (a unique prefix is enough).")],
-        namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
+        namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
         tail: Annotated[int, typer.Option("--tail", help="Only the last N lines (-1: all).")] = -1,
         state_dir: StateDirOpt = None,

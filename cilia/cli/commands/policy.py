@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, err_console, fail, node_config
+from cilia.cli.nameopts import namespaces_option
 from cilia.cli.render import format_error
 from cilia.k8s.loader import load_text
 from cilia.k8s.validate import validate_result
@@ -50,7 +51,8 @@ def register(app: typer.Typer) -> None:
             typer.Option("--flows", help="JSON lines of `cilia observe -o json` ('-': stdin)"),
         ] = None,
         namespace: Annotated[
-            list[str] | None, typer.Option("--namespace", "-n", help="Only these namespaces")
+            list[str] | None,
+            typer.Option("--namespace", "-n", help="Only these namespaces", callback=namespaces_option),
         ] = None,
         pod: Annotated[list[str] | None, typer.Option("--pod", help="[NS/]NAME on either side")] = None,
         since: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,

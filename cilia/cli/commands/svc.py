@@ -10,6 +10,7 @@ import typer
 
 from cilia.agent.services import TABLE_NAME, read_table
 from cilia.cli.commands.node import RunDirOpt, StateDirOpt, console, node_config
+from cilia.cli.nameopts import namespace_option
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +19,9 @@ def register(app: typer.Typer) -> None:
 
     @svc_app.command("list")
     def list_cmd(
-        namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="Only this one.")] = None,
+        namespace: Annotated[
+            str | None, typer.Option("-n", "--namespace", help="Only this one.", callback=namespace_option)
+        ] = None,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
