@@ -131,3 +131,14 @@ def test_cli_apply_flag(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["get", "cnp", "--state-dir", str(state)])
     assert "(L7 rules at L4 only)" in r.output
+
+
+def test_validate_warns_what_apply_will_refuse(tmp_path: Path) -> None:
+    report = validate_paths([write(tmp_path, "k.yaml", KAFKA), write(tmp_path, "t.yaml", TLS)])
+    assert report.valid  # Cilium accepts them
+    assert [w.split(": ", 2)[1] for w in report.warnings] == [
+        "spec.ingress[0].toPorts[0].rules.kafka",
+        "spec.ingress[0].toPorts[0].terminatingTLS",
+    ]
+    assert report.warnings[0].endswith("`cilia apply` needs --allow-l4-only-l7 for it")
+    assert report.warnings[1].endswith("`cilia apply` refuses it")

@@ -19,6 +19,7 @@ from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import deny_hint
 from cilia.k8s.knp_rules import spec_findings
+from cilia.k8s.l7checks import l7_problems
 from cilia.k8s.labelsel import Finding, selector_findings
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.names import (
@@ -248,7 +249,8 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
                     f"use apiVersion: {POLICY_KINDS[kind]}",
                 )
             ], []
-        return _policy_errors(doc, flags), []
+        errors = _policy_errors(doc, flags)
+        return errors, ([] if errors else _l7_warnings(doc))
     if kind == cidrgroup.KIND:
         errors, warnings = cidrgroup.document_errors(doc)
         if version in cidrgroup.API_VERSIONS:
@@ -280,6 +282,18 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
         ], []
     where = f"{doc.file}:{doc.line}"
     return [], [f"{where}: {kind} {doc.name or '<no name>'} is not used by cilia; ignored"]
+
+
+def _l7_warnings(doc: Document) -> list[str]:
+    """What ``cilia apply`` will refuse in a valid policy: L7 parts cilia cannot enforce
+    (:mod:`cilia.k8s.l7checks`; Cilium accepts them, so they are warnings here)."""
+    if doc.kind not in (CNP, CCNP):
+        return []
+    return [
+        f"{doc.file}:{doc.position(p.path)[0]}: {format_path(p.path)}: {p.message}; `cilia apply` "
+        + ("needs --allow-l4-only-l7 for it" if p.l4_only else "refuses it")
+        for p in l7_problems(doc.data)
+    ]
 
 
 def _near_policy_kind(kind: str) -> str | None:
