@@ -5,6 +5,7 @@ applied again (in-memory store, simulated datapath; the live version is test_cid
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from cilia.analyze.trace import trace
 from cilia.identity.cidr import prefix_identity_labels
 from cilia.k8s.validate import validate_paths
 from cilia.store import Kind
-from tests.helpers_analyze import run_cli
+from tests.helpers_analyze import check_golden, run_cli
 from tests.test_agent_reconcile import Harness
 
 CLIENT_POD = {
@@ -307,3 +308,19 @@ def test_a_learned_fqdn_address_inside_a_group_keeps_the_groups_deny(tmp_path: P
     node.store.delete(Kind.CIDR_GROUPS.key("", "blocked"))
     node.apply()
     assert node.allowed(api)
+
+
+# --------------------------------------------------------------------------- connectivity
+
+
+def test_connectivity_has_a_column_per_group_identity(tmp_path: Path) -> None:
+    deny = cnp("deny-blocked", {"endpointSelector": CLIENT, "egressDeny": [
+        {"toCIDRSet": [{"cidrGroupRef": "blocked", "except": ["198.19.5.128/25"]}]}]})
+    manifests = write(tmp_path, CLIENT_POD, WORLD_OK, group("blocked", ["198.19.5.0/24"]), deny)
+    code, text, _ = run_cli(["connectivity", "-f", str(manifests)])
+    assert code == 0
+    check_golden("connectivity", "cidrgroup.txt", text)
+    _, out, _ = run_cli(["connectivity", "-f", str(manifests), "-o", "json"])
+    allowed = json.loads(out)["allowed"]["other"]["default/client"]
+    assert "198.19.5.0/24 (cidrgroup blocked)" not in allowed
+    assert "198.19.5.128/25 (cidrgroup blocked)" in allowed and "world" in allowed

@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.cluster import Analysis, PodEndpoint
 from cilia.analyze.flow import EndKind
 from cilia.analyze.matrix import UNENFORCED, BitMatrix, SideSummary, combine
@@ -128,7 +129,8 @@ def _group_name(members: list[PodEndpoint], deployment_sizes: dict[tuple[str, st
 
 
 def groups_of(analysis: Analysis) -> list[Group]:
-    """Identity groups of the pods (ordered by their first pod), then world and host."""
+    """Identity groups of the pods (ordered by their first pod), then world and host, then the
+    identities of each CIDR group's addresses."""
     by_id: dict[int, list[PodEndpoint]] = defaultdict(list)
     for ep in analysis.endpoints:
         by_id[ep.identity].append(ep)
@@ -144,6 +146,10 @@ def groups_of(analysis: Analysis) -> list[Group]:
     n = len(groups)
     groups.append(Group(n, "world", int(ReservedIdentity.WORLD), EndKind.ENTITY))
     groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), EndKind.ENTITY))
+    # CiliumCIDRGroups: a column per identity an address of the group can have (cidrgroup:NAME peers)
+    for cg in analysis.cluster.cidr_groups:
+        for end in cidr_group_ends(analysis, cg.name) if cg.cidrs else ():
+            groups.append(Group(len(groups), end.name, end.identity, EndKind.EXTERNAL))
     return groups
 
 
