@@ -362,3 +362,26 @@ def test_cilium_distillery_table(case: int) -> None:
     if not objs:
         got = {k: v for k, v in got.items() if v[1] != {"allow-any-ingress"}}  # nothing enforced
     assert got == distillery_expected(on)
+
+
+def test_cilium_merge_l7_policy_egress_with_multiple_selectors() -> None:
+    """TestMergeL7PolicyEgressWithMultipleSelectors: B plain, C with two HTTP rules from two
+    entries; C's rules are merged (any of them allows), B's entry does not redirect."""
+    sel_b = {"matchLabels": {"app": "d"}}
+    pol = resolve(
+        cnp(
+            egress=[
+                {"toEndpoints": [sel_b], "toPorts": [{"ports": P80}]},
+                {"toEndpoints": [SEL_C], "toPorts": [{"ports": P80, "rules": {"http": [{"method": "GET"}]}}]},
+                {"toEndpoints": [SEL_C], "toPorts": [{"ports": P80, "rules": {"http": [{"host": "foo"}]}}]},
+            ]
+        )
+    )
+    keys = {k.identity: e.proxy_port for k, e in pol.map_state.items() if k[1:] == (EG, TCP, 80, 16)}
+    assert keys == {D: 0, C: HTTP_EG}
+    (pp,) = pol.l7
+    (c_rule,) = [r for r in pp.rules if r.remotes == frozenset({C})]
+    assert c_rule.http == (HTTPRule(method="GET"), HTTPRule(host="foo"))
+    assert pp.decide_http(C, "GET", "/x", "bar", {}).allowed
+    assert pp.decide_http(C, "POST", "/x", "foo", {}).allowed
+    assert not pp.decide_http(C, "POST", "/x", "bar", {}).allowed
