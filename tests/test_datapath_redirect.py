@@ -78,6 +78,7 @@ class Proxy:
     port: int
     mark: int = 0
     udp: bool = False
+    same_port: bool = False  # connect onward from the client's own port too (HAProxy's usesrc client)
     seen: list[tuple[tuple[str, int], tuple[str, int] | None]] = field(default_factory=list)
 
     def start(self) -> Proxy:
@@ -106,7 +107,8 @@ class Proxy:
             conn.settimeout(5)
             orig = transparent.original_destination(conn)
             self.seen.append(((client[0], client[1]), orig))
-            with transparent.connect_from(client[0], orig, mark=self.mark) as up:
+            port = client[1] if self.same_port else 0
+            with transparent.connect_from(client[0], orig, port=port, mark=self.mark) as up:
                 up.sendall(conn.recv(100))
                 conn.sendall(f"via {self.port}: ".encode() + up.recv(100))
 
@@ -295,6 +297,18 @@ def test_ingress_redirect_tcp(node: Datapath) -> None:
         tcp_from_a(8081, timeout=1.5)
     assert any(e.reason is DropReason.PROXY_LOOKUP_FAILED and e.direction is Direction.INGRESS
                for e in events(node))
+
+
+def test_ingress_redirect_onward_from_the_clients_own_port(node: Datapath) -> None:
+    """An ingress proxy without a mark that connects on from the client's own address and port is
+    recognised by conntrack (a node socket on the tuple it redirected) and not redirected again."""
+    proxy = Proxy(INGRESS_PROXY, same_port=True).start()
+    try:
+        for _ in range(2):
+            assert tcp_from_a(8081) == f"via {INGRESS_PROXY}: B saw {A}"
+        assert [orig for _, orig in proxy.seen] == [(B, 8081)] * 2
+    finally:
+        proxy.stop()
 
 
 def test_nothing_listening_fails_closed(node: Datapath) -> None:

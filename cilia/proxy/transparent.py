@@ -12,9 +12,11 @@ datagram's destination (UDP) is the original destination. What a proxy needs for
   and :func:`recv_with_destination` (UDP, ``IP_RECVORIGDSTADDR``); a UDP answer is sent from that
   address (:func:`send_from`);
 * the onward connection from the client's own address (:func:`connect_from`), so that the
-  destination's policy sees the client's identity. An **ingress** proxy marks it
-  (:data:`MARK_PROXY_INGRESS`, ``SO_MARK``): the destination's ingress policy already sent the
-  connection through that proxy and must not send it there again;
+  destination's policy sees the client's identity. An **ingress** proxy's onward connection
+  must not be sent to the proxy again by the destination's ingress policy: it either carries
+  :data:`MARK_PROXY_INGRESS` (``SO_MARK``, as Envoy's do in Cilium) or keeps the client's own
+  port too (HAProxy's ``usesrc client``, which cannot set a mark on server connections in 2.6):
+  the datapath recognises a connection from a node socket on the very tuple it redirected;
 * the node's policy routing (:func:`install_routing`): packets the datapath assigned to a proxy
   socket carry :data:`MARK_TO_PROXY`, and an ``ip rule`` sends them to a route table whose
   ``local`` default route makes the stack deliver them locally. Later packets of a connection an
@@ -153,11 +155,13 @@ def send_from(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
         sock.close()
 
 
-def connect_from(client_ip: str, dst: tuple[str, int], *, mark: int = 0, timeout: float | None = 5.0,
-                 kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """The onward connection (TCP, or a connected UDP socket) from the client's own address (any
-    port) to ``dst``; an ingress proxy passes ``mark=MARK_PROXY_INGRESS``."""
-    sock = _bound_from((client_ip, 0), kind, mark)
+def connect_from(client_ip: str, dst: tuple[str, int], *, port: int = 0, mark: int = 0,
+                 timeout: float | None = 5.0, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """The onward connection (TCP, or a connected UDP socket) from the client's own address (and
+    ``port``; 0 = any) to ``dst``. An ingress proxy either marks it (``mark=MARK_PROXY_INGRESS``)
+    or keeps the client's own port (the tuple of the connection it took over, e.g. HAProxy's
+    ``usesrc client``): either way the datapath does not send it to the proxy again."""
+    sock = _bound_from((client_ip, port), kind, mark)
     try:
         sock.settimeout(timeout)
         sock.connect(dst)

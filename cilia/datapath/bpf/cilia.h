@@ -115,6 +115,7 @@ struct ct_key {
 #define CT_F_REPLIED 0x2 /* TCP: a reply was seen, the connection is past its opening */
 #define CT_F_PROXY_REDIRECT 0x4 /* the connection goes to a local proxy (port: CT_PROXY_PORT_SHIFT) */
 #define CT_F_PROXY_PEER 0x8 /* opened by a socket of the node (a proxy's onward connection): replies go to it */
+#define CT_F_PROXY_ONWARD 0x10 /* the node's socket on this tuple is an ingress proxy's own onward connection */
 #define CT_PROXY_PORT_SHIFT 16 /* flags >> 16 = the redirected connection's proxy port, host order */
 struct ct_value {
 	__u64 expires_ns; /* bpf_ktime_get_ns() based */

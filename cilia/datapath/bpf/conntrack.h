@@ -67,17 +67,18 @@ static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const st
 	return ct;
 }
 
-/* An allowed forward packet: refresh the live entry of its connection and return it, or open one
- * (TCP only on a pure SYN, so a flushed connection cannot be resurrected by a mid-stream packet)
- * and return NULL. */
+/* An allowed forward packet: refresh the live entry of its connection and return it (its flags
+ * before this packet in *old_flags), or open one (TCP only on a pure SYN, so a flushed connection
+ * cannot be resurrected by a mid-stream packet) and return NULL. */
 static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const struct config_value *cfg,
 						   const struct ct_key *ck, const struct flow *f,
-						   const struct verdict *v, __u32 new_flags)
+						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
 {
 	__u64 now = bpf_ktime_get_ns(), timeout = ct_lifetime_s(cfg, f->proto);
 	struct ct_value *ct = bpf_map_lookup_elem(&cilia_ct, ck);
 
 	if (ct && ct->expires_ns > now) {
+		*old_flags = ct->flags;
 		if (f->proto == IPPROTO_TCP && f->ct_create)
 			ct->flags = new_flags; /* a new SYN on the tuple: a new connection */
 		/* until the peer answers, a TCP entry lives only as long as an opening may take */

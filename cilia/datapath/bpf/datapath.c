@@ -117,13 +117,14 @@ static __always_inline __be16 proxy_port_of(struct __sk_buff *skb, __u32 ep_id, 
 /* Conntrack and policy for one direction of an endpoint (dir is a constant in each entry). */
 static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
 {
-	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst, ct_flags = 0;
+	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst, ct_flags = 0, old_flags = 0;
 	struct endpoint_value *ep = p->ep;
 	struct flow *f = &p->f;
 	struct verdict v = {};
 	struct ct_key ck = {};
 	struct ct_value *ct;
 	__be16 proxy;
+	int local;
 
 	ct = ct_reply(skb, p->cfg, ep->ep_id, dir, f);
 	if (ct) {
@@ -163,16 +164,25 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	}
 
 	proxy = proxy_port_of(skb, ep->ep_id, dir, f, &v);
+	local = dir == DIR_INGRESS && skb->sk; /* sent by a socket of the node, not forwarded */
 	if (proxy)
 		ct_flags = CT_F_PROXY_REDIRECT | ((__u32)bpf_ntohs(proxy) << CT_PROXY_PORT_SHIFT);
-	if (dir == DIR_INGRESS && skb->sk)
-		ct_flags |= CT_F_PROXY_PEER; /* opened by a socket of the node */
+	if (local)
+		ct_flags |= CT_F_PROXY_PEER;
 	ct_key_of(&ck, ep->ep_id, dir, f);
-	ct = ct_forward(skb, p->cfg, &ck, f, &v, ct_flags);
-	if (ct) {
+	ct = ct_forward(skb, p->cfg, &ck, f, &v, ct_flags, &old_flags);
+	if (ct && local && ((old_flags & CT_F_PROXY_ONWARD) ||
+			    (old_flags & (CT_F_PROXY_REDIRECT | CT_F_PROXY_PEER)) == CT_F_PROXY_REDIRECT)) {
+		/* the ingress proxy connecting on with the client's own address and port (the tuple
+		 * of the connection it took over): the policy decided it, it is not sent back */
+		ct->flags |= CT_F_PROXY_ONWARD | CT_F_PROXY_PEER;
+		proxy = 0;
+	} else if (ct) {
 		/* a redirected connection stays with its proxy (which holds its client side) */
 		if (!proxy && (ct->flags & CT_F_PROXY_REDIRECT))
 			proxy = bpf_htons(ct->flags >> CT_PROXY_PORT_SHIFT);
+	}
+	if (ct) {
 		if (proxy)
 			return redirect(skb, p, dir, proxy, ep_src, ep_dst);
 		if (dir == DIR_EGRESS)
