@@ -324,3 +324,26 @@ def test_connectivity_has_a_column_per_group_identity(tmp_path: Path) -> None:
     allowed = json.loads(out)["allowed"]["other"]["default/client"]
     assert "198.19.5.0/24 (cidrgroup blocked)" not in allowed
     assert "198.19.5.128/25 (cidrgroup blocked)" in allowed and "world" in allowed
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def test_lint_warns_about_a_group_no_manifest_defines(tmp_path: Path) -> None:
+    from cilia.analyze.lint import lint_paths
+
+    deny = cnp("deny-blocked", {"endpointSelector": CLIENT, "enableDefaultDeny": {"egress": False},
+                                "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blokced"},
+                                                              {"cidrGroupRef": "blocked"}]}]})
+    allow = cnp("allow-risky", {"endpointSelector": CLIENT, "egress": [{"toCIDRSet": [
+        {"cidrGroupSelector": {"matchLabels": {"risk": "low"}}},
+        {"cidrGroupSelector": {"matchLabels": {"risk": "high"}}}]}]})
+    report = lint_paths([write(tmp_path, CLIENT_POD, group("blocked", ["198.19.5.0/24"], {"risk": "high"}),
+                               deny, allow)])
+    found = [(f.path, f.message.split(":")[0]) for f in report.findings if f.rule == "CL015"]
+    assert found == [
+        ("spec.egressDeny[0].toCIDRSet[0].cidrGroupRef", 'cidrGroupRef "blokced" matches no CiliumCIDRGroup '
+         "in these manifests (groups"),
+        ("spec.egress[0].toCIDRSet[0].cidrGroupSelector", "cidrGroupSelector matches no CiliumCIDRGroup in "
+         "these manifests (groups"),
+    ]

@@ -29,6 +29,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL012": (Severity.WARNING, "ICMP type 0 (EchoReply), which Cilium 1.18 reads as every ICMP type"),
     "CL013": (Severity.WARNING, "Kafka/l7proto rules, which cilia has no proxy for (enforced at L4 only)"),
     "CL014": (Severity.WARNING, "IPv4-mapped IPv6 CIDR (::ffff:a.b.c.d), which matches no IPv4 traffic"),
+    "CL015": (Severity.WARNING, "cidrGroupRef/cidrGroupSelector that matches no CiliumCIDRGroup"),
 }
 
 

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from cilia.analyze.cluster import Analysis, Options
 from cilia.analyze.findings import Finding, Severity
+from cilia.analyze.lintgroups import unknown_cidr_groups
 from cilia.analyze.lintraw import RAW_RULES
 from cilia.analyze.peers import parse_proto
 from cilia.analyze.policydocs import KNP, PolicyDoc, parse_policies
@@ -364,6 +365,7 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
             semantic.named_port_conflicts,
         ):
             findings.extend(check(pol))
+        findings.extend(unknown_cidr_groups(pol, analysis.cluster.cidr_groups))
     unique = sorted(set(findings), key=Finding.sort_key)
     return LintReport(result.files, len(result.documents), tuple(unique), unreadable)
 
