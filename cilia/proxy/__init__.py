@@ -1,6 +1,7 @@
 """The proxy layer (design.md): between the datapath and the agent.
 
 * :mod:`cilia.proxy.dns` — the DNS proxy of ``toFQDNs`` (its message codec, cache and the proxy).
+* :mod:`cilia.proxy.http` — the HTTP/TLS proxy (HAProxy, configured and driven by cilia).
 * :mod:`cilia.proxy.redirects` — which connections the datapath sends to a proxy: a redirect is
   keyed by (endpoint, direction, port, protocol) and carries the proxy port of its MapState entry.
 * :mod:`cilia.proxy.host` — what a proxy needs from the agent, as a typed interface the agent

@@ -1,5 +1,9 @@
-"""The DNS proxy of toFQDNs (semantics.md §7): UDP and TCP on one address; queries arrive
-redirected by the datapath, ``origin(client, proxy, proto)`` says where each was sent. It answers
+"""The DNS proxy of toFQDNs (semantics.md §7): UDP and TCP on one port; queries arrive redirected
+by the datapath. Transparently (``origin`` None, :mod:`cilia.proxy.transparent`): the datapath hands
+them to the proxy's wildcard listeners unchanged, the original destination is the accepted socket's
+own address (TCP) or the datagram's (``IP_RECVORIGDSTADDR``), and a UDP answer is sent from that
+address. Otherwise (the port-53 rewrite) ``origin(client, proxy, proto)`` says where each was sent.
+It answers
 REFUSED for names the endpoint's DNS rules do not allow; otherwise it forwards the query to that
 server over the same transport, has the agent learn the answer's addresses (:meth:`DnsProxyHost.learn`,
 which returns once policy knows them) and only then returns the answer. Every query, answer and
@@ -31,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cilia.identity.fqdn import name_matches
+from cilia.proxy import transparent
 from cilia.proxy.dns import msg
 from cilia.proxy.host import DnsProxyHost
 from cilia.proxy.records import DnsRecord
@@ -85,20 +90,29 @@ def is_reply_to(q: msg.Header, question: msg.Question) -> IsReply:
 
 
 class DnsProxy:
-    """The DNS proxy on ``bind``, UDP and TCP, serving the agent ``host``."""
+    """The DNS proxy on ``bind``, UDP and TCP, serving the agent ``host``; transparent (the
+    datapath's generic redirect) when ``origin`` is None."""
 
-    def __init__(self, bind: tuple[str, int], host: DnsProxyHost, origin: Origin) -> None:
+    def __init__(self, bind: tuple[str, int], host: DnsProxyHost, origin: Origin | None) -> None:
         self.bind = bind
         self.host, self.origin = host, origin
         self.upstream_timeout, self.tcp_idle_s = UPSTREAM_TIMEOUT, TCP_IDLE_S
-        self.sock = self._socket(socket.SOCK_DGRAM)
+        if origin is None:
+            self.sock = transparent.udp_listener(bind[1], bind[0])
+            self.sock.settimeout(0.2)
+        else:
+            self.sock = self._socket(socket.SOCK_DGRAM)
         self.bind = self.sock.getsockname()  # TCP on the same port, also when any port was asked for
         try:
-            self.tcp = self._socket(socket.SOCK_STREAM)
+            if origin is None:
+                self.tcp = transparent.tcp_listener(self.bind[1], self.bind[0], backlog=128)
+                self.tcp.settimeout(0.2)
+            else:
+                self.tcp = self._socket(socket.SOCK_STREAM)
+                self.tcp.listen(128)
         except OSError:
             self.sock.close()
             raise
-        self.tcp.listen(128)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # client address -> UDP queries queued or forwarding
@@ -140,16 +154,22 @@ class DnsProxy:
     # -- UDP: one receiver, a bounded pool of workers ---------------------------------------------
     def _udp_loop(self) -> None:
         while not self._stop.is_set():
+            server: tuple[str, int] | None = None
             try:
-                data, client = self.sock.recvfrom(MAX_QUERY_BYTES + 1)
-            except TimeoutError:
+                if self.origin is None:
+                    data, client, server = transparent.recv_with_destination(self.sock, MAX_QUERY_BYTES + 1)
+                    if server is None or server[1] == self.bind[1]:
+                        continue  # sent to the proxy port itself, not redirected: nowhere to go
+                else:
+                    data, client = self.sock.recvfrom(MAX_QUERY_BYTES + 1)
+            except (TimeoutError, ConnectionError):
                 continue
             except OSError:
-                return
+                return  # the socket is closed: the proxy is stopping
             if not self._admit(client[0]):
                 continue  # too many of this client's (or everyone's) queries in flight: dropped
             try:
-                self._pool.submit(self._serve_udp, data, client)
+                self._pool.submit(self._serve_udp, data, client, server)
             except RuntimeError:  # the pool is shut down: the proxy is closing
                 return
 
@@ -169,10 +189,14 @@ class DnsProxy:
             else:
                 counts.pop(ip, None)
 
-    def _serve_udp(self, data: bytes, client: tuple[str, int]) -> None:
+    def _serve_udp(self, data: bytes, client: tuple[str, int], server: tuple[str, int] | None) -> None:
         try:
-            out = self.handle(data, client, socket.IPPROTO_UDP, self._forward_udp)
-            if out is not None and not self._stop.is_set():
+            out = self.handle(data, client, socket.IPPROTO_UDP, self._forward_udp, server)
+            if out is None or self._stop.is_set():
+                return
+            if server is not None:
+                transparent.send_from(out, server, client)  # the answer comes from the server
+            else:
                 self.sock.sendto(out, client)
         except Exception:  # one bad query must not stop the proxy
             log.exception("dns proxy: query from %s", client)
@@ -184,10 +208,10 @@ class DnsProxy:
         while not self._stop.is_set():
             try:
                 conn, client = self.tcp.accept()
-            except TimeoutError:
+            except (TimeoutError, ConnectionError):
                 continue
             except OSError:
-                return
+                return  # the socket is closed: the proxy is stopping
             with self._lock:
                 full = (sum(self._tcp_conns.values()) >= MAX_TCP_CONNECTIONS
                         or self._tcp_conns.get(client[0], 0) >= MAX_TCP_PER_CLIENT)
@@ -202,6 +226,13 @@ class DnsProxy:
     def _tcp_conn(self, conn: socket.socket, client: tuple[str, int]) -> None:
         """Queries on one connection, answered in order, until the client closes it, idles, or
         takes longer than the idle time to send one message."""
+        server = None
+        if self.origin is None:
+            server = transparent.original_destination(conn)
+            if server[1] == self.bind[1]:
+                conn.close()  # connected to the proxy port itself, not redirected
+                self._release(self._tcp_conns, client[0])
+                return
         try:
             with conn:
                 while not self._stop.is_set():
@@ -209,7 +240,7 @@ class DnsProxy:
                         data = msg.read_framed(conn, time.monotonic() + self.tcp_idle_s)
                         if data is None:
                             return
-                        out = self.handle(data, client, socket.IPPROTO_TCP, self._forward_tcp)
+                        out = self.handle(data, client, socket.IPPROTO_TCP, self._forward_tcp, server)
                         if out is None:
                             return  # no answer to give: close, the client retries or gives up
                         conn.settimeout(self.tcp_idle_s)
@@ -257,17 +288,19 @@ class DnsProxy:
         patterns = self.host.dns_rules(client_ip)
         return patterns is not None and any(name_matches(name, p) for p in patterns)
 
-    def handle(self, data: bytes, client: tuple[str, int], proto: int, forward: Forward) -> bytes | None:
-        """The answer to one query message from ``client`` (None: nothing to send back).
-        ``forward(query, server, is_reply)`` returns the server's reply, one for which
-        ``is_reply`` holds (None: none came in time)."""
+    def handle(self, data: bytes, client: tuple[str, int], proto: int, forward: Forward,
+               server: tuple[str, int] | None = None) -> bytes | None:
+        """The answer to one query message from ``client`` to ``server`` (default: ``origin``
+        says; None: nothing to send back). ``forward(query, server, is_reply)`` returns the
+        server's reply, one for which ``is_reply`` holds (None: none came in time)."""
         try:
             h = msg.header(data)
         except msg.DnsFormatError:
             return None
         if h.is_response:
             return None  # never answer an answer (no loops between proxies)
-        server = self.origin(client, self.bind, proto)
+        if server is None and self.origin is not None:
+            server = self.origin(client, self.bind, proto)
         if server is None:
             return None  # not redirected here by the datapath: there is nowhere to send it
         if (len(data) > MAX_QUERY_BYTES or h.qdcount != 1 or h.ancount or h.nscount

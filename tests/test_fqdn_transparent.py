@@ -1,0 +1,120 @@
+"""The DNS proxy listening transparently (root): a client namespace, the proxy's namespace and a
+server's namespace of the test's own; an nftables TPROXY rule in the proxy's namespace stands in
+for the datapath's ``bpf_sk_assign`` (both hand the packet to the wildcard listener unchanged).
+The proxy learns where each query was going from its socket (UDP ``IP_RECVORIGDSTADDR``, TCP the
+accepted socket's address), answers from the server's address, and refuses as before."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from cilia.lab import dns, netns
+from cilia.proxy import transparent
+from cilia.proxy.dns import msg
+from cilia.proxy.dns.proxy import DnsProxy
+from cilia.proxy.records import DnsRecord
+
+pytestmark = pytest.mark.root
+
+CLIENT, PROXY_C, PROXY_S, SERVER = "198.19.250.2", "198.19.250.1", "198.19.251.1", "198.19.251.53"
+API = "198.19.0.5"
+PORT = 15053
+
+
+class Host:
+    def __init__(self) -> None:
+        self.learned: list[tuple[str, dict[str, int]]] = []
+        self.reports: list[DnsRecord] = []
+
+    def dns_rules(self, ip: str) -> tuple[str, ...] | None:
+        return ("*.example.com",) if ip == CLIENT else None
+
+    def learn(self, name: str, addresses: Mapping[str, int]) -> None:
+        self.learned.append((name, dict(addresses)))
+
+    def identity_of(self, ip: str) -> int:
+        return 2
+
+    def report(self, record: DnsRecord) -> None:
+        self.reports.append(record)
+
+
+def ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[DnsProxy, Host, str]]:
+    tag = os.urandom(3).hex()
+    c, p, s = (f"cilia-dnstp-{x}-{tag}" for x in "cps")
+    made: list[str] = []
+    stopped = threading.Event()
+    proxy = None
+    try:
+        for ns in (c, p, s):
+            netns.create(ns)
+            made.append(ns)
+            ip(ns, "link", "set", "lo", "up")
+        ip(p, "link", "add", f"ciliatc{tag}", "type", "veth", "peer", "name", "eth0", "netns", c)
+        ip(p, "link", "add", f"ciliats{tag}", "type", "veth", "peer", "name", "eth0", "netns", s)
+        for ns, dev, addr in ((p, f"ciliatc{tag}", PROXY_C), (p, f"ciliats{tag}", PROXY_S),
+                              (c, "eth0", CLIENT), (s, "eth0", SERVER)):
+            ip(ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip(ns, "link", "set", dev, "up")
+        ip(c, "route", "add", "198.19.251.0/24", "via", PROXY_C)
+        ip(s, "route", "add", "198.19.250.0/24", "via", PROXY_S)
+        transparent.install_routing(p)
+        rules = (f'table ip cilia_dnstp {{\n chain pre {{\n  type filter hook prerouting priority mangle;\n'
+                 f'  iifname "ciliatc{tag}" meta l4proto {{ tcp, udp }} th dport 53 '
+                 f'meta mark set {transparent.MARK_TO_PROXY:#x} tproxy to :{PORT}\n }}\n}}\n')
+        subprocess.run(["ip", "netns", "exec", p, "nft", "-f", "-"], input=rules, check=True, text=True,
+                       capture_output=True)
+        dns.add_record(tmp_path, "api.example.com", API, ttl=30)
+        with netns.entered(s):
+            server = dns.Server(dns.records_path(tmp_path), (SERVER, 53))
+        threading.Thread(target=server.run, args=(stopped,), daemon=True).start()
+        host = Host()
+        with netns.entered(p):
+            proxy = DnsProxy(("0.0.0.0", PORT), host, None).start()
+        yield proxy, host, c
+    finally:
+        stopped.set()
+        if proxy is not None:
+            proxy.close()
+        for ns in made:
+            netns.remove(ns)
+
+
+def resolve(ns: str, name: str, tcp: bool) -> tuple[int, list[str]]:
+    """Ask the server from the client's namespace; over UDP on a socket connected to the server,
+    so only an answer from the server's own address and port is taken."""
+    with netns.entered(ns):
+        if tcp:
+            return dns.resolve(SERVER, name, timeout=3, tcp=True)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.settimeout(3)
+        s.connect((SERVER, 53))
+        s.send(msg.query(0x5151, name))
+        answer = msg.parse(s.recv(4096))
+    return answer.rcode, [a for _, a, _ in answer.answers]
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
+def test_transparent_dns_proxy(lab: tuple[DnsProxy, Host, str], tcp: bool) -> None:
+    _, host, client_ns = lab
+    # the answer comes back from the server's own address
+    assert resolve(client_ns, "api.example.com", tcp) == (0, [API])
+    assert host.learned == [("api.example.com", {API: 30})]
+    assert resolve(client_ns, "evil.test", tcp) == (msg.RCODE_REFUSED, [])
+    assert {(r.server, r.query, r.response) for r in host.reports} == {
+        ((SERVER, 53), "api.example.com", False), ((SERVER, 53), "api.example.com", True),
+        ((SERVER, 53), "evil.test", True)}
+    assert host.learned == [("api.example.com", {API: 30})]
