@@ -55,3 +55,20 @@ def test_unknown_request_fields_are_refused_with_file_and_line(tmp_path: Path) -
     expect.write_text("expectations:\n- {from: a/b, to: c/d, port: 80, http: {verb: GET}, expect: deny}\n")
     code, _, err = run_cli(["verify", "-f", str(manifests), "--expect", str(expect)])
     assert code == 2 and "expectations[0].http.verb" in err
+
+
+def test_dns_expectations(tmp_path: Path) -> None:
+    from tests.test_trace_l7 import DNS_MANIFESTS
+
+    manifests = tmp_path / "dns.yaml"
+    manifests.write_text(DNS_MANIFESTS)
+    expect = tmp_path / "expect.yaml"
+    expect.write_text(
+        "expectations:\n"
+        "- {from: default/client, to: default/dns, port: 53, protocol: UDP, dns: {name: a.example.com}, "
+        "expect: allow}\n"
+        "- {from: default/client, to: default/dns, port: 53, protocol: UDP, dns: {name: a.example.org}, "
+        "expect: deny}\n"
+    )
+    code, out, _ = run_cli(["verify", "-f", str(manifests), "--expect", str(expect)])
+    assert code == 0 and "2 passed, 0 failed" in out and "dns a.example.org expect deny: deny" in out

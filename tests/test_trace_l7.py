@@ -172,3 +172,41 @@ def test_kafka_rules_are_noted_as_l4_only_and_a_plain_port_has_no_l7(policy: str
             "CiliumNetworkPolicy default/client-kafka egress[0] (kafka)") in text
     code, text = trace(policy, "8080/TCP", "--http-method", "DELETE")
     assert code == 0 and "note:" not in text and "L7:" not in text
+
+
+DNS_MANIFESTS = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default, labels: {app: client}}
+spec: {containers: [{name: c, image: curl}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dns, namespace: default, labels: {app: dns}}
+spec: {containers: [{name: d, image: coredns, ports: [{containerPort: 53, protocol: UDP}]}]}
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-dns, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: dns}}]
+    toPorts:
+    - ports: [{port: "53", protocol: UDP}]
+      rules:
+        dns: [{matchPattern: "*.example.com"}]
+"""
+
+
+def test_dns_queries_are_decided_by_the_dns_rules(tmp_path: Path) -> None:
+    f = tmp_path / "dns.yaml"
+    f.write_text(DNS_MANIFESTS)
+    args = ["trace", "-f", str(f), "--from", "default/client", "--to", "default/dns", "--port", "53/UDP"]
+    code, text, _ = run_cli(args)
+    assert code == 0
+    assert "L7: dns proxy (port 15053): L7 rules apply: CiliumNetworkPolicy default/client-dns" in text
+    code, text, _ = run_cli([*args, "--dns-query", "api.example.com"])
+    assert code == 0 and "DNS query 'api.example.com': ALLOWED" in text
+    code, text, _ = run_cli([*args, "--dns-query", "api.example.org"])
+    assert code == 1 and "DENIED at L7 (DNS REFUSED)" in text

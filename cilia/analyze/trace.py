@@ -65,6 +65,8 @@ def _request_text(
 ) -> str:
     if parser is L7Parser.TLS:
         return f"TLS SNI {sni!r}" if sni else "TLS without SNI"
+    if parser is L7Parser.DNS:
+        return f"DNS query {sni!r}"
     extra = "".join(f" {k}: {v}" for k, v in sorted(headers.items()))
     return f"{method} {path} host {host!r}" + (f" headers{extra}" if extra else "")
 
@@ -101,6 +103,9 @@ def l7_verdict(
     elif request is not None and parser is L7Parser.TLS and request.sni is not None:
         decision = pp.decide_sni(peer.identity, request.sni)
         text = _request_text(parser, "", "", "", {}, request.sni)
+    elif request is not None and parser is L7Parser.DNS and request.dns:
+        decision = pp.decide_dns(peer.identity, request.dns)
+        text = _request_text(parser, "", "", "", {}, request.dns)
     if decision is None:
         return L7Verdict(str(parser), pp.proxy_port, False, True, rules=constraining)
     rules = decision.by if decision.allowed else decision.refused_by
@@ -296,7 +301,7 @@ def trace(
 # --------------------------------------------------------------------------- text
 
 
-L7_REFUSAL = {"http": "HTTP 403 Access denied", "tls": "TLS connection closed", "dns": "DNS query refused"}
+L7_REFUSAL = {"http": "HTTP 403 Access denied", "tls": "TLS connection closed", "dns": "DNS REFUSED"}
 
 
 def _verdict_word(side: SideVerdict) -> str:

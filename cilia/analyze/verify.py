@@ -12,8 +12,9 @@ TCP (default), UDP, SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); `
 only if it holds for every pod (address) of it.
 
 An expectation may carry a request for the L7 proxies on the way: ``http: {method, path, host,
-headers: {NAME: VALUE}}`` (method defaults to GET, path to /) or ``tls: {sni: NAME}``; a request a
-proxy refuses (HTTP 403, TLS server name not allowed) is ``deny``::
+headers: {NAME: VALUE}}`` (method defaults to GET, path to /), ``tls: {sni: NAME}`` or ``dns: {name:
+NAME}`` (a query through the DNS proxy); a request a proxy refuses (HTTP 403, TLS server name not
+allowed, DNS REFUSED) is ``deny``::
 
     - {from: default/app-a, to: deployment:default/app-b, port: 80,
        http: {method: POST, path: /x}, expect: deny}
@@ -48,6 +49,14 @@ class HTTPRequest(BaseModel):
     headers: dict[str, str] | None = None
 
 
+class DNSRequest(BaseModel):
+    """A DNS query through the DNS proxy: the name asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+
+
 class TLSRequest(BaseModel):
     """A TLS connection's ClientHello: the server name (SNI) it asks for."""
 
@@ -65,13 +74,14 @@ class Expectation(BaseModel):
     protocol: str = "TCP"
     http: HTTPRequest | None = None
     tls: TLSRequest | None = None
+    dns: DNSRequest | None = None
     expect: Literal["allow", "deny"]
     description: str | None = None
 
     @property
     def request(self) -> L7Request | None:
         """The request the L7 proxies decide (None: the flow is decided at L4)."""
-        if self.http is None and self.tls is None:
+        if self.http is None and self.tls is None and self.dns is None:
             return None
         h = self.http or HTTPRequest()
         return L7Request(
@@ -80,6 +90,7 @@ class Expectation(BaseModel):
             h.host or "",
             dict(h.headers or {}),
             self.tls.sni if self.tls is not None else None,
+            self.dns.name if self.dns is not None else None,
         )
 
     def request_text(self) -> str:
@@ -91,6 +102,8 @@ class Expectation(BaseModel):
             parts.extend(f"{k}: {v}" for k, v in sorted(r.headers.items()))
         if self.tls is not None:
             parts.append(f"tls sni {self.tls.sni}")
+        if self.dns is not None:
+            parts.append(f"dns {self.dns.name}")
         return " ".join(parts)
 
 
@@ -176,6 +189,7 @@ class VerifyResult:
             "protocol": e.protocol,
             **({"http": e.http.model_dump(exclude_none=True)} if e.http is not None else {}),
             **({"tls": e.tls.model_dump()} if e.tls is not None else {}),
+            **({"dns": e.dns.model_dump()} if e.dns is not None else {}),
             "expect": e.expect,
             "actual": self.actual,
             "passed": self.passed,

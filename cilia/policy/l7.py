@@ -371,6 +371,7 @@ class L7Request:
     host: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     sni: str | None = None
+    dns: str | None = None  # a DNS query name (the DNS proxy's rules)
 
     @property
     def is_http(self) -> bool:

@@ -35,11 +35,16 @@ class Output(StrEnum):
 
 
 def l7_request(
-    method: str | None, path: str | None, host: str | None, headers: list[str] | None, sni: str | None
+    method: str | None,
+    path: str | None,
+    host: str | None,
+    headers: list[str] | None,
+    sni: str | None,
+    dns: str | None = None,
 ) -> L7Request | None:
-    """The request the --http-*/--tls-sni options describe (None: none given); a header is
-    ``NAME:VALUE`` (spaces after the colon are dropped)."""
-    if not (method or path or host or headers or sni is not None):
+    """The request the --http-*/--tls-sni/--dns-query options describe (None: none given); a
+    header is ``NAME:VALUE`` (spaces after the colon are dropped)."""
+    if not (method or path or host or headers or sni is not None or dns):
         return None
     parsed: dict[str, str] = {}
     for h in headers or ():
@@ -47,7 +52,7 @@ def l7_request(
         if not sep or not name.strip():
             raise fail(f"--http-header {h!r}: expected NAME:VALUE")
         parsed[name.strip()] = value.strip()
-    return L7Request(method or "", path or "", host or "", parsed, sni)
+    return L7Request(method or "", path or "", host or "", parsed, sni, dns)
 
 
 def register(app: typer.Typer) -> None:
@@ -81,6 +86,9 @@ def register(app: typer.Typer) -> None:
         tls_sni: Annotated[
             str | None, typer.Option("--tls-sni", help="Decide a TLS connection with this server name.")
         ] = None,
+        dns_query: Annotated[
+            str | None, typer.Option("--dns-query", help="Decide a DNS query for this name (DNS rules).")
+        ] = None,
     ) -> None:
         """Trace a flow offline: each side's verdict and the rule that decided it.
 
@@ -98,7 +106,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status: 0 allowed, 1 denied (at L4 or by a proxy), 2 bad input.
         """
-        request = l7_request(http_method, http_path, http_host, http_header, tls_sni)
+        request = l7_request(http_method, http_path, http_host, http_header, tls_sni, dns_query)
         analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
         result = guarded(lambda: trace(analysis, src, dst, parse_port(port), request))
         if output is Output.json:
