@@ -26,6 +26,9 @@ from helpers_bpf import private_datapath
 from cilia.datapath.bpf.sync import Datapath
 from cilia.datapath.maps.events import PolicyEvent
 from cilia.lab import netns
+from cilia.observe.flow import Verdict
+from cilia.observe.pipeline import FlowPipeline
+from cilia.observe.render import compact
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 from cilia.proxy import transparent
 
@@ -259,6 +262,10 @@ def test_egress_redirect_tcp(node: Datapath) -> None:
         ev = [e for e in ev_all if e.endpoint_id == EP_A and e.dport == 8080]
         assert [(e.redirected, e.proxy_port, e.direction, node.rules_for(e.cookie)) for e in ev] == [
             (True, EGRESS_PROXY, Direction.EGRESS, rule("http-egress", "egress"))]
+        flow = FlowPipeline(rules_for=node.rules_for).ingest(ev[0])  # as `cilia observe` shows it
+        assert flow.verdict is Verdict.REDIRECTED and flow.to_json()["verdict"] == "REDIRECTED"
+        line = compact(flow)
+        assert " REDIRECTED " in line and "CiliumNetworkPolicy default/http-egress egress[0]" in line, line
         # the proxy's onward connection was decided by B's ingress policy, as a flow from A
         assert [(e.endpoint_id, e.direction, e.src, e.allowed, node.rules_for(e.cookie))
                 for e in ev_all if e.dport == 8080 and e.endpoint_id == EP_B] == [

@@ -39,6 +39,7 @@ class Verdict(StrEnum):
     FORWARDED = "FORWARDED"
     DROPPED = "DROPPED"
     AUDIT = "AUDIT"
+    REDIRECTED = "REDIRECTED"  # allowed and handed to the node's proxy (the policy entry's proxy port)
 
 
 class TrafficDirection(StrEnum):

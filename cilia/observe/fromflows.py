@@ -110,7 +110,7 @@ def collect(
     subjects: dict[tuple[str, tuple[tuple[str, str], ...]], _Subject] = {}
     skipped: list[str] = []
     for f in flows:
-        if f.verdict not in (Verdict.FORWARDED, Verdict.AUDIT):
+        if f.verdict not in (Verdict.FORWARDED, Verdict.AUDIT, Verdict.REDIRECTED):
             continue
         owner = f.owner
         if not owner.pod_name or not owner.namespace:

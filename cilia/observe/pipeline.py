@@ -233,6 +233,8 @@ class FlowPipeline:
             verdict = Verdict.AUDIT
         else:
             verdict = Verdict.FORWARDED if ev.allowed else Verdict.DROPPED
+            if ev.redirected:
+                verdict = Verdict.REDIRECTED
         icmp = ev.proto in (1, 58)
         l4 = L4(
             ev.proto,

@@ -28,7 +28,8 @@ ICMP_TYPES = {
         129: "EchoReply",
     },
 }
-VERDICT_WORDS = {Verdict.FORWARDED: "ALLOWED", Verdict.DROPPED: "DENIED", Verdict.AUDIT: "AUDITED"}
+VERDICT_WORDS = {Verdict.FORWARDED: "ALLOWED", Verdict.DROPPED: "DENIED", Verdict.AUDIT: "AUDITED",
+                 Verdict.REDIRECTED: "REDIRECTED"}
 FORMATS = ("compact", "json", "table")
 RCODE_NAMES = {0: "NoError", 1: "FormErr", 2: "ServFail", 3: "NXDomain", 4: "NotImp", 5: "Refused"}
 

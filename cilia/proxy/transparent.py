@@ -37,6 +37,8 @@ import socket
 import struct
 import subprocess
 
+from cilia.proxy.errors import ProxyError
+
 MARK_MASK = 0xFFFF
 MARK_TO_PROXY = 0x0C1A  # cilia.h CILIA_MARK_TO_PROXY
 MARK_PROXY_INGRESS = 0x0C1C  # cilia.h CILIA_MARK_PROXY_INGRESS
@@ -55,7 +57,7 @@ IPV6_ORIGDSTADDR = 74
 SO_MARK = 36
 
 
-class RoutingError(RuntimeError):
+class RoutingError(ProxyError, RuntimeError):
     """The node's policy routing for proxy traffic could not be installed or removed."""
 
 
@@ -123,6 +125,8 @@ def recv_with_destination(sock: socket.socket, bufsize: int = 65535
     """One datagram of a :func:`udp_listener`: (data, client address, original destination; None
     when the kernel gave none, e.g. a datagram sent to the proxy port itself)."""
     data, ancdata, _flags, client = sock.recvmsg(bufsize, socket.CMSG_SPACE(64))
+    if client is None:  # the socket was shut down
+        raise ConnectionAbortedError("proxy socket shut down")
     dst = None
     for level, kind, raw in ancdata:
         if (level, kind) in ((socket.IPPROTO_IP, IP_ORIGDSTADDR), (socket.IPPROTO_IPV6, IPV6_ORIGDSTADDR)):

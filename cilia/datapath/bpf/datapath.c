@@ -159,8 +159,6 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 			return TC_ACT_SHOT;
 		}
 		count(base + METRIC_AUDITED, skb->len);
-	} else {
-		count(base + METRIC_FORWARDED, skb->len);
 	}
 
 	proxy = proxy_port_of(skb, ep->ep_id, dir, f, &v);
@@ -182,6 +180,9 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		if (!proxy && (ct->flags & CT_F_PROXY_REDIRECT))
 			proxy = bpf_htons(ct->flags >> CT_PROXY_PORT_SHIFT);
 	}
+	/* forwarded, or counted as redirected (to the proxy) by redirect() */
+	if (!v.reason && !proxy)
+		count(base + METRIC_FORWARDED, skb->len);
 	if (ct) {
 		if (proxy)
 			return redirect(skb, p, dir, proxy, ep_src, ep_dst);
