@@ -132,9 +132,10 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		if (dir == DIR_INGRESS)
 			lb4_revnat(skb, f);
 		/* a reply to a connection a socket of the node opened (a proxy's onward connection,
-		 * with the client's address as its source) goes to that socket, not on to the client */
-		if (dir == DIR_EGRESS && (ct->flags & CT_F_PROXY_PEER) && proxy_assign(skb, f, 0) < 0)
-			return TC_ACT_SHOT;
+		 * with the client's address as its source) goes to that socket, not on to the client;
+		 * without a socket (closed, in TIME_WAIT) the stack decides as for any packet */
+		if (dir == DIR_EGRESS && (ct->flags & CT_F_PROXY_PEER))
+			proxy_assign(skb, f, 0);
 		return TC_ACT_OK;
 	}
 
