@@ -39,6 +39,7 @@ ING, EG = int(Direction.INGRESS), int(Direction.EGRESS)
 SUFFIX = str(os.getpid() % 100000)
 NODE, POD_A, POD_B = (f"cilia-tp{n}-{SUFFIX}" for n in ("n", "a", "b"))
 GW, A, B = "198.18.250.1", "198.18.250.10", "198.18.250.20"
+GW6, A6, B6 = "2001:2:0:fa::1", "2001:2:0:fa::10", "2001:2:0:fa::20"
 EP_A, EP_B, ID_A, ID_B = 11, 12, 1100, 1200
 EGRESS_PROXY, INGRESS_PROXY, UDP_PROXY, NOBODY = 15102, 15101, 15103, 15199
 
@@ -82,6 +83,7 @@ class Proxy:
     mark: int = 0
     udp: bool = False
     same_port: bool = False  # connect onward from the client's own port too (HAProxy's usesrc client)
+    address: str = transparent.LISTEN_ADDRESS
     seen: list[tuple[tuple[str, int], tuple[str, int] | None]] = field(default_factory=list)
 
     def start(self) -> Proxy:
@@ -98,7 +100,7 @@ class Proxy:
     def _run(self, ready: threading.Event) -> None:
         with netns.entered(NODE):  # the onward sockets are created in the node's namespace too
             listen = transparent.udp_listener if self.udp else transparent.tcp_listener
-            self.sock = listen(self.port)
+            self.sock = listen(self.port, self.address)
             ready.set()
             with contextlib.suppress(OSError):
                 while True:
@@ -133,6 +135,9 @@ def serve_b() -> list[socket.socket]:
             s = socket.create_server((B, port))
             socks.append(s)
             threading.Thread(target=_tcp_server, args=(s,), daemon=True).start()
+        s6 = socket.create_server((B6, 8080), family=socket.AF_INET6)
+        socks.append(s6)
+        threading.Thread(target=_tcp_server, args=(s6,), daemon=True).start()
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.bind((B, 5353))
         socks.append(u)
@@ -156,12 +161,12 @@ def _udp_server(u: socket.socket) -> None:
             u.sendto(f"B saw {peer[0]}".encode(), peer)
 
 
-def tcp_from_a(port: int, timeout: float = 5) -> str:
+def tcp_from_a(port: int, timeout: float = 5, dst: str = B) -> str:
     with netns.entered(POD_A):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_STREAM)
     with s:
         s.settimeout(timeout)
-        s.connect((B, port))
+        s.connect((dst, port))
         s.sendall(b"hello")
         return s.recv(100).decode()
 
@@ -187,8 +192,9 @@ def _build_node() -> None:
         ip("netns", "add", ns)
         ip("-n", ns, "link", "set", "lo", "up")
     subprocess.run(["ip", "netns", "exec", NODE, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"], check=True)
-    for pod, addr, host in ((POD_A, A, f"lxctpa{SUFFIX}"), (POD_B, B, f"lxctpb{SUFFIX}")):
+                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
+                    "net.ipv6.conf.all.forwarding=1"], check=True)
+    for pod, addr, addr6, host in ((POD_A, A, A6, f"lxctpa{SUFFIX}"), (POD_B, B, B6, f"lxctpb{SUFFIX}")):
         ip("-n", NODE, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod)
         ip("-n", NODE, "addr", "add", f"{GW}/32", "dev", host)
         ip("-n", NODE, "link", "set", host, "up")
@@ -197,6 +203,11 @@ def _build_node() -> None:
         ip("-n", pod, "link", "set", "eth0", "up")
         ip("-n", pod, "route", "add", f"{GW}/32", "dev", "eth0", "scope", "link")
         ip("-n", pod, "route", "add", "198.18.0.0/15", "via", GW, "dev", "eth0")  # no default route
+        ip("-n", NODE, "addr", "add", f"{GW6}/128", "dev", host, "nodad")
+        ip("-n", NODE, "route", "add", f"{addr6}/128", "dev", host)
+        ip("-n", pod, "addr", "add", f"{addr6}/128", "dev", "eth0", "nodad")
+        ip("-n", pod, "route", "add", f"{GW6}/128", "dev", "eth0")
+        ip("-n", pod, "route", "add", "2001:2::/48", "via", GW6, "dev", "eth0")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +220,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datapath]:
         transparent.install_routing(NODE)
         with private_datapath(tmp) as dp:
             try:
-                for prefix, ident in ((A, ID_A), (B, ID_B)):
+                for prefix, ident in ((A, ID_A), (B, ID_B), (A6, ID_A), (B6, ID_B)):
                     dp.upsert_ipcache(prefix, ident)
                 dp.set_policy(EP_A, POLICY_A)
                 dp.set_policy(EP_B, POLICY_B)
@@ -270,6 +281,17 @@ def test_egress_redirect_tcp(node: Datapath) -> None:
         assert [(e.endpoint_id, e.direction, e.src, e.allowed, node.rules_for(e.cookie))
                 for e in ev_all if e.dport == 8080 and e.endpoint_id == EP_B] == [
             (EP_B, Direction.INGRESS, A, True, rule("from-a", "ingress"))]
+    finally:
+        proxy.stop()
+
+
+def test_egress_redirect_tcp_ipv6(node: Datapath) -> None:
+    proxy = Proxy(EGRESS_PROXY, address="::").start()  # dual-stack: IPv4 and IPv6 redirects
+    try:
+        assert tcp_from_a(8080, dst=B6) == f"via {EGRESS_PROXY}: B saw {A6}"
+        assert tcp_from_a(8080) == f"via {EGRESS_PROXY}: B saw {A}"
+        assert [(c[0], orig) for c, orig in proxy.seen] == [
+            (A6, (B6, 8080)), (f"::ffff:{A}", (f"::ffff:{B}", 8080))]
     finally:
         proxy.stop()
 
