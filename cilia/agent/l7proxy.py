@@ -19,6 +19,7 @@ leaves the proxy's socket, not a pod's veth).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -29,7 +30,8 @@ from typing import Any
 
 from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.types import Direction
-from cilia.proxy.http import runtime
+from cilia.proxy import transparent
+from cilia.proxy.http import marks, runtime
 from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
 from cilia.proxy.http.config import DEFAULT_PORTS, ProxyConfig, ProxyFiles
 from cilia.proxy.http.rules import PortPolicyAt, RulesError, render
@@ -230,21 +232,30 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     # L7 ports fail closed.
     pcfg = ProxyConfig(files, ports=proxy_ports(options))
     try:
+        # the node's policy routing for redirected packets (cilia.proxy.transparent, idempotent) and
+        # the mark on HAProxy's own connections (no second redirect at the destination)
+        transparent.install_routing()
+        marks.install()
         with agent._lock:
             proxy = HttpProxy(agent, pcfg, both_at_egress)
             return proxy.start()
-    except (ProxyStartError, OSError) as e:
+    except (ProxyStartError, OSError, transparent.RoutingError, marks.MarkError) as e:
         log.error("http proxy not started: %s", e)
         return None
 
 
 def teardown(run_dir: Path) -> list[str]:
     """``cilia down``: end an HAProxy a crashed agent left running (by the PID in its pid file, only
-    if it runs this node's configuration) and remove the proxy's files."""
+    if it runs this node's configuration), remove the proxy's files, its nftables mark table and the
+    node's policy routing for proxy traffic."""
     files = proxy_files(run_dir)
     removed = []
     if stop_stale(ProxyConfig(files)):
         removed.append("http proxy (haproxy)")
+    if marks.remove():
+        removed.append(f"nftables table inet {marks.NFT_TABLE}")
+    with contextlib.suppress(transparent.RoutingError):
+        removed += transparent.remove_routing()
     if files.run_dir.exists():
         shutil.rmtree(files.run_dir, ignore_errors=True)
         removed.append(str(files.run_dir))

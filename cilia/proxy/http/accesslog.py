@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cilia.proxy.errors import ProxyError
 from cilia.proxy.http.rules import unfield
 
 log = logging.getLogger("cilia.proxy.http")
 HTTP_FIELDS = 18
 
 
-class AccessLogError(ValueError):
+class AccessLogError(ProxyError, ValueError):
     """A line that is not in cilia's access log format."""
 
 

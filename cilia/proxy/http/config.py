@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cilia.policy.types import Direction
+from cilia.proxy.http.marks import PROXY_GID
 
 LUA_PATH = Path(__file__).with_name("cilia.lua")
 WORLD = 2  # reserved:world, the identity of an address outside the ipcache
@@ -129,6 +130,7 @@ def render(cfg: ProxyConfig) -> str:
         f"    stats socket {f.api_socket} mode 600 level admin",
         "    stats timeout 10s",
         f"    nbthread {cfg.nbthread}",
+        *([f"    gid {PROXY_GID}"] if cfg.transparent else []),  # its packets marked (cilia.proxy.http.marks)
         "    maxconn 8192",
         "    noreuseport",  # a second node's HAProxy on this machine must not share the ports
         f"    lua-load {cfg.lua_path}",

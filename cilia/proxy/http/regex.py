@@ -23,12 +23,14 @@ import re
 
 import re2  # google-re2: Cilium's own dialect and validation
 
+from cilia.proxy.errors import ProxyError
+
 RE2_SPACE = r"\t\n\f\r "
 _OCTAL = re.compile(r"[0-7]{1,3}")
 _FLAGS = re.compile(r"\(\?([a-zA-Z]*)(?:-[a-zA-Z]*)?[:)]")
 
 
-class RegexError(ValueError):
+class RegexError(ProxyError, ValueError):
     """A regex that RE2 refuses, or that HAProxy's PCRE2 cannot match exactly as RE2 does."""
 
 

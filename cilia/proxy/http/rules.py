@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from cilia.policy.l7 import _sni_regex  # the one definition of Cilium's SNI wildcards
+from cilia.proxy.errors import ProxyError
 from cilia.proxy.http.regex import RegexError, to_pcre2
 
 MAGIC = "cilia-http-rules"
 _SAFE = re.compile(r"[A-Za-z0-9._~/:,;=@!*+?()\-]")
 
 
-class RulesError(ValueError):
+class RulesError(ProxyError, ValueError):
     """An L7 policy the proxy cannot enforce exactly (a regex PCRE2 cannot match as RE2 does)."""
 
 

@@ -12,11 +12,13 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
+from cilia.proxy.errors import ProxyError
+
 TIMEOUT_S = 5.0
 CHUNK = 500  # map entries per "add map" payload
 
 
-class RuntimeAPIError(RuntimeError):
+class RuntimeAPIError(ProxyError, RuntimeError):
     """HAProxy's runtime API refused a command or could not be reached."""
 
 

@@ -4,15 +4,16 @@ The supervisor writes the configuration (:mod:`cilia.proxy.http.config`) and the
 loads at start (the rules document, the ipcache map) into the node's run directory (mode 0700,
 files 0600), starts ``haproxy -db`` as its child in a session of its own, and restarts it when it
 exits unexpectedly (the rules in force come back with it: the Lua script reads the last document
-at start). While HAProxy is down nothing listens on the proxy ports and the datapath drops the
-redirected connections: L7 ports fail closed. ``stop`` ends it by PID; :func:`stop_stale` ends one
-a crashed agent left behind (by the PID in its pid file, only if that process is HAProxy running
-this node's configuration).
+at start); HAProxy ends with its agent (``PR_SET_PDEATHSIG``). While HAProxy is down nothing
+listens on the proxy ports and the datapath drops the redirected connections: L7 ports fail
+closed. ``stop`` ends it by PID; :func:`stop_stale` ends one a crashed agent left behind (by the
+PID in its pid file, only if that process is HAProxy running this node's configuration).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -24,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cilia.proxy.errors import ProxyError
 from cilia.proxy.http import runtime
 from cilia.proxy.http.config import ProxyConfig, render
 
@@ -34,8 +36,19 @@ RESTART_BACKOFF_S = 0.2  # first retry; doubled after each failed start, up to R
 RESTART_BACKOFF_MAX_S = 5.0
 
 
-class ProxyStartError(RuntimeError):
+class ProxyStartError(ProxyError, RuntimeError):
     """HAProxy did not start (not installed, a bad configuration, a port in use)."""
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the thread that started it ends (the agent dying,
+    even by SIGKILL), so no HAProxy outlives its agent holding the node's proxy ports; the next
+    agent starts its own."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def haproxy_binary() -> str:
@@ -137,6 +150,7 @@ class Supervisor:
             proc = subprocess.Popen(
                 [haproxy_binary(), "-db", "-f", str(files.config)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent,  # one prctl call: safe between fork and exec
             )  # fmt: skip
         finally:
             if out is not subprocess.DEVNULL:
