@@ -57,12 +57,14 @@ POLICY_A = {  # A's egress towards B
     Key(ID_B, EG, UDP, 5353, 16): allow("udp-egress", "egress", UDP_PROXY),
     Key(ID_B, EG, TCP, 8081, 16): allow("plain", "egress"),
     Key(ID_B, EG, TCP, 8082, 16): allow("nobody-listens", "egress", NOBODY),
+    Key(ID_B, EG, TCP, EGRESS_PROXY, 16): allow("plain", "egress"),
 }
 POLICY_B = {  # B's ingress from A
     Key(ID_A, ING, TCP, 8080, 16): allow("from-a", "ingress"),
     Key(ID_A, ING, UDP, 5353, 16): allow("from-a", "ingress"),
     Key(ID_A, ING, TCP, 8081, 16): allow("http-ingress", "ingress", INGRESS_PROXY),
     Key(ID_A, ING, TCP, 8082, 16): allow("from-a", "ingress"),
+    Key(ID_A, ING, TCP, EGRESS_PROXY, 16): allow("from-a", "ingress"),
 }
 
 
@@ -131,7 +133,7 @@ def serve_b() -> list[socket.socket]:
     """Servers in pod B that answer with the address they saw the client as."""
     socks = []
     with netns.entered(POD_B):
-        for port in (8080, 8081, 8082):
+        for port in (8080, 8081, 8082, EGRESS_PROXY):
             s = socket.create_server((B, port))
             socks.append(s)
             threading.Thread(target=_tcp_server, args=(s,), daemon=True).start()
@@ -267,6 +269,8 @@ def test_egress_redirect_tcp(node: Datapath) -> None:
     try:
         events(node)
         assert tcp_from_a(8080) == f"via {EGRESS_PROXY}: B saw {A}"  # B saw A's own address
+        # B's own service on the proxy's port number is not taken by the node's wildcard listener
+        assert tcp_from_a(EGRESS_PROXY) == f"B saw {A}"
         [(client, orig)] = proxy.seen
         assert client[0] == A and orig == (B, 8080)
         ev_all = events(node)

@@ -23,8 +23,9 @@ datagram's destination (UDP) is the original destination. What a proxy needs for
   ingress proxy took over arrive at the node from the client's side, not through the pod's device,
   and would be forwarded (the kernel drops a forwarded packet its early demultiplexing found a
   local socket for): the nftables table ``cilia_proxy`` marks every packet that belongs to a
-  local transparent socket the same way in prerouting, as Cilium's ``-m socket --transparent``
-  rule does; this also brings a proxy the replies of its onward connections from anywhere.
+  local transparent socket (not a wildcard listener) the same way in prerouting, as Cilium's
+  ``-m socket --transparent`` rule does; this also brings a proxy the replies of its onward
+  connections from anywhere.
   Table, rule priority and nftables table are cilia's own; :func:`remove_routing` takes them away
   again (``cilia down``).
 """
@@ -201,6 +202,9 @@ def _nft_ruleset() -> str:
     return (f"table inet {NFT_TABLE} {{\n"
             "  chain prerouting {\n"
             "    type filter hook prerouting priority mangle; policy accept;\n"
+            # not a wildcard listener (a connection to another host's proxy port is not taken);
+            # a TCP request socket (handshake) has no wildcard value, so this test comes first
+            "    meta l4proto { tcp, udp } socket wildcard 1 accept\n"
             f"    meta l4proto {{ tcp, udp }} socket transparent 1 meta mark set {MARK_TO_PROXY:#x}\n"
             "  }\n"
             "}\n")
