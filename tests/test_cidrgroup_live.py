@@ -96,7 +96,7 @@ def _matrix(node: FastNode, client: str, targets: dict[str, str]) -> dict[str, t
 
 
 def test_deny_through_a_group_follows_the_group(node: FastNode, hosts: dict[str, str]) -> None:
-    node.apply(pod("client", {"app": "client"}))
+    node.apply(pod("cg-client", {"app": "client"}))
     node.apply(
         cnp("world-ok", {"endpointSelector": CLIENT, "log": {"value": "world-ok"},
                          "egress": [{"toEntities": ["world"]}]}),
@@ -104,10 +104,10 @@ def test_deny_through_a_group_follows_the_group(node: FastNode, hosts: dict[str,
                              "egressDeny": [{"toCIDRSet": [{"cidrGroupRef": "blocked"}]}]}),
     )
     # the group does not exist yet: its reference selects nothing
-    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
+    assert _matrix(node, "cg-client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
     first = node.apply(group("blocked", [f"{node.world}.0/28"]))
     since = node.last_seq()
-    assert _matrix(node, "client", hosts) == {"w-a": (False, False), "w-b": (True, True)}
+    assert _matrix(node, "cg-client", hosts) == {"w-a": (False, False), "w-b": (True, True)}
     # the flows name the spec.log of the rule that decided (Hubble's policy_log), the drop's too
     logs = {(f["IP"]["destination"], f["verdict"]): f.get("policy_log") for f in node.flows(since)
             if f["traffic_direction"] == "EGRESS" and f["l4"].get("TCP", {}).get("destination_port") == 80}
@@ -115,43 +115,43 @@ def test_deny_through_a_group_follows_the_group(node: FastNode, hosts: dict[str,
     # the group changes (kubectl apply of the new version); the policy is not applied again
     second = node.apply(group("blocked", [f"{node.world}.16/28"]))
     first.unlink()  # the offline view: only the group's current version
-    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (False, False)}
+    assert _matrix(node, "cg-client", hosts) == {"w-a": (True, True), "w-b": (False, False)}
     node.delete(second)
-    assert _matrix(node, "client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
+    assert _matrix(node, "cg-client", hosts) == {"w-a": (True, True), "w-b": (True, True)}
 
 
 def test_allow_through_a_group_selector_with_an_except(node: FastNode, hosts: dict[str, str]) -> None:
-    node.apply(pod("client2", {"app": "client2"}))
+    node.apply(pod("cg-client2", {"app": "cg-client2"}))
     node.apply(
         group("partners", [f"{node.world}.0/24"], {"tier": "partner"}),
-        cnp("to-partners", {"endpointSelector": {"matchLabels": {"app": "client2"}}, "egress": [
+        cnp("to-partners", {"endpointSelector": {"matchLabels": {"app": "cg-client2"}}, "egress": [
             {"toCIDRSet": [{"cidrGroupSelector": {"matchLabels": {"tier": "partner"}},
                             "except": [f"{hosts['w-b']}/32"]}]}]}),
     )
-    assert _matrix(node, "client2", hosts) == {"w-a": (True, True), "w-b": (False, False)}
+    assert _matrix(node, "cg-client2", hosts) == {"w-a": (True, True), "w-b": (False, False)}
 
 
 def test_a_service_destination_is_decided_per_backend(node: FastNode) -> None:
     """``cilia trace --to svc:default/web`` (offline) against curls through the ClusterIP (live): the
     backends that answer are exactly those whose translated flow the offline trace allows."""
-    node.apply(pod("client3", {"app": "client3"}), pod("web-a", {"app": "web", "track": "a"}),
-               pod("web-b", {"app": "web", "track": "b"}))
+    node.apply(pod("cg-client3", {"app": "cg-client3"}), pod("cg-web-a", {"app": "web", "track": "a"}),
+               pod("cg-web-b", {"app": "web", "track": "b"}))
     node.apply(
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
          "spec": {"selector": {"app": "web"},
                   "ports": [{"port": 8080, "targetPort": 80, "protocol": "TCP"}]}},
         cnp("web-in", {"endpointSelector": {"matchLabels": {"app": "web", "track": "a"}},
-                       "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client3"}}],
+                       "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "cg-client3"}}],
                                     "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
         cnp("web-b-in", {"endpointSelector": {"matchLabels": {"app": "web", "track": "b"}},
-                         "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client3"}}],
+                         "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "cg-client3"}}],
                                       "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}),
     )
     analysis = analyse_paths(sorted(node.manifests.glob("*.yaml")))
-    result = trace(analysis, "default/client3", "svc:default/web", parse_port("8080/TCP"))
+    result = trace(analysis, "default/cg-client3", "svc:default/web", parse_port("8080/TCP"))
     offline = {f.dst.pod: (f.port, f.allowed) for f in result.flows}
     # web-b's policy names the Service port, not the target port the datapath sees after translation
-    assert offline == {"web-a": (80, True), "web-b": (80, False)} and not result.allowed
+    assert offline == {"cg-web-a": (80, True), "cg-web-b": (80, False)} and not result.allowed
 
     ip = ""
     for _ in range(100):
@@ -165,7 +165,7 @@ def test_a_service_destination_is_decided_per_backend(node: FastNode) -> None:
     eps = {e.pod.name: e for e in EndpointTable(node.cfg.endpoints_path)}
     loop = (f"for i in $(seq 12); do curl -s --max-time 1 http://{ip}:8080/ | grep '^Server name: ' "
             "|| echo FAILED; done")
-    out = subprocess.run(["ip", "netns", "exec", eps["client3"].netns, "sh", "-c", loop],
+    out = subprocess.run(["ip", "netns", "exec", eps["cg-client3"].netns, "sh", "-c", loop],
                          capture_output=True, text=True, timeout=60, check=False).stdout.splitlines()
     answered = {x.removeprefix("Server name: ") for x in out if x != "FAILED"}
-    assert len(out) == 12 and answered == {"web-a"} and "FAILED" in out, out
+    assert len(out) == 12 and answered == {"cg-web-a"} and "FAILED" in out, out
