@@ -118,3 +118,16 @@ def ctypes_addr(ip: str):  # type: ignore[no-untyped-def]
 
     raw = ipaddress.ip_address(ip).packed
     return (c_uint8 * 16)(*raw.ljust(16, b"\0"))
+
+
+@pytest.mark.root
+def test_guard_only_device(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A device registered without enforcement (e.g. a world host's veth: attach with no ENFORCE
+    flag, then an empty policy) forwards everything inside the lab and drops the rest."""
+    with private_datapath(tmp_path) as d:
+        d.endpoints.set(EndpointInfo(LO, EP + 1, 2, EndpointFlags(0)))
+        d.set_policy(EP + 1, {})  # marks it ready
+        assert run(d, "from_container", frame("198.19.0.9", PEER4, TCP, sport=43000, dport=80))[0]
+        assert run(d, "to_container", frame(PEER4, "198.19.0.9", TCP, sport=80, dport=43000))[0]
+        passed, events = run(d, "from_container", frame("198.19.0.9", OUT4, TCP, sport=43001, dport=80))
+        assert not passed and [e.reason for e in events] == [DropReason.OUTSIDE_LAB]
