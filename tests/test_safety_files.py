@@ -145,3 +145,15 @@ def test_a_restart_writes_the_endpoint_table_once(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(endpoints_module, "write_private", lambda p, d: (writes.append(p), real(p, d)))
     node.restart()
     assert writes == [tmp_path / "endpoints.json"]  # each save is fsynced: once, not once per pod
+
+
+def test_lab_records_are_private(tmp_path: Path) -> None:
+    from cilia.lab.node import Lab, Pod
+    from cilia.lab.spec import PodSpec
+
+    lab = Lab(open_store(backend="memory"), run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    spec = PodSpec(namespace="default", name="web")
+    lab._write(Pod("default", "web", "cilia-default-web", "lxc0", 0, "198.18.0.9", "198.18.0.1", "-", spec))
+    record = tmp_path / "run" / "pods" / "default_web.json"
+    assert json.loads(record.read_text())["name"] == "web"
+    assert mode(record) == 0o600 and mode(record.parent) == 0o700 and mode(tmp_path / "run") == 0o700

@@ -44,6 +44,7 @@ from cilia.proxy.dns.msg import (
     response,
 )
 from cilia.store import Kind, Store
+from cilia.store.files import write_json
 from cilia.store.sqlite import SqliteBackend
 
 PORT = 53
@@ -83,10 +84,7 @@ def read_ttls(path: Path) -> dict[str, int]:
 
 
 def _write_json(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_json(path, data, durable=False, indent=1, sort_keys=True)
 
 
 def add_record(run_dir: Path, name: str, ip: str, ttl: int | None = None) -> dict[str, list[str]]:

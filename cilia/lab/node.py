@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import time
@@ -39,6 +38,7 @@ from cilia.lab.spec import Container, ContainerPort, PodSpec
 from cilia.lab.workloadd import LOG_NAME, WorkloadClient
 from cilia.lab.workloads import PodWorkload
 from cilia.store import Store, state_dir
+from cilia.store.files import write_json
 
 DEFAULT_RUN_DIR = Path("/run/cilia/lab")
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
@@ -117,11 +117,7 @@ class Lab:
         return self._pods_dir / f"{namespace}_{name}.json"
 
     def _write(self, pod: Pod) -> None:
-        self._pods_dir.mkdir(parents=True, exist_ok=True)
-        path = self._record_path(pod.namespace, pod.name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pod.to_json(), indent=1))
-        os.replace(tmp, path)
+        write_json(self._record_path(pod.namespace, pod.name), pod.to_json(), durable=False, indent=1)
 
     def _records(self) -> list[Pod]:
         try:

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import socket
 import subprocess
@@ -35,6 +34,7 @@ from cilia.lab.errors import LabError
 from cilia.lab.names import IFNAMSIZ, NETNS_MAX
 from cilia.lab.node import Lab
 from cilia.lab.workloads import PodWorkload
+from cilia.store.files import write_json
 
 WORLD_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 HOST_IF_PREFIX = "ciliaw"
@@ -133,10 +133,7 @@ class World:
         return self._dir / f"{name}.json"
 
     def _write(self, host: WorldHost) -> None:
-        self._dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._record_path(host.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(host.to_json(), indent=1))
-        os.replace(tmp, self._record_path(host.name))
+        write_json(self._record_path(host.name), host.to_json(), durable=False, indent=1)
 
     def _records(self) -> list[WorldHost]:
         try:

@@ -49,8 +49,10 @@ def fsync_dir(path: Path | str) -> None:
         os.close(fd)
 
 
-def write_private(path: Path | str, data: bytes | str) -> None:
-    """Replace ``path`` atomically and durably with ``data``; the file is 0600, its directory 0700."""
+def write_private(path: Path | str, data: bytes | str, *, durable: bool = True) -> None:
+    """Replace ``path`` atomically and durably with ``data``; the file is 0600, its directory 0700.
+    ``durable=False`` skips the fsyncs (still atomic and private): for records under the run
+    directory, which a reboot clears anyway and which are written several times per pod."""
     path = Path(path)
     private_dir(path.parent)
     raw = data.encode() if isinstance(data, str) else data
@@ -61,7 +63,8 @@ def write_private(path: Path | str, data: bytes | str) -> None:
         view = memoryview(raw)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -69,12 +72,13 @@ def write_private(path: Path | str, data: bytes | str) -> None:
         raise
     os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_json(path: Path | str, value: Any, **dumps: Any) -> None:
+def write_json(path: Path | str, value: Any, *, durable: bool = True, **dumps: Any) -> None:
     """:func:`write_private` of ``json.dumps(value, **dumps)``."""
-    write_private(path, json.dumps(value, **dumps))
+    write_private(path, json.dumps(value, **dumps), durable=durable)
 
 
 def open_private(path: Path | str, mode: str = "a", **kwargs: Any) -> IO[Any]:
