@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,13 +17,18 @@ from cilia.agent.datapaths import SimNodeDatapath
 from cilia.agent.fqdn import (
     PROXY_PORT,
     FqdnState,
+    dns_proxy_port,
     identity_of,
     learn,
     tick,
+    transparent_dns,
+    use_node_dns_port,
 )
 from cilia.datapath.capabilities import Capability
 from cilia.identity.fqdn import fqdn_identity_labels
+from cilia.policy.types import Direction, Proto
 from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
+from cilia.proxy.redirects import RedirectKey
 from tests.helpers_fqdn import CLIENT, POLICY, Node, policy
 
 IP, IP2 = "198.19.0.5", "198.19.0.6"
@@ -221,6 +227,34 @@ def test_a_full_resync_redirects_its_endpoints(tmp_path: Path) -> None:
     n.state.redirects.applied = {}
     n.rec.resync()
     assert n.dp.redirect == {client.id: (n.rec.gateway, PROXY_PORT)}
+
+
+class TransparentSim(RedirectingSim):
+    """A datapath with the generic proxy redirect (as the kernel's): DNS goes to the proxy by the
+    policy entries' proxy port; the destination-rewrite table holds a previous agent's entry."""
+
+    capabilities = frozenset({Capability.DNS_REDIRECT, Capability.PROXY_REDIRECT})
+
+    def dns_redirects(self) -> dict[int, tuple[str, int]]:
+        return dict(self.redirect)
+
+
+def test_with_the_generic_redirect_the_policy_entries_send_dns_to_the_proxy(tmp_path: Path) -> None:
+    """Node 3's DNS proxy port (15053 + 300) is on the client's DNS policy entries, the redirect is
+    kept under (endpoint, egress, 53, UDP), and no destination is rewritten any more."""
+    n = Node(tmp_path)
+    n.dp = TransparentSim()
+    n.dp.redirect[99] = ("198.18.0.1", 10053)  # a previous agent's port-53 rewrite
+    n.restart()
+    use_node_dns_port(SimpleNamespace(reconciler=n.rec, cfg=SimpleNamespace(node_index=3)))
+    n.apply(CLIENT, POLICY)
+    client = next(e for e in n.rec.endpoints if e.pod.name == "client")
+    port = PROXY_PORT + 300
+    assert dns_proxy_port(n.rec) == port and transparent_dns(n.rec)
+    assert {(k.port, k.proto, e.proxy_port) for k, e in n.rec.applied[client.id].entries.items()
+            if e.proxy_port} == {(53, Proto.UDP, port)}
+    assert n.state.redirects.applied == {RedirectKey(client.id, Direction.EGRESS, 53, Proto.UDP): port}
+    assert n.dp.redirect == {}
 
 
 def test_renewals_are_saved_by_the_timer(node: Node) -> None:

@@ -204,6 +204,7 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway,
                   reconciler_options=member.reconciler_options() if member is not None else None)
     l7proxy.use_node_ports(agent)  # before any policy is computed: the entries carry these ports
+    fqdn.use_node_dns_port(agent)  # (after the HTTP/TLS ports: it adds the DNS proxy's port to them)
     if member is not None:
         member.attach(agent)
     if flow_sink is not None:

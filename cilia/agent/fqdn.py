@@ -1,10 +1,13 @@
 """toFQDNs on the node: the DNS proxy and the identities of the addresses it learns (semantics.md §7).
 
 * Endpoints whose egress policy has DNS rules (``toPorts … rules: dns``) have MapState entries
-  with the DNS proxy port (15053, :data:`cilia.policy.l7.DEFAULT_PROXY_PORTS`); their allowed DNS
-  queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) are redirected by
-  the datapath to the proxy at ``<gateway>:<that port>`` in the node's namespace
-  (:meth:`Datapath.set_dns_redirect`; the redirects are kept as :class:`cilia.proxy.redirects.Redirects`).
+  with the DNS proxy port (15053 + 100 × node index, :func:`use_node_dns_port`); their allowed DNS
+  queries (UDP and TCP port 53, after the L3/L4 policy decided on the server) go to the proxy on
+  that port in the node's namespace. On the kernel datapath that is the generic proxy redirect
+  (:data:`Capability.PROXY_REDIRECT`: the proxy listens transparently on every address, the
+  original destination is its socket's, :mod:`cilia.proxy.transparent`); a datapath without it
+  rewrites the destination to ``<gateway>:<that port>`` instead (:meth:`Datapath.set_dns_redirect`).
+  The redirects are kept as :class:`cilia.proxy.redirects.Redirects`.
 * The proxy (:class:`cilia.proxy.dns.proxy.DnsProxy`, driven through :class:`NodeDnsHost`, the
   agent's side of :class:`cilia.proxy.host.DnsProxyHost`) answers REFUSED for names the endpoint's
   DNS rules do not allow; otherwise it forwards the query to the server it was sent to (over the
@@ -30,6 +33,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import threading
@@ -48,6 +52,7 @@ from cilia.policy.l7 import DEFAULT_PROXY_PORTS, L7Parser
 from cilia.policy.l7resolve import proxy_port_map
 from cilia.policy.resolve import namespace_of, rule_selects
 from cilia.policy.types import Direction
+from cilia.proxy import transparent
 from cilia.proxy.dns.cache import STATE_FILE, DnsCache, DnsCacheError, load_state, save_state
 from cilia.proxy.dns.proxy import DnsProxy
 from cilia.proxy.records import DnsRecord
@@ -59,6 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cilia.agent")
 
 PROXY_PORT = DEFAULT_PROXY_PORTS[(L7Parser.DNS, Direction.EGRESS)]  # unless the options say otherwise
+NODE_PORT_STRIDE = 100  # node i's DNS proxy port is PROXY_PORT + 100 × i, as its HTTP/TLS ports
 
 
 def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
@@ -145,11 +151,18 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
     if Capability.DNS_REDIRECT not in rec.datapath.capabilities:
         return
     set_redirect = rec.datapath.set_dns_redirect
+    transparent = transparent_dns(rec)
     state.endpoints_seen = _endpoint_keys(rec)
     if state.redirects.applied is None:
         pinned = rec.datapath.dns_redirects()
-        state.redirects.commit({k: p for eid, (_, port) in pinned.items()
-                                for k, p in dns_redirects(eid, port).items()})
+        if transparent:
+            # The policy entries' proxy ports redirect; a previous agent's destination rewrites go.
+            for eid in sorted(pinned):
+                set_redirect(eid, None)
+            state.redirects.commit({})
+        else:
+            state.redirects.commit({k: p for eid, (_, port) in pinned.items()
+                                    for k, p in dns_redirects(eid, port).items()})
     if not state.redirects.applied and not any(
         _dns_patterns(e.l7) for r in rec.policy.repo for e in r.entries if e.l7
     ):
@@ -162,7 +175,7 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
             continue  # (the cheap test first: only endpoints with DNS rules have DNS redirects)
         want.update({k: p for k, p in redirects_of(ep.id, applied).items() if p == port})
     changes = state.redirects.changes(want)
-    if changes:
+    if changes and not transparent:
         # The datapath redirects an endpoint's DNS (UDP and TCP 53) as a whole, to one address.
         wanted = by_endpoint(want)
         for eid in sorted(changes.endpoints):
@@ -174,6 +187,24 @@ def sync_redirects(rec: Reconciler, state: FqdnState) -> None:
 def dns_proxy_port(rec: Reconciler) -> int:
     """The port of the node's DNS proxy: the MapState entries of DNS rules carry it."""
     return proxy_port_map(rec.policy.options.proxy_ports)[(L7Parser.DNS, Direction.EGRESS)]
+
+
+def transparent_dns(rec: Reconciler) -> bool:
+    """Does the datapath send DNS to the proxy by the generic redirect (the proxy listens
+    transparently), rather than by rewriting the destination?"""
+    return Capability.PROXY_REDIRECT in rec.datapath.capabilities
+
+
+def use_node_dns_port(agent: Any) -> None:
+    """Give the node's engine its own DNS proxy port (before any policy is computed), unless the
+    options name one: nodes sharing a network namespace must not share a transparent listener."""
+    engine = agent.reconciler.policy.engine
+    ports = tuple(engine.options.proxy_ports)
+    if any(str(parser) == L7Parser.DNS for parser, _, _ in ports):
+        return
+    port = PROXY_PORT + NODE_PORT_STRIDE * int(agent.cfg.node_index)
+    engine.options = dataclasses.replace(
+        engine.options, proxy_ports=(*ports, (str(L7Parser.DNS), int(Direction.EGRESS), port)))
 
 
 def _endpoint_keys(rec: Reconciler) -> frozenset[tuple[int, int]]:
@@ -386,12 +417,17 @@ def start_proxy(agent: Any) -> DnsProxy | None:
     rec: Reconciler = agent.reconciler
     if Capability.DNS_REDIRECT not in rec.datapath.capabilities:
         return None
-    origin = rec.datapath.dns_origin
     host = NodeDnsHost(rec, agent._lock, lambda: agent.flow_sink)
+    port = dns_proxy_port(rec)
     try:
-        return DnsProxy((rec.gateway, dns_proxy_port(rec)), host, origin).start()
-    except OSError as e:
-        log.warning("dns proxy not started on %s:%d: %s", rec.gateway, dns_proxy_port(rec), e)
+        if transparent_dns(rec):
+            # every address: the datapath hands the proxy queries still addressed to their server
+            transparent.install_routing()  # the node's policy routing (idempotent)
+            return DnsProxy((transparent.LISTEN_ADDRESS, port), host, None).start()
+        return DnsProxy((rec.gateway, port), host, rec.datapath.dns_origin).start()
+    except (OSError, transparent.RoutingError) as e:
+        # fail closed: nothing listens on the port, so the datapath drops the queries
+        log.warning("dns proxy not started on port %d: %s", port, e)
         return None
 
 

@@ -15,6 +15,9 @@ class Capability(StrEnum):
     CONNTRACK = "conntrack"  # a connection table (conntrack_gc, conntrack_peers)
     SERVICES = "services"  # ClusterIP translation (sync_services)
     DNS_REDIRECT = "dns-redirect"  # DNS queries redirected to the node's proxy (set_dns_redirect, …)
+    # policy entries' proxy ports send connections to the node's transparent listeners
+    # (cilia.proxy.transparent); the DNS proxy then listens transparently too
+    PROXY_REDIRECT = "proxy-redirect"
     AUDIT = "audit"  # policy audit mode enforced per endpoint (set_audit)
 
 
