@@ -12,18 +12,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers_world
 import pytest
+from helpers_world import _links, _processes
 
 from cilia.agent.client import AgentClient
-from cilia.agent.config import AgentConfig
-from cilia.agent.endpoints import EndpointTable
 from cilia.lab import netns
 from tests.conftest import SEED
 
@@ -33,31 +31,12 @@ NODE_INDEX = "7"
 CURL = ["curl", "-s", "--max-time", "2"]
 
 
-class LiveNode:
-    """A node run through the CLI, as a user would."""
+class LiveNode(helpers_world.LiveNode):
+    """A node run through the CLI, as a user would (tests/helpers_world.py), on node index 7; curl
+    here reports its exit code (0 answered, 28 timed out: dropped)."""
 
     def __init__(self, base: Path) -> None:
-        self.env = {
-            **os.environ,
-            "CILIA_STATE_DIR": str(base / "state"),
-            "CILIA_RUN_DIR": str(base / "run"),
-            "CILIA_PIN_ROOT": f"/sys/fs/bpf/cilia/test-{uuid.uuid4().hex[:8]}",
-        }
-        self.cfg = AgentConfig.resolve(base / "state", base / "run")
-        self.pin_root = Path(self.env["CILIA_PIN_ROOT"])
-
-    def cilia(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "cilia.cli.main", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"cilia {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
+        super().__init__(base, int(NODE_INDEX))
 
     def up(self) -> None:
         self.cilia("up", "--node-index", NODE_INDEX)
@@ -66,36 +45,12 @@ class LiveNode:
         items = json.loads(self.cilia("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
         return {i["metadata"]["name"]: i for i in items}
 
-    def ips(self, namespace: str = "default") -> dict[str, str]:
-        return {n: p["status"].get("podIP", "") for n, p in self.pods(namespace).items()}
-
     def curl(self, src: str, ip: str, port: int = 80) -> int:
         url = f"http://{ip}:{port}"
         return self.cilia("exec", src, "--", *CURL, url, check=False).returncode
 
     def agent_pid(self) -> int:
         return int(json.loads(self.cilia("status", "-o", "json").stdout)["pid"])
-
-    def created(self) -> tuple[set[str], set[str]]:
-        eps = list(EndpointTable(self.cfg.endpoints_path)) if self.cfg.endpoints_path.exists() else []
-        return {e.netns for e in eps}, {e.host_ifname for e in eps}
-
-
-def _links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
-
-
-def _processes(needle: str) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if needle.encode() in (p / "cmdline").read_bytes():
-                    pids.append(int(p.name))
-            except OSError:
-                continue
-    return pids
 
 
 def assert_nothing_left(node: LiveNode, created_netns: set[str], created_links: set[str]) -> None:
