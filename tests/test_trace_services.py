@@ -172,3 +172,22 @@ def test_verify_expectations_on_a_service(manifests: str, tmp_path: Path) -> Non
     assert [(r["to"], r["actual"]) for r in results] == [
         ("svc:default/external-db", "allow"), ("svc:default/web", "mixed"), ("svc:default/empty", "deny")]
     assert code == 1  # web is mixed (one backend denied), not the expected deny
+
+
+def test_a_headless_service_reaches_its_pods_directly(tmp_path: Path) -> None:
+    path = tmp_path / "headless.yaml"
+    path.write_text(MANIFESTS + """---
+apiVersion: v1
+kind: Service
+metadata: {name: web-headless, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: 9999}]
+""")
+    code, out = trace(str(path), "svc:default/web-headless", "8080/TCP", "-o", "json")
+    data = json.loads(out)
+    assert data["service"]["headless"] and data["service"]["target_port"] == "8080"
+    assert sorted(f["port"] for f in data["flows"]) == [8080, 8080, 8080]  # no translation
+    # web-in allows 8080 on every web pod (the canary included): direct, all allowed
+    assert [f["allowed"] for f in data["flows"]] == [True, True, True] and code == 0
