@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cilia.agent.errors import AgentError
 from cilia.k8s.names import namespace_errors
 
 log = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ class APIServer:
             self.path.unlink()
 
 
-class SocketInUseError(RuntimeError):
+class SocketInUseError(AgentError, RuntimeError):
     """Another agent is already serving on the socket."""
 
 

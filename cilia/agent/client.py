@@ -8,8 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cilia.agent.errors import AgentError
 
-class AgentUnavailable(ConnectionError):
+
+class AgentUnavailable(AgentError, ConnectionError):
     """No agent answers on the socket."""
 
     def __init__(self, path: Path, why: str) -> None:
@@ -21,7 +23,7 @@ class AgentTimeout(AgentUnavailable):
     """The agent did not answer in time (it may be busy with a long reconcile)."""
 
 
-class AgentAPIError(RuntimeError):
+class AgentAPIError(AgentError, RuntimeError):
     """The agent answered with an error."""
 
 

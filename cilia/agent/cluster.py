@@ -28,6 +28,7 @@ from typing import Any
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
+from cilia.agent.errors import AgentError
 from cilia.agent.leader import LeaderElection
 from cilia.identity.allocator import IdentityEvent
 from cilia.identity.cluster_allocator import ClusterAllocator
@@ -40,7 +41,7 @@ GC_INTERVAL_S = 60.0  # identity garbage collection rounds (any node may run the
 _NODE_NAME = re.compile(r"^(?:cilia-)?node-(\d+)$")
 
 
-class SchedulingError(ValueError):
+class SchedulingError(AgentError, ValueError):
     """A pod names a node (``spec.nodeName``) that is not one of the cluster's."""
 
 

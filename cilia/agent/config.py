@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cilia.agent.errors import AgentError
 from cilia.store.files import write_json
 
 DEFAULT_STATE_DIR = Path("/var/lib/cilia")
@@ -29,7 +30,7 @@ MIN_TTL_ENV = "CILIA_TOFQDNS_MIN_TTL"
 ALLOW_LOCALHOST = ("always", "policy")
 
 
-class ConfigError(ValueError):
+class ConfigError(AgentError, ValueError):
     """An agent setting has a value the agent cannot use."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from cilia.agent.errors import AgentError
 from cilia.k8s import api
 from cilia.k8s.cidrgroup import CIDRGroup, parse_group
 from cilia.k8s.objects import (
@@ -67,7 +68,7 @@ class ChangeKind(StrEnum):
     CIDR_GROUP = "cidrgroup"
 
 
-class ObjectError(ValueError):
+class ObjectError(AgentError, ValueError):
     """A stored object the agent cannot read (it was validated on apply, so this is a bug or a
     hand-written store entry); the agent reports it as a Warning event and skips the object."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cilia.agent.desired import PodKey
+from cilia.agent.errors import AgentError
 from cilia.store.files import write_private
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Endpoint:
         )  # fmt: skip
 
 
-class EndpointTableFullError(RuntimeError):
+class EndpointTableFullError(AgentError, RuntimeError):
     """Every endpoint id is taken."""
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
+from cilia.agent.errors import AgentError
 from cilia.store.files import open_private, private_dir
 
 
-class AgentStartError(RuntimeError):
+class AgentStartError(AgentError, RuntimeError):
     """The background agent exited or did not become ready; the log tail says why."""
 
 

@@ -454,7 +454,7 @@ class Reconciler:
 
         try:
             rpod = self.runtime.create(self.desired.raw_pods[pk], before_address)
-        except Exception as e:
+        except Exception as e:  # any failure (lab, datapath hook) leaves this pod out, not the node
             # The runtime removed what it created; remove what the hook put in the datapath.
             for r in hooked:
                 self._undo_attach(r, eid)
@@ -473,11 +473,12 @@ class Reconciler:
 
     def _undo_attach(self, rpod: RuntimePod, eid: int) -> None:
         """Best effort: forget what a failed pod creation put into the datapath."""
-        with contextlib.suppress(Exception):
+        # Each step on its own: the creation's error is the one reported, whatever fails here.
+        with contextlib.suppress(Exception):  # why: see above
             self.datapath.delete_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}")
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # why: see above
             self.datapath.remove_policy(eid)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # why: see above
             self.datapath.detach(rpod.ifindex)
 
     def _relabel(self, ep: Endpoint, pod: Pod) -> Labels | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+from cilia.agent.errors import AgentError
 from cilia.store import InvalidKeyError, Kind, ObjectKey, Store
 
 KIND_ALIASES: dict[str, Kind] = {}
@@ -21,7 +22,7 @@ for _kind, _aliases in {
         KIND_ALIASES[_a] = _kind
 
 
-class AmbiguousNameError(LookupError):
+class AmbiguousNameError(AgentError, LookupError):
     """A prefix that names more than one object."""
 
     def __init__(self, kind: Kind, namespace: str, prefix: str, matches: list[str]) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from cilia.agent.desired import DesiredState, PodKey
 from cilia.agent.endpoints import EndpointTable
+from cilia.agent.errors import AgentError
 from cilia.agent.interfaces import NodeDatapath
 from cilia.datapath.maps.lb import Backend, Frontend
 from cilia.k8s.objects import ServicePort
@@ -44,7 +45,7 @@ LB_PROTOCOLS = ("TCP", "UDP")
 TABLE_NAME = "services.json"
 
 
-class ServiceIPError(Exception):
+class ServiceIPError(AgentError):
     """No ClusterIP could be given to a Service (range exhausted, store conflict)."""
 
 

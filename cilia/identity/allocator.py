@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import (
     SOURCE_CIDR,
     SOURCE_CIDRGROUP,
@@ -45,11 +46,11 @@ MAX_LOCAL_IDENTITY = LOCAL_SCOPE | 0xFFFFFF
 _LOCAL_SOURCES = frozenset({SOURCE_CIDR, SOURCE_FQDN, SOURCE_RESERVED, SOURCE_CIDRGROUP})
 
 
-class IdentityExhaustedError(RuntimeError):
+class IdentityExhaustedError(IdentityError, RuntimeError):
     """No free number is left in an identity scope."""
 
 
-class IdentityConflictError(ValueError):
+class IdentityConflictError(IdentityError, ValueError):
     """A restored mapping that contradicts the allocator's state or ranges."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import SOURCE_CIDR, SOURCE_CIDRGROUP, Label, Labels, prefix_to_cidr_key
 from cilia.identity.reserved import LABEL_WORLD, LABEL_WORLD_IPV4, LABEL_WORLD_IPV6
 from cilia.identity.selector import Requirement, Selector, label_extended_key
@@ -30,7 +31,7 @@ IPV6_ALL = "::/0"
 CIDR_GROUP_NAME_PREFIX = "io.cilium.policy.cidrgroupname"
 
 
-class CIDRError(ValueError):
+class CIDRError(IdentityError, ValueError):
     """A prefix that cannot be parsed."""
 
 

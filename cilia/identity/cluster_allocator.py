@@ -43,6 +43,7 @@ from cilia.identity.allocator import (
     is_local_scope,
     reserved_identity_for,
 )
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import Labels
 from cilia.store import CompactedError, ConflictError, Kind, Store, StoreError
 from cilia.store import identities as stored
@@ -58,7 +59,7 @@ MAX_ID = 65535
 DEFAULT_GRACE = 300.0
 
 
-class ClusterAllocatorError(StoreError):
+class ClusterAllocatorError(IdentityError, StoreError):
     """An allocation could not be completed (etcd unavailable for too long, or no free number)."""
 
 

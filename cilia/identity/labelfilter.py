@@ -13,10 +13,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import Label, Labels
 
 
-class LabelFilterError(ValueError):
+class LabelFilterError(IdentityError, ValueError):
     """A label filter pattern that cannot be used."""
 
 

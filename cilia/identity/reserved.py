@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import SOURCE_RESERVED, Label, Labels
 from cilia.identity.podlabels import CLUSTER_LABEL, DEFAULT_CLUSTER
 from cilia.identity.selector import Selector
@@ -76,7 +77,7 @@ def reserved_identity_of(labels: Labels) -> ReservedIdentity | None:
     return None
 
 
-class UnknownEntityError(ValueError):
+class UnknownEntityError(IdentityError, ValueError):
     """An entity name that is not one of Cilium's."""
 
     def __init__(self, entity: str) -> None:

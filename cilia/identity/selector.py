@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from cilia.identity.errors import IdentityError
 from cilia.identity.labels import (
     SOURCE_ANY,
     SOURCE_CIDR,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 RESERVED_KEY_PREFIX = "reserved."
 
 
-class SelectorError(ValueError):
+class SelectorError(IdentityError, ValueError):
     """A selector that cannot be built (unknown operator, values where none are allowed, …)."""
 
 

@@ -18,7 +18,11 @@ def escape_controls(text: str) -> str:
     return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-class Error(Exception):
+class K8sError(Exception):
+    """Root of every error the k8s layer raises (callers catch this)."""
+
+
+class Error(K8sError):
     """One problem in a manifest, with everything a user needs to find and fix it.
 
     ``line``/``column`` are 1-based (0 when unknown). ``path`` is a YAML-style field path such as

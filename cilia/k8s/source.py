@@ -14,6 +14,8 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from cilia.k8s.errors import K8sError
+
 PathPart = str | int
 FieldPath = tuple[PathPart, ...]
 
@@ -42,7 +44,7 @@ def parse_path(text: str) -> FieldPath:
 MAX_NODES = 1_000_000
 
 
-class TooManyNodes(ValueError):
+class TooManyNodes(K8sError, ValueError):
     """A document expands (through YAML aliases) into more nodes than any real manifest has."""
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from cilia.lab.errors import LabError
+
 VERSIONS = ("HTTP/1.0", "HTTP/1.1")
 _TOKEN = re.compile(r"\A[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # RFC 9110 token
 _TARGET = re.compile(r"\A[\x21-\x7e]+\Z")  # visible ASCII, no spaces or controls
@@ -20,7 +22,7 @@ _FIELD_VALUE = re.compile(r"\A[\t\x20-\x7e\x80-\xff]*\Z")  # no controls but HTA
 _DIGITS = re.compile(r"\A[0-9]{1,18}\Z")
 
 
-class BadRequest(ValueError):
+class BadRequest(LabError, ValueError):
     """A request head a strict HTTP/1.x server refuses with 400."""
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from cilia.identity.labels import Labels
 from cilia.identity.selector import Selector
 from cilia.k8s.objects import Pod, Policy, Service
+from cilia.policy.errors import PolicyError
 from cilia.policy.mapstate import MapDiff, MapState, diff
 from cilia.policy.repository import Repository, ResourceKey
 from cilia.policy.resolve import (
@@ -100,7 +101,7 @@ def rule_prefixes(rules: Iterable[PolicyRule]) -> list[str]:
     return [str(net) for net in sorted(out, key=lambda n: (n.version, n))]
 
 
-class UnknownIdentityError(KeyError):
+class UnknownIdentityError(PolicyError, KeyError):
     """An endpoint was registered with an identity the engine was never told about."""
 
     def __init__(self, identity: int) -> None:
@@ -316,12 +317,14 @@ class PolicyEngine:
         return out
 
     def _gc_selectors(self) -> None:
+        if self._tracked:
+            # Memoised policies are dropped on every change that may affect them and resolved
+            # again right after: their selectors stay cached (as selections, updated in place).
+            return
         used: set[Selector] = set()
         for pol in self._policies.values():
             for f in pol.filters:
                 used.update(s for s, _, _ in f.selectors)
-        for sels in self._memo_uses.values():
-            used |= sels
         self.cache.retain(used)
 
     # ------------------------------------------------------------------ identities

@@ -27,6 +27,7 @@ from cilia.identity.selector import Operator, Requirement, Selector, SelectorErr
 from cilia.k8s import api
 from cilia.k8s.names import ICMP_V4_TYPES, ICMP_V6_TYPES, is_iana_svc_name, parse_go_uint16
 from cilia.k8s.policylog import rule_log
+from cilia.policy.errors import PolicyError
 from cilia.policy.rules import Peer, PeerKind, PeerRule, PolicyRule, PortProto
 from cilia.policy.types import ANY_L4_PROTOS, Direction, Proto, RuleRef
 
@@ -53,7 +54,7 @@ POLICY_LABEL_NAMESPACE = "io.cilium.k8s.policy.namespace"
 POLICY_LABEL_UID = "io.cilium.k8s.policy.uid"
 
 
-class TranslateError(ValueError):
+class TranslateError(PolicyError, ValueError):
     """A policy that cannot be turned into rules, with the object and field it concerns."""
 
     def __init__(self, message: str, *, kind: str, namespace: str, name: str, path: str) -> None:

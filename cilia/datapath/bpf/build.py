@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from cilia.datapath.errors import DatapathError
+
 SRC_DIR = Path(__file__).resolve().parent
 # every file the object is built from (all in this directory, so the cache hash covers each header)
 SOURCES = ("datapath.c", "cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h", "policy.h",
@@ -16,7 +18,7 @@ MAIN = "datapath.c"
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I/usr/include/x86_64-linux-gnu")
 
 
-class BuildError(RuntimeError):
+class BuildError(DatapathError, RuntimeError):
     """The datapath could not be compiled (clang missing or the sources do not compile)."""
 
 

@@ -27,6 +27,8 @@ from ctypes import (
     c_void_p,
 )
 
+from cilia.datapath.errors import DatapathError
+
 BPF_ANY = 0
 BPF_NOEXIST = 1
 BPF_EXIST = 2
@@ -45,7 +47,7 @@ BPF_MAP_TYPE_NAMES = {
 }
 
 
-class BpfError(OSError):
+class BpfError(DatapathError, OSError):
     """A libbpf/bpf(2) call failed; the message names the operation and the errno."""
 
     def __init__(self, what: str, err: int) -> None:
@@ -54,7 +56,7 @@ class BpfError(OSError):
         super().__init__(err, f"{what}: {name} ({os.strerror(err)})")
 
 
-class LibbpfMissingError(RuntimeError):
+class LibbpfMissingError(DatapathError, RuntimeError):
     """The system libbpf shared library could not be loaded."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cilia.datapath.bpf import build, libbpf
 from cilia.datapath.bpf.libbpf import BPF_TC_EGRESS, BPF_TC_INGRESS, BpfObject, MapFd
+from cilia.datapath.errors import DatapathError
 
 # host-veth tc ingress = leaving the pod (egress policy); tc egress = entering the pod (ingress policy)
 PROGRAMS: dict[str, int] = {"from_container": BPF_TC_INGRESS, "to_container": BPF_TC_EGRESS}
@@ -25,7 +26,7 @@ DEFAULT_PIN_ROOT = "/sys/fs/bpf/cilia/v1"
 BPFFS = "/sys/fs/bpf"
 
 
-class LoadError(RuntimeError):
+class LoadError(DatapathError, RuntimeError):
     """The datapath object could not be opened, loaded or pinned."""
 
 

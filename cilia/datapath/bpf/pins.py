@@ -9,11 +9,12 @@ from pathlib import Path
 
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError, MapFd, obj_get
+from cilia.datapath.errors import DatapathError
 from cilia.datapath.maps import ct, endpoints, ipcache, metrics, policy
 from cilia.datapath.maps.sizes import LAYOUTS
 
 
-class NoDatapathError(RuntimeError):
+class NoDatapathError(DatapathError, RuntimeError):
     """No pinned datapath at the given pin root."""
 
 

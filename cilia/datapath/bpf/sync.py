@@ -21,6 +21,7 @@ from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
 from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
 from cilia.datapath.capabilities import ALL as ALL_CAPABILITIES
+from cilia.datapath.errors import DatapathError
 from cilia.datapath.maps import dns as dnsmap
 from cilia.datapath.maps import lb
 from cilia.datapath.maps import policy as policymap
@@ -40,7 +41,7 @@ DEFAULT_STATE_DIR = "/var/lib/cilia/datapath"  # the agent's state dir + datapat
 V = TypeVar("V")
 
 
-class SyncError(RuntimeError):
+class SyncError(DatapathError, RuntimeError):
     """A policy sync failed; the endpoint was left fail-closed (its traffic is dropped)."""
 
     def __init__(self, endpoint_id: int, what: str, cause: Exception | None = None) -> None:

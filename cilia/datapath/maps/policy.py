@@ -17,6 +17,7 @@ from ctypes import Structure, c_uint8, c_uint16, c_uint32
 from typing import NamedTuple
 
 from cilia.datapath.bpf.libbpf import MapFd
+from cilia.datapath.errors import DatapathError
 from cilia.policy.types import Entry, Key, lpm_prefix
 
 MAP = "cilia_policy"
@@ -52,7 +53,7 @@ class PolicyValue(Structure):
 VALUE_SIZE = ctypes.sizeof(PolicyValue)
 
 
-class InvalidKeyError(ValueError):
+class InvalidKeyError(DatapathError, ValueError):
     """A MapState key the datapath cannot represent (unaligned port, bad prefix, …)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from cilia.identity.fqdn import normalize_fqdn
 from cilia.identity.labels import Labels
+from cilia.proxy.errors import ProxyError
 from cilia.store.files import write_private
 
 FORMAT_VERSION = 1
@@ -27,7 +28,7 @@ STATE_FILE = "fqdn.json"  # in the agent's state directory: the cache and the le
 STATE_VERSION = 1
 
 
-class DnsCacheError(ValueError):
+class DnsCacheError(ProxyError, ValueError):
     """A saved cache that cannot be read (the file and what is wrong with it)."""
 
 

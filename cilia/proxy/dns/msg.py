@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from cilia.proxy.errors import ProxyError
+
 TYPE_A = 1
 TYPE_CNAME = 5
 CLASS_IN = 1
@@ -41,7 +43,7 @@ def type_name(qtype: int) -> str:
     return TYPE_NAMES.get(qtype, f"TYPE{qtype}")
 
 
-class DnsFormatError(ValueError):
+class DnsFormatError(ProxyError, ValueError):
     """A message cilia cannot read."""
 
 
