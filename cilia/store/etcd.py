@@ -264,7 +264,7 @@ class EtcdBackend:
                 _log.debug("etcd watch follower: %s; restarting", e)
             await asyncio.sleep(0.2)
             if behind:  # fell behind a compaction: the buffer has a gap, start it again from now
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception):  # unreachable etcd: the next round retries
                     now = await self._client.kv.get(_ALL_START, count_only=True, limit=1,
                                                     timeout=self.timeout)
                     nxt = int(now.header.revision) + 1
@@ -505,10 +505,11 @@ class EtcdBackend:
         with self._cond:
             self._cond.notify_all()
         self._follower.cancel()
+        # Closing is best effort: a connection already broken must not stop the rest of the shutdown.
         with contextlib.suppress(Exception):
             self._submit(self._client.close()).result(5)
         if self._watch_channel is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # as above
                 self._submit(self._watch_channel.close()).result(5)
         self._shutdown_loop()
 
@@ -519,7 +520,7 @@ class EtcdBackend:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # a task that fails while cancelled: the loop stops anyway
             self._submit(cancel_all()).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
