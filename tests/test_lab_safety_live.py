@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cilia.agent.endpoints import EndpointTable
+from cilia.lab import guard
 from tests.helpers_world import LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
@@ -20,8 +21,10 @@ NODE_INDEX = 10  # its own pod range, gateway and world (198.19.10.0/24): beside
 DNS_SERVER = f"198.19.{NODE_INDEX}.53"
 CLIENT, PLAIN = "lsafe-client", "lsafe-plain"
 # One `cilia exec` per pod runs every curl (a CLI process costs ~1 s on a busy machine): a line
-# "URL HTTP-CODE CURL-EXIT" each.
-CURLS = 'for u in "$@"; do c=$(curl -s -o /dev/null -w %{http_code} --max-time 3 "$u"); echo "$u $c $?"; done'
+# "URL HTTP-CODE CURL-EXIT" each. URL#S: at most S seconds (default 12: time for the resolver's one
+# retry after its 5 s timeout, should a datagram be lost on a busy machine).
+CURLS = ('for a in "$@"; do u=${a%#*}; t=12; [ "$u" != "$a" ] && t=${a##*#}; '
+         'c=$(curl -s -o /dev/null -w %{http_code} --max-time "$t" "$u"); echo "$u $c $?"; done')
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
     n = LiveNode(base, NODE_INDEX)
     n.world_hosts.append("dns")
     yield from live_node(base, n)
+    assert not guard.installed(n.cfg.lab_run_dir), "cilia down left the lab's nftables guard"
 
 
 def curls(node: LiveNode, pod_name: str, *urls: str) -> dict[str, tuple[str, int]]:
@@ -72,7 +76,8 @@ def test_curl_by_name_under_to_fqdns_and_services_by_short_name(node: LiveNode) 
              "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
     )
     wait_ready(node, CLIENT, PLAIN, "lsafe-backend")
-    assert curls(node, CLIENT, "http://web.example.test/", "http://evil.example.test/",
+    assert 'iifname "lxc*" ip daddr != 198.18.0.0/15' in guard.listing(node.cfg.lab_run_dir)
+    assert curls(node, CLIENT, "http://web.example.test/", "http://evil.example.test/#5",
                  "http://nowhere.example.test/") == {
         "http://web.example.test/": ("200", 0),
         "http://evil.example.test/": ("000", 28),  # resolves; the policy drops the connection: timeout
