@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from cilia.identity.errors import IdentityError
 from cilia.identity.labels import SOURCE_CIDR, SOURCE_CIDRGROUP, Label, Labels, prefix_to_cidr_key
@@ -126,7 +127,26 @@ def cidr_group_labels(name: str, labels: Mapping[str, str]) -> tuple[Label, ...]
     return (cidr_group_name_label(name), *(Label(SOURCE_CIDRGROUP, k, v) for k, v in sorted(labels.items())))
 
 
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A prefix as numbers (family, masked address, length) and its canonical text: parents are found by
+# masking, and parsing (the expensive part) is done once per distinct text.
+_PrefixKey = tuple[int, int, int]
+
+
+@lru_cache(maxsize=1 << 16)
+def _prefix_key(text: str) -> tuple[_PrefixKey, str]:
+    net = parse_prefix(text)
+    return (net.version, int(net.network_address), net.prefixlen), str(net)
+
+
+@lru_cache(maxsize=1 << 16)
+def _own_cidr_label(canonical: str) -> Label:
+    return cidr_label(canonical)
+
+
+def _parent(key: _PrefixKey, bits: int) -> _PrefixKey:
+    version, addr, _ = key
+    width = 32 if version == 4 else 128
+    return version, addr >> (width - bits) << (width - bits) if bits else 0, bits
 
 
 def prefix_identity_labels(
@@ -140,34 +160,40 @@ def prefix_identity_labels(
     A prefix has its own labels, then those of every shorter prefix containing it, the longer
     parent winning for a key, and at most one ``cidr:`` label in all (its own if it has one); then
     the world label. A ``/0`` named by a policy has the world label only."""
-    own: dict[Net, dict[str, Label]] = {}
+    own: dict[_PrefixKey, dict[str, Label]] = {}
+    text_of: dict[_PrefixKey, str] = {}
     for text in policy_prefixes:
-        net = parse_prefix(text)
-        entry = own.setdefault(net, {})
-        if net.prefixlen:
-            label = cidr_label(str(net))
+        key, canonical = _prefix_key(text)
+        text_of[key] = canonical
+        entry = own.setdefault(key, {})
+        if key[2]:
+            label = _own_cidr_label(canonical)
             entry[label.key] = label
     for name, labels, cidrs in sorted(groups, key=lambda g: g[0]):
         group_labels = cidr_group_labels(name, labels)
         for text in cidrs:
-            entry = own.setdefault(parse_prefix(text), {})
+            key, canonical = _prefix_key(text)
+            text_of[key] = canonical
+            entry = own.setdefault(key, {})
             for label in group_labels:
                 entry.setdefault(label.key, label)
     # the lengths present per family: a prefix's parents are looked up by these only
-    lengths = {v: sorted({n.prefixlen for n in own if n.version == v}, reverse=True) for v in (4, 6)}
+    lengths = {v: sorted({k[2] for k in own if k[0] == v}, reverse=True) for v in (4, 6)}
+    worlds = {v: world_label(v, dual_stack) for v in (4, 6)}
     out: dict[str, Labels] = {}
-    for net in sorted(own, key=lambda n: (n.version, n)):
-        merged = dict(own[net])
+    for key in sorted(own):
+        merged = dict(own[key])
         has_cidr = any(lb.source == SOURCE_CIDR for lb in merged.values())
-        for bits in lengths[net.version]:  # parents, longest first
-            parent = net.supernet(new_prefix=bits) if bits < net.prefixlen else None
-            for key, label in own.get(parent, {}).items() if parent is not None else ():
+        for bits in lengths[key[0]]:  # parents, longest first
+            if bits >= key[2]:
+                continue
+            for k, label in own.get(_parent(key, bits), {}).items():
                 if label.source == SOURCE_CIDR and has_cidr:
                     continue
-                if key not in merged:
-                    merged[key] = label
+                if k not in merged:
+                    merged[k] = label
                     has_cidr = has_cidr or label.source == SOURCE_CIDR
-        out[str(net)] = Labels([*merged.values(), world_label(net.version, dual_stack)])
+        out[text_of[key]] = Labels([*merged.values(), worlds[key[0]]])
     return out
 
 
