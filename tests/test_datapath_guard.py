@@ -131,3 +131,20 @@ def test_guard_only_device(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert run(d, "to_container", frame(PEER4, "198.19.0.9", TCP, sport=80, dport=43000))[0]
         passed, events = run(d, "from_container", frame("198.19.0.9", OUT4, TCP, sport=43001, dport=80))
         assert not passed and [e.reason for e in events] == [DropReason.OUTSIDE_LAB]
+
+
+@pytest.mark.root
+def test_a_service_backend_outside_the_lab_is_not_reached(dp: Datapath) -> None:
+    from cilia.datapath.maps.lb import Backend, Frontend
+
+    dp.sync_services({Frontend("198.18.255.77", 80, "TCP"): (Backend(OUT4, 80),)})
+    try:
+        passed, events = run(dp, "from_container", frame(POD4, "198.18.255.77", TCP, sport=44000, dport=80))
+        assert not passed
+        assert [(e.reason, e.dst) for e in _mine(events)] == [(DropReason.OUTSIDE_LAB, OUT4)]
+    finally:
+        dp.sync_services({})
+
+
+def _mine(events: list) -> list:  # type: ignore[type-arg]
+    return [e for e in events if e.endpoint_id == EP]

@@ -26,6 +26,17 @@
 
 #define CONTINUE -1
 
+static __always_inline int drop_outside_lab(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
+{
+	struct verdict v = {.reason = DROP_OUTSIDE_LAB};
+
+	count(METRIC_EXT_BASE + dir * METRIC_DIR_STRIDE + METRIC_X_DROP_OUTSIDE_LAB, skb->len);
+	/* the peer is world: outside the lab's ranges nothing has another identity */
+	emit(skb, p->cfg, p->ep->ep_id, dir == DIR_EGRESS ? p->ep->identity : WORLD_ID,
+	     dir == DIR_EGRESS ? WORLD_ID : p->ep->identity, dir, &p->f, &v, 0);
+	return TC_ACT_SHOT;
+}
+
 /* Parse, find the endpoint and the config: a verdict (TC_ACT_*) for packets that stop here, else
  * CONTINUE with p filled. */
 static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
@@ -53,14 +64,8 @@ static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const 
 	}
 	if (ipv6_link_control(&p->f))
 		return TC_ACT_OK;
-	if (outside_lab(&p->f)) {
-		v.reason = DROP_OUTSIDE_LAB;
-		count(METRIC_EXT_BASE + base + METRIC_X_DROP_OUTSIDE_LAB, skb->len);
-		/* the peer is world: outside the lab's ranges nothing has another identity */
-		emit(skb, p->cfg, p->ep->ep_id, dir == DIR_EGRESS ? p->ep->identity : WORLD_ID,
-		     dir == DIR_EGRESS ? WORLD_ID : p->ep->identity, dir, &p->f, &v, 0);
-		return TC_ACT_SHOT;
-	}
+	if (outside_lab(&p->f))
+		return drop_outside_lab(skb, p, dir);
 	return CONTINUE;
 }
 
@@ -219,6 +224,8 @@ int from_container(struct __sk_buff *skb)
 		count(DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_DROP_POLICY, skb->len);
 		return TC_ACT_SHOT;
 	}
+	if (!in_lab(&p.f, p.f.daddr)) /* a service backend outside the lab */
+		return drop_outside_lab(skb, &p, DIR_EGRESS);
 	return enforce(skb, &p, DIR_EGRESS);
 }
 
