@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cilia.analyze.cluster import Analysis, Options
-from cilia.analyze.connectivity import connectivity
+from cilia.analyze.connectivity import classes_of, connectivity, groups_of
 from cilia.analyze.engine_adapter import translate_all
 from cilia.analyze.manifests import load_cluster
+from cilia.analyze.matrix import UNENFORCED, BitMatrix, SideSummary, combine
+from cilia.analyze.portclasses import PortClass
 from cilia.k8s.cluster import build_cluster
 from cilia.k8s.loader import LoadResult
 from cilia.k8s.objects import Cluster
@@ -42,6 +45,7 @@ from cilia.k8s.source import Document
 from cilia.policy.engine import PolicyEngine
 from cilia.policy.repository import ResourceKey
 from cilia.policy.resolve import EngineOptions
+from cilia.policy.types import Direction
 
 APPS = 5
 REPLICAS_DEFAULT = 10
@@ -228,6 +232,44 @@ def bench_connectivity(cluster: Cluster) -> tuple[float, int, int, int]:
     return elapsed, len(conn.groups), len(conn.classes), allowed
 
 
+def per_peer_matrices(analysis: Analysis) -> list[BitMatrix]:
+    """The baseline: the matrix as cilia built it before issue 21 — every identity's MapState from the
+    engine, then one datapath lookup per (side, peer identity with entries of its own, class)."""
+    groups = groups_of(analysis)
+    index: dict[int, list[int]] = defaultdict(list)
+    for g in groups:
+        index[g.identity].append(g.index)
+    no_entry = 0xFFFFFFFF  # a peer identity no MapState names: the side's default verdict
+
+    def summaries(direction: Direction, cls: PortClass) -> list[SideSummary]:
+        out = []
+        for g in groups:
+            if not g.local:
+                out.append(UNENFORCED)
+                continue
+            side = analysis.side(g.identity, direction)
+            default = side.lookup(no_entry, cls.proto, cls.port).allowed
+            exceptions: dict[int, bool] = {}
+            for peers in side.peer_groups():
+                verdict = side.lookup(peers[0], cls.proto, cls.port).allowed
+                if verdict != default:
+                    exceptions.update(dict.fromkeys((i for p in peers for i in index.get(p, ())), verdict))
+            out.append(SideSummary(default, exceptions))
+        return out
+
+    return [
+        combine(summaries(Direction.EGRESS, cls), summaries(Direction.INGRESS, cls))
+        for cls in classes_of(analysis)
+    ]
+
+
+def bench_baseline(cluster: Cluster) -> tuple[float, int]:
+    """Seconds and allowed pairs of :func:`per_peer_matrices` (identities and rules included)."""
+    start = time.perf_counter()
+    matrices = per_peer_matrices(Analysis(cluster, Options()))
+    return time.perf_counter() - start, sum(m.count() for m in matrices)
+
+
 # --------------------------------------------------------------------------- (c)
 
 
@@ -260,10 +302,21 @@ def bench_incremental(cluster: Cluster) -> tuple[float, float, int]:
     return incremental, full, len(diffs)
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run(
-    pods: int = 10_000, namespaces: int = 200, policies: int = 1_000, repeat: int = 3, from_yaml: bool = True
+    pods: int = 10_000,
+    namespaces: int = 200,
+    policies: int = 1_000,
+    repeat: int = 3,
+    from_yaml: bool = True,
+    incremental: bool = True,
+    baseline: bool = False,
 ) -> dict[str, float]:
-    """Run (b) and (c), print each measurement, and return the medians."""
+    """Run (b) and (c), print each measurement, and return the medians. ``baseline``: also the
+    per-peer construction (:func:`per_peer_matrices`), after (b) so (b)'s peak RSS is its own."""
     docs = generate_documents(pods, namespaces, policies)
     start = time.perf_counter()
     cluster = cluster_of(docs)
@@ -281,8 +334,22 @@ def run(
             f"{allowed} allowed group pairs)"
         )
     conn_s = statistics.median(times)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"(b) median {conn_s:.2f} s (target < 10 s); peak RSS of the process {peak_mib:.0f} MiB")
+    peak_mib = peak_rss_mib()
+    target = "< 30 s, < 2048 MiB" if pods > 10_000 else "< 1 s"
+    print(
+        f"(b) median {conn_s:.2f} s, peak RSS of the process {peak_mib:.0f} MiB "
+        f"(target for {pods} pods: {target})"
+    )
+    out = {"connectivity_s": conn_s, "peak_rss_mib": peak_mib}
+    if baseline:
+        base_s, base_allowed = bench_baseline(cluster)
+        if base_allowed != allowed:
+            raise SystemExit(f"baseline found {base_allowed} allowed pairs, the matrix {allowed}")
+        out["baseline_s"] = base_s
+        print(
+            f"(b) baseline, per-peer lookups in every identity's MapState: {base_s:.2f} s "
+            f"(same {base_allowed} pairs); speedup {base_s / conn_s:.1f}x"
+        )
     if from_yaml:
         with tempfile.TemporaryDirectory(prefix="cilia-bench-") as tmp:
             path = Path(tmp) / "cluster.yaml"
@@ -296,6 +363,8 @@ def run(
             f"(b') the same from a YAML file: {total:.2f} s, of which loading and validating "
             f"{len(result.documents)} documents {load_s:.2f} s ({len(conn.groups)} groups)"
         )
+    if not incremental:
+        return out
     ratios = []
     for _ in range(repeat):
         inc, full, changed = bench_incremental(cluster)
@@ -306,7 +375,12 @@ def run(
         )
     speedup = statistics.median(ratios)
     print(f"(c) median speedup {speedup:.0f}x (target >= 50x)")
-    return {"connectivity_s": conn_s, "incremental_speedup": speedup, "peak_rss_mib": peak_mib}
+    out["incremental_speedup"] = speedup
+    return out
+
+
+# --scale presets: (pods, namespaces, policies)
+SCALES = {"10k": (10_000, 200, 1_000), "100k": (100_000, 2_000, 10_000)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -316,10 +390,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policies", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-yaml", action="store_true", help="skip the informational run from YAML")
+    parser.add_argument(
+        "--scale",
+        choices=sorted(SCALES),
+        help="preset sizes; 100k: one run of (b) only (no YAML run, no (c), no baseline)",
+    )
+    parser.add_argument("--no-incremental", action="store_true", help="skip (c)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also time the per-peer construction (slow at 100k)"
+    )
     args = parser.parse_args(argv)
-    res = run(args.pods, args.namespaces, args.policies, args.repeat, not args.no_yaml)
-    conn_s, speedup = res["connectivity_s"], res["incremental_speedup"]
-    print(f"summary: connectivity_s={conn_s:.2f} incremental_speedup={speedup:.0f}")
+    pods, namespaces, policies = args.pods, args.namespaces, args.policies
+    repeat, from_yaml, incremental = args.repeat, not args.no_yaml, not args.no_incremental
+    if args.scale:
+        pods, namespaces, policies = SCALES[args.scale]
+        if args.scale == "100k":
+            repeat, from_yaml, incremental = 1, False, False
+    res = run(pods, namespaces, policies, repeat, from_yaml, incremental, args.baseline)
+    line = f"summary: connectivity_s={res['connectivity_s']:.2f} peak_rss_mib={res['peak_rss_mib']:.0f}"
+    if "baseline_s" in res:
+        line += f" baseline_s={res['baseline_s']:.2f}"
+    if "incremental_speedup" in res:
+        line += f" incremental_speedup={res['incremental_speedup']:.0f}"
+    print(line)
 
 
 if __name__ == "__main__":

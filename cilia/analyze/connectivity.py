@@ -16,20 +16,27 @@ import csv
 import html
 import io
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.cluster import Analysis, PodEndpoint
 from cilia.analyze.flow import EndKind
-from cilia.analyze.matrix import UNENFORCED, BitMatrix, SideSummary, combine
+from cilia.analyze.matrix import BitMatrix, SideRows, transpose_and
 from cilia.analyze.peers import parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
+from cilia.analyze.selections import IndexedSelectorCache
 from cilia.identity.reserved import ReservedIdentity
+from cilia.policy.engine import PolicyEngine, pod_named_ports
+from cilia.policy.resolve import (
+    LABEL_HOST,
+    NamedPorts,
+    namespace_of,
+    policy_contributions,
+    resolve_filters,
+    select_rules,
+)
 from cilia.policy.types import Direction
-
-# A peer identity no MapState has an entry for: its lookup gives a side's default verdict.
-NO_SUCH_IDENTITY = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -162,80 +169,102 @@ def classes_of(analysis: Analysis) -> list[PortClass]:
     return port_classes(mentioned_ranges(analysis.rules, named))
 
 
-class _Side:
-    """One group's policy in one direction, with its peer groups mapped to matrix indices once."""
+def _policy_sides(analysis: Analysis, groups: list[Group]) -> list[tuple[SideRows | None, SideRows | None]]:
+    """(egress, ingress) of each group as sets over group indices; None where nothing is enforced
+    (world, host, CIDR groups: not local endpoints). The engine's rule selection and filters, with
+    selections found through a label index (:mod:`cilia.analyze.selections`) and turned into group
+    bitsets once per selection."""
+    options = replace(analysis.options.engine_options(), secrets=analysis.cluster.secrets)
+    identities = analysis.identities
+    engine = PolicyEngine(options)  # its repository: the rules each namespace's identities may match
+    engine.apply_rules(analysis.rules)
+    cache = IndexedSelectorCache(identities)
+    own: dict[int, dict[tuple[str, int], int]] = {}
+    for ep in analysis.endpoints:
+        mine = own.setdefault(ep.identity, {})
+        for name, proto, number in pod_named_ports(ep.pod):
+            mine.setdefault((name, proto), number)
+    cluster_ports: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for mine in own.values():
+        for k, number in mine.items():
+            cluster_ports[k].add(number)
+    cluster = {k: frozenset(v) for k, v in cluster_ports.items()}
 
-    def __init__(self, analysis: Analysis, group: Group, direction: Direction, index: dict[int, list[int]]):
-        self.side = analysis.side(group.identity, direction) if group.local else None
-        self.groups: list[tuple[int, list[int]]] = []
-        if self.side is not None:
-            for peers in self.side.peer_groups():
-                targets = [gi for peer in peers for gi in index.get(peer, ())]
-                if targets:
-                    self.groups.append((peers[0], targets))
-        # Peers whose entries redirect to an L7 proxy (grouped apart: the entry shape ignores it).
-        self.redirecting = self.side is not None and any(
-            e.proxy_port and not e.deny and k.direction == direction for k, e in self.side.map_state.items()
+    by_identity: dict[int, int] = defaultdict(int)
+    for g in groups:
+        by_identity[g.identity] |= 1 << g.index
+    converted: dict[int, tuple[object, int]] = {}
+
+    def bits_of(ids: Any) -> int:
+        found = converted.get(id(ids))
+        if found is not None and found[0] is ids:
+            return found[1]
+        bits = 0
+        for i in ids:
+            b = by_identity.get(i)
+            if b:
+                bits |= b
+        converted[id(ids)] = (ids, bits)
+        return bits
+
+    out: list[tuple[SideRows | None, SideRows | None]] = []
+    for g in groups:
+        if not g.local:
+            out.append((None, None))
+            continue
+        labels = identities[g.identity]
+        selection = select_rules(engine.repository.candidates(namespace_of(labels)), labels, options)
+        filters = resolve_filters(selection, options)
+        contribs = policy_contributions(
+            filters,
+            selection,
+            cache,
+            NamedPorts(own.get(g.identity, {}), cluster),
+            is_host=LABEL_HOST in labels,
+            options=options,
         )
-        self.peer_targets: list[tuple[int, list[int]]] = []
-        if self.redirecting and self.side is not None:
-            for peer in self.side.peers():
-                targets = index.get(peer, [])
-                if targets:
-                    self.peer_targets.append((peer, targets))
-
-    def not_redirected(self, cls: PortClass) -> SideSummary:
-        """Per peer: True unless the deciding entry sends the flow to an L7 proxy."""
-        side = self.side
-        if side is None or not self.redirecting:
-            return UNENFORCED
-
-        def plain(peer: int) -> bool:
-            v = side.lookup(peer, cls.proto, cls.port)
-            return not (v.allowed and v.entry is not None and v.entry.proxy_port)
-
-        default = plain(NO_SUCH_IDENTITY)
-        exceptions: dict[int, bool] = {}
-        for peer, targets in self.peer_targets:
-            verdict = plain(peer)
-            if verdict != default:
-                exceptions.update(dict.fromkeys(targets, verdict))
-        return SideSummary(default, exceptions)
-
-    def summary(self, cls: PortClass) -> SideSummary:
-        side = self.side
-        if side is None:
-            return UNENFORCED
-        default = side.lookup(NO_SUCH_IDENTITY, cls.proto, cls.port).allowed
-        exceptions: dict[int, bool] = {}
-        for peer, targets in self.groups:
-            verdict = side.lookup(peer, cls.proto, cls.port).allowed
-            if verdict != default:
-                exceptions.update(dict.fromkeys(targets, verdict))
-        return SideSummary(default, exceptions)
+        out.append(
+            (
+                SideRows(contribs, int(Direction.EGRESS), bits_of),
+                SideRows(contribs, int(Direction.INGRESS), bits_of),
+            )
+        )
+    return out
 
 
 def connectivity(analysis: Analysis) -> Connectivity:
-    """The full matrix for every port class."""
+    """The full matrix for every port class: each source's egress and each destination's ingress
+    as whole rows of group bitsets, combined per class (a flow needs both)."""
     groups = groups_of(analysis)
     classes = classes_of(analysis)
-    index: dict[int, list[int]] = defaultdict(list)
-    for g in groups:
-        index[g.identity].append(g.index)
-    egress = [_Side(analysis, g, Direction.EGRESS, index) for g in groups]
-    ingress = [_Side(analysis, g, Direction.INGRESS, index) for g in groups]
-    matrices = [
-        combine([s.summary(cls) for s in egress], [s.summary(cls) for s in ingress]) for cls in classes
-    ]
+    n = len(groups)
+    full = (1 << n) - 1
+    sides = _policy_sides(analysis, groups)
+    matrices: list[BitMatrix] = []
     l7: list[BitMatrix] = []
-    if any(s.redirecting for s in (*egress, *ingress)):
-        full = (1 << len(groups)) - 1
-        for cls, m in zip(classes, matrices, strict=True):
-            # redirected on either side = not (plain on egress and plain on ingress)
-            plain = combine([s.not_redirected(cls) for s in egress], [s.not_redirected(cls) for s in ingress])
-            rows = tuple(a & (full & ~p) for a, p in zip(m.rows, plain.rows, strict=True))
-            l7.append(BitMatrix(m.size, rows))
+    for cls in classes:
+        e_rows, e_red, i_rows, i_red = [], [], [], []
+        for egress, ingress in sides:
+            a, r = egress.row(cls.proto, cls.port, full) if egress is not None else (full, 0)
+            e_rows.append(a)
+            e_red.append(r)
+            a, r = ingress.row(cls.proto, cls.port, full) if ingress is not None else (full, 0)
+            i_rows.append(a)
+            i_red.append(r)
+        rows = transpose_and(e_rows, i_rows, n)
+        matrices.append(BitMatrix(n, tuple(rows)))
+        l7.append(_redirected(rows, e_red, i_red, n, full))
+    if not any(m.count() for m in l7):
+        l7 = []
     return Connectivity(tuple(groups), tuple(classes), tuple(matrices), tuple(l7))
+
+
+def _redirected(rows: list[int], e_red: list[int], i_red: list[int], n: int, full: int) -> BitMatrix:
+    """Allowed pairs that either side sends to an L7 proxy."""
+    if not any(i_red):
+        return BitMatrix(n, tuple(a & r for a, r in zip(rows, e_red, strict=True)))
+    by_ingress = transpose_and([full] * n, i_red, n)
+    return BitMatrix(n, tuple(a & (r | t) for a, r, t in zip(rows, e_red, by_ingress, strict=True)))
 
 
 # --------------------------------------------------------------------------- output

@@ -378,6 +378,25 @@ def distill_filters(
     only: frozenset[int] | None = None,
 ) -> MapState:
     """The MapState of resolved filters (Cilium ``DistillPolicy``)."""
+    return distill(
+        policy_contributions(
+            filters, selection, cache, named_ports, is_host=is_host, options=options, only=only
+        )
+    )
+
+
+def policy_contributions(
+    filters: Iterable[Filter],
+    selection: RuleSelection,
+    cache: SelectorCache,
+    named_ports: NamedPorts,
+    *,
+    is_host: bool,
+    options: EngineOptions,
+    only: frozenset[int] | None = None,
+) -> list[Contribution]:
+    """The candidate entries :func:`distill_filters` distills (offline analysis evaluates them as
+    sets of identities instead of building the MapState)."""
     contribs: list[Contribution] = []
     for d in DIRECTIONS:
         if not selection.enforced[d]:
@@ -391,7 +410,7 @@ def distill_filters(
                 (Direction.INGRESS, 0, 0, 0), False, (HOST_IDENTITY,), frozenset({ALLOW_LOCALHOST_INGRESS})
             )
         )
-    return distill(contribs)
+    return contribs
 
 
 def resolve_policy(
