@@ -250,6 +250,23 @@ def test_teardown_removes_the_guard(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
+def test_a_cluster_nodes_guard_lives_in_its_namespace(tmp_path: Path) -> None:
+    # A node of `cilia up --nodes N` runs its agent (and so its lab) inside cilia-node-<i>: the
+    # guard is installed by a process in that namespace, in that namespace's forward hook.
+    ns = "cilia-lsafe-guard"
+    netns.create(ns)
+    try:
+        with netns.entered(ns):
+            guard.install(tmp_path)
+        inside = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "table", "inet",
+                                 guard.table_name(tmp_path)], capture_output=True, text=True, check=False)
+        assert inside.returncode == 0 and "hook forward" in inside.stdout, inside.stderr
+        assert not guard.installed(tmp_path)  # not in this (the root) namespace
+    finally:
+        netns.remove(ns)
+
+
+@pytest.mark.root
 def test_exec_sees_the_pods_resolv_conf_and_hosts(slab: SafetyLab) -> None:
     p = slab.pod("files-a")
     resolv = slab.run(p, "cat", "/etc/resolv.conf")
