@@ -176,17 +176,27 @@ def test_an_idle_or_half_sent_request_is_dropped(server) -> None:  # type: ignor
         assert s.recv(65536) == b""
 
 
-def test_connections_are_bounded(server) -> None:  # type: ignore[no-untyped-def]
-    srv, _ = server
-    held = [connect(srv) for _ in range(4)]
-    for s in held:  # keep each busy past the check: a request whose body is still coming
-        s.sendall(b"POST /v1/wait HTTP/1.1\r\nContent-Length: 10\r\n\r\n{")
+def test_connections_are_bounded(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(api, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(api._Handler, "timeout", 30.0)  # the held connections outlive the check
+    srv = APIServer(tmp_path / "bounded.sock", View())
+    srv.start()
     try:
-        time.sleep(0.2)
-        code, out = exchange(srv, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert code == 503 and "too many" in out["error"]
+        held = [connect(srv) for _ in range(4)]
+        for s in held:  # each busy: a request whose body is still coming
+            s.sendall(b"POST /v1/wait HTTP/1.1\r\nContent-Length: 10\r\n\r\n{")
+        try:
+            time.sleep(0.2)
+            code, out = exchange(srv, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert code == 503 and "too many" in out["error"]
+        finally:
+            for s in held:
+                s.close()
+        for _ in range(50):  # the server notices the closed connections and frees their slots
+            code, out = exchange(srv, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            if code == 200:
+                break
+            time.sleep(0.1)
+        assert (code, out) == (200, {"ready": True})
     finally:
-        for s in held:
-            s.close()
-    time.sleep(0.8)  # the server notices the closed connections and frees their slots
-    assert exchange(srv, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n") == (200, {"ready": True})
+        srv.close()
