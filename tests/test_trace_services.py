@@ -145,6 +145,8 @@ def test_no_backend_is_a_drop(manifests: str) -> None:
     [
         ("svc:default/web", "8080/TCP", "Service default/web has no port 8080/TCP (its ports: 80/TCP)"),
         ("svc:default/nope", "80/TCP", "no Service default/nope in the manifests"),
+        ("198.18.255.7", "80/TCP",
+         "198.18.255.7 is in the lab's Service range (198.18.255.0/24) but no Service in the manifests has"),
     ],
 )
 def test_bad_service_destinations_exit_2(manifests: str, to: str, port: str, message: str) -> None:

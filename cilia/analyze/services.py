@@ -18,9 +18,11 @@ A Service port that does not exist is bad input; a port with no backend is a dro
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cilia.agent.services import SERVICE_RANGE
 from cilia.analyze.peers import PeerError, PeerKind, PeerSpec, PortSpec, proto_name
 from cilia.k8s.objects import Service, ServicePort
 
@@ -82,7 +84,15 @@ def _service(analysis: Analysis, spec: PeerSpec) -> Service | None:
             raise PeerError(f"no Service {spec.namespace}/{spec.name} in the manifests (Services: {known})")
         return found
     if spec.kind is PeerKind.IP:
-        return next((s for s in services if s.cluster_ip and s.cluster_ip == spec.ip), None)
+        found = next((s for s in services if s.cluster_ip and s.cluster_ip == spec.ip), None)
+        if found is None and ipaddress.ip_address(spec.ip) in SERVICE_RANGE:
+            # a lab ClusterIP the manifests do not carry: read as an outside address it would be
+            # answered as world, which no packet to it ever is
+            raise PeerError(
+                f"{spec.ip} is in the lab's Service range ({SERVICE_RANGE}) but no Service in the manifests "
+                "has this clusterIP; name the Service instead: svc:NAMESPACE/NAME"
+            )
+        return found
     return None
 
 
