@@ -48,7 +48,7 @@ class Error(K8sError):
         self.file = file
         self.line = line
         self.column = column
-        self.path = path
+        self.path = escape_controls(path)  # field names come from the manifest too
         self.hint = hint
         self.unreadable = unreadable
 
