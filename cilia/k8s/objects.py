@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 DEFAULT_NAMESPACE = "default"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+# The API server's name generator keeps at most 58 characters of a generateName (63 - 5 random ones).
+MAX_GENERATED_PREFIX = 58
 # Kubernetes' rand.SafeEncodeString alphabet: no vowels and no look-alike characters.
 SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
@@ -340,6 +342,12 @@ def pod_suffix(deployment: str, tmpl_hash: str, index: int) -> str:
     return safe_encode(hashlib.sha256(f"{deployment}/{tmpl_hash}/{index}".encode()).digest(), 5)
 
 
+def replica_pod_name(deployment: str, tmpl_hash: str, suffix: str) -> str:
+    """``<deployment>-<hash>-<suffix>``, the prefix cut to 58 characters as the API server's name
+    generator cuts a ``generateName`` (so the name stays a valid 63-character pod name)."""
+    return f"{deployment}-{tmpl_hash}-"[:MAX_GENERATED_PREFIX] + suffix
+
+
 def _containers(spec: PodSpecModel) -> tuple[Container, ...]:
     return tuple(
         Container(
@@ -387,7 +395,7 @@ def deployment_from(model: DeploymentModel, raw_template: Any, source: Source) -
     labels[POD_TEMPLATE_HASH_LABEL] = h
     pods = tuple(
         Pod(
-            name=f"{name}-{h}-{pod_suffix(name, h, i)}",
+            name=replica_pod_name(name, h, pod_suffix(name, h, i)),
             namespace=namespace,
             labels=_pairs(labels),
             annotations=_pairs(tmpl.metadata.annotations),
