@@ -12,9 +12,12 @@ import subprocess
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from cilia.agent.fqdn import ROUTING_CHECK_S, FqdnState, keep_routing
+from cilia.datapath.capabilities import Capability
 from cilia.lab import dns, netns
 from cilia.proxy import transparent
 from cilia.proxy.dns import msg
@@ -118,3 +121,25 @@ def test_transparent_dns_proxy(lab: tuple[DnsProxy, Host, str], tcp: bool) -> No
         ((SERVER, 53), "api.example.com", False), ((SERVER, 53), "api.example.com", True),
         ((SERVER, 53), "evil.test", True)}
     assert host.learned == [("api.example.com", {API: 30})]
+
+
+def test_the_timer_puts_the_proxy_routing_back() -> None:
+    """Another node's ``cilia down`` in the same namespace removes the shared policy routing; the
+    agent's timer installs it again (checked every ROUTING_CHECK_S), in a namespace of the test's."""
+    ns = f"cilia-dnstp-r-{os.urandom(3).hex()}"
+    netns.create(ns)
+    try:
+        ip(ns, "link", "set", "lo", "up")
+        rec = SimpleNamespace(datapath=SimpleNamespace(capabilities=frozenset({Capability.PROXY_REDIRECT})))
+        state = FqdnState()
+        with netns.entered(ns):
+            assert keep_routing(rec, state, now=100.0)  # type: ignore[arg-type]
+        assert transparent.routing_installed(ns)
+        transparent.remove_routing(ns)
+        with netns.entered(ns):
+            assert not keep_routing(rec, state, now=101.0)  # type: ignore[arg-type]  # not due yet
+            assert keep_routing(rec, state, now=100.0 + ROUTING_CHECK_S)  # type: ignore[arg-type]
+            assert not keep_routing(rec, state, now=200.0)  # type: ignore[arg-type]  # there: nothing to do
+        assert transparent.routing_installed(ns)
+    finally:
+        netns.remove(ns)

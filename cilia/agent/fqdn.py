@@ -36,12 +36,15 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pyroute2 import IPRoute
 
 from cilia.datapath.capabilities import Capability
 from cilia.identity.cidr import inherited_group_labels
@@ -65,6 +68,7 @@ log = logging.getLogger("cilia.agent")
 
 PROXY_PORT = DEFAULT_PROXY_PORTS[(L7Parser.DNS, Direction.EGRESS)]  # unless the options say otherwise
 NODE_PORT_STRIDE = 100  # node i's DNS proxy port is PROXY_PORT + 100 × i, as its HTTP/TLS ports
+ROUTING_CHECK_S = 2.0  # how often the timer checks that the node's policy routing for proxies is there
 
 
 def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
@@ -96,6 +100,7 @@ class FqdnState:
     in_use: frozenset[str] = frozenset()  # expired addresses conntrack still had, when last read
     in_use_checked: float = 0.0
     dirty: bool = False  # renewed expiry times not saved yet (the timer saves them)
+    routing_checked: float = 0.0  # monotonic time the proxy routing was last checked (keep_routing)
 
     @classmethod
     def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
@@ -219,6 +224,34 @@ def tick(rec: Reconciler, state: FqdnState) -> None:
         state.save()
     if state.endpoints_seen is not None and _endpoint_keys(rec) != state.endpoints_seen:
         sync_redirects(rec, state)
+    try:
+        keep_routing(rec, state)
+    except (OSError, transparent.RoutingError) as e:
+        log.error("proxy routing: %s", e)
+
+
+def _proxy_rule_present() -> bool:
+    with IPRoute() as ipr:
+        return any(r.get_attr("FRA_PRIORITY") == transparent.RULE_PRIORITY
+                   and r.get_attr("FRA_TABLE") == transparent.ROUTE_TABLE
+                   for r in ipr.get_rules(family=socket.AF_INET))
+
+
+def keep_routing(rec: Reconciler, state: FqdnState, now: float | None = None) -> bool:
+    """Put the node's policy routing for proxy traffic back (every ``ROUTING_CHECK_S``) when it is
+    gone: ``cilia down`` of another node sharing this network namespace removes it, and without it
+    the transparent DNS proxy gets no query. True when it was put back."""
+    if not transparent_dns(rec):
+        return False
+    t = time.monotonic() if now is None else now
+    if t < state.routing_checked + ROUTING_CHECK_S:
+        return False
+    state.routing_checked = t
+    if _proxy_rule_present():  # one netlink dump: cheap enough for the timer
+        return False
+    transparent.install_routing()
+    log.warning("proxy routing was gone (another node's teardown?): installed again")
+    return True
 
 
 def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
