@@ -3,6 +3,8 @@ and groups are identities."""
 
 from __future__ import annotations
 
+import io
+import json
 import random
 
 import pytest
@@ -12,11 +14,19 @@ from hypothesis import strategies as st
 
 from bench.connectivity_bench import cluster_of, generate_documents
 from cilia.analyze.cluster import Analysis, EnforcementMode, Options
-from cilia.analyze.connectivity import Connectivity, connectivity
+from cilia.analyze.connectivity import (
+    SUMMARY_GROUPS,
+    Connectivity,
+    connectivity,
+    render_html,
+    render_table,
+    write_json,
+)
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.manifests import cluster_from_result
 from cilia.analyze.peers import PortSpec
 from cilia.analyze.trace import trace_flow
+from cilia.analyze.verify import FAST_PATH_MIN, Expectation, PlacedExpectation, verify
 from cilia.k8s.loader import load_text
 from cilia.policy.types import Proto
 from tests.helpers_analyze import SCENARIOS, analysis_of
@@ -154,3 +164,61 @@ def test_random_clusters_matrix_equals_traces(seed: int) -> None:
     result = load_text(yaml.safe_dump_all(docs), "r.yaml")
     cluster = cluster_from_result(result)
     _check_against_traces(Analysis(cluster))
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_streamed_json_is_to_dict(scenario: str) -> None:
+    conn = connectivity(analysis_of(scenario))
+    out = io.StringIO()
+    write_json(conn, out)
+    assert out.getvalue() == json.dumps(conn.to_dict(), indent=2) + "\n"
+
+
+def test_large_cluster_summaries() -> None:
+    cluster = cluster_of(generate_documents(pods=600, namespaces=30, policies=150))
+    conn = connectivity(Analysis(cluster))
+    assert len(conn.groups) > SUMMARY_GROUPS
+    table = render_table(conn)
+    assert table.startswith(f"{len(conn.groups)} identity groups, {len(conn.classes)} port classes")
+    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
+        assert f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed" in table
+        # out/in per group: row and column counts of the matrix
+        g = conn.groups[7]
+        reaching = sum(conn.allowed(s, g.index, ci) for s in range(len(conn.groups)))
+        line = [x for x in table.splitlines() if x.startswith(f"  [{g.index + 1}] ")][-1]
+        assert line.split()[1 + ci] == f"{m.rows[g.index].bit_count()}/{reaching}"
+    assert "<pre>" in render_html(conn) and "✓" not in render_html(conn)
+    out = io.StringIO()
+    write_json(conn, out)
+    data = json.loads(out.getvalue())
+    counts = {c.label: m.count() for c, m in zip(conn.classes, conn.matrices, strict=True)}
+    assert data["allowed_pairs"] == counts
+    assert sum(len(v) for v in data["allowed"][conn.classes[0].label].values()) == conn.matrices[0].count()
+
+
+def test_verify_fast_path_agrees_with_traces() -> None:
+    """Many expectations go through the matrix's sets; the report is the one tracing each gives."""
+    cluster = cluster_of(generate_documents(pods=120, namespaces=12, policies=60))
+    a = Analysis(cluster)
+    rng = random.Random(7)
+    peers = [f"deployment:ns-{i:03d}/app-{j}" for i in range(12) for j in range(5)]
+    peers += ["entity:world", "entity:host", "198.19.3.20", "198.19.3.7"]
+    placed = []
+    for i in range(60):
+        exp = Expectation.model_validate(
+            {
+                "from": rng.choice(peers),
+                "to": rng.choice(peers),
+                "port": rng.choice([53, 80, 443, 5432, 8080, 9090]),
+                "protocol": rng.choice(["TCP", "UDP"]),
+                "expect": rng.choice(["allow", "deny"]),
+            }
+        )
+        placed.append(PlacedExpectation(exp, "e.yaml", i + 1, i))
+    assert len(placed) >= FAST_PATH_MIN
+    report = verify(a, placed)
+    traced = [verify(a, [p]).results[0] for p in placed]  # one at a time: no fast path
+    assert [(r.actual, r.passed) for r in report.results] == [(r.actual, r.passed) for r in traced]
+    assert 0 < report.passed < len(placed)
+    assert all(r.trace is not None for r in report.results if not r.passed)
+    assert any(r.trace is None for r in report.results)

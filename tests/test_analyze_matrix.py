@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import random
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cilia.analyze.matrix import BitMatrix, SideSummary, combine
+from cilia.analyze.matrix import BitMatrix, SideSummary, combine, transpose_and
 
 
 def test_combine_small() -> None:
@@ -35,3 +37,14 @@ def test_combine_equals_pairwise(eg: list, ing: list) -> None:
                 s, ingress[d].default
             )
             assert m.allowed(s, d) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 40), st.randoms(use_true_random=False))
+def test_transpose_and_equals_bitwise(n: int, rng: random.Random) -> None:
+    rows = [rng.getrandbits(n) if n else 0 for _ in range(n)]
+    cols = [rng.getrandbits(n) if n else 0 for _ in range(n)]
+    out = transpose_and(rows, cols, n)
+    assert out == [
+        sum(1 << d for d in range(n) if (rows[s] >> d) & 1 and (cols[d] >> s) & 1) for s in range(n)
+    ]

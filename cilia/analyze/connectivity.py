@@ -15,13 +15,15 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.cluster import Analysis, PodEndpoint
-from cilia.analyze.flow import EndKind
+from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.matrix import BitMatrix, SideRows, transpose_and
 from cilia.analyze.peers import parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
@@ -84,17 +86,19 @@ class Connectivity:
         l7 = _bits(self.l7[cls], src)
         return "".join("7" if f == "1" else b for b, f in zip(bits, l7, strict=True))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, pairs: bool = True) -> dict[str, Any]:
+        """Classes, groups, the allowed pairs and their counts (``pairs=False``: only the counts;
+        :func:`write_json` streams the pairs)."""
+        if not pairs:
+            return {
+                "port_classes": self._classes_dict(),
+                "groups": [g.to_dict() for g in self.groups],
+                "allowed_pairs": {
+                    c.label: m.count() for c, m in zip(self.classes, self.matrices, strict=True)
+                },
+            }
         return {
-            "port_classes": [
-                {
-                    "label": c.label,
-                    "protocol": proto_name(c.proto),
-                    "port": c.port,
-                    "ranges": [f"{lo}-{hi}/{proto_name(p)}" for p, lo, hi in c.segments],
-                }
-                for c in self.classes
-            ],
+            "port_classes": self._classes_dict(),
             "groups": [g.to_dict() for g in self.groups],
             "allowed": {
                 c.label: {g.name: [self.groups[d].name for d in m.targets(g.index)] for g in self.groups}
@@ -117,6 +121,17 @@ class Connectivity:
                 else {}
             ),
         }
+
+    def _classes_dict(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "label": c.label,
+                "protocol": proto_name(c.proto),
+                "port": c.port,
+                "ranges": [f"{lo}-{hi}/{proto_name(p)}" for p, lo, hi in c.segments],
+            }
+            for c in self.classes
+        ]
 
     def l7_count(self, cls: int | None = None) -> int:
         """Pairs filtered at L7 (of one class, or of all)."""
@@ -169,67 +184,105 @@ def classes_of(analysis: Analysis) -> list[PortClass]:
     return port_classes(mentioned_ranges(analysis.rules, named))
 
 
-def _policy_sides(analysis: Analysis, groups: list[Group]) -> list[tuple[SideRows | None, SideRows | None]]:
-    """(egress, ingress) of each group as sets over group indices; None where nothing is enforced
-    (world, host, CIDR groups: not local endpoints). The engine's rule selection and filters, with
-    selections found through a label index (:mod:`cilia.analyze.selections`) and turned into group
-    bitsets once per selection."""
-    options = replace(analysis.options.engine_options(), secrets=analysis.cluster.secrets)
-    identities = analysis.identities
-    engine = PolicyEngine(options)  # its repository: the rules each namespace's identities may match
-    engine.apply_rules(analysis.rules)
-    cache = IndexedSelectorCache(identities)
-    own: dict[int, dict[tuple[str, int], int]] = {}
-    for ep in analysis.endpoints:
-        mine = own.setdefault(ep.identity, {})
-        for name, proto, number in pod_named_ports(ep.pod):
-            mine.setdefault((name, proto), number)
-    cluster_ports: dict[tuple[str, int], set[int]] = defaultdict(set)
-    for mine in own.values():
-        for k, number in mine.items():
-            cluster_ports[k].add(number)
-    cluster = {k: frozenset(v) for k, v in cluster_ports.items()}
+class PolicySets:
+    """Each local identity's egress and ingress as :class:`SideRows` over an index of identities
+    (``bits``: identity -> its bit(s)): the engine's rule selection and filters, with selections
+    found through a label index (:mod:`cilia.analyze.selections`) and turned into bitsets once per
+    selection. No MapState is built."""
 
-    by_identity: dict[int, int] = defaultdict(int)
-    for g in groups:
-        by_identity[g.identity] |= 1 << g.index
-    converted: dict[int, tuple[object, int]] = {}
+    def __init__(self, analysis: Analysis, bits: Mapping[int, int]) -> None:
+        self.options = replace(analysis.options.engine_options(), secrets=analysis.cluster.secrets)
+        self.identities = analysis.identities
+        self.engine = PolicyEngine(self.options)  # its repository: the rules a namespace may match
+        self.engine.apply_rules(analysis.rules)
+        self.cache = IndexedSelectorCache(self.identities)
+        self.own: dict[int, dict[tuple[str, int], int]] = {}
+        for ep in analysis.endpoints:
+            mine = self.own.setdefault(ep.identity, {})
+            for name, proto, number in pod_named_ports(ep.pod):
+                mine.setdefault((name, proto), number)
+        cluster_ports: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for mine in self.own.values():
+            for k, number in mine.items():
+                cluster_ports[k].add(number)
+        self.cluster_ports = {k: frozenset(v) for k, v in cluster_ports.items()}
+        self.bits = bits
+        self._converted: dict[int, tuple[object, int]] = {}
+        self._sides: dict[int, tuple[SideRows, SideRows]] = {}
 
-    def bits_of(ids: Any) -> int:
-        found = converted.get(id(ids))
+    def bits_of(self, ids: Any) -> int:
+        """The bitset of a selection (memoised per selection object)."""
+        found = self._converted.get(id(ids))
         if found is not None and found[0] is ids:
             return found[1]
-        bits = 0
+        out = 0
+        get = self.bits.get
         for i in ids:
-            b = by_identity.get(i)
+            b = get(i)
             if b:
-                bits |= b
-        converted[id(ids)] = (ids, bits)
-        return bits
+                out |= b
+        self._converted[id(ids)] = (ids, out)
+        return out
 
-    out: list[tuple[SideRows | None, SideRows | None]] = []
-    for g in groups:
-        if not g.local:
-            out.append((None, None))
-            continue
-        labels = identities[g.identity]
-        selection = select_rules(engine.repository.candidates(namespace_of(labels)), labels, options)
+    def sides(self, identity: int) -> tuple[SideRows, SideRows]:
+        """(egress, ingress) of a local endpoint identity."""
+        found = self._sides.get(identity)
+        if found is not None:
+            return found
+        labels = self.identities[identity]
+        options = self.options
+        selection = select_rules(self.engine.repository.candidates(namespace_of(labels)), labels, options)
         filters = resolve_filters(selection, options)
         contribs = policy_contributions(
             filters,
             selection,
-            cache,
-            NamedPorts(own.get(g.identity, {}), cluster),
+            self.cache,
+            NamedPorts(self.own.get(identity, {}), self.cluster_ports),
             is_host=LABEL_HOST in labels,
             options=options,
         )
-        out.append(
-            (
-                SideRows(contribs, int(Direction.EGRESS), bits_of),
-                SideRows(contribs, int(Direction.INGRESS), bits_of),
-            )
+        found = (
+            SideRows(contribs, int(Direction.EGRESS), self.bits_of),
+            SideRows(contribs, int(Direction.INGRESS), self.bits_of),
         )
-    return out
+        self._sides[identity] = found
+        return found
+
+
+def _policy_sides(analysis: Analysis, groups: list[Group]) -> list[tuple[SideRows | None, SideRows | None]]:
+    """(egress, ingress) of each group over group indices; None where nothing is enforced (world,
+    host, CIDR groups: not local endpoints)."""
+    by_identity: dict[int, int] = defaultdict(int)
+    for g in groups:
+        by_identity[g.identity] |= 1 << g.index
+    sets = PolicySets(analysis, by_identity)
+    return [sets.sides(g.identity) if g.local else (None, None) for g in groups]
+
+
+class FlowVerdicts:
+    """Allowed or not at L3/L4, for flows between resolved ends, from :class:`PolicySets` over every
+    identity: the matrix's fast path for questions about many flows (``cilia verify``), deciding
+    as trace's side verdicts do (the egress of a pod source, the ingress of a pod destination, each
+    looked up for the peer's identity) without building any MapState."""
+
+    def __init__(self, analysis: Analysis) -> None:
+        self.order = {ident: i for i, ident in enumerate(analysis.identities)}
+        self.full = (1 << len(self.order)) - 1
+        self.sets = PolicySets(analysis, {ident: 1 << i for ident, i in self.order.items()})
+
+    def allowed(self, src: FlowEnd, dst: FlowEnd, proto: int, port: int) -> bool | None:
+        """The verdict of one flow (None: an end whose identity the analysis does not know)."""
+        if src.identity not in self.order or dst.identity not in self.order:
+            return None
+        if src.local:
+            egress, _ = self.sets.sides(src.identity)
+            if not (egress.row(proto, port, self.full)[0] >> self.order[dst.identity]) & 1:
+                return False
+        if dst.local:
+            _, ingress = self.sets.sides(dst.identity)
+            if not (ingress.row(proto, port, self.full)[0] >> self.order[src.identity]) & 1:
+                return False
+        return True
 
 
 def connectivity(analysis: Analysis) -> Connectivity:
@@ -275,9 +328,102 @@ def _bits(m: BitMatrix, src: int) -> str:
     return format(m.rows[src], f"0{m.size}b")[::-1] if m.size else ""
 
 
+def _indented(value: Any, level: int) -> str:
+    """``value`` as ``json.dumps(indent=2)`` writes it nested ``level`` deep."""
+    return json.dumps(value, indent=2).replace("\n", "\n" + "  " * level)
+
+
+def write_json(conn: Connectivity, out: TextIO) -> None:
+    """:meth:`Connectivity.to_dict` as indented JSON, written row by row (at 10,000 groups the
+    ``allowed`` lists hold millions of names: they are never one object in memory)."""
+    data = conn.to_dict(pairs=False)
+    quoted = [json.dumps(g.name) for g in conn.groups]
+
+    def stream(key: str, matrices: list[tuple[str, BitMatrix]], only_nonempty: bool) -> None:
+        out.write(f",\n  {json.dumps(key)}: ")
+        if not matrices:
+            out.write("{}")
+            return
+        out.write("{")
+        for ci, (label, m) in enumerate(matrices):
+            out.write(("," if ci else "") + f"\n    {json.dumps(label)}: ")
+            rows = [g for g in conn.groups if not only_nonempty or m.rows[g.index]]
+            if not rows:
+                out.write("{}")
+                continue
+            out.write("{")
+            for ri, g in enumerate(rows):
+                targets = m.targets(g.index)
+                names = (
+                    "[\n" + ",\n".join("        " + quoted[d] for d in targets) + "\n      ]"
+                    if targets
+                    else "[]"
+                )
+                out.write(("," if ri else "") + f"\n      {quoted[g.index]}: {names}")
+            out.write("\n    }")
+        out.write("\n  }")
+
+    out.write("{")
+    first = True
+    for key, value in data.items():
+        if key == "allowed_pairs":
+            stream("allowed", [(c.label, m) for c, m in zip(conn.classes, conn.matrices, strict=True)], False)
+        out.write(("" if first else ",") + f"\n  {json.dumps(key)}: {_indented(value, 1)}")
+        first = False
+    if conn.l7_count():
+        pairs = zip(conn.classes, conn.l7, strict=True)
+        stream("filtered_at_l7", [(c.label, m) for c, m in pairs if m.count()], True)
+    out.write("\n}\n")
+
+
+# Above this many groups, ``-o table`` and ``-o html`` summarise (counts per group and class) instead
+# of drawing the matrix, which would have millions of cells; json and csv always hold every pair.
+SUMMARY_GROUPS = 100
+
+
+def _degree_lines(conn: Connectivity) -> list[str]:
+    """Per group and class: how many groups it reaches and how many reach it."""
+    outs = [[m.rows[g.index].bit_count() for g in conn.groups] for m in conn.matrices]
+    ins = [m.column_counts() for m in conn.matrices]
+    head = "  ".join(f"{c.label} out/in" for c in conn.classes)
+    lines = [f"  {'group':<8} {head}"]
+    for g in conn.groups:
+        cells = "  ".join(
+            f"{f'{o[g.index]}/{i[g.index]}':>{len(c.label) + 7}}"
+            for c, o, i in zip(conn.classes, outs, ins, strict=True)
+        )
+        lines.append(f"  {f'[{g.index + 1}]':<8} {cells}")
+    return lines
+
+
+def render_summary(conn: Connectivity) -> str:
+    """``-o table`` for a large cluster: the groups, per class the pairs allowed, and per group the
+    groups it reaches (out) and that reach it (in)."""
+    n = len(conn.groups)
+    lines = [
+        f"{n} identity groups, {len(conn.classes)} port classes: too many for a matrix "
+        f"(over {SUMMARY_GROUPS} groups); -o csv or -o json list every pair.",
+        "",
+        "groups (pods with the same identity share a row):",
+    ]
+    for g in conn.groups:
+        lines.append(f"  [{g.index + 1}] {g.name} (identity {g.identity}, {len(g.pods)} pods)")
+    lines.append("")
+    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
+        n7 = conn.l7_count(ci)
+        via = f" ({n7} filtered at L7: each request decided by a proxy)" if n7 else ""
+        lines.append(f"{cls.label}: {m.count()} of {n * n} pairs allowed{via}")
+    lines.append("")
+    lines.append("groups reached (out) and reaching (in), per port class:")
+    lines.extend(_degree_lines(conn))
+    return "\n".join(lines) + "\n"
+
+
 def render_table(conn: Connectivity) -> str:
     """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied, ``L7`` allowed at L4
     with each request decided by an L7 proxy."""
+    if len(conn.groups) > SUMMARY_GROUPS:
+        return render_summary(conn)
     width = len(str(len(conn.groups)))
     lines = ["groups (pods with the same identity share a row):"]
     for g in conn.groups:
@@ -331,8 +477,16 @@ def render_csv(conn: Connectivity) -> str:
 
 
 def render_html(conn: Connectivity) -> str:
-    """A self-contained HTML page: one matrix per port class, rows = from, columns = to."""
+    """A self-contained HTML page: one matrix per port class, rows = from, columns = to (above
+    :data:`SUMMARY_GROUPS` groups, the summary of :func:`render_summary` instead)."""
     esc = html.escape
+    if len(conn.groups) > SUMMARY_GROUPS:
+        return (
+            '<!doctype html>\n<html><head><meta charset="utf-8"><title>cilia connectivity</title>'
+            "</head><body>\n<h1>cilia connectivity</h1>\n<pre>"
+            + esc(render_summary(conn))
+            + "</pre>\n</body></html>\n"
+        )
     out = [
         "<!doctype html>",
         '<html><head><meta charset="utf-8"><title>cilia connectivity</title>',

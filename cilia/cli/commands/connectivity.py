@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.connectivity import connectivity, render_html, render_table, write_csv
+from cilia.analyze.connectivity import connectivity, render_html, render_table, write_csv, write_json
 from cilia.cli.commands._analysis import Files, Localhost, Mode, load
-from cilia.cli.render import print_json
 
 
 class Output(StrEnum):
@@ -35,12 +34,14 @@ def register(app: typer.Typer) -> None:
         """Who can reach whom, per port class: pods (grouped by identity), world and host.
 
         Port classes are the ports and protocols the policies distinguish, plus "other".
+        json and csv are streamed; above 100 identity groups table and html summarise (pairs allowed
+        per class, groups reached and reaching per group).
 
         Exit status: 0, or 2 for bad input.
         """
         conn = connectivity(load(filename, enforcement_mode, allow_localhost))
         if output is Output.json:
-            print_json(conn.to_dict())
+            write_json(conn, sys.stdout)
         elif output is Output.csv:
             write_csv(conn, sys.stdout)
         elif output is Output.html:
