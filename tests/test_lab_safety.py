@@ -9,6 +9,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +263,72 @@ def test_a_cluster_nodes_guard_lives_in_its_namespace(tmp_path: Path) -> None:
         assert not guard.installed(tmp_path)  # not in this (the root) namespace
     finally:
         netns.remove(ns)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _tx_packets(ns: str, dev: str) -> int:
+    out = subprocess.run(["ip", "-n", ns, "-s", "-j", "link", "show", dev], capture_output=True, text=True,
+                         check=True).stdout
+    import json
+
+    return int(json.loads(out)[0]["stats64"]["tx"]["packets"])
+
+
+SEND = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (sys.argv[1], 9))"
+
+
+@pytest.mark.root
+def test_the_guard_keeps_lab_addresses_without_a_lab_host_off_the_uplink(tmp_path: Path) -> None:
+    """A scratch node namespace whose default route leads to an "uplink": a veth to a third
+    namespace without any address, which takes what it is given and drops it (nothing leaves the
+    machine; the uplink's counter shows what would have). A pod's datagram for a lab address that
+    no lab host has follows that route until the guard is installed; then it is dropped in the
+    forward hook, and the node's own in the output hook."""
+    node, pod, out = "cilia-lsafe-gnode", "cilia-lsafe-gpod", "cilia-lsafe-gout"
+    for ns in (node, pod, out):
+        netns.create(ns)
+    try:
+        for ns in (node, out):  # IPv4 only: no router solicitations on the uplink's counter
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                            "net.ipv6.conf.default.disable_ipv6=1"], check=True)
+        _ip("-n", node, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", out)
+        _ip("-n", out, "link", "set", "eth0", "up")
+        _ip("-n", node, "link", "set", "uplink0", "up")
+        _ip("-n", node, "route", "add", "default", "dev", "uplink0")
+        _ip("-n", node, "link", "add", "lxclsafe0", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        _ip("-n", node, "link", "set", "lxclsafe0", "up")
+        _ip("-n", node, "addr", "add", "198.18.252.1/32", "dev", "lxclsafe0")
+        _ip("-n", node, "route", "add", "198.18.252.2/32", "dev", "lxclsafe0")
+        _ip("-n", pod, "link", "set", "eth0", "up")
+        _ip("-n", pod, "addr", "add", "198.18.252.2/32", "dev", "eth0")
+        _ip("-n", pod, "route", "add", "198.18.252.1/32", "dev", "eth0")
+        _ip("-n", pod, "route", "add", "198.18.0.0/15", "via", "198.18.252.1", "dev", "eth0")
+        subprocess.run(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+
+        def send(ns: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SEND, "198.19.250.9"],
+                                  capture_output=True, text=True, check=False)
+
+        assert send(pod).returncode == 0  # no guard: the node forwards it to its uplink
+        assert _tx_packets(node, "uplink0") == 1
+        with netns.entered(node):
+            guard.install(tmp_path)
+        assert send(pod).returncode == 0  # sent, and dropped where the node forwards it
+        own = send(node)
+        assert own.returncode != 0 and "Operation not permitted" in own.stderr  # dropped in output
+        assert _tx_packets(node, "uplink0") == 1  # neither the pod's nor the node's own
+        rules = subprocess.run(["ip", "netns", "exec", node, "nft", "list", "table", "inet",
+                                guard.table_name(tmp_path)], capture_output=True, text=True,
+                               check=True).stdout
+        assert 'iifname "lxc*" oifname != "lxc*" oifname != "cilia*" counter packets 1 ' in rules, rules
+        assert ('ip daddr 198.18.0.0/15 oifname != "lo" oifname != "lxc*" oifname != "cilia*" '
+                'counter packets 1 ') in rules, rules
+    finally:
+        for ns in (pod, node, out):
+            netns.remove(ns)
 
 
 @pytest.mark.root

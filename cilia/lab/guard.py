@@ -1,6 +1,9 @@
 """The lab's second guard: an nftables table in the node's forward path that drops every packet
 arriving from a lab device (pod veths ``lxc…``, world hosts' ``ciliaw…``, any other ``cilia…``
-link) for an address outside the lab's ranges (198.18.0.0/15, 2001:2::/48).
+link) for an address outside the lab's ranges (198.18.0.0/15, 2001:2::/48) or for any device that
+is not a lab device (a lab address with nothing of the lab behind it would otherwise follow the
+node's default route off the machine), and in its output path every packet the node itself sends
+to a lab address out of a device that is neither a lab device nor loopback.
 
 It holds while no agent (and so no eBPF datapath) runs; the first guard is the pods' routing
 table, which has routes for the lab's ranges only and no default route. The table is installed
@@ -31,16 +34,26 @@ def table_name(run_dir: Path) -> str:
 
 def ruleset(table: str) -> str:
     """The table as ``nft -f`` reads it (deleted first, so installing again replaces it whole)."""
-    rules = []
+    not_lab_out = " ".join(f'oifname != "{dev}"' for dev in LAB_DEVICES)
+    forward = []
     for dev in LAB_DEVICES:
-        rules.append(f'iifname "{dev}" meta nfproto ipv4 ip daddr != {LAB_RANGE_V4} counter drop')
-        rules.append(f'iifname "{dev}" meta nfproto ipv6 ip6 daddr != {LAB_RANGE_V6} counter drop')
-    body = "\n".join(f"    {r}" for r in rules)
+        forward.append(f'iifname "{dev}" meta nfproto ipv4 ip daddr != {LAB_RANGE_V4} counter drop')
+        forward.append(f'iifname "{dev}" meta nfproto ipv6 ip6 daddr != {LAB_RANGE_V6} counter drop')
+        # a lab address with no lab host behind it would follow the node's default route
+        forward.append(f'iifname "{dev}" {not_lab_out} counter drop')
+    # what the node itself sends to a lab address (the DNS proxy forwarding a query, say) goes to
+    # a lab device or stays on the node, never out of a device of the machine
+    output = [f'meta nfproto ipv4 ip daddr {LAB_RANGE_V4} oifname != "lo" {not_lab_out} counter drop',
+              f'meta nfproto ipv6 ip6 daddr {LAB_RANGE_V6} oifname != "lo" {not_lab_out} counter drop']
+    fwd = "\n".join(f"    {r}" for r in forward)
+    out = "\n".join(f"    {r}" for r in output)
     return (
         f"table inet {table}\ndelete table inet {table}\n"
-        f"table inet {table} {{\n  chain forward {{\n"
-        "    type filter hook forward priority filter - 10; policy accept;\n"
-        f"{body}\n  }}\n}}\n"
+        f"table inet {table} {{\n"
+        "  chain forward {\n    type filter hook forward priority filter - 10; policy accept;\n"
+        f"{fwd}\n  }}\n"
+        "  chain output {\n    type filter hook output priority filter - 10; policy accept;\n"
+        f"{out}\n  }}\n}}\n"
     )
 
 
