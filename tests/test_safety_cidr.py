@@ -69,3 +69,22 @@ def test_lint_reports_every_mapped_cidr() -> None:
         ("CL014", "spec.egressDeny[1].toCIDRSet[0].except[0]"),
         ("CL014", "spec.ingress[0].from[0].ipBlock.cidr"),
     ]
+
+
+def test_addresses_in_services_endpoints_and_pods_are_ips(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / "svc.yaml"
+    f.write_text(
+        'apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: "198.18.255.9\\n"\n'
+        "  selector: {app: web}\n  ports: [{port: 80}]\n---\n"
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: ext}\nsubsets:\n"
+        '- addresses: [{ip: "not-an-ip"}, {ip: 198.19.0.1}]\n  ports: [{port: 80}]\n---\n'
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: ext-1}\n"
+        'endpoints: [{addresses: ["198.19.0.01"]}]\n---\n'
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nstatus: {podIP: "1.2.3.4.5"}\n---\n'
+        "apiVersion: v1\nkind: Service\nmetadata: {name: headless}\nspec: {clusterIP: None}\n"
+    )
+    rc, out, _ = run_cli(["validate", "-f", str(f), "-o", "json"])
+    assert rc == 1
+    assert [e["path"] for e in json.loads(out)["errors"]] == [
+        "spec.clusterIP", "subsets[0].addresses[0].ip", "endpoints[0].addresses[0]", "status.podIP",
+    ]

@@ -29,6 +29,7 @@ from cilia.k8s.names import (
     namespace_errors,
     object_name_errors,
 )
+from cilia.k8s.netaddr import parse_addr
 from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
 from cilia.k8s.policylog import log_findings
 from cilia.k8s.source import Document, FieldPath, format_path
@@ -172,7 +173,16 @@ def _workload_errors(doc: Document) -> list[Error]:
                 _error(doc, ("spec", "selector", key) if key else ("spec", "selector"), m)
                 for key, m in labels_errors(selector)
             ]
+        cluster_ip = spec.get("clusterIP") if isinstance(spec, dict) else None
+        if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
+            errors += _ip_errors(doc, ("spec", "clusterIP"), cluster_ip)
         return errors
+    elif doc.kind in ("Endpoints", "EndpointSlice"):
+        return [e for path, ip in _endpoint_ips(data) for e in _ip_errors(doc, path, ip)]
+    status = data.get("status")
+    pod_ip = status.get("podIP") if doc.kind == "Pod" and isinstance(status, dict) else None
+    if isinstance(pod_ip, str) and pod_ip:
+        errors += _ip_errors(doc, ("status", "podIP"), pod_ip)
     if spec_path:
         node: Any = data
         for part in spec_path:
@@ -191,6 +201,28 @@ def _workload_errors(doc: Document) -> list[Error]:
                 errors.append(_error(doc, path, f'Duplicate value: "{cname}"'))
             seen.add(cname)
     return errors
+
+
+def _ip_errors(doc: Document, path: FieldPath, value: str) -> list[Error]:
+    """An address field: an IP as Go parses it (no zones, no leading zeros, no surrounding text)."""
+    if parse_addr(value) is not None:
+        return []
+    message = f'Invalid value: "{value}": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)'
+    return [_error(doc, path, message)]
+
+
+def _endpoint_ips(data: dict[str, Any]) -> list[tuple[FieldPath, str]]:
+    """(path, address) of every address of an Endpoints or EndpointSlice object."""
+    out: list[tuple[FieldPath, str]] = []
+    for i, subset in enumerate(data.get("subsets") or () if isinstance(data.get("subsets"), list) else ()):
+        for j, a in enumerate(subset.get("addresses") or () if isinstance(subset, dict) else ()):
+            if isinstance(a, dict) and isinstance(a.get("ip"), str):
+                out.append((("subsets", i, "addresses", j, "ip"), a["ip"]))
+    for i, ep in enumerate(data.get("endpoints") or () if isinstance(data.get("endpoints"), list) else ()):
+        for j, addr in enumerate(ep.get("addresses") or () if isinstance(ep, dict) else ()):
+            if isinstance(addr, str):
+                out.append((("endpoints", i, "addresses", j), addr))
+    return out
 
 
 def _policy_errors(doc: Document, flags: Flags) -> list[Error]:
