@@ -125,7 +125,11 @@ class HttpProxy:
         self._compute()
         self.supervisor = Supervisor(self.cfg, self.rules_text, self.ipcache, on_start=self._on_start,
                                      log_path=self.cfg.files.run_dir / "haproxy.log")  # fmt: skip
-        self.supervisor.start()
+        try:
+            self.supervisor.start()
+        except BaseException:
+            self.reader.close()
+            raise
         return self
 
     def _on_start(self) -> None:
@@ -235,7 +239,7 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
         # the node's policy routing for redirected packets (cilia.proxy.transparent, idempotent) and
         # the mark on HAProxy's own connections (no second redirect at the destination)
         transparent.install_routing()
-        marks.install()
+        marks.install(node_port(pcfg))
         with agent._lock:
             proxy = HttpProxy(agent, pcfg, both_at_egress)
             return proxy.start()
@@ -244,18 +248,26 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
         return None
 
 
-def teardown(run_dir: Path) -> list[str]:
+def node_port(cfg: ProxyConfig) -> int:
+    """The node's HTTP ingress proxy port: what names its nftables mark table."""
+    return cfg.ports[("http", Direction.INGRESS)]
+
+
+def teardown(run_dir: Path, node_index: int = 0) -> list[str]:
     """``cilia down``: end an HAProxy a crashed agent left running (by the PID in its pid file, only
-    if it runs this node's configuration), remove the proxy's files, its nftables mark table and the
-    node's policy routing for proxy traffic."""
+    if it runs this node's configuration), remove the proxy's files and the node's nftables mark
+    table, and — when no other node's proxy is left in this namespace — the namespace's policy
+    routing for proxy traffic."""
     files = proxy_files(run_dir)
     removed = []
     if stop_stale(ProxyConfig(files)):
         removed.append("http proxy (haproxy)")
-    if marks.remove():
-        removed.append(f"nftables table inet {marks.NFT_TABLE}")
-    with contextlib.suppress(transparent.RoutingError):
-        removed += transparent.remove_routing()
+    port = DEFAULT_PORTS[("http", Direction.INGRESS)] + NODE_PORT_STRIDE * node_index  # use_node_ports
+    if marks.remove(port):
+        removed.append(f"nftables table inet {marks.table_name(port)}")
+    if not marks.tables():  # the last node with a proxy in this namespace
+        with contextlib.suppress(transparent.RoutingError):
+            removed += transparent.remove_routing()
     if files.run_dir.exists():
         shutil.rmtree(files.run_dir, ignore_errors=True)
         removed.append(str(files.run_dir))

@@ -271,7 +271,7 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     try:
         from cilia.agent.l7proxy import teardown as proxy_teardown
 
-        report.removed += proxy_teardown(cfg.run_dir)  # an HAProxy a crashed agent left, its files
+        report.removed += proxy_teardown(cfg.run_dir, cfg.node_index)  # a crashed agent's HAProxy, files
     except Exception as e:
         report.errors.append(f"http proxy teardown: {e}")
     services_table = cfg.endpoints_path.with_name(SERVICES_TABLE)  # the agent's load-balancing table

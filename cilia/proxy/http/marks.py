@@ -1,5 +1,9 @@
 """The mark on HAProxy's own connections (the node's nftables table ``inet cilia_http_mark``).
 
+Several nodes can share a network namespace (tests, a benchmark beside ``cilia up``); each has its
+own table (named by its HTTP ingress proxy port), and the node that removes the last one also
+removes the namespace's policy routing for proxy traffic (:func:`remove`).
+
 The datapath redirects a connection to the proxy when a policy entry asks for it, on the client's
 side (egress) and on the destination's (ingress). The proxy's onward connection must not be
 redirected a second time by the destination's ingress policy: the proxy decided that policy already
@@ -19,16 +23,20 @@ from cilia.proxy.errors import ProxyError
 from cilia.proxy.transparent import MARK_PROXY_INGRESS
 
 PROXY_GID = 3100  # the group HAProxy runs as (0xc1c, the mark's number)
-NFT_TABLE = "cilia_http_mark"  # family inet
+TABLE_PREFIX = "cilia_http_mark_"  # family inet; one table per node: cilia_http_mark_<its HTTP ingress port>
 
 
 class MarkError(ProxyError, RuntimeError):
     """The nftables table could not be installed or removed."""
 
 
-def ruleset() -> str:
+def table_name(node_port: int) -> str:
+    return f"{TABLE_PREFIX}{node_port}"
+
+
+def ruleset(node_port: int) -> str:
     return (
-        f"table inet {NFT_TABLE} {{\n"
+        f"table inet {table_name(node_port)} {{\n"
         "  chain output {\n"
         "    type filter hook output priority mangle; policy accept;\n"
         f"    meta skgid {PROXY_GID} meta l4proto tcp meta mark set {MARK_PROXY_INGRESS:#x}\n"
@@ -44,15 +52,18 @@ def _nft(*args: str, stdin: str | None = None, check: bool = True) -> subprocess
     return proc
 
 
-def install() -> None:
-    """Install (or replace) the table in the caller's network namespace."""
-    _nft("-f", "-", stdin=f"table inet {NFT_TABLE}\ndelete table inet {NFT_TABLE}\n" + ruleset())
+def install(node_port: int) -> None:
+    """Install (or replace) the node's table in the caller's network namespace."""
+    name = table_name(node_port)
+    _nft("-f", "-", stdin=f"table inet {name}\ndelete table inet {name}\n" + ruleset(node_port))
 
 
-def installed() -> bool:
-    return _nft("list", "table", "inet", NFT_TABLE, check=False).returncode == 0
+def tables() -> list[str]:
+    """The mark tables of every node in the caller's namespace."""
+    out = _nft("list", "tables", "inet", check=False).stdout
+    return sorted(w for line in out.splitlines() for w in line.split() if w.startswith(TABLE_PREFIX))
 
 
-def remove() -> bool:
-    """Remove the table; True if it was there."""
-    return _nft("delete", "table", "inet", NFT_TABLE, check=False).returncode == 0
+def remove(node_port: int) -> bool:
+    """Remove the node's table; True if it was there."""
+    return _nft("delete", "table", "inet", table_name(node_port), check=False).returncode == 0
