@@ -33,3 +33,27 @@ def test_refused_before_anything_is_created(tmp_path: Path, namespace: str, name
 def test_a_long_name_that_fits_is_not_refused_by_the_check(tmp_path: Path) -> None:
     lab = Lab(open_store(backend="memory"), run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
     lab._check_names(PodSpec(namespace="default", name="a" * 241))  # default_<241>.json: 254 bytes
+
+
+@pytest.mark.parametrize("name", ["web\n", "../x", "Web", "a" * 41, "-a", ""])
+def test_world_host_names_are_refused_before_anything_is_created(tmp_path: Path, name: str) -> None:
+    from cilia.lab.world import World, WorldError
+
+    lab = Lab(open_store(backend="memory"), run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    with pytest.raises(WorldError, match="world host name"):
+        World(lab).add(name, "198.19.13.10")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("node_name", "ok"), [("node-1", True), ("cilia-node-1", True), ("node-1\n", False),
+                                                ("node-١", False), ("node-9", False)])
+def test_node_names(node_name: str, ok: bool) -> None:
+    from cilia.agent.cluster import SchedulingError, node_for
+    from cilia.agent.desired import PodKey
+
+    manifest = {"spec": {"nodeName": node_name}}
+    if ok:
+        assert node_for(PodKey("default", "p"), manifest, 3) == 1
+    else:
+        with pytest.raises(SchedulingError):
+            node_for(PodKey("default", "p"), manifest, 3)

@@ -38,7 +38,7 @@ from cilia.store.nodes import DEFAULT_TTL, ClusterView, IPCacheChange, NodeInfo,
 log = logging.getLogger("cilia.agent")
 HOST_PREFIX_LEN = 32
 GC_INTERVAL_S = 60.0  # identity garbage collection rounds (any node may run them)
-_NODE_NAME = re.compile(r"^(?:cilia-)?node-(\d+)$")
+_NODE_NAME = re.compile(r"\A(?:cilia-)?node-([0-9]+)\Z")  # \Z: "$" takes "node-1\n"; ASCII digits
 
 
 class SchedulingError(AgentError, ValueError):

@@ -40,7 +40,7 @@ WORLD_RANGE = ipaddress.IPv4Network("198.19.0.0/16")
 HOST_IF_PREFIX = "ciliaw"
 DNS_HOST = "dns"  # the world host running the lab's DNS server (cilia.lab.dns)
 WORKLOAD_KEY_PREFIX = "world:"  # workload daemon keys; pods use "ns/name", which cannot clash
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+_NAME = re.compile(r"\A[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?\Z")  # \Z: "$" also takes "web\n"
 
 
 class WorldError(LabError):
@@ -176,9 +176,9 @@ class World:
                 raise WorldError(f"address {addr} is routed on this machine already (another node's world?)")
         self.lab._ensure_forwarding()
         netns.create(rec.netns)  # exclusive: from here on the namespace is ours
-        self._write(rec)
         made_link: list[bool] = []
         try:
+            self._write(rec)
             rec = self._plumb(rec, made_link)
             self._write(rec)
             if not rec.workload().empty:
