@@ -1,8 +1,10 @@
 """Every control-plane benchmark in one run: the engine's workloads (a), (a'), (a'') from
-bench/policy_bench.py and the analysis workloads (b), (c) from bench/connectivity_bench.py.
+bench/policy_bench.py and the analysis workloads (b), (c) from bench/connectivity_bench.py, then (b)
+at 100,000 pods (``connectivity_bench.py --scale 100k``, in a process of its own).
 
 The last line is exactly ``summary: cidr_entries=N cidr_ms=X cidr_deny_entries=N cidr_deny_ms=X
-l3_ingress_ms=X l3_egress_ms=X connectivity_s=X incremental_speedup=X`` (on one line; medians).
+l3_ingress_ms=X l3_egress_ms=X connectivity_s=X incremental_speedup=X connectivity_100k_s=X
+connectivity_100k_cpu_s=X connectivity_100k_rss_mib=N`` (on one line; medians).
 The engine's workloads are imported and called; if their functions are not importable any more,
 bench/policy_bench.py is run as a subprocess and its ``summary:`` line is parsed instead.
 """
@@ -21,6 +23,7 @@ from cilia.policy.types import Direction
 
 HERE = Path(__file__).resolve().parent
 
+CONNECTIVITY_100K_KEYS = ("connectivity_100k_s", "connectivity_100k_cpu_s", "connectivity_100k_rss_mib")
 POLICY_KEYS = (
     "cidr_entries",
     "cidr_ms",
@@ -67,12 +70,32 @@ def policy_numbers_subprocess() -> dict[str, str]:
     return {k: found[k] for k in POLICY_KEYS}
 
 
+def connectivity_100k() -> dict[str, str]:
+    """``connectivity_bench.py --scale 100k`` in a process of its own (its peak RSS is then the
+    100k matrix's alone): 100,000 pods, 2,000 namespaces, 10,000 policies (issue 21)."""
+    out = subprocess.run(
+        [sys.executable, str(HERE / "connectivity_bench.py"), "--scale", "100k"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    print(out, end="")
+    last = [line for line in out.splitlines() if line.startswith("summary:")][-1]
+    found = dict(re.findall(r"(\w+)=(\S+)", last))
+    return {
+        "connectivity_100k_s": found["connectivity_s"],
+        "connectivity_100k_cpu_s": found["connectivity_cpu_s"],
+        "connectivity_100k_rss_mib": found["peak_rss_mib"],
+    }
+
+
 def main() -> None:
     numbers = policy_numbers()
     analysis = connectivity_bench.run()
     numbers["connectivity_s"] = f"{analysis['connectivity_s']:.2f}"
     numbers["incremental_speedup"] = f"{analysis['incremental_speedup']:.0f}"
-    keys = (*POLICY_KEYS, "connectivity_s", "incremental_speedup")
+    numbers.update(connectivity_100k())
+    keys = (*POLICY_KEYS, "connectivity_s", "incremental_speedup", *CONNECTIVITY_100K_KEYS)
     print("summary: " + " ".join(f"{k}={numbers[k]}" for k in keys))
 
 
