@@ -1,9 +1,12 @@
 """``cilia connectivity``: who can reach whom, per port class, computed per identity.
 
 Rows and columns are identity groups (pods with the same identity share every verdict), plus
-``world`` and ``host``. For each port class (:mod:`cilia.analyze.portclasses`) each side of each
-group is summarised as a default verdict plus exceptions for the peer identities its MapState names,
-and the matrix is combined as bitsets (:mod:`cilia.analyze.matrix`).
+``world`` and ``host``. For each port class (:mod:`cilia.analyze.portclasses`) each group's egress
+and ingress is a whole row of groups (a Python int as a bitset), evaluated from the candidate entries
+the engine would distill into its MapState (:class:`cilia.analyze.matrix.SideRows`; no MapState is
+built); a cell needs the source's egress row and the destination's ingress row, so the ingress rows
+are transposed and ANDed (:func:`cilia.analyze.matrix.transpose_and`). 100,000 pods (10,000 groups)
+take seconds and a few hundred MiB (docs/benchmarks.md).
 
 A cell is *filtered at L7* when the flow is allowed and a side's deciding entry sends it to an L7
 proxy (HTTP rules, serverNames): the port is open, each request is then decided by the proxy

@@ -1,10 +1,9 @@
-"""A reachability matrix over identities as bitsets, built from one policy *side* per identity.
+"""A reachability matrix over identity groups as bitsets (Python ints: bit ``d`` of row ``s``).
 
-A side (one endpoint's ingress or egress policy) decides the same way for every peer identity it has
-no entry of its own for, so it is described by a default verdict plus per-identity exceptions. Rows are
-Python ints used as bitsets over destination indices: building the matrix costs O(identities + entries)
-big-int operations rather than O(identities²) lookups, which is what lets ``cilia connectivity`` handle
-10,000 pods.
+:class:`SideRows` computes one policy side (an endpoint's ingress or egress) for every peer at once,
+from the engine's candidate entries; :func:`transpose_and` combines egress rows with ingress rows.
+:class:`SideSummary` and :func:`combine` are the earlier form (a side as a default verdict plus
+per-peer exceptions), kept for the benchmark's baseline.
 """
 
 from __future__ import annotations
