@@ -6,13 +6,16 @@ capabilities say so."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
+from helpers_bpf import private_datapath
 
 from cilia.agent import ctgc
 from cilia.agent.datapaths import SimNodeDatapath
 from cilia.agent.interfaces import Capability, NodeDatapath
 from cilia.datapath.bpf.sync import Datapath
+from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 from cilia.datapath.maps.lb import Backend, Frontend
 
 
@@ -28,7 +31,7 @@ def test_the_protocol_names_every_capability_call() -> None:
     calls = set(protocol_calls())
     assert {"set_audit", "sync_services", "set_dns_redirect", "dns_redirects", "dns_origin", "conntrack_gc",
             "conntrack_peers", "read_events", "rules_for", "attach", "set_policy", "update_identity",
-            "teardown"} <= calls  # fmt: skip
+            "teardown", "endpoint_ids"} <= calls  # fmt: skip
     assert "capabilities" in NodeDatapath.__annotations__
 
 
@@ -76,3 +79,15 @@ def test_the_simulated_datapath_records_what_it_cannot_do() -> None:
         0,
     )
     assert ctgc.collect(dp) == 0
+
+
+@pytest.mark.root
+def test_the_kernel_datapath_answers_the_protocol(tmp_path: Path) -> None:
+    """The calls the kernel datapath gained for the protocol, on private pins (no device attached:
+    the endpoint is written into its map directly)."""
+    with private_datapath(tmp_path) as dp:
+        empty = (dp.endpoint_ids(), dp.dns_redirects(), dp.conntrack_peers(), dp.conntrack_gc())
+        assert empty == ({}, {}, set(), 0)
+        dp.endpoints.set(EndpointInfo(424242, 7, 1000, EndpointFlags(0)))
+        dp.set_dns_redirect(7, ("198.18.0.1", 15053))
+        assert (dp.endpoint_ids(), dp.dns_redirects()) == ({424242: 7}, {7: ("198.18.0.1", 15053)})

@@ -47,6 +47,9 @@ class SimNodeDatapath:
         self.endpoints[ifindex] = (endpoint_id, identity)
         self.log.append(("attach", str(ifindex), str(endpoint_id), str(identity)))
 
+    def endpoint_ids(self) -> dict[int, int]:
+        return {ifindex: eid for ifindex, (eid, _) in self.endpoints.items()}
+
     def detach(self, ifindex: int) -> None:
         self.endpoints.pop(ifindex, None)
         self.log.append(("detach", str(ifindex)))

@@ -20,6 +20,7 @@ from typing import Any
 
 from cilia.agent.desired import PodKey
 from cilia.agent.errors import AgentError
+from cilia.agent.interfaces import NodeDatapath
 from cilia.store.files import write_private
 
 log = logging.getLogger(__name__)
@@ -164,16 +165,10 @@ class EndpointTable:
         write_private(self.path, json.dumps(rows, separators=(",", ":")))
 
 
-def pinned_endpoint_ids(datapath: object) -> dict[int, int]:
+def pinned_endpoint_ids(datapath: NodeDatapath) -> dict[int, int]:
     """ifindex → endpoint id as the node datapath's endpoints map holds them (pinned maps outlive the
-    agent): the kernel map's ``dump()`` or the simulated datapath's dict; empty if it has neither."""
-    eps = getattr(datapath, "endpoints", None)
-    if isinstance(eps, dict):
-        return {int(i): int(v[0]) for i, v in eps.items()}
-    dump = getattr(eps, "dump", None)
-    if callable(dump):
-        try:
-            return {int(e.ifindex): int(e.endpoint_id) for e in dump()}
-        except OSError:
-            return {}
-    return {}
+    agent); empty if the map cannot be read."""
+    try:
+        return datapath.endpoint_ids()
+    except OSError:
+        return {}

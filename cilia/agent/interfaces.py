@@ -62,6 +62,10 @@ class NodeDatapath(Protocol):
 
     def detach(self, ifindex: int) -> object: ...
 
+    def endpoint_ids(self) -> dict[int, int]:
+        """ifindex -> endpoint id of the attached endpoints, as the datapath holds them now."""
+        ...
+
     def set_audit(self, endpoint_id: int, on: bool) -> None:
         """Policy audit mode for the endpoint: drops become allows flagged ``audited``."""
         ...

@@ -167,6 +167,11 @@ class Datapath:
         self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
         loader.attach(coll, ifindex)
 
+    def endpoint_ids(self) -> dict[int, int]:
+        """ifindex -> endpoint id, as the pinned endpoints map holds them (it outlives the agent)."""
+        self._coll()
+        return {int(e.ifindex): int(e.endpoint_id) for e in self.endpoints.dump()}
+
     def detach(self, ifindex: int) -> None:
         """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
         loader.detach(ifindex, destroy_qdisc=True)
