@@ -87,7 +87,7 @@ def _documents(rng: random.Random) -> list[dict[str, Any]]:
                     entries = []
                     for _ in range(rng.randint(1, 2)):
                         entry = _peer(rng, direction) | _to_ports(rng, section.endswith("Deny"))
-                        if not section.endswith("Deny") and rng.random() < 0.1:
+                        if not section.endswith("Deny") and rng.random() < 0.25:
                             entry["authentication"] = {"mode": "required"}
                         entries.append(entry)
                     spec[section] = entries
