@@ -57,3 +57,13 @@ def test_node_names(node_name: str, ok: bool) -> None:
     else:
         with pytest.raises(SchedulingError):
             node_for(PodKey("default", "p"), manifest, 3)
+
+
+def test_lookups_never_leave_the_records(tmp_path: Path) -> None:
+    from cilia.lab.world import World
+
+    lab = Lab(open_store(backend="memory"), run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    outside = tmp_path / "x.json"
+    outside.write_text("{}")
+    assert lab.get_pod("..", "../../x") is None and lab.get_pod("default", "a" * 253) is None
+    assert World(lab).get("../../x") is None

@@ -17,6 +17,7 @@ removed by prefix, and nothing the lab did not create is removed at all.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import socket
 import subprocess
@@ -127,8 +128,16 @@ class Lab:
         return [Pod.from_json(json.loads(f.read_text())) for f in files]
 
     def get_pod(self, namespace: str, name: str) -> Pod | None:
-        path = self._record_path(namespace, name)
-        return Pod.from_json(json.loads(path.read_text())) if path.exists() else None
+        if namespace_errors(namespace) or object_name_errors("Pod", name):  # never a path outside the records
+            return None
+        try:
+            return Pod.from_json(json.loads(self._record_path(namespace, name).read_text()))
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # ENAMETOOLONG: no such pod can have been created
+            if e.errno == errno.ENAMETOOLONG:
+                return None
+            raise
 
     def list_pods(self) -> list[Pod]:
         """Pods whose namespace and veth exist on the system now."""

@@ -143,6 +143,8 @@ class World:
         return [WorldHost.from_json(json.loads(f.read_text())) for f in files]
 
     def get(self, name: str) -> WorldHost | None:
+        if not _NAME.match(name):  # never a path outside the records ("../x")
+            return None
         path = self._record_path(name)
         return WorldHost.from_json(json.loads(path.read_text())) if path.exists() else None
 
