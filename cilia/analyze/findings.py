@@ -30,6 +30,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL013": (Severity.WARNING, "Kafka/l7proto rules, which cilia has no proxy for (enforced at L4 only)"),
     "CL014": (Severity.WARNING, "IPv4-mapped IPv6 CIDR (::ffff:a.b.c.d), which matches no IPv4 traffic"),
     "CL015": (Severity.WARNING, "cidrGroupRef/cidrGroupSelector that matches no CiliumCIDRGroup"),
+    "CL016": (Severity.WARNING, "object defined twice: a later document of the same name replaces it"),
 }
 
 

@@ -25,6 +25,7 @@ from cilia.analyze.lintraw import RAW_RULES
 from cilia.analyze.peers import parse_proto
 from cilia.analyze.policydocs import KNP, PolicyDoc, parse_policies
 from cilia.k8s.cluster import build_cluster
+from cilia.k8s.duplicates import find_duplicates, latest_documents, where
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.source import Document, FieldPath
@@ -332,6 +333,27 @@ def _named_ports(pol: PolicyDoc) -> Iterator[tuple[FieldPath, str, str]]:
                             yield path, pp.port, (pp.protocol or "ANY").upper()
 
 
+def duplicate_objects(documents: Sequence[Document]) -> Iterator[Finding]:
+    """CL016: a document replaced by a later one of the same object (kubectl applies both in turn, so
+    only the last one exists in the cluster; analysis keeps only that one too)."""
+    for dup in find_duplicates(documents):
+        doc = dup.earlier
+        _, kind, namespace, name = dup.key
+        what = f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+        line, column = doc.position(("metadata", "name"))
+        yield Finding(
+            "CL016",
+            doc.file,
+            line,
+            column,
+            what,
+            "metadata.name",
+            f"{dup.describe} is defined again at {where(dup.later)}: the later document replaces this one "
+            "(kubectl apply -f leaves only the last), so nothing written here takes effect",
+            "give one of them another name, or merge them into one document",
+        )
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -353,10 +375,12 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
     for pol in policies:
         for rule in RAW_RULES:
             findings.extend(rule(pol))
+    findings.extend(duplicate_objects(result.documents))
     valid = LoadResult(result.files, tuple(valid_docs), (), result.warnings)
     analysis = Analysis(build_cluster(valid), options)
     semantic = _Semantic(analysis, policies)
-    for pol in policies:
+    kept = {id(d) for d in latest_documents(valid_docs)}  # a replaced policy has no rules of its own
+    for pol in (p for p in policies if id(p.doc) in kept):
         for check in (
             semantic.selects_no_pod,
             semantic.peers_match_nothing,

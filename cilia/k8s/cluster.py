@@ -12,6 +12,7 @@ from typing import IO
 
 from cilia.k8s import api, cidrgroup
 from cilia.k8s.cilium_rules import Flags
+from cilia.k8s.duplicates import duplicate_warnings, latest_documents
 from cilia.k8s.errors import ManifestError, ValidationReport
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.objects import (
@@ -47,7 +48,12 @@ from cilia.k8s.validate import validate_result
 
 
 def build_cluster(result: LoadResult) -> Cluster:
-    """Collect the objects of already-validated documents (invalid ones must be filtered before)."""
+    """Collect the objects of already-validated documents (invalid ones must be filtered before).
+
+    A later document of the same object replaces an earlier one, as ``kubectl apply -f`` does
+    (:mod:`cilia.k8s.duplicates`); the cluster's ``warnings`` say which.
+    """
+    documents = latest_documents(result.documents)
     declared: dict[str, Namespace] = {}
     pods: list[Pod] = []
     deployments: list[Deployment] = []
@@ -56,7 +62,7 @@ def build_cluster(result: LoadResult) -> Cluster:
     policies: list[Policy] = []
     ignored: list[Ignored] = []
     groups: dict[str, cidrgroup.CIDRGroup] = {}  # by name: a later document wins, as with kubectl
-    for doc in result.documents:
+    for doc in documents:
         src = Source.of(doc)
         kind = doc.kind
         if kind in POLICY_KINDS:
@@ -100,7 +106,8 @@ def build_cluster(result: LoadResult) -> Cluster:
         policies=tuple(policies),
         ignored=tuple(ignored),
         cidr_groups=tuple(groups[n] for n in sorted(groups)),
-        secrets=secret_values(result.documents),
+        secrets=secret_values(documents),
+        warnings=tuple(duplicate_warnings(result.documents)),
     )
 
 

@@ -306,6 +306,8 @@ class Cluster:
     ignored: tuple[Ignored, ...] = ()
     cidr_groups: tuple[CIDRGroup, ...] = ()  # CiliumCIDRGroups (cilia.k8s.cidrgroup)
     secrets: tuple[tuple[tuple[str, str], str], ...] = ()  # ((namespace, name), value): cilia.k8s.secrets
+    # Later documents that replaced earlier ones of the same object (cilia.k8s.duplicates).
+    warnings: tuple[str, ...] = ()
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from cilia.k8s import api, cidrgroup
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
+from cilia.k8s.duplicates import duplicate_warnings
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import deny_hint
 from cilia.k8s.knp_rules import spec_findings
@@ -373,6 +374,7 @@ def validate_result(result: LoadResult, flags: Flags = Flags()) -> ValidationRep
         e, w = validate_document(doc, flags)
         errors += e
         warnings += w
+    warnings += duplicate_warnings(result.documents)  # the later one is what kubectl would leave
     return ValidationReport(result.files, len(result.documents), tuple(errors), tuple(warnings))
 
 

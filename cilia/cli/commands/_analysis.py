@@ -14,7 +14,7 @@ from cilia.agent.config import AgentConfig
 from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
 from cilia.analyze.learned import NodeDns, NodeStateError
 from cilia.analyze.peers import PeerError
-from cilia.cli.render import print_errors
+from cilia.cli.render import print_errors, print_warnings
 from cilia.k8s.errors import Error, ManifestError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
@@ -85,4 +85,6 @@ def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
 def load(
     files: list[str], mode: EnforcementMode, localhost: AllowLocalhost, dns: NodeDns | None = None
 ) -> Analysis:
-    return guarded(lambda: analyse_paths(files, Options(mode, localhost), dns=dns))
+    analysis = guarded(lambda: analyse_paths(files, Options(mode, localhost), dns=dns))
+    print_warnings(analysis.cluster.warnings)  # documents replaced by later ones of the same name
+    return analysis
