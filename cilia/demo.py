@@ -132,7 +132,7 @@ class Demo:
 
 
 def _short(arg: str) -> str:
-    return str(Path(arg).relative_to(SEED.parent.parent)) if arg.startswith(str(SEED)) else arg
+    return str(Path(arg).relative_to(SEED.parent.parent)) if arg.startswith(str(SEED.parent)) else arg
 
 
 def seed(name: str) -> str:
@@ -276,6 +276,19 @@ def story(d: Demo) -> None:
         why="no policy selects the backend for ingress: database -> backend works",
     )
 
+    d.say("10. L7: app-b takes only GETs from app-a pods on port 80, each request decided by the proxy.")
+    d.cilia("apply", "-f", str(SEED.parent / "l7" / "app-b-http-get.yaml"))
+    d.cilia(
+        "exec", a0, "--", *CURL, f"http://{pods[b0]}/",
+        contains="Server name:", why="GET / matches the HTTP rule: the proxy forwards it",
+    )  # fmt: skip
+    d.cilia(
+        "exec", a0, "--", *CURL, "-X", "POST", f"http://{pods[b0]}/",
+        contains="Access denied", why="POST is not in the rule: the proxy answers 403 (Cilium's answer)",
+    )  # fmt: skip
+    d.cilia("observe", "--protocol", "http", "--last", "2", contains="http-request DENIED",
+            why="each request is an L7 flow, with the rule that decided it")  # fmt: skip
+
 
 def _free_node_index(wanted: int) -> int:
     """``wanted``, unless the node you run with ``cilia up`` uses that pod range."""
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         d.failures.append(f"{type(e).__name__}: {e}")
     finally:
         if not args.keep:
-            d.say("10. Tear the node down: every namespace, link, pin, socket and process goes.")
+            d.say("11. Tear the node down: every namespace, link, pin, socket and process goes.")
             d.cilia("down", "--purge", contains="nothing left behind", why="nothing left behind")
             if d.failures:
                 console.print(f"logs kept for a look: {base}")
