@@ -11,7 +11,7 @@ STAMP := $(VENV)/.cilia-installed
 # Where `make link` puts the `cilia` command.
 BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
 
-.PHONY: setup setup-system demo test test-offline lint link bench bench-datapath bench-node bench-l7 bench-cluster clean
+.PHONY: setup setup-system demo test test-offline lint link bench bench-cli bench-datapath bench-node bench-l7 bench-cluster clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ link: setup
 
 bench: setup
 	$(VPY) bench/bench_all.py
+
+# Start-up of `cilia --help`, `validate` and `trace` as ratios to `python -c pass` (no root needed).
+bench-cli: setup
+	$(VPY) bench/cli_bench.py
 
 bench-datapath: setup setup-system
 	$(VPY) bench/datapath_bench.py

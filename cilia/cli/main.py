@@ -1,40 +1,53 @@
 """Entry point of the ``cilia`` command.
 
-Each module in :mod:`cilia.cli.commands` defines ``register(app: typer.Typer) -> None`` and is
-discovered here, so command modules can be added without touching this file.
+Importing this module is cheap: the typer app (:mod:`cilia.cli.lazy`, also reachable as
+``cilia.cli.main.app``) is built when first used, and each command module is imported only when one
+of its commands runs. ``cilia``, ``cilia --help`` and ``cilia -h`` are answered from the command table
+(:mod:`cilia.cli.registry`) without importing typer at all (``make bench-cli`` measures start-up).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import os
+import sys
+from typing import Any
 
-import typer
-
-from cilia.cli import commands
-
-app = typer.Typer(
-    name="cilia",
-    help="Identity-based network policy for Linux workloads (Cilium semantics, eBPF datapath).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+HELP_ARGS = ([], ["--help"], ["-h"])
 
 
-def _register_all() -> None:
-    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{mod.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from cilia.cli.lazy import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_register_all()
+def _plain_help_wanted() -> bool:
+    """typer would draw help without rich (TYPER_USE_RICH=0, or rich not installed)."""
+    if os.environ.get("TYPER_USE_RICH", "").lower() in ("0", "false", "no", "off", "n", "f"):
+        return True
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def main() -> None:
     """Run the CLI."""
+    if sys.argv[1:] in HELP_ARGS and not _plain_help_wanted():
+        from cilia.cli import tophelp
+        from cilia.cli.registry import COMMANDS, HELP
+
+        prog = os.path.basename(sys.argv[0]) or "cilia"
+        if prog.endswith(".py"):  # python -m cilia / python -m cilia.cli.main, as click names it
+            prog = "python -m " + ("cilia" if prog == "__main__.py" else __name__)
+        tophelp.render(f"{prog} [OPTIONS] COMMAND [ARGS]...", HELP, [(n, h) for n, _, h in COMMANDS])
+        # No command at all is a usage error (exit 2), as click's no_args_is_help has it.
+        raise SystemExit(2 if not sys.argv[1:] else 0)
+    from cilia.cli.lazy import app
+
     app()
 
 

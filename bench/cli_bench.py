@@ -1,0 +1,99 @@
+"""Start-up time of the ``cilia`` command, as ratios to ``python3 -c pass`` measured in the same run.
+
+Four commands, each run as a fresh process, interleaved round by round (so a machine that gets busier
+during the run slows all of them alike); the median wall time of each is compared with the median of
+the baseline:
+
+* baseline: ``python -c pass`` (the same interpreter);
+* help: ``cilia --help``;
+* validate: ``cilia validate -f examples/seed/deny-a-to-b-fixed.yaml`` (one small policy file);
+* trace: ``cilia trace`` on the seed story's deny step (app-a, app-b, the corrected deny).
+
+``cilia`` is the console script next to the interpreter when there is one (what users run), else
+``python -m cilia``. Every command's exit status is checked, so a broken command cannot look fast.
+The last line is exactly ``summary: help_ratio=X validate_ratio=X trace_ratio=X``.
+Targets (issue 15): help ≤ 2, validate ≤ 3, trace ≤ 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = "examples/seed/"
+
+
+def cilia_command() -> list[str]:
+    script = Path(sys.executable).parent / "cilia"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cilia"]
+
+
+def commands() -> dict[str, tuple[list[str], int]]:
+    """name -> (argv, expected exit status)."""
+    cilia = cilia_command()
+    return {
+        "baseline": ([sys.executable, "-c", "pass"], 0),
+        "help": ([*cilia, "--help"], 0),
+        "validate": ([*cilia, "validate", "-f", SEED + "deny-a-to-b-fixed.yaml"], 0),
+        "trace": (
+            [
+                *cilia,
+                "trace",
+                "-f",
+                SEED + "app-a.yaml",
+                "-f",
+                SEED + "app-b.yaml",
+                "-f",
+                SEED + "deny-a-to-b-fixed.yaml",
+                "--from",
+                "deployment:default/app-a",
+                "--to",
+                "deployment:default/app-b",
+                "--port",
+                "80",
+            ],
+            1,  # the corrected deny denies: exit 1
+        ),
+    }
+
+
+def run_once(argv: list[str], expected: int) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != expected:
+        raise SystemExit(
+            f"{' '.join(argv)}: exit {proc.returncode}, expected {expected}\n{proc.stdout}{proc.stderr}"
+        )
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="runs of each command (median taken)")
+    args = parser.parse_args()
+    cmds = commands()
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for argv, expected in cmds.values():  # warm the file cache and .pyc files first
+        run_once(argv, expected)
+    for _ in range(args.rounds):
+        for name, (argv, expected) in cmds.items():
+            times[name].append(run_once(argv, expected))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    base = medians["baseline"]
+    for name, med in medians.items():
+        spread = f"min {min(times[name]) * 1000:.0f} ms, max {max(times[name]) * 1000:.0f} ms"
+        print(f"{name:9} median {med * 1000:6.0f} ms  ratio {med / base:5.2f}  ({spread})")
+    print(
+        f"summary: help_ratio={medians['help'] / base:.2f} validate_ratio={medians['validate'] / base:.2f} "
+        f"trace_ratio={medians['trace'] / base:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
