@@ -2,9 +2,10 @@
 straight to the pod, on a node of its own (private state, pins and pod range).
 
 Two pods: a client and a server running nginx (from Debian) in its network namespace on port 8080
-(the lab's own workload keeps the pod's declared port 80), answering a fixed 200. The same ingress policy is applied twice: without L7 rules (the connection
-goes straight to the pod) and with an HTTP rule (``GET /.*``: the datapath redirects the
-connection to the proxy, which decides every request). For each, wrk (from Debian) runs in the
+(the lab's own workload keeps the pod's declared port 80), answering a fixed 200. The same ingress
+policy is applied twice: without L7 rules (the connection goes straight to the pod) and with an
+HTTP rule (``GET /.*``: the datapath redirects the connection to the proxy, which decides every
+request). For each, wrk (from Debian) runs in the
 client's namespace:
 
 * latency: one keep-alive connection, one request at a time — p50 and p99;
@@ -233,6 +234,9 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
         out["latency_p99_ratio"] = proxied["p99_us"] / direct["p99_us"]
         out["rps_ratio"] = proxied["rps"] / direct["rps"]
 
+        # from here on each policy allows one path only: /change-i is refused until change i
+        manifests.apply(store, [str(write_yaml(base / "change-start.yaml", [policy(["/bench"])]))])
+        wait_for(lambda: probe.get("/change-0") == 403, "the first rule change's starting point")
         change_ms: list[float] = []
         for i in range(changes):
             path = f"/change-{i}"
