@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Mapping
@@ -263,11 +264,12 @@ def teardown(run_dir: Path, node_index: int = 0) -> list[str]:
     if stop_stale(ProxyConfig(files)):
         removed.append("http proxy (haproxy)")
     port = DEFAULT_PORTS[("http", Direction.INGRESS)] + NODE_PORT_STRIDE * node_index  # use_node_ports
-    if marks.remove(port):
-        removed.append(f"nftables table inet {marks.table_name(port)}")
-    if not marks.tables():  # the last node with a proxy in this namespace
-        with contextlib.suppress(transparent.RoutingError):
-            removed += transparent.remove_routing()
+    if os.geteuid() == 0 and shutil.which("nft") is not None:  # only root installed them (start)
+        if marks.remove(port):
+            removed.append(f"nftables table inet {marks.table_name(port)}")
+        if not marks.tables():  # the last node with a proxy in this namespace
+            with contextlib.suppress(transparent.RoutingError):
+                removed += transparent.remove_routing()
     if files.run_dir.exists():
         shutil.rmtree(files.run_dir, ignore_errors=True)
         removed.append(str(files.run_dir))
