@@ -1,36 +1,54 @@
-"""``cilia --help``: the command list, drawn as typer draws help, without typer's rich_utils.
+"""``cilia --help``: the command list, drawn in the layout typer's rich help has, with no library at all.
 
-typer's help renderer imports rich's markdown and syntax modules (markdown_it, pygments: about half of
-what ``cilia --help`` would cost); the top-level help needs neither, so it is drawn here with rich's
-console, panel and table only. Sub-command help stays typer's.
+typer's help renderer imports rich's console, markdown and syntax modules (markdown_it, pygments): most
+of what ``cilia --help`` would cost. A usage line, a paragraph and two boxed two-column lists need none
+of it. Colours as rich would use them, only on a terminal and without ``NO_COLOR``.
+Sub-command help stays typer's.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import textwrap
 from collections.abc import Sequence
+from typing import TextIO
+
+_BOLD_CYAN, _YELLOW, _BOLD, _DIM, _RESET = "\x1b[1;36m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
 
-def render(usage: str, help_text: str, commands: Sequence[tuple[str, str]]) -> None:
-    """Print the usage line, the app's help, the ``-h/--help`` option and the commands to stdout."""
-    from rich import box
-    from rich.console import Console
-    from rich.padding import Padding
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
+def _panel(title: str, rows: Sequence[tuple[str, str]], first: int, width: int, color: bool) -> list[str]:
+    """A rounded box titled ``title`` holding rows of (name, text), text wrapped beside the names."""
+    dim, bold, reset = (_DIM, _BOLD_CYAN, _RESET) if color else ("", "", "")
+    inner = width - 4  # the borders and one space of padding on each side
+    text_width = max(inner - first - 2, 10)
+    lines = [f"{dim}╭─ {reset}{title}{dim} {'─' * max(width - len(title) - 5, 0)}╮{reset}"]
+    for name, text in rows:
+        wrapped = textwrap.wrap(text, text_width) or [""]
+        for i, part in enumerate(wrapped):
+            label = name if i == 0 else ""
+            cell = f"{label:<{first}}  {part}"
+            pad = " " * max(inner - len(cell), 0)
+            shown = f"{bold}{label:<{first}}{reset}  {part}" if label else cell
+            lines.append(f"{dim}│{reset} {shown}{pad} {dim}│{reset}")
+    lines.append(f"{dim}╰{'─' * (width - 2)}╯{reset}")
+    return lines
 
-    console = Console()
-    console.print(Padding(Text.assemble(("Usage: ", "yellow"), (usage, "bold")), 1), highlight=False)
-    console.print(Padding(Text(help_text), (0, 1, 1, 1)), highlight=False)
-    width = max(len(name) for name, _ in commands)
-    options = Table(highlight=False, show_header=False, expand=True, box=None, pad_edge=False)
-    options.add_column(style="bold cyan", no_wrap=True, width=width)
-    options.add_column(ratio=10)
-    options.add_row("-h, --help", "Show this message and exit.")
-    console.print(Panel(options, title="Options", title_align="left", border_style="dim", box=box.ROUNDED))
-    table = Table(highlight=False, show_header=False, expand=True, box=None, pad_edge=False)
-    table.add_column(style="bold cyan", no_wrap=True, width=width)
-    table.add_column(ratio=10)
-    for name, text in commands:
-        table.add_row(name, text)
-    console.print(Panel(table, title="Commands", title_align="left", border_style="dim", box=box.ROUNDED))
+
+def render(
+    usage: str, help_text: str, commands: Sequence[tuple[str, str]], out: TextIO | None = None
+) -> None:
+    """Print the usage line, the app's help, the ``-h/--help`` option and the commands."""
+    out = out or sys.stdout
+    tty = out.isatty()
+    width = shutil.get_terminal_size((80, 24)).columns if tty else 80
+    color = tty and "NO_COLOR" not in os.environ
+    yellow, bold, reset = (_YELLOW, _BOLD, _RESET) if color else ("", "", "")
+    first = max(len(name) for name, _ in commands)
+    lines = ["", f" {yellow}Usage: {reset}{bold}{usage}{reset}", ""]
+    lines += [f" {line}" for line in textwrap.wrap(help_text, width - 2)]
+    lines.append("")
+    lines += _panel("Options", [("-h, --help", "Show this message and exit.")], first, width, color)
+    lines += _panel("Commands", commands, first, width, color)
+    out.write("\n".join(line.ljust(width) if not line.strip() else line for line in lines) + "\n")

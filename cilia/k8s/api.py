@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class APIModel(BaseModel):
     """Base: camelCase aliases, unknown fields rejected, immutable."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # defer_build: a model's validator is built when first used, not when cilia starts (issue 15).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     def to_yaml_obj(self) -> dict[str, Any]:
         """The object as YAML/JSON data, with camelCase keys and omitted fields left out."""

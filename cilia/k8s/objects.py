@@ -37,7 +37,8 @@ POLICY_KINDS = {CNP: "cilium.io/v2", CCNP: "cilium.io/v2", KNP: "networking.k8s.
 class Lenient(BaseModel):
     """Base for non-policy kinds: checks what cilia reads, ignores the rest."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # defer_build: a model's validator is built when first used, not when cilia starts (issue 15).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, defer_build=True)
 
 
 class Meta(Lenient):
