@@ -168,6 +168,16 @@ def wrk(ns: str, url: str, threads: int, conns: int, seconds: int) -> dict[str, 
     return res
 
 
+def cpu_s(pid_file: Path) -> float:
+    """User + system CPU seconds of the process named by ``pid_file`` (0 if there is none)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     vals = sorted(values)
     return vals[min(len(vals) - 1, round(q * (len(vals) - 1)))]
@@ -210,10 +220,15 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
 
         def measure(label: str) -> dict[str, float]:
             lat = wrk(cns, url, 1, 1, seconds)
+            procs = {"agent": cfg.pid_path, "haproxy": cfg.run_dir / "proxy" / "haproxy.pid"}
+            before = {k: cpu_s(p) for k, p in procs.items()}
             thr = wrk(cns, url, 2, conns, seconds)
+            used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
             r = {"p50_us": lat["p50_us"], "p99_us": lat["p99_us"], "rps": thr["rps"]}
             print(f"{label}: latency p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs (1 connection); "
-                  f"{r['rps']:.0f} requests/s ({conns} connections)", flush=True)  # fmt: skip
+                  f"{r['rps']:.0f} requests/s ({conns} connections; CPU meanwhile: agent "
+                  f"{used['agent']:.1f} s, haproxy {used['haproxy']:.1f} s of {seconds} s)",
+                  flush=True)  # fmt: skip
             return r
 
         rev = manifests.apply(store, [str(write_yaml(base / "l4.yaml", [policy(None)]))]).revision

@@ -339,3 +339,16 @@ def test_stop_stale_ends_only_the_nodes_own_haproxy(tmp_path: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_every_thread_decides_with_the_last_loaded_rules(proxy: Proxy) -> None:
+    """HAProxy runs a Lua state per thread; right after `cilia load` returns, requests on
+    connections served by any thread are decided by the new rules."""
+    conns = [proxy.conn() for _ in range(8)]  # spread over HAProxy's threads
+    for rounds in range(4):
+        allowed, refused = ("/a", "/b") if rounds % 2 == 0 else ("/b", "/a")
+        proxy.load(L7Rule(None, (HTTPRule(path=allowed),), refs=frozenset({REF})))
+        for c in conns:
+            assert (ask(c, "GET", allowed)[0], ask(c, "GET", refused)[0]) == (200, 403), rounds
+    for c in conns:
+        c.close()

@@ -1,5 +1,8 @@
--- cilia's HTTP/TLS policy decision inside HAProxy (loaded with lua-load: one shared Lua state, so the
--- rule table swap below is atomic for every thread).
+-- cilia's HTTP/TLS policy decision inside HAProxy, loaded with lua-load-per-thread: every thread has
+-- its own Lua state (no lock between threads) and its own copy of the rule table. "cilia load" parses
+-- the document in the CLI's thread and publishes its path and version in proc-scope variables; any
+-- other thread sees the newer version at its next request and loads the same file first, so no
+-- request is decided by rules older than the last completed "cilia load".
 --
 -- HAProxy parses HTTP and TLS and matches the regexes (PCRE2, translated from RE2 by
 -- cilia.proxy.http.regex); this script only walks the rule table: a request is allowed when any rule
@@ -80,17 +83,38 @@ parse = function(text)
   return new
 end
 
+local function load_file(path)
+  local f = path and io.open(path, "r")
+  if not f then return nil, "cannot open " .. tostring(path) end
+  local text = f:read("a")
+  f:close()
+  local ok, new = pcall(parse, text)
+  if not ok then return nil, tostring(new) end
+  return new
+end
+
 core.register_cli({ "cilia", "load" }, "cilia load <file> : load a cilia HTTP/TLS rules document",
   function(applet, _, _, path)
-    local f = path and io.open(path, "r")
-    if not f then applet:send("ERROR cannot open " .. tostring(path) .. "\n") return end
-    local text = f:read("a")
-    f:close()
-    local ok, new = pcall(parse, text)
-    if not ok then applet:send("ERROR " .. tostring(new) .. "\n") return end
+    local new, err = load_file(path)
+    if not new then applet:send("ERROR " .. err .. "\n") return end
     state = new
+    applet:set_var("proc.cilia_rules_path", path)
+    applet:set_var("proc.cilia_rules_version", new.version)
     applet:send("OK " .. tostring(new.version) .. "\n")
   end)
+
+-- This thread's rule table up to the last "cilia load" (a thread that cannot read it denies all).
+local function sync(txn)
+  local v = txn:get_var("proc.cilia_rules_version")
+  if v == nil or v <= state.version then return end
+  local new, err = load_file(txn:get_var("proc.cilia_rules_path"))
+  if new then
+    state = new
+  else
+    core.Alert("cilia: rules not loaded: " .. err)
+    state = { version = v, policies = {}, ranges = {}, both_at_egress = false }
+  end
+end
 
 core.register_cli({ "cilia", "version" }, "cilia version : the loaded rules document's version",
   function(applet) applet:send(tostring(state.version) .. "\n") end)
@@ -175,6 +199,7 @@ end
 
 -- The HTTP listeners' action: txn.cilia_v becomes "allow" only when every policy that applies allows.
 core.register_action("cilia_http", { "http-req" }, function(txn)
+  sync(txn)
   local direction = txn:get_var("txn.cilia_dir")
   local src, dst = txn:get_var("txn.cilia_src"), txn:get_var("txn.cilia_dst")
   local dport = txn:get_var("txn.cilia_dport")
@@ -219,6 +244,7 @@ end, 0)
 
 -- The TLS listeners' action (after the ClientHello): the SNI against the policy's server names.
 core.register_action("cilia_sni", { "tcp-req" }, function(txn)
+  sync(txn)
   local direction = txn:get_var("sess.cilia_dir")
   local src, dst = txn:get_var("sess.cilia_src"), txn:get_var("sess.cilia_dst")
   local dport = txn:get_var("sess.cilia_dport")

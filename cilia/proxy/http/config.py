@@ -133,7 +133,7 @@ def render(cfg: ProxyConfig) -> str:
         *([f"    gid {PROXY_GID}"] if cfg.transparent else []),  # its packets marked (cilia.proxy.http.marks)
         "    maxconn 8192",
         "    noreuseport",  # a second node's HAProxy on this machine must not share the ports
-        f"    lua-load {cfg.lua_path}",
+        f"    lua-load-per-thread {cfg.lua_path}",  # a Lua state per thread: no lock between them
         f"    log {f.log_socket} len 16384 format raw local0",
         "",
         "defaults",
