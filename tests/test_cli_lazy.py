@@ -89,3 +89,22 @@ def test_lazy_group_still_runs_every_kind_of_command() -> None:
     assert result.exit_code == 0 and "policy" in result.output
     result = runner.invoke(lazy.app, ["no-such-command"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_version_and_short_help() -> None:
+    from cilia import __version__
+
+    out = subprocess.run(
+        [sys.executable, "-m", "cilia", "--version", "-o", "json"], cwd=REPO, capture_output=True, text=True,
+        check=True,
+    ).stdout
+    data = json.loads(out)
+    assert data["kind"] == "Version" and data["cilia"] == __version__ and data["cilium"] == "1.18"
+    runner = CliRunner()
+    for args in (["--version"], ["version"]):
+        result = runner.invoke(lazy.app, args)
+        assert result.exit_code == 0 and result.output.startswith(f"cilia {__version__} (Cilium 1.18")
+    assert json.loads(runner.invoke(lazy.app, ["version", "-o", "json"]).output) == data
+    for args in (["trace", "-h"], ["bpf", "-h"], ["bpf", "policy", "-h"]):
+        result = runner.invoke(lazy.app, args)
+        assert result.exit_code == 0 and "Usage" in result.output, args

@@ -9,7 +9,7 @@ the table still works — it is imported whenever the command list is needed.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -104,7 +104,25 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from cilia.cli.commands.version import version_text
+
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit (as cilia version).",
+        ),
+    ] = False,
+) -> None:
     # A Typer with no command of its own needs a callback to become a group; the commands come lazily.
     pass

@@ -44,6 +44,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("trace", "trace", "Trace a flow offline: each side's verdict and the rule that decided it."),
     ("validate", "validate", "Validate policies and objects as kubectl (strict) and Cilium 1.18 would."),
     ("verify", "verify", "Verify expected verdicts; each mismatch is printed with its trace."),
+    ("version", "version", "Print cilia's version and the Cilium release whose semantics it follows."),
     ("bpf", "bpf", "Inspect the kernel datapath (pinned eBPF maps)."),
     ("node", "cluster", "The nodes of a several-node lab (cilia up --nodes N)."),
     ("dns", "dns", "The lab's DNS server (a world host) and its A records."),

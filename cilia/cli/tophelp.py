@@ -49,6 +49,10 @@ def render(
     lines = ["", f" {yellow}Usage: {reset}{bold}{usage}{reset}", ""]
     lines += [f" {line}" for line in textwrap.wrap(help_text, width - 2)]
     lines.append("")
-    lines += _panel("Options", [("-h, --help", "Show this message and exit.")], first, width, color)
+    options = [
+        ("--version", "Print the version and exit (-o json: as JSON)."),
+        ("-h, --help", "Show this message and exit."),
+    ]
+    lines += _panel("Options", options, first, width, color)
     lines += _panel("Commands", commands, first, width, color)
     out.write("\n".join(line.ljust(width) if not line.strip() else line for line in lines) + "\n")
