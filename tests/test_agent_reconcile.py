@@ -329,12 +329,16 @@ def test_cidr_policies_get_cidr_identities_in_the_ipcache(node: Harness, tmp_pat
     ]
     assert node.allowed(a0.ip, "198.19.1.1") == (True, 0)
     assert node.allowed(a0.ip, "198.19.9.1") == (False, 133)  # the except
-    assert node.allowed(a0.ip, "8.8.8.8") == (False, 133)  # world, not in the set
+    # world, not in the set: an unassigned lab address (anything outside the lab's ranges is the
+    # address guard's drop, 250, whatever the policy says)
+    assert node.allowed(a0.ip, "198.18.250.1") == (False, 133)
+    assert node.allowed(a0.ip, "8.8.8.8") == (False, 250)
     node.store.delete(Kind.CNP.key("default", "to-world-hosts"))
     node.pump()
     assert [i for i in node.datapath.prefixes.values() if i >= 1 << 24] == []
     assert all(i < 1 << 24 for i in node.rec.allocator.identities())
-    assert node.allowed(a0.ip, "8.8.8.8") == (True, 0)
+    assert node.allowed(a0.ip, "198.18.250.1") == (True, 0)
+    assert node.allowed(a0.ip, "8.8.8.8") == (False, 250)
 
 
 TO_SERVICES = """\
