@@ -19,7 +19,9 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[LiveNode]:
-    yield from live_node(tmp_path)
+    n = LiveNode(tmp_path)
+    n.world_hosts.append("dns")  # started with the node: checked for leftovers too
+    yield from live_node(tmp_path, n)
 
 
 def test_world_hosts_reach_pods_through_the_node_and_go_with_down(node: LiveNode) -> None:
@@ -27,8 +29,8 @@ def test_world_hosts_reach_pods_through_the_node_and_go_with_down(node: LiveNode
     web = node.world_add("web", 10, "80/TCP", "5353/UDP")
     node.world_add("peer", 11)
     rows = json.loads(node.cilia("world", "list", "-o", "json").stdout)["items"]
-    assert [(r["name"], r["ip"], r["ports"]) for r in rows] == [
-        ("peer", "198.19.11.11", []), ("web", web, ["80/TCP", "5353/UDP"])]
+    assert [(r["name"], r["ip"], r["ports"]) for r in rows] == [  # dns: the node's DNS server, with the node
+        ("dns", "198.19.11.53", []), ("peer", "198.19.11.11", []), ("web", web, ["80/TCP", "5353/UDP"])]
     body = node.cilia("exec", "client", "--", "curl", "-s", "--max-time", "2", f"http://{web}/").stdout
     assert "Server name: web" in body and f"Server address: {web}:80" in body
     client_ip = node.ips()["client"]
@@ -40,7 +42,7 @@ def test_world_hosts_reach_pods_through_the_node_and_go_with_down(node: LiveNode
     assert outside.returncode == 1 and "outside 198.19.0.0/16" in outside.stderr
     node.cilia("world", "delete", "peer")
     left = json.loads(node.cilia("world", "list", "-o", "json").stdout)["items"]
-    assert [r["name"] for r in left] == ["web"]
+    assert [r["name"] for r in left] == ["dns", "web"]
 
 
 def _node_curl(ip: str) -> bool:

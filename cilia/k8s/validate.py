@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cilia.k8s import api, cidrgroup
+from cilia.k8s import api, cidrgroup, securitycontext
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.duplicates import duplicate_warnings
 from cilia.k8s.errors import Error, ValidationReport
@@ -201,7 +201,19 @@ def _workload_errors(doc: Document) -> list[Error]:
             if cname in seen:
                 errors.append(_error(doc, path, f'Duplicate value: "{cname}"'))
             seen.add(cname)
+        errors += _security_errors(doc, spec_path, node, containers)
     return errors
+
+
+def _security_errors(doc: Document, spec_path: FieldPath, spec: Any, containers: Any) -> list[Error]:
+    """The pod's and each container's ``securityContext`` (:mod:`cilia.k8s.securitycontext`)."""
+    found = securitycontext.pod_problems(
+        spec.get("securityContext") if isinstance(spec, dict) else None, (*spec_path, "securityContext"))
+    for i, c in enumerate(containers if isinstance(containers, list) else ()):
+        if isinstance(c, dict):
+            found += securitycontext.container_problems(
+                c.get("securityContext"), (*spec_path, "containers", i, "securityContext"))
+    return [_error(doc, path, message) for path, message in found]
 
 
 def _ip_errors(doc: Document, path: FieldPath, value: str) -> list[Error]:

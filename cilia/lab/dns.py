@@ -5,9 +5,10 @@ NXDOMAIN. Like CoreDNS it also answers the cluster's Service names: ``NAME.NAMES
 → the Service's ClusterIP (read from the store the lab uses, ``store.json`` beside the records says
 which, at most once a second), and NXDOMAIN for any other name in ``cluster.local``; records
 added with ``cilia dns add`` win over Service names. It runs as its own process inside the host's
-namespace (pid file next to the records), started on the first record and stopped when the world
-host is removed. No packet stops it: whatever one query does wrong is logged (``server.log``) and
-the next one is served.
+namespace (pid file next to the records), started with the node (its agent keeps it running:
+every pod's resolv.conf names it) and stopped when the world
+host is removed. No packet stops it: whatever one query does wrong is logged (``server.log``)
+and the next one is served.
 
 Run it with ``python -m cilia.lab.dns --netns NS --records FILE --pid-file FILE``.
 """
@@ -303,13 +304,30 @@ def start(run_dir: Path, ns: str, wait: float = 5.0) -> int:
 
 
 def ensure(world: World) -> WorldHost:
-    """The DNS world host with its server running (created on first use)."""
+    """The DNS world host with its server running (created on first use). A host whose namespace
+    is gone (the machine restarted under the lab) is removed and created again."""
     host = world.get(DNS_HOST)
+    if host is not None and not netns.exists(host.netns):
+        running = running_pid(world.lab.run_dir)
+        if running is None:  # its record outlived its namespace: clear the leftovers, start over
+            with contextlib.suppress(LabError):
+                world.delete(DNS_HOST)
+            host = None
     if host is None:
         host = world.add(DNS_HOST, server_address(world.node_index))
     write_store_description(world.lab.run_dir, world.lab.store)
     start(world.lab.run_dir, host.netns)
     return host
+
+
+def keep_running(world: World) -> WorldHost | None:
+    """Called with the node and at each runtime check of the agent: every pod's resolv.conf names
+    this server, so it runs from the node's start on (not only after a first ``cilia dns add``) and
+    is started again should it have died. Cheap when it runs (a pid file and /proc); the host, or
+    None when it runs under a record that cannot be read."""
+    if running_pid(world.lab.run_dir) is not None:
+        return world.get(DNS_HOST)
+    return ensure(world)
 
 
 def resolve(server: str, name: str, timeout: float = 2.0, tcp: bool = False,

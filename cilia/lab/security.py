@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cilia.k8s.securitycontext import KNOWN_CAPS  # one list: validate refuses what the lab cannot run
 from cilia.lab.errors import LabError
 
 NOBODY = 65534
@@ -30,14 +31,6 @@ RUNTIME_DEFAULT_CAPS = (
     "chown", "dac_override", "fsetid", "fowner", "mknod", "net_raw", "setgid", "setuid", "setfcap",
     "setpcap", "net_bind_service", "sys_chroot", "kill", "audit_write",
 )  # fmt: skip
-KNOWN_CAPS = frozenset({
-    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
-    "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock",
-    "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin",
-    "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease",
-    "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
-    "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
-})  # fmt: skip
 
 
 @dataclass(frozen=True)

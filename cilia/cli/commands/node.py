@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -31,6 +32,7 @@ from cilia.agent.interfaces import BeforeAddress, PodRuntime, RuntimePod
 from cilia.agent.node import Node
 from cilia.agent.runtime import AddressOnlyRuntime
 from cilia.agent.services import TABLE_NAME as SERVICES_TABLE
+from cilia.lab import dns as lab_dns
 from cilia.lab import netns
 from cilia.lab.errors import PodNotFoundError
 from cilia.lab.ipam import Ipam, gateway
@@ -149,6 +151,7 @@ class LabRuntime:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self._dns_error = ""
 
     def existing(self) -> dict[PodKey, RuntimePod]:
         pods = {PodKey(p.namespace, p.name): _runtime_pod(p) for p in self.lab.list_pods()}
@@ -156,7 +159,20 @@ class LabRuntime:
             if pods:
                 self.lab.restore_workloads()
             World(self.lab).restore_workloads()  # world hosts' servers run in the same daemon
+        self._keep_dns()
         return pods
+
+    def _keep_dns(self) -> None:
+        """The node's DNS server runs from the node's start on (every pod's resolv.conf names it);
+        at each runtime check it is started again if it died. A failure is the agent's warning,
+        not a reason to stop managing pods."""
+        try:
+            lab_dns.keep_running(World(self.lab))
+            self._dns_error = ""
+        except Exception as e:
+            if str(e) != self._dns_error:  # once per distinct failure, not at every check
+                logging.getLogger(__name__).warning("the lab's DNS server is not running: %s", e)
+            self._dns_error = str(e)
 
     def create(self, manifest: dict[str, Any], before_address: BeforeAddress) -> RuntimePod:
         return _runtime_pod(self.lab.create_pod(manifest, lambda p: before_address(_runtime_pod(p))))
