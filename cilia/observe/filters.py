@@ -7,11 +7,23 @@ its values does (OR).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from cilia.observe.flow import L4_NAMES, DnsInfo, Endpoint, Flow, HttpInfo, Verdict, parse_rfc3339
+from cilia.identity.reserved import ReservedIdentity
+from cilia.observe.flow import (
+    L4_NAMES,
+    DnsInfo,
+    Endpoint,
+    Flow,
+    HttpInfo,
+    TrafficDirection,
+    Verdict,
+    parse_rfc3339,
+)
+from cilia.policy.types import DropReason
 
 DEFAULT_NAMESPACE = "default"
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h|d)")  # ASCII digits: \d takes "٣"
@@ -30,6 +42,8 @@ PROTOCOLS = {name.lower(): num for num, name in L4_NAMES.items()} | {"icmp": 1}
 L7_PROTOCOLS = ("dns", "http")  # --protocol dns|http: the proxies' flows (hubble's l7 protocol names)
 # --type, as hubble names event types: the proxy's L7 records, drops, policy verdicts of allowed flows
 EVENT_TYPES = ("l7", "drop", "policy-verdict")
+TCP_FLAGS = ("SYN", "FIN", "RST", "PSH", "ACK", "URG", "ECE", "CWR", "NS")  # hubble's --tcp-flags names
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class FilterError(ValueError):
@@ -182,6 +196,15 @@ class FlowFilter:
     since_ns: int | None = None
     until_ns: int | None = None
     http: HttpMatch = HttpMatch()
+    ips: tuple[Network, ...] = ()  # either side's address (an address or a CIDR)
+    from_ips: tuple[Network, ...] = ()
+    to_ips: tuple[Network, ...] = ()
+    identities: tuple[int, ...] = ()  # either side's security identity
+    from_identities: tuple[int, ...] = ()
+    to_identities: tuple[int, ...] = ()
+    directions: tuple[TrafficDirection, ...] = ()
+    drop_reasons: tuple[DropReason, ...] = ()
+    tcp_flags: tuple[frozenset[str], ...] = ()  # each: flags that must all be set; any of them
 
     @classmethod
     def build(
@@ -204,6 +227,15 @@ class FlowFilter:
         http_statuses: Iterable[str] = (),
         http_paths: Iterable[str] = (),
         http_urls: Iterable[str] = (),
+        ips: Iterable[str] = (),
+        from_ips: Iterable[str] = (),
+        to_ips: Iterable[str] = (),
+        identities: Iterable[str] = (),
+        from_identities: Iterable[str] = (),
+        to_identities: Iterable[str] = (),
+        directions: Iterable[str] = (),
+        drop_reasons: Iterable[str] = (),
+        tcp_flags: Iterable[str] = (),
     ) -> FlowFilter:
         """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
         vs = []
@@ -248,6 +280,15 @@ class FlowFilter:
             since_ns=parse_time_ns(since, now_ns) if since else None,
             until_ns=parse_time_ns(until, now_ns) if until else None,
             http=HttpMatch.build(http_methods, http_statuses, http_paths, http_urls),
+            ips=tuple(_network("--ip", v) for v in ips),
+            from_ips=tuple(_network("--from-ip", v) for v in from_ips),
+            to_ips=tuple(_network("--to-ip", v) for v in to_ips),
+            identities=tuple(_identity("--identity", v) for v in identities),
+            from_identities=tuple(_identity("--from-identity", v) for v in from_identities),
+            to_identities=tuple(_identity("--to-identity", v) for v in to_identities),
+            directions=tuple(_direction(v) for v in directions),
+            drop_reasons=tuple(_drop_reason(v) for v in drop_reasons),
+            tcp_flags=tuple(_tcp_flags(v) for v in tcp_flags),
         )
 
     def matches(self, f: Flow) -> bool:
@@ -268,6 +309,15 @@ class FlowFilter:
             not self.ports or _ports(f) & set(self.ports),
             self.since_ns is None or f.time_ns >= self.since_ns,
             self.until_ns is None or f.time_ns <= self.until_ns,
+            not self.ips or _in(f.ip_source, self.ips) or _in(f.ip_destination, self.ips),
+            not self.from_ips or _in(f.ip_source, self.from_ips),
+            not self.to_ips or _in(f.ip_destination, self.to_ips),
+            not self.identities or src.identity in self.identities or dst.identity in self.identities,
+            not self.from_identities or src.identity in self.from_identities,
+            not self.to_identities or dst.identity in self.to_identities,
+            not self.directions or f.traffic_direction in self.directions,
+            not self.drop_reasons or (f.dropped and f.drop_reason in self.drop_reasons),
+            not self.tcp_flags or any(want <= _flow_tcp_flags(f) for want in self.tcp_flags),
         )
         return all(checks)
 
@@ -278,6 +328,79 @@ class FlowFilter:
 
     def stream(self, flows: Iterable[Flow]) -> Iterator[Flow]:
         return (f for f in flows if self.matches(f))
+
+
+class FilterSet:
+    """hubble's filters with ``--not``: a flow is shown when it passes ``include`` and does not pass
+    ``exclude`` (the filter built from every flag preceded by ``--not``; as in hubble, those flags
+    together make one filter — different ones AND, values of one OR — whose matches are left out)."""
+
+    def __init__(self, include: FlowFilter, exclude: FlowFilter | None = None) -> None:
+        self.include, self.exclude = include, exclude
+
+    def matches(self, f: Flow) -> bool:
+        return self.include.matches(f) and not (self.exclude is not None and self.exclude.matches(f))
+
+
+def _network(flag: str, text: str) -> Network:
+    """An address (a /32 or /128) or a CIDR, as hubble's IP filters take them."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False) if "/" in text else ipaddress.ip_network(
+            ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise FilterError(f"{flag} {text!r}: expected an IP address or a CIDR (198.18.0.10, 198.19.0.0/16)") \
+            from None
+
+
+def _in(ip: str, nets: tuple[Network, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in nets)
+
+
+def _identity(flag: str, text: str) -> int:
+    """A numeric identity or a reserved identity's name (``world``, ``host``, ``reserved:world`` …)."""
+    t = text.strip()
+    if re.fullmatch(r"[0-9]{1,10}", t) and int(t) <= 0xFFFFFFFF:
+        return int(t)
+    name = t.lower().removeprefix("reserved:")
+    for rid in ReservedIdentity:
+        if rid.label_name == name:
+            return int(rid)
+    names = ", ".join(r.label_name for r in ReservedIdentity if r)
+    raise FilterError(f"{flag} {text!r}: expected a numeric identity or one of {names}")
+
+
+def _direction(text: str) -> TrafficDirection:
+    try:
+        return TrafficDirection(text.strip().upper())
+    except ValueError:
+        raise FilterError(f"--traffic-direction {text!r}: expected ingress or egress") from None
+
+
+def _drop_reason(text: str) -> DropReason:
+    """hubble's drop reason names (``POLICY_DENIED``, ``POLICY_DENY`` …), any case."""
+    name = text.strip().upper()
+    if name in DropReason.__members__ and name != "NONE":
+        return DropReason[name]
+    names = ", ".join(r.name for r in DropReason if r)
+    raise FilterError(f"--drop-reason-desc {text!r}: expected one of {names}")
+
+
+def _tcp_flags(text: str) -> frozenset[str]:
+    """``SYN`` or ``SYN,ACK``: every flag of one value must be set."""
+    flags = frozenset(p.strip().upper() for p in text.split(","))
+    unknown = sorted(flags - set(TCP_FLAGS))
+    if unknown:
+        raise FilterError(f"--tcp-flags {text!r}: unknown flag {unknown[0]} (use {', '.join(TCP_FLAGS)})")
+    return flags
+
+
+def _flow_tcp_flags(f: Flow) -> frozenset[str]:
+    """The TCP flags a flow records: cilia's verdict events are of a connection's first packet (SYN)."""
+    return frozenset({"SYN"}) if f.l4.proto == 6 and f.l4.syn else frozenset()
 
 
 def _event_type(f: Flow) -> str:

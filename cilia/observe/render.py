@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from cilia.agent.views import Table
 from cilia.identity.reserved import ReservedIdentity
-from cilia.observe.flow import DnsInfo, Endpoint, Flow, HttpInfo, L7Type, PolicyRef, Verdict
+from cilia.observe.flow import DnsInfo, Endpoint, Flow, HttpInfo, L7Type, PolicyRef, Verdict, rfc3339
 from cilia.policy.types import DropReason
 
 ICMP_TYPES = {
@@ -30,7 +30,8 @@ ICMP_TYPES = {
 }
 VERDICT_WORDS = {Verdict.FORWARDED: "ALLOWED", Verdict.DROPPED: "DENIED", Verdict.AUDIT: "AUDITED",
                  Verdict.REDIRECTED: "REDIRECTED"}
-FORMATS = ("compact", "json", "table")
+FORMATS = ("compact", "dict", "json", "jsonpb", "table")
+DICT_SEPARATOR = "------------"  # between two flows of -o dict, as hubble prints it
 RCODE_NAMES = {0: "NoError", 1: "FormErr", 2: "ServFail", 3: "NXDomain", 4: "NotImp", 5: "Refused"}
 
 
@@ -151,6 +152,46 @@ def json_line(flow: Flow) -> str:
     return json.dumps(flow.to_json(), sort_keys=False)
 
 
+def jsonpb_line(flow: Flow) -> str:
+    """``-o jsonpb``: hubble's GetFlowsResponse — the flow under ``flow``, with its node and time."""
+    return json.dumps({"flow": flow.to_json(), "node_name": flow.node_name, "time": rfc3339(flow.time_ns)})
+
+
+def _event_kind(flow: Flow) -> str:
+    if isinstance(flow.l7, HttpInfo):
+        return "http-request" if flow.l7.type is L7Type.REQUEST else "http-response"
+    if flow.l7 is not None:
+        return "dns-request" if flow.l7.type is L7Type.REQUEST else "dns-response"
+    return f"policy-verdict:{flow.policy_match_type.hubble_name} {flow.traffic_direction.value}"
+
+
+def dict_block(flow: Flow, node_names: bool = False) -> str:
+    """``-o dict``: one ``KEY: value`` line per field, keys right-aligned, as hubble prints them
+    (blocks are separated by :data:`DICT_SEPARATOR`)."""
+    src = endpoint_text(flow, flow.source, flow.ip_source, flow.l4.source_port)
+    dst = endpoint_text(flow, flow.destination, flow.ip_destination, flow.l4.destination_port)
+    rows = [("TIMESTAMP", timestamp(flow)), *((("NODE", flow.node_name),) if node_names else ()),
+            ("SOURCE", src), ("DESTINATION", dst), ("TYPE", _event_kind(flow)),
+            ("VERDICT", flow.verdict.value), ("SUMMARY", l4_summary(flow))]
+    if flow.drop_reason:
+        rows.append(("DROP REASON", flow.drop_reason.name))
+    by = attribution_text(flow)
+    if by:
+        rows.append(("DECIDED BY", by.removeprefix("by ")))
+    return "\n".join(f"{k:>11}: {v}" for k, v in rows)
+
+
+def line(flow: Flow, fmt: str, node_names: bool = False) -> str:
+    """One flow in a streaming format (``compact``, ``dict``, ``json``, ``jsonpb``); no newline."""
+    if fmt == "json":
+        return json_line(flow)
+    if fmt == "jsonpb":
+        return jsonpb_line(flow)
+    if fmt == "dict":
+        return dict_block(flow, node_names)
+    return compact(flow, node_names)
+
+
 TABLE_HEADERS = ("TIME", "SOURCE", "DESTINATION", "DIRECTION", "VERDICT", "SUMMARY", "DECIDED BY")
 
 
@@ -178,9 +219,10 @@ def table(flows: Iterable[Flow], node_names: bool = False) -> str:
 
 
 def render(flows: Iterable[Flow], fmt: str, node_names: bool = False) -> str:
-    """All flows in one format (``compact``, ``json`` or ``table``)."""
+    """All flows in one format (:data:`FORMATS`)."""
     if fmt == "table":
         return table(flows, node_names)
-    if fmt == "json":
-        return "".join(json_line(f) + "\n" for f in flows)
-    return "".join(compact(f, node_names) + "\n" for f in flows)
+    if fmt == "dict":
+        return "".join(f"{DICT_SEPARATOR}\n" * (i > 0) + dict_block(f, node_names) + "\n"
+                       for i, f in enumerate(flows))
+    return "".join(line(f, fmt, node_names) + "\n" for f in flows)

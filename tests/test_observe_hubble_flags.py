@@ -1,0 +1,103 @@
+"""hubble's filter flags on ``cilia observe`` (``--ip``, ``--identity``, ``--traffic-direction``,
+``--drop-reason-desc``, ``--tcp-flags``, ``--not``, ``--first``) and its ``-o dict`` / ``-o jsonpb``
+outputs, through the real CLI on a flow log (golden files in tests/golden/observe)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers_observe import check_golden, seed_flows
+from typer.testing import CliRunner
+
+from cilia.cli.main import app
+from cilia.observe import render
+from cilia.observe.filters import FilterError, FilterSet, FlowFilter
+from cilia.observe.log import FlowLog
+
+FLOWS = seed_flows()
+# seq: 1 a→b deny (egress), 2/3 client→b SYN (egress/ingress), 4 world→b default deny (ingress),
+# 5 client→world 53, 6 client→a default deny, 7 a→client ICMP, 8 a→b deny
+A, B, CLIENT, WORLD = "198.18.0.10", "198.18.0.20", "198.18.0.30", "198.19.0.1"
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("observe-hubble")
+    log = FlowLog(base / "state")
+    for f in FLOWS:
+        log.append(f)
+    log.close()
+    return base
+
+
+def observe(base: Path, *args: str, code: int = 0) -> str:
+    res = CliRunner().invoke(app, ["observe", *args, "--state-dir", str(base / "state"),
+                                   "--run-dir", str(base / "run"), "--from-log"])
+    assert res.exit_code == code, res.output
+    return res.stdout if code == 0 else res.stderr
+
+
+def seqs(base: Path, *args: str) -> list[int]:
+    return [json.loads(line)["seq"] for line in observe(base, *args, "-o", "json").splitlines()]
+
+
+@pytest.mark.parametrize("args, want", [
+    (("--ip", WORLD), [4, 5]),
+    (("--from-ip", CLIENT), [2, 3, 5, 6]),
+    (("--to-ip", "198.19.0.0/16"), [5]),  # a CIDR
+    (("--from-ip", A, "--from-ip", CLIENT), [1, 2, 3, 5, 6, 7, 8]),  # one flag's values: OR
+    (("--from-ip", CLIENT, "--to-ip", B), [2, 3]),  # different flags: AND
+    (("--identity", "world"), []),  # the world peer here has a CIDR identity, not reserved:world
+    (("--identity", "16777217"), [4, 5]),
+    (("--from-identity", "256"), [1, 7, 8]),
+    (("--to-identity", "257", "--traffic-direction", "ingress"), [3, 4]),
+    (("--traffic-direction", "EGRESS", "--verdict", "DROPPED"), [1, 6, 8]),
+    (("--drop-reason-desc", "POLICY_DENIED"), [4, 6]),
+    (("--drop-reason-desc", "policy_deny", "--drop-reason-desc", "POLICY_DENIED"), [1, 4, 6, 8]),
+    (("--tcp-flags", "SYN"), [2, 3]),
+    (("--tcp-flags", "SYN,ACK"), []),  # every flag of one value must be set
+    (("--not", "--verdict", "DROPPED"), [2, 3, 5, 7]),
+    (("--to-ip", B, "--not", "--from-ip", A), [2, 3, 4]),
+    # --not applies to the next flag only; the negated flags make one filter (AND), as in hubble
+    (("--not", "--from-ip", A, "--not", "--verdict", "DROPPED"), [2, 3, 4, 5, 6, 7]),
+    (("--not", "--ip", WORLD, "--first", "2"), [1, 2]),
+    (("--verdict", "DROPPED", "--first", "3"), [1, 4, 6]),
+    (("--verdict=DROPPED", "--not", "--to-identity=257"), [6]),
+])
+def test_filters_combine_as_hubble(logged: Path, args: tuple[str, ...], want: list[int]) -> None:
+    assert seqs(logged, *args) == want
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--not", "--not", "--verdict", "DROPPED"), "consecutive --not"),
+    (("--not",), "--not must come right before a filter flag, not --state-dir"),
+    (("--not", "-o", "json"), "--not must come right before a filter flag"),
+    (("--ip", "web"), "expected an IP address or a CIDR"),
+    (("--identity", "nobody"), "expected a numeric identity or one of"),
+    (("--traffic-direction", "up"), "expected ingress or egress"),
+    (("--drop-reason-desc", "LOST"), "expected one of POLICY_DENIED"),
+    (("--tcp-flags", "SYN,XMAS"), "unknown flag XMAS"),
+    (("--first", "2", "--last", "2"), "--first cannot be combined"),
+])
+def test_bad_filters_are_clean_errors(logged: Path, args: tuple[str, ...], words: str) -> None:
+    assert words in observe(logged, *args, code=2)
+
+
+def test_dict_and_jsonpb_outputs(logged: Path) -> None:
+    out = observe(logged, "-o", "dict")
+    assert out == render.render(FLOWS, "dict")
+    check_golden("seed.dict.txt", out)
+    out = observe(logged, "-o", "jsonpb", "--verdict", "DROPPED")
+    check_golden("dropped.jsonpb", out)
+    first = json.loads(out.splitlines()[0])
+    assert sorted(first) == ["flow", "node_name", "time"] and first["flow"]["seq"] == 1
+    assert first["time"] == first["flow"]["time"]
+
+
+def test_filter_set_in_process() -> None:
+    keep = FilterSet(FlowFilter.build(verdicts=["DROPPED"]), FlowFilter.build(from_ips=[A]))
+    assert [f.seq for f in FLOWS if keep.matches(f)] == [4, 6]
+    with pytest.raises(FilterError):
+        FlowFilter.build(to_ips=["198.19.0.0/33"])
