@@ -101,3 +101,28 @@ def test_filter_set_in_process() -> None:
     assert [f.seq for f in FLOWS if keep.matches(f)] == [4, 6]
     with pytest.raises(FilterError):
         FlowFilter.build(to_ips=["198.19.0.0/33"])
+
+
+def test_hubble_dns_metrics_count_queries_answers_and_refusals() -> None:
+    from dataclasses import replace
+
+    from cilia.observe.flow import DnsInfo, L7Type, Verdict
+    from cilia.observe.metrics import NodeMetrics
+
+    base = FLOWS[4]  # client → the DNS server, 53/UDP
+    query = replace(base, l7=DnsInfo(L7Type.REQUEST, "web.example.test.", ("A",)))
+    answer = replace(base, l7=DnsInfo(L7Type.RESPONSE, "web.example.test.", ("A",), ("198.19.0.5",), 30,
+                                      rrtypes=("A",)))
+    nx = replace(base, l7=DnsInfo(L7Type.RESPONSE, "nowhere.test.", ("A",), rcode=3))
+    refused = replace(base, verdict=Verdict.DROPPED, l7=DnsInfo(L7Type.REQUEST, "evil.test.", ("A",)))
+    m = NodeMetrics()
+    for f in (query, answer, nx, refused, query):
+        m.observe_dns(f)
+    m.observe_dns(FLOWS[0])  # not a DNS flow: not counted
+    q = {"qtypes": "A", "ips_returned": "0"}
+    assert m.value("hubble_dns_queries_total", {"rcode": "", **q}) == 2
+    assert m.value("hubble_dns_queries_total", {"rcode": "Policy denied", **q}) == 1
+    one = {"qtypes": "A", "ips_returned": "1"}
+    assert m.value("hubble_dns_responses_total", {"rcode": "No Error", **one}) == 1
+    assert m.value("hubble_dns_responses_total", {"rcode": "Non-Existent Domain", **q}) == 1
+    assert m.value("hubble_dns_response_types_total", {"type": "A", "qtypes": "A"}) == 1

@@ -19,10 +19,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from cilia.observe.flow import Flow, HttpInfo, TrafficDirection
+from cilia.observe.flow import DnsInfo, Flow, HttpInfo, L7Type, TrafficDirection
 
 REGENERATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 ENFORCEMENT_STATES = ("none", "ingress", "egress", "both")
+# hubble's rcode label of hubble_dns_responses_total (its metrics' own names, not the DNS mnemonics)
+DNS_RCODE_NAMES = {0: "No Error", 1: "Format Error", 2: "Server Failure", 3: "Non-Existent Domain",
+                   4: "Not Implemented", 5: "Query Refused"}
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -109,6 +112,19 @@ class NodeMetrics:
             "hubble_http_request_duration_seconds", "HTTP request to response headers, through the proxy",
             ["method", "reporter"], buckets=HTTP_BUCKETS, registry=r,
         )  # fmt: skip
+        # Hubble's dns metrics: queries (rcode "" — or "Policy denied" for a refused one), answers
+        self.dns_queries = Counter(
+            "hubble_dns_queries", "Number of DNS queries observed", ["rcode", "qtypes", "ips_returned"],
+            registry=r,
+        )  # fmt: skip
+        self.dns_responses = Counter(
+            "hubble_dns_responses", "Number of DNS responses observed", ["rcode", "qtypes", "ips_returned"],
+            registry=r,
+        )  # fmt: skip
+        self.dns_response_types = Counter(
+            "hubble_dns_response_types", "Number of DNS response records, by type", ["type", "qtypes"],
+            registry=r,
+        )  # fmt: skip
         for state in ENFORCEMENT_STATES:
             self.enforcement.labels(state).set(0)
 
@@ -139,6 +155,23 @@ class NodeMetrics:
         self.http_responses.labels(h.method, h.protocol, str(h.code), reporter).inc()
         if not flow.dropped:
             self.http_duration.labels(h.method, reporter).observe(h.latency_ns / 1e9)
+
+    def observe_dns(self, flow: Flow) -> None:
+        """Count one DNS flow of the proxy as hubble's dns handler does: a dropped (refused) query
+        and a query are ``hubble_dns_queries_total``, an answer ``hubble_dns_responses_total`` and
+        one ``hubble_dns_response_types_total`` per record type."""
+        d = flow.l7
+        if not isinstance(d, DnsInfo):
+            return
+        qtypes, ips = ",".join(d.qtypes), str(len(d.ips))
+        if flow.dropped:
+            self.dns_queries.labels("Policy denied", qtypes, ips).inc()
+        elif d.type is L7Type.REQUEST:
+            self.dns_queries.labels("", qtypes, ips).inc()
+        else:
+            self.dns_responses.labels(DNS_RCODE_NAMES.get(d.rcode, str(d.rcode)), qtypes, ips).inc()
+            for rrtype in d.rrtypes:
+                self.dns_response_types.labels(rrtype, qtypes).inc()
 
     def set_datapath_counters(self, rows: Iterable[Any]) -> None:
         """The kernel's counters (:class:`cilia.datapath.maps.metrics.MetricRow` rows): packets by

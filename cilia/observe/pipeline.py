@@ -110,6 +110,8 @@ class FlowPipeline:
             self.ring.add(flow)  # type: ignore[arg-type]
             if self.log is not None:
                 self.log.append(flow)
+        if self.metrics is not None:
+            self.metrics.observe_dns(flow)
         return flow
 
     def ingest_http(self, record: HttpRecord, direction: Direction, allowed: bool,
