@@ -125,6 +125,7 @@ class NodeMetrics:
             "hubble_dns_response_types", "Number of DNS response records, by type", ["type", "qtypes"],
             registry=r,
         )  # fmt: skip
+        self._http_children: dict[tuple[str, str, int, str], tuple[Any, Any, Any]] = {}
         for state in ENFORCEMENT_STATES:
             self.enforcement.labels(state).set(0)
 
@@ -151,10 +152,20 @@ class NodeMetrics:
         if not isinstance(h, HttpInfo):
             return
         reporter = "client" if flow.traffic_direction is TrafficDirection.EGRESS else "server"
-        self.http_requests.labels(h.method, h.protocol, reporter).inc()
-        self.http_responses.labels(h.method, h.protocol, str(h.code), reporter).inc()
+        key = (h.method, h.protocol, h.code, reporter)
+        children = self._http_children.get(key)
+        if children is None:  # labels() costs more than the increments: once per label set
+            children = (
+                self.http_requests.labels(h.method, h.protocol, reporter),
+                self.http_responses.labels(h.method, h.protocol, str(h.code), reporter),
+                self.http_duration.labels(h.method, reporter),
+            )
+            if len(self._http_children) < 4096:  # methods and codes come from clients: bounded
+                self._http_children[key] = children
+        children[0].inc()
+        children[1].inc()
         if not flow.dropped:
-            self.http_duration.labels(h.method, reporter).observe(h.latency_ns / 1e9)
+            children[2].observe(h.latency_ns / 1e9)
 
     def observe_dns(self, flow: Flow) -> None:
         """Count one DNS flow of the proxy as hubble's dns handler does: a dropped (refused) query
