@@ -117,6 +117,8 @@ def test_metrics_from_the_agent(sim: SimAgent) -> None:
         m.value("cilium_policy_endpoint_enforcement_status", {"enforcement": "none"}),
         m.value("cilia_policy_map_capacity"),
     ) == (1, 2, n_eps - 2, 16384)
+    assert m.value("cilium_policy_max_revision") == sim.agent.reconciler.policy.repo.revision > 0
+    assert m.value("cilium_fqdn_active_ips") == 0  # no toFQDNs lookups on this node
     server, stop = serve_metrics(sim.agent, m, "127.0.0.1:0", interval_s=0.05)
     try:
         port = server.server_address[1]

@@ -126,3 +126,29 @@ def test_hubble_dns_metrics_count_queries_answers_and_refusals() -> None:
     assert m.value("hubble_dns_responses_total", {"rcode": "No Error", **one}) == 1
     assert m.value("hubble_dns_responses_total", {"rcode": "Non-Existent Domain", **q}) == 1
     assert m.value("hubble_dns_response_types_total", {"type": "A", "qtypes": "A"}) == 1
+
+
+def test_bytes_policy_revision_and_fqdn_metrics() -> None:
+    from cilia.datapath.maps.metrics import MetricRow
+    from cilia.observe.metrics import NodeMetrics
+
+    m = NodeMetrics()
+    assert m.value("cilium_forward_bytes_total", {"direction": "egress"}) == 0  # no kernel counters yet
+    m.set_datapath_counters([
+        MetricRow("egress", "dropped", "Policy denied", 40, 2400),
+        MetricRow("egress", "forwarded", "", 1000, 90000),
+        MetricRow("egress", "forwarded", "reply", 500, 30000),
+        MetricRow("ingress", "audited", "", 3, 180),
+    ])  # fmt: skip
+    assert m.value("cilium_drop_bytes_total", {"reason": "Policy denied", "direction": "egress"}) == 2400
+    assert m.value("cilium_forward_bytes_total", {"direction": "egress"}) == 120000
+    assert m.value("cilium_forward_bytes_total", {"direction": "ingress"}) == 180
+    m.set_policy_revision(4)  # the first reading: the revision, no change counted
+    m.set_policy_revision(4)
+    m.set_policy_revision(7)
+    assert m.value("cilium_policy_max_revision") == 7
+    assert m.value("cilium_policy_change_total", {"outcome": "success"}) == 3
+    m.set_fqdn(names=2, ips=3, zombies=1, selectors=4)
+    names = ("cilium_fqdn_active_names", "cilium_fqdn_active_ips", "cilium_fqdn_alive_zombie_connections",
+             "cilium_fqdn_selectors")
+    assert [m.value(n) for n in names] == [2, 3, 1, 4]

@@ -102,7 +102,18 @@ def refresh_metrics(agent: Any, metrics: NodeMetrics, map_capacity: int = DEFAUL
             states[state] = states.get(state, 0) + 1
         fill = {e.id: len(rec.applied.get(e.id, ())) for e in rec.endpoints}
         policies = len(rec.policy.repo)
+        revision = rec.policy.repo.revision
+        fqdn_state = getattr(rec, "fqdn", None)
+        cache = getattr(fqdn_state, "cache", None)
+        fqdn = None
+        if cache is not None:
+            ips = cache.addresses()
+            names = {n for ip in ips for n in cache.names(ip)}
+            fqdn = (len(names), len(ips), len(fqdn_state.in_use), len(fqdn_state.selectors_seen or ()))
     metrics.set_policy_count(policies)
+    metrics.set_policy_revision(revision)
+    if fqdn is not None:
+        metrics.set_fqdn(*fqdn)
     metrics.set_enforcement(states)
     metrics.set_map_fill(fill, map_capacity)
     read = getattr(agent.datapath, "metrics", None)

@@ -40,6 +40,7 @@ class _PacketCounters(Collector):
         self._lock = threading.Lock()
         self.from_flows: dict[tuple[str, str, str], int] = {}  # (verdict, reason, direction) -> n
         self.from_kernel: dict[tuple[str, str, str], int] | None = None
+        self.bytes_from_kernel: dict[tuple[str, str, str], int] | None = None  # flows carry no sizes
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         drops = CounterMetricFamily(
@@ -60,6 +61,26 @@ class _PacketCounters(Collector):
             fwd.add_metric([direction], n)
         yield drops
         yield fwd
+        with self._lock:
+            sizes = dict(self.bytes_from_kernel) if self.bytes_from_kernel is not None else None
+        if sizes is None:  # only the kernel counts bytes (the sim datapath has none)
+            return
+        drop_bytes = CounterMetricFamily(
+            "cilium_drop_bytes", "Dropped bytes, by reason and direction", labels=["reason", "direction"]
+        )
+        fwd_bytes = CounterMetricFamily(
+            "cilium_forward_bytes", "Forwarded bytes, by direction", labels=["direction"]
+        )
+        fwd_b: dict[str, int] = {}
+        for (verdict, reason, direction), n in sorted(sizes.items()):
+            if verdict == "dropped":
+                drop_bytes.add_metric([reason, direction], n)
+            else:
+                fwd_b[direction] = fwd_b.get(direction, 0) + n
+        for direction, n in sorted(fwd_b.items()):
+            fwd_bytes.add_metric([direction], n)
+        yield drop_bytes
+        yield fwd_bytes
 
 
 class NodeMetrics:
@@ -126,6 +147,23 @@ class NodeMetrics:
             registry=r,
         )  # fmt: skip
         self._http_children: dict[tuple[str, str, int, str], tuple[Any, Any, Any]] = {}
+        self.policy_max_revision = Gauge(
+            "cilium_policy_max_revision", "Highest policy revision number in the agent", registry=r
+        )
+        self.policy_changes = Counter(
+            "cilium_policy_change", "Number of policy changes by outcome", ["outcome"], registry=r
+        )
+        self._policy_revision_seen: int | None = None
+        # toFQDNs, node-wide (cilia's DNS cache is the node's, not one per endpoint as Cilium's)
+        self.fqdn_active_names = Gauge("cilium_fqdn_active_names", "Names in the DNS cache", registry=r)
+        self.fqdn_active_ips = Gauge("cilium_fqdn_active_ips", "Addresses in the DNS cache", registry=r)
+        self.fqdn_zombies = Gauge(
+            "cilium_fqdn_alive_zombie_connections",
+            "Expired addresses kept because connections to them are still open", registry=r,
+        )  # fmt: skip
+        self.fqdn_selectors = Gauge(
+            "cilium_fqdn_selectors", "toFQDNs selectors of the node's policies", registry=r
+        )
         for state in ENFORCEMENT_STATES:
             self.enforcement.labels(state).set(0)
 
@@ -188,6 +226,7 @@ class NodeMetrics:
         """The kernel's counters (:class:`cilia.datapath.maps.metrics.MetricRow` rows): packets by
         direction/verdict/reason, and the lost / suppressed event counters."""
         counts: dict[tuple[str, str, str], int] = {}
+        sizes: dict[tuple[str, str, str], int] = {}
         for row in rows:
             if not row.direction:
                 if row.verdict == "events lost":
@@ -198,11 +237,30 @@ class NodeMetrics:
             verdict = "dropped" if row.verdict == "dropped" else "forwarded"
             key = (verdict, row.reason if verdict == "dropped" else "", row.direction)
             counts[key] = counts.get(key, 0) + row.packets
+            sizes[key] = sizes.get(key, 0) + row.bytes
         with self._packets._lock:
             self._packets.from_kernel = counts
+            self._packets.bytes_from_kernel = sizes
 
     def set_policy_count(self, n: int) -> None:
         self.policy.set(n)
+
+    def set_policy_revision(self, revision: int) -> None:
+        """The policy repository's revision: ``cilium_policy_max_revision``, and each step since the
+        last one read is one change (``cilium_policy_change_total{outcome="success"}``: a change
+        the repository did not take never bumps it)."""
+        self.policy_max_revision.set(revision)
+        seen = self._policy_revision_seen
+        if seen is not None and revision > seen:
+            self.policy_changes.labels("success").inc(revision - seen)
+        self._policy_revision_seen = revision
+
+    def set_fqdn(self, names: int, ips: int, zombies: int, selectors: int) -> None:
+        """The DNS cache's size, the expired addresses still in use, the toFQDNs selectors."""
+        self.fqdn_active_names.set(names)
+        self.fqdn_active_ips.set(ips)
+        self.fqdn_zombies.set(zombies)
+        self.fqdn_selectors.set(selectors)
 
     def observe_regeneration(self, seconds: float, ok: bool = True, scope: str = "total") -> None:
         self.regeneration.labels(scope, "success" if ok else "failure").observe(seconds)
