@@ -18,9 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cilia.identity.fqdn import name_matches, normalize_fqdn
-from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
+
+if TYPE_CHECKING:
+    from cilia.proxy.dns.cache import DnsCache
 
 
 class NodeStateError(ValueError):
@@ -49,6 +52,9 @@ class NodeDns:
 
     @cached_property
     def cache(self) -> DnsCache:
+        # Imported here: the DNS proxy's modules cost every analysis start-up (issue 15).
+        from cilia.proxy.dns.cache import DnsCache, DnsCacheError, saved_cache
+
         if self.state_dir is None:
             return DnsCache()
         try:

@@ -22,7 +22,6 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cilia.agent.services import SERVICE_RANGE
 from cilia.analyze.peers import PeerError, PeerKind, PeerSpec, PortSpec, proto_name
 from cilia.k8s.objects import Service, ServicePort
 
@@ -84,6 +83,8 @@ def _service(analysis: Analysis, spec: PeerSpec) -> Service | None:
             raise PeerError(f"no Service {spec.namespace}/{spec.name} in the manifests (Services: {known})")
         return found
     if spec.kind is PeerKind.IP:
+        from cilia.agent.services import SERVICE_RANGE  # here: the agent's modules cost start-up (issue 15)
+
         found = next((s for s in services if s.cluster_ip and s.cluster_ip == spec.ip), None)
         if found is None and ipaddress.ip_address(spec.ip) in SERVICE_RANGE:
             # a lab ClusterIP the manifests do not carry: read as an outside address it would be

@@ -10,7 +10,6 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from cilia.agent.config import AgentConfig
 from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
 from cilia.analyze.learned import NodeDns, NodeStateError
 from cilia.analyze.peers import PeerError
@@ -77,6 +76,8 @@ def guarded(action: Callable[[], T]) -> T:
 def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
     """What the node learned from DNS answers: its state directory resolved as the node commands
     do (flag, env, default), read only when a question needs it."""
+    from cilia.agent.config import AgentConfig  # here: the agent's and store's modules cost start-up
+
     if no_state and state_dir is not None:
         raise fail("--no-state and --state-dir contradict each other: give one")
     return NodeDns(None if no_state else AgentConfig.resolve(state_dir).state_dir)
