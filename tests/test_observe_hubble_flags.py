@@ -65,6 +65,8 @@ def seqs(base: Path, *args: str) -> list[int]:
     (("--not", "--ip", WORLD, "--first", "2"), [1, 2]),
     (("--verdict", "DROPPED", "--first", "3"), [1, 4, 6]),
     (("--verdict=DROPPED", "--not", "--to-identity=257"), [6]),
+    (("--to-fqdn", "*.example.com"), []),  # the seed's flows carry no learned names
+    (("--verdict", "DROPPED", "--not", "--fqdn", "api.example.com"), [1, 4, 6, 8]),
 ])
 def test_filters_combine_as_hubble(logged: Path, args: tuple[str, ...], want: list[int]) -> None:
     assert seqs(logged, *args) == want
@@ -152,3 +154,34 @@ def test_bytes_policy_revision_and_fqdn_metrics() -> None:
     names = ("cilium_fqdn_active_names", "cilium_fqdn_active_ips", "cilium_fqdn_alive_zombie_connections",
              "cilium_fqdn_selectors")
     assert [m.value(n) for n in names] == [2, 3, 1, 4]
+
+
+def test_flows_carry_the_names_the_node_learned_and_fqdn_filters_match_them() -> None:
+    from cilia.identity.labels import Labels
+    from cilia.observe.enrich import LocalEndpoint, NodeView
+    from cilia.observe.flow import flow_from_json
+    from cilia.observe.pipeline import FlowPipeline
+    from cilia.proxy.records import DnsRecord
+
+    learned = {"198.19.0.53": ("dns.lab.test",)}
+    view = NodeView(
+        endpoints={A: LocalEndpoint(3, 1234, "default", "client-x", A)},
+        identities={1234: Labels.parse(["k8s:app=client"])},
+        names=lambda ip: learned.get(ip, ()),
+    )
+    p = FlowPipeline(lambda: view, clock_offset_ns=0)
+    flow = p.ingest_dns(DnsRecord(response=False, query="api.example.com", time_ns=1_795_000_001_500_000_000,
+                                  client=(A, 40001), server=("198.19.0.53", 53), proto=17,
+                                  client_identity=1234, server_identity=2))
+    assert (flow.source_names, flow.destination_names) == ((), ("dns.lab.test",))
+    assert flow.to_json()["destination_names"] == ["dns.lab.test"] and "source_names" not in flow.to_json()
+    assert flow_from_json(flow.to_json()) == flow
+
+    def keeps(**kw: list[str]) -> bool:
+        return FlowFilter.build(**kw).matches(flow)
+
+    assert keeps(to_fqdns=["dns.lab.test"]) and keeps(fqdns=["*.LAB.test."]) and keeps(to_fqdns=["*.*.test"])
+    assert not keeps(from_fqdns=["dns.lab.test"]) and not keeps(to_fqdns=["*.test"])  # * stays in one label
+    assert not keeps(fqdns=["api.example.com"])  # the query is not a name of either address
+    with pytest.raises(FilterError, match="--to-fqdn"):
+        FlowFilter.build(to_fqdns=["bad name"])

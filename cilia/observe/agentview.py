@@ -35,6 +35,12 @@ class AgentNodeView:
         self._key: tuple[Any, ...] | None = None
         self._view = NodeView()
 
+    def _names(self, ip: str) -> tuple[str, ...]:
+        """The names the node's DNS proxy learned for ``ip``, as the cache holds them now."""
+        fqdn = getattr(self.agent.reconciler, "fqdn", None)
+        cache = getattr(fqdn, "cache", None)
+        return tuple(sorted(n.rstrip(".") for n in cache.names(ip))) if cache is not None else ()
+
     def __call__(self) -> NodeView:
         rec = self.agent.reconciler
         with self.agent._lock:
@@ -65,7 +71,7 @@ class AgentNodeView:
             ns, _, name = pod.partition("/")
             endpoints[ip] = LocalEndpoint(ep_id, ident, ns, name, ip)
         self._view = NodeView(endpoints, identities, prefixes, policies, audit, rec.policy.repo.revision,
-                              self.node_name)  # fmt: skip
+                              self.node_name, names=self._names)  # fmt: skip
         self._key = key
         return self._view
 

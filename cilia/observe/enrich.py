@@ -9,7 +9,7 @@ changes.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cilia.identity.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, Labels, parse_cidr_key
@@ -48,6 +48,18 @@ class NodeView:
     audit_policies: Mapping[int, EndpointPolicy] = field(default_factory=dict)
     revision: int = 0  # policy repository revision (Hubble's Policy.revision)
     node_name: str = ""
+    # DNS names the node's DNS proxy learned for an address (the live cache: it changes between views)
+    names: Callable[[str], tuple[str, ...]] | None = field(default=None, compare=False)
+
+
+def names_of(view: NodeView, ip: str) -> tuple[str, ...]:
+    """The names learned for ``ip`` (Hubble's ``source_names`` / ``destination_names``), sorted."""
+    if view.names is None or not ip:
+        return ()
+    try:
+        return view.names(ip)
+    except Exception:  # a cache being replaced under us: no names rather than no flow
+        return ()
 
 
 def endpoint_of(view: NodeView, ip: str, identity: int) -> Endpoint:

@@ -205,6 +205,9 @@ class FlowFilter:
     directions: tuple[TrafficDirection, ...] = ()
     drop_reasons: tuple[DropReason, ...] = ()
     tcp_flags: tuple[frozenset[str], ...] = ()  # each: flags that must all be set; any of them
+    fqdns: tuple[re.Pattern[str], ...] = ()  # either side's DNS names (hubble's patterns)
+    from_fqdns: tuple[re.Pattern[str], ...] = ()
+    to_fqdns: tuple[re.Pattern[str], ...] = ()
 
     @classmethod
     def build(
@@ -236,6 +239,9 @@ class FlowFilter:
         directions: Iterable[str] = (),
         drop_reasons: Iterable[str] = (),
         tcp_flags: Iterable[str] = (),
+        fqdns: Iterable[str] = (),
+        from_fqdns: Iterable[str] = (),
+        to_fqdns: Iterable[str] = (),
     ) -> FlowFilter:
         """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
         vs = []
@@ -289,6 +295,9 @@ class FlowFilter:
             directions=tuple(_direction(v) for v in directions),
             drop_reasons=tuple(_drop_reason(v) for v in drop_reasons),
             tcp_flags=tuple(_tcp_flags(v) for v in tcp_flags),
+            fqdns=tuple(_fqdn("--fqdn", v) for v in fqdns),
+            from_fqdns=tuple(_fqdn("--from-fqdn", v) for v in from_fqdns),
+            to_fqdns=tuple(_fqdn("--to-fqdn", v) for v in to_fqdns),
         )
 
     def matches(self, f: Flow) -> bool:
@@ -318,6 +327,9 @@ class FlowFilter:
             not self.directions or f.traffic_direction in self.directions,
             not self.drop_reasons or (f.dropped and f.drop_reason in self.drop_reasons),
             not self.tcp_flags or any(want <= _flow_tcp_flags(f) for want in self.tcp_flags),
+            not self.fqdns or _named(f.source_names, self.fqdns) or _named(f.destination_names, self.fqdns),
+            not self.from_fqdns or _named(f.source_names, self.from_fqdns),
+            not self.to_fqdns or _named(f.destination_names, self.to_fqdns),
         )
         return all(checks)
 
@@ -396,6 +408,22 @@ def _tcp_flags(text: str) -> frozenset[str]:
     if unknown:
         raise FilterError(f"--tcp-flags {text!r}: unknown flag {unknown[0]} (use {', '.join(TCP_FLAGS)})")
     return flags
+
+
+_FQDN_PATTERN = re.compile(r"\A[-a-zA-Z0-9_.*]+\Z")
+
+
+def _fqdn(flag: str, text: str) -> re.Pattern[str]:
+    """A DNS name or a pattern with ``*`` (``*.example.com``): ``*`` stands for any characters a
+    DNS label may hold, within one label; case-insensitive, a trailing dot optional — as hubble."""
+    t = text.strip().lower().rstrip(".")
+    if not t or not _FQDN_PATTERN.match(t):
+        raise FilterError(f"{flag} {text!r}: expected a DNS name or a pattern such as *.example.com")
+    return re.compile(r"\A" + re.escape(t).replace(r"\*", "[-a-z0-9_]*") + r"\Z")
+
+
+def _named(names: tuple[str, ...], patterns: tuple[re.Pattern[str], ...]) -> bool:
+    return any(p.match(n.lower().rstrip(".")) for n in names for p in patterns)
 
 
 def _flow_tcp_flags(f: Flow) -> frozenset[str]:

@@ -315,6 +315,8 @@ class Flow:
     suppressed: int = 0
     note: str = ""
     l7: DnsInfo | HttpInfo | None = None
+    source_names: tuple[str, ...] = ()  # DNS names the node learned for the address (Hubble's field)
+    destination_names: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -392,6 +394,10 @@ class Flow:
             out["suppressed"] = self.suppressed
         if self.note:
             out["note"] = self.note
+        if self.source_names:
+            out["source_names"] = list(self.source_names)
+        if self.destination_names:
+            out["destination_names"] = list(self.destination_names)
         out.update(self.extra)
         return out
 
@@ -422,6 +428,8 @@ _KNOWN = {
     "world",
     "suppressed",
     "note",
+    "source_names",
+    "destination_names",
 }
 
 
@@ -455,6 +463,8 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         suppressed=int(d.get("suppressed", 0)),
         note=d.get("note", ""),
         l7=l7_from_json(d["l7"]) if "l7" in d else None,
+        source_names=tuple(str(n) for n in d.get("source_names", ())),
+        destination_names=tuple(str(n) for n in d.get("destination_names", ())),
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from cilia.agent.flows import FlowRing
 from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
-from cilia.observe.enrich import NodeView, endpoint_of, world_cidr
+from cilia.observe.enrich import NodeView, endpoint_of, names_of, world_cidr
 from cilia.observe.flow import L4, DnsInfo, Flow, HttpInfo, L7Type, PolicyRef, TrafficDirection, Verdict
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
@@ -93,7 +94,7 @@ class FlowPipeline:
         ev = decode(event) if isinstance(event, bytes | bytearray) else event
         with self._lock:  # one order for ring, log and sequence numbers
             self._seq += 1
-            flow = self.make_flow(ev, self._seq)
+            flow = self._named(self.make_flow(ev, self._seq))
             self.ring.add(flow)  # type: ignore[arg-type]
             if self.log is not None:
                 self.log.append(flow)
@@ -102,11 +103,17 @@ class FlowPipeline:
         self.suppressed += ev.suppressed_before
         return flow
 
+    def _named(self, flow: Flow) -> Flow:
+        """The flow with the DNS names the node learned for its two addresses (toFQDNs)."""
+        view = self.view()
+        src, dst = names_of(view, flow.ip_source), names_of(view, flow.ip_destination)
+        return replace(flow, source_names=src, destination_names=dst) if src or dst else flow
+
     def ingest_dns(self, record: DnsRecord) -> Flow:
         """One record of the DNS proxy → one L7 flow, kept in the ring and the log."""
         with self._lock:
             self._seq += 1
-            flow = self.make_dns_flow(record, self._seq)
+            flow = self._named(self.make_dns_flow(record, self._seq))
             self.ring.add(flow)  # type: ignore[arg-type]
             if self.log is not None:
                 self.log.append(flow)
@@ -120,7 +127,8 @@ class FlowPipeline:
         the ring and the log, counted in the http metrics."""
         with self._lock:
             self._seq += 1
-            flow = self.make_http_flow(record, direction, allowed, allowed_by, denied_by, self._seq)
+            flow = self._named(self.make_http_flow(record, direction, allowed, allowed_by, denied_by,
+                                                   self._seq))
             self.ring.add(flow)  # type: ignore[arg-type]
             if self.log is not None:
                 self.log.append(flow)

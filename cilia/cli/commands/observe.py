@@ -39,6 +39,7 @@ FILTER_FLAGS = {
     "--ip": "ips", "--from-ip": "from_ips", "--to-ip": "to_ips", "--identity": "identities",
     "--from-identity": "from_identities", "--to-identity": "to_identities",
     "--traffic-direction": "directions", "--drop-reason-desc": "drop_reasons", "--tcp-flags": "tcp_flags",
+    "--fqdn": "fqdns", "--from-fqdn": "from_fqdns", "--to-fqdn": "to_fqdns",
 }  # fmt: skip
 
 
@@ -151,6 +152,10 @@ def register(app: typer.Typer) -> None:
             "--drop-reason-desc", help="POLICY_DENIED | POLICY_DENY | AUTH_REQUIRED | …")] = None,
         tcp_flags: Annotated[Multi, typer.Option(
             "--tcp-flags", help="SYN, or SYN,ACK: all of them set")] = None,
+        fqdn: Annotated[Multi, typer.Option(
+            "--fqdn", help="A DNS name (or *.pattern) the node learned for either side")] = None,
+        from_fqdn: Annotated[Multi, typer.Option("--from-fqdn", help="A DNS name of the source")] = None,
+        to_fqdn: Annotated[Multi, typer.Option("--to-fqdn", help="A DNS name of the destination")] = None,
         not_: Annotated[bool, typer.Option(
             "--not", help="Leave out the flows the next filter flag matches")] = False,
         first: Annotated[int | None, typer.Option("--first", help="Only the oldest N matching flows")] = None,
@@ -195,6 +200,7 @@ def register(app: typer.Typer) -> None:
                     "ips": ip, "from_ips": from_ip, "to_ips": to_ip, "identities": identity,
                     "from_identities": from_identity, "to_identities": to_identity,
                     "directions": traffic_direction, "drop_reasons": drop_reason_desc, "tcp_flags": tcp_flags,
+                    "fqdns": fqdn, "from_fqdns": from_fqdn, "to_fqdns": to_fqdn,
                 }.items() if v}  # fmt: skip
             now = time.time_ns()
             include: dict[str, Any] = dict(kept)
