@@ -215,3 +215,39 @@ def test_killed_proxy_fails_closed_then_recovers(node: LiveNode) -> None:
     assert settle(node, "l7-client", f"http://{server_ip}/x", 200) == 200  # restarted, same rules
     assert http(node, "l7-client", f"http://{server_ip}/x", "-X", "POST") == 200
     assert int(pid_file.read_text().split()[0]) != pid
+
+
+def test_tls_server_names(node: LiveNode, tmp_path: Path) -> None:
+    """serverNames on a live node: the ClientHello's SNI decided by the TLS listener (no TLS
+    termination); a refused name gets its connection closed."""
+    import subprocess
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=lab", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    argv = ["openssl", "s_server", "-quiet", "-accept", "443", "-key", str(key), "-cert", str(cert), "-www"]
+    server = subprocess.Popen([*netns.exec_argv(netns_of(node, "l7-server")), *argv],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        ip = ips(node)["l7-server"]
+        ports = [{"port": "443", "protocol": "TCP"}]
+        to_ports = [{"ports": ports, "serverNames": ["*.example.com"]}]
+        peer = [{"matchLabels": {"app": "l7-client"}}]
+        node.apply(server_policy({"fromEndpoints": peer, "toPorts": to_ports}))
+
+        def https(name: str) -> int:
+            curl = ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3"]
+            out = node.cilia("exec", "l7-client", "--", *curl, "--resolve", f"{name}:443:{ip}", f"https://{name}/",
+                             check=False)  # fmt: skip
+            return int(out.stdout) if out.stdout.strip().isdigit() else 0
+
+        deadline = time.monotonic() + 15
+        while https("api.example.com") != 200 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert https("api.example.com") == 200
+        assert https("evil.org") == 0  # the proxy closed the connection after the ClientHello
+        assert https("a.b.example.com") == 0  # '*' stays within one label
+    finally:
+        server.kill()
+        server.wait()
