@@ -126,3 +126,11 @@ def test_metrics_from_the_agent(sim: SimAgent) -> None:
     finally:
         stop.set()
     assert "cilium_policy 1.0" in body
+
+
+def test_local_pods_carry_their_deployment_as_workload(sim: SimAgent) -> None:
+    from cilia.observe.agentview import AgentNodeView
+
+    view = AgentNodeView(sim.agent)()
+    owners = {ep.pod_name.rsplit("-", 2)[0]: ep.workloads for ep in view.endpoints.values()}
+    assert owners["app-a"] == (("Deployment", "app-a"),) and owners["app-b"] == (("Deployment", "app-b"),)

@@ -185,3 +185,28 @@ def test_flows_carry_the_names_the_node_learned_and_fqdn_filters_match_them() ->
     assert not keeps(fqdns=["api.example.com"])  # the query is not a name of either address
     with pytest.raises(FilterError, match="--to-fqdn"):
         FlowFilter.build(to_fqdns=["bad name"])
+
+
+def test_workloads_of_local_pods_and_the_workload_filters() -> None:
+    from dataclasses import replace
+
+    from cilia.observe.enrich import LocalEndpoint, NodeView, endpoint_of
+    from cilia.observe.flow import Endpoint, flow_from_json
+
+    owner = (("Deployment", "app-a"),)
+    view = NodeView(endpoints={A: LocalEndpoint(3, 256, "default", "app-a-7d4b9-x", A, owner)})
+    src = endpoint_of(view, A, 256)
+    assert src.workloads == (("Deployment", "app-a"),)
+    assert src.to_json()["workloads"] == [{"name": "app-a", "kind": "Deployment"}]
+    assert Endpoint.from_json(src.to_json()) == src
+    flow = replace(FLOWS[0], source=src)
+    assert flow_from_json(flow.to_json()) == flow
+
+    def keeps(**kw: list[str]) -> bool:
+        return FlowFilter.build(**kw).matches(flow)
+
+    assert keeps(from_workloads=["app-a"]) and keeps(workloads=["Deployment/app-a"])
+    assert keeps(from_workloads=["app-b", "app-a"])
+    assert not keeps(to_workloads=["app-a"]) and not keeps(from_workloads=["StatefulSet/app-a"])
+    with pytest.raises(FilterError, match="--from-workload"):
+        FlowFilter.build(from_workloads=["/app-a"])

@@ -21,6 +21,13 @@ from cilia.observe.pipeline import DEFAULT_RING, FlowPipeline
 HOST_PREFIX = {4: 32, 6: 128}
 
 
+def _workloads(manifest: Any) -> tuple[tuple[str, str], ...]:
+    """(kind, name) of a pod manifest's owners (``metadata.ownerReferences``), as Hubble's workloads."""
+    meta = manifest.get("metadata") if isinstance(manifest, dict) else None
+    refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    return tuple((str(r.get("kind", "")), str(r.get("name", ""))) for r in refs or () if isinstance(r, dict))
+
+
 class AgentNodeView:
     """Builds the agent's :class:`NodeView`, rebuilt only when its reconciled state moved on
     (store revision, policy revision, endpoint set, identities); reads under the agent's lock, as
@@ -44,7 +51,8 @@ class AgentNodeView:
     def __call__(self) -> NodeView:
         rec = self.agent.reconciler
         with self.agent._lock:
-            eps = tuple((e.id, e.ip, e.identity, str(e.pod)) for e in rec.endpoints)
+            eps = tuple((e.id, e.ip, e.identity, str(e.pod), _workloads(rec.desired.raw_pods.get(e.pod)))
+                        for e in rec.endpoints)
             identities = dict(rec.allocator.identities())
             audit_revision = getattr(rec.policy, "audit_revision", 0)
             key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), audit_revision)
@@ -67,9 +75,9 @@ class AgentNodeView:
                 if full is not None:
                     audit[ident] = full
         endpoints = {}
-        for ep_id, ip, ident, pod in eps:
+        for ep_id, ip, ident, pod, workloads in eps:
             ns, _, name = pod.partition("/")
-            endpoints[ip] = LocalEndpoint(ep_id, ident, ns, name, ip)
+            endpoints[ip] = LocalEndpoint(ep_id, ident, ns, name, ip, workloads)
         self._view = NodeView(endpoints, identities, prefixes, policies, audit, rec.policy.repo.revision,
                               self.node_name, names=self._names)  # fmt: skip
         self._key = key

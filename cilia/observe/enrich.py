@@ -30,6 +30,7 @@ class LocalEndpoint:
     namespace: str
     pod_name: str
     ip: str
+    workloads: tuple[tuple[str, str], ...] = ()  # (kind, name) of the pod's owners (a Deployment)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def endpoint_of(view: NodeView, ip: str, identity: int) -> Endpoint:
     strings = hubble_labels(labels) if labels is not None else _reserved_labels(identity)
     local = view.endpoints.get(ip)
     if local is not None:
-        return Endpoint(local.endpoint_id, identity, local.namespace, local.pod_name, strings)
+        return Endpoint(local.endpoint_id, identity, local.namespace, local.pod_name, strings,
+                        local.workloads)
     ns = labels.sources_of(POD_NAMESPACE_LABEL).get(SOURCE_K8S, "") if labels is not None else ""
     return Endpoint(0, identity, ns, "", strings)
 

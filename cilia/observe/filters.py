@@ -208,6 +208,9 @@ class FlowFilter:
     fqdns: tuple[re.Pattern[str], ...] = ()  # either side's DNS names (hubble's patterns)
     from_fqdns: tuple[re.Pattern[str], ...] = ()
     to_fqdns: tuple[re.Pattern[str], ...] = ()
+    workloads: tuple[tuple[str, str], ...] = ()  # (kind or "", name): either side's owner
+    from_workloads: tuple[tuple[str, str], ...] = ()
+    to_workloads: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def build(
@@ -242,6 +245,9 @@ class FlowFilter:
         fqdns: Iterable[str] = (),
         from_fqdns: Iterable[str] = (),
         to_fqdns: Iterable[str] = (),
+        workloads: Iterable[str] = (),
+        from_workloads: Iterable[str] = (),
+        to_workloads: Iterable[str] = (),
     ) -> FlowFilter:
         """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
         vs = []
@@ -298,6 +304,9 @@ class FlowFilter:
             fqdns=tuple(_fqdn("--fqdn", v) for v in fqdns),
             from_fqdns=tuple(_fqdn("--from-fqdn", v) for v in from_fqdns),
             to_fqdns=tuple(_fqdn("--to-fqdn", v) for v in to_fqdns),
+            workloads=tuple(_workload("--workload", v) for v in workloads),
+            from_workloads=tuple(_workload("--from-workload", v) for v in from_workloads),
+            to_workloads=tuple(_workload("--to-workload", v) for v in to_workloads),
         )
 
     def matches(self, f: Flow) -> bool:
@@ -330,6 +339,9 @@ class FlowFilter:
             not self.fqdns or _named(f.source_names, self.fqdns) or _named(f.destination_names, self.fqdns),
             not self.from_fqdns or _named(f.source_names, self.from_fqdns),
             not self.to_fqdns or _named(f.destination_names, self.to_fqdns),
+            not self.workloads or _owned(src, self.workloads) or _owned(dst, self.workloads),
+            not self.from_workloads or _owned(src, self.from_workloads),
+            not self.to_workloads or _owned(dst, self.to_workloads),
         )
         return all(checks)
 
@@ -424,6 +436,18 @@ def _fqdn(flag: str, text: str) -> re.Pattern[str]:
 
 def _named(names: tuple[str, ...], patterns: tuple[re.Pattern[str], ...]) -> bool:
     return any(p.match(n.lower().rstrip(".")) for n in names for p in patterns)
+
+
+def _workload(flag: str, text: str) -> tuple[str, str]:
+    """``NAME`` or ``KIND/NAME`` (``Deployment/app-a``), as hubble's workload filters."""
+    kind, sep, name = text.strip().rpartition("/")
+    if not name or (sep and not kind):
+        raise FilterError(f"{flag} {text!r}: expected NAME or KIND/NAME (Deployment/app-a)")
+    return kind, name
+
+
+def _owned(ep: Endpoint, wanted: tuple[tuple[str, str], ...]) -> bool:
+    return any(name == n and (not kind or kind == k) for kind, name in wanted for k, n in ep.workloads)
 
 
 def _flow_tcp_flags(f: Flow) -> frozenset[str]:

@@ -114,6 +114,7 @@ class Endpoint:
     namespace: str = ""
     pod_name: str = ""
     labels: tuple[str, ...] = ()
+    workloads: tuple[tuple[str, str], ...] = ()  # (kind, name) of the pod's owners: Hubble's workloads
 
     @property
     def pod(self) -> str:
@@ -127,6 +128,8 @@ class Endpoint:
         if self.pod_name:
             out["pod_name"] = self.pod_name
         out["labels"] = list(self.labels)
+        if self.workloads:
+            out["workloads"] = [{"name": name, "kind": kind} for kind, name in self.workloads]
         return out
 
     @classmethod
@@ -137,6 +140,7 @@ class Endpoint:
             d.get("namespace", ""),
             d.get("pod_name", ""),
             tuple(d.get("labels", ())),
+            tuple((str(w.get("kind", "")), str(w.get("name", ""))) for w in d.get("workloads", ())),
         )
 
 

@@ -40,6 +40,7 @@ FILTER_FLAGS = {
     "--from-identity": "from_identities", "--to-identity": "to_identities",
     "--traffic-direction": "directions", "--drop-reason-desc": "drop_reasons", "--tcp-flags": "tcp_flags",
     "--fqdn": "fqdns", "--from-fqdn": "from_fqdns", "--to-fqdn": "to_fqdns",
+    "--workload": "workloads", "--from-workload": "from_workloads", "--to-workload": "to_workloads",
 }  # fmt: skip
 
 
@@ -156,6 +157,12 @@ def register(app: typer.Typer) -> None:
             "--fqdn", help="A DNS name (or *.pattern) the node learned for either side")] = None,
         from_fqdn: Annotated[Multi, typer.Option("--from-fqdn", help="A DNS name of the source")] = None,
         to_fqdn: Annotated[Multi, typer.Option("--to-fqdn", help="A DNS name of the destination")] = None,
+        workload: Annotated[Multi, typer.Option(
+            "--workload", help="[KIND/]NAME of either side's owner (Deployment/app-a)")] = None,
+        from_workload: Annotated[Multi, typer.Option(
+            "--from-workload", help="[KIND/]NAME of the source's owner")] = None,
+        to_workload: Annotated[Multi, typer.Option(
+            "--to-workload", help="[KIND/]NAME of the destination's owner")] = None,
         not_: Annotated[bool, typer.Option(
             "--not", help="Leave out the flows the next filter flag matches")] = False,
         first: Annotated[int | None, typer.Option("--first", help="Only the oldest N matching flows")] = None,
@@ -201,6 +208,7 @@ def register(app: typer.Typer) -> None:
                     "from_identities": from_identity, "to_identities": to_identity,
                     "directions": traffic_direction, "drop_reasons": drop_reason_desc, "tcp_flags": tcp_flags,
                     "fqdns": fqdn, "from_fqdns": from_fqdn, "to_fqdns": to_fqdn,
+                    "workloads": workload, "from_workloads": from_workload, "to_workloads": to_workload,
                 }.items() if v}  # fmt: skip
             now = time.time_ns()
             include: dict[str, Any] = dict(kept)
