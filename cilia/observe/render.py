@@ -192,7 +192,8 @@ def line(flow: Flow, fmt: str, node_names: bool = False) -> str:
     return compact(flow, node_names)
 
 
-TABLE_HEADERS = ("TIME", "SOURCE", "DESTINATION", "DIRECTION", "VERDICT", "SUMMARY", "DECIDED BY")
+# hubble's table columns (TIMESTAMP SOURCE DESTINATION TYPE VERDICT SUMMARY), then cilia's DECIDED BY
+TABLE_HEADERS = ("TIMESTAMP", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY", "DECIDED BY")
 
 
 def table_row(flow: Flow, node_names: bool = False) -> tuple[str, ...]:
@@ -205,7 +206,7 @@ def table_row(flow: Flow, node_names: bool = False) -> tuple[str, ...]:
         *node,
         src,
         dst,
-        flow.traffic_direction.value,
+        _event_kind(flow),
         flow.verdict.value,
         summary,
         attribution_text(flow).removeprefix("by "),
