@@ -7,6 +7,8 @@ over :mod:`cilia.lab` is composed by the ``cilia agent`` command.)
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -16,10 +18,14 @@ from cilia.agent.desired import PodKey
 from cilia.agent.interfaces import BeforeAddress, RuntimePod
 from cilia.store.files import write_json
 
+log = logging.getLogger(__name__)
+
 
 class AddressOnlyRuntime:
     """Pods with an address from ``allocate(owner)`` (released with ``release(owner)``), no
-    namespace. Records live in a JSON file so a restart adopts them like real pods."""
+    namespace. Records live in a JSON file (0600, atomic) so a restart adopts them like real pods; a
+    file that cannot be read is kept aside as ``<name>.corrupt`` with a warning and the runtime starts
+    with no pods (the reconciler then creates the store's pods again)."""
 
     def __init__(
         self,
@@ -33,11 +39,29 @@ class AddressOnlyRuntime:
         self._release = release
         self._gateway = gateway
         self._pods: dict[PodKey, RuntimePod] = {}
+        self.recovered: str | None = None  # why the saved pods were unreadable, if they were
         if path.exists():
-            for d in json.loads(path.read_text() or "[]"):
-                ns, _, name = d["pod"].partition("/")
-                rp = RuntimePod(PodKey(ns, name), d["ip"], d["ifindex"], d["host_ifname"], d["netns"])
-                self._pods[rp.pod] = rp
+            try:
+                self._load()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                self._pods.clear()
+                self.recovered = f"{path}: {type(e).__name__}: {e}"
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                log.warning("simulated pods unreadable (%s); kept as %s, starting without pods",
+                            self.recovered, aside)
+
+    def _load(self) -> None:
+        rows = json.loads(self.path.read_text() or "[]")
+        if not isinstance(rows, list):
+            raise TypeError(f"expected a list of pods, got {type(rows).__name__}")
+        for d in rows:
+            ns, sep, name = str(d["pod"]).partition("/")
+            if not sep:
+                raise ValueError(f"pod {d['pod']!r} is not NAMESPACE/NAME")
+            rp = RuntimePod(PodKey(ns, name), str(IPv4Address(d["ip"])), int(d["ifindex"]),
+                            str(d["host_ifname"]), str(d["netns"]))
+            self._pods[rp.pod] = rp
 
     def _save(self) -> None:
         rows = [{"pod": str(p.pod), "ip": p.ip, "ifindex": p.ifindex, "host_ifname": p.host_ifname,

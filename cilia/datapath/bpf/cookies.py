@@ -1,17 +1,24 @@
 """Rule cookies: a u32 per distinct set of rules, so a datapath event can name the rules that decided.
 
 The kernel stores only the cookie; the cookie → rules table lives in user space and is persisted
-as JSON (atomic rename) so that a restarted process can still name the rules of entries and events
-produced before it started. Cookie 0 means "no rules".
+as JSON (0600, atomic and durable: :mod:`cilia.store.files`) so that a restarted process can still
+name the rules of entries and events produced before it started. Cookie 0 means "no rules". A file
+that cannot be read (truncated, edited) never stops the datapath: it is kept aside as
+``cookies.json.corrupt`` with a warning and the table starts empty; events of entries written before
+then name no rules until the agent's first full sync has rewritten every entry with new cookies.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
 from cilia.policy.types import RuleRef
+from cilia.store.files import write_json
+
+log = logging.getLogger(__name__)
 
 
 class CookieTable:
@@ -23,13 +30,34 @@ class CookieTable:
         self._by_cookie: dict[int, frozenset[RuleRef]] = {0: frozenset()}
         self._next = 1
         self._dirty = False
+        self.recovered: str | None = None  # why the saved table was unreadable, if it was
         if path is not None and path.exists():
-            data = json.loads(path.read_text())
-            for cookie_s, rules in data["cookies"].items():
-                rs = frozenset(RuleRef(*r) for r in rules)
-                self._by_rules[rs] = int(cookie_s)
-                self._by_cookie[int(cookie_s)] = rs
-            self._next = int(data["next"])
+            try:
+                self._load(path)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                self._by_rules = {frozenset(): 0}
+                self._by_cookie = {0: frozenset()}
+                self._next = 1
+                self.recovered = f"{path}: {type(e).__name__}: {e}"
+                aside = path.with_name(path.name + ".corrupt")
+                os.replace(path, aside)
+                log.warning("rule cookie table unreadable (%s); kept as %s, starting a new one",
+                            self.recovered, aside)
+
+    def _load(self, path: Path) -> None:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("cookies"), dict):
+            raise TypeError("expected an object with a 'cookies' object")
+        for cookie_s, rules in data["cookies"].items():
+            cookie = int(cookie_s)
+            if not 0 < cookie < 2**32:
+                raise ValueError(f"cookie {cookie} out of range")
+            rs = frozenset(RuleRef(*r) for r in rules)
+            self._by_rules[rs] = cookie
+            self._by_cookie[cookie] = rs
+        self._next = int(data["next"])
+        if not max(self._by_cookie) < self._next < 2**32:
+            raise ValueError(f"next cookie {self._next} not above every cookie")
 
     def cookie_for(self, rules: frozenset[RuleRef]) -> int:
         c = self._by_rules.get(rules)
@@ -51,12 +79,9 @@ class CookieTable:
     def save(self) -> None:
         if self.path is None or not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "next": self._next,
             "cookies": {str(c): sorted(list(r) for r in rs) for c, rs in self._by_cookie.items() if c},
         }
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, data, sort_keys=True)
         self._dirty = False
