@@ -19,11 +19,6 @@ PACKAGE = REPO / "cilia"
 # fails the test. Delete an entry when its cycle is gone.
 KNOWN: dict[frozenset[str], str] = {
     frozenset({"cilia.cli.commands.cluster", "cilia.cli.commands.node"}): "issue 18 item 3 (cli/common.py)",
-    frozenset({"cilia.policy.l7resolve", "cilia.policy.resolve"}): "L7 resolution, added in this session",
-    frozenset({"cilia.agent.cidrgroups", "cilia.agent.fqdn", "cilia.agent.reconcile"}): (
-        "helpers typed with Reconciler under TYPE_CHECKING; they should take a narrow protocol"
-    ),
-    frozenset({"cilia.analyze.cidrgroups", "cilia.analyze.cluster"}): "CIDR groups, added in this session",
 }
 
 

@@ -19,7 +19,7 @@ from cilia.identity.cidr import prefix_identity_labels
 from cilia.identity.labels import Labels
 
 if TYPE_CHECKING:
-    from cilia.agent.reconcile import Reconciler
+    from cilia.agent.reconciler_view import ReconcilerView as Reconciler
 
 
 def wanted_prefixes(rec: Reconciler) -> dict[str, Labels]:

@@ -40,12 +40,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
 
+from cilia.agent.fqdn_state import FqdnState
 from cilia.datapath.capabilities import Capability
 from cilia.identity.cidr import inherited_group_labels
 from cilia.identity.fqdn import fqdn_identity_labels, name_matches
@@ -56,13 +55,13 @@ from cilia.policy.l7resolve import proxy_port_map
 from cilia.policy.resolve import namespace_of, rule_selects
 from cilia.policy.types import Direction
 from cilia.proxy import transparent
-from cilia.proxy.dns.cache import STATE_FILE, DnsCache, DnsCacheError, load_state, save_state
+from cilia.proxy.dns.cache import DnsCacheError
 from cilia.proxy.dns.proxy import DnsProxy
 from cilia.proxy.records import DnsRecord
-from cilia.proxy.redirects import RedirectKey, Redirects, by_endpoint, dns_redirects, redirects_of
+from cilia.proxy.redirects import RedirectKey, by_endpoint, dns_redirects, redirects_of
 
 if TYPE_CHECKING:
-    from cilia.agent.reconcile import Reconciler
+    from cilia.agent.reconciler_view import ReconcilerView as Reconciler
 
 log = logging.getLogger("cilia.agent")
 
@@ -82,48 +81,6 @@ def _dns_patterns(port_rules: Iterable[Any]) -> list[str]:
 
 GC_INTERVAL_S = 1.0
 IN_USE_RECHECK_S = 10.0  # how often conntrack is read again for expired addresses still in use
-
-
-@dataclass
-class FqdnState:
-    """The DNS cache, the addresses that have fqdn identities and what the datapath redirects."""
-
-    ips: dict[str, Labels] = field(default_factory=dict)  # address -> identity labels
-    identities: dict[str, int] = field(default_factory=dict)  # address -> identity
-    # the DNS redirects as applied; unknown until read from the datapath (a previous agent's pins)
-    redirects: Redirects = field(default_factory=Redirects)
-    cache: DnsCache = field(default_factory=DnsCache)
-    path: Path | None = None  # where the state is saved (None: not saved)
-    clock: Callable[[], float] = time.time
-    selectors_seen: frozenset[str] | None = None  # the toFQDNs selectors the labels were made for
-    endpoints_seen: frozenset[tuple[int, int]] | None = None  # (id, identity) redirects were made for
-    in_use: frozenset[str] = frozenset()  # expired addresses conntrack still had, when last read
-    in_use_checked: float = 0.0
-    dirty: bool = False  # renewed expiry times not saved yet (the timer saves them)
-    routing_checked: float = 0.0  # monotonic time the proxy routing was last checked (keep_routing)
-
-    @classmethod
-    def for_node(cls, state_dir: Path, min_ttl: int = 0) -> FqdnState:
-        return cls(cache=DnsCache(min_ttl), path=state_dir / STATE_FILE)
-
-    def ipcache(self) -> dict[str, int]:
-        return {f"{ip}/32": ident for ip, ident in self.identities.items()}
-
-    def save(self) -> None:
-        """Write the cache and the labels of the learned addresses (atomically)."""
-        if self.path is None:
-            return
-        save_state(self.path, self.cache, self.ips)
-        self.dirty = False
-
-    def load(self) -> dict[str, Labels]:
-        """Read the saved cache into this state; returns the saved labels by address ({} when
-        nothing was saved). A file that cannot be read is an error naming it."""
-        saved = load_state(self.path, self.cache.min_ttl) if self.path is not None else None
-        if saved is None:
-            return {}
-        self.cache, labels = saved
-        return labels
 
 
 def selectors(rec: Reconciler) -> set[str]:

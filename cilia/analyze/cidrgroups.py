@@ -9,13 +9,25 @@ for one flow end per such prefix, so "can A reach the group" is answered for eve
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.peers import PeerError
+from cilia.identity.labels import Labels
+from cilia.k8s.objects import Cluster
 
-if TYPE_CHECKING:
-    from cilia.analyze.cluster import Analysis
+
+class Analysis(Protocol):
+    """What a group's flow ends are read from (:class:`cilia.analyze.cluster.Analysis`, which calls
+    :func:`cidr_group_ends` and so is not imported here)."""
+
+    @property
+    def cluster(self) -> Cluster: ...
+
+    @property
+    def prefix_identities(self) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]]: ...
+
+    def labels_of(self, identity: int) -> Labels: ...
 
 
 def cidr_group_ends(analysis: Analysis, name: str) -> list[FlowEnd]:

@@ -25,7 +25,7 @@ from cilia.policy.rules import PeerRule, PortProto
 from cilia.policy.types import Direction, Proto
 
 if TYPE_CHECKING:
-    from cilia.policy.resolve import Filter, NamedPorts
+    from cilia.policy.filters import Filter, NamedPorts
     from cilia.policy.selectorcache import SelectorCache
 
 # Secret values that headerMatches refer to: (namespace, name) -> value.
