@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
+from cilia.agent.resources import resolve_kind, resolve_name
 from cilia.cli.commands.node import (
     RunDirOpt,
     StateDirOpt,
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
     @app.command("label")
     def label_cmd(
         kind: Annotated[str, typer.Argument(help="pod | namespace | deployment | …")],
-        name: Annotated[str, typer.Argument(help="Object name (pods: a unique prefix is enough).")],
+        name: Annotated[str, typer.Argument(help="The object's full name (as kubectl, no prefixes).")],
         labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
         namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
@@ -87,10 +87,8 @@ def register(app: typer.Typer) -> None:
         except LabelError as e:
             raise fail(str(e), 2) from e
         with open_node_store(cfg) as store:
-            try:
-                key = resolve_name(store, skind, namespace, name)
-            except AmbiguousNameError as e:
-                raise fail(str(e)) from e
+            # the full name only, as kubectl: a prefix could relabel a pod the user did not name
+            key = resolve_name(store, skind, namespace, name, prefix=False)
             if key is None:
                 raise fail(f'{skind.value} "{name}" not found in namespace {namespace}')
             try:
