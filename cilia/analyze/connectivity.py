@@ -288,11 +288,12 @@ class FlowVerdicts:
         return True
 
 
-def connectivity(analysis: Analysis) -> Connectivity:
+def connectivity(analysis: Analysis, classes: list[PortClass] | None = None) -> Connectivity:
     """The full matrix for every port class: each source's egress and each destination's ingress
-    as whole rows of group bitsets, combined per class (a flow needs both)."""
+    as whole rows of group bitsets, combined per class (a flow needs both). ``classes``: given port
+    classes (``cilia diff``: those of both sides) instead of the ones these policies cut."""
     groups = groups_of(analysis)
-    classes = classes_of(analysis)
+    classes = classes if classes is not None else classes_of(analysis)
     n = len(groups)
     full = (1 << n) - 1
     sides = _policy_sides(analysis, groups)

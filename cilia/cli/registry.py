@@ -23,6 +23,11 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
         "Who can reach whom, per port class: pods (grouped by identity), world and host.",
     ),
     ("describe", "describe", "Show one pod or policy in detail, with what the node enforces for it."),
+    (
+        "diff",
+        "diff",
+        "What changes in who can reach whom: opened, closed, new deciding rule; workloads added/removed.",
+    ),
     ("get", "get", "List objects of a kind, kubectl style."),
     ("label", "label", "Set or remove labels; a pod's new labels give it a new identity on the node."),
     ("lint", "lint", "Lint policy manifests for pitfalls, with stable rule ids (--rules lists them)."),

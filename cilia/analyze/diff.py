@@ -1,0 +1,363 @@
+"""``cilia diff``: what changes in who-can-reach-whom between two sets of manifests.
+
+Both sides are computed as :func:`cilia.analyze.connectivity.connectivity` matrices over the same
+port classes (those cut by the ranges either side's policies mention, so a class means the same ports
+on both sides). Groups are matched by name (``deployment:NS/NAME``, a pod's name, ``world``, …);
+a cell whose verdict flips is *opened* or *closed*. The matrix holds verdicts only, so the rules are
+named by tracing just the cells that matter (:func:`cilia.analyze.trace.trace_flow`): every flipped
+cell, and the cells whose verdict stayed but where the policies selecting the source (egress) or the
+destination (ingress) changed — those are *rule-changed* when the deciding rules differ.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from cilia.analyze.cluster import Analysis
+from cilia.analyze.connectivity import Connectivity, Group, connectivity
+from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace
+from cilia.analyze.peers import PortSpec, parse_proto, proto_name
+from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
+from cilia.analyze.trace import trace_flow
+from cilia.policy.resolve import namespace_of, select_rules
+from cilia.policy.types import DropReason
+
+
+class ChangeKind(StrEnum):
+    OPENED = "opened"
+    CLOSED = "closed"
+    RULE_CHANGED = "rule-changed"
+
+
+@dataclass(frozen=True)
+class CellChange:
+    """One (source group, destination group, port class) whose verdict or deciding rule changed."""
+
+    kind: ChangeKind
+    src: str
+    dst: str
+    port_class: str
+    ports: str  # the class's ranges, "80/TCP" or "every port" for the only class
+    before: str  # the deciding rule(s) before, for people
+    after: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "change": str(self.kind),
+            "from": self.src,
+            "to": self.dst,
+            "port_class": self.port_class,
+            "ports": self.ports,
+            "before": self.before,
+            "after": self.after,
+        }
+
+
+@dataclass(frozen=True)
+class Diff:
+    """The connectivity delta from ``old`` to ``new``."""
+
+    changes: tuple[CellChange, ...]
+    groups_added: tuple[str, ...] = ()
+    groups_removed: tuple[str, ...] = ()
+    pods_added: tuple[str, ...] = ()
+    pods_removed: tuple[str, ...] = ()
+    port_classes: tuple[str, ...] = field(default=())
+
+    def of(self, kind: ChangeKind) -> list[CellChange]:
+        return [c for c in self.changes if c.kind is kind]
+
+    @property
+    def workloads_changed(self) -> bool:
+        return bool(self.groups_added or self.groups_removed or self.pods_added or self.pods_removed)
+
+    def changed(self, fail_on: str = "any") -> bool:
+        """Is there a change of the kind ``fail_on`` (opened | closed | any)?"""
+        if fail_on == "opened":
+            return bool(self.of(ChangeKind.OPENED))
+        if fail_on == "closed":
+            return bool(self.of(ChangeKind.CLOSED))
+        return bool(self.changes) or self.workloads_changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": {
+                "opened": len(self.of(ChangeKind.OPENED)),
+                "closed": len(self.of(ChangeKind.CLOSED)),
+                "rule_changed": len(self.of(ChangeKind.RULE_CHANGED)),
+                "groups_added": len(self.groups_added),
+                "groups_removed": len(self.groups_removed),
+            },
+            "port_classes": list(self.port_classes),
+            "changes": [c.to_dict() for c in self.changes],
+            "groups_added": list(self.groups_added),
+            "groups_removed": list(self.groups_removed),
+            "pods_added": list(self.pods_added),
+            "pods_removed": list(self.pods_removed),
+        }
+
+
+# --------------------------------------------------------------------------- computing
+
+
+def _ranges(analysis: Analysis) -> set[tuple[int, int, int]]:
+    named: dict[str, set[tuple[int, int]]] = defaultdict(set)
+    for ep in analysis.endpoints:
+        for cp in ep.pod.ports:
+            if cp.name:
+                named[cp.name.lower()].add((int(parse_proto(cp.protocol)), cp.container_port))
+    return mentioned_ranges(analysis.rules, named)
+
+
+def common_classes(old: Analysis, new: Analysis) -> list[PortClass]:
+    """Port classes cut by what either side mentions: each is one verdict on both sides."""
+    return port_classes(_ranges(old) | _ranges(new))
+
+
+def _end(analysis: Analysis, group: Group, endpoints: dict[str, Any]) -> FlowEnd:
+    """A representative end of a group (its first pod; every pod of a group shares its verdicts)."""
+    if group.local:
+        ep = endpoints[group.pods[0]]
+        return FlowEnd(
+            ep.name,
+            EndKind.POD,
+            ep.identity,
+            ep.labels,
+            ip=ep.pod.pod_ip or "",
+            namespace=ep.pod.namespace,
+            pod=ep.pod.name,
+        )
+    return FlowEnd(group.name, group.kind, group.identity, analysis.labels_of(group.identity))
+
+
+def _names(refs: Iterable[Any]) -> str:
+    return "; ".join(r.describe() for r in refs)
+
+
+def decider(flow: FlowTrace, names: dict[str, str] | None = None) -> str:
+    """The rule(s) that decide a flow, in one line: the dropping side's deny or default deny, or
+    the allowing rules of each side that has a policy (``names``: how to call an end, by its name)."""
+    names = names or {}
+    side = flow.decided_by
+    if side is not None:
+        who = f"{side.direction.label} of {names.get(side.owner, side.owner)}"
+        if side.refused_at_l7:
+            return f"{who}: refused at L7 ({_names(side.rules)})"
+        if side.reason == DropReason.POLICY_DENY:
+            return f"{who}: denied by {_names(side.rules)}"
+        if side.reason == DropReason.AUTH_REQUIRED:
+            return f"{who}: needs authentication ({_names(side.rules)})"
+        by = _names(side.default_deny_by) or "enforcement mode always"
+        return f"{who}: default deny ({by})"
+    parts = []
+    for s in (flow.egress, flow.ingress):
+        if s.state == "no-policy":
+            continue
+        if s.state == "unenforced":
+            parts.append(f"{s.direction.label} of {names.get(s.owner, s.owner)}: not enforced")
+        else:
+            allowed_by = _names(s.rules) or "default allow"
+            parts.append(f"{s.direction.label} of {names.get(s.owner, s.owner)}: allowed by {allowed_by}")
+    return "; ".join(parts) or "no policy on either side"
+
+
+def _selected(analysis: Analysis, groups: Sequence[Group]) -> dict[str, str]:
+    """Per local group, the rules that select it (as text): where they differ between the sides,
+    a cell's deciding rule may have changed even though its verdict did not."""
+    from cilia.policy.engine import PolicyEngine
+
+    options = analysis.options.engine_options()
+    engine = PolicyEngine(options)
+    engine.apply_rules(analysis.rules)
+    out = {}
+    for g in groups:
+        if not g.local:
+            continue
+        labels = analysis.identities[g.identity]
+        sel = select_rules(engine.repository.candidates(namespace_of(labels)), labels, options)
+        out[g.name] = "\n".join(sorted(repr(r) for r in sel.rules))
+    return out
+
+
+def _pods(conn: Connectivity) -> set[str]:
+    return {p for g in conn.groups for p in g.pods}
+
+
+def _ports_text(cls: PortClass, only: bool) -> str:
+    if only:
+        return "every port"
+    if cls.label == "other":
+        return "ports no policy names"
+    return ", ".join(f"{lo}-{hi}/{proto_name(p)}" if lo != hi else f"{lo}/{proto_name(p)}"
+                     for p, lo, hi in cls.segments)
+
+
+def diff(old: Analysis, new: Analysis) -> Diff:
+    """The connectivity delta from ``old`` to ``new`` (see the module's docstring)."""
+    classes = common_classes(old, new)
+    c_old = connectivity(old, classes)
+    c_new = connectivity(new, classes)
+    by_old = {g.name: g for g in c_old.groups}
+    by_new = {g.name: g for g in c_new.groups}
+    common = [name for name in by_old if name in by_new]
+    eps_old = {ep.name: ep for ep in old.endpoints}
+    eps_new = {ep.name: ep for ep in new.endpoints}
+    sel_old = _selected(old, [by_old[n] for n in common])
+    sel_new = _selected(new, [by_new[n] for n in common])
+    touched = {n for n in common if sel_old.get(n) != sel_new.get(n)}
+    common_set = set(common)
+    only = len(classes) == 1
+    changes: list[CellChange] = []
+    for ci, cls in enumerate(classes):
+        m_old, m_new = c_old.matrices[ci], c_new.matrices[ci]
+        ports = PortSpec(cls.proto, cls.port)
+        for s in common:
+            go, gn = by_old[s], by_new[s]
+            t_old = {c_old.groups[d].name for d in m_old.targets(go.index)} & common_set
+            t_new = {c_new.groups[d].name for d in m_new.targets(gn.index)} & common_set
+            flips = t_old ^ t_new
+            # a source whose policies changed: every destination; else those whose ingress changed
+            candidates = flips | (common_set if s in touched else touched)
+            for d in sorted(candidates, key=lambda name: by_old[name].index):
+                f_old = trace_flow(old, _end(old, go, eps_old), _end(old, by_old[d], eps_old), ports)
+                f_new = trace_flow(new, _end(new, gn, eps_new), _end(new, by_new[d], eps_new), ports)
+                called = {f_old.src.name: s, f_old.dst.name: d, f_new.src.name: s, f_new.dst.name: d}
+                before, after = decider(f_old, called), decider(f_new, called)
+                if d in flips:
+                    kind = ChangeKind.OPENED if d in t_new else ChangeKind.CLOSED
+                elif before != after:
+                    kind = ChangeKind.RULE_CHANGED
+                else:
+                    continue
+                changes.append(CellChange(kind, s, d, cls.label, _ports_text(cls, only), before, after))
+    order = {k: i for i, k in enumerate(ChangeKind)}
+    changes.sort(key=lambda c: order[c.kind])
+    p_old, p_new = _pods(c_old), _pods(c_new)
+    return Diff(
+        tuple(changes),
+        tuple(n for n in by_new if n not in by_old),
+        tuple(n for n in by_old if n not in by_new),
+        tuple(sorted(p_new - p_old)),
+        tuple(sorted(p_old - p_new)),
+        tuple(c.label for c in classes),
+    )
+
+
+# --------------------------------------------------------------------------- output
+
+_TITLES = {
+    ChangeKind.OPENED: "opened",
+    ChangeKind.CLOSED: "closed",
+    ChangeKind.RULE_CHANGED: "deciding rule changed",
+}
+
+
+def _summary(d: Diff) -> str:
+    return (
+        f"{len(d.of(ChangeKind.OPENED))} opened, {len(d.of(ChangeKind.CLOSED))} closed, "
+        f"{len(d.of(ChangeKind.RULE_CHANGED))} with a new deciding rule; "
+        f"{len(d.groups_added)} workload groups added, {len(d.groups_removed)} removed"
+    )
+
+
+def render_text(d: Diff) -> str:
+    lines = [_summary(d)]
+    for kind in ChangeKind:
+        found = d.of(kind)
+        if not found:
+            continue
+        lines.append("")
+        lines.append(f"{_TITLES[kind]}:")
+        for c in found:
+            lines.append(f"  {c.src} -> {c.dst}  {c.ports}")
+            lines.append(f"    before: {c.before}")
+            lines.append(f"    after:  {c.after}")
+    for title, names in (
+        ("workload groups added", d.groups_added),
+        ("workload groups removed", d.groups_removed),
+        ("pods added", d.pods_added),
+        ("pods removed", d.pods_removed),
+    ):
+        if names:
+            lines.append("")
+            lines.append(f"{title}:")
+            lines.extend(f"  {n}" for n in names)
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_md(d: Diff) -> str:
+    """Markdown for a pull-request comment: a summary line and a table per kind of change."""
+    lines = ["### cilia diff", "", f"**{_summary(d)}**"]
+    for kind in ChangeKind:
+        found = d.of(kind)
+        if not found:
+            continue
+        lines += ["", f"#### {_TITLES[kind]} ({len(found)})", "", "| from | to | ports | before | after |",
+                  "|---|---|---|---|---|"]
+        for c in found:
+            lines.append(
+                f"| `{_md(c.src)}` | `{_md(c.dst)}` | {_md(c.ports)} | {_md(c.before)} | {_md(c.after)} |"
+            )
+    for title, names in (
+        ("workload groups added", d.groups_added),
+        ("workload groups removed", d.groups_removed),
+        ("pods added", d.pods_added),
+        ("pods removed", d.pods_removed),
+    ):
+        if names:
+            lines += ["", f"#### {title}", ""]
+            lines.extend(f"- `{_md(n)}`" for n in names)
+    return "\n".join(lines) + "\n"
+
+
+def render_json(d: Diff) -> str:
+    return json.dumps(d.to_dict(), indent=2) + "\n"
+
+
+def render_csv(d: Diff) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["change", "from", "to", "port_class", "ports", "before", "after"])
+    for c in d.changes:
+        w.writerow([str(c.kind), c.src, c.dst, c.port_class, c.ports, c.before, c.after])
+    for kind, names in (
+        ("group-added", d.groups_added),
+        ("group-removed", d.groups_removed),
+        ("pod-added", d.pods_added),
+        ("pod-removed", d.pods_removed),
+    ):
+        for n in names:
+            w.writerow([kind, n, "", "", "", "", ""])
+    return out.getvalue()
+
+
+def render_dot(d: Diff) -> str:
+    """Graphviz: changed edges only (green opened, red closed, blue deciding rule changed)."""
+    colours = {ChangeKind.OPENED: "darkgreen", ChangeKind.CLOSED: "red", ChangeKind.RULE_CHANGED: "blue"}
+    lines = ["digraph cilia_diff {", "  rankdir=LR;", '  node [shape=box, fontname="sans-serif"];']
+    for n in d.groups_added:
+        lines.append(f"  {json.dumps(n)} [style=filled, fillcolor=palegreen];")
+    for n in d.groups_removed:
+        lines.append(f"  {json.dumps(n)} [style=dashed];")
+    for c in d.changes:
+        label = f"{c.kind}: {c.ports}"
+        lines.append(
+            f"  {json.dumps(c.src)} -> {json.dumps(c.dst)} "
+            f"[color={colours[c.kind]}, label={json.dumps(label)}, tooltip={json.dumps(c.after)}];"
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"text": render_text, "json": render_json, "md": render_md, "csv": render_csv, "dot": render_dot}
