@@ -26,6 +26,8 @@ from tests.helpers_world import LiveNode, cnp, live_node, pod
 pytestmark = pytest.mark.root
 
 NODE_INDEX = 6
+# this node's HTTP ingress listener (cilia.agent.l7proxy.node_proxy_ports: 15001 + 100 × index)
+HTTP_INGRESS_PORT = 15001 + 100 * NODE_INDEX
 CURL = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2"]
 
 
@@ -172,11 +174,28 @@ def test_policy_change_reaches_an_open_keep_alive_connection(node: LiveNode) -> 
 
 
 def _alive(pid: int) -> bool:
-    """Running (not gone, not a zombie its paused parent has not reaped yet)."""
+    """Any thread of the process still running. The group leader's own state is not enough: after
+    SIGKILL the leader is a zombie ("Z") while HAProxy's other thread may still be exiting and holds
+    the shared fd table, so its listeners still complete handshakes in the kernel (seen here: a
+    connect to the L7 port succeeded right after the leader turned "Z")."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
+    for t in tasks:
+        try:
+            if (t / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _listening(port: int) -> bool:
+    """Does a TCP socket of this (the node's) namespace listen on ``port``?"""
+    tables = ("/proc/net/tcp", "/proc/net/tcp6")
+    lines = [ln.split() for t in tables for ln in Path(t).read_text().splitlines()[1:]]
+    return any(f[1].rsplit(":", 1)[1] == f"{port:04X}" and f[3] == "0A" for f in lines)
 
 
 def connects(ns: str, ip: str) -> bool:
@@ -206,8 +225,9 @@ def test_killed_proxy_fails_closed_then_recovers(node: LiveNode) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
+        while (_alive(pid) or _listening(HTTP_INGRESS_PORT)) and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert not _listening(HTTP_INGRESS_PORT), "HAProxy's listener outlived SIGKILL for 5 s"
         # nothing listens on the proxy port: the datapath drops (Proxy lookup failed)
         assert not connects(client_ns, server_ip), node.cilia("observe", "--from-log", "--last", "8").stdout
     finally:
