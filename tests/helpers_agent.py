@@ -20,8 +20,8 @@ from cilia.agent.api import APIServer
 from cilia.agent.client import AgentClient
 from cilia.agent.config import AgentConfig
 from cilia.agent.daemon import Agent
-from cilia.cli.commands.node import open_node
 from cilia.cli.main import app
+from cilia.lab.node_setup import open_node
 
 
 class SimAgent:

@@ -22,7 +22,7 @@ from cilia.agent.endpoints import EndpointTable
 from cilia.analyze.cluster import analyse_paths
 from cilia.analyze.peers import parse_port
 from cilia.analyze.trace import trace
-from cilia.cli.commands.node import open_node_store, wait_for_agent
+from cilia.cli.common import open_node_store, wait_for_agent
 from cilia.store import Kind
 from tests.helpers_world import CURL, LiveNode, cnp, live_node, pod
 

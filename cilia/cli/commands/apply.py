@@ -14,7 +14,7 @@ import typer
 
 from cilia.agent import manifests
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
-from cilia.cli.commands.node import (
+from cilia.cli.common import (
     RunDirOpt,
     StateDirOpt,
     console,

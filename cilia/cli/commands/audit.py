@@ -23,15 +23,7 @@ import typer
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
-from cilia.cli.commands.node import (
-    RunDirOpt,
-    StateDirOpt,
-    agent_client,
-    console,
-    err_console,
-    fail,
-    node_config,
-)
+from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, console, err_console, fail, node_config
 from cilia.cli.nameopts import namespaces_option
 from cilia.observe.audit import AuditSettings
 

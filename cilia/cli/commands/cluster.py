@@ -29,14 +29,7 @@ from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.leader import holder_of
 from cilia.agent.views import Table
-from cilia.cli.commands.node import (
-    RunDirOpt,
-    StateDirOpt,
-    err_console,
-    fail,
-    node_config,
-    open_node_store,
-)
+from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config, open_node_store
 from cilia.datapath.bpf import loader
 from cilia.lab import etcd_keeper, nodes_lab
 from cilia.lab.errors import LabError

@@ -15,7 +15,7 @@ import typer
 from cilia.agent import views
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
 from cilia.cli.nameopts import namespace_option
 from cilia.k8s.l7checks import L4_ONLY_ANNOTATION
 from cilia.policy.translate import AUDIT_ANNOTATION

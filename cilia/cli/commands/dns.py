@@ -14,19 +14,12 @@ import typer
 
 from cilia.agent.cluster import member_configs
 from cilia.agent.fqdn import FqdnState
-from cilia.cli.commands.node import (
-    RunDirOpt,
-    StateDirOpt,
-    console,
-    fail,
-    make_lab,
-    node_config,
-    open_node_store,
-)
+from cilia.cli.common import RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
 from cilia.identity.labels import SOURCE_FQDN
 from cilia.k8s.names import dns_name_errors
 from cilia.lab import dns
 from cilia.lab.errors import LabError
+from cilia.lab.node_setup import make_lab
 from cilia.lab.world import World, check_address
 from cilia.proxy.dns.cache import DnsCacheError
 

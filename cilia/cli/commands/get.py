@@ -17,7 +17,7 @@ from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.cluster import member_configs, member_endpoints
 from cilia.agent.events import read_events
 from cilia.agent.resources import AmbiguousNameError, resolve_kind
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
+from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
 from cilia.cli.nameopts import namespace_option
 from cilia.store import Kind, Record, Store
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cilia.agent.resources import resolve_kind, resolve_name
-from cilia.cli.commands.node import (
+from cilia.cli.common import (
     RunDirOpt,
     StateDirOpt,
     console,

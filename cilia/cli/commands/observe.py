@@ -18,7 +18,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, err_console, fail, node_config
+from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config
 from cilia.cli.nameopts import namespaces_option
 from cilia.observe import render as rnd
 from cilia.observe.filters import FilterError, FilterSet, FlowFilter

@@ -12,8 +12,9 @@ import typer
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.resources import AmbiguousNameError, resolve_name
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, fail, make_lab, node_config, open_node_store
+from cilia.cli.common import RunDirOpt, StateDirOpt, fail, node_config, open_node_store
 from cilia.cli.nameopts import namespace_option
+from cilia.lab.node_setup import make_lab
 from cilia.store import Kind, ObjectKey
 
 

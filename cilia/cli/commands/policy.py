@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, err_console, fail, node_config
+from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config
 from cilia.cli.nameopts import namespaces_option
 from cilia.cli.render import format_error
 from cilia.k8s.loader import load_text

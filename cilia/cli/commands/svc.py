@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cilia.agent.services import TABLE_NAME, read_table
-from cilia.cli.commands.node import RunDirOpt, StateDirOpt, console, node_config
+from cilia.cli.common import RunDirOpt, StateDirOpt, console, node_config
 from cilia.cli.nameopts import namespace_option
 
 

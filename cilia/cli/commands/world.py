@@ -9,16 +9,9 @@ from typing import Annotated
 
 import typer
 
-from cilia.cli.commands.node import (
-    RunDirOpt,
-    StateDirOpt,
-    console,
-    fail,
-    make_lab,
-    node_config,
-    open_node_store,
-)
+from cilia.cli.common import RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
 from cilia.lab.errors import LabError
+from cilia.lab.node_setup import make_lab
 from cilia.lab.world import World, WorldHost, WorldPort
 from cilia.store import Store
 
