@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -13,12 +12,8 @@ from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
 from cilia.analyze.findings import RULES
 from cilia.analyze.lint import lint_paths, render_text
 from cilia.cli.commands._analysis import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, Localhost, Mode
+from cilia.cli.common import Output
 from cilia.cli.render import print_errors, print_json
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:

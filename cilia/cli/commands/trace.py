@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -25,13 +24,9 @@ from cilia.cli.commands._analysis import (
     load,
     node_dns,
 )
+from cilia.cli.common import Output
 from cilia.cli.render import print_json
 from cilia.policy.l7 import L7Request
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def l7_request(

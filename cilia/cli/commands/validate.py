@@ -5,11 +5,11 @@ tutorial's ``deny:`` mistake. A thin face over :mod:`cilia.k8s.validate` and :mo
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from cilia.cli.common import Output
 from cilia.cli.render import plural, print_errors, print_json, print_warnings
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import Error, ValidationReport
@@ -18,11 +18,6 @@ from cilia.k8s.loader import LoadResult, load_text
 from cilia.k8s.validate import validate_paths, validate_result
 
 EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def exit_code(report: ValidationReport) -> int:

@@ -4,7 +4,6 @@ A thin face over :mod:`cilia.analyze.verify`."""
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -23,12 +22,8 @@ from cilia.cli.commands._analysis import (
     load,
     node_dns,
 )
+from cilia.cli.common import Output
 from cilia.cli.render import print_json
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def register(app: typer.Typer) -> None:

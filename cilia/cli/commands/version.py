@@ -5,19 +5,14 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from cilia import __version__
+from cilia.cli.common import Output
 
 CILIUM_SEMANTICS = "1.18"  # the Cilium release whose policy decisions cilia reproduces
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def version_info() -> dict[str, Any]:
