@@ -48,6 +48,7 @@ class ApplyOutcome:
     revision: int = 0
     fixes: tuple[FixResult, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    objects: tuple[tuple[ObjectKey, dict[str, Any]], ...] = ()  # dry run: what would be stored
 
     @property
     def ok(self) -> bool:
@@ -138,11 +139,12 @@ def _objects(
 
 def apply(
     store: Store, paths: Sequence[str | Path], *, fix: bool = False, namespace: str = "default",
-    stdin: IO[bytes] | None = None, allow_l4_only_l7: bool = False,
+    stdin: IO[bytes] | None = None, allow_l4_only_l7: bool = False, dry_run: bool = False,
 ) -> ApplyOutcome:
     """Validate every input, then store every object in one transaction (or nothing at all).
     L7 rules cilia cannot enforce are refused (:mod:`cilia.k8s.l7checks`); with ``allow_l4_only_l7``
-    Kafka/l7proto/listener rules are stored, marked with the L4-only annotation."""
+    Kafka/l7proto/listener rules are stored, marked with the L4-only annotation. ``dry_run``: store
+    nothing; the outcome's ``objects`` are what would be stored."""
     bad = _namespace_report(namespace)
     if bad is not None:
         return ApplyOutcome(bad)
@@ -163,6 +165,9 @@ def apply(
         results.append(ObjectResult(key, obj["kind"], action))
         if action != "unchanged":
             ops.append(Put(key, obj))
+    if dry_run:
+        warnings = tuple(report.warnings) + tuple(notes)
+        return ApplyOutcome(report, tuple(results), 0, fixes, warnings, tuple(latest.items()))
     revision = store.txn(ops) if ops else store.revision
     return ApplyOutcome(report, tuple(results), revision, fixes, tuple(report.warnings) + tuple(notes))
 

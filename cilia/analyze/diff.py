@@ -14,13 +14,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
-from cilia.analyze.cluster import Analysis
+from cilia.analyze.cluster import Analysis, Options, analyse_paths
 from cilia.analyze.connectivity import Connectivity, Group, connectivity
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace
 from cilia.analyze.peers import PortSpec, parse_proto, proto_name
@@ -28,6 +30,7 @@ from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
 from cilia.analyze.trace import trace_flow
 from cilia.policy.resolve import namespace_of, select_rules
 from cilia.policy.types import DropReason
+from cilia.store import API_KINDS, ObjectKey, Store
 
 
 class ChangeKind(StrEnum):
@@ -248,6 +251,49 @@ def diff(old: Analysis, new: Analysis) -> Diff:
         tuple(sorted(p_old - p_new)),
         tuple(c.label for c in classes),
     )
+
+
+# --------------------------------------------------------------------------- a node's objects
+
+
+def stored_objects(store: Store) -> dict[ObjectKey, dict[str, Any]]:
+    """The objects a node holds of the kinds manifests carry (what ``cilia apply`` stored)."""
+    return {r.key: r.value for kind in API_KINDS.values() for r in store.list(kind)}
+
+
+def _as_manifests(objects: Mapping[ObjectKey, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects as manifests: a Deployment's pods, which the node stores next to it, are left
+    to the Deployment (analysis makes them again, with the same names)."""
+    deployments = {(k.namespace, k.name) for k, v in objects.items() if v.get("kind") == "Deployment"}
+    out = []
+    for key, obj in sorted(objects.items(), key=lambda kv: kv[0].path()):
+        owners = (obj.get("metadata") or {}).get("ownerReferences") or ()
+        if obj.get("kind") == "Pod" and any(
+            o.get("kind") == "Deployment" and (key.namespace, o.get("name")) in deployments for o in owners
+        ):
+            continue
+        out.append(obj)
+    return out
+
+
+def diff_objects(
+    current: Mapping[ObjectKey, dict[str, Any]],
+    planned: Iterable[tuple[ObjectKey, dict[str, Any]]],
+    options: Options = Options(),
+) -> Diff:
+    """The delta of applying ``planned`` over a node's ``current`` objects (``apply --dry-run``)."""
+    import yaml
+
+    new = dict(current)
+    new.update(planned)
+    with tempfile.TemporaryDirectory(prefix="cilia-diff-") as tmp:
+        sides = []
+        for name, objs in (("current", current), ("planned", new)):
+            docs = _as_manifests(objs)
+            path = Path(tmp) / f"{name}.yaml"
+            path.write_text(yaml.safe_dump_all(docs, sort_keys=False), encoding="utf-8")
+            sides.append(analyse_paths([path] if docs else [], options))  # a node with nothing yet
+    return diff(sides[0], sides[1])
 
 
 # --------------------------------------------------------------------------- output

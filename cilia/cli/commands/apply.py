@@ -8,7 +8,7 @@ command returns once the agent has reconciled the change (``--no-wait`` to retur
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,6 +57,37 @@ def _finish(outcome: manifests.ApplyOutcome, output: str, wait: bool, cfg_args: 
         wait_for_agent(cfg, outcome.revision, quiet=output == "json")
 
 
+def _print_delta(store: Any, planned: manifests.ApplyOutcome, output: str, cfg: Any) -> dict[str, Any]:
+    """The connectivity delta of ``planned`` over the node's objects (``cilia diff``'s text, or
+    its dict for -o json)."""
+    from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
+    from cilia.analyze.diff import diff_objects, render_text, stored_objects
+    from cilia.cli.commands._analysis import guarded
+
+    options = Options(EnforcementMode(cfg.enforcement_mode), AllowLocalhost(cfg.allow_localhost))
+    delta = guarded(lambda: diff_objects(stored_objects(store), planned.objects, options))
+    if output != "json":
+        console.print(render_text(delta), end="", highlight=False, markup=False)
+    return delta.to_dict()
+
+
+def _finish_dry_run(store: Any, planned: manifests.ApplyOutcome, output: str, cfg: Any) -> None:
+    """``apply --dry-run``: the objects as apply would report them, marked (dry run), and the delta."""
+    if not planned.ok:
+        _finish(planned, output, False, (cfg.state_dir, cfg.run_dir))
+    if output == "json":
+        delta = _print_delta(store, planned, "json", cfg)
+        print_json({**planned.to_json(), "dry_run": True, "connectivity": delta})
+        return
+    print_warnings(planned.warnings)
+    for f in planned.fixes:
+        for c in f.changes:
+            console.print(f"fixed {f.file}: {c.path}: {c.description}", highlight=False)
+    for r in planned.results:
+        console.print(f"{r.describe()} (dry run)", highlight=False)
+    _print_delta(store, planned, output, cfg)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply_cmd(
@@ -73,12 +104,29 @@ def register(app: typer.Typer) -> None:
                 "enforced at L4 only, marked with the cilia.io/l4-only-l7 annotation.",
             ),
         ] = False,
+        dry_run: Annotated[
+            bool,
+            typer.Option("--dry-run", help="Store nothing: print what would change and who could then "
+                         "reach whom that cannot now (the `cilia diff` of the node's objects and these)."),
+        ] = False,
+        show_diff: Annotated[
+            bool, typer.Option("--diff", help="Print that connectivity delta first, then apply.")
+        ] = False,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
         """Validate manifests and store them, all or nothing."""
         cfg = node_config(state_dir, run_dir)
         with open_node_store(cfg) as store:
+            if dry_run or show_diff:
+                planned = manifests.apply(
+                    store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7,
+                    dry_run=True,
+                )
+                if not planned.ok or dry_run:
+                    _finish_dry_run(store, planned, output, cfg)
+                    return
+                _print_delta(store, planned, output, cfg)
             outcome = manifests.apply(
                 store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7
             )
