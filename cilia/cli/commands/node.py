@@ -6,7 +6,11 @@ the other node verbs share are in :mod:`cilia.cli.common`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import typer
@@ -18,17 +22,57 @@ from cilia.agent.config import AgentConfig
 from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, console, err_console, fail, node_config
 from cilia.lab.node_setup import open_node, teardown
 
-MetricsAddrOpt = Annotated[
-    str | None,
-    typer.Option("--metrics-addr", help="Serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9962."),
-]
-NodeIndexOpt = Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")]
-EnforcementOpt = Annotated[str | None, typer.Option(help="default | always | never")]
-LocalhostOpt = Annotated[str | None, typer.Option(help="always | policy")]
-DatapathOpt = Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")]
-MinTtlOpt = Annotated[int | None, typer.Option(
-    "--tofqdns-min-ttl", min=0,
-    help="Least seconds an address learned from a DNS answer stays allowed (0: the answer's TTL).")]
+# The node's settings that both `agent` and `up` take: one list, added to each command by
+# `with_node_flags`; the command receives them as one NodeFlags.
+NODE_FLAGS: dict[str, Any] = {
+    "node_index": Annotated[int | None, typer.Option(help="Pods get 198.18.<16·i>.0/20 (0).")],
+    "enforcement_mode": Annotated[str | None, typer.Option(help="default | always | never")],
+    "allow_localhost": Annotated[str | None, typer.Option(help="always | policy")],
+    "datapath": Annotated[str | None, typer.Option(help="bpf (kernel) | sim (no kernel, no netns)")],
+    "metrics_addr": Annotated[str | None, typer.Option(
+        "--metrics-addr", help="Serve Prometheus metrics on HOST:PORT, e.g. 127.0.0.1:9962.")],
+    "tofqdns_min_ttl": Annotated[int | None, typer.Option(
+        "--tofqdns-min-ttl", min=0,
+        help="Least seconds an address learned from a DNS answer stays allowed (0: the answer's TTL).")],
+}
+
+
+@dataclass(frozen=True)
+class NodeFlags:
+    """The node settings given on the command line (None: not given)."""
+
+    node_index: int | None = None
+    enforcement_mode: str | None = None
+    allow_localhost: str | None = None
+    datapath: str | None = None
+    metrics_addr: str | None = None
+    tofqdns_min_ttl: int | None = None
+
+    def overrides(self, *leave_out: str) -> dict[str, Any]:
+        """The flags as :func:`cilia.cli.common.node_config` overrides, without ``leave_out``."""
+        return {k: v for k, v in asdict(self).items() if k not in leave_out}
+
+
+def with_node_flags(fn: Callable[..., None]) -> Callable[..., None]:
+    """The command ``fn`` with the options of :data:`NODE_FLAGS` in place of its ``flags: NodeFlags``
+    parameter (typer reads the signature); ``fn`` is called with them as one :class:`NodeFlags`."""
+    sig = inspect.signature(fn, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for p in sig.parameters.values():
+        if p.name == "flags":
+            params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=a)
+                       for n, a in NODE_FLAGS.items()]
+        else:
+            params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        flags = NodeFlags(**{n: kwargs.pop(n) for n in NODE_FLAGS})
+        fn(flags=flags, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return command
 
 
 def _observe(agent: Any, cfg: AgentConfig) -> Any:
@@ -45,42 +89,23 @@ def _observe(agent: Any, cfg: AgentConfig) -> Any:
 
 def register(app: typer.Typer) -> None:
     @app.command("agent")
+    @with_node_flags
     def agent_cmd(
-        state_dir: StateDirOpt = None,
-        run_dir: RunDirOpt = None,
-        node_index: NodeIndexOpt = None,
-        enforcement_mode: EnforcementOpt = None,
-        allow_localhost: LocalhostOpt = None,
-        datapath: DatapathOpt = None,
-        metrics_addr: MetricsAddrOpt = None,
-        tofqdns_min_ttl: MinTtlOpt = None,
+        state_dir: StateDirOpt = None, run_dir: RunDirOpt = None, flags: NodeFlags = NodeFlags()
     ) -> None:
         """Run the node agent in the foreground (``cilia up`` runs it in the background)."""
-        cfg = node_config(
-            state_dir,
-            run_dir,
-            node_index=node_index,
-            enforcement_mode=enforcement_mode,
-            allow_localhost=allow_localhost,
-            datapath=datapath,
-            metrics_addr=metrics_addr,
-            tofqdns_min_ttl=tofqdns_min_ttl,
-        )
+        cfg = node_config(state_dir, run_dir, **flags.overrides())
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save()
         raise typer.Exit(daemon.run(open_node(cfg), flow_sink=lambda agent: _observe(agent, cfg)))
 
     @app.command("up")
+    @with_node_flags
     def up_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        node_index: NodeIndexOpt = None,
-        enforcement_mode: EnforcementOpt = None,
-        allow_localhost: LocalhostOpt = None,
-        datapath: DatapathOpt = None,
-        metrics_addr: MetricsAddrOpt = None,
-        tofqdns_min_ttl: MinTtlOpt = None,
+        flags: NodeFlags = NodeFlags(),
         output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
         nodes: Annotated[int | None, typer.Option(
             "--nodes", help="Several nodes: N node namespaces, one agent each, on etcd.")] = None,
@@ -92,9 +117,8 @@ def register(app: typer.Typer) -> None:
         """Start the local node: the agent in the background; waits until it is ready."""
         from cilia.agent import process
 
-        base = node_config(state_dir, run_dir, enforcement_mode=enforcement_mode,
-                           allow_localhost=allow_localhost, datapath=datapath,
-                           tofqdns_min_ttl=tofqdns_min_ttl)
+        # the cluster's base settings: each node's index and metrics address are its own
+        base = node_config(state_dir, run_dir, **flags.overrides("node_index", "metrics_addr"))
         if nodes is None and member_configs(base):  # the cluster set up here, as it was
             nodes = base.cluster_size
         if nodes is not None or store == "etcd":
@@ -111,16 +135,7 @@ def register(app: typer.Typer) -> None:
             console.print(f"  state: {base.state_dir}/nodes")
             return
 
-        cfg = node_config(
-            state_dir,
-            run_dir,
-            node_index=node_index,
-            enforcement_mode=enforcement_mode,
-            allow_localhost=allow_localhost,
-            datapath=datapath,
-            metrics_addr=metrics_addr,
-            tofqdns_min_ttl=tofqdns_min_ttl,
-        )
+        cfg = node_config(state_dir, run_dir, **flags.overrides())
         already = process.read_pid(cfg)
         try:
             pid = process.start_background(cfg)
