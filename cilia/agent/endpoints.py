@@ -26,6 +26,8 @@ from cilia.store.files import write_private
 log = logging.getLogger(__name__)
 
 MAX_ENDPOINT_ID = 0xFFFF
+# the top ids are the lab's guard-only devices' (world hosts, a node's underlay: cilia.lab.guard_devices)
+GUARD_ENDPOINT_IDS = range(0xFF00, MAX_ENDPOINT_ID + 1)
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,10 @@ class EndpointTable:
         return {e.ip: e for e in self._by_id.values()}
 
     def new_id(self) -> int:
-        for eid in range(1, MAX_ENDPOINT_ID + 1):
+        for eid in range(1, GUARD_ENDPOINT_IDS.start):
             if eid not in self._by_id:
                 return eid
-        raise EndpointTableFullError(f"all {MAX_ENDPOINT_ID} endpoint ids are in use")
+        raise EndpointTableFullError(f"all {GUARD_ENDPOINT_IDS.start - 1} endpoint ids are in use")
 
     def put(self, ep: Endpoint) -> None:
         old = self._by_pod.get(ep.pod)

@@ -32,6 +32,7 @@ from cilia.agent.services import TABLE_NAME as SERVICES_TABLE
 from cilia.lab import dns as lab_dns
 from cilia.lab import netns
 from cilia.lab.errors import PodNotFoundError
+from cilia.lab.guard_devices import GuardDevices, lab_guard_devices
 from cilia.lab.ipam import Ipam, gateway
 from cilia.lab.node import Lab
 from cilia.lab.node import Pod as LabPod
@@ -51,8 +52,9 @@ def _runtime_pod(p: LabPod) -> RuntimePod:
 class LabRuntime:
     """:class:`cilia.agent.interfaces.PodRuntime` over :class:`cilia.lab.node.Lab`."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, guard: GuardDevices | None = None) -> None:
         self.lab = lab
+        self.guard = guard  # the datapath's guard on world hosts and the underlay (kernel datapath)
         self._dns_error = ""
 
     def existing(self) -> dict[PodKey, RuntimePod]:
@@ -62,6 +64,8 @@ class LabRuntime:
                 self.lab.restore_workloads()
             World(self.lab).restore_workloads()  # world hosts' servers run in the same daemon
         self._keep_dns()
+        if self.guard is not None:  # after the DNS host: it is guarded from its start
+            self.guard.sync()
         return pods
 
     def _keep_dns(self) -> None:
@@ -98,7 +102,9 @@ def open_node(cfg: AgentConfig) -> Node:
         runtime: PodRuntime = AddressOnlyRuntime(cfg.sim_pods_path, ipam.allocate, ipam.release_owner, gw)
         return Node(cfg, store, runtime, SimNodeDatapath(), str(gw), cluster=member)
     datapath = open_bpf_datapath(cfg.pin_root, cfg.datapath_state_dir)
-    return Node(cfg, store, LabRuntime(make_lab(cfg, store)), datapath, str(gw), cluster=member)
+    lab = make_lab(cfg, store)
+    guard = GuardDevices(datapath, lambda: lab_guard_devices(lab, underlay=member is not None))  # type: ignore[arg-type]
+    return Node(cfg, store, LabRuntime(lab, guard), datapath, str(gw), cluster=member)
 
 
 @dataclass
