@@ -183,8 +183,8 @@ def test_update_apply_and_delete_objects(store: Store) -> None:
     assert store.update(Kind.PODS.key("default", "web"), relabel) == 2
     assert store.get(Kind.PODS.key("default", "web")).value["metadata"]["labels"] == {  # type: ignore[union-attr]
         "app": "a", "access": "frontend"}
-    with pytest.raises(InvalidKeyError, match="cannot store objects of kind 'Secret'"):
-        store.apply([{"kind": "Secret", "metadata": {"name": "s"}}])
+    with pytest.raises(InvalidKeyError, match="cannot store objects of kind 'ConfigMap'"):
+        store.apply([{"kind": "ConfigMap", "metadata": {"name": "s"}}])
     assert store.delete_objects([pod, cnp]) == 3
     assert [r.key for r in store.snapshot().records] == [Kind.CCNP.key("", "c")]
 

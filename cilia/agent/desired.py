@@ -34,6 +34,7 @@ from cilia.k8s.objects import (
     replica_pod_name,
     service_from,
 )
+from cilia.k8s.secrets import SecretModel, secret_value
 from cilia.store import Delete, Event, EventType, Kind, ObjectKey, Op, Put
 
 OWNER_ANNOTATION = "cilia.io/owner"  # Deployment/<name>, beside metadata.ownerReferences
@@ -66,6 +67,7 @@ class ChangeKind(StrEnum):
     SERVICE = "service"  # a Service or its Endpoints
     POLICY = "policy"
     CIDR_GROUP = "cidrgroup"
+    SECRET = "secret"
 
 
 class ObjectError(AgentError, ValueError):
@@ -108,6 +110,12 @@ class DesiredState:
     service_endpoints: dict[PodKey, tuple[str, ...]] = field(default_factory=dict)  # selector-less backends
     policies: dict[PolicyKey, Policy] = field(default_factory=dict)
     cidr_groups: dict[str, CIDRGroup] = field(default_factory=dict)  # CiliumCIDRGroups by name
+    # (namespace, name) -> the Secret's single value (headerMatches secret references); kept out of logs
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+
+    def secret_values(self) -> tuple[tuple[tuple[str, str], str], ...]:
+        """The stored Secrets' values as EngineOptions.secrets takes them, sorted."""
+        return tuple(sorted(self.secrets.items()))
 
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         """Labels of a namespace; a namespace never declared exists implicitly with only the
@@ -175,6 +183,21 @@ class DesiredState:
             else:
                 self.cidr_groups.pop(key.name, None)
             return (ChangeKind.CIDR_GROUP, key.name)
+        if key.kind is Kind.SECRETS:
+            sk = (key.namespace, key.name)
+            value = _secret_value(ev.value) if put else None
+            if value is None:  # not exactly one item: no value, the header match falls back (fail closed)
+                self.secrets.pop(sk, None)
+            else:
+                self.secrets[sk] = value
+            return (ChangeKind.SECRET, sk)
+        return None
+
+
+def _secret_value(obj: dict[str, Any]) -> str | None:
+    try:
+        return secret_value(SecretModel.model_validate(obj))
+    except ValueError:  # validated on apply; a hand-written entry gives no value (the error would quote it)
         return None
 
 

@@ -170,6 +170,7 @@ class Reconciler:
         finally:
             self._restoring = False
         self.policy.set_services(self._service_infos())
+        self.policy.engine.set_secrets(self.desired.secret_values())
         self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
         for key, pol in sorted(self.desired.policies.items()):
             self._set_policy(key, pol)
@@ -241,6 +242,7 @@ class Reconciler:
         services_changed = False
         policies_changed = False
         groups_changed = False
+        secrets_changed = False
         last = self.revision
         for ev in events:
             last = max(last, ev.revision)
@@ -263,6 +265,8 @@ class Reconciler:
                 services_changed = True
             elif kind is ChangeKind.CIDR_GROUP:
                 groups_changed = True
+            elif kind is ChangeKind.SECRET:
+                secrets_changed = True
             elif kind is ChangeKind.POLICY:
                 policies_changed = True
                 pol = self.desired.policies.get(key)
@@ -273,6 +277,8 @@ class Reconciler:
                     self._set_policy(key, pol)
         if services_changed:
             self.policy.set_services(self._service_infos())
+        if secrets_changed:  # headerMatches secret references resolve to the stored values
+            self.policy.engine.set_secrets(self.desired.secret_values())
         if relabel_all_in:  # a Namespace's cilia.io/audit annotation may have changed
             self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
         if policies_changed or services_changed or groups_changed:

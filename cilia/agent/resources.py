@@ -17,6 +17,7 @@ for _kind, _aliases in {
     Kind.CCNP: ("ccnp", "ccnps", "ciliumclusterwidenetworkpolicy", "ciliumclusterwidenetworkpolicies"),
     Kind.KNP: ("netpol", "netpols", "networkpolicy", "networkpolicies"),
     Kind.CIDR_GROUPS: ("ccg", "ccgs", "ciliumcidrgroup", "ciliumcidrgroups"),
+    Kind.SECRETS: ("secret", "secrets"),
 }.items():
     for _a in _aliases:
         KIND_ALIASES[_a] = _kind

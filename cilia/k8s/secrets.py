@@ -55,3 +55,26 @@ def secret_values(docs: Iterable[Any]) -> tuple[tuple[tuple[str, str], str], ...
         else:
             out[key] = value
     return tuple(sorted(out.items()))
+
+
+def secret_keys(obj: dict[str, Any]) -> list[str]:
+    """The item names of a Secret object (``data`` and ``stringData``), sorted."""
+    return sorted({*(obj.get("data") or {}), *(obj.get("stringData") or {})})
+
+
+def redacted(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Secret object to print: every value replaced by its size, as ``kubectl describe secret``
+    shows it (values never leave the store through cilia's output)."""
+    out = {k: v for k, v in obj.items() if k not in ("data", "stringData")}
+    data: dict[str, str] = {}
+    for k, v in (obj.get("data") or {}).items():
+        try:
+            size = len(base64.b64decode(str(v), validate=True))
+        except (binascii.Error, ValueError):
+            size = len(str(v))
+        data[k] = f"<redacted: {size} bytes>"
+    for k, v in (obj.get("stringData") or {}).items():
+        data[k] = f"<redacted: {len(str(v).encode())} bytes>"
+    if data:
+        out["data"] = dict(sorted(data.items()))
+    return out

@@ -16,6 +16,7 @@ agent and the offline commands (trace, connectivity, verify) decide through this
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -210,6 +211,16 @@ class PolicyEngine:
         self._cluster_ports = frozen
         self._invalidate_all()
         return self._refresh_named_ports()
+
+    def set_secrets(self, secrets: tuple[tuple[tuple[str, str], str], ...]) -> dict[int, MapDiff]:
+        """The Secret values ``headerMatches`` ``secret`` references compare with (a node's stored
+        Secrets, :func:`cilia.k8s.secrets.secret_values`); the kept policies with L7 rules are
+        recomputed when they change."""
+        if secrets == self.options.secrets:
+            return {}
+        self.options = dataclasses.replace(self.options, secrets=secrets)
+        self._invalidate_all()
+        return {ident: self._recompute(ident) for ident, pol in list(self._policies.items()) if pol.l7}
 
     def _named_ports(self, own: PortNames) -> NamedPorts:
         if self._cluster_ports is not None:

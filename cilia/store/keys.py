@@ -33,6 +33,7 @@ class Kind(StrEnum):
     NODES = "nodes"  # node settings
     IPAM = "ipam"  # name: pod address -> owner
     CIDR_GROUPS = "ciliumcidrgroups"  # CiliumCIDRGroup (cluster-scoped)
+    SECRETS = "secrets"  # values of headerMatches secret references; never printed (cilia get: keys only)
 
     @property
     def namespaced(self) -> bool:
@@ -69,6 +70,7 @@ API_KINDS: dict[str, Kind] = {
     "CiliumClusterwideNetworkPolicy": Kind.CCNP,
     "NetworkPolicy": Kind.KNP,
     "CiliumCIDRGroup": Kind.CIDR_GROUPS,
+    "Secret": Kind.SECRETS,
 }
 
 

@@ -19,6 +19,7 @@ from cilia.agent.events import read_events
 from cilia.agent.resources import AmbiguousNameError, resolve_kind
 from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, fail, node_config, open_node_store
 from cilia.cli.nameopts import namespace_option
+from cilia.k8s import secrets
 from cilia.store import Kind, Record, Store
 
 AGENT_KINDS = {
@@ -128,7 +129,12 @@ def register(app: typer.Typer) -> None:
                     print("note: no agent answers; start the node with `cilia up`", file=sys.stderr)
                 return
             items = [r.value for r in recs]
-            if skind is Kind.DEPLOYMENTS:
+            if skind is Kind.SECRETS:  # names and keys only, never the values
+                items = [secrets.redacted(i) for i in items]
+                table = views.Table(("NAME", "TYPE", "DATA", "KEYS"), tuple(
+                    (r.key.name, str(r.value.get("type") or "Opaque"), str(len(secrets.secret_keys(r.value))),
+                     ",".join(secrets.secret_keys(r.value)) or "<none>") for r in recs))
+            elif skind is Kind.DEPLOYMENTS:
                 pods = store.list(Kind.PODS)
                 table = views.deployments_table(
                     recs, pods, endpoints, all_namespaces=all_namespaces, wide=wide
