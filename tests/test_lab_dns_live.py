@@ -53,3 +53,26 @@ def test_fresh_node_resolves_services_without_dns_add(node: LiveNode) -> None:
     code = node.cilia("exec", CLIENT, "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                       "--max-time", "10", "http://ldns-svc/", check=False)
     assert code.stdout == "200", code.stdout + code.stderr
+
+
+def test_the_dns_host_and_a_new_world_host_carry_the_datapath_guard(node: LiveNode) -> None:
+    """Issue 13 item 1: world hosts' node-side veths are guard-only devices of the node's datapath
+    (drops to outside addresses with reason 250; crafted-packet checks in test_world_guard.py)."""
+    from cilia.agent.endpoints import GUARD_ENDPOINT_IDS
+
+    def guarded() -> dict[str, list[str]]:
+        rows = json.loads(node.cilia("bpf", "endpoint", "list", "-o", "json").stdout)
+        return {r["ifname"]: r["flags"] for r in rows if r["endpoint_id"] in GUARD_ENDPOINT_IDS}
+
+    def host_ifname(name: str) -> str:
+        hosts = json.loads(node.cilia("world", "list", "-o", "json").stdout)["items"]
+        return next(h["link"] for h in hosts if h["name"] == name)
+
+    assert guarded().get(host_ifname("dns")) == ["policy_ready"]  # no enforce flags: the guard only
+    node.cilia("world", "add", "ldns-far", "--ip", f"198.19.{NODE_INDEX}.77")
+    node.world_hosts.append("ldns-far")
+    want = host_ifname("ldns-far")
+    deadline = time.monotonic() + 15  # the agent's runtime check runs every 10 s
+    while want not in guarded() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert guarded().get(want) == ["policy_ready"]
