@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -30,6 +31,10 @@ class Output(StrEnum):
     text = "text"
     json = "json"
 
+
+OutputOpt = Annotated[Output, typer.Option("-o", "--output", help="text | json")]  # checked choice
+OutputStrOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]  # compared as text
+ExecArgs = Annotated[list[str], typer.Argument(help="Command and arguments, after --.")]
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -131,3 +136,23 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise (``raise fail(...)``)."""
     err_console.print(f"[red]error:[/red] {message}")
     return typer.Exit(code)
+
+
+def exec_command(command: list[str], usage: str) -> list[str]:
+    """The command of ``… exec … -- CMD [ARGS…]`` (the ``--`` dropped); an error naming ``usage``
+    when none is given."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise fail(f"give the command after --: {usage}", 2)
+    return command
+
+
+def exec_and_exit(run: Callable[[list[str]], int], command: list[str]) -> NoReturn:
+    """Run ``command`` with ``run`` (in a pod's or a world host's namespace) and exit with its code;
+    a program that does not exist exits 127, as in a shell."""
+    try:
+        code = run(command)
+    except FileNotFoundError as e:
+        raise fail(f"exec: {e}", 127) from e
+    raise typer.Exit(code)

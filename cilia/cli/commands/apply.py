@@ -15,6 +15,7 @@ import typer
 from cilia.agent import manifests
 from cilia.agent.resources import AmbiguousNameError, resolve_kind, resolve_name
 from cilia.cli.common import (
+    OutputStrOpt,
     RunDirOpt,
     StateDirOpt,
     console,
@@ -32,7 +33,6 @@ NamespaceOpt = Annotated[
     str,
     typer.Option("-n", "--namespace", help="Namespace for objects without one.", callback=namespace_option),
 ]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the agent has reconciled.")]
 
 
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
         filename: FilesOpt,
         namespace: NamespaceOpt = "default",
         fix: Annotated[bool, typer.Option("--fix", help="Apply `cilia validate --fix` fixes first.")] = False,
-        output: OutputOpt = "text",
+        output: OutputStrOpt = "text",
         wait: WaitOpt = True,
         allow_l4_only_l7: Annotated[
             bool,
@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
         filename: Annotated[list[str] | None, typer.Option("-f", "--filename", help="File/dir/-.")] = None,
         namespace: NamespaceOpt = "default",
         ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found")] = False,
-        output: OutputOpt = "text",
+        output: OutputStrOpt = "text",
         wait: WaitOpt = True,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,

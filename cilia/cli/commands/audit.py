@@ -23,7 +23,16 @@ import typer
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
-from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, console, err_console, fail, node_config
+from cilia.cli.common import (
+    OutputStrOpt,
+    RunDirOpt,
+    StateDirOpt,
+    agent_client,
+    console,
+    err_console,
+    fail,
+    node_config,
+)
 from cilia.cli.nameopts import namespaces_option
 from cilia.observe.audit import AuditSettings
 
@@ -85,7 +94,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--node", help="On a cluster: only this node's switch (default: every node)"),
         ] = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:

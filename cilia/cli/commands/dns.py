@@ -14,7 +14,7 @@ import typer
 
 from cilia.agent.cluster import member_configs
 from cilia.agent.fqdn import FqdnState
-from cilia.cli.common import RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
+from cilia.cli.common import OutputStrOpt, RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
 from cilia.identity.labels import SOURCE_FQDN
 from cilia.k8s.names import dns_name_errors
 from cilia.lab import dns
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def list_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """The A records and the server's address."""
         cfg = node_config(state_dir, run_dir)
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
     def cache_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """What the node's DNS proxy learned: each address, the names it answered for, until when,
         and the toFQDNs selectors that select it (on a cluster set up here, every node's, named)."""

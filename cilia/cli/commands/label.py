@@ -9,6 +9,7 @@ import typer
 
 from cilia.agent.resources import resolve_kind, resolve_name
 from cilia.cli.common import (
+    OutputStrOpt,
     RunDirOpt,
     StateDirOpt,
     console,
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
         namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
         wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until enforced.")] = True,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:

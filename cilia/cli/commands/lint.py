@@ -12,7 +12,7 @@ from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
 from cilia.analyze.findings import RULES
 from cilia.analyze.lint import lint_paths, render_text
 from cilia.cli.commands._analysis import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, Localhost, Mode
-from cilia.cli.common import Output
+from cilia.cli.common import Output, OutputOpt
 from cilia.cli.render import print_errors, print_json
 
 
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
         ] = None,
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         rules: Annotated[bool, typer.Option("--rules", help="List the lint rules and exit.")] = False,

@@ -19,7 +19,16 @@ from cilia.agent import daemon, process
 from cilia.agent.client import AgentAPIError, AgentUnavailable
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
-from cilia.cli.common import RunDirOpt, StateDirOpt, agent_client, console, err_console, fail, node_config
+from cilia.cli.common import (
+    OutputStrOpt,
+    RunDirOpt,
+    StateDirOpt,
+    agent_client,
+    console,
+    err_console,
+    fail,
+    node_config,
+)
 from cilia.lab.node_setup import open_node, teardown
 
 # The node's settings that both `agent` and `up` take: one list, added to each command by
@@ -106,7 +115,7 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
         flags: NodeFlags = NodeFlags(),
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
         nodes: Annotated[int | None, typer.Option(
             "--nodes", help="Several nodes: N node namespaces, one agent each, on etcd.")] = None,
         store: Annotated[str | None, typer.Option(
@@ -167,7 +176,7 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
         purge: Annotated[bool, typer.Option(help="Also delete the desired state (store), events.")] = False,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """Stop the agent and remove every pod, link, pin, socket and process cilia created."""
         cfg = node_config(state_dir, run_dir)
@@ -215,7 +224,7 @@ def register(app: typer.Typer) -> None:
     def status_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """Show whether the node agent runs, and what it manages."""
         cfg = node_config(state_dir, run_dir)

@@ -12,7 +12,16 @@ import typer
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.resources import AmbiguousNameError, resolve_name
-from cilia.cli.common import RunDirOpt, StateDirOpt, fail, node_config, open_node_store
+from cilia.cli.common import (
+    ExecArgs,
+    RunDirOpt,
+    StateDirOpt,
+    exec_and_exit,
+    exec_command,
+    fail,
+    node_config,
+    open_node_store,
+)
 from cilia.cli.nameopts import namespace_option
 from cilia.lab.node_setup import make_lab
 from cilia.store import Kind, ObjectKey
@@ -39,16 +48,13 @@ def register(app: typer.Typer) -> None:
     @app.command("exec", context_settings={"allow_interspersed_args": False})
     def exec_cmd(
         pod: Annotated[str, typer.Argument(help="Pod name (a unique prefix is enough).")],
-        command: Annotated[list[str], typer.Argument(help="Command and arguments, after --.")],
+        command: ExecArgs,
         namespace: Annotated[str, typer.Option("-n", "--namespace", callback=namespace_option)] = "default",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
         """Run a command in the pod's network namespace; its exit code is passed through."""
-        if command and command[0] == "--":
-            command = command[1:]
-        if not command:
-            raise fail("give the command after --: cilia exec POD -- CMD [ARGS…]", 2)
+        command = exec_command(command, "cilia exec POD -- CMD [ARGS…]")
         cfg, key = _pod_key(state_dir, run_dir, namespace, pod)
         if cfg.datapath == "sim":
             raise fail("this node runs with --datapath sim: pods have an address but no namespace")
@@ -56,11 +62,7 @@ def register(app: typer.Typer) -> None:
             lab = make_lab(cfg, store)
             if lab.get_pod(key.namespace, key.name) is None:
                 raise fail(f"pod {key.namespace}/{key.name} is not running on this node (yet)")
-            try:
-                code = lab.exec_in_pod(key.namespace, key.name, command)
-            except FileNotFoundError as e:
-                raise fail(f"exec: {e}", 127) from e
-        raise typer.Exit(code)
+            exec_and_exit(lambda argv: lab.exec_in_pod(key.namespace, key.name, argv), command)
 
     @app.command("logs")
     def logs_cmd(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cilia.agent.services import TABLE_NAME, read_table
-from cilia.cli.common import RunDirOpt, StateDirOpt, console, node_config
+from cilia.cli.common import OutputStrOpt, RunDirOpt, StateDirOpt, console, node_config
 from cilia.cli.nameopts import namespace_option
 
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """Each Service port: its ClusterIP frontend and the backends new connections are spread over."""
         cfg = node_config(state_dir, run_dir)

@@ -24,7 +24,7 @@ from cilia.cli.commands._analysis import (
     load,
     node_dns,
 )
-from cilia.cli.common import Output
+from cilia.cli.common import Output, OutputOpt
 from cilia.cli.render import print_json
 from cilia.policy.l7 import L7Request
 
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--to", help="PEER, as --from, or svc:NS/NAME (a Service; its ClusterIP too)."),
         ],
         port: Annotated[str, typer.Option("--port", help="PORT/PROTO, e.g. 80/TCP, 53/UDP, 8/ICMP (type).")],
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         state_dir: StateDir = None,

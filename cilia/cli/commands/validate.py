@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cilia.cli.common import Output
+from cilia.cli.common import Output, OutputOpt
 from cilia.cli.render import plural, print_errors, print_json, print_warnings
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import Error, ValidationReport
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             list[str],
             typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
         ],
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        output: OutputOpt = Output.text,
         fix: Annotated[
             bool, typer.Option("--fix", help="Print the corrected manifests (deny: → egressDeny …).")
         ] = False,

@@ -22,7 +22,7 @@ from cilia.cli.commands._analysis import (
     load,
     node_dns,
 )
-from cilia.cli.common import Output
+from cilia.cli.common import Output, OutputOpt
 from cilia.cli.render import print_json
 
 
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                 help="YAML file: expectations: [{from, to, port, protocol, http?, tls?, expect}].",
             ),
         ],
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         state_dir: StateDir = None,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import platform
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from cilia import __version__
-from cilia.cli.common import Output
+from cilia.cli.common import Output, OutputOpt
 
 CILIUM_SEMANTICS = "1.18"  # the Cilium release whose policy decisions cilia reproduces
 
@@ -33,7 +33,7 @@ def version_text() -> str:
 def register(app: typer.Typer) -> None:
     @app.command("version")
     def version_cmd(
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json")] = Output.text,
+        output: OutputOpt = Output.text,
     ) -> None:
         """Print cilia's version and the Cilium release whose semantics it follows.
 

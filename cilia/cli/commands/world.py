@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from cilia.cli.common import RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
+from cilia.cli.common import (
+    ExecArgs,
+    OutputStrOpt,
+    RunDirOpt,
+    StateDirOpt,
+    console,
+    exec_and_exit,
+    exec_command,
+    fail,
+    node_config,
+    open_node_store,
+)
 from cilia.lab.errors import LabError
 from cilia.lab.node_setup import make_lab
 from cilia.lab.world import World, WorldHost, WorldPort
@@ -42,7 +53,7 @@ def register(app: typer.Typer) -> None:
             "--port", help="Serve PORT/PROTO (PROTO is TCP or UDP, default TCP), repeatable.")] = None,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """Create a world host; TCP ports answer HTTP like the pods' built-in server, UDP ports echo."""
         world, store = _world(state_dir, run_dir)
@@ -62,7 +73,7 @@ def register(app: typer.Typer) -> None:
     def list_cmd(
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
-        output: Annotated[str, typer.Option("-o", "--output", help="text | json")] = "text",
+        output: OutputStrOpt = "text",
     ) -> None:
         """List the world hosts."""
         world, store = _world(state_dir, run_dir)
@@ -97,21 +108,15 @@ def register(app: typer.Typer) -> None:
     @world_app.command("exec", context_settings={"allow_interspersed_args": False})
     def exec_cmd(
         name: Annotated[str, typer.Argument(help="World host name.")],
-        command: Annotated[list[str], typer.Argument(help="Command and arguments, after --.")],
+        command: ExecArgs,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
         """Run a command as the world host (in its network namespace); its exit code is passed through."""
-        if command and command[0] == "--":
-            command = command[1:]
-        if not command:
-            raise fail("give the command after --: cilia world exec NAME -- CMD [ARGS…]", 2)
+        command = exec_command(command, "cilia world exec NAME -- CMD [ARGS…]")
         world, store = _world(state_dir, run_dir)
         store.close()
         try:
-            code = world.exec(name, command)
-        except FileNotFoundError as e:
-            raise fail(f"exec: {e}", 127) from e
+            exec_and_exit(lambda argv: world.exec(name, argv), command)
         except LabError as e:
             raise fail(str(e)) from e
-        raise typer.Exit(code)
