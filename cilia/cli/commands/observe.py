@@ -14,9 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperOption
 
 from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config
 from cilia.cli.nameopts import namespaces_option
@@ -48,7 +47,7 @@ class _OrderedCommand(TyperCommand):
     """Keeps the raw arguments: ``--not`` negates the filter flag right after it, an order click
     does not keep across options."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         ctx.meta["cilia.raw_args"] = list(args)
         return super().parse_args(ctx, args)
 
@@ -194,7 +193,7 @@ def register(app: typer.Typer) -> None:
             raise fail("--follow prints flows as they come: use -o compact, dict, json or jsonpb", 2)
         if first is not None and (last is not None or follow):
             raise fail("--first cannot be combined with --last or --follow", 2)
-        takes_value = {o for prm in ctx.command.params if isinstance(prm, click.Option) and not prm.is_flag
+        takes_value = {o for prm in ctx.command.params if isinstance(prm, TyperOption) and not prm.is_flag
                        for o in prm.opts}
         try:
             kept, negated = split_negated(ctx.meta.get("cilia.raw_args", []), takes_value)
