@@ -132,7 +132,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except BaseException:  # broad: the slot is released whatever failed, then re-raised
             self._slots.release()
             raise
 

@@ -217,7 +217,7 @@ class Server:
         """:meth:`answer`, never raising: a query that breaks something is logged and dropped."""
         try:
             return self.answer(data)
-        except Exception as e:
+        except Exception as e:  # broad: one bad query must not stop the lab's DNS server
             print(f"query from {peer} ({len(data)} bytes): {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)
             return None

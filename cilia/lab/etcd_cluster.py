@@ -144,7 +144,7 @@ class EtcdCluster:
             for m in self.members:
                 self._spawn(m, "new")
             self.wait_healthy(timeout)
-        except BaseException:
+        except BaseException:  # broad: stop what was spawned whatever happened (even ^C), then re-raise
             self.stop()
             raise
         return self

@@ -177,7 +177,7 @@ class Lab:
                   str(self.log_path(spec.namespace, spec.name)), spec)
         try:
             netns.create(rec.netns)  # exclusive: from here on the namespace is ours
-        except BaseException:
+        except BaseException:  # broad: give the address back whatever happened, then re-raise
             self.ipam.release_owner(spec.key)
             raise
         made_link: list[bool] = []
@@ -189,8 +189,8 @@ class Lab:
                 self.workloads.ensure_started()
                 self.workloads.add(rec.workload())
             return rec
-        except BaseException as e:
-            with contextlib.suppress(Exception):
+        except BaseException as e:  # broad: remove the half-made pod whatever happened, then re-raise
+            with contextlib.suppress(Exception):  # the creation's error is the one to report
                 self._destroy(rec, own_link=bool(made_link))
             if isinstance(e, LabError):
                 raise

@@ -75,7 +75,7 @@ class LabRuntime:
         try:
             lab_dns.keep_running(World(self.lab))
             self._dns_error = ""
-        except Exception as e:
+        except Exception as e:  # broad: any failure is a warning here, the runtime check must go on
             if str(e) != self._dns_error:  # once per distinct failure, not at every check
                 logging.getLogger(__name__).warning("the lab's DNS server is not running: %s", e)
             self._dns_error = str(e)
@@ -135,12 +135,12 @@ def _remove_remaining(names: set[str], links: set[str], report: TeardownReport) 
             for idx in ipr.link_lookup(ifname=name):
                 try:
                     ipr.link("del", index=idx)
-                except Exception as e:
+                except Exception as e:  # broad: reported; teardown goes on with the other links
                     report.errors.append(f"delete link {name}: {e}")
     for name in sorted(left_netns):
         try:
             netns.remove(name)
-        except Exception as e:
+        except Exception as e:  # broad: reported; teardown goes on with the other namespaces
             report.errors.append(f"remove network namespace {name}: {e}")
 
 
@@ -162,7 +162,7 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
     try:
         if store is not None and cfg.datapath != "sim" and os.geteuid() == 0:
             lab = make_lab(cfg, store)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # a torn or foreign record
                 for p in lab._records():  # the lab's own crash-safe records of what it created
                     created_netns.add(p.netns)
                     created_links.add(p.host_ifname)
@@ -171,11 +171,11 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
             world_netns, world_links = world.created()
             try:
                 report.removed += [f"world host namespace {n}" for n in world.teardown()]
-            except Exception as e:
+            except Exception as e:  # broad: reported; the pods, pins and files are removed all the same
                 report.errors.append(f"world teardown: {e}")
             try:
                 lab.teardown()
-            except Exception as e:
+            except Exception as e:  # broad: reported; the second pass below retries what is left
                 report.errors.append(f"lab teardown: {e}")
             _remove_remaining(created_netns, created_links, report)
             report.removed += [f"pod namespace {n}" for n in sorted(created_netns - set(netns.names()))]
@@ -187,7 +187,7 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
 
                 Datapath(pin_root=cfg.pin_root, state_dir=cfg.datapath_state_dir).teardown()
                 report.removed.append(f"bpf pins {cfg.pin_root}")
-            except Exception as e:
+            except Exception as e:  # broad: reported (libbpf, pins, files); `down` lists what is left
                 report.errors.append(f"datapath teardown: {e}")
     finally:
         if store is not None:
@@ -196,7 +196,7 @@ def teardown(cfg: AgentConfig, purge: bool = False) -> TeardownReport:
         from cilia.agent.l7proxy import teardown as proxy_teardown
 
         report.removed += proxy_teardown(cfg.run_dir, cfg.node_index)  # a crashed agent's HAProxy, files
-    except Exception as e:
+    except Exception as e:  # broad: reported; the node's sockets and state are removed all the same
         report.errors.append(f"http proxy teardown: {e}")
     services_table = cfg.endpoints_path.with_name(SERVICES_TABLE)  # the agent's load-balancing table
     for path in (cfg.socket_path, cfg.pid_path, cfg.endpoints_path, cfg.sim_pods_path, services_table):

@@ -79,8 +79,8 @@ def create_nodes(count: int) -> list[str]:
                 for j in range(count):
                     if j != i:
                         ipr.route("add", dst=str(pod_cidr(j)), gateway=underlay_address(j), oif=ul)
-    except BaseException as e:
-        with contextlib.suppress(Exception):
+    except BaseException as e:  # broad: whatever stopped the set-up (even ^C), undo it, then re-raise
+        with contextlib.suppress(Exception):  # the set-up's error is the one to report, not the undo's
             remove_nodes()
         if isinstance(e, LabError):
             raise
@@ -126,20 +126,20 @@ def remove_nodes() -> list[str]:
                 try:
                     ipr.link("del", index=idx)
                     removed.append(f"link {root_port(i)}")
-                except Exception as e:
+                except Exception as e:  # broad: collected into one LabError after every step ran
                     errors.append(f"delete {root_port(i)}: {e}")
     for name in existing_nodes():
         try:
             netns.remove(name)
             removed.append(f"node namespace {name}")
-        except Exception as e:
+        except Exception as e:  # broad: collected into one LabError after every step ran
             errors.append(f"remove {name}: {e}")
     with IPRoute() as ipr:
         for idx in ipr.link_lookup(ifname=BRIDGE):
             try:
                 ipr.link("del", index=idx)
                 removed.append(f"bridge {BRIDGE}")
-            except Exception as e:
+            except Exception as e:  # broad: collected into one LabError after every step ran
                 errors.append(f"delete {BRIDGE}: {e}")
     if errors:
         raise LabError("remove lab nodes: " + "; ".join(errors))

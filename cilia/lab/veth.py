@@ -68,11 +68,11 @@ def remove(host_ifname: str, namespace: str, own_link: bool = True) -> list[str]
         with IPRoute() as ipr:
             for idx in ipr.link_lookup(ifname=host_ifname) if own_link else ():
                 ipr.link("del", index=idx)
-    except Exception as e:
+    except Exception as e:  # broad: collected and returned; the namespace is removed all the same
         errors.append(f"delete {host_ifname}: {e}")
     try:
         netns.remove(namespace)
-    except Exception as e:
+    except Exception as e:  # broad: collected and returned to the caller, which reports them
         errors.append(f"remove netns {namespace}: {e}")
     return errors
 

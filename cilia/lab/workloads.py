@@ -123,7 +123,7 @@ def _bind(netns_name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> list[s
         for s in socks:
             s.setblocking(False)
         return socks
-    except BaseException:
+    except BaseException:  # broad: close the sockets opened so far whatever happened, then re-raise
         for s in socks:
             s.close()
         raise
@@ -182,7 +182,7 @@ class WorkloadServer:
                 run.datagrams.append(transport)
             for i, argv in enumerate(spec.commands):
                 await self._spawn(run, argv, spec.privileges_of(i))
-        except BaseException:
+        except BaseException:  # broad: undo a half-started workload (also on cancel), then re-raise
             for s in socks:
                 s.close()
             await self.remove(spec.key)
@@ -223,7 +223,7 @@ class WorkloadServer:
         await asyncio.gather(*(self._stop(p) for p in run.procs))
         await asyncio.gather(*run.waiters, return_exceptions=True)
         for srv in run.servers:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TimeoutError, OSError):  # closed already; a slow close is not waited for
                 await asyncio.wait_for(srv.wait_closed(), 1)
         run.log.close()
         return True

@@ -73,7 +73,7 @@ def cluster_up(cfg: AgentConfig, nodes: int, endpoints: list[str]) -> dict[str, 
             endpoints = etcd_keeper.start(etcd_dir(cfg), nodes_lab.BRIDGE_ADDRESS)
     except LabError as e:
         if not existing:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # broad: the set-up's LabError is the one to report
                 nodes_lab.remove_nodes()
         raise fail(str(e)) from e
     base = replace(cfg, store="etcd", etcd_endpoints=",".join(endpoints), cluster_size=nodes,

@@ -247,7 +247,7 @@ class DnsProxy:
                         conn.sendall(msg.frame(out))
                     except (OSError, msg.DnsFormatError):
                         return
-                    except Exception:
+                    except Exception:  # broad: a bug on one connection is logged, the proxy serves on
                         log.exception("dns proxy: TCP query from %s", client)
                         return
         finally:
