@@ -4,7 +4,7 @@ Both sides are computed as :func:`cilia.analyze.connectivity.connectivity` matri
 port classes (those cut by the ranges either side's policies mention, so a class means the same ports
 on both sides). Groups are matched by name (``deployment:NS/NAME``, a pod's name, ``world``, …);
 a cell whose verdict flips is *opened* or *closed*. The matrix holds verdicts only, so the rules are
-named by tracing just the cells that matter (:func:`cilia.analyze.trace.trace_flow`): every flipped
+named by tracing just the cells that matter (:func:`cilia.analyze.trace.side_verdict`): every flipped
 cell, and the cells whose verdict stayed but where the policies selecting the source (egress) or the
 destination (ingress) changed — those are *rule-changed* when the deciding rules differ.
 """
@@ -27,9 +27,9 @@ from cilia.analyze.connectivity import Connectivity, Group, connectivity
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace
 from cilia.analyze.peers import PortSpec, parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
-from cilia.analyze.trace import trace_flow
+from cilia.analyze.trace import side_verdict
 from cilia.policy.resolve import namespace_of, select_rules
-from cilia.policy.types import DropReason
+from cilia.policy.types import Direction, DropReason
 from cilia.store import API_KINDS, ObjectKey, Store
 
 
@@ -140,6 +140,13 @@ def _end(analysis: Analysis, group: Group, endpoints: dict[str, Any]) -> FlowEnd
     return FlowEnd(group.name, group.kind, group.identity, analysis.labels_of(group.identity))
 
 
+def _flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
+    """Both sides of one flow, as ``cilia trace`` decides them (without trace's notes)."""
+    egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
+    ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
+    return FlowTrace(src, dst, port.proto, port.port, egress, ingress)
+
+
 def _names(refs: Iterable[Any]) -> str:
     return "; ".join(r.describe() for r in refs)
 
@@ -229,8 +236,8 @@ def diff(old: Analysis, new: Analysis) -> Diff:
             # a source whose policies changed: every destination; else those whose ingress changed
             candidates = flips | (common_set if s in touched else touched)
             for d in sorted(candidates, key=lambda name: by_old[name].index):
-                f_old = trace_flow(old, _end(old, go, eps_old), _end(old, by_old[d], eps_old), ports)
-                f_new = trace_flow(new, _end(new, gn, eps_new), _end(new, by_new[d], eps_new), ports)
+                f_old = _flow(old, _end(old, go, eps_old), _end(old, by_old[d], eps_old), ports)
+                f_new = _flow(new, _end(new, gn, eps_new), _end(new, by_new[d], eps_new), ports)
                 called = {f_old.src.name: s, f_old.dst.name: d, f_new.src.name: s, f_new.dst.name: d}
                 before, after = decider(f_old, called), decider(f_new, called)
                 if d in flips:
