@@ -25,7 +25,7 @@ def _diff_args(old: str, new: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("fmt", ["text", "json", "md", "csv", "dot"])
+@pytest.mark.parametrize("fmt", ["text", "json", "md", "csv", "dot", "mermaid"])
 def test_apps_only_against_the_fixed_deny_golden(fmt: str) -> None:
     rc, out, err = run_cli([*_diff_args("no-policy", "deny"), "-o", fmt])
     assert (rc, err) == (1, "")

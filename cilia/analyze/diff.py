@@ -413,4 +413,44 @@ def render_dot(d: Diff) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"text": render_text, "json": render_json, "md": render_md, "csv": render_csv, "dot": render_dot}
+def render_mermaid(d: Diff) -> str:
+    """A Mermaid flowchart for docs: changed edges only (thick opened, crossed closed, dotted rule
+    changed); added groups drawn with a double border."""
+
+    def text(value: str) -> str:
+        return '"' + value.replace('"', "#quot;") + '"'
+
+    ids: dict[str, str] = {}
+
+    def node(name: str) -> str:
+        if name not in ids:
+            ids[name] = f"n{len(ids)}"
+        return ids[name]
+
+    edges = []
+    for c in d.changes:
+        a, b = node(c.src), node(c.dst)
+        label = text(f"{c.kind}: {c.ports}")
+        arrow = {
+            ChangeKind.OPENED: f"{a} ==>|{label}| {b}",
+            ChangeKind.CLOSED: f"{a} --x|{label}| {b}",
+            ChangeKind.RULE_CHANGED: f"{a} -.->|{label}| {b}",
+        }[c.kind]
+        edges.append(f"  {arrow}")
+    for name in (*d.groups_added, *d.groups_removed):
+        node(name)
+    lines = ["flowchart LR"]
+    added = set(d.groups_added)
+    for name, nid in ids.items():
+        lines.append(f"  {nid}[[{text(name)}]]" if name in added else f"  {nid}[{text(name)}]")
+    return "\n".join(lines + edges) + "\n"
+
+
+RENDERERS = {
+    "text": render_text,
+    "json": render_json,
+    "md": render_md,
+    "csv": render_csv,
+    "dot": render_dot,
+    "mermaid": render_mermaid,
+}

@@ -22,6 +22,7 @@ class Output(StrEnum):
     md = "md"
     csv = "csv"
     dot = "dot"
+    mermaid = "mermaid"
 
 
 class FailOn(StrEnum):
@@ -75,9 +76,9 @@ def register(app: typer.Typer) -> None:
             typer.Option("--git", help="REV1..REV2: compare PATHs (after --) at two revisions of a repo."),
         ] = None,
         repo: Annotated[Path, typer.Option("--repo", help="The git repository for --git.")] = Path("."),
-        output: Annotated[Output, typer.Option("-o", "--output", help="text | json | md | csv | dot")] = (
-            Output.text
-        ),
+        output: Annotated[
+            Output, typer.Option("-o", "--output", help="text | json | md | csv | dot | mermaid")
+        ] = Output.text,
         fail_on: Annotated[
             FailOn, typer.Option("--fail-on", help="Exit 1 only for: opened | closed | any change.")
         ] = FailOn.any,
