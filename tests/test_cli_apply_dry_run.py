@@ -55,6 +55,9 @@ def test_dry_run_then_diff(node: SimAgent, tmp_path: Path) -> None:
     assert "closed:\n  deployment:default/app-a -> deployment:default/app-b  every port" in text
     assert text.rstrip().endswith("ciliumnetworkpolicy.cilium.io/deny-app-a-to-app-b created")
     assert _policies(node) == ["deny-app-a-to-app-b"]
+    # --diff -o json: the outcome with the delta under "connectivity" (here: nothing changes)
+    out = json.loads(node.cli("apply", "--diff", "-o", "json", *DENY))
+    assert out["revision"] > 0 and out["connectivity"]["changes"] == []
     # applied now: nothing left to change
     again = json.loads(node.cli("apply", "--dry-run", "-o", "json", *DENY))
     assert again["connectivity"]["changes"] == [] and again["objects"][0]["action"] == "unchanged"

@@ -36,10 +36,12 @@ NamespaceOpt = Annotated[
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the agent has reconciled.")]
 
 
-def _finish(outcome: manifests.ApplyOutcome, output: str, wait: bool, cfg_args: tuple) -> None:
+def _finish(
+    outcome: manifests.ApplyOutcome, output: str, wait: bool, cfg_args: tuple, extra: dict | None = None
+) -> None:
     cfg = node_config(*cfg_args)
     if output == "json":
-        print_json(outcome.to_json())
+        print_json({**outcome.to_json(), **(extra or {})})
     else:
         print_warnings(outcome.warnings)
         if not outcome.ok:
@@ -117,6 +119,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Validate manifests and store them, all or nothing."""
         cfg = node_config(state_dir, run_dir)
+        delta: dict[str, Any] = {}
         with open_node_store(cfg) as store:
             if dry_run or show_diff:
                 planned = manifests.apply(
@@ -126,11 +129,11 @@ def register(app: typer.Typer) -> None:
                 if not planned.ok or dry_run:
                     _finish_dry_run(store, planned, output, cfg)
                     return
-                _print_delta(store, planned, output, cfg)
+                delta = _print_delta(store, planned, output, cfg)
             outcome = manifests.apply(
                 store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7
             )
-        _finish(outcome, output, wait, (state_dir, run_dir))
+        _finish(outcome, output, wait, (state_dir, run_dir), {"connectivity": delta} if show_diff else None)
 
     @app.command("delete")
     def delete_cmd(
