@@ -9,8 +9,9 @@ agent and store are imported inside the functions that need them, so a command t
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -156,3 +157,12 @@ def exec_and_exit(run: Callable[[list[str]], int], command: list[str]) -> NoRetu
     except FileNotFoundError as e:
         raise fail(f"exec: {e}", 127) from e
     raise typer.Exit(code)
+
+
+def print_listing(output: str, document: dict[str, Any], lines: Iterable[str]) -> None:
+    """What a ``list`` command prints: ``document`` for ``-o json``, else the table's ``lines``."""
+    if output == "json":
+        print(json.dumps(document, sort_keys=True))
+        return
+    for line in lines:
+        console.print(line)

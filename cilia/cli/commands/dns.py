@@ -14,7 +14,16 @@ import typer
 
 from cilia.agent.cluster import member_configs
 from cilia.agent.fqdn import FqdnState
-from cilia.cli.common import OutputStrOpt, RunDirOpt, StateDirOpt, console, fail, node_config, open_node_store
+from cilia.cli.common import (
+    OutputStrOpt,
+    RunDirOpt,
+    StateDirOpt,
+    console,
+    fail,
+    node_config,
+    open_node_store,
+    print_listing,
+)
 from cilia.identity.labels import SOURCE_FQDN
 from cilia.k8s.names import dns_name_errors
 from cilia.lab import dns
@@ -67,12 +76,11 @@ def register(app: typer.Typer) -> None:
         set_ttls = dns.read_ttls(dns.ttl_path(cfg.lab_run_dir))
         ttls = {name: set_ttls.get(name, dns.DEFAULT_TTL) for name in records}
         server = dns.server_address(cfg.node_index)
-        if output == "json":
-            print(json.dumps({"server": server, "records": records, "ttl": ttls}, sort_keys=True))
-            return
-        console.print(f"server {server}")
-        for name, addrs in sorted(records.items()):
-            console.print(f"{name:<40} A {', '.join(addrs)}  TTL {ttls[name]}")
+        print_listing(output, {"server": server, "records": records, "ttl": ttls}, [
+            f"server {server}",
+            *(f"{name:<40} A {', '.join(addrs)}  TTL {ttls[name]}"
+              for name, addrs in sorted(records.items())),
+        ])
 
     @dns_app.command("cache")
     def cache_cmd(

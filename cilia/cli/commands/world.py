@@ -20,6 +20,7 @@ from cilia.cli.common import (
     fail,
     node_config,
     open_node_store,
+    print_listing,
 )
 from cilia.lab.errors import LabError
 from cilia.lab.node_setup import make_lab
@@ -81,12 +82,10 @@ def register(app: typer.Typer) -> None:
             hosts = world.list()
         finally:
             store.close()
-        if output == "json":
-            print(json.dumps({"items": [_row(h) for h in hosts]}, sort_keys=True))
-            return
-        console.print(f"{'NAME':<20} {'IP':<16} PORTS")
-        for h in hosts:
-            console.print(f"{h.name:<20} {h.ip:<16} {','.join(str(p) for p in h.ports) or '-'}")
+        print_listing(output, {"items": [_row(h) for h in hosts]}, [
+            f"{'NAME':<20} {'IP':<16} PORTS",
+            *(f"{h.name:<20} {h.ip:<16} {','.join(str(p) for p in h.ports) or '-'}" for h in hosts),
+        ])
 
     @world_app.command("delete")
     def delete_cmd(
