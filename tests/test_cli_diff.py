@@ -126,6 +126,11 @@ def test_git_revisions(tmp_path: Path) -> None:
     assert (rc, err) == (1, "")
     closed = [c for c in json.loads(out)["changes"] if c["change"] == "closed"]
     assert [(c["from"], c["to"]) for c in closed] == [A_TO_B]
+    # A...B: from the merge base, as a pull request compares (main...HEAD on a branch)
+    git("branch", "base", "HEAD~1")
+    three_dots = ["diff", "--repo", str(repo), "--git", "base...main", "-o", "json", "--", "policies"]
+    rc, out, _ = run_cli(three_dots)
+    assert rc == 1 and [c["change"] for c in json.loads(out)["changes"]].count("closed") == 1
     rc, out, _ = run_cli(["diff", "--repo", str(repo), "--git", "HEAD..HEAD", "--", "policies"])
     assert rc == 0
     rc, _, err = run_cli(["diff", "--repo", str(repo), "--git", "HEAD~1..nope", "--", "policies"])

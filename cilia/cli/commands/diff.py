@@ -73,7 +73,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         git: Annotated[
             str | None,
-            typer.Option("--git", help="REV1..REV2: compare PATHs (after --) at two revisions of a repo."),
+            typer.Option(
+                "--git",
+                help="REV1..REV2 (or REV1...REV2: from their merge base): compare PATHs (after --) "
+                "at two revisions of a repository.",
+            ),
         ] = None,
         repo: Annotated[Path, typer.Option("--repo", help="The git repository for --git.")] = Path("."),
         output: Annotated[
@@ -101,7 +105,11 @@ def register(app: typer.Typer) -> None:
                     raise fail("give either -f OLD --against NEW or --git REV1..REV2 -- PATH")
                 if ".." not in git:
                     raise fail(f"--git {git}: give two revisions as REV1..REV2")
-                rev1, rev2 = git.split("..", 1)
+                if "..." in git:  # as git diff A...B: from the merge base of A and B (a pull request's view)
+                    a, rev2 = git.split("...", 1)
+                    rev1 = _git(repo, "merge-base", a or "HEAD", rev2 or "HEAD").decode().strip()
+                else:
+                    rev1, rev2 = git.split("..", 1)
                 where = list(paths or ["."])
                 old_files = export_revision(repo, rev1 or "HEAD", where, Path(tmp))
                 new_files = export_revision(repo, rev2 or "HEAD", where, Path(tmp))
