@@ -146,6 +146,16 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
 
     status = json.loads(cluster.cilia("status", "-o", "json").stdout)["nodes"]
     assert sorted(status) == ["node-0", "node-1", "node-2"] and all(st["ready"] for st in status.values())
+    # issue 13 item 1: each node's underlay is a guard-only device of its own datapath (no enforce flags)
+    for i in range(NODES):
+        rows = json.loads(subprocess.run(  # nsenter, not ip netns exec: that remounts /sys (bpffs)
+            ["nsenter", f"--net={netns.path_of(nodes_lab.node_netns(i))}", "--", sys.executable, "-m",
+             "cilia.cli.main", "bpf",
+             "endpoint", "list", "-o", "json", "--pin-root", f"{cluster.pin_root}/node-{i}/v1",
+             "--state-dir", str(tmp_path / "state" / "nodes" / f"node-{i}")],
+            capture_output=True, text=True, check=True, timeout=60).stdout)
+        underlay = [r for r in rows if r["ifname"] == nodes_lab.UNDERLAY_IF]
+        assert [(r["endpoint_id"] >= 0xFF00, r["flags"]) for r in underlay] == [(True, ["policy_ready"])]
 
     cluster.cilia("apply", "-f", str(SEED / "app-a.yaml"), "-f", str(SEED / "app-b.yaml"))
     eps = cluster.endpoints()
