@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from cilia.agent.client import AgentClient
@@ -38,7 +39,7 @@ OutputStrOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")
 ExecArgs = Annotated[list[str], typer.Argument(help="Command and arguments, after --.")]
 
 console = Console(soft_wrap=True, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 StateDirOpt = Annotated[
     Path | None,
@@ -135,7 +136,7 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise (``raise fail(...)``)."""
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console.print(f"[red]error:[/red] {escape(message)}")  # the message as written, [x] and all
     return typer.Exit(code)
 
 

@@ -13,6 +13,7 @@ import typer
 from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
 from cilia.analyze.learned import NodeDns, NodeStateError
 from cilia.analyze.peers import PeerError
+from cilia.cli import common
 from cilia.cli.render import print_errors, print_warnings
 from cilia.k8s.errors import Error, ManifestError
 
@@ -49,8 +50,8 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    sys.stderr.write(f"error: {message}\n")
-    return typer.Exit(code)
+    """:func:`cilia.cli.common.fail`, exiting 2 (bad input) unless told otherwise."""
+    return common.fail(message, code)
 
 
 def guarded(action: Callable[[], T]) -> T:
