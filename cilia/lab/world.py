@@ -187,8 +187,8 @@ class World:
                 self.lab.workloads.ensure_started()
                 self.lab.workloads.add(rec.workload())
             return rec
-        except BaseException as e:
-            with contextlib.suppress(Exception):
+        except BaseException as e:  # any failure, Ctrl-C too: roll the half-made host back, then re-raise
+            with contextlib.suppress(Exception):  # best effort: the original error is what the user sees
                 self._destroy(rec, own_link=bool(made_link))
             if isinstance(e, LabError):
                 raise

@@ -177,7 +177,7 @@ class EtcdBackend:
             self._submit(self._client.connect()).result(connect_timeout)
             self._submit(self._open_watch_channel()).result(connect_timeout)
             start = self._etcd_revision(deadline=time.monotonic() + connect_timeout)
-        except BaseException:
+        except BaseException:  # cleanup and re-raise: no event-loop thread left behind a failed open
             self._shutdown_loop()
             raise
         self._seen = start

@@ -65,7 +65,7 @@ def write_private(path: Path | str, data: bytes | str, *, durable: bool = True) 
             view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
-    except BaseException:
+    except BaseException:  # cleanup and re-raise: no descriptor or temporary file left behind
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -92,7 +92,7 @@ def open_private(path: Path | str, mode: str = "a", **kwargs: Any) -> IO[Any]:
     try:
         os.fchmod(fd, FILE_MODE)
         return os.fdopen(fd, mode, **kwargs)
-    except BaseException:
+    except BaseException:  # cleanup and re-raise: the descriptor is ours until fdopen owns it
         os.close(fd)
         raise
 

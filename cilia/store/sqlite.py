@@ -87,7 +87,7 @@ class SqliteBackend:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
+        except BaseException:  # cleanup and re-raise: any failure inside the transaction rolls it back
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
