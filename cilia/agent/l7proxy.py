@@ -41,6 +41,7 @@ from cilia.proxy.http.supervisor import ProxyStartError, Supervisor, haproxy_bin
 log = logging.getLogger("cilia.agent")
 PARSERS = ("http", "tls")
 NODE_PORT_STRIDE = 100
+DECISION_CACHE = 4096  # attributions kept (cleared when full or when the rules change)
 
 
 def proxy_files(run_dir: Path) -> ProxyFiles:
@@ -115,6 +116,8 @@ class HttpProxy:
         self.rules_text = ""
         self.ipcache: dict[str, int] = {}
         self.policies: Mapping[tuple[str, str], list[Any]] = {}  # (direction, ip) -> port policies
+        self._generation = 0  # bumped when the port policies change: the decision cache's key
+        self._decisions: dict[tuple[Any, ...], tuple[frozenset[Any], frozenset[Any]]] = {}
         self.last_error = ""
         self._lock = threading.Lock()  # one sync at a time (agent loop, restart hook)
         self.reader: AccessLogReader | None = None
@@ -122,7 +125,7 @@ class HttpProxy:
 
     def start(self) -> HttpProxy:
         self.cfg.files.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.reader = AccessLogReader(self.cfg.files.log_socket, self.on_record).start()
+        self.reader = AccessLogReader(self.cfg.files.log_socket, self.on_record, self.on_batch).start()
         self._compute()
         self.supervisor = Supervisor(self.cfg, self.rules_text, self.ipcache, on_start=self._on_start,
                                      log_path=self.cfg.files.run_dir / "haproxy.log")  # fmt: skip
@@ -164,6 +167,9 @@ class HttpProxy:
         if not self.rules_text or text.split("\n", 1)[1] != self.rules_text.split("\n", 1)[1]:
             self.version += 1
             self.rules_text = text
+        if by_key != self.policies:
+            self._generation += 1
+            self._decisions = {}
         self.policies = by_key
         self.ipcache = node_ipcache(rec)
 
@@ -187,25 +193,51 @@ class HttpProxy:
 
     def on_record(self, r: HttpRecord) -> None:
         """One logged request → one L7 flow per policy the proxy evaluated, named by the engine."""
-        ingest = getattr(self.agent.flow_sink, "ingest_http", None)
-        if ingest is None:
+        self.on_batch([r])
+
+    def on_batch(self, records: list[HttpRecord]) -> None:
+        """The requests of one burst of the access log → their L7 flows (one batch for the sink
+        when it takes batches: one lock, one write of the flow log)."""
+        sink = self.agent.flow_sink
+        many = getattr(sink, "ingest_http_many", None)
+        one = getattr(sink, "ingest_http", None)
+        if many is None and one is None:
             return
-        decided = r.decided or ((r.listener, False),)
-        headers: dict[str, str] = {}
-        for k, v in r.headers:
-            headers[k] = f"{headers[k]},{v}" if k in headers else v
-        for direction_label, allowed in decided:
-            direction = Direction.EGRESS if direction_label == "egress" else Direction.INGRESS
-            ip = r.client[0] if direction is Direction.EGRESS else r.server[0]
-            remote = r.server_identity if direction is Direction.EGRESS else r.client_identity
+        items = [(r, *self._attribution(r, label, allowed)) for r in records
+                 for label, allowed in (r.decided or ((r.listener, False),))]
+        if many is not None:
+            many(items)
+        else:
+            for item in items:
+                one(*item)
+
+    def _attribution(self, r: HttpRecord, direction_label: str, allowed: bool
+                     ) -> tuple[Direction, bool, frozenset[Any], frozenset[Any]]:
+        """(direction, allowed, rules that allowed, rules that refused) of one logged request for
+        one policy, decided again by the engine's L7 policy — cached per (policies' generation,
+        direction, endpoint, port, peer, method, path, host, headers): a stream of equal requests
+        is decided once per rules change."""
+        egress = direction_label == "egress"
+        direction = Direction.EGRESS if egress else Direction.INGRESS
+        ip = r.client[0] if egress else r.server[0]
+        remote = r.server_identity if egress else r.client_identity
+        key = (self._generation, egress, ip, r.server[1], remote, r.method, r.path, r.host, r.headers)
+        got = self._decisions.get(key)
+        if got is None:
             by: frozenset[Any] = frozenset()
             refused: frozenset[Any] = frozenset()
+            headers: dict[str, str] = {}
+            for k, v in r.headers:
+                headers[k] = f"{headers[k]},{v}" if k in headers else v
             for pol in self.policies.get((direction.label, ip), ()):
                 if pol.covers(6, r.server[1]):
                     d = pol.decide_http(remote, r.method, r.path, r.host, headers)
                     by, refused = d.by, d.refused_by
                     break
-            ingest(r, direction, allowed, by, refused)
+            if len(self._decisions) >= DECISION_CACHE:
+                self._decisions.clear()
+            got = self._decisions[key] = (by, refused)
+        return direction, allowed, got[0], got[1]
 
     def status(self) -> dict[str, Any]:
         sup = self.supervisor

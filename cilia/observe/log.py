@@ -13,7 +13,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from cilia.observe.flow import Flow, flow_from_json
@@ -64,6 +64,28 @@ class FlowLog:
                 fd = self._open()
             os.write(fd, line)
             self._size += len(line)
+
+    def append_many(self, flows: Iterable[Flow]) -> None:
+        """Write flows as lines, as few ``write`` calls as rotation allows (whole lines only)."""
+        lines = [(json.dumps(f.to_json(), separators=(",", ":")) + "\n").encode() for f in flows]
+        with self._lock:
+            fd = self._open()
+            chunk: list[bytes] = []
+            size = 0
+            for line in lines:
+                if self._size + size and self._size + size + len(line) > self.max_bytes:
+                    if chunk:
+                        os.write(fd, b"".join(chunk))
+                        self._size += size
+                        chunk, size = [], 0
+                    if self._size:
+                        self._rotate()
+                        fd = self._open()
+                chunk.append(line)
+                size += len(line)
+            if chunk:
+                os.write(fd, b"".join(chunk))
+                self._size += size
 
     def _rotate(self) -> None:
         if self._fd is not None:
