@@ -74,3 +74,34 @@ def test_follow_sees_new_flows_across_rotation(tmp_path: Path) -> None:
     done.set()
     t.join(5)
     assert sorted(seen) == list(range(3, 41))  # each once; in order within a poll
+
+
+def test_a_rotation_between_listing_and_reading_loses_nothing(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The cursor takes a file's inode from the file it opened: a rotation right before the current
+    file is opened (after the files were listed) must not make it read the new file at the old one's
+    offset — the race lost flows under load."""
+    flows = renumbered(14)
+    log = FlowLog(tmp_path, max_bytes=1 << 20, files=5)
+    for f in flows[:4]:
+        log.append(f)
+    cursor = log.cursor(0)
+    assert [f.seq for f in cursor.poll()] == [1, 2, 3, 4]
+    for f in flows[4:6]:
+        log.append(f)
+    real_open = Path.open
+    fired: list[bool] = []
+
+    def rotate_then_open(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not fired and self == log.path:
+            fired.append(True)
+            with log._lock:
+                log._rotate()  # the current file (flows 1-6) becomes flows.jsonl.1
+            for f in flows[6:]:
+                log.append(f)  # a new current file, longer than what was read of the old one: 7-14
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", rotate_then_open)
+    seen = [f.seq for f in cursor.poll()]
+    monkeypatch.undo()
+    seen += [f.seq for f in cursor.poll()]
+    assert fired and sorted(seen) == list(range(5, 15))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cilia.observe.flow import Flow, flow_from_json
 from cilia.store.files import private_dir
@@ -170,35 +171,36 @@ class LogCursor:
     def poll(self) -> list[Flow]:
         batch: list[Flow] = []
         for path in self.log.paths():
+            # Open first and take the inode from the open file: a rotation between a stat and an open
+            # by name would read one file at the offset of another (flows lost under load).
             try:
-                ino = path.stat().st_ino
+                f = path.open("rb")
             except FileNotFoundError:
                 continue
-            off, flows = _read_from(path, self._offsets.get(ino, 0))
+            with f:
+                ino = os.fstat(f.fileno()).st_ino
+                off, flows = _read_from(f, self._offsets.get(ino, 0))
             self._offsets[ino] = off
-            batch += [f for f in flows if f.seq > self.since]
+            batch += [fl for fl in flows if fl.seq > self.since]
         batch.sort(key=lambda f: f.seq)
         if batch:
             self.seq = max(self.seq, batch[-1].seq)
         return batch
 
 
-def _read_from(path: Path, offset: int) -> tuple[int, list[Flow]]:
-    """The complete lines of ``path`` after byte ``offset`` as flows, and the offset after them."""
+def _read_from(f: BinaryIO, offset: int) -> tuple[int, list[Flow]]:
+    """The complete lines of the open file ``f`` after byte ``offset`` as flows, and the offset after
+    them."""
     out: list[Flow] = []
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            for raw in f:
-                if not raw.endswith(b"\n"):
-                    break
-                offset += len(raw)
-                try:
-                    out.append(flow_from_json(json.loads(raw)))
-                except (ValueError, KeyError, TypeError):
-                    continue
-    except FileNotFoundError:
-        pass
+    f.seek(offset)
+    for raw in f:
+        if not raw.endswith(b"\n"):
+            break
+        offset += len(raw)
+        try:
+            out.append(flow_from_json(json.loads(raw)))
+        except (ValueError, KeyError, TypeError):
+            continue
     return offset, out
 
 
