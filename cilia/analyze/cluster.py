@@ -208,7 +208,7 @@ class Analysis:
                     f"no Deployment {spec.namespace}/{spec.name} in the manifests"
                     + (f" (known: {', '.join(known)})" if known else "")
                 )
-            return [self._pod_end(ep) for ep in found]
+            return [self.pod_end(ep) for ep in found]
         in_ns = [ep for ep in self.endpoints if ep.pod.namespace == spec.namespace]
         exact = [ep for ep in in_ns if ep.pod.name == spec.name]
         matches = exact or [ep for ep in in_ns if ep.pod.name.startswith(spec.name)]
@@ -221,7 +221,7 @@ class Analysis:
                 f"pod name {spec.namespace}/{spec.name} is ambiguous: {names}; give more of the name, "
                 f"or deployment:{spec.namespace}/NAME for all pods of a Deployment"
             )
-        return [self._pod_end(matches[0])]
+        return [self.pod_end(matches[0])]
 
     def _address_end(self, ip: str, by_name: bool = False) -> FlowEnd:
         """A pod's IP is that pod; an address a node learned under a toFQDNs-selected name has its
@@ -229,7 +229,7 @@ class Analysis:
         addr = ipaddress.ip_address(ip)
         for ep in self.endpoints:
             if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == addr:
-                return self._pod_end(ep)
+                return self.pod_end(ep)
         if ip in self.learned:
             found, ident = self.learned[ip]
             return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=found)
@@ -240,7 +240,8 @@ class Analysis:
             learned = self.dns.learned(ip, self.fqdn_selectors)
         return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=learned)
 
-    def _pod_end(self, ep: PodEndpoint) -> FlowEnd:
+    def pod_end(self, ep: PodEndpoint) -> FlowEnd:
+        """The flow end of one pod endpoint."""
         return FlowEnd(
             ep.name,
             EndKind.POD,

@@ -24,7 +24,7 @@ from typing import Any
 
 from cilia.analyze.cluster import Analysis, Options, analyse_paths
 from cilia.analyze.connectivity import Connectivity, Group, connectivity
-from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace
+from cilia.analyze.flow import FlowEnd, FlowTrace
 from cilia.analyze.peers import PortSpec, parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
 from cilia.analyze.trace import side_verdict
@@ -127,16 +127,7 @@ def common_classes(old: Analysis, new: Analysis) -> list[PortClass]:
 def _end(analysis: Analysis, group: Group, endpoints: dict[str, Any]) -> FlowEnd:
     """A representative end of a group (its first pod; every pod of a group shares its verdicts)."""
     if group.local:
-        ep = endpoints[group.pods[0]]
-        return FlowEnd(
-            ep.name,
-            EndKind.POD,
-            ep.identity,
-            ep.labels,
-            ip=ep.pod.pod_ip or "",
-            namespace=ep.pod.namespace,
-            pod=ep.pod.name,
-        )
+        return analysis.pod_end(endpoints[group.pods[0]])
     return FlowEnd(group.name, group.kind, group.identity, analysis.labels_of(group.identity))
 
 
