@@ -114,4 +114,5 @@ def test_reader_hands_over_bursts(tmp_path: Path) -> None:
         out.close()
         reader.close()
     assert [r.path for rs in got for r in rs] == [f"/{i}" for i in range(50)]
-    assert len(got[0]) == 10 and reader.errors == 1  # the queued burst came as one batch
+    # the queued burst came as one batch (datagrams sent while the reader drains it may join it)
+    assert len(got[0]) >= 10 and reader.errors == 1
