@@ -79,7 +79,8 @@ def test_golden_output(scenario: str, fmt: str) -> None:
     if fmt == "json":
         data = json.loads(out)
         assert data["valid"] is (code == 0)
-        assert set(data) == {"valid", "files", "objects", "errors"}
+        assert set(data) == {"kind", "valid", "files", "objects", "errors", "warnings", "skipped"}
+        assert data["kind"] == "cilia.io/ValidateReport/v1"
 
 
 def test_seed_deny_names_line_10_and_the_fix() -> None:

@@ -37,16 +37,23 @@ def test_path_round_trip() -> None:
     assert format_path(()) == ""
 
 
-def test_directory_is_recursive_sorted_and_filtered(tmp_path: Path) -> None:
+def test_directory_is_sorted_filtered_and_recursive_only_with_r(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "z.yml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: z}\n")
     (tmp_path / "a.json").write_text(
         json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}})
     )
     (tmp_path / "notes.txt").write_text("not a manifest")
-    result = load_paths([tmp_path])
+    result = load_paths([tmp_path])  # as kubectl apply -f DIR: the directory's own files
+    assert [Path(f).name for f in result.files] == ["a.json"]
+    with loader.using_selection(loader.Selection(recursive=True)):  # -R
+        result = load_paths([tmp_path])
     assert [Path(f).name for f in result.files] == ["a.json", "z.yml"]
     assert [d.name for d in result.documents] == ["a", "z"]
+    only_dirs = tmp_path / "only-dirs"
+    (only_dirs / "sub").mkdir(parents=True)
+    [err] = load_paths([only_dirs]).errors
+    assert err.message == "no .yaml/.yml/.json files in directory (-R reads its subdirectories)"
 
 
 def test_multi_document_and_list_and_json_dump() -> None:
@@ -102,7 +109,7 @@ def test_stdin() -> None:
     ],
 )
 def test_malformed_input_gives_clean_errors(text: str, expected: tuple[str, int, int]) -> None:
-    [err] = load_text(text, "bad.yaml").errors
+    [err] = loader.parse_text(text, "bad.yaml")[1]  # a file that must hold objects (verify's --expect)
     message, line, col = expected
     assert err.message.startswith(message), err.message
     assert (err.file, err.line, err.column) == ("bad.yaml", line, col)

@@ -26,13 +26,16 @@ from cilia.analyze.peers import parse_proto
 from cilia.analyze.policydocs import KNP, PolicyDoc, parse_policies
 from cilia.k8s.cluster import build_cluster
 from cilia.k8s.duplicates import find_duplicates, latest_documents, where
-from cilia.k8s.errors import Error
+from cilia.k8s.errors import Error, Skipped
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.source import Document, FieldPath
 from cilia.k8s.validate import validate_document
 from cilia.policy.resolve import rule_selects
 from cilia.policy.rules import PeerKind, PeerRule, PolicyRule
 from cilia.policy.types import Direction, Proto
+
+# The schema of ``cilia lint -o json``; a new version when a field changes meaning or type.
+LINT_REPORT_KIND = "cilia.io/LintReport/v1"
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,21 @@ class LintReport:
     objects: int
     findings: tuple[Finding, ...]
     unreadable: tuple[Error, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
     def count(self, severity: Severity) -> int:
         return sum(f.severity is severity for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
+        """``cilia lint -o json``, marked with its schema (:data:`LINT_REPORT_KIND`); the counts by
+        severity are under ``counts`` (``errors`` is a list in validate's report)."""
         return {
+            "kind": LINT_REPORT_KIND,
             "files": len(self.files),
             "objects": self.objects,
-            "errors": self.count(Severity.ERROR),
-            "warnings": self.count(Severity.WARNING),
+            "counts": {str(s): self.count(s) for s in Severity},
             "findings": [f.to_dict() for f in self.findings],
+            "skipped": [s.to_dict() for s in self.skipped],
         }
 
 
@@ -391,7 +398,7 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
             findings.extend(check(pol))
         findings.extend(unknown_cidr_groups(pol, analysis.cluster.cidr_groups))
     unique = sorted(set(findings), key=Finding.sort_key)
-    return LintReport(result.files, len(result.documents), tuple(unique), unreadable)
+    return LintReport(result.files, len(result.documents), tuple(unique), unreadable, result.skipped)
 
 
 def lint_paths(

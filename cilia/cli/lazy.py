@@ -15,6 +15,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cilia.cli import commands, tophelp
+from cilia.cli.fileselect import add_file_selection
 from cilia.cli.registry import COMMANDS, HELP, command_modules, module_of
 
 
@@ -26,7 +27,10 @@ def load_module(name: str) -> dict[str, Any]:
         return {}
     sub = typer.Typer()
     register(sub)
-    return dict(typer.main.get_group(sub).commands)
+    found = dict(typer.main.get_group(sub).commands)
+    for command in found.values():
+        add_file_selection(command)  # -R, --exclude, --strict wherever -f reads manifests
+    return found
 
 
 class LazyGroup(TyperGroup):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The schema of ``cilia validate -o json``; a new version when a field changes meaning or type.
+VALIDATE_REPORT_KIND = "cilia.io/ValidateReport/v1"
 
 
 def escape_controls(text: str) -> str:
@@ -108,6 +110,22 @@ class ManifestError(Error):
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A document or file that was read but is not a Kubernetes object (a CI workflow, Helm values or
+    template, an empty file): left out, as ``kubectl apply`` would never send it, and listed."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class ValidationReport:
     """The outcome of validating a set of files."""
 
@@ -115,6 +133,7 @@ class ValidationReport:
     objects: int
     errors: tuple[Error, ...]
     warnings: tuple[str, ...] = field(default=())
+    skipped: tuple[Skipped, ...] = field(default=())
 
     @property
     def valid(self) -> bool:
@@ -126,9 +145,13 @@ class ValidationReport:
         return any(e.unreadable for e in self.errors)
 
     def to_dict(self) -> dict[str, Any]:
+        """``cilia validate -o json``: marked with its schema (:data:`VALIDATE_REPORT_KIND`)."""
         return {
+            "kind": VALIDATE_REPORT_KIND,
             "valid": self.valid,
             "files": len(self.files),
             "objects": self.objects,
             "errors": [e.to_dict() for e in self.errors],
+            "warnings": list(self.warnings),
+            "skipped": [s.to_dict() for s in self.skipped],
         }

@@ -1,5 +1,12 @@
 """Reading manifests: files, directories and stdin; YAML multi-document, JSON, ``kind: List``.
 
+What is read is what ``kubectl apply -f`` would send: a directory gives its own ``*.yaml|*.yml|*.json``
+files (all of its tree with ``-R``), ``--exclude`` globs leave files out, and a document without a
+``kind`` (a CI workflow, Helm values, ``Chart.yaml``), a list or scalar document, an empty file and a Go
+template (Helm's ``{{ … }}``) are skipped and listed (:class:`~cilia.k8s.errors.Skipped`) — refused
+with ``--strict``. The command line sets these choices once for every reader it calls
+(:func:`using_selection`).
+
 Every object comes back as a :class:`~cilia.k8s.source.Document` that remembers its file,
 document index and the line/column of every node (ruamel.yaml round-trip loading; JSON is read by
 the same loader since YAML is a superset of JSON). Problems never escape as tracebacks: they are
@@ -8,9 +15,12 @@ collected as :class:`~cilia.k8s.errors.Error` values with file:line:col.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -19,7 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from cilia.k8s.errors import Error
+from cilia.k8s.errors import Error, Skipped
 from cilia.k8s.source import Document, TooManyNodes, to_plain
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -27,7 +37,41 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 # ruamel's parser is quadratic in flow nesting depth and recursive; real manifests nest a few levels.
 MAX_FLOW_DEPTH = 100
 _BRACKETS = re.compile(r"[\[\]{}]")
+# A Go/Helm template action: ``{{ .Values.x }}``, ``{{- if … }}``, ``{{ include "…" . }}``.
+_TEMPLATE = re.compile(r"\{\{-?\s*(?:[.$\"(/]|[a-z]+\b)[^\n]*?\}\}")
 STDIN = "-"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which files and documents are read: the command line's ``-R``, ``--exclude`` and ``--strict``.
+
+    ``notify`` is told about every skipped document once a set of paths has been read (the CLI
+    lists them on stderr).
+    """
+
+    recursive: bool = False
+    exclude: tuple[str, ...] = ()
+    strict: bool = False
+    notify: Callable[[Sequence[Skipped]], None] | None = None
+
+
+_SELECTION: ContextVar[Selection | None] = ContextVar("cilia_manifest_selection", default=None)
+
+
+def current_selection() -> Selection:
+    """The selection in force (:func:`using_selection`), else kubectl's defaults."""
+    return _SELECTION.get() or Selection()
+
+
+@contextlib.contextmanager
+def using_selection(selection: Selection) -> Iterator[None]:
+    """Read manifests with ``selection`` inside the ``with`` block (every reader below a command)."""
+    token = _SELECTION.set(selection)
+    try:
+        yield
+    finally:
+        _SELECTION.reset(token)
 
 
 @dataclass(frozen=True)
@@ -38,6 +82,7 @@ class LoadResult:
     documents: tuple[Document, ...]
     errors: tuple[Error, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    skipped: tuple[Skipped, ...] = field(default=())
 
 
 def new_yaml() -> YAML:
@@ -49,8 +94,22 @@ def new_yaml() -> YAML:
     return yaml
 
 
-def discover(paths: Sequence[str | Path]) -> tuple[list[str], list[Error]]:
-    """Expand directories (recursively, sorted, ``*.yaml|*.yml|*.json``); keep files and ``-``."""
+def _excluded(path: Path, root: Path, patterns: Sequence[str]) -> bool:
+    """``path`` (found under ``root``) matches a pattern: by its path below ``root``, its name, or the
+    name of a directory on the way (``--exclude .github`` leaves out the whole tree)."""
+    rel = path.relative_to(root).as_posix()
+    names = rel.split("/")
+    return any(
+        fnmatch.fnmatchcase(rel, pat) or any(fnmatch.fnmatchcase(n, pat) for n in names) for pat in patterns
+    )
+
+
+def discover(
+    paths: Sequence[str | Path], selection: Selection | None = None
+) -> tuple[list[str], list[Error]]:
+    """Expand directories (sorted ``*.yaml|*.yml|*.json``: the directory's own files, its whole tree
+    with ``selection.recursive``, less the ``selection.exclude`` matches); keep files and ``-``."""
+    sel = selection or current_selection()
     files: list[str] = []
     errors: list[Error] = []
     for raw in paths:
@@ -60,12 +119,23 @@ def discover(paths: Sequence[str | Path]) -> tuple[list[str], list[Error]]:
             continue
         path = Path(text)
         if path.is_dir():
+            candidates = path.rglob("*") if sel.recursive else path.iterdir()
             found = sorted(
-                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES
+                str(p)
+                for p in candidates
+                if p.suffix.lower() in MANIFEST_SUFFIXES
+                and p.is_file()
+                and not _excluded(p, path, sel.exclude)
             )
             if not found:
+                nested = not sel.recursive and any(p.is_dir() for p in path.iterdir())
                 errors.append(
-                    Error(f"no {'/'.join(MANIFEST_SUFFIXES)} files in directory", file=text, unreadable=True)
+                    Error(
+                        f"no {'/'.join(MANIFEST_SUFFIXES)} files in directory"
+                        + (" (-R reads its subdirectories)" if nested else ""),
+                        file=text,
+                        unreadable=True,
+                    )
                 )
             files.extend(found)
         elif path.exists():
@@ -139,11 +209,13 @@ def _too_deep(text: str) -> int | None:
     return None
 
 
-def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[str]]:
-    """Parse one file's text into documents (``kind: List`` expanded into its items)."""
+def _parse(text: str, file: str) -> tuple[list[Document], list[Error], list[str], list[Skipped]]:
+    """Parse one file's text into documents (``kind: List`` expanded into its items); documents that
+    are not mappings come back as skipped."""
     docs: list[Document] = []
     errors: list[Error] = []
     warnings: list[str] = []
+    skipped: list[Skipped] = []
     deep = _too_deep(text)
     if deep is not None:
         line = text.count("\n", 0, deep) + 1
@@ -151,6 +223,7 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
         return (
             docs,
             [Error(f"nested more than {MAX_FLOW_DEPTH} levels deep", file=file, line=line, column=col)],
+            [],
             [],
         )
     yaml = new_yaml()
@@ -163,12 +236,11 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
                 continue
             if not isinstance(node, CommentedMap):
                 what = "a list" if isinstance(node, CommentedSeq) else f"a {type(to_plain(node)).__name__}"
-                errors.append(
-                    Error(
+                skipped.append(
+                    Skipped(
+                        file,
+                        pos[0],
                         f"document {index + 1} is {what}, not an object (a mapping with apiVersion and kind)",
-                        file=file,
-                        line=pos[0],
-                        column=pos[1],
                     )
                 )
                 continue
@@ -210,33 +282,100 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
         errors.append(Error(f"document {index + 2}: nested too deeply", file=file))
     except (ValueError, TypeError) as exc:  # ruamel raises these for some malformed input
         errors.append(Error(f"invalid YAML in document {index + 2}: {exc}", file=file))
-    if not docs and not errors:
-        errors.append(Error("no objects in file", file=file))
+    if not docs and not errors and not skipped:
+        skipped.append(Skipped(file, 0, "empty file"))
+    return docs, errors, warnings, skipped
+
+
+def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[str]]:
+    """Parse one file's text into documents (``kind: List`` expanded into its items); a document that
+    is not a mapping, or no document at all, is an error (a file that must hold objects)."""
+    docs, errors, warnings, skipped = _parse(text, file)
+    errors += [Error("no objects in file" if s.line == 0 else s.reason, file=file, line=s.line,
+                     column=1 if s.line else 0) for s in skipped]
     return docs, errors, warnings
 
 
+def _template_line(text: str) -> int:
+    """The 1-based line of the first Go/Helm template action in ``text`` (0: none)."""
+    m = _TEMPLATE.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else 0
+
+
+def _read_one(text: str, file: str) -> tuple[list[Document], list[Error], list[str], list[Skipped]]:
+    """One file's objects; what kubectl would not send (see the module docstring) is skipped."""
+    template = _template_line(text)
+    if template:
+        return [], [], [], [Skipped(file, template, "a Go/Helm template ({{ … }}), not a manifest")]
+    docs, errors, warnings, skipped = _parse(text, file)
+    kept = []
+    for doc in docs:
+        if isinstance(doc.data, dict) and "kind" not in doc.data:
+            what = "no apiVersion and kind" if "apiVersion" not in doc.data else "no kind"
+            where = f"item {doc.item + 1} of document {doc.index + 1}" if doc.item is not None else (
+                f"document {doc.index + 1}")
+            skipped.append(Skipped(file, doc.line, f"{where} has {what}: not a Kubernetes object"))
+        else:
+            kept.append(doc)
+    return kept, errors, warnings, skipped
+
+
+def _finish(
+    files: Sequence[str],
+    docs: list[Document],
+    errors: list[Error],
+    warnings: list[str],
+    skipped: list[Skipped],
+    sel: Selection,
+    *,
+    require_objects: bool,
+) -> LoadResult:
+    """Apply ``--strict``, refuse input with nothing in it at all, and tell ``sel.notify`` the skips."""
+    if sel.strict:
+        errors += [Error(f"{s.reason} (refused by --strict)", file=s.file, line=s.line) for s in skipped]
+        skipped = []
+    if require_objects and not docs and not errors:
+        shown = [str(s) for s in skipped[:5]] + ([f"… {len(skipped) - 5} more"] if len(skipped) > 5 else [])
+        hint = "skipped:\n" + "\n".join(shown) if skipped and (len(files) > 1 or skipped[0].line) else None
+        if len(files) == 1:
+            errors.append(Error("no objects in file", file=files[0], hint=hint))
+        else:
+            errors.append(Error(f"no Kubernetes objects in the {len(files)} files read", hint=hint))
+        skipped = []
+    if skipped and sel.notify is not None:
+        sel.notify(skipped)
+    return LoadResult(tuple(files), tuple(docs), tuple(errors), tuple(warnings), tuple(skipped))
+
+
 def load_paths(paths: Sequence[str | Path], stdin: IO[bytes] | None = None) -> LoadResult:
-    """Read every manifest under ``paths`` (``-`` is stdin)."""
-    files, errors = discover(paths)
+    """Read every manifest under ``paths`` (``-`` is stdin) with the selection in force; finding no
+    object at all is an error (as ``kubectl apply`` has it)."""
+    sel = current_selection()
+    files, errors = discover(paths, sel)
     docs: list[Document] = []
     warnings: list[str] = []
+    skipped: list[Skipped] = []
     for file in files:
         try:
             text = read_text(file, stdin)
         except Error as exc:
             errors.append(exc)
             continue
-        d, e, w = parse_text(text, file)
+        d, e, w, s = _read_one(text, file)
         docs.extend(d)
         errors.extend(e)
         warnings.extend(w)
-    return LoadResult(tuple(files), tuple(docs), tuple(errors), tuple(warnings))
+        skipped.extend(s)
+    return _finish(files, docs, errors, warnings, skipped, sel, require_objects=bool(files))
 
 
 def load_text(text: str, file: str = "<input>") -> LoadResult:
-    """Parse manifest text that did not come from a file (tests, API callers)."""
-    docs, errors, warnings = parse_text(text, file)
-    return LoadResult((file,), tuple(docs), tuple(errors), tuple(warnings))
+    """Parse manifest text that did not come from a file (tests, API callers, one file of several):
+    skips as :func:`load_paths`, but no object at all is no error here."""
+    docs, errors, warnings, skipped = _read_one(text, file)
+    return _finish((file,), docs, errors, warnings, skipped, current_selection(), require_objects=False)
+
+
 
 
 def iter_documents(result: LoadResult, kinds: Iterable[str]) -> list[Document]:

@@ -63,8 +63,10 @@ def guarded(action: Callable[[], T]) -> T:
         sys.stderr.write("error: the manifests cannot be analysed as they are:\n")
         print_errors(exc.errors, sys.stderr)
         if not exc.unreadable:
+            fixable = any(e.path.rsplit(".", 1)[-1] == "deny" for e in exc.errors)  # a deny: key is there
             sys.stderr.write(
-                "(real Cilium would refuse these objects; `cilia validate --fix` corrects deny:)\n"
+                "(real Cilium would refuse these objects"
+                + ("; `cilia validate --fix` corrects deny:)\n" if fixable else ")\n")
             )
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Error as exc:

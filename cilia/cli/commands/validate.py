@@ -5,6 +5,7 @@ tutorial's ``deny:`` mistake. A thin face over :mod:`cilia.k8s.validate` and :mo
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -14,8 +15,8 @@ from cilia.cli.render import plural, print_errors, print_json, print_warnings
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import Error, ValidationReport
 from cilia.k8s.fix import fix_paths
-from cilia.k8s.loader import LoadResult, load_text
-from cilia.k8s.validate import validate_paths, validate_result
+from cilia.k8s.loader import LoadResult, load_paths, load_text
+from cilia.k8s.validate import validate_result
 
 EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -103,6 +104,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--write needs --fix")
         if fix:
             raise typer.Exit(run_fix(filename, write, Flags(node_selector_labels=node_selector_labels)))
-        report = validate_paths(filename, flags=Flags(node_selector_labels=node_selector_labels))
+        loaded = load_paths(filename)
+        report = validate_result(loaded, Flags(node_selector_labels=node_selector_labels))
+        report = replace(report, skipped=loaded.skipped)  # listed in -o json too
         show_report(report, output)
         raise typer.Exit(exit_code(report))
