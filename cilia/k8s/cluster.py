@@ -28,6 +28,8 @@ from cilia.k8s.objects import (
     Ignored,
     Namespace,
     NamespaceModel,
+    Node,
+    NodeModel,
     Pod,
     PodModel,
     Policy,
@@ -39,6 +41,7 @@ from cilia.k8s.objects import (
     endpoint_slice_from,
     endpoints_from,
     make_namespace,
+    node_from,
     pod_from,
     policy_from,
     service_from,
@@ -62,6 +65,7 @@ def build_cluster(result: LoadResult) -> Cluster:
     policies: list[Policy] = []
     ignored: list[Ignored] = []
     groups: dict[str, cidrgroup.CIDRGroup] = {}  # by name: a later document wins, as with kubectl
+    nodes: dict[str, Node] = {}
     for doc in documents:
         src = Source.of(doc)
         kind = doc.kind
@@ -87,6 +91,8 @@ def build_cluster(result: LoadResult) -> Cluster:
             endpoints.append(endpoint_slice_from(EndpointSliceModel.model_validate(doc.data), src))
         elif kind == cidrgroup.KIND:
             groups[doc.name] = cidrgroup.group_from(cidrgroup.CIDRGroupModel.model_validate(doc.data), src)
+        elif kind == "Node":
+            nodes[doc.name] = node_from(NodeModel.model_validate(doc.data), src)
         elif kind == "Secret":
             pass  # values read below (headerMatches secrets)
         elif kind not in OBJECT_MODELS or kind == "ServiceAccount":
@@ -107,6 +113,7 @@ def build_cluster(result: LoadResult) -> Cluster:
         ignored=tuple(ignored),
         cidr_groups=tuple(groups[n] for n in sorted(groups)),
         secrets=secret_values(documents),
+        nodes=tuple(nodes[n] for n in sorted(nodes)),
         warnings=tuple(duplicate_warnings(result.documents)),
     )
 

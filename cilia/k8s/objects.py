@@ -67,6 +67,7 @@ class PodSpecModel(Lenient):
     containers: list[ContainerSpec] = Field(default_factory=list)
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     node_name: str | None = Field(default=None, alias="nodeName")
+    host_network: bool = Field(default=False, alias="hostNetwork")
 
 
 class PodStatusModel(Lenient):
@@ -152,6 +153,20 @@ class ServiceAccountModel(Lenient):
     metadata: Meta
 
 
+class NodeAddressSpec(Lenient):
+    type: str
+    address: str
+
+
+class NodeStatusModel(Lenient):
+    addresses: list[NodeAddressSpec] | None = None
+
+
+class NodeModel(Lenient):
+    metadata: Meta
+    status: NodeStatusModel | None = None
+
+
 # --------------------------------------------------------------------------- values
 
 
@@ -214,6 +229,7 @@ class Pod:
     pod_ip: str | None = None
     node_name: str | None = None
     owner: str | None = None  # "Deployment/<name>" for expanded pods
+    host_network: bool = False  # spec.hostNetwork: the pod is its node (no endpoint of its own)
     source: Source = field(default=_NO_SOURCE, compare=False)
 
     @property
@@ -285,6 +301,25 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Node:
+    """A Kubernetes Node: its labels and addresses (``status.addresses``, ``(type, address)``)."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    addresses: tuple[tuple[str, str], ...] = ()
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        """The node's IP addresses (InternalIP and ExternalIP), in the order given."""
+        return tuple(a for t, a in self.addresses if t in ("InternalIP", "ExternalIP"))
+
+
+@dataclass(frozen=True)
 class Ignored:
     """An object of a kind cilia does not use (ConfigMap, ServiceAccount, …)."""
 
@@ -307,6 +342,7 @@ class Cluster:
     ignored: tuple[Ignored, ...] = ()
     cidr_groups: tuple[CIDRGroup, ...] = ()  # CiliumCIDRGroups (cilia.k8s.cidrgroup)
     secrets: tuple[tuple[tuple[str, str], str], ...] = ()  # ((namespace, name), value): cilia.k8s.secrets
+    nodes: tuple[Node, ...] = ()  # Kubernetes Nodes (labels, addresses), by name
     # Later documents that replaced earlier ones of the same object (cilia.k8s.duplicates).
     warnings: tuple[str, ...] = ()
 
@@ -384,8 +420,15 @@ def pod_from(model: PodModel, source: Source) -> Pod:
         containers=_containers(model.spec),
         pod_ip=model.status.pod_ip if model.status else None,
         node_name=model.spec.node_name,
+        host_network=model.spec.host_network,
         source=source,
     )
+
+
+def node_from(model: NodeModel, source: Source) -> Node:
+    status = model.status
+    addresses = tuple((a.type, a.address) for a in (status.addresses if status else None) or ())
+    return Node(model.metadata.name or "", _pairs(model.metadata.labels), addresses, source)
 
 
 def deployment_from(model: DeploymentModel, raw_template: Any, source: Source) -> Deployment:
@@ -406,6 +449,7 @@ def deployment_from(model: DeploymentModel, raw_template: Any, source: Source) -
             containers=_containers(tmpl.spec),
             node_name=tmpl.spec.node_name,
             owner=f"Deployment/{name}",
+            host_network=tmpl.spec.host_network,
             source=source,
         )
         for i in range(model.spec.replicas)
@@ -469,4 +513,5 @@ OBJECT_MODELS: dict[str, tuple[type[Lenient], tuple[str, ...]]] = {
     "Endpoints": (EndpointsModel, ("v1",)),
     "EndpointSlice": (EndpointSliceModel, ("discovery.k8s.io/v1",)),
     "ServiceAccount": (ServiceAccountModel, ("v1",)),
+    "Node": (NodeModel, ("v1",)),
 }

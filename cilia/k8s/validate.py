@@ -31,13 +31,14 @@ from cilia.k8s.names import (
     object_name_errors,
 )
 from cilia.k8s.netaddr import parse_addr
+from cilia.k8s.nodes import node_address_findings
 from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
 from cilia.k8s.policylog import log_findings
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
 
 # Kinds whose objects have no namespace (a namespace written on them is not checked).
-CLUSTER_SCOPED_KINDS = frozenset({"Namespace", CCNP, cidrgroup.KIND})
+CLUSTER_SCOPED_KINDS = frozenset({"Namespace", "Node", CCNP, cidrgroup.KIND})
 _RULE_KEYS = {"endpointSelector", "nodeSelector", *(d.section for d in SECTIONS)}
 
 
@@ -180,6 +181,8 @@ def _workload_errors(doc: Document) -> list[Error]:
         return errors
     elif doc.kind in ("Endpoints", "EndpointSlice"):
         return [e for path, ip in _endpoint_ips(data) for e in _ip_errors(doc, path, ip)]
+    elif doc.kind == "Node":
+        return [_error(doc, path, m) for path, m in node_address_findings(data)]
     status = data.get("status")
     pod_ip = status.get("podIP") if doc.kind == "Pod" and isinstance(status, dict) else None
     if isinstance(pod_ip, str) and pod_ip:
