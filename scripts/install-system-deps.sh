@@ -19,6 +19,7 @@ command -v wrk >/dev/null || need+=(wrk)  # make bench-l7: the HTTP load generat
 command -v nft >/dev/null || need+=(nftables)
 command -v dig >/dev/null || need+=(dnsutils)
 command -v openssl >/dev/null || need+=(openssl)
+command -v chromium >/dev/null || need+=(chromium)  # tests/test_graphpage.py: the html page in a browser
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -9,16 +9,17 @@ import json
 import pytest
 
 from tests.helpers_analyze import SCENARIOS, check_golden, files_args, run_cli
+from tests.helpers_page import page_golden_text
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize(
-    ("fmt", "ext"), [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")]
+    ("fmt", "ext"), [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "page.json")]
 )
 def test_connectivity_golden(scenario: str, fmt: str, ext: str) -> None:
     rc, out, err = run_cli(["connectivity", *files_args(scenario), "-o", fmt])
     assert (rc, err) == (0, "")
-    check_golden("connectivity", f"{scenario}.{ext}", out)
+    check_golden("connectivity", f"{scenario}.{ext}", page_golden_text(out) if fmt == "html" else out)
 
 
 def test_formats_agree() -> None:

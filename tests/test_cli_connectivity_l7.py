@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers_analyze import check_golden, run_cli
+from tests.helpers_page import page_golden_text
 from tests.test_trace_l7 import MANIFESTS
 
-FORMATS = [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "html")]
+FORMATS = [("table", "txt"), ("json", "json"), ("csv", "csv"), ("html", "page.json")]
 
 
 @pytest.mark.parametrize(("fmt", "ext"), FORMATS)
@@ -20,7 +21,7 @@ def test_l7_cells_are_marked(tmp_path: Path, fmt: str, ext: str) -> None:
     f.write_text(MANIFESTS)
     rc, out, err = run_cli(["connectivity", "-f", str(f), "-o", fmt])
     assert (rc, err) == (0, "")
-    check_golden("connectivity", f"l7.{ext}", out)
+    check_golden("connectivity", f"l7.{ext}", page_golden_text(out) if fmt == "html" else out)
     if fmt == "json":
         data = json.loads(out)
         assert data["filtered_at_l7"] == {

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.helpers_analyze import SCENARIOS, check_golden, run_cli
+from tests.helpers_page import page_golden_text
 
 A_TO_B = ("deployment:default/app-a", "deployment:default/app-b")
 
@@ -30,6 +31,13 @@ def test_apps_only_against_the_fixed_deny_golden(fmt: str) -> None:
     rc, out, err = run_cli([*_diff_args("no-policy", "deny"), "-o", fmt])
     assert (rc, err) == (1, "")
     check_golden("diff", f"no-policy-to-deny.{fmt}", out)
+
+
+def test_html_golden() -> None:
+    """-o html: the page's data (the page itself is checked in a browser: tests/test_graphpage.py)."""
+    rc, out, err = run_cli([*_diff_args("no-policy", "deny"), "-o", "html"])
+    assert (rc, err) == (1, "")
+    check_golden("diff", "no-policy-to-deny.page.json", page_golden_text(out))
 
 
 def test_story_to_intended_golden() -> None:

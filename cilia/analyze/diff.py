@@ -73,6 +73,9 @@ class Diff:
     pods_added: tuple[str, ...] = ()
     pods_removed: tuple[str, ...] = ()
     port_classes: tuple[str, ...] = field(default=())
+    # both sides' matrices over the common port classes (the html page draws the new side's edges)
+    old_conn: Connectivity | None = field(default=None, compare=False, repr=False)
+    new_conn: Connectivity | None = field(default=None, compare=False, repr=False)
 
     def of(self, kind: ChangeKind) -> list[CellChange]:
         return [c for c in self.changes if c.kind is kind]
@@ -124,14 +127,14 @@ def common_classes(old: Analysis, new: Analysis) -> list[PortClass]:
     return port_classes(_ranges(old) | _ranges(new))
 
 
-def _end(analysis: Analysis, group: Group, endpoints: dict[str, Any]) -> FlowEnd:
+def group_end(analysis: Analysis, group: Group, endpoints: dict[str, Any]) -> FlowEnd:
     """A representative end of a group (its first pod; every pod of a group shares its verdicts)."""
     if group.local:
         return analysis.pod_end(endpoints[group.pods[0]])
     return FlowEnd(group.name, group.kind, group.identity, analysis.labels_of(group.identity))
 
 
-def _flow(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
+def flow_of(analysis: Analysis, src: FlowEnd, dst: FlowEnd, port: PortSpec) -> FlowTrace:
     """Both sides of one flow, as ``cilia trace`` decides them (without trace's notes)."""
     egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
     ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
@@ -227,8 +230,8 @@ def diff(old: Analysis, new: Analysis) -> Diff:
             # a source whose policies changed: every destination; else those whose ingress changed
             candidates = flips | (common_set if s in touched else touched)
             for d in sorted(candidates, key=lambda name: by_old[name].index):
-                f_old = _flow(old, _end(old, go, eps_old), _end(old, by_old[d], eps_old), ports)
-                f_new = _flow(new, _end(new, gn, eps_new), _end(new, by_new[d], eps_new), ports)
+                f_old = flow_of(old, group_end(old, go, eps_old), group_end(old, by_old[d], eps_old), ports)
+                f_new = flow_of(new, group_end(new, gn, eps_new), group_end(new, by_new[d], eps_new), ports)
                 called = {f_old.src.name: s, f_old.dst.name: d, f_new.src.name: s, f_new.dst.name: d}
                 before, after = decider(f_old, called), decider(f_new, called)
                 if d in flips:
@@ -248,6 +251,8 @@ def diff(old: Analysis, new: Analysis) -> Diff:
         tuple(sorted(p_new - p_old)),
         tuple(sorted(p_old - p_new)),
         tuple(c.label for c in classes),
+        c_old,
+        c_new,
     )
 
 

@@ -23,6 +23,7 @@ class Output(StrEnum):
     csv = "csv"
     dot = "dot"
     mermaid = "mermaid"
+    html = "html"
 
 
 class FailOn(StrEnum):
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         repo: Annotated[Path, typer.Option("--repo", help="The git repository for --git.")] = Path("."),
         output: Annotated[
-            Output, typer.Option("-o", "--output", help="text | json | md | csv | dot | mermaid")
+            Output, typer.Option("-o", "--output", help="text | json | md | csv | dot | mermaid | html")
         ] = Output.text,
         fail_on: Annotated[
             FailOn, typer.Option("--fail-on", help="Exit 1 only for: opened | closed | any change.")
@@ -94,6 +95,7 @@ def register(app: typer.Typer) -> None:
         Compare -f OLD… --against NEW…, or --git REV1..REV2 -- PATH… (read with git show, no
         checkout). Per (source group, destination group, port class) it lists the flows that open or
         close and those whose deciding rule changes, each with the rule before and after.
+        -o html: one self-contained page with the graph (changed edges, the rest on demand) and the matrix.
 
         Exit status: 0 without changes, 1 with changes (of the --fail-on kind), 2 for bad input.
         """
@@ -122,5 +124,10 @@ def register(app: typer.Typer) -> None:
             old = load(old_files, enforcement_mode, allow_localhost)
             new = load(new_files, enforcement_mode, allow_localhost)
         result = diff(old, new)
-        sys.stdout.write(RENDERERS[output.value](result))
+        if output is Output.html:
+            from cilia.analyze.graphpage import render_diff_page
+
+            sys.stdout.write(render_diff_page(result))
+        else:
+            sys.stdout.write(RENDERERS[output.value](result))
         raise typer.Exit(EXIT_FAIL if result.changed(fail_on.value) else EXIT_OK)
