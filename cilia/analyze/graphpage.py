@@ -96,23 +96,52 @@ class _Strings:
         return found
 
 
-def _traces(analysis: Analysis, conn: Connectivity, strings: _Strings) -> dict[str, list[list[int]]]:
-    """Per "src,dst" group pair: per class [decider, egress note, ingress note] as string indices."""
+def _traces(
+    analysis: Analysis, conn: Connectivity, shown: Sequence[int], strings: _Strings
+) -> dict[str, list[list[int]]]:
+    """Per "src,dst" pair of the page's group indices: per class [decider, egress note, ingress note]
+    as string indices."""
     endpoints = {ep.name: ep for ep in analysis.endpoints}
-    ends = [group_end(analysis, g, endpoints) for g in conn.groups]
-    called = {end.name: g.name for end, g in zip(ends, conn.groups, strict=True)}
+    groups = [conn.groups[i] for i in shown]
+    ends = [group_end(analysis, g, endpoints) for g in groups]
+    called = {end.name: g.name for end, g in zip(ends, groups, strict=True)}
     ports = [PortSpec(c.proto, c.port) for c in conn.classes]
     out: dict[str, list[list[int]]] = {}
-    for s in conn.groups:
-        for d in conn.groups:
+    for si in range(len(groups)):
+        for di in range(len(groups)):
             cells = []
             for port in ports:
-                flow = flow_of(analysis, ends[s.index], ends[d.index], port)
+                flow = flow_of(analysis, ends[si], ends[di], port)
                 cells.append([strings(decider(flow, called))] + [
                     strings(f"{side.direction.label} of {called.get(side.owner, side.owner)}: {side.note}")
                     for side in (flow.egress, flow.ingress)
                 ])  # fmt: skip
-            out[f"{s.index},{d.index}"] = cells
+            out[f"{si},{di}"] = cells
+    return out
+
+
+def _shown(conn: Connectivity) -> tuple[list[int], list[int]]:
+    """The groups the page draws (a filtered matrix: its rows and columns) and, per page index, a
+    mask of the columns its row may reach (0 for a group that is only a column)."""
+    n = len(conn.groups)
+    rows = list(getattr(conn, "rows", range(n)))
+    cols = list(getattr(conn, "cols", range(n)))
+    if len(rows) == n and len(cols) == n:
+        return list(range(n)), [(1 << n) - 1] * n
+    shown = sorted(set(rows) | set(cols))
+    col_mask = sum(1 << c for c in cols)
+    row_set = set(rows)
+    return shown, [col_mask if g in row_set else 0 for g in shown]
+
+
+def _reindexed(rows: Sequence[int], shown: list[int], masks: list[int]) -> list[int]:
+    """Matrix rows over the page's indices (the shown groups, in order)."""
+    if len(shown) == len(rows):
+        return [r & m for r, m in zip(rows, masks, strict=True)]
+    out = []
+    for g, mask in zip(shown, masks, strict=True):
+        row = rows[g] & mask
+        out.append(sum(1 << i for i, d in enumerate(shown) if (row >> d) & 1) if row else 0)
     return out
 
 
@@ -170,18 +199,20 @@ def expected_view(data: dict[str, Any]) -> View:
 def connectivity_data(
     conn: Connectivity, analysis: Analysis | None = None, title: str = ""
 ) -> dict[str, Any]:
-    """The page's data for a connectivity matrix (``analysis``: to embed each cell's trace)."""
-    n = len(conn.groups)
+    """The page's data for a connectivity matrix (``analysis``: to embed each cell's trace). A
+    filtered matrix (rows and columns of a view) draws its rows' and columns' groups."""
+    shown, masks = _shown(conn)
+    n = len(shown)
     strings = _Strings()
     cells = n * n * len(conn.classes)
-    traces = _traces(analysis, conn, strings) if analysis is not None and cells <= TRACE_CELLS else {}
+    traces = _traces(analysis, conn, shown, strings) if analysis is not None and cells <= TRACE_CELLS else {}
     return {
         "mode": "connectivity",
         "title": title or "cilia connectivity",
         "classes": _class_dicts(conn),
-        "groups": _group_dicts(conn.groups, {}),
-        "rows": [_rows_b64(m.rows, n) for m in conn.matrices],
-        "l7": [_rows_b64(m.rows, n) for m in conn.l7] if conn.l7 else [],
+        "groups": _group_dicts([conn.groups[i] for i in shown], {}),
+        "rows": [_rows_b64(_reindexed(m.rows, shown, masks), n) for m in conn.matrices],
+        "l7": [_rows_b64(_reindexed(m.rows, shown, masks), n) for m in conn.l7] if conn.l7 else [],
         "strings": strings.items,
         "traces": traces,
         "changes": [],
