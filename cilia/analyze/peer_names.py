@@ -1,0 +1,205 @@
+"""Peers as kubectl users name them, on top of the PEER forms of :mod:`cilia.analyze.peers`.
+
+* ``TYPE/NAME`` with a resource type as kubectl spells it — ``pod/`` (``po/``, ``pods/``),
+  ``deploy/`` (``deployment/``, ``deployments/``), ``svc/`` (``service/``), ``sts/``
+  (``statefulset/``) and ``ds/`` (``daemonset/``) — in the namespace of ``-n`` (default
+  ``default``). A resource type wins over a namespace of the same name (``pod/x`` is never the pod
+  ``x`` of a namespace ``pod``).
+* A bare ``NAME`` is a pod in the namespace of ``-n``; ``deployment:NAME`` and ``svc:NAME`` take that
+  namespace too. ``NAMESPACE/POD`` and the other PEER forms are unchanged.
+* StatefulSet and DaemonSet objects are not read (cilia runs the pods they would make only when the
+  manifests list them): ``sts/NAME`` stands for the listed pods ``NAME-0``, ``NAME-1``, …, and
+  ``ds/NAME`` for listed pods ``NAME-xxxxx`` (the five-character suffix a DaemonSet gives its pods).
+* Label queries (``--from-labels app=x,team=y``, as ``cilium policy trace -s`` takes labels and
+  ``kubectl -l`` selects pods): every pod whose labels match, in one namespace or all of them.
+  Each requirement is ``KEY=VALUE`` (``==`` too), ``KEY!=VALUE``, ``KEY`` (exists) or ``!KEY``;
+  a key may carry a Cilium source prefix (``k8s:app=x``; none means any source), so the namespace
+  and service-account labels of an identity (``io.kubernetes.pod.namespace``) match as well.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from cilia.analyze.cluster import Analysis, PodEndpoint
+from cilia.analyze.flow import FlowEnd
+from cilia.analyze.peers import PeerError, PortSpec, parse_port, parse_proto
+from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
+from cilia.policy.types import Proto
+
+DEFAULT_NAMESPACE = "default"
+
+# kubectl's resource names and short names -> the kind a peer stands for
+RESOURCE_TYPES: dict[str, str] = {
+    "po": "pod",
+    "pod": "pod",
+    "pods": "pod",
+    "deploy": "deployment",
+    "deployment": "deployment",
+    "deployments": "deployment",
+    "svc": "service",
+    "service": "service",
+    "services": "service",
+    "sts": "statefulset",
+    "statefulset": "statefulset",
+    "statefulsets": "statefulset",
+    "ds": "daemonset",
+    "daemonset": "daemonset",
+    "daemonsets": "daemonset",
+}
+
+_DS_SUFFIX = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")  # Kubernetes' random name suffix alphabet
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def canonical_peer(text: str, namespace: str | None = None) -> str:
+    """``text`` as a PEER argument of :mod:`cilia.analyze.peers` (kubectl forms rewritten with the
+    namespace of ``-n``). StatefulSet and DaemonSet names are resolved by :func:`resolve_peer`."""
+    raw = text.strip()
+    ns = namespace or DEFAULT_NAMESPACE
+    head, slash, rest = raw.partition("/")
+    kind = RESOURCE_TYPES.get(head.lower()) if slash and ":" not in head else None
+    if kind is not None:
+        if not rest or "/" in rest:
+            raise PeerError(f"bad peer {text!r}: expected {head}/NAME (the namespace comes from -n)")
+        if kind == "pod":
+            return f"{ns}/{rest}"
+        if kind == "deployment":
+            return f"deployment:{ns}/{rest}"
+        if kind == "service":
+            return f"svc:{ns}/{rest}"
+        return f"{kind}:{ns}/{rest}"
+    prefix, colon, name = raw.partition(":")
+    if colon and prefix in ("deployment", "deploy", "svc", "service") and "/" not in name and namespace:
+        return f"{prefix}:{ns}/{name}"
+    if not slash and not colon and raw and not _is_address(raw):
+        return f"{ns}/{raw}"
+    return raw
+
+
+def _workload_pods(analysis: Analysis, kind: str, ns: str, name: str) -> list[PodEndpoint]:
+    """The listed pods a StatefulSet or DaemonSet ``ns/name`` would have made, by their names."""
+    found = []
+    for ep in analysis.endpoints:
+        if ep.pod.namespace != ns or not ep.pod.name.startswith(name + "-"):
+            continue
+        suffix = ep.pod.name[len(name) + 1 :]
+        ordinal = kind == "statefulset" and suffix.isdigit()
+        if ordinal or (kind == "daemonset" and _DS_SUFFIX.fullmatch(suffix)):
+            found.append(ep)
+    return found
+
+
+def resolve_peer(analysis: Analysis, text: str, namespace: str | None = None) -> list[FlowEnd]:
+    """The flow ends a peer argument stands for (kubectl forms included)."""
+    peer = canonical_peer(text, namespace)
+    kind, colon, rest = peer.partition(":")
+    if colon and kind in ("statefulset", "daemonset"):
+        ns, _, name = rest.partition("/")
+        pods = _workload_pods(analysis, kind, ns, name)
+        if not pods:
+            how = f"{name}-0, {name}-1, …" if kind == "statefulset" else f"{name}-xxxxx"
+            raise PeerError(
+                f"no pod of {kind} {ns}/{name} in the manifests: cilia does not read {kind} objects, "
+                f"it finds the pods listed as {how}; list them, or name pods with --{{from,to}}-labels"
+            )
+        return [analysis.pod_end(ep) for ep in pods]
+    return analysis.resolve(peer)
+
+
+# --------------------------------------------------------------------------- ports
+
+
+_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class PortQuery:
+    """A ``--port`` argument: a number (``spec``) or a container port name (``name``, with an
+    optional protocol)."""
+
+    text: str
+    spec: PortSpec | None = None
+    name: str = ""
+    proto: Proto | None = None
+
+
+def parse_port_query(text: str) -> PortQuery:
+    """``80/TCP``, ``80``, ``8/ICMP``, or a port name: ``http``, ``dns/UDP``."""
+    raw = text.strip()
+    head, sep, proto = raw.partition("/")
+    if head.isdigit():
+        return PortQuery(raw, parse_port(raw))
+    name = head.lower()
+    if not name or len(name) > 15 or not _PORT_NAME.fullmatch(name) or not re.search("[a-z]", name):
+        raise PeerError(
+            f"bad port {text!r}: expected a number like 80/TCP or a container port name like http"
+        )
+    return PortQuery(raw, None, name, parse_proto(proto) if sep else None)
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelQuery:
+    """Pods chosen by labels: ``selector`` over identity labels, in ``namespace`` (None: every one)."""
+
+    text: str
+    selector: Selector
+    namespace: str | None
+
+    def describe(self) -> str:
+        where = f"namespace {self.namespace}" if self.namespace else "every namespace"
+        return f"pods with labels {self.text} in {where}"
+
+
+def parse_labels(text: str) -> Selector:
+    """``app=x,team=y`` (``=``/``==``/``!=``, ``KEY``, ``!KEY``; keys may have a source prefix)."""
+    reqs: list[Requirement] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        if not part:
+            raise PeerError(f"bad labels {text!r}: an empty requirement (expected KEY=VALUE,KEY=VALUE)")
+        try:
+            if "!=" in part:
+                key, _, value = part.partition("!=")
+                reqs.append(Requirement(extended_key(key.strip()), Operator.NOT_IN, (value.strip(),)))
+            elif "=" in part:
+                key, _, value = part.replace("==", "=", 1).partition("=")
+                reqs.append(Requirement.equals(extended_key(key.strip()), value.strip()))
+            elif part.startswith("!"):
+                reqs.append(Requirement.does_not_exist(extended_key(part[1:].strip())))
+            else:
+                reqs.append(Requirement.exists(extended_key(part)))
+        except SelectorError as exc:
+            raise PeerError(f"bad labels {text!r}: {exc}") from None
+        if not reqs[-1].label_key:
+            raise PeerError(f"bad labels {text!r}: {part!r} has no key")
+    return Selector(tuple(reqs))
+
+
+def label_query(text: str, namespace: str | None) -> LabelQuery:
+    return LabelQuery(text, parse_labels(text), namespace)
+
+
+def resolve_labels(analysis: Analysis, query: LabelQuery) -> list[FlowEnd]:
+    """The pods a label query selects (an error naming the query when there is none)."""
+    ns = query.namespace
+    found = [
+        ep
+        for ep in analysis.endpoints
+        if (ns is None or ep.pod.namespace == ns) and query.selector.matches(ep.labels)
+    ]
+    if not found:
+        raise PeerError(f"no {query.describe()} in the manifests")
+    return [analysis.pod_end(ep) for ep in found]
