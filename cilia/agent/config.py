@@ -56,6 +56,9 @@ class AgentConfig:
     cluster_size: int = 0
     netns: str = ""
     tofqdns_min_ttl: int = DEFAULT_TOFQDNS_MIN_TTL
+    # Cilium's enable-host-firewall: host policies (CCNP nodeSelector) enforced on the node's own
+    # traffic on its lab devices (cilia.agent.hostendpoint)
+    host_firewall: bool = False
 
     def __post_init__(self) -> None:
         if self.enforcement_mode not in ENFORCEMENT_MODES:
@@ -114,7 +117,7 @@ class AgentConfig:
                 "metrics_addr": self.metrics_addr, "store": self.store,
                 "etcd_endpoints": self.etcd_endpoints, "node_name": self.node_name,
                 "cluster_size": self.cluster_size, "netns": self.netns,
-                "tofqdns_min_ttl": self.tofqdns_min_ttl}
+                "tofqdns_min_ttl": self.tofqdns_min_ttl, "host_firewall": self.host_firewall}
         write_json(self.settings_path, data, indent=1, sort_keys=True)
 
     def with_saved(self) -> AgentConfig:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cilia.agent import ctgc, fqdn, l7proxy
+from cilia.agent import ctgc, fqdn, hostendpoint, l7proxy
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -49,7 +49,7 @@ class Agent:
             store, runtime, datapath,
             endpoints=EndpointTable(cfg.endpoints_path), events=self.events, gateway=gateway,
             cluster=cfg.cluster, enforcement_mode=cfg.enforcement_mode, allow_localhost=cfg.allow_localhost,
-            **(reconciler_options or {}),
+            host_firewall=cfg.host_firewall, **(reconciler_options or {}),
         )  # fmt: skip
         # toFQDNs: learned addresses kept in the state dir, expiring after their TTL (min-TTL raised)
         self.reconciler.fqdn = fqdn.FqdnState.for_node(cfg.state_dir, cfg.tofqdns_min_ttl)
@@ -66,6 +66,7 @@ class Agent:
         self.flow_sink: FlowSink = flow_sink if flow_sink is not None else RingSink(
             self.pods_by_ip, datapath.rules_for
         )
+        self.host_endpoint: Any = None  # cilia.agent.hostendpoint.HostEndpoint with the host firewall
 
     def pods_by_ip(self) -> dict[str, str]:
         """``ip -> namespace/pod`` of the local endpoints (names flows)."""
@@ -171,6 +172,8 @@ class Agent:
                 data["policy"] = summary
                 data["policy_entries"] = len(self.reconciler.applied.get(ep.id, {}))
                 out.append(data)
+            if self.host_endpoint is not None:
+                out.append(self.host_endpoint.describe())
             return out
 
     def identities(self) -> list[dict[str, Any]]:
@@ -207,6 +210,7 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     fqdn.use_node_dns_port(agent)  # (after the HTTP/TLS ports: it adds the DNS proxy's port to them)
     if member is not None:
         member.attach(agent)
+    host = hostendpoint.start(agent, node)  # the host firewall (None when it is off)
     if flow_sink is not None:
         agent.flow_sink = flow_sink(agent)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
@@ -233,6 +237,8 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
             http_proxy.stop()
         if member is not None:
             member.close()
+        if host is not None:
+            host.close()
         server.close()
         node.close()
         with contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ class Node:
     datapath: NodeDatapath
     gateway: str
     cluster: Any = None  # cilia.agent.cluster.ClusterMember when the node is one of several
+    # the node's lab devices that are not pods' (world hosts, a cluster node's underlay): where the
+    # host firewall goes besides the pods' veths (None: no kernel datapath)
+    host_devices: Callable[[], set[int]] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 

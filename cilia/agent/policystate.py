@@ -44,12 +44,14 @@ class PolicyState:
     """The node's policy engine with its audit-mode split and the node's pods' named ports."""
 
     def __init__(
-        self, *, enforcement_mode: str = "default", allow_localhost: str = "always", cluster: str = "default"
+        self, *, enforcement_mode: str = "default", allow_localhost: str = "always", cluster: str = "default",
+        host_firewall: bool = False,
     ) -> None:
         self.engine = PolicyEngine(
             EngineOptions(
                 enforcement=EnforcementMode(enforcement_mode),
                 allow_localhost=AllowLocalhost(allow_localhost) is AllowLocalhost.ALWAYS,
+                host_firewall=host_firewall,
             )
         )
         self.cluster = cluster

@@ -60,6 +60,7 @@ def agent_argv(cfg: AgentConfig) -> list[str]:
         "--node-index", str(cfg.node_index), "--enforcement-mode", cfg.enforcement_mode,
         "--allow-localhost", cfg.allow_localhost, "--datapath", cfg.datapath,
         "--metrics-addr", cfg.metrics_addr, "--tofqdns-min-ttl", str(cfg.tofqdns_min_ttl),
+        "--host-firewall" if cfg.host_firewall else "--no-host-firewall",
     ]  # fmt: skip
 
 

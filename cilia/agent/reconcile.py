@@ -74,6 +74,7 @@ class Reconciler:
         schedule: Callable[[PodKey, dict[str, Any]], bool] | None = None,
         on_synced: Callable[[], None] | None = None,
         controller: Callable[[], bool] | None = None,
+        host_firewall: bool = False,
     ) -> None:
         """Several nodes: ``allocator`` is the cluster's (identities already shared, not persisted
         here), ``schedule(pod, manifest)`` says whether a pod runs on this node, ``on_synced``
@@ -100,8 +101,14 @@ class Reconciler:
         self.remote_pods: dict[PodKey, str] = {}  # pods on other nodes -> address (Service backends)
         self.endpoints_version = 0  # counts changes of the endpoint table (what a node publishes)
         self.policy = PolicyState(
-            enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster
+            enforcement_mode=enforcement_mode, allow_localhost=allow_localhost, cluster=cluster,
+            host_firewall=host_firewall,
         )
+        # the node's own addresses besides the gateway (a cluster node's underlay): identity host
+        self.host_addresses: list[str] = []
+        # called with a device's ifindex right after the pod datapath is attached to it (the host
+        # firewall's programs go on before the pod has an address: cilia.agent.hostendpoint)
+        self.on_attach: Callable[[int], None] | None = None
         self._restoring = False
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
@@ -117,6 +124,7 @@ class Reconciler:
             self.endpoints.path.with_name(AUDIT_FILE) if self.endpoints.path is not None else None
         )
         self.node_audit = False
+        self.host_audit = False  # the host endpoint's own audit mode (cilia audit --host)
         self.audit_namespaces: frozenset[str] = frozenset()
         self.annotated_namespaces: set[str] = set()
 
@@ -220,6 +228,8 @@ class Reconciler:
                 self.endpoints.put(ep)
                 # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
                 self.datapath.attach(rpod.ifindex, eid, ident)
+                if self.on_attach is not None:
+                    self.on_attach(rpod.ifindex)
                 self._set_endpoint_audit(eid)  # attach resets the endpoint's flags
         self.policy.set_cluster_ports(self.desired.pods.values())
         self.policy.take_affected()
@@ -363,6 +373,7 @@ class Reconciler:
             self._emit("Warning", "AuditSettings", str(self.audit_path), f"unreadable, audit mode off: {e}")
             return
         self.node_audit = bool(data.get("node", False))
+        self.host_audit = bool(data.get("host", False))
         self.audit_namespaces = frozenset(data.get("namespaces", ()))
 
     def _set_endpoint_audit(self, endpoint_id: int) -> None:
@@ -373,7 +384,8 @@ class Reconciler:
         are audited; persisted in the state directory, so a restarted agent keeps them."""
         self.node_audit = bool(node)
         self.audit_namespaces = frozenset(namespaces)
-        settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces)}
+        settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces),
+                    "host": self.host_audit}
         if self.audit_path is not None:
             write_private(self.audit_path, json.dumps(settings, indent=1) + "\n")
         self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)
@@ -454,6 +466,8 @@ class Reconciler:
         def before_address(rpod: RuntimePod) -> None:
             hooked.append(rpod)
             self.datapath.attach(rpod.ifindex, eid, ident)
+            if self.on_attach is not None:
+                self.on_attach(rpod.ifindex)
             self._set_endpoint_audit(eid)
             self.datapath.set_policy(eid, ms)
             self.datapath.upsert_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}", ident)
@@ -579,7 +593,8 @@ class Reconciler:
         want.update({f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints})
         want.update(self.cidr_identities)
         want.update(self.fqdn.ipcache())
-        want[f"{self.gateway}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
+        for addr in (self.gateway, *self.host_addresses):
+            want[f"{addr}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
         self.datapath.sync_ipcache(want)
 
     def _service_infos(self) -> list[ServiceInfo]:

@@ -270,7 +270,8 @@ def endpoints_table(
         headers += ("INTERFACE", "ENTRIES", "LABELS")
     rows = []
     for ep in sorted(endpoints, key=lambda e: e["id"]):
-        if namespace is not None and not str(ep["pod"]).startswith(f"{namespace}/"):
+        host = bool(ep.get("host"))  # the node's host endpoint (cilia.agent.hostendpoint)
+        if namespace is not None and not host and not str(ep["pod"]).startswith(f"{namespace}/"):
             continue
         enf = ep.get("enforcement")
         row = (
@@ -278,7 +279,7 @@ def endpoints_table(
             _enforcement_text(enf, "ingress", bool(ep.get("audit"))),
             _enforcement_text(enf, "egress", bool(ep.get("audit"))),
             str(ep["identity"]),
-            str(ep["pod"]),
+            f"host:{ep.get('node', '')}" if host else str(ep["pod"]),
             ep["ip"],
             ep.get("state", ""),
         )

@@ -104,7 +104,8 @@ def open_node(cfg: AgentConfig) -> Node:
     datapath = open_bpf_datapath(cfg.pin_root, cfg.datapath_state_dir)
     lab = make_lab(cfg, store)
     guard = GuardDevices(datapath, lambda: lab_guard_devices(lab, underlay=member is not None))  # type: ignore[arg-type]
-    return Node(cfg, store, LabRuntime(lab, guard), datapath, str(gw), cluster=member)
+    return Node(cfg, store, LabRuntime(lab, guard), datapath, str(gw), cluster=member,
+                host_devices=lambda: set(lab_guard_devices(lab, underlay=member is not None)))
 
 
 @dataclass

@@ -55,7 +55,10 @@ class AgentNodeView:
                         for e in rec.endpoints)
             identities = dict(rec.allocator.identities())
             audit_revision = getattr(rec.policy, "audit_revision", 0)
-            key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), audit_revision)
+            host = getattr(self.agent, "host_endpoint", None)  # the host firewall's host endpoint
+            host_labels = host.labels if host is not None else None
+            key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), audit_revision,
+                   host_labels)
             if key == self._key:
                 return self._view
             if audit_revision != self._audit_revision:
@@ -67,6 +70,8 @@ class AgentNodeView:
             for e in rec.endpoints:
                 if e.identity and e.identity in rec.policy.cache.identities:
                     policies[e.identity] = rec.policy.endpoint_policy(e.identity, rec.desired.pods.get(e.pod))
+            if host_labels is not None:  # host flows name the host policies (default deny included)
+                policies[1] = rec.policy.endpoint_policy(1)
             prefixes = dict(getattr(rec, "cidr_identities", {}))
         audit = {}
         if self.audit:

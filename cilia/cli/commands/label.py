@@ -1,4 +1,5 @@
-"""``cilia label pod NAME k=v [k2-] [--overwrite]``: change a pod's labels (and so its identity)."""
+"""``cilia label pod|node NAME k=v [k2-] [--overwrite]``: change a pod's labels (and so its
+identity) or a node's (and so its host endpoint's)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from cilia.cli.common import (
 from cilia.cli.nameopts import namespace_option
 from cilia.k8s.names import labels_errors, qualified_name_errors
 from cilia.store import StoreError
+
+NODE_KINDS = ("node", "nodes", "no")
 
 
 class LabelError(ValueError):
@@ -78,8 +81,12 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
-        """Set or remove labels; a pod's new labels give it a new identity on the node."""
+        """Set or remove labels; a pod's new labels give it a new identity on the node; a node's
+        new labels are its host endpoint's (host policies select nodes by them)."""
         cfg = node_config(state_dir, run_dir)
+        if kind.lower() in NODE_KINDS:
+            _label_node(cfg, name, labels, overwrite, wait, output)
+            return
         skind = resolve_kind(kind)
         if skind is None:
             raise fail(f"unknown kind {kind!r}", 2)
@@ -121,3 +128,47 @@ def register(app: typer.Typer) -> None:
             console.print(f"{skind.value.rstrip('s')}/{key.name} {verb}", highlight=False)
         if wait:
             wait_for_agent(cfg, revision, quiet=output == "json")
+
+
+def lab_node_names(cfg: Any) -> list[str]:
+    """The nodes of the lab set up with ``cfg``: ``node-<i>`` of each cluster member, else the one
+    node's (``node-<index>``)."""
+    from cilia.agent.cluster import member_configs
+
+    members = member_configs(cfg)
+    return [m.node_name for m in members] if members else [f"node-{cfg.node_index}"]
+
+
+def _label_node(cfg: Any, name: str, args: list[str], overwrite: bool, wait: bool, output: str) -> None:
+    """``cilia label node NAME k=v k2-``: the node's stored Node object (made from the lab's default
+    labels on first use) with its labels changed."""
+    from cilia.agent.hostendpoint import default_node_labels, node_manifest
+    from cilia.store import Kind
+
+    nodes = lab_node_names(cfg)
+    if name not in nodes:
+        raise fail(f'node "{name}" not found (the lab\'s nodes: {", ".join(nodes)})')
+    try:
+        sets, removes = parse_label_args(args)
+    except LabelError as e:
+        raise fail(str(e), 2) from e
+    key = Kind.NODES.key("", name)
+    with open_node_store(cfg) as store:
+        rec = store.get(key)
+        current = rec.value if rec is not None else node_manifest(name, default_node_labels(name))
+        try:
+            changed = relabel(current, sets, removes, overwrite)
+        except LabelError as e:
+            raise fail(str(e)) from e
+        unchanged = rec is not None and changed == rec.value
+        try:
+            revision = store.revision if unchanged else store.put(key, changed)
+        except StoreError as e:
+            raise fail(str(e)) from e
+    if output == "json":
+        print(json.dumps({"kind": "nodes", "namespace": "", "name": name, "revision": revision,
+                          "changed": not unchanged, "labels": changed["metadata"]["labels"]}))
+    else:
+        console.print(f"node/{name} {'not labeled' if unchanged else 'labeled'}", highlight=False)
+    if wait:
+        wait_for_agent(cfg, revision, quiet=output == "json")

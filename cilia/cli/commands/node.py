@@ -43,6 +43,9 @@ NODE_FLAGS: dict[str, Any] = {
     "tofqdns_min_ttl": Annotated[int | None, typer.Option(
         "--tofqdns-min-ttl", min=0,
         help="Least seconds an address learned from a DNS answer stays allowed (0: the answer's TTL).")],
+    "host_firewall": Annotated[bool | None, typer.Option(
+        "--host-firewall/--no-host-firewall",
+        help="Enforce host policies (CCNP nodeSelector) on the node's own traffic on its lab devices.")],
 }
 
 
@@ -56,6 +59,7 @@ class NodeFlags:
     datapath: str | None = None
     metrics_addr: str | None = None
     tofqdns_min_ttl: int | None = None
+    host_firewall: bool | None = None
 
     def overrides(self, *leave_out: str) -> dict[str, Any]:
         """The flags as :func:`cilia.cli.common.node_config` overrides, without ``leave_out``."""

@@ -1,0 +1,148 @@
+"""The host firewall's kernel side: ``host.c`` built, loaded beside the datapath, attached by tcx links.
+
+The object shares every map with the pod datapath by pinned name (same ``pin_root``): the host
+endpoint is the entry of the endpoints map under :data:`HOST_EP_IFINDEX` (0, which no device has),
+its policy lives in the policy map under :data:`HOST_ENDPOINT_ID` like any endpoint's, and events,
+conntrack and metrics are the datapath's. :class:`cilia.datapath.bpf.sync.Datapath` writes both.
+
+Attachment is a tcx link per device and direction, placed *before* every other tcx program of the
+device (``BPF_F_BEFORE``), so the host check runs ahead of the pod datapath, which it hands the
+packet on to (TCX_NEXT). The links are held by the agent's process and deliberately not pinned:
+when the agent exits or crashes the kernel drops them and the node's own traffic is no longer
+filtered — a crashed agent can never leave a lab node unreachable from the machine (the pods'
+datapath, pinned, keeps enforcing). ``cilia down`` removes the endpoint entry and its policy.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import subprocess
+from ctypes import c_int, c_size_t, c_uint32, c_void_p
+from pathlib import Path
+
+from cilia.datapath.bpf import build, libbpf
+from cilia.datapath.bpf.libbpf import BpfObject
+from cilia.datapath.errors import DatapathError
+
+HOST_EP_IFINDEX = 0  # key of the host endpoint in the endpoints map (host.c)
+HOST_ENDPOINT_ID = 0xFEFF  # below the guard-only devices' ids, never a pod's (cilia.agent.endpoints)
+SOURCE = "host.c"
+HEADERS = ("cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h", "policy.h", "conntrack.h")
+PROGRAMS = ("host_ingress", "host_egress")
+BPF_TCX_INGRESS = 46
+BPF_TCX_EGRESS = 47
+BPF_F_BEFORE = 1 << 3
+
+
+class HostFirewallError(DatapathError, RuntimeError):
+    """The host firewall could not be built, loaded or attached."""
+
+
+class _LinkCreateOpts(ctypes.Structure):
+    # libbpf 1.1's struct bpf_link_create_opts up to its union (the tcx fields stay zero: no
+    # relative program, any revision); only ``flags`` is used
+    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("iter_info", c_void_p), ("iter_info_len", c_uint32),
+                ("target_btf_id", c_uint32), ("_union", ctypes.c_uint64 * 5)]
+
+
+def object_path(src_dir: Path = build.SRC_DIR, out_dir: Path | None = None) -> Path:
+    """The compiled host firewall object (compiled when its sources changed)."""
+    out_dir = out_dir or build.cache_dir()
+    h = hashlib.sha256(" ".join(build.CFLAGS).encode())
+    for name in (SOURCE, *HEADERS):
+        h.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
+    target = out_dir / f"host-{h.hexdigest()[:16]}.o"
+    if target.exists():
+        return target
+    clang = shutil.which("clang")
+    if clang is None:
+        raise HostFirewallError("clang not found: the host firewall is compiled at first use")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    proc = subprocess.run([clang, *build.CFLAGS, "-c", str(src_dir / SOURCE), "-o", str(tmp)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise HostFirewallError(f"clang failed to compile {src_dir / SOURCE}:\n{proc.stderr.strip()}")
+    os.replace(tmp, target)
+    return target
+
+
+def _link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    fn = libbpf.lib().bpf_link_create
+    fn.restype = c_int
+    fn.argtypes = [c_int, c_int, c_int, ctypes.POINTER(_LinkCreateOpts)]
+    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=BPF_F_BEFORE)
+    ret = fn(prog_fd, ifindex, attach_type, ctypes.byref(opts))
+    if ret < 0:
+        raise libbpf.BpfError(f"tcx attach to ifindex {ifindex}", -ret)
+    return int(ret)
+
+
+class HostPrograms:
+    """The loaded host firewall programs and the devices they are attached to (by this process)."""
+
+    def __init__(self, pin_root: str) -> None:
+        self.pin_root = pin_root
+        self._obj: BpfObject | None = None
+        self._progs: dict[str, int] = {}
+        self._links: dict[int, tuple[int, int]] = {}  # ifindex -> (ingress link fd, egress link fd)
+
+    def open(self) -> HostPrograms:
+        """Load the object, reusing the datapath's pinned maps (load the datapath first)."""
+        if self._obj is not None:
+            return self
+        path = str(object_path())
+        obj = BpfObject(path, pin_root=self.pin_root)
+        try:
+            obj.load()
+            self._progs = {name: obj.program_fd(name) for name in PROGRAMS}
+        except libbpf.BpfError as e:
+            obj.close()
+            raise HostFirewallError(f"load host firewall {path} (pins under {self.pin_root}): {e}") from e
+        self._obj = obj
+        return self
+
+    def attached(self) -> set[int]:
+        return set(self._links)
+
+    def attach(self, ifindex: int) -> None:
+        """Put the host programs first on the device (both directions); idempotent."""
+        if ifindex in self._links:
+            return
+        self.open()
+        ing = _link_create(self._progs["host_ingress"], ifindex, BPF_TCX_INGRESS)
+        try:
+            eg = _link_create(self._progs["host_egress"], ifindex, BPF_TCX_EGRESS)
+        except libbpf.BpfError:
+            os.close(ing)
+            raise
+        self._links[ifindex] = (ing, eg)
+
+    def detach(self, ifindex: int) -> None:
+        """Drop the device's links (the kernel detaches the programs; a vanished device is fine)."""
+        fds = self._links.pop(ifindex, None)
+        for fd in fds or ():
+            try:
+                os.close(fd)
+            except OSError as e:
+                if e.errno != errno.EBADF:
+                    raise
+
+    def sync(self, devices: set[int]) -> None:
+        """Attached exactly to ``devices``."""
+        for ifx in self.attached() - devices:
+            self.detach(ifx)
+        for ifx in sorted(devices - self.attached()):
+            self.attach(ifx)
+
+    def close(self) -> None:
+        for ifx in list(self._links):
+            self.detach(ifx)
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None

@@ -1,0 +1,127 @@
+"""Host firewall facts (Cilium's ``enable-host-firewall``), checked on the agent's host endpoint
+without root: what the live host firewall (tests/test_hostfw_live.py) enforces comes from here.
+
+Facts (Cilium docs ``security/host-firewall.rst``, ``policy/language.rst`` "Host Policies"):
+* the host is an endpoint with identity 1 (``reserved:host``) whose labels are the node's labels;
+  ``cilium-dbg endpoint list`` shows ``k8s:node-access=ssh`` and ``reserved:host`` on it;
+* node labels pass Cilium's identity label filter: ``kubernetes.io/*`` labels (hostname, os) are not
+  on the host endpoint, so a nodeSelector on them selects nothing;
+* host policies are CCNPs with ``nodeSelector``; only they select the host endpoint;
+* a direction of the host endpoint is default-deny only when a selecting host policy has a section
+  in that direction (the demo policy: ingress enforced, egress not);
+* without the host firewall the host endpoint is never enforced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cilia.agent.desired import PolicyKey, parse_policy
+from cilia.agent.hostendpoint import (
+    HOST_ENDPOINT_ID,
+    HOST_IDENTITY,
+    default_node_labels,
+    host_labels,
+    node_manifest,
+)
+from cilia.agent.policystate import PolicyState
+from cilia.datapath.sim import policy_lookup
+from cilia.identity.labels import Labels
+from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
+from cilia.policy.types import Direction, Proto
+
+DEMO = "cilium__cilium/examples__policies__host__demo-host-policy.yaml"
+POD = 300  # a pod identity of the cluster
+POD_LABELS = Labels.parse(["k8s:app=client", "k8s:io.kubernetes.pod.namespace=default",
+                           "k8s:io.cilium.k8s.policy.cluster=default"])
+WORLD = int(ReservedIdentity.WORLD)
+
+
+def _state(host_firewall: bool, node_labels: dict[str, str], *docs: dict[str, Any]) -> PolicyState:
+    st = PolicyState(host_firewall=host_firewall)
+    for rid, lbls in RESERVED_LABELS.items():
+        st.add_identity(int(rid), lbls)
+    st.add_identity(POD, POD_LABELS)
+    st.add_identity(HOST_IDENTITY, host_labels(node_labels))
+    for doc in docs:
+        meta = doc["metadata"]
+        st.set_policy(PolicyKey(doc["kind"], meta.get("namespace", ""), meta["name"]), parse_policy(doc))
+    return st
+
+
+def _allowed(st: PolicyState, direction: Direction, peer: int, proto: Proto, port: int) -> bool:
+    return policy_lookup(st.mapstate(HOST_IDENTITY), peer, direction, proto, port).allowed
+
+
+def _demo(corpus: Path) -> dict[str, Any]:
+    return yaml.safe_load((corpus / DEMO).read_text())
+
+
+def test_host_endpoint_labels_are_reserved_host_and_the_filtered_node_labels() -> None:
+    labels = host_labels({**default_node_labels("node-0"), "node-access": "ssh"})
+    assert labels.strings() == ["k8s:node-access=ssh", "reserved:host="]
+    assert HOST_ENDPOINT_ID not in range(1, 0xFEFF)  # never a pod's endpoint id
+    assert node_manifest("node-0", {"b": "2", "a": "1"})["metadata"] == {"name": "node-0",
+                                                                        "labels": {"a": "1", "b": "2"}}
+
+
+def test_demo_host_policy_enforces_ingress_only_on_the_labelled_node(corpus: Path) -> None:
+    st = _state(True, {**default_node_labels("node-0"), "node-access": "ssh"}, _demo(corpus))
+    assert st.enforcement(HOST_IDENTITY) == {"ingress": True, "egress": False}
+    # fromEntities cluster: a pod reaches every port; the world only TCP 22 and ICMP echo
+    assert _allowed(st, Direction.INGRESS, POD, Proto.TCP, 4240)
+    assert _allowed(st, Direction.INGRESS, WORLD, Proto.TCP, 22)
+    assert _allowed(st, Direction.INGRESS, WORLD, Proto.ICMP, 8)
+    assert not _allowed(st, Direction.INGRESS, WORLD, Proto.TCP, 4240)
+    assert not _allowed(st, Direction.INGRESS, WORLD, Proto.UDP, 22)
+    assert _allowed(st, Direction.EGRESS, WORLD, Proto.TCP, 4240)  # egress not enforced
+    assert st.summary(HOST_IDENTITY)["default_deny_by"]["ingress"] == [
+        "CiliumClusterwideNetworkPolicy demo-host-policy"]
+
+
+def test_demo_host_policy_selects_no_node_without_the_label(corpus: Path) -> None:
+    st = _state(True, default_node_labels("node-0"), _demo(corpus))
+    assert st.enforcement(HOST_IDENTITY) == {"ingress": False, "egress": False}
+    assert _allowed(st, Direction.INGRESS, WORLD, Proto.TCP, 4240)
+
+
+def test_host_policies_are_not_enforced_without_the_host_firewall(corpus: Path) -> None:
+    st = _state(False, {"node-access": "ssh"}, _demo(corpus))
+    assert st.enforcement(HOST_IDENTITY) == {"ingress": False, "egress": False}
+    assert _allowed(st, Direction.INGRESS, WORLD, Proto.TCP, 4240)
+
+
+def test_a_node_selector_on_a_filtered_kubelet_label_selects_nothing() -> None:
+    pol = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+           "metadata": {"name": "linux-nodes"},
+           "spec": {"nodeSelector": {"matchLabels": {"kubernetes.io/os": "linux"}},
+                    "ingress": [{"fromEntities": ["cluster"]}]}}
+    st = _state(True, default_node_labels("node-0"), pol)  # the node *has* kubernetes.io/os=linux
+    assert st.enforcement(HOST_IDENTITY) == {"ingress": False, "egress": False}
+
+
+@pytest.mark.parametrize("direction", ["ingress", "egress"])
+def test_each_direction_is_default_deny_only_with_a_section_in_it(direction: str) -> None:
+    section = {"ingress": [{"fromEntities": ["world"]}]} if direction == "ingress" else {
+        "egress": [{"toEntities": ["world"]}]}
+    pol = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+           "metadata": {"name": "one-way"}, "spec": {"nodeSelector": {}, **section}}
+    st = _state(True, {}, pol)
+    other = "egress" if direction == "ingress" else "ingress"
+    assert st.enforcement(HOST_IDENTITY) == {direction: True, other: False}
+    d = Direction.INGRESS if direction == "ingress" else Direction.EGRESS
+    assert _allowed(st, d, WORLD, Proto.TCP, 80)
+    assert not _allowed(st, d, POD, Proto.TCP, 80)
+
+
+def test_endpoint_selector_policies_never_select_the_host() -> None:
+    pol = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+           "metadata": {"name": "all-endpoints"}, "spec": {"endpointSelector": {},
+                                                           "ingress": [{"fromEntities": ["world"]}]}}
+    st = _state(True, {}, pol)
+    assert st.enforcement(HOST_IDENTITY) == {"ingress": False, "egress": False}
+    assert st.enforcement(POD) == {"ingress": True, "egress": False}
