@@ -163,8 +163,10 @@ struct config_value {
 	__u32 events_per_sec; /* per endpoint; 0 = default */
 	__u32 ct_timeout_s; /* non-TCP; 0 = default */
 	__u32 ct_tcp_timeout_s; /* 0 = default */
-	__u32 pad;
+	__u32 flags; /* CFG_F_* */
 };
+
+#define CFG_F_HOST_ROUTING 0x1 /* pod to pod on this node by bpf_redirect_peer (datapath.c) */
 
 /* metrics index: direction * METRIC_DIR_STRIDE + slot; global slots after both directions */
 #define METRIC_FORWARDED 0

@@ -12,6 +12,10 @@
  * A policy entry with a proxy port sends the connection to the node's transparent proxy
  * listener (proxy.h). Non-IP passes; a packet from or to an address outside the lab is dropped first (guard.h).
  * Services (lb.h) and the DNS proxy redirect (proxy.h) rewrite addresses around it.
+ *
+ * eBPF host routing (CFG_F_HOST_ROUTING, as Cilium's): from_container also decides the ingress of a
+ * destination endpoint on this node and hands the packet to its namespace with bpf_redirect_peer,
+ * skipping the host's IP stack and the destination's to_container (see host_route below).
  */
 #include "common.h"
 #include "maps.h"
@@ -25,6 +29,11 @@
 #include "guard.h"
 
 #define CONTINUE -1
+#define STACK_PATH -2 /* host routing: this packet needs the host's stack (a proxy, a rewrite) */
+#define GUARD_EP_MIN 0xFF00 /* guard-only devices (world hosts, a node's underlay): never host-routed */
+#ifndef AF_INET
+#define AF_INET 2
+#endif
 
 static __always_inline int drop_outside_lab(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
 {
@@ -119,8 +128,19 @@ static __always_inline __be16 proxy_port_of(struct __sk_buff *skb, __u32 ep_id, 
 	return v->proxy_port;
 }
 
-/* Conntrack and policy for one direction of an endpoint (dir is a constant in each entry). */
-static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
+/* Whether dns_redirect will rewrite this (allowed, egress) packet towards the DNS proxy. */
+static __always_inline int dns_redirected(__u32 ep_id, const struct flow *f)
+{
+	return f->family == 4 && (f->proto == IPPROTO_UDP || f->proto == IPPROTO_TCP) &&
+	       f->dport == bpf_htons(53) && bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id);
+}
+
+/* Conntrack and policy for one direction of an endpoint (dir is a constant in each entry).
+ * hr: the destination's ingress decided in the source's program (host routing): a packet that
+ * would go to a proxy returns STACK_PATH before any side effect, so to_container decides it as
+ * always. *stack is set when the packet was handed to a proxy or rewritten for one. */
+static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const __u8 dir, const int hr,
+				   __u32 ifindex, int *stack)
 {
 	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst, ct_flags = 0, old_flags = 0;
 	struct endpoint_value *ep = p->ep;
@@ -139,8 +159,10 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		/* a reply to a connection a socket of the node opened (a proxy's onward connection,
 		 * with the client's address as its source) goes to that socket, not on to the client;
 		 * without a socket (closed, in TIME_WAIT) the stack decides as for any packet */
-		if (dir == DIR_EGRESS && (ct->flags & CT_F_PROXY_PEER))
+		if (dir == DIR_EGRESS && (ct->flags & CT_F_PROXY_PEER)) {
 			proxy_assign(skb, f, 0);
+			*stack = 1;
+		}
 		return TC_ACT_OK;
 	}
 
@@ -158,17 +180,27 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		return TC_ACT_OK;
 	}
 	policy_lookup(ep->ep_id, remote, dir, f, &v);
+	if (hr) {
+		struct ct_value *known;
+
+		if (proxy_port_of(skb, ep->ep_id, dir, f, &v))
+			return STACK_PATH;
+		ct_key_of(&ck, ep->ep_id, dir, f);
+		known = bpf_map_lookup_elem(&cilia_ct, &ck);
+		if (known && (known->flags & CT_F_PROXY_REDIRECT))
+			return STACK_PATH; /* a connection that stays with its proxy */
+	}
 	if (v.reason) {
 		if (!(ep->flags & EP_F_AUDIT)) {
 			count(base + drop_slot(v.reason), skb->len);
-			emit(skb, p->cfg, ep->ep_id, ep_src, ep_dst, dir, f, &v, 0);
+			emit_on(skb, ifindex, p->cfg, ep->ep_id, ep_src, ep_dst, dir, f, &v, 0);
 			return TC_ACT_SHOT;
 		}
 		count(base + METRIC_AUDITED, skb->len);
 	}
 
 	proxy = proxy_port_of(skb, ep->ep_id, dir, f, &v);
-	local = dir == DIR_INGRESS && skb->sk; /* sent by a socket of the node, not forwarded */
+	local = !hr && dir == DIR_INGRESS && skb->sk; /* sent by a socket of the node, not forwarded */
 	if (proxy)
 		ct_flags = CT_F_PROXY_REDIRECT | ((__u32)bpf_ntohs(proxy) << CT_PROXY_PORT_SHIFT);
 	if (local)
@@ -189,6 +221,8 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	/* forwarded, or counted as redirected (to the proxy) by redirect() */
 	if (!v.reason && !proxy)
 		count(base + METRIC_FORWARDED, skb->len);
+	if (proxy || (dir == DIR_EGRESS && dns_redirected(ep->ep_id, f)))
+		*stack = 1;
 	if (ct) {
 		if (proxy)
 			return redirect(skb, p, dir, proxy, ep_src, ep_dst);
@@ -200,8 +234,8 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	 * packets of a connection whose entry was flushed: one event per packet would flood) */
 	if (f->proto != IPPROTO_TCP || f->ct_create || v.reason) {
 		v.proxy_port = proxy;
-		emit(skb, p->cfg, ep->ep_id, ep_src, ep_dst, dir, f, &v,
-		     EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0) | (proxy ? EV_F_REDIRECTED : 0));
+		emit_on(skb, ifindex, p->cfg, ep->ep_id, ep_src, ep_dst, dir, f, &v,
+			EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0) | (proxy ? EV_F_REDIRECTED : 0));
 	}
 	if (proxy)
 		return redirect(skb, p, dir, proxy, ep_src, ep_dst);
@@ -210,35 +244,111 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	return TC_ACT_OK;
 }
 
+/* The local endpoint an IPv4 packet is routed to, by the host's own routing table (the lab's /32
+ * route per pod and the neighbour entry of its eth0), never by anything the pod sent: 1 with the
+ * device, the next hop's MACs and the endpoint filled; 0 when it is not a ready endpoint of this
+ * node (another node, the world, a guard-only device, an unresolved neighbour). */
+static __always_inline int hop_lookup4(struct __sk_buff *skb, const struct flow *f, struct bpf_fib_lookup *fib,
+				       struct endpoint_value **ep)
+{
+	__u32 ifindex;
+
+	fib->family = AF_INET;
+	fib->ifindex = skb->ifindex;
+	__builtin_memcpy(&fib->ipv4_src, f->saddr, 4);
+	__builtin_memcpy(&fib->ipv4_dst, f->daddr, 4);
+	if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 0;
+	ifindex = fib->ifindex;
+	if (ifindex == skb->ifindex)
+		return 0;
+	*ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
+	return *ep && ((*ep)->flags & EP_F_POLICY_READY) && (*ep)->ep_id < GUARD_EP_MIN;
+}
+
+/* Forward as the host's stack would (the next hop's MACs, TTL - 1), into the peer's namespace;
+ * TC_ACT_OK (the stack path) when the TTL runs out. */
+static __always_inline int hop_redirect4(struct __sk_buff *skb, const struct bpf_fib_lookup *fib)
+{
+	__be16 old, new;
+	__u8 *b = (__u8 *)&new;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &old, 2) < 0)
+		return TC_ACT_OK;
+	new = old;
+	if (b[0] <= 1)
+		return TC_ACT_OK; /* the stack answers with ICMP time exceeded */
+	b[0] -= 1;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &new, 2, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0) < 0)
+		return TC_ACT_SHOT; /* half rewritten: not forwarded in an undefined state */
+	return bpf_redirect_peer(fib->ifindex, 0);
+}
+
+/* eBPF host routing of a packet the source's egress allowed: when it goes to an endpoint of this
+ * node, the destination's ingress (conntrack, policy, events, metrics, audit) is decided here, as
+ * its to_container would, and an allowed packet goes straight into its namespace. Whatever needs
+ * the host (a proxy on either side, the DNS proxy, a service, an endpoint not ready) takes the
+ * stack path, where to_container decides it. IPv4 only. */
+static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
+{
+	struct bpf_fib_lookup fib = {};
+	struct endpoint_value *dst = NULL;
+	struct pkt q;
+	int stack = 0, r;
+
+	if (p->f.family != 4 || p->ep->ep_id >= GUARD_EP_MIN || !hop_lookup4(skb, &p->f, &fib, &dst) || !dst)
+		return TC_ACT_OK;
+	q.f = p->f;
+	q.cfg = p->cfg;
+	q.ep = dst;
+	r = enforce(skb, &q, DIR_INGRESS, 1, fib.ifindex, &stack);
+	if (r == STACK_PATH)
+		return TC_ACT_OK;
+	if (r != TC_ACT_OK || stack)
+		return r;
+	return hop_redirect4(skb, &fib);
+}
+
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	struct pkt p = {};
-	int r = prologue(skb, &p, DIR_EGRESS);
+	__be32 daddr;
+	__be16 dport;
+	int r = prologue(skb, &p, DIR_EGRESS), stack = 0;
 
 	if (r != CONTINUE)
 		return r;
 	if ((skb->mark & CILIA_MARK_MASK) == CILIA_MARK_HAIRPIN)
 		return to_proxy_hairpinned(skb, &p);
+	__builtin_memcpy(&daddr, p.f.daddr, 4);
+	dport = p.f.dport;
 	if (lb4_dnat(skb, &p.f) < 0) {
 		count(DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_DROP_POLICY, skb->len);
 		return TC_ACT_SHOT;
 	}
 	if (!in_lab(&p.f, p.f.daddr)) /* a service backend outside the lab */
 		return drop_outside_lab(skb, &p, DIR_EGRESS);
-	return enforce(skb, &p, DIR_EGRESS);
+	r = enforce(skb, &p, DIR_EGRESS, 0, skb->ifindex, &stack);
+	if (r != TC_ACT_OK || stack || !p.cfg || !(p.cfg->flags & CFG_F_HOST_ROUTING))
+		return r;
+	if (__builtin_memcmp(&daddr, p.f.daddr, 4) || dport != p.f.dport)
+		return r; /* a service: translated connections keep the stack path */
+	return host_route(skb, &p);
 }
 
 SEC("tc")
 int to_container(struct __sk_buff *skb)
 {
 	struct pkt p = {};
-	int r = prologue(skb, &p, DIR_INGRESS);
+	int r = prologue(skb, &p, DIR_INGRESS), stack = 0;
 
 	if (r != CONTINUE)
 		return r;
 	dns_revnat(skb, &p.f);
-	return enforce(skb, &p, DIR_INGRESS);
+	return enforce(skb, &p, DIR_INGRESS, 0, skb->ifindex, &stack);
 }
 
 char _license[] SEC("license") = "GPL";

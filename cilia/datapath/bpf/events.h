@@ -5,9 +5,10 @@
 
 #include "metrics.h"
 
-static __always_inline void emit(struct __sk_buff *skb, const struct config_value *cfg, __u32 ep_id,
-				 __u32 src_id, __u32 dst_id, __u8 dir, const struct flow *f,
-				 const struct verdict *v, __u8 flags)
+/* ifindex: the endpoint's device (host routing decides a destination's ingress on the source's) */
+static __always_inline void emit_on(struct __sk_buff *skb, __u32 ifindex, const struct config_value *cfg,
+				    __u32 ep_id, __u32 src_id, __u32 dst_id, __u8 dir, const struct flow *f,
+				    const struct verdict *v, __u8 flags)
 {
 	__u32 limit = cfg && cfg->events_per_sec ? cfg->events_per_sec : 1000;
 	struct ratelimit_value *rl, fresh = {};
@@ -43,7 +44,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct config_valu
 		__sync_fetch_and_add(&rl->suppressed, -suppressed);
 	ev->ts_ns = now;
 	ev->ep_id = ep_id;
-	ev->ifindex = skb->ifindex;
+	ev->ifindex = ifindex;
 	ev->src_identity = src_id;
 	ev->dst_identity = dst_id;
 	ev->cookie = v->cookie;
@@ -63,5 +64,7 @@ static __always_inline void emit(struct __sk_buff *skb, const struct config_valu
 	ev->proxy_port = flags & EV_F_REDIRECTED ? bpf_ntohs(v->proxy_port) : 0;
 	bpf_ringbuf_submit(ev, 0);
 }
+
+#define emit(skb, ...) emit_on(skb, (skb)->ifindex, __VA_ARGS__)
 
 #endif

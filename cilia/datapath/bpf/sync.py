@@ -174,7 +174,7 @@ class Datapath:
 
     def detach(self, ifindex: int) -> None:
         """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
-        loader.detach(ifindex, destroy_qdisc=True)
+        loader.detach(ifindex, destroy_qdisc=True, pin_root=self.pin_root)
         self.endpoints.delete(ifindex)
 
     def _set_flags(self, endpoint_id: int, set_: EndpointFlags, clear: EndpointFlags) -> None:

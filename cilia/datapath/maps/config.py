@@ -12,11 +12,12 @@ MAP = "cilia_config"
 DEFAULT_EVENTS_PER_SEC = 1000
 DEFAULT_CT_TIMEOUT_S = 60
 DEFAULT_CT_TCP_TIMEOUT_S = 21600
+F_HOST_ROUTING = 0x1
 
 
 class ConfigValue(Structure):
     _fields_ = [("events_per_sec", c_uint32), ("ct_timeout_s", c_uint32), ("ct_tcp_timeout_s", c_uint32),
-                ("pad", c_uint32)]
+                ("flags", c_uint32)]
 
 
 VALUE_SIZE = ctypes.sizeof(ConfigValue)
@@ -26,6 +27,8 @@ class DatapathConfig(NamedTuple):
     events_per_sec: int = DEFAULT_EVENTS_PER_SEC  # per endpoint, drops and new connections
     ct_timeout_s: int = DEFAULT_CT_TIMEOUT_S  # UDP, SCTP, ICMP and other
     ct_tcp_timeout_s: int = DEFAULT_CT_TCP_TIMEOUT_S
+    # pod to pod on one node: both verdicts in the source's program, then bpf_redirect_peer
+    host_routing: bool = True
 
 
 class ConfigMap:
@@ -33,11 +36,14 @@ class ConfigMap:
         self.m = m
 
     def set(self, cfg: DatapathConfig) -> None:
-        self.m.update(c_uint32(0), ConfigValue(cfg.events_per_sec, cfg.ct_timeout_s, cfg.ct_tcp_timeout_s, 0))
+        flags = F_HOST_ROUTING if cfg.host_routing else 0
+        value = ConfigValue(cfg.events_per_sec, cfg.ct_timeout_s, cfg.ct_tcp_timeout_s, flags)
+        self.m.update(c_uint32(0), value)
 
     def dump(self) -> DatapathConfig:
         v = ConfigValue()
         self.m.lookup(c_uint32(0), v)
         return DatapathConfig(v.events_per_sec or DEFAULT_EVENTS_PER_SEC,
                               v.ct_timeout_s or DEFAULT_CT_TIMEOUT_S,
-                              v.ct_tcp_timeout_s or DEFAULT_CT_TCP_TIMEOUT_S)
+                              v.ct_tcp_timeout_s or DEFAULT_CT_TCP_TIMEOUT_S,
+                              bool(v.flags & F_HOST_ROUTING))
