@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from cilia.analyze.cluster import Analysis, Options
 from cilia.analyze.findings import Finding, Severity
+from cilia.analyze.lintgate import silenced
 from cilia.analyze.lintgroups import unknown_cidr_groups
 from cilia.analyze.lintraw import RAW_RULES
 from cilia.analyze.peers import parse_proto
@@ -387,17 +388,23 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
     analysis = Analysis(build_cluster(valid), options)
     semantic = _Semantic(analysis, policies)
     kept = {id(d) for d in latest_documents(valid_docs)}  # a replaced policy has no rules of its own
+    # "Selects no pod" is judged only where the input has workloads to judge by: a repository of
+    # policies alone would otherwise warn on every selector (CL003, CL004: pods in the policy's
+    # namespace, any pod for a clusterwide policy).
+    workloads = {p.namespace for p in analysis.cluster.pods}
     for pol in (p for p in policies if id(p.doc) in kept):
+        judged = bool(workloads) and (not pol.namespace or pol.namespace in workloads)
         for check in (
-            semantic.selects_no_pod,
-            semantic.peers_match_nothing,
+            semantic.selects_no_pod if judged else None,
+            semantic.peers_match_nothing if judged else None,
             semantic.shadowed_allows,
             semantic.egress_without_dns,
             semantic.named_port_conflicts,
         ):
-            findings.extend(check(pol))
+            if check is not None:
+                findings.extend(check(pol))
         findings.extend(unknown_cidr_groups(pol, analysis.cluster.cidr_groups))
-    unique = sorted(set(findings), key=Finding.sort_key)
+    unique = sorted(set(silenced(findings, result.documents)), key=Finding.sort_key)  # lint-ignore
     return LintReport(result.files, len(result.documents), tuple(unique), unreadable, result.skipped)
 
 

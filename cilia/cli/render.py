@@ -41,6 +41,29 @@ def print_json(data: Any, out: TextIO | None = None) -> None:
     stream.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _literal_blocks(data: Any) -> Any:
+    """``data`` with every multi-line string as a ``|`` block (readable fixes and hints)."""
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    if isinstance(data, dict):
+        return {k: _literal_blocks(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_literal_blocks(v) for v in data]
+    if isinstance(data, str) and "\n" in data:
+        return LiteralScalarString(data)
+    return data
+
+
+def print_yaml(data: Any, out: TextIO | None = None) -> None:
+    """Write ``data`` as block-style YAML (keys in the order given), as ``-o yaml`` prints it."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=2, offset=0)
+    yaml.dump(_literal_blocks(data), out or sys.stdout)
+
+
 def print_warnings(warnings: Iterable[str], out: TextIO | None = None) -> None:
     """Write warnings, one a line, prefixed ``warning:`` (stderr by default)."""
     stream = out or sys.stderr
