@@ -184,7 +184,7 @@ def test_entities() -> None:
         name: a.resolve(f"entity:{name}")[0] for name in ("host", "world", "remote-node", "kube-apiserver")
     }
     assert {n: (e.kind, e.identity) for n, e in ends.items()} == {
-        "host": (EndKind.ENTITY, 1),
+        "host": (EndKind.NODE, 1),  # the local node: its host endpoint
         "world": (EndKind.ENTITY, 2),
         "remote-node": (EndKind.ENTITY, 6),
         "kube-apiserver": (EndKind.ENTITY, 7),

@@ -23,6 +23,7 @@ from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.learned import LearnedAddress, NodeDns
 from cilia.analyze.manifests import load_cluster
+from cilia.analyze.nodes import NodeInfo, NodeSet, apiserver_ips
 from cilia.analyze.peers import PEER_ENTITIES, PeerError, PeerKind, PeerSpec, parse_peer
 from cilia.identity.allocator import LocalAllocator
 from cilia.identity.cidr import inherited_group_labels, prefix_identity_labels
@@ -30,6 +31,7 @@ from cilia.identity.fqdn import fqdn_identity_labels
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
+from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.objects import Cluster, Pod
 from cilia.policy.engine import rule_prefixes
 from cilia.policy.resolve import AllowLocalhost, EnforcementMode, EngineOptions
@@ -43,13 +45,26 @@ class Options:
 
     enforcement_mode: EnforcementMode = EnforcementMode.DEFAULT
     allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS
+    # --enable-node-selector-labels: fromNodes/toNodes allowed, remote nodes keep their labels
+    node_selector_labels: bool = False
+    # enable-host-firewall: host policies (CCNP nodeSelector) are enforced on the nodes. None: on
+    # when the manifests have a host policy (whoever writes one means it to be enforced), else off
+    # as Cilium's default (with it on, enforcement mode always would deny all of a host's traffic)
+    host_firewall: bool | None = None
 
-    def engine_options(self) -> EngineOptions:
-        """The same settings as the policy engine takes them."""
+    def engine_options(self, host_policies: bool = False) -> EngineOptions:
+        """The same settings as the policy engine takes them (``host_policies``: the rules have
+        some, which turns the host firewall on unless :attr:`host_firewall` says otherwise)."""
         return EngineOptions(
             enforcement=EnforcementMode(self.enforcement_mode),
             allow_localhost=AllowLocalhost(self.allow_localhost) is AllowLocalhost.ALWAYS,
+            host_firewall=host_policies if self.host_firewall is None else self.host_firewall,
         )
+
+    @property
+    def flags(self) -> Flags:
+        """The agent flags validation judges the manifests with."""
+        return Flags(node_selector_labels=self.node_selector_labels)
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,18 @@ class Analysis:
         self.dns = dns  # what a node learned from DNS answers (None: nothing)
         self.allocator = LocalAllocator()
         ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
+        self.nodes = NodeSet(cluster.nodes, apiserver_ips(cluster), options.node_selector_labels)
+        local = self.nodes.local
+        if local is not None:  # the host identity carries the local node's labels
+            self.allocator.allocate(local.host)
+        # hostNetwork pods have no endpoint (nor identity) of their own: they are their node
+        self.host_network_pods: tuple[Pod, ...] = tuple(p for p in cluster.pods if p.host_network)
         endpoints = []
         # Replicas share their labels: compute each distinct label set once.
         known: dict[tuple[tuple[tuple[str, str], ...], str, str], tuple[Labels, int]] = {}
         for pod in sorted(cluster.pods, key=lambda p: (p.namespace, p.name)):
+            if pod.host_network:
+                continue
             sa = pod.service_account or DEFAULT_SERVICE_ACCOUNT
             memo_key = (pod.labels, pod.namespace, sa)
             found = known.get(memo_key)
@@ -135,10 +158,12 @@ class Analysis:
 
     @property
     def identities(self) -> dict[int, Labels]:
-        return dict(self.allocator.identities())
+        ids = dict(self.allocator.identities())
+        ids.update(self.nodes.scoped_identities())  # remote nodes under node-selector labels
+        return ids
 
     def labels_of(self, identity: int) -> Labels:
-        labels = self.allocator.lookup(identity)
+        labels = self.allocator.lookup(identity) or self.nodes.scoped_identities().get(identity)
         if labels is None:
             raise KeyError(identity)
         return labels
@@ -166,7 +191,7 @@ class Analysis:
     @cached_property
     def oracle(self) -> engine_adapter.PolicyOracle:
         return engine_adapter.PolicyOracle(
-            replace(self.options.engine_options(), secrets=self.cluster.secrets),
+            replace(self.options.engine_options(self.has_host_policies), secrets=self.cluster.secrets),
             self.identities,
             self.rules,
             ((ep.identity, ep.pod) for ep in self.endpoints),
@@ -175,6 +200,92 @@ class Analysis:
     def side(self, identity: int, direction: Direction) -> engine_adapter.SidePolicy:
         """The policy of ``identity`` in ``direction``: enforcement, attribution, lookup."""
         return self.oracle.side(identity, direction)
+
+    # ------------------------------------------------------------------ nodes
+
+    def oracle_on(self, node: str) -> engine_adapter.PolicyOracle:
+        """The engine as node ``node`` has it: the host identity carries that node's labels (the
+        local node's oracle is :attr:`oracle`)."""
+        info = self.nodes.nodes.get(node)
+        if info is None or info.host == self.labels_of(1):
+            return self.oracle
+        found = self._node_oracles.get(node)
+        if found is None:
+            ids = self.identities
+            ids[1] = info.host
+            found = self._node_oracles[node] = engine_adapter.PolicyOracle(
+                replace(self.options.engine_options(self.has_host_policies), secrets=self.cluster.secrets),
+                ids,
+                self.rules,
+                ((ep.identity, ep.pod) for ep in self.endpoints),
+            )
+        return found
+
+    @cached_property
+    def _node_oracles(self) -> dict[str, engine_adapter.PolicyOracle]:
+        return {}
+
+    @cached_property
+    def has_host_policies(self) -> bool:
+        """Some policy is a host policy (CCNP ``nodeSelector``)."""
+        return any(r.node_selector for r in self.rules)
+
+    @property
+    def host_firewall(self) -> bool:
+        """Host policies are enforced (:attr:`Options.host_firewall`, or auto)."""
+        return self.options.engine_options(self.has_host_policies).host_firewall
+
+    def side_of(self, owner: FlowEnd, direction: Direction) -> engine_adapter.SidePolicy:
+        """The policy that decides ``direction`` for ``owner``: a pod's endpoint policy, or the host
+        policies of a node (identity 1 on that node)."""
+        if owner.kind is EndKind.NODE:
+            return self.oracle_on(owner.node).side(1, direction)
+        return self.side(owner.identity, direction)
+
+    def identity_seen_by(self, peer: FlowEnd, owner: FlowEnd) -> int:
+        """``peer``'s identity where ``owner``'s policy decides: a node is the host on itself and a
+        remote node elsewhere; everything else has one identity everywhere."""
+        if peer.kind is EndKind.NODE and owner.node and peer.node in self.nodes.nodes:
+            return self.nodes.identity_seen_from(peer.node, owner.node)
+        return peer.identity
+
+    def node_end(self, info: NodeInfo, name: str = "", ip: str = "") -> FlowEnd:
+        """A node's host endpoint as a flow end (``name``: how the user named it)."""
+        return FlowEnd(
+            name or f"node:{info.name}",
+            EndKind.NODE,
+            1,
+            info.host,
+            ip=ip or (info.ips[0] if info.ips else ""),
+            node=info.name,
+        )
+
+    def _named_node(self, name: str, text: str) -> NodeInfo:
+        if name == "":  # entity:host: the local node
+            local = self.nodes.local
+            if local is None:
+                known = ", ".join(f"node:{n}" for n in self.nodes.nodes)
+                raise PeerError(f"{text}: the manifests have several Nodes; name one ({known})")
+            return local
+        info = self.nodes.nodes.get(name)
+        if info is None:
+            known = ", ".join(self.nodes.nodes) if self.nodes.declared else "none"
+            raise PeerError(f"no Node {name} in the manifests (Nodes: {known})")
+        return info
+
+    def host_network_end(self, pod: Pod) -> FlowEnd:
+        """A hostNetwork pod: its node's host endpoint (Cilium gives it no endpoint of its own)."""
+        node = self.nodes.node_of_pod(pod.node_name)
+        if not node:
+            raise PeerError(
+                f"hostNetwork pod {pod.namespace}/{pod.name} has no spec.nodeName and the manifests have "
+                "several Nodes: it is its node, so say which (spec.nodeName)"
+            )
+        info = self.nodes.nodes.get(node)
+        if info is None:
+            raise PeerError(f"hostNetwork pod {pod.namespace}/{pod.name} runs on node {node}, which the "
+                            "manifests do not have (add its Node object)")
+        return self.node_end(info, f"{pod.namespace}/{pod.name} (hostNetwork on node:{info.name})")
 
     # ------------------------------------------------------------------ peers
 
@@ -185,6 +296,13 @@ class Analysis:
             raise PeerError(f"{spec.text}: a Service is a destination only (a flow comes from its backends)")
         if spec.kind is PeerKind.CIDR_GROUP:
             return cidr_group_ends(self, spec.name)
+        if spec.kind is PeerKind.NODE:
+            return [self.node_end(self._named_node(spec.name, spec.text))]
+        if spec.kind is PeerKind.ENTITY and spec.name == "host":
+            return [self.node_end(self._named_node("", spec.text), "host")]
+        if spec.kind is PeerKind.ENTITY and spec.name == "remote-node" and self.options.node_selector_labels:
+            labels = self.nodes.remote_identity(RESERVED_LABELS[ReservedIdentity.REMOTE_NODE])
+            return [FlowEnd(spec.name, EndKind.ENTITY, labels, self.labels_of(labels))]
         if spec.kind is PeerKind.ENTITY:
             rid = ReservedIdentity[PEER_ENTITIES[spec.name].upper().replace("-", "_")]
             return [FlowEnd(spec.name, EndKind.ENTITY, int(rid), RESERVED_LABELS[rid])]
@@ -212,6 +330,9 @@ class Analysis:
         in_ns = [ep for ep in self.endpoints if ep.pod.namespace == spec.namespace]
         exact = [ep for ep in in_ns if ep.pod.name == spec.name]
         matches = exact or [ep for ep in in_ns if ep.pod.name.startswith(spec.name)]
+        hostnet = [p for p in self.host_network_pods if (p.namespace, p.name) == (spec.namespace, spec.name)]
+        if hostnet and not exact:
+            return [self.host_network_end(hostnet[0])]
         if not matches:
             known = ", ".join(ep.name for ep in in_ns[:8]) or "none"
             raise PeerError(f"no pod {spec.namespace}/{spec.name} in the manifests (pods there: {known})")
@@ -230,6 +351,9 @@ class Analysis:
         for ep in self.endpoints:
             if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == addr:
                 return self.pod_end(ep)
+        node = self.nodes.by_ip.get(str(addr))
+        if node is not None:  # a node's address is the node, never world (§3.3)
+            return self.node_end(node, f"{ip} (node:{node.name})", ip)
         if ip in self.learned:
             found, ident = self.learned[ip]
             return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=found)
@@ -250,6 +374,7 @@ class Analysis:
             ip=ep.pod.pod_ip or "",
             namespace=ep.pod.namespace,
             pod=ep.pod.name,
+            node=self.nodes.node_of_pod(ep.pod.node_name),
         )
 
 
@@ -262,5 +387,5 @@ def analyse_paths(
     """Load and validate manifests and build the :class:`Analysis`
     (:class:`cilia.analyze.manifests.ManifestInputError` when they are unreadable or invalid;
     :class:`cilia.analyze.learned.NodeStateError` when ``dns`` is needed and cannot be read)."""
-    _, cluster = load_cluster(paths, stdin)
+    _, cluster = load_cluster(paths, stdin, options.flags)
     return Analysis(cluster, options, dns=dns)

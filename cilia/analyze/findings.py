@@ -31,6 +31,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL014": (Severity.WARNING, "IPv4-mapped IPv6 CIDR (::ffff:a.b.c.d), which matches no IPv4 traffic"),
     "CL015": (Severity.WARNING, "cidrGroupRef/cidrGroupSelector that matches no CiliumCIDRGroup"),
     "CL016": (Severity.WARNING, "object defined twice: a later document of the same name replaces it"),
+    "CL017": (Severity.WARNING, "host policy nodeSelector that selects no Node (label filter included)"),
 }
 
 

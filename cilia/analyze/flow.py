@@ -15,6 +15,7 @@ class EndKind(StrEnum):
     POD = "pod"
     ENTITY = "entity"  # host, world, remote-node, … (reserved identities)
     EXTERNAL = "external"  # an address outside the cluster: world or a CIDR identity
+    NODE = "node"  # a node's host endpoint (and its hostNetwork pods): host policies decide for it
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,23 @@ class FlowEnd:
     namespace: str = ""
     pod: str = ""
     learned: LearnedAddress | None = None  # an outside address a node learned from DNS answers
+    node: str = ""  # the node a pod runs on, or the node a NODE end is (identities depend on it)
 
     @property
     def local(self) -> bool:
         return self.kind is EndKind.POD
 
+    @property
+    def has_policy(self) -> bool:
+        """Pods have endpoint policies; a node has its host policies (host firewall)."""
+        return self.kind in (EndKind.POD, EndKind.NODE)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": str(self.kind), "identity": self.identity}
         if self.ip:
             out["ip"] = self.ip
+        if self.kind is EndKind.NODE:
+            out["node"] = self.node
         out["labels"] = self.labels.strings()
         if self.learned is not None:
             # which names (of the node's DNS cache) and toFQDNs selectors gave the identity

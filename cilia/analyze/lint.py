@@ -22,6 +22,7 @@ from cilia.analyze.cluster import Analysis, Options
 from cilia.analyze.findings import Finding, Severity
 from cilia.analyze.lintgate import silenced
 from cilia.analyze.lintgroups import unknown_cidr_groups
+from cilia.analyze.lintnodes import unmatched_node_selectors
 from cilia.analyze.lintraw import RAW_RULES
 from cilia.analyze.peers import parse_proto
 from cilia.analyze.policydocs import KNP, PolicyDoc, parse_policies
@@ -374,7 +375,7 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
         if not e.unreadable:
             findings.append(Finding("CL002", e.file, e.line, e.column, "", e.path, e.message, e.hint or ""))
     for doc in result.documents:
-        errors, _ = validate_document(doc)
+        errors, _ = validate_document(doc, options.flags)
         if errors:
             findings.extend(_validation_findings(doc, errors))
         else:
@@ -404,6 +405,7 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
             if check is not None:
                 findings.extend(check(pol))
         findings.extend(unknown_cidr_groups(pol, analysis.cluster.cidr_groups))
+        findings.extend(unmatched_node_selectors(pol, semantic.rules_of(pol), analysis.nodes.declared))
     unique = sorted(set(silenced(findings, result.documents)), key=Finding.sort_key)  # lint-ignore
     return LintReport(result.files, len(result.documents), tuple(unique), unreadable, result.skipped)
 

@@ -7,7 +7,11 @@ PEER forms (parsed here, resolved against a loaded cluster by :mod:`cilia.analyz
 * ``deployment:NAMESPACE/NAME`` (or ``deployment:NAME`` in ``default``) — every pod of a Deployment.
 * an IP address — a pod's IP means that pod; any other address is outside the cluster (world, or the
   CIDR identity of the longest policy prefix containing it, semantics.md §3.4).
-* ``entity:NAME`` — one of the reserved peers in :data:`PEER_ENTITIES`.
+* ``entity:NAME`` — one of the reserved peers in :data:`PEER_ENTITIES`. ``entity:host`` is the local
+  node's host endpoint (the only Node of the manifests), decided by its host policies.
+* ``node:NAME`` — a Node of the manifests: its host endpoint, decided by the host policies that
+  select it; to a pod it is the host on its own node and a remote node elsewhere
+  (:mod:`cilia.analyze.nodes`). A hostNetwork pod, or a node's address, stands for its node.
 * ``fqdn:NAME`` — the addresses a node's DNS proxy learned for a DNS name and still holds (one flow
   per address; :mod:`cilia.analyze.learned`): toFQDNs rules decide on them as on that node.
 * ``svc:NAMESPACE/NAME`` (or ``service:``) — a Service, as a destination only: one flow per backend on
@@ -64,6 +68,7 @@ class PeerKind(StrEnum):
     FQDN = "fqdn"
     SERVICE = "service"
     CIDR_GROUP = "cidrgroup"
+    NODE = "node"
 
 
 # A DNS name as a flow's peer: labels of letters, digits, '-' and '_' (no wildcard: a pattern selects
@@ -130,6 +135,10 @@ def parse_peer(text: str) -> PeerSpec:
         if rest not in PEER_ENTITIES:
             raise PeerError(f"unknown entity {rest!r}: expected one of {', '.join(PEER_ENTITIES)}")
         return PeerSpec(PeerKind.ENTITY, raw, name=rest)
+    if sep and kind == "node":
+        if not rest or "/" in rest:
+            raise PeerError(f"bad peer {text!r}: expected node:NAME (a Node of the manifests)")
+        return PeerSpec(PeerKind.NODE, raw, name=rest)
     if sep and kind == "fqdn":
         return PeerSpec(PeerKind.FQDN, raw, name=_dns_name(rest, raw))
     if sep and kind in ("deployment", "deploy"):
@@ -157,7 +166,7 @@ def parse_peer(text: str) -> PeerSpec:
     if sep:
         raise PeerError(
             f"bad peer {text!r}: expected NAMESPACE/POD, deployment:NAMESPACE/NAME, svc:NAMESPACE/NAME, "
-            "an IP address, entity:NAME, fqdn:NAME or cidrgroup:NAME"
+            "an IP address, entity:NAME, node:NAME, fqdn:NAME or cidrgroup:NAME"
         )
     ns, name = _split_ns(raw, raw)
     return PeerSpec(PeerKind.POD, raw, namespace=ns, name=name)

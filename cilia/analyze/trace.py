@@ -51,10 +51,12 @@ def _synthetic(refs: Sequence[RuleRef]) -> str:
 
 
 def port_policy(
-    analysis: Analysis, identity: int, direction: Direction, port: PortSpec
+    analysis: Analysis, identity: int, direction: Direction, port: PortSpec, node: str = ""
 ) -> L7PortPolicy | None:
-    """The L7 policy of ``identity`` on ``port`` in ``direction``, if its proxy has one."""
-    for p in analysis.oracle.endpoint_policy(identity).l7:
+    """The L7 policy of ``identity`` on ``port`` in ``direction``, if its proxy has one (``node``: as
+    that node has it, for a host's)."""
+    oracle = analysis.oracle_on(node) if node else analysis.oracle
+    for p in oracle.endpoint_policy(identity).l7:
         if p.direction == direction and p.covers(port.proto, port.port):
             return p
     return None
@@ -84,11 +86,13 @@ def l7_verdict(
     decided as the proxy would; without one, the result names the L7 rules that apply."""
     if entry is None or entry.deny or not entry.proxy_port:
         return None
-    pp = port_policy(analysis, owner.identity, direction, port)
+    on_node = owner.node if owner.kind is EndKind.NODE else ""
+    pp = port_policy(analysis, owner.identity, direction, port, on_node)
+    peer_id = analysis.identity_seen_by(peer, owner)
     if pp is None:  # a redirect without rules for the port: the proxy refuses (fail closed)
         decided = request is not None
         return L7Verdict("http", entry.proxy_port, decided, not decided, reason="no L7 policy")
-    applying = [r for r in pp.rules if r.applies_to(peer.identity)]
+    applying = [r for r in pp.rules if r.applies_to(peer_id)]
     constraining = tuple(
         sorted({ref for r in applying if r.http or r.server_names or r.dns for ref in r.refs})
     )
@@ -98,13 +102,13 @@ def l7_verdict(
     if request is not None and parser is L7Parser.HTTP and request.is_http:
         method, path, host = request.method or "GET", request.path or "/", request.host
         headers = dict(request.headers)
-        decision = pp.decide_http(peer.identity, method, path, host, headers)
+        decision = pp.decide_http(peer_id, method, path, host, headers)
         text = _request_text(parser, method, path, host, headers, "")
     elif request is not None and parser is L7Parser.TLS and request.sni is not None:
-        decision = pp.decide_sni(peer.identity, request.sni)
+        decision = pp.decide_sni(peer_id, request.sni)
         text = _request_text(parser, "", "", "", {}, request.sni)
     elif request is not None and parser is L7Parser.DNS and request.dns:
-        decision = pp.decide_dns(peer.identity, request.dns)
+        decision = pp.decide_dns(peer_id, request.dns)
         text = _request_text(parser, "", "", "", {}, request.dns)
     if decision is None:
         return L7Verdict(str(parser), pp.proxy_port, False, True, rules=constraining)
@@ -136,19 +140,25 @@ def side_verdict(
     """The verdict of ``owner``'s policy in ``direction`` for traffic with ``peer`` (and, when the
     deciding entry redirects to a proxy, the proxy's verdict on ``request``)."""
     where = direction.label
-    if not owner.local:
+    if not owner.has_policy or (owner.kind is EndKind.NODE and not analysis.host_firewall):
+        why = f"({owner.kind})"
+        if owner.has_policy:
+            why = "(host firewall off: no host policy, CCNP nodeSelector, in the manifests)"
         return SideVerdict(
             direction,
             owner.name,
             SideState.NO_POLICY,
             True,
-            note=f"{owner.name} has no {where} policy of its own ({owner.kind}): this side never drops",
+            note=f"{owner.name} has no {where} policy of its own {why}: this side never drops",
         )
-    side = analysis.side(owner.identity, direction)
-    verdict = side.lookup(peer.identity, port.proto, port.port)
+    side = analysis.side_of(owner, direction)
+    peer_id = analysis.identity_seen_by(peer, owner)
+    verdict = side.lookup(peer_id, port.proto, port.port)
     state = SideState.ENFORCED if side.enforced else SideState.UNENFORCED
     rules = tuple(sorted(verdict.entry.rules)) if verdict.entry is not None else ()
-    if not side.enforced:
+    if not side.enforced and owner.kind is EndKind.NODE:
+        note = f"{where} is not enforced for {owner.name}: no host policy (nodeSelector) selects it"
+    elif not side.enforced:
         note = f"{where} is not enforced for {owner.name}: no policy selects it for {where}"
         if verdict.allowed and analysis.options.enforcement_mode == "never":
             note = "enforcement mode never: nothing is enforced"
@@ -161,6 +171,8 @@ def side_verdict(
     else:
         by = _names(side.default_deny_by) or "the enforcement mode (always)"
         note = f"default deny: no allow rule matches; default deny is on because of {by}"
+    if peer.kind is EndKind.NODE and peer_id != 1 and side.enforced:  # a node is remote but on itself
+        note += f" ({peer.name} is identity {peer_id} here: a remote node)"
     l7 = None
     if verdict.allowed:
         l7 = l7_verdict(analysis, owner, peer, direction, port, verdict.entry, request)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.connectivity import FlowVerdicts
+from cilia.analyze.flow import EndKind
 from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_port
 from cilia.analyze.trace import TraceResult, render_flows, trace
 from cilia.k8s.errors import Error
@@ -229,6 +230,8 @@ def _fast_actual(fast: FlowVerdicts, analysis: Analysis, placed: PlacedExpectati
         sources, dests = analysis.resolve(e.from_), analysis.resolve(e.to)
     except PeerError:
         return None  # the trace below reports it
+    if any(end.kind is EndKind.NODE for end in (*sources, *dests)):
+        return None  # a node's identity depends on where it is decided: traced
     port = placed.port_spec
     verdicts = {fast.allowed(s, d, port.proto, port.port) for s in sources for d in dests}
     if None in verdicts or not verdicts:

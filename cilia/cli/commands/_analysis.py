@@ -31,6 +31,16 @@ Localhost = Annotated[
     AllowLocalhost,
     typer.Option("--allow-localhost", help="always: the node may reach its pods unless denied; policy: no."),
 ]
+# The agent flag as validate takes it (cilia.k8s.cilium_rules.Flags): without it fromNodes/toNodes are
+# refused, as Cilium refuses them; with it remote nodes keep their labels (node: source).
+NodeSelectorLabels = Annotated[
+    bool,
+    typer.Option(
+        "--enable-node-selector-labels",
+        help="Decide as an agent with enable-node-selector-labels=true (fromNodes/toNodes allowed, "
+        "other nodes keep their Node labels).",
+    ),
+]
 
 StateDir = Annotated[
     Path | None,
@@ -87,8 +97,13 @@ def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
 
 
 def load(
-    files: list[str], mode: EnforcementMode, localhost: AllowLocalhost, dns: NodeDns | None = None
+    files: list[str],
+    mode: EnforcementMode,
+    localhost: AllowLocalhost,
+    dns: NodeDns | None = None,
+    node_selector_labels: bool = False,
 ) -> Analysis:
-    analysis = guarded(lambda: analyse_paths(files, Options(mode, localhost), dns=dns))
+    options = Options(mode, localhost, node_selector_labels=node_selector_labels)
+    analysis = guarded(lambda: analyse_paths(files, options, dns=dns))
     print_warnings(analysis.cluster.warnings)  # documents replaced by later ones of the same name
     return analysis

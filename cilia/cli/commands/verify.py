@@ -16,6 +16,7 @@ from cilia.cli.commands._analysis import (
     Files,
     Localhost,
     Mode,
+    NodeSelectorLabels,
     NoState,
     StateDir,
     guarded,
@@ -40,6 +41,7 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+        node_selector_labels: NodeSelectorLabels = False,
         state_dir: StateDir = None,
         no_state: NoState = False,
     ) -> None:
@@ -54,7 +56,9 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 all expectations hold, 1 some do not, 2 bad input.
         """
         expectations = guarded(lambda: load_expectations(expect))
-        analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
+        analysis = load(
+            filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state), node_selector_labels
+        )
         report = guarded(lambda: verify(analysis, expectations))
         if output is Output.json:
             print_json(report.to_dict())

@@ -1,0 +1,66 @@
+"""Lint rule CL017: a host policy whose ``nodeSelector`` selects no Node of the linted manifests.
+
+Judged only when the manifests have Nodes. A node's host endpoint carries the Node's labels after the
+identity label filter (:func:`cilia.analyze.nodes.host_labels`), so a selector on
+``kubernetes.io/hostname``, ``kubernetes.io/os`` or another filtered key selects no host even though
+``kubectl get nodes -l`` finds the node: the policy is accepted and enforces nothing. The selector is
+matched by the policy layer (:func:`cilia.policy.resolve.rule_selects`), as the engine matches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from cilia.analyze.findings import Finding
+from cilia.analyze.nodes import NodeInfo, stripped_labels
+from cilia.analyze.policydocs import PolicyDoc
+from cilia.identity.labels import SOURCE_K8S, Label, Labels
+from cilia.identity.reserved import LABEL_HOST
+from cilia.k8s.source import FieldPath
+from cilia.policy.resolve import rule_selects
+from cilia.policy.rules import PolicyRule
+
+
+def _unfiltered(info: NodeInfo) -> Labels:
+    """The host labels the node would have if the label filter kept every Node label."""
+    return Labels([LABEL_HOST, *(Label(SOURCE_K8S, k, v) for k, v in info.labels)])
+
+
+def _prefix(pol: PolicyDoc, rule: PolicyRule) -> FieldPath:
+    if rule.ref.spec_index == 0 and pol.obj.spec is not None:
+        return ("spec",)
+    return ("specs", rule.ref.spec_index - (1 if pol.obj.spec is not None else 0))
+
+
+def unmatched_node_selectors(
+    pol: PolicyDoc, rules: Sequence[PolicyRule], nodes: Sequence[NodeInfo]
+) -> Iterator[Finding]:
+    """CL017 for every host rule of ``pol`` (its translated ``rules``) that selects none of ``nodes``."""
+    if not nodes:
+        return
+    names = ", ".join(n.name for n in nodes)
+    for rule in rules:
+        if not rule.node_selector or any(rule_selects(rule, n.host, "") for n in nodes):
+            continue
+        filtered = [n for n in nodes if rule_selects(rule, _unfiltered(n), "")]
+        if filtered:
+            keys = sorted({k for n in filtered for k in stripped_labels(n.label_map)})
+            why = (
+                f"it matches Node {', '.join(n.name for n in filtered)} only through "
+                f"{', '.join(keys)}, which the identity label filter keeps off the host endpoint "
+                "(Cilium drops kubernetes.io/…, beta.kubernetes.io/…, k8s.io/… labels)"
+            )
+            fix = (
+                "select the nodes by a label the filter keeps: add one (kubectl label node NAME "
+                "node-access=ssh) and select it, or use node-role.kubernetes.io/…, topology.kubernetes.io/…"
+            )
+        else:
+            why = f"no Node in the manifests has these labels (Nodes: {names})"
+            fix = "check the label keys and values against the Nodes (kubectl get nodes --show-labels)"
+        file, line, col, text = pol.where((*_prefix(pol, rule), "nodeSelector"))
+        yield Finding(
+            "CL017", file, line, col, pol.describe, text,
+            f"the nodeSelector ({rule.subject}) selects no node's host endpoint: {why}; this host "
+            "policy enforces nothing",
+            fix,
+        )  # fmt: skip
