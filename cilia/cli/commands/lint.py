@@ -16,7 +16,14 @@ from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
 from cilia.analyze.findings import RULES
 from cilia.analyze.lint import lint_paths, render_text
 from cilia.analyze.lintgate import FailOn, GateConfig, find_config, load_config
-from cilia.cli.commands._analysis import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, Localhost, Mode
+from cilia.cli.commands._analysis import (
+    EXIT_BAD_INPUT,
+    EXIT_FAIL,
+    EXIT_OK,
+    Localhost,
+    Mode,
+    NodeSelectorLabels,
+)
 from cilia.cli.render import print_errors, print_json, print_yaml
 from cilia.k8s.errors import Error
 
@@ -82,6 +89,7 @@ def register(app: typer.Typer) -> None:
         no_config: Annotated[bool, typer.Option("--no-config", help="Read no settings file.")] = False,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+        node_selector_labels: NodeSelectorLabels = False,
         rules: Annotated[bool, typer.Option("--rules", help="List the lint rules and exit.")] = False,
     ) -> None:
         """Lint policy manifests for pitfalls, with stable rule ids (--rules lists them).
@@ -109,7 +117,8 @@ def register(app: typer.Typer) -> None:
         except Error as exc:
             print_errors([exc], sys.stderr)
             raise typer.Exit(EXIT_BAD_INPUT) from None
-        report = lint_paths(filename, Options(enforcement_mode, allow_localhost))
+        options = Options(enforcement_mode, allow_localhost, node_selector_labels=node_selector_labels)
+        report = lint_paths(filename, options)
         if report.unreadable:
             print_errors(report.unreadable, sys.stderr)
             raise typer.Exit(EXIT_BAD_INPUT)
