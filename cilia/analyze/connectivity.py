@@ -18,20 +18,23 @@ from __future__ import annotations
 import csv
 import html
 import io
+import ipaddress
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, TextIO
 
 from cilia.analyze.cidrgroups import cidr_group_ends
 from cilia.analyze.cluster import Analysis, PodEndpoint
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.matrix import BitMatrix, SideRows, transpose_and
-from cilia.analyze.peers import parse_proto, proto_name
+from cilia.analyze.peer_names import parse_port_query, resolve_peer
+from cilia.analyze.peers import PEER_ENTITIES, PeerError, PortSpec, parse_proto, proto_name
 from cilia.analyze.portclasses import PortClass, mentioned_ranges, port_classes
 from cilia.analyze.selections import IndexedSelectorCache
-from cilia.identity.reserved import ReservedIdentity
+from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
 from cilia.policy.engine import PolicyEngine, pod_named_ports
 from cilia.policy.resolve import (
     LABEL_HOST,
@@ -41,22 +44,31 @@ from cilia.policy.resolve import (
     resolve_filters,
     select_rules,
 )
-from cilia.policy.types import Direction
+from cilia.policy.rules import PeerKind as RulePeerKind
+from cilia.policy.types import Direction, Proto
 
 
 @dataclass(frozen=True)
 class Group:
-    """One row/column: an identity and the pods that have it (none for world and host)."""
+    """One row/column: an identity and the pods that have it (none for world, host, the other
+    entities and the CIDR prefixes). ``peer`` is a PEER argument that ``cilia trace`` resolves to
+    this identity (a pod of it, ``entity:NAME``, an address whose longest prefix is this one)."""
 
     index: int
     name: str
     identity: int
     kind: EndKind
     pods: tuple[str, ...] = ()
+    peer: str = ""
 
     @property
     def local(self) -> bool:
         return self.kind is EndKind.POD
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of the group's pods ("" for peers outside the cluster's pods)."""
+        return self.pods[0].partition("/")[0] if self.pods else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,16 +76,42 @@ class Group:
             "name": self.name,
             "identity": self.identity,
             "kind": str(self.kind),
+            "namespace": self.namespace or None,
+            "peer": self.peer or None,
             "pods": list(self.pods),
         }
 
 
 @dataclass(frozen=True)
 class Connectivity:
+    """The matrices over ``groups`` (one per port class); ``sources``/``dests`` are the rows and
+    columns a filtered view shows (None: every group)."""
+
     groups: tuple[Group, ...]
     classes: tuple[PortClass, ...]
     matrices: tuple[BitMatrix, ...]  # one per class, over group indices
     l7: tuple[BitMatrix, ...] = ()  # per class: allowed pairs whose requests an L7 proxy decides
+    sources: tuple[int, ...] | None = None
+    dests: tuple[int, ...] | None = None
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return self.sources if self.sources is not None else tuple(range(len(self.groups)))
+
+    @property
+    def cols(self) -> tuple[int, ...]:
+        return self.dests if self.dests is not None else tuple(range(len(self.groups)))
+
+    @property
+    def filtered(self) -> bool:
+        return self.sources is not None or self.dests is not None
+
+    @cached_property
+    def col_mask(self) -> int:
+        out = 0
+        for d in self.cols:
+            out |= 1 << d
+        return out
 
     def allowed(self, src: int, dst: int, cls: int) -> bool:
         return self.matrices[cls].allowed(src, dst)
@@ -81,49 +119,68 @@ class Connectivity:
     def filtered_at_l7(self, src: int, dst: int, cls: int) -> bool:
         return bool(self.l7) and self.l7[cls].allowed(src, dst)
 
+    def targets(self, cls: int, src: int, l7: bool = False) -> list[int]:
+        """The shown destinations ``src`` reaches in class ``cls`` (of the L7 matrix with ``l7``)."""
+        m = (self.l7 if l7 else self.matrices)[cls]
+        if self.dests is None:
+            return m.targets(src)
+        return [d for d in m.targets(src) if (self.col_mask >> d) & 1]
+
+    def count(self, cls: int, l7: bool = False) -> int:
+        """Allowed (or filtered at L7) pairs of the shown rows and columns in class ``cls``."""
+        if l7 and not self.l7:
+            return 0
+        m = (self.l7 if l7 else self.matrices)[cls]
+        if not self.filtered:
+            return m.count()
+        mask = self.col_mask
+        return sum((m.rows[s] & mask).bit_count() for s in self.rows)
+
     def row_marks(self, cls: int, src: int) -> str:
-        """Row ``src`` of class ``cls`` as "1" (allowed), "0" (denied), "7" (filtered at L7)."""
+        """Row ``src`` of class ``cls`` over the shown columns as "1" (allowed), "0" (denied), "7"
+        (filtered at L7)."""
         bits = _bits(self.matrices[cls], src)
-        if not self.l7 or not self.l7[cls].rows[src]:
+        if self.l7 and self.l7[cls].rows[src]:
+            l7 = _bits(self.l7[cls], src)
+            bits = "".join("7" if f == "1" else b for b, f in zip(bits, l7, strict=True))
+        if self.dests is None:
             return bits
-        l7 = _bits(self.l7[cls], src)
-        return "".join("7" if f == "1" else b for b, f in zip(bits, l7, strict=True))
+        return "".join(bits[d] for d in self.dests)
 
     def to_dict(self, pairs: bool = True) -> dict[str, Any]:
         """Classes, groups, the allowed pairs and their counts (``pairs=False``: only the counts;
         :func:`write_json` streams the pairs)."""
-        if not pairs:
-            return {
-                "port_classes": self._classes_dict(),
-                "groups": [g.to_dict() for g in self.groups],
-                "allowed_pairs": {
-                    c.label: m.count() for c, m in zip(self.classes, self.matrices, strict=True)
-                },
-            }
-        return {
+        head: dict[str, Any] = {
             "port_classes": self._classes_dict(),
             "groups": [g.to_dict() for g in self.groups],
-            "allowed": {
-                c.label: {g.name: [self.groups[d].name for d in m.targets(g.index)] for g in self.groups}
-                for c, m in zip(self.classes, self.matrices, strict=True)
-            },
-            "allowed_pairs": {c.label: m.count() for c, m in zip(self.classes, self.matrices, strict=True)},
-            **(
-                {
-                    "filtered_at_l7": {
-                        c.label: {
-                            g.name: [self.groups[d].name for d in m.targets(g.index)]
-                            for g in self.groups
-                            if m.rows[g.index]
-                        }
-                        for c, m in zip(self.classes, self.l7, strict=True)
-                        if m.count()
-                    }
-                }
-                if self.l7_count()
-                else {}
-            ),
         }
+        if self.filtered:
+            head["sources"] = [self.groups[i].name for i in self.rows]
+            head["destinations"] = [self.groups[i].name for i in self.cols]
+        counts = {c.label: self.count(ci) for ci, c in enumerate(self.classes)}
+        if not pairs:
+            return {**head, "allowed_pairs": counts}
+        out = {
+            **head,
+            "allowed": {
+                c.label: {
+                    self.groups[s].name: [self.groups[d].name for d in self.targets(ci, s)] for s in self.rows
+                }
+                for ci, c in enumerate(self.classes)
+            },
+            "allowed_pairs": counts,
+        }
+        if self.l7_count():
+            out["filtered_at_l7"] = {
+                c.label: {
+                    self.groups[s].name: [self.groups[d].name for d in self.targets(ci, s, l7=True)]
+                    for s in self.rows
+                    if self.targets(ci, s, l7=True)
+                }
+                for ci, c in enumerate(self.classes)
+                if self.count(ci, l7=True)
+            }
+        return out
 
     def _classes_dict(self) -> list[dict[str, Any]]:
         return [
@@ -140,7 +197,9 @@ class Connectivity:
         """Pairs filtered at L7 (of one class, or of all)."""
         if not self.l7:
             return 0
-        return self.l7[cls].count() if cls is not None else sum(m.count() for m in self.l7)
+        if cls is not None:
+            return self.count(cls, l7=True)
+        return sum(self.count(ci, l7=True) for ci in range(len(self.classes)))
 
 
 def _group_name(members: list[PodEndpoint], deployment_sizes: dict[tuple[str, str], int]) -> str:
@@ -154,8 +213,9 @@ def _group_name(members: list[PodEndpoint], deployment_sizes: dict[tuple[str, st
 
 
 def groups_of(analysis: Analysis) -> list[Group]:
-    """Identity groups of the pods (ordered by their first pod), then world and host, then the
-    identities of each CIDR group's addresses."""
+    """Identity groups of the pods (ordered by their first pod), then world and host, the other
+    entities the policies name (kube-apiserver, remote-node, …), the identities of each CIDR
+    group's addresses and those of the policies' CIDR prefixes (toCIDR/fromCIDR, except holes)."""
     by_id: dict[int, list[PodEndpoint]] = defaultdict(list)
     for ep in analysis.endpoints:
         by_id[ep.identity].append(ep)
@@ -165,17 +225,70 @@ def groups_of(analysis: Analysis) -> list[Group]:
             sizes[(ep.pod.namespace, ep.deployment)] += 1
     ordered = sorted(by_id.items(), key=lambda item: item[1][0].name)
     groups = [
-        Group(i, _group_name(members, sizes), ident, EndKind.POD, tuple(m.name for m in members))
-        for i, (ident, members) in enumerate(ordered)
+        Group(i, _group_name(pods, sizes), ident, EndKind.POD, tuple(m.name for m in pods), pods[0].name)
+        for i, (ident, pods) in enumerate(ordered)
     ]
     n = len(groups)
-    groups.append(Group(n, "world", int(ReservedIdentity.WORLD), EndKind.ENTITY))
-    groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), EndKind.ENTITY))
+    groups.append(Group(n, "world", int(ReservedIdentity.WORLD), EndKind.ENTITY, peer="entity:world"))
+    groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), EndKind.ENTITY, peer="entity:host"))
+    for name, rid in named_entities(analysis):
+        groups.append(Group(len(groups), name, int(rid), EndKind.ENTITY, peer=f"entity:{name}"))
+    seen = {g.identity for g in groups}
     # CiliumCIDRGroups: a column per identity an address of the group can have (cidrgroup:NAME peers)
     for cg in analysis.cluster.cidr_groups:
         for end in cidr_group_ends(analysis, cg.name) if cg.cidrs else ():
-            groups.append(Group(len(groups), end.name, end.identity, EndKind.EXTERNAL))
+            if end.identity not in seen:
+                net = ipaddress.ip_network(end.name.partition(" ")[0])
+                peer = _address_in(analysis, net)
+                groups.append(Group(len(groups), end.name, end.identity, EndKind.EXTERNAL, peer=peer))
+                seen.add(end.identity)
+    # the policies' prefixes: an address outside the pods has the identity of its longest prefix
+    prefixes = sorted(
+        analysis.prefix_identities, key=lambda p: (p[0].version, p[0].network_address, p[0].prefixlen)
+    )
+    for net, ident in prefixes:
+        if ident not in seen:
+            peer = _address_in(analysis, net)
+            groups.append(Group(len(groups), f"cidr:{net}", ident, EndKind.EXTERNAL, peer=peer))
+            seen.add(ident)
     return groups
+
+
+# Reserved identities a policy can name besides world and host (which always have a row).
+_OTHER_ENTITIES = ("kube-apiserver", "remote-node", "health", "ingress", "init", "unmanaged")
+
+
+def named_entities(analysis: Analysis) -> list[tuple[str, ReservedIdentity]]:
+    """The reserved peers (other than world and host) that some fromEntities/toEntities selects."""
+    selectors = {p.selector for rule in analysis.rules for e in rule.entries for p in e.peers
+                 if p.kind is RulePeerKind.ENTITIES}
+    out = []
+    for name in _OTHER_ENTITIES:
+        rid = ReservedIdentity[PEER_ENTITIES[name].upper().replace("-", "_")]
+        if any(sel.matches(RESERVED_LABELS[rid]) for sel in selectors):
+            out.append((name, rid))
+    return out
+
+
+def _address_in(analysis: Analysis, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """An address inside ``net`` whose longest ipcache prefix is ``net`` and that is no pod's or
+    Service's ("" if there is none): a flow end ``cilia trace`` gives this prefix's identity."""
+    ident = analysis.external_identity(str(net.network_address))
+    want = next((i for n, i in analysis.prefix_identities if n == net), ident)
+    taken = {ep.pod.pod_ip for ep in analysis.endpoints if ep.pod.pod_ip}
+    taken |= {s.cluster_ip for s in analysis.cluster.services if s.cluster_ip}
+    candidates = [net.network_address, net.broadcast_address]
+    for inner, _ in analysis.prefix_identities:  # around each longer prefix inside it
+        if inner.version == net.version and inner != net and inner.subnet_of(net):  # type: ignore[arg-type]
+            if int(inner.broadcast_address) < int(net.broadcast_address):
+                candidates.append(inner.broadcast_address + 1)
+            if int(inner.network_address) > int(net.network_address):
+                candidates.append(inner.network_address - 1)
+    for addr in candidates:
+        text = str(addr)
+        if text not in taken and analysis.external_identity(text) == want:
+            return text
+    return ""
 
 
 def classes_of(analysis: Analysis) -> list[PortClass]:
@@ -185,6 +298,30 @@ def classes_of(analysis: Analysis) -> list[PortClass]:
             if cp.name:
                 named[cp.name.lower()].add((int(parse_proto(cp.protocol)), cp.container_port))
     return port_classes(mentioned_ranges(analysis.rules, named))
+
+
+def port_classes_of(analysis: Analysis, text: str) -> list[PortClass]:
+    """The port classes that hold a ``--port`` value: a number, or a container port name (every
+    number a pod gives that name)."""
+    query = parse_port_query(text)
+    if query.spec is not None:
+        wanted = {(int(query.spec.proto), query.spec.port)}
+    else:
+        wanted = {
+            (int(parse_proto(cp.protocol)), cp.container_port)
+            for ep in analysis.endpoints
+            for cp in ep.pod.ports
+            if (cp.name or "").lower() == query.name
+            and (query.proto is None or parse_proto(cp.protocol) == query.proto)
+        }
+        if not wanted:
+            raise PeerError(f"--port {text}: no pod has a container port named {query.name!r}")
+    return [c for c in classes_of(analysis) if any(c.contains(p, n) for p, n in wanted)]
+
+
+def identities_of(analysis: Analysis, peer: str, namespace: str | None) -> frozenset[int]:
+    """The identities a ``--from``/``--to`` PEER stands for (kubectl names with ``-n`` too)."""
+    return frozenset(end.identity for end in resolve_peer(analysis, peer, namespace))
 
 
 class PolicySets:
@@ -288,11 +425,45 @@ class FlowVerdicts:
         return True
 
 
-def connectivity(analysis: Analysis, classes: list[PortClass] | None = None) -> Connectivity:
+@dataclass(frozen=True)
+class View:
+    """The part of the matrix to compute and show: the pods of ``namespace`` (with every peer that
+    is not a pod), rows of the identities ``sources``, columns of ``dests`` (None: no limit)."""
+
+    namespace: str | None = None
+    sources: frozenset[int] | None = None
+    dests: frozenset[int] | None = None
+
+    def keeps(self, g: Group) -> bool:
+        return self.namespace is None or not g.local or g.namespace == self.namespace
+
+
+Shown = tuple[int, ...] | None
+
+
+def _viewed(groups: list[Group], view: View) -> tuple[list[Group], Shown, Shown]:
+    """The groups a view needs (re-indexed) and its rows and columns among them (None: all)."""
+    kept = [g for g in groups if view.keeps(g)]
+    is_row = [view.sources is None or g.identity in view.sources for g in kept]
+    is_col = [view.dests is None or g.identity in view.dests for g in kept]
+    used = [(g, r, c) for g, r, c in zip(kept, is_row, is_col, strict=True) if r or c]
+    out = [replace(g, index=i) for i, (g, _, _) in enumerate(used)]
+    rows = tuple(i for i, (_, r, _) in enumerate(used) if r) if view.sources is not None else None
+    cols = tuple(i for i, (_, _, c) in enumerate(used) if c) if view.dests is not None else None
+    return out, rows, cols
+
+
+def connectivity(
+    analysis: Analysis, classes: list[PortClass] | None = None, view: View | None = None
+) -> Connectivity:
     """The full matrix for every port class: each source's egress and each destination's ingress
     as whole rows of group bitsets, combined per class (a flow needs both). ``classes``: given port
-    classes (``cilia diff``: those of both sides) instead of the ones these policies cut."""
+    classes (``cilia diff``: those of both sides) instead of the ones these policies cut; ``view``:
+    only these rows and columns."""
     groups = groups_of(analysis)
+    rows_shown = cols_shown = None
+    if view is not None:
+        groups, rows_shown, cols_shown = _viewed(groups, view)
     classes = classes if classes is not None else classes_of(analysis)
     n = len(groups)
     full = (1 << n) - 1
@@ -313,7 +484,65 @@ def connectivity(analysis: Analysis, classes: list[PortClass] | None = None) -> 
         l7.append(_redirected(rows, e_red, i_red, n, full))
     if not any(m.count() for m in l7):
         l7 = []
-    return Connectivity(tuple(groups), tuple(classes), tuple(matrices), tuple(l7))
+    return Connectivity(tuple(groups), tuple(classes), tuple(matrices), tuple(l7), rows_shown, cols_shown)
+
+
+# --------------------------------------------------------------------------- deciding rules
+
+
+# Above this many cells (shown rows x columns x classes) ``-o json`` leaves the deciding rules out
+# unless asked (``--rules``): each is a trace of both sides.
+CELLS_LIMIT = 20_000
+
+
+def group_end(analysis: Analysis, group: Group) -> FlowEnd:
+    """A flow end with the group's identity, named as the group (its first pod; every pod of a
+    group decides alike)."""
+    if group.local:
+        return replace(analysis.resolve(group.pods[0])[0], name=group.name)
+    return FlowEnd(group.name, group.kind, group.identity, analysis.labels_of(group.identity))
+
+
+def cell_rule(analysis: Analysis, src: FlowEnd, dst: FlowEnd, cls: PortClass) -> dict[str, Any]:
+    """What decides one cell, as ``cilia trace`` finds it on the class's representative port: the
+    dropping side and its deny rule or default-deny policies, or the allowing rules of both sides."""
+    from cilia.analyze.deciding import decided_by  # here: trace's modules only when rules are asked for
+    from cilia.analyze.flow import FlowTrace
+    from cilia.analyze.trace import side_verdict
+
+    port = PortSpec(Proto(cls.proto), cls.port)
+    egress = side_verdict(analysis, src, dst, Direction.EGRESS, port)
+    ingress = side_verdict(analysis, dst, src, Direction.INGRESS, port)
+    found = decided_by(FlowTrace(src, dst, port.proto, port.port, egress, ingress))
+    sides = found["sides"]
+    if found["side"] is not None:
+        rules = next(sd["rules"] for sd in sides if sd["direction"] == found["side"])
+        reason = next(sd["reason"] for sd in sides if sd["direction"] == found["side"])
+    else:
+        rules = sorted({r for sd in sides for r in sd["rules"]})
+        reason = "allowed"
+    return {"side": found["side"], "reason": reason, "rules": rules, "text": found["text"]}
+
+
+def cells_size(conn: Connectivity) -> int:
+    return len(conn.rows) * len(conn.cols) * len(conn.classes)
+
+
+def deciding_rules(analysis: Analysis, conn: Connectivity) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """Per class, source and destination shown: the cell's verdict mark and what decided it."""
+    ends = {i: group_end(analysis, conn.groups[i]) for i in {*conn.rows, *conn.cols}}
+    verdicts = {"1": "allow", "0": "deny", "7": "allow-l7"}
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for ci, cls in enumerate(conn.classes):
+        per: dict[str, dict[str, dict[str, Any]]] = {}
+        for s in conn.rows:
+            marks = conn.row_marks(ci, s)
+            per[conn.groups[s].name] = {
+                conn.groups[d].name: {"verdict": verdicts[mark], **cell_rule(analysis, ends[s], ends[d], cls)}
+                for d, mark in zip(conn.cols, marks, strict=True)
+            }
+        out[cls.label] = per
+    return out
 
 
 def _redirected(rows: list[int], e_red: list[int], i_red: list[int], n: int, full: int) -> BitMatrix:
@@ -337,33 +566,37 @@ def _indented(value: Any, level: int) -> str:
     return json.dumps(value, indent=2).replace("\n", "\n" + "  " * level)
 
 
-def write_json(conn: Connectivity, out: TextIO) -> None:
+def write_json(
+    conn: Connectivity, out: TextIO, cells: dict[str, Any] | None = None, cells_note: str = ""
+) -> None:
     """:meth:`Connectivity.to_dict` as indented JSON, written row by row (at 10,000 groups the
-    ``allowed`` lists hold millions of names: they are never one object in memory)."""
+    ``allowed`` lists hold millions of names: they are never one object in memory); then the
+    deciding rule of each cell (``cells``, from :func:`deciding_rules`) or why they are left out."""
     data = conn.to_dict(pairs=False)
     quoted = [json.dumps(g.name) for g in conn.groups]
 
-    def stream(key: str, matrices: list[tuple[str, BitMatrix]], only_nonempty: bool) -> None:
+    def stream(key: str, classes: list[int], l7: bool) -> None:
         out.write(f",\n  {json.dumps(key)}: ")
-        if not matrices:
+        if not classes:
             out.write("{}")
             return
         out.write("{")
-        for ci, (label, m) in enumerate(matrices):
-            out.write(("," if ci else "") + f"\n    {json.dumps(label)}: ")
-            rows = [g for g in conn.groups if not only_nonempty or m.rows[g.index]]
+        for n, ci in enumerate(classes):
+            out.write(("," if n else "") + f"\n    {json.dumps(conn.classes[ci].label)}: ")
+            rows = [(s, conn.targets(ci, s, l7)) for s in conn.rows]
+            if l7:
+                rows = [(s, t) for s, t in rows if t]
             if not rows:
                 out.write("{}")
                 continue
             out.write("{")
-            for ri, g in enumerate(rows):
-                targets = m.targets(g.index)
+            for ri, (s, targets) in enumerate(rows):
                 names = (
                     "[\n" + ",\n".join("        " + quoted[d] for d in targets) + "\n      ]"
                     if targets
                     else "[]"
                 )
-                out.write(("," if ri else "") + f"\n      {quoted[g.index]}: {names}")
+                out.write(("," if ri else "") + f"\n      {quoted[s]}: {names}")
             out.write("\n    }")
         out.write("\n  }")
 
@@ -371,12 +604,15 @@ def write_json(conn: Connectivity, out: TextIO) -> None:
     first = True
     for key, value in data.items():
         if key == "allowed_pairs":
-            stream("allowed", [(c.label, m) for c, m in zip(conn.classes, conn.matrices, strict=True)], False)
+            stream("allowed", list(range(len(conn.classes))), False)
         out.write(("" if first else ",") + f"\n  {json.dumps(key)}: {_indented(value, 1)}")
         first = False
     if conn.l7_count():
-        pairs = zip(conn.classes, conn.l7, strict=True)
-        stream("filtered_at_l7", [(c.label, m) for c, m in pairs if m.count()], True)
+        stream("filtered_at_l7", [ci for ci in range(len(conn.classes)) if conn.count(ci, l7=True)], True)
+    if cells is not None:
+        out.write(f',\n  "deciding_rules": {_indented(cells, 1)}')
+    elif cells_note:
+        out.write(f',\n  "deciding_rules_omitted": {json.dumps(cells_note)}')
     out.write("\n}\n")
 
 
@@ -385,71 +621,87 @@ def write_json(conn: Connectivity, out: TextIO) -> None:
 SUMMARY_GROUPS = 100
 
 
-def _degree_lines(conn: Connectivity) -> list[str]:
-    """Per group and class: how many groups it reaches and how many reach it."""
-    outs = [[m.rows[g.index].bit_count() for g in conn.groups] for m in conn.matrices]
-    ins = [m.column_counts() for m in conn.matrices]
-    head = "  ".join(f"{c.label} out/in" for c in conn.classes)
-    lines = [f"  {'group':<8} {head}"]
-    for g in conn.groups:
-        cells = "  ".join(
-            f"{f'{o[g.index]}/{i[g.index]}':>{len(c.label) + 7}}"
-            for c, o, i in zip(conn.classes, outs, ins, strict=True)
-        )
-        lines.append(f"  {f'[{g.index + 1}]':<8} {cells}")
+def _by_namespace(conn: Connectivity, indices: Sequence[int]) -> list[tuple[str, list[Group]]]:
+    """The groups of ``indices`` under headings: each namespace of pods, then the peers that are
+    not pods (world, host, entities, CIDR prefixes)."""
+    heads: dict[str, list[Group]] = {}
+    for i in indices:
+        g = conn.groups[i]
+        heads.setdefault(f"namespace {g.namespace}" if g.local else "not pods", []).append(g)
+    return sorted(heads.items(), key=lambda item: (item[0] == "not pods", item[0]))
+
+
+def _legend(conn: Connectivity, width: int) -> list[str]:
+    shown = sorted({*conn.rows, *conn.cols})
+    lines = ["groups (pods with the same identity share a row), by namespace:"]
+    for head, members in _by_namespace(conn, shown):
+        lines.append(f"  {head}:")
+        for g in members:
+            extra = f", pods: {', '.join(g.pods)}" if len(g.pods) > 1 else ""
+            if not g.local and g.kind is EndKind.EXTERNAL and g.peer:
+                extra = f", e.g. {g.peer}"
+            lines.append(f"    [{g.index + 1:>{width}}] {g.name} (identity {g.identity}{extra})")
     return lines
 
 
 def render_summary(conn: Connectivity) -> str:
-    """``-o table`` for a large cluster: the groups, per class the pairs allowed, and per group the
-    groups it reaches (out) and that reach it (in)."""
-    n = len(conn.groups)
+    """``-o table`` for a large cluster: per namespace its groups, each with how many groups it
+    reaches (out) and is reached by (in) on some port class; per class the pairs allowed."""
+    rows, cols = conn.rows, conn.cols
+    any_rows = [0] * len(conn.groups)
+    for m in conn.matrices:
+        for s in rows:
+            any_rows[s] |= m.rows[s] & conn.col_mask
+    ins = BitMatrix(len(conn.groups), tuple(any_rows)).column_counts()
+    pods = sum(len(conn.groups[i].pods) for i in sorted({*rows, *cols}))
+    spaces = {conn.groups[i].namespace for i in {*rows, *cols} if conn.groups[i].local}
     lines = [
-        f"{n} identity groups, {len(conn.classes)} port classes: too many for a matrix "
-        f"(over {SUMMARY_GROUPS} groups); -o csv or -o json list every pair.",
+        f"{len(rows)} x {len(cols)} identity groups ({pods} pods in {len(spaces)} namespaces), "
+        f"{len(conn.classes)} port classes: too many for a matrix (over {SUMMARY_GROUPS} groups).",
+        "-o csv or -o json list every pair; --namespace, --from, --to and --port narrow the matrix.",
         "",
-        "groups (pods with the same identity share a row):",
+        "port classes:",
     ]
-    for g in conn.groups:
-        lines.append(f"  [{g.index + 1}] {g.name} (identity {g.identity}, {len(g.pods)} pods)")
-    lines.append("")
-    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
+    total = len(rows) * len(cols)
+    for ci, cls in enumerate(conn.classes):
         n7 = conn.l7_count(ci)
         via = f" ({n7} filtered at L7: each request decided by a proxy)" if n7 else ""
-        lines.append(f"{cls.label}: {m.count()} of {n * n} pairs allowed{via}")
-    lines.append("")
-    lines.append("groups reached (out) and reaching (in), per port class:")
-    lines.extend(_degree_lines(conn))
+        lines.append(f"  {cls.label}: {conn.count(ci)} of {total} pairs allowed{via}")
+    lines += ["", "groups, by namespace: groups reached (out) and reaching (in) on some port class:"]
+    in_rows, in_cols = set(rows), set(cols)
+    for head, members in _by_namespace(conn, sorted(in_rows | in_cols)):
+        lines.append(f"  {head}: {len(members)} groups, {sum(len(g.pods) for g in members)} pods")
+        for g in members:
+            out = str(any_rows[g.index].bit_count()) if g.index in in_rows else "-"
+            into = str(ins[g.index]) if g.index in in_cols else "-"
+            size = f", {len(g.pods)} pods" if len(g.pods) > 1 else ""
+            lines.append(f"    [{g.index + 1}] {g.name} (identity {g.identity}{size}): out {out}, in {into}")
     return "\n".join(lines) + "\n"
 
 
 def render_table(conn: Connectivity) -> str:
     """Plain-text matrices, one per port class; ``✓`` allowed, ``✗`` denied, ``L7`` allowed at L4
-    with each request decided by an L7 proxy."""
-    if len(conn.groups) > SUMMARY_GROUPS:
+    with each request decided by an L7 proxy. The legend groups the rows by namespace."""
+    if max(len(conn.rows), len(conn.cols)) > SUMMARY_GROUPS:
         return render_summary(conn)
     width = len(str(len(conn.groups)))
-    lines = ["groups (pods with the same identity share a row):"]
-    for g in conn.groups:
-        extra = f", pods: {', '.join(g.pods)}" if len(g.pods) > 1 else ""
-        lines.append(f"  [{g.index + 1:>{width}}] {g.name} (identity {g.identity}{extra})")
-    cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
+    lines = _legend(conn, width)
     head = "from\\to"
-    label_width = max(len(head), width + 2)
     if conn.l7_count():
         width = max(width, 2)
-        cols = " ".join(f"{g.index + 1:>{width}}" for g in conn.groups)
-        label_width = max(len(head), width + 2)
+    cols = " ".join(f"{d + 1:>{width}}" for d in conn.cols)
+    label_width = max(len(head), len(str(len(conn.groups))) + 2)
     marks = {"1": "✓".rjust(width), "0": "✗".rjust(width), "7": "L7".rjust(width)}
-    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
+    total = len(conn.rows) * len(conn.cols)
+    for ci, cls in enumerate(conn.classes):
         lines.append("")
         n7 = conn.l7_count(ci)
         via = f" ({n7} filtered at L7: each request decided by a proxy)" if n7 else ""
-        lines.append(f"{cls.label}: {m.count()} of {len(conn.groups) ** 2} pairs allowed{via}")
+        lines.append(f"{cls.label}: {conn.count(ci)} of {total} pairs allowed{via}")
         lines.append(f"  {head:<{label_width}} {cols}")
-        for g in conn.groups:
-            cells = " ".join(marks[bit] for bit in conn.row_marks(ci, g.index))
-            lines.append(f"  {f'[{g.index + 1}]':<{label_width}} {cells}")
+        for s in conn.rows:
+            cells = " ".join(marks[bit] for bit in conn.row_marks(ci, s))
+            lines.append(f"  {f'[{s + 1}]':<{label_width}} {cells}")
     return "\n".join(lines) + "\n"
 
 
@@ -463,15 +715,17 @@ def write_csv(conn: Connectivity, out: TextIO) -> None:
     """One row per (port class, from, to), streamed: a 10,000-pod matrix has millions of rows, so
     the quoted cells are built once per group and rows are joined as strings."""
     out.write("port_class,from,from_identity,to,to_identity,verdict\n")
+    shown = [conn.groups[d] for d in conn.cols]
     tails = {
-        bit: [f",{_csv_field(d.name)},{d.identity},{verdict}\n" for d in conn.groups]
+        bit: [f",{_csv_field(d.name)},{d.identity},{verdict}\n" for d in shown]
         for bit, verdict in (("1", "allow"), ("0", "deny"), ("7", "allow-l7"))
     }
     for ci, cls in enumerate(conn.classes):
         label = _csv_field(cls.label)
-        for g in conn.groups:
+        for s in conn.rows:
+            g = conn.groups[s]
             head = f"{label},{_csv_field(g.name)},{g.identity}"
-            out.write("".join(head + tails[bit][i] for i, bit in enumerate(conn.row_marks(ci, g.index))))
+            out.write("".join(head + tails[bit][i] for i, bit in enumerate(conn.row_marks(ci, s))))
 
 
 def render_csv(conn: Connectivity) -> str:

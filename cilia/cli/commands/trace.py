@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.peers import parse_port
-from cilia.analyze.trace import render_text, trace
+from cilia.analyze.peer_names import DEFAULT_NAMESPACE, LabelQuery, label_query, parse_port_query
+from cilia.analyze.trace import render_text
+from cilia.analyze.trace_query import every_port, render_every_port, side_of, trace_between
 from cilia.cli.commands._analysis import (
     EXIT_FAIL,
     EXIT_OK,
@@ -25,6 +26,7 @@ from cilia.cli.commands._analysis import (
     node_dns,
 )
 from cilia.cli.common import Output, OutputOpt
+from cilia.cli.nameopts import namespace_option
 from cilia.cli.render import print_json
 from cilia.policy.l7 import L7Request
 
@@ -50,19 +52,74 @@ def l7_request(
     return L7Request(method or "", path or "", host or "", parsed, sni, dns)
 
 
+def labels_of(
+    labels: str | None, own_ns: str | None, namespace: str | None, all_namespaces: bool
+) -> LabelQuery | None:
+    """A --from-labels/--to-labels query in its namespace: --from-namespace/--to-namespace, else -n,
+    else every namespace with -A, else default (as kubectl -l)."""
+    if labels is None:
+        if own_ns is not None:
+            raise fail("--from-namespace/--to-namespace go with --from-labels/--to-labels")
+        return None
+    ns = own_ns or namespace or (None if all_namespaces else DEFAULT_NAMESPACE)
+    return guarded(lambda: label_query(labels, ns))
+
+
+Namespace = Annotated[
+    str | None,
+    typer.Option(
+        "-n",
+        "--namespace",
+        help="Namespace of pod/NAME, deploy/NAME, svc/NAME, a bare NAME and of label queries.",
+        callback=namespace_option,
+    ),
+]
+AllNamespaces = Annotated[
+    bool, typer.Option("-A", "--all-namespaces", help="Label queries select pods in every namespace.")
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("trace")
     def trace_cmd(
         filename: Files,
         src: Annotated[
-            str,
-            typer.Option("--from", help="PEER: NS/POD, deployment:NS/NAME, IP, entity:NAME or fqdn:NAME."),
-        ],
+            str | None,
+            typer.Option(
+                "--from",
+                help="PEER: NS/POD, pod/NAME, deploy/NAME, sts/NAME, ds/NAME (with -n), "
+                "deployment:NS/NAME, IP, entity:NAME, fqdn:NAME or cidrgroup:NAME.",
+            ),
+        ] = None,
         dst: Annotated[
-            str,
-            typer.Option("--to", help="PEER, as --from, or svc:NS/NAME (a Service; its ClusterIP too)."),
-        ],
-        port: Annotated[str, typer.Option("--port", help="PORT/PROTO, e.g. 80/TCP, 53/UDP, 8/ICMP (type).")],
+            str | None,
+            typer.Option("--to", help="PEER, as --from, or svc/NAME (a Service; its ClusterIP too)."),
+        ] = None,
+        port: Annotated[
+            str | None,
+            typer.Option(
+                "--port",
+                help="PORT/PROTO (80/TCP, 53/UDP, 8/ICMP type) or a container port name of the "
+                "destination pod (http, dns/UDP). Omitted: one verdict per port class.",
+            ),
+        ] = None,
+        from_labels: Annotated[
+            str | None,
+            typer.Option("--from-labels", help="Source pods by labels: app=x,team=y (!=, KEY, !KEY too)."),
+        ] = None,
+        to_labels: Annotated[
+            str | None, typer.Option("--to-labels", help="Destination pods by labels, as --from-labels.")
+        ] = None,
+        from_namespace: Annotated[
+            str | None,
+            typer.Option("--from-namespace", help="Namespace of --from-labels.", callback=namespace_option),
+        ] = None,
+        to_namespace: Annotated[
+            str | None,
+            typer.Option("--to-namespace", help="Namespace of --to-labels.", callback=namespace_option),
+        ] = None,
+        namespace: Namespace = None,
+        all_namespaces: AllNamespaces = False,
         output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
@@ -99,11 +156,41 @@ def register(app: typer.Typer) -> None:
         decided as the proxy would, naming the rule; without one the verdict is the L4 one and the
         output names the L7 rules that apply.
 
-        Exit status: 0 allowed, 1 denied (at L4 or by a proxy), 2 bad input.
+        Peers as kubectl names them (pod/NAME, deploy/NAME, svc/NAME with -n) or by labels
+        (--from-labels app=x --from-namespace prod, as cilium policy trace -s takes labels): every
+        pod they stand for is traced. --port http looks the name up in each destination pod's
+        containerPorts. Without --port: one verdict per port class the policies distinguish (the
+        classes of cilia connectivity), each with the rule that decided it; for a Service, one per
+        Service port.
+
+        Examples:
+
+          cilia trace -f k8s/ -n prod --from deploy/frontend --to deploy/backend --port 8080/TCP
+
+          cilia trace -f k8s/ --from-labels app=web --from-namespace prod --to entity:world
+
+          cilia trace -f k8s/ --from default/client --to svc/api --port http
+
+        Exit status: 0 allowed (on every port class when --port is omitted), 1 denied (at L4 or by
+        a proxy), 2 bad input.
         """
+        if namespace is not None and all_namespaces:
+            raise fail("-n and -A contradict each other: give one")
+        src_labels = labels_of(from_labels, from_namespace, namespace, all_namespaces)
+        dst_labels = labels_of(to_labels, to_namespace, namespace, all_namespaces)
+        query = guarded(lambda: parse_port_query(port)) if port is not None else None
         request = l7_request(http_method, http_path, http_host, http_header, tls_sni, dns_query)
         analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
-        result = guarded(lambda: trace(analysis, src, dst, parse_port(port), request))
+        source = guarded(lambda: side_of(analysis, src, src_labels, namespace, "from"))
+        dest = guarded(lambda: side_of(analysis, dst, dst_labels, namespace, "to"))
+        if query is None:
+            answer = guarded(lambda: every_port(analysis, source, dest, request))
+            if output is Output.json:
+                print_json(answer.to_dict())
+            else:
+                sys.stdout.write(render_every_port(answer))
+            raise typer.Exit(EXIT_OK if answer.allowed else EXIT_FAIL)
+        result = guarded(lambda: trace_between(analysis, source, dest, query, request))
         if output is Output.json:
             print_json(result.to_dict())
         else:
