@@ -157,7 +157,8 @@ def side_verdict(
     state = SideState.ENFORCED if side.enforced else SideState.UNENFORCED
     rules = tuple(sorted(verdict.entry.rules)) if verdict.entry is not None else ()
     if not side.enforced and owner.kind is EndKind.NODE:
-        note = f"{where} is not enforced for {owner.name}: no host policy (nodeSelector) selects it"
+        note = f"{where} is not enforced for {owner.name}: no host policy (nodeSelector) selects it "
+        note += f"for {where}"
     elif not side.enforced:
         note = f"{where} is not enforced for {owner.name}: no policy selects it for {where}"
         if verdict.allowed and analysis.options.enforcement_mode == "never":
