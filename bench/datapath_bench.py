@@ -1,12 +1,17 @@
 """Datapath benchmark: pod→pod throughput (iperf3) and request/response latency (sockperf TCP
-ping-pong, p50 half round trip) for five configurations, interleaved round by round (the order
+ping-pong, p50 half round trip) for seven configurations, interleaved round by round (the order
 rotates each round), medians:
 
-* ``none``     no program on the veths;
-* ``noop``     a tc program that only returns "ok", attached as cilia's are: what the hook itself
-  costs on this machine, apart from any policy work;
-* ``cilia``    cilia's tc programs with an allow policy (frontend egress all, backend ingress from
-  frontend on the two benchmark ports);
+* ``floor``    two namespaces joined by one veth pair, no host hop and no program: the physical
+  floor for two namespaces on this machine;
+* ``none``     routed pods (host veths, the host's IP stack in between), no program on the veths;
+* ``noop``     a program that only returns "ok", attached as cilia's are (tcx, or clsact where the
+  kernel has no tcx): what the hook itself costs on this machine, apart from any policy work;
+* ``cilia``    cilia's programs with an allow policy (frontend egress all, backend ingress from
+  frontend on the two benchmark ports), eBPF host routing on (the default: both verdicts in the
+  sender's program, then bpf_redirect_peer into the receiver's namespace);
+* ``stack``    the same with host routing off: each packet crosses the host's IP stack and both
+  programs, as before host routing;
 * ``scale``    the same plus 100,000 unrelated policy entries (other endpoints) and 100,000 ipcache
   entries (a second pinned datapath, swapped in with an atomic program replace);
 * ``iptables`` no program; a FORWARD-chain jump (only for the bench's veths) into a chain of 10,000
@@ -16,30 +21,35 @@ rotates each round), medians:
 
 Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale_ratio=scale/cilia
 (latency) iptables_latency_ratio=iptables/cilia hook_latency_ratio=noop/none
-policy_latency_ratio=cilia/noop``. Needs root, iperf3, sockperf, iptables.
+policy_latency_ratio=cilia/noop floor_latency_ratio=cilia/floor stack_latency_ratio=stack/none
+stack_throughput_ratio=stack/none``. Needs root, iperf3, sockperf, iptables.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers_netns import GATEWAY, Pod, routed_pods
 
-from cilia.datapath.bpf import libbpf, loader
+from cilia.datapath.bpf import libbpf, loader, tcx
 from cilia.datapath.bpf.build import CFLAGS
 from cilia.datapath.bpf.libbpf import test_run
 from cilia.datapath.bpf.sync import Datapath
+from cilia.datapath.maps.config import DatapathConfig
 from cilia.policy.types import Entry, Key, RuleRef
 
 FRONT, BACK = 1001, 1002
@@ -68,12 +78,67 @@ def load_noop(tmp: Path) -> libbpf.BpfObject:
     return prog
 
 
-def attach_noop(prog: libbpf.BpfObject, ifindex: int) -> None:
-    """On both hooks, under cilia's handle and priority, so that ``loader.detach`` removes it."""
+def attach_noop(prog: libbpf.BpfObject, ifindex: int, links: list[int]) -> None:
+    """On both hooks as cilia's programs are: tcx links (their fds kept in ``links``; closing them
+    detaches), or clsact filters under cilia's handle and priority (``loader.detach`` removes them)."""
+    if loader.attach_mode() == "tcx":
+        for point in loader.TCX_POINTS.values():
+            links.append(tcx.link_create(prog.program_fd("noop"), ifindex, point))
+        return
     for point in loader.PROGRAMS.values():
         libbpf.tc_hook_create(ifindex, point)
         libbpf.tc_attach(ifindex, point, prog.program_fd("noop"), loader.TC_HANDLE, loader.TC_PRIORITY,
                          replace=True)
+
+
+def detach_all(pods: list[Pod], links: list[int], pin_root: str) -> None:
+    for fd in links:
+        os.close(fd)
+    links.clear()
+    for pod in pods:
+        loader.detach(pod.ifindex, destroy_qdisc=True, pin_root=pin_root)
+
+
+FLOOR_NS = ("cilia-bfloor-a", "cilia-bfloor-b")
+FLOOR_IPS = ("198.18.203.10", "198.18.203.20")
+
+
+@contextlib.contextmanager
+def floor_pods() -> Iterator[tuple[Pod, Pod]]:
+    """Two namespaces joined by one veth pair (no host side, no routing): removed afterwards."""
+    def ip(*argv: str) -> None:
+        subprocess.run(["ip", *argv], check=True, capture_output=True, text=True)
+
+    pods = []
+    try:
+        for ns in FLOOR_NS:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)  # a crashed run's
+            ip("netns", "add", ns)
+        ip("link", "add", "ciliafl0", "netns", FLOOR_NS[0], "type", "veth", "peer", "name", "ciliafl1",
+           "netns", FLOOR_NS[1])
+        for i, (ns, addr) in enumerate(zip(FLOOR_NS, FLOOR_IPS, strict=True)):
+            dev = f"ciliafl{i}"
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+            pods.append(Pod(ns, addr, dev, 0))
+        yield pods[0], pods[1]
+    finally:
+        for pod in pods:
+            for p in pod.procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        for ns in FLOOR_NS:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def start_servers(back: Pod) -> None:
+    for argv in (["iperf3", "-s", "-B", back.ip, "-p", str(IPERF_PORT)],
+                 ["sockperf", "server", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT)]):
+        # servers write nothing we read: no pipes that could fill up and stall them
+        back.procs.append(subprocess.Popen(back.cmd(*argv), stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
 
 
 def rule(name: str) -> frozenset[RuleRef]:
@@ -86,8 +151,10 @@ POLICY_BACK = {Key(FRONT, ING, TCP, IPERF_PORT, 16): Entry(False, rule("iperf"))
                Key(0, EG, 0, 0, 0): Entry(False, rule("back-egress"))}
 
 
-def setup_datapath(pin_root: str, state: Path, front: Pod, back: Pod, filler: bool) -> Datapath:
-    dp = Datapath(pin_root=pin_root, state_dir=state, max_entries_per_endpoint=16384).open()
+def setup_datapath(pin_root: str, state: Path, front: Pod, back: Pod, filler: bool,
+                   host_routing: bool = True) -> Datapath:
+    dp = Datapath(pin_root=pin_root, state_dir=state, max_entries_per_endpoint=16384,
+                  config=DatapathConfig(host_routing=host_routing)).open()
     dp.upsert_ipcache(f"{GATEWAY}/32", 1)
     dp.upsert_ipcache(f"{front.ip}/32", FRONT)
     dp.upsert_ipcache(f"{back.ip}/32", BACK)
@@ -191,59 +258,63 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
     args = ap.parse_args()
-    results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []}
-                                                  for c in ("none", "noop", "cilia", "scale", "iptables")}
-    with tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back):
-        allow = scale = noop = None
+    configs = ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
+    results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
+    roots = {"cilia": "/sys/fs/bpf/cilia/bench-allow/v1", "stack": "/sys/fs/bpf/cilia/bench-stack/v1",
+             "scale": "/sys/fs/bpf/cilia/bench-scale/v1"}
+    with (tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back),
+          floor_pods() as (floor_a, floor_b)):
+        dps: dict[str, Datapath] = {}
+        noop = None
+        links: list[int] = []
         ns_per_packet: dict[str, int] = {}
         try:
-            for argv in (["iperf3", "-s", "-B", back.ip, "-p", str(IPERF_PORT)],
-                         ["sockperf", "server", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT)]):
-                # servers write nothing we read: no pipes that could fill up and stall them
-                back.procs.append(subprocess.Popen(back.cmd(*argv), stdout=subprocess.DEVNULL,
-                                                   stderr=subprocess.DEVNULL))
+            start_servers(back)
+            start_servers(floor_b)
             time.sleep(1.0)  # let the servers listen before the first client
-            allow = setup_datapath("/sys/fs/bpf/cilia/bench-allow/v1", Path(tmp) / "a", front, back, False)
-            scale = setup_datapath("/sys/fs/bpf/cilia/bench-scale/v1", Path(tmp) / "s", front, back, True)
+            dps["cilia"] = setup_datapath(roots["cilia"], Path(tmp) / "a", front, back, False)
+            dps["stack"] = setup_datapath(roots["stack"], Path(tmp) / "b", front, back, False,
+                                          host_routing=False)
+            dps["scale"] = setup_datapath(roots["scale"], Path(tmp) / "s", front, back, True)
             with tempfile.NamedTemporaryFile("w", suffix=".rules") as f:
                 f.write(iptables_rules(front, back))
                 f.flush()
                 subprocess.run(["iptables-restore", "--noflush", f.name], check=True)
             noop = load_noop(Path(tmp))
             time.sleep(0.5)
-            ns_per_packet = prog_cost(allow, scale, front, back)
-            configs = list(results)
+            ns_per_packet = prog_cost(dps["cilia"], dps["scale"], front, back)
+            print(f"attach mode: {loader.attach_mode()}", flush=True)
             for rnd in range(args.rounds):
                 # rotate the order each round so that no configuration always runs first after setup
                 for config in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
-                    for pod in (front, back):
-                        loader.detach(pod.ifindex, destroy_qdisc=True)
+                    for root in roots.values():
+                        detach_all([front, back], links, root)
                     iptables_off(front, back)
-                    if config in ("cilia", "scale"):
-                        dp = allow if config == "cilia" else scale
-                        assert dp is not None and dp.coll is not None
+                    if config in dps:
+                        coll = dps[config].coll
+                        assert coll is not None
                         for pod in (front, back):
-                            loader.attach(dp.coll, pod.ifindex)
+                            loader.attach(coll, pod.ifindex)
                     elif config == "noop":
                         assert noop is not None
                         for pod in (front, back):
-                            attach_noop(noop, pod.ifindex)
+                            attach_noop(noop, pod.ifindex, links)
                     elif config == "iptables":
                         iptables_on(front, back)
-                    g, lat = iperf(front, back, args.seconds), sockperf(front, back, args.seconds)
+                    a, b = (floor_a, floor_b) if config == "floor" else (front, back)
+                    g, lat = iperf(a, b, args.seconds), sockperf(a, b, args.seconds)
                     results[config]["gbps"].append(g)
                     results[config]["lat_us"].append(lat)
                     print(f"round {rnd + 1} {config:9s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us", flush=True)
         finally:
-            for pod in (front, back):
-                loader.detach(pod.ifindex, destroy_qdisc=True)
+            for root in roots.values():
+                detach_all([front, back], links, root)
             if noop is not None:
                 noop.close()
             iptables_off(front, back)
             iptables_remove()
-            for dp in (allow, scale):
-                if dp is not None:
-                    dp.teardown()
+            for dp in dps.values():
+                dp.teardown()
         if ns_per_packet:
             for name, ns in ns_per_packet.items():
                 print(f"in-kernel cost (BPF_PROG_TEST_RUN, 200k runs): {name:38s} {ns:5d} ns/packet")
@@ -255,7 +326,10 @@ def main() -> None:
           f"scale_ratio={med['scale'][1] / med['cilia'][1]:.3f} "
           f"iptables_latency_ratio={med['iptables'][1] / med['cilia'][1]:.3f} "
           f"hook_latency_ratio={med['noop'][1] / med['none'][1]:.3f} "
-          f"policy_latency_ratio={med['cilia'][1] / med['noop'][1]:.3f}")
+          f"policy_latency_ratio={med['cilia'][1] / med['noop'][1]:.3f} "
+          f"floor_latency_ratio={med['cilia'][1] / med['floor'][1]:.3f} "
+          f"stack_latency_ratio={med['stack'][1] / med['none'][1]:.3f} "
+          f"stack_throughput_ratio={med['stack'][0] / med['none'][0]:.3f}")
 
 
 if __name__ == "__main__":
