@@ -31,7 +31,7 @@
 static __always_inline int host_fw(struct __sk_buff *skb, const __u8 dir)
 {
 	__u32 key = HOST_EP_IFINDEX, zero = 0, base = dir * METRIC_DIR_STRIDE, remote, src, dst;
-	__u32 old_flags = 0;
+	__u32 old_flags = 0, enforced;
 	struct endpoint_value *ep;
 	struct config_value *cfg;
 	struct verdict v = {};
@@ -64,11 +64,9 @@ static __always_inline int host_fw(struct __sk_buff *skb, const __u8 dir)
 	remote = lookup_identity(&f, dir == DIR_INGRESS ? f.saddr : f.daddr);
 	src = dir == DIR_INGRESS ? remote : HOST_ID;
 	dst = dir == DIR_INGRESS ? HOST_ID : remote;
-	if (!(ep->flags & (dir == DIR_EGRESS ? EP_F_ENFORCE_EGRESS : EP_F_ENFORCE_INGRESS))) {
-		count(base + METRIC_FORWARDED, skb->len);
-		return TCX_NEXT;
-	}
-	policy_lookup(ep->ep_id, remote, dir, &f, &v);
+	enforced = ep->flags & (dir == DIR_EGRESS ? EP_F_ENFORCE_EGRESS : EP_F_ENFORCE_INGRESS);
+	if (enforced)
+		policy_lookup(ep->ep_id, remote, dir, &f, &v);
 	if (v.reason) {
 		if (!(ep->flags & EP_F_AUDIT)) {
 			count(base + drop_slot(v.reason), skb->len);
@@ -79,10 +77,12 @@ static __always_inline int host_fw(struct __sk_buff *skb, const __u8 dir)
 	} else {
 		count(base + METRIC_FORWARDED, skb->len);
 	}
-	/* host policies have no L7 here: a proxy port in the entry is not followed (docs/differences.md) */
+	/* host policies have no L7 here: a proxy port in the entry is not followed (docs/differences.md).
+	 * The connection is tracked in an unenforced direction too: its replies come back through the
+	 * other direction, which may be enforced. */
 	ct_key_of(&ck, ep->ep_id, dir, &f);
 	ct = ct_forward(skb, cfg, &ck, &f, &v, 0, &old_flags);
-	if (!ct && (f.proto != IPPROTO_TCP || f.ct_create || v.reason)) {
+	if (enforced && !ct && (f.proto != IPPROTO_TCP || f.ct_create || v.reason)) {
 		v.proxy_port = 0;
 		emit(skb, cfg, ep->ep_id, src, dst, dir, &f, &v, EV_F_ALLOWED | (v.reason ? EV_F_AUDITED : 0));
 	}
