@@ -144,6 +144,10 @@ def test_node_identities_depend_on_where_the_packet_is_decided() -> None:
     assert "kube-system/sshd" not in {ep.name for ep in a.endpoints}  # no endpoint of its own
     with pytest.raises(PeerError, match="several Nodes"):
         a.resolve("entity:host")
+    # a pod without spec.nodeName among several Nodes runs on none of them: every node is remote
+    unplaced = "apiVersion: v1\nkind: Pod\nmetadata: {name: nowhere}\nspec: {containers: [{name: c}]}\n"
+    b = analysis(unplaced)
+    assert b.identity_seen_by(b.resolve("node:node-b")[0], b.resolve("default/nowhere")[0]) == 6
     with pytest.raises(PeerError, match="no Node node-c"):
         a.resolve("node:node-c")
 

@@ -245,8 +245,9 @@ class Analysis:
     def identity_seen_by(self, peer: FlowEnd, owner: FlowEnd) -> int:
         """``peer``'s identity where ``owner``'s policy decides: a node is the host on itself and a
         remote node elsewhere; everything else has one identity everywhere."""
-        if peer.kind is EndKind.NODE and owner.node and peer.node in self.nodes.nodes:
-            return self.nodes.identity_seen_from(peer.node, owner.node)
+        if peer.kind is EndKind.NODE and peer.node in self.nodes.nodes:
+            # a pod on no known node (no spec.nodeName, several Nodes): every node is remote to it
+            return self.nodes.identity_seen_from(peer.node, owner.node or "")
         return peer.identity
 
     def node_end(self, info: NodeInfo, name: str = "", ip: str = "") -> FlowEnd:

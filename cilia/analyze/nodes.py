@@ -20,7 +20,8 @@ What Cilium 1.18 does, and cilia with it (facts from Cilium's source, tested in
 
 Which node is which depends on where a packet is decided, so an identity is looked up *as seen
 from* a node (:meth:`NodeSet.identity_seen_from`). Pods without ``spec.nodeName`` run on the local
-node: the only Node of the manifests, or an anonymous one when there is none.
+node: the only Node of the manifests, or an anonymous one when there is none; with several Nodes
+such a pod runs on none of them, and every node is a remote node to it.
 """
 
 from __future__ import annotations
