@@ -230,7 +230,8 @@ def groups_of(analysis: Analysis) -> list[Group]:
     ]
     n = len(groups)
     groups.append(Group(n, "world", int(ReservedIdentity.WORLD), EndKind.ENTITY, peer="entity:world"))
-    groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), EndKind.ENTITY, peer="entity:host"))
+    host_kind = EndKind.NODE if analysis.host_firewall else EndKind.ENTITY  # host policies decide for it
+    groups.append(Group(n + 1, "host", int(ReservedIdentity.HOST), host_kind, peer="entity:host"))
     for name, rid in named_entities(analysis):
         groups.append(Group(len(groups), name, int(rid), EndKind.ENTITY, peer=f"entity:{name}"))
     seen = {g.identity for g in groups}
@@ -331,7 +332,8 @@ class PolicySets:
     selection. No MapState is built."""
 
     def __init__(self, analysis: Analysis, bits: Mapping[int, int]) -> None:
-        self.options = replace(analysis.options.engine_options(), secrets=analysis.cluster.secrets)
+        engine_options = analysis.options.engine_options(analysis.has_host_policies)  # host firewall
+        self.options = replace(engine_options, secrets=analysis.cluster.secrets)
         self.identities = analysis.identities
         self.engine = PolicyEngine(self.options)  # its repository: the rules a namespace may match
         self.engine.apply_rules(analysis.rules)
@@ -396,7 +398,7 @@ def _policy_sides(analysis: Analysis, groups: list[Group]) -> list[tuple[SideRow
     for g in groups:
         by_identity[g.identity] |= 1 << g.index
     sets = PolicySets(analysis, by_identity)
-    return [sets.sides(g.identity) if g.local else (None, None) for g in groups]
+    return [sets.sides(g.identity) if g.local or g.kind is EndKind.NODE else (None, None) for g in groups]
 
 
 class FlowVerdicts:

@@ -18,6 +18,7 @@ from cilia.cli.commands._analysis import (
     Files,
     Localhost,
     Mode,
+    NodeSelectorLabels,
     NoState,
     StateDir,
     fail,
@@ -123,6 +124,7 @@ def register(app: typer.Typer) -> None:
         output: OutputOpt = Output.text,
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
+        node_selector_labels: NodeSelectorLabels = False,
         state_dir: StateDir = None,
         no_state: NoState = False,
         http_method: Annotated[
@@ -180,7 +182,9 @@ def register(app: typer.Typer) -> None:
         dst_labels = labels_of(to_labels, to_namespace, namespace, all_namespaces)
         query = guarded(lambda: parse_port_query(port)) if port is not None else None
         request = l7_request(http_method, http_path, http_host, http_header, tls_sni, dns_query)
-        analysis = load(filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state))
+        analysis = load(
+            filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state), node_selector_labels
+        )
         source = guarded(lambda: side_of(analysis, src, src_labels, namespace, "from"))
         dest = guarded(lambda: side_of(analysis, dst, dst_labels, namespace, "to"))
         if query is None:
