@@ -160,6 +160,10 @@ def test_node_selector_labels_give_remote_nodes_scoped_identities() -> None:
     labels = a.labels_of(seen)
     wanted = {"reserved:remote-node=", "node:role=worker", "node:kubernetes.io/os=linux"}
     assert wanted <= set(labels.strings())
+    # --node-labels keeps only the labels it names (Cilium's node label filter, an allowlist)
+    b = analysis(options=Options(node_selector_labels=True, node_labels=("role",)))
+    seen = b.identity_seen_by(b.resolve("node:node-b")[0], b.resolve("default/web-a")[0])
+    assert b.labels_of(seen).strings() == ["node:role=worker", "reserved:remote-node="]
 
 
 # --------------------------------------------------------------------------- host policies
@@ -300,6 +304,9 @@ spec:
     )
     with pytest.raises(ManifestError, match="L7 protocol HTTP is not supported on host egress"):
         analysis(http)
+    ingress = policy.replace("egress:", "ingress:").replace("toEntities", "fromEntities")
+    with pytest.raises(ManifestError, match="L7 policy is not supported on host ingress"):
+        analysis(ingress)
 
 
 def test_enforcement_always_with_host_policies_enforces_every_host() -> None:

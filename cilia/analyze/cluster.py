@@ -47,6 +47,8 @@ class Options:
     allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS
     # --enable-node-selector-labels: fromNodes/toNodes allowed, remote nodes keep their labels
     node_selector_labels: bool = False
+    # --node-labels: label prefix patterns of the remote nodes' labels kept (none: all of them)
+    node_labels: tuple[str, ...] = ()
     # enable-host-firewall: host policies (CCNP nodeSelector) are enforced on the nodes. None: on
     # when the manifests have a host policy (whoever writes one means it to be enforced), else off
     # as Cilium's default (with it on, enforcement mode always would deny all of a host's traffic)
@@ -107,7 +109,9 @@ class Analysis:
         self.dns = dns  # what a node learned from DNS answers (None: nothing)
         self.allocator = LocalAllocator()
         ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
-        self.nodes = NodeSet(cluster.nodes, apiserver_ips(cluster), options.node_selector_labels)
+        self.nodes = NodeSet(
+            cluster.nodes, apiserver_ips(cluster), options.node_selector_labels, options.node_labels
+        )
         local = self.nodes.local
         if local is not None:  # the host identity carries the local node's labels
             self.allocator.allocate(local.host)
