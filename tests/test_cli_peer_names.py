@@ -124,3 +124,14 @@ def test_connectivity_rules_switch() -> None:
 def test_connectivity_bad_filters_exit_2(args: str, message: str) -> None:
     rc, out, err = run_cli(["connectivity", *P, *args.split()])
     assert rc == 2 and out == "" and message in err, err
+
+
+def test_verify_takes_kubectl_names_in_the_namespace_of_n() -> None:
+    args = ["verify", *P, "--expect", "tests/inputs/peers/expectations.yaml"]
+    rc, out, err = run_cli([*args, "-n", "prod"])
+    assert (rc, err) == (0, "")
+    check_golden("verify", "peers-n-prod.txt", out)
+    rc, _, err = run_cli(args)  # without -n: deploy/frontend is looked for in default
+    assert rc == 2 and "no Deployment default/frontend" in err
+    rc, _, err = run_cli([*args, "-n", "prod", "-A"])
+    assert rc == 2 and "-n and -A contradict each other" in err

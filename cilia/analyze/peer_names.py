@@ -86,6 +86,24 @@ def canonical_peer(text: str, namespace: str | None = None) -> str:
     return raw
 
 
+def is_kubectl_form(text: str) -> bool:
+    """Is ``text`` a ``TYPE/NAME`` peer (``pod/x``, ``deploy/x``, …)?"""
+    head, slash, _ = text.strip().partition("/")
+    return bool(slash) and ":" not in head and head.lower() in RESOURCE_TYPES
+
+
+def expectation_peer(text: str, namespace: str | None) -> str:
+    """A ``from``/``to`` of ``cilia verify``'s expectations as a PEER argument: kubectl forms and,
+    with ``-n``, bare names in that namespace (other forms unchanged, so reports quote them as
+    written)."""
+    if namespace is None and not is_kubectl_form(text):
+        return text
+    peer = canonical_peer(text, namespace)
+    if peer.startswith(("statefulset:", "daemonset:")):
+        raise PeerError(f"{text}: expectations name pods, Deployments or Services; give NS/POD (e.g. NAME-0)")
+    return peer
+
+
 def _workload_pods(analysis: Analysis, kind: str, ns: str, name: str) -> list[PodEndpoint]:
     """The listed pods a StatefulSet or DaemonSet ``ns/name`` would have made, by their names."""
     found = []

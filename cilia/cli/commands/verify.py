@@ -4,12 +4,15 @@ A thin face over :mod:`cilia.analyze.verify`."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.verify import load_expectations, render_text, verify
+from cilia.analyze.peer_names import expectation_peer
+from cilia.analyze.peers import PeerError
+from cilia.analyze.verify import PlacedExpectation, load_expectations, render_text, verify
 from cilia.cli.commands._analysis import (
     EXIT_FAIL,
     EXIT_OK,
@@ -19,12 +22,27 @@ from cilia.cli.commands._analysis import (
     NodeSelectorLabels,
     NoState,
     StateDir,
+    fail,
     guarded,
     load,
     node_dns,
 )
 from cilia.cli.common import Output, OutputOpt
+from cilia.cli.nameopts import namespace_option
 from cilia.cli.render import print_json
+
+
+def in_namespace(placed: list[PlacedExpectation], namespace: str | None) -> list[PlacedExpectation]:
+    """The expectations with kubectl names (and, with -n, bare names) as PEER arguments."""
+    out = []
+    for p in placed:
+        e = p.expectation
+        try:
+            update = {"from_": expectation_peer(e.from_, namespace), "to": expectation_peer(e.to, namespace)}
+        except PeerError as exc:
+            raise PeerError(f"{p.file}:{p.line}: {exc}") from None
+        out.append(replace(p, expectation=e.model_copy(update=update)))
+    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +62,19 @@ def register(app: typer.Typer) -> None:
         node_selector_labels: NodeSelectorLabels = False,
         state_dir: StateDir = None,
         no_state: NoState = False,
+        namespace: Annotated[
+            str | None,
+            typer.Option(
+                "-n",
+                "--namespace",
+                help="Namespace of pod/NAME, deploy/NAME, svc/NAME and bare names in the expectations.",
+                callback=namespace_option,
+            ),
+        ] = None,
+        all_namespaces: Annotated[
+            bool,
+            typer.Option("-A", "--all-namespaces", help="Names keep their own namespaces (the default)."),
+        ] = False,
     ) -> None:
         """Verify expected verdicts; each mismatch is printed with its trace.
 
@@ -53,9 +84,20 @@ def register(app: typer.Typer) -> None:
         An expectation with ``http: {method, path, host, headers}`` or ``tls: {sni}`` is decided by the
         L7 proxies on the way too: a request a proxy refuses is ``deny``.
 
+        from/to take kubectl names too (pod/NAME, deploy/NAME, svc/NAME), in the namespace of -n
+        (default: default), which bare names then take as well.
+
+        Examples:
+
+          cilia verify -f k8s/ --expect expectations.yaml
+
+          cilia verify -f k8s/ -n prod --expect prod-expectations.yaml -o json
+
         Exit status: 0 all expectations hold, 1 some do not, 2 bad input.
         """
-        expectations = guarded(lambda: load_expectations(expect))
+        if namespace is not None and all_namespaces:
+            raise fail("-n and -A contradict each other: give one")
+        expectations = guarded(lambda: in_namespace(load_expectations(expect), namespace))
         analysis = load(
             filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state), node_selector_labels
         )
