@@ -125,3 +125,55 @@ def test_endpoint_selector_policies_never_select_the_host() -> None:
     st = _state(True, {}, pol)
     assert st.enforcement(HOST_IDENTITY) == {"ingress": False, "egress": False}
     assert st.enforcement(POD) == {"ingress": True, "egress": False}
+
+
+# --------------------------------------------------------------------------- apply-time safety
+
+
+def _cluster_cfg(tmp_path: Path, host_firewall: bool = True) -> Any:
+    from cilia.agent.config import AgentConfig
+
+    return AgentConfig(state_dir=tmp_path / "s", run_dir=tmp_path / "r", store="etcd",
+                       etcd_endpoints="198.18.254.254:2379", cluster_size=2, host_firewall=host_firewall)
+
+
+def _ccnp(name: str, spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from cilia.store import Kind
+
+    return Kind.CCNP.key("", name), {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+                                     "metadata": {"name": name}, "spec": spec}
+
+
+def test_a_host_policy_cutting_the_agents_from_etcd_is_refused(tmp_path: Path, corpus: Path) -> None:
+    from cilia.agent.hostsafety import FORCE_FLAG, store_lockouts
+    from cilia.store import Kind, open_store
+
+    cfg = _cluster_cfg(tmp_path)
+    with open_store(tmp_path / "store") as store:
+        only_cluster = dict([_ccnp("egress-cluster",
+                                   {"nodeSelector": {}, "egress": [{"toEntities": ["cluster"]}]})])
+        problems = store_lockouts(store, cfg, only_cluster)
+        assert [p.split(":")[0] for p in problems] == ["node node-0", "node node-1"]
+        assert all("198.18.254.254:2379/TCP" in p and FORCE_FLAG in p for p in problems)
+        # Cilium's own lock-down example allows etcd from remote nodes (etcd runs on its nodes); in the
+        # lab etcd is outside the cluster (world), so the example would cut the agents off
+        lock_down = yaml.safe_load((corpus / "cilium__cilium/examples__policies__host__"
+                                    "lock-down-dev-vms-remote-node.yaml").read_text())
+        assert store_lockouts(store, cfg, {Kind.CCNP.key("", "lock-down-dev-vms"): lock_down})
+        # the connectivity test's host egress policy allows the world: safe
+        egress = yaml.safe_load((corpus / "cilium__cilium/cilium-cli__connectivity__builder__manifests__"
+                                 "host-firewall-egress.yaml").read_text())
+        assert store_lockouts(store, cfg, {Kind.CCNP.key("", "host-firewall-egress"): egress}) == []
+        etcd_port = {"ports": [{"port": "2379", "protocol": "TCP"}]}
+        to_etcd = dict([_ccnp("etcd-only", {"nodeSelector": {}, "egress": [
+            {"toCIDR": ["198.18.254.0/24"], "toPorts": [etcd_port]}]})])
+        assert store_lockouts(store, cfg, to_etcd) == []
+        # a policy selecting one labelled node concerns that node only
+        store.put(Kind.NODES.key("", "node-1"), node_manifest("node-1", {"role": "edge"}))
+        edge = dict([_ccnp("edge", {"nodeSelector": {"matchLabels": {"role": "edge"}},
+                                    "egress": [{"toEntities": ["cluster"]}]})])
+        assert [p.split(":")[0] for p in store_lockouts(store, cfg, edge)] == ["node node-1"]
+        # ingress-only host policies never cut the agent's own (outgoing) store connection
+        ingress = dict([_ccnp("in", {"nodeSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]})])
+        assert store_lockouts(store, cfg, ingress) == []
+        assert store_lockouts(store, _cluster_cfg(tmp_path, host_firewall=False), only_cluster) == []

@@ -7,7 +7,7 @@ with ``fix`` the inputs are first corrected as ``cilia validate --fix`` would (t
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -140,11 +140,13 @@ def _objects(
 def apply(
     store: Store, paths: Sequence[str | Path], *, fix: bool = False, namespace: str = "default",
     stdin: IO[bytes] | None = None, allow_l4_only_l7: bool = False, dry_run: bool = False,
+    check: Callable[[Mapping[ObjectKey, dict[str, Any]]], list[str]] | None = None,
 ) -> ApplyOutcome:
     """Validate every input, then store every object in one transaction (or nothing at all).
     L7 rules cilia cannot enforce are refused (:mod:`cilia.k8s.l7checks`); with ``allow_l4_only_l7``
     Kafka/l7proto/listener rules are stored, marked with the L4-only annotation. ``dry_run``: store
-    nothing; the outcome's ``objects`` are what would be stored."""
+    nothing; the outcome's ``objects`` are what would be stored. ``check(objects)`` says why the
+    objects must not be stored (e.g. :func:`cilia.agent.hostsafety.store_lockouts`): refused then."""
     bad = _namespace_report(namespace)
     if bad is not None:
         return ApplyOutcome(bad)
@@ -158,6 +160,10 @@ def apply(
     latest: dict[ObjectKey, dict[str, Any]] = {}
     for obj in objs:  # a later document for the same object wins, as with kubectl
         latest[key_for_object(obj, namespace)] = obj
+    problems = check(latest) if check is not None else []
+    if problems:
+        errors = tuple(Error(p, path="host firewall") for p in problems)
+        return ApplyOutcome(ValidationReport(report.files, report.objects, errors), fixes=fixes)
     results, ops = [], []
     for key, obj in latest.items():
         old = store.get(key)

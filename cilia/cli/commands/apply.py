@@ -90,6 +90,16 @@ def _finish_dry_run(store: Any, planned: manifests.ApplyOutcome, output: str, cf
     _print_delta(store, planned, output, cfg)
 
 
+def _host_policy_check(store: Any, cfg: Any, force: bool) -> Any:
+    """With the host firewall on: the check refusing a host policy that cuts an agent from its
+    store (:mod:`cilia.agent.hostsafety`), unless forced."""
+    if force or not cfg.host_firewall:
+        return None
+    from cilia.agent import hostsafety
+
+    return lambda objects: hostsafety.store_lockouts(store, cfg, objects)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("apply")
     def apply_cmd(
@@ -114,6 +124,9 @@ def register(app: typer.Typer) -> None:
         show_diff: Annotated[
             bool, typer.Option("--diff", help="Print that connectivity delta first, then apply.")
         ] = False,
+        force_host_policy: Annotated[bool, typer.Option(
+            "--force-host-policy", help="Store a host policy even if it cuts a node's agent from its store.")
+        ] = False,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
@@ -121,17 +134,19 @@ def register(app: typer.Typer) -> None:
         cfg = node_config(state_dir, run_dir)
         delta: dict[str, Any] = {}
         with open_node_store(cfg) as store:
+            # host firewall: refuse a host policy that would cut a node's agent from its store
+            check = _host_policy_check(store, cfg, force_host_policy)
             if dry_run or show_diff:
                 planned = manifests.apply(
                     store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7,
-                    dry_run=True,
+                    dry_run=True, check=check,
                 )
                 if not planned.ok or dry_run:
                     _finish_dry_run(store, planned, output, cfg)
                     return
                 delta = _print_delta(store, planned, output, cfg)
             outcome = manifests.apply(
-                store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7
+                store, filename, fix=fix, namespace=namespace, allow_l4_only_l7=allow_l4_only_l7, check=check
             )
         _finish(outcome, output, wait, (state_dir, run_dir), {"connectivity": delta} if show_diff else None)
 
