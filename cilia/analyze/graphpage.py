@@ -29,6 +29,7 @@ from typing import Any
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.connectivity import Connectivity, Group
 from cilia.analyze.diff import Diff, decider, flow_of, group_end
+from cilia.analyze.flow import EndKind
 from cilia.analyze.peers import PortSpec, proto_name
 
 # Above this many groups the first view shows namespaces collapsed (one node each).
@@ -43,8 +44,15 @@ def _static(name: str) -> str:
     return resources.files("cilia.analyze").joinpath("static", name).read_text(encoding="utf-8")
 
 
+# CIDR peers are drawn in one box of their own, like a namespace (a large policy set names hundreds)
+CIDR_BOX = "(CIDR peers)"
+
+
 def namespace_of_group(group: Group) -> str:
-    """The namespace a pod group is drawn in ("" for world, host and CIDR peers)."""
+    """The namespace box a group is drawn in: a pod group's namespace, :data:`CIDR_BOX` for CIDR
+    peers, "" (no box) for world, host and the other entities."""
+    if group.kind is EndKind.EXTERNAL:
+        return CIDR_BOX
     if not group.local or not group.pods:
         return ""
     return group.pods[0].split("/", 1)[0]
@@ -177,13 +185,15 @@ def expected_view(data: dict[str, Any]) -> View:
             pairs.setdefault((c["src"], c["dst"]), c["kind"])  # an edge has the first change's kind
     else:
         width = (n + 7) // 8
+        inside = [g["kind"] in ("pod", "node") or g["name"] == "host" for g in groups]
         for b64 in data["rows"]:
             raw = base64.b64decode(b64)
             for s in range(n):
                 row = int.from_bytes(raw[s * width : (s + 1) * width], "little")
                 while row:
                     low = row & -row
-                    pairs[(s, low.bit_length() - 1)] = "allowed"
+                    if inside[s] or inside[low.bit_length() - 1]:  # none between two outside peers
+                        pairs[(s, low.bit_length() - 1)] = "allowed"
                     row ^= low
     if not collapsed:
         return View(n, len(namespaces), len(pairs), False)

@@ -39,6 +39,8 @@
   }
   const esc = (t) => String(t).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 
+  // an edge needs a pod or the host at one end: between two outside peers (world, CIDRs) no policy decides
+  const INSIDE = G.map((g) => g.kind === 'pod' || g.kind === 'node' || g.name === 'host');
   const namespaces = [...new Set(G.filter((g) => g.ns).map((g) => g.ns))].sort();
   const nsGroups = {};
   G.forEach((g, i) => { if (g.ns) (nsGroups[g.ns] = nsGroups[g.ns] || []).push(i); });
@@ -98,6 +100,7 @@
     if (!isDiff || state.context) {
       for (let s = 0; s < n; s++) {
         for (const d of targets(allowedRow, s)) {
+          if (!INSIDE[s] && !INSIDE[d]) continue; // between two outside peers: no policy here decides
           if (isDiff && changed(s, d)) continue;
           const us = unitOf(s), ud = unitOf(d);
           if (us[0] === 'g' && ud[0] === 'g') {
@@ -142,7 +145,7 @@
       if (shownGroups.length > DENIED_GROUPS) deniedNote = `denied edges are drawn among at most ${DENIED_GROUPS} shown groups (${shownGroups.length} shown): close namespaces or pick one`;
       else {
         for (const s of shownGroups) for (const d of shownGroups) {
-          if (!bit(allowedRow, s, d) && !(isDiff && changed(s, d))) {
+          if ((INSIDE[s] || INSIDE[d]) && !bit(allowedRow, s, d) && !(isDiff && changed(s, d))) {
             edges.push({ data: { id: 'x' + s + '_' + d, source: 'g' + s, target: 'g' + d, s, d, kind: 'denied',
               label: state.cls < 0 ? 'denied on every port' : 'denied' }, classes: 'denied' });
           }
@@ -219,20 +222,27 @@
     return { name: 'grid', animate: false, avoidOverlap: true, nodeDimensionsIncludeLabels: true, padding: 20 };
   }
 
+  const timing = {};
   function draw() {
+    let t = performance.now();
+    const lap = (name) => { const now = performance.now(); timing[name] = Math.round(now - t); t = now; };
     current = build();
+    lap('build');
     cy.startBatch();
     cy.elements().remove();
     cy.add(current.nodes);
     cy.add(current.edges);
     cy.endBatch();
     if (current.edges.length > 400) cy.style().selector('edge').style('label', '').update();
+    lap('add');
     const leaves = cy.nodes().filter((x) => !x.isParent()).length;
     cy.layout(layoutFor(leaves)).run();
     cy.fit(undefined, 20);
+    lap('layout');
     highlight();
     notices();
     drawMatrix();
+    lap('matrix');
   }
 
   function notices() {
@@ -414,9 +424,20 @@
   status.dataset.edges = String(cy.edges().filter((e) => e.visible()).length);
   status.dataset.collapsed = String(namespaces.some((ns) => !state.expanded.has(ns)));
   status.dataset.ms = String(Math.round(performance.now()));
+  status.dataset.timing = JSON.stringify(timing);
   status.dataset.rendered = '1';
   // #pair=S,D (group indices) opens that pair's details: a link to one flow, and what tests look at
   const m = /^#pair=(\d+),(\d+)$/.exec(location.hash);
   if (m && +m[1] < n && +m[2] < n) details.innerHTML = pairDetails(+m[1], +m[2]);
+  // #open=NS opens a closed namespace after the first render (the benchmark times it)
+  const o = /^#open=(.+)$/.exec(location.hash);
+  if (o && nsGroups[decodeURIComponent(o[1])]) {
+    const t = performance.now();
+    state.expanded.add(decodeURIComponent(o[1]));
+    draw();
+    status.dataset.openMs = String(Math.round(performance.now() - t));
+    status.dataset.openEdges = String(cy.edges().length);
+    status.dataset.openLeaves = String(cy.nodes().filter((x) => !x.isParent()).length);
+  }
   window.ciliaGraph = cy;
 })();
