@@ -123,6 +123,10 @@ def test_host_labels_are_filtered_like_pod_labels() -> None:
         "kubernetes.io/hostname",
         "kubernetes.io/os",
     )
+    # the live host endpoint (cilia.agent.hostendpoint) labels a node the same way
+    from cilia.agent.hostendpoint import host_labels as live_host_labels
+
+    assert live_host_labels(node) == host_labels(node)
     # remote nodes keep every label (node: source) under node-selector labels, none without
     assert remote_labels(node).strings() == ["reserved:remote-node="]
     assert "node:kubernetes.io/os=linux" in remote_labels(node, node_selector_labels=True).strings()
