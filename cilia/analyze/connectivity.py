@@ -659,8 +659,9 @@ def render_summary(conn: Connectivity) -> str:
     spaces = {conn.groups[i].namespace for i in {*rows, *cols} if conn.groups[i].local}
     lines = [
         f"{len(rows)} x {len(cols)} identity groups ({pods} pods in {len(spaces)} namespaces), "
-        f"{len(conn.classes)} port classes: too many for a matrix (over {SUMMARY_GROUPS} groups).",
-        "-o csv or -o json list every pair; --namespace, --from, --to and --port narrow the matrix.",
+        f"{len(conn.classes)} port classes:",
+        f"too many for a matrix (over {SUMMARY_GROUPS} groups); -o csv or -o json list every pair;",
+        "--namespace, --from, --to and --port narrow the matrix.",
         "",
         "port classes:",
     ]
