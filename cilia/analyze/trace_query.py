@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.connectivity import classes_of
 from cilia.analyze.deciding import decided_by
 from cilia.analyze.flow import FlowEnd, FlowTrace
 from cilia.analyze.peer_names import (
@@ -189,8 +188,12 @@ def every_port(
             result = trace_between(analysis, src, dst, PortQuery(str(spec), spec), request)
             verdicts.append(PortVerdict(sp.name or str(spec), spec, result))
         return EveryPort(src.text, dst.text, tuple(verdicts), of_service=True)
+    if classes is None:
+        from cilia.analyze.connectivity import classes_of  # here: the matrix's numpy costs start-up
+
+        classes = classes_of(analysis)
     out = []
-    for cls in classes if classes is not None else classes_of(analysis):
+    for cls in classes:
         spec = PortSpec(Proto(cls.proto), cls.port)
         result = trace_between(analysis, src, dst, PortQuery(str(spec), spec), request)
         out.append(PortVerdict(cls.label, spec, result))
