@@ -18,6 +18,7 @@ from cilia.agent.endpoints import EndpointTable
 from cilia.agent.events import EventLog
 from cilia.agent.reconcile import Reconciler
 from cilia.agent.runtime import AddressOnlyRuntime
+from cilia.datapath.dualstack import host_prefixes
 from cilia.lab.ipam import Ipam
 from cilia.policy.types import Direction
 from cilia.store import Kind, Store, open_store
@@ -128,6 +129,12 @@ def test_deployments_become_endpoints_with_identities_and_ipcache(node: Harness)
         "198.18.0.3/32": A_ID,
         "198.18.0.4/32": B_ID,
         "198.18.0.5/32": B_ID,
+        # each address's IPv6 twin (cilia.datapath.dualstack)
+        "2001:2::c612:1/128": 1,
+        "2001:2::c612:2/128": A_ID,
+        "2001:2::c612:3/128": A_ID,
+        "2001:2::c612:4/128": B_ID,
+        "2001:2::c612:5/128": B_ID,
     }
     for eid in (1, 2, 3, 4):
         assert node.policy(eid) == sorted([ALLOW_ANY_IN, ALLOW_ANY_OUT, LOCALHOST])
@@ -159,7 +166,7 @@ def test_seed_story_sequence(node: Harness) -> None:
     assert a0.identity == FRONTEND_ID
     assert node.datapath.prefixes[f"{a0.ip}/32"] == FRONTEND_ID
     # One ordered datapath update: the pod's own entries and its address move together.
-    assert node.datapath.log == [("update_identity", f"{a0.ip}/32", str(FRONTEND_ID), str(a0.id))]
+    assert node.datapath.log == [("update_identity", *host_prefixes(a0.ip), str(FRONTEND_ID), str(a0.id))]
     assert node.allowed(a0.ip, b0.ip) == (False, 181)  # still app=app-a: the deny still applies
 
     # The tutorial's second policy: an ingress rule INTO the frontend pod from app-b on 80/TCP.
@@ -211,7 +218,7 @@ def test_scale_and_delete_deployment(node: Harness) -> None:
     node.store.delete(key)
     node.pump()
     assert len(node.rec.endpoints) == 0 and node.store.list(Kind.PODS) == []
-    assert node.datapath.prefixes == {"198.18.0.1/32": 1}
+    assert node.datapath.prefixes == dict.fromkeys(host_prefixes("198.18.0.1"), 1)
     # The identity is released with its last pod.
     assert A_ID not in node.rec.allocator.identities() and node.store.list(Kind.IDENTITIES) == []
 
@@ -242,7 +249,7 @@ def test_restart_after_changes_while_down(node: Harness) -> None:
     node.restart()
     assert sorted(e.pod.name.split("-")[1] for e in node.rec.endpoints) == ["b", "b"]
     # app-a's identity was restored, then released once no pod used it; app-b got the next number.
-    assert sorted(node.datapath.prefixes.values()) == [1, B_ID, B_ID]
+    assert sorted(node.datapath.prefixes.values()) == [1, 1, B_ID, B_ID, B_ID, B_ID]  # /32s and IPv6 twins
     assert sorted(int(r.value["id"]) for r in node.store.list(Kind.IDENTITIES)) == [B_ID]
     b0, _ = node.ep("app-b")
     assert node.policy(b0.id) == sorted([ALLOW_ANY_IN, ALLOW_ANY_OUT, LOCALHOST])
@@ -267,7 +274,7 @@ def test_namespace_label_change_reidentifies_its_pods(node: Harness) -> None:
     assert all(env in node.rec.allocator.lookup(n).strings() for n in in_use)
     # Numbers can be reused (smallest free), so check the datapath by address, not by number.
     assert {p: i for p, i in node.datapath.prefixes.items() if i > 255} == {
-        f"{e.ip}/32": e.identity for e in node.rec.endpoints
+        p: e.identity for e in node.rec.endpoints for p in host_prefixes(e.ip)
     }
     assert node.allowed(backend[0].ip, db.ip, 5432) == (True, 0)
 
@@ -424,10 +431,9 @@ def test_failed_pod_creation_leaves_nothing_and_is_retried(tmp_path: Path) -> No
     node.store.put(Kind.NAMESPACES.key("", "other"), {"kind": "Namespace", "metadata": {"name": "other"}})
     node.pump()
     assert len(node.rec.endpoints) == 2
-    assert sorted(node.datapath.prefixes) == [
-        "198.18.0.1/32",
-        *sorted(f"{e.ip}/32" for e in node.rec.endpoints),
-    ]
+    assert sorted(node.datapath.prefixes) == sorted(
+        [*host_prefixes("198.18.0.1"), *(p for e in node.rec.endpoints for p in host_prefixes(e.ip))]
+    )
     assert sorted(node.datapath.policies) == sorted(e.id for e in node.rec.endpoints)
     assert sorted(i for i, _ in node.datapath.endpoints.values()) == sorted(e.id for e in node.rec.endpoints)
 

@@ -37,6 +37,7 @@ from cilia.agent.fqdn import FqdnState, sync_redirects
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
 from cilia.agent.policystate import PolicyState
 from cilia.agent.services import TABLE_NAME, ServiceLB
+from cilia.datapath.dualstack import host_prefixes
 from cilia.identity.allocator import EventKind, IdentityAllocator, IdentityEvent, LocalAllocator
 from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
@@ -470,7 +471,8 @@ class Reconciler:
                 self.on_attach(rpod.ifindex)
             self._set_endpoint_audit(eid)
             self.datapath.set_policy(eid, ms)
-            self.datapath.upsert_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}", ident)
+            for prefix in host_prefixes(rpod.ip):  # its /32 and its IPv6 twin's /128
+                self.datapath.upsert_ipcache(prefix, ident)
 
         try:
             rpod = self.runtime.create(self.desired.raw_pods[pk], before_address)
@@ -494,8 +496,9 @@ class Reconciler:
     def _undo_attach(self, rpod: RuntimePod, eid: int) -> None:
         """Best effort: forget what a failed pod creation put into the datapath."""
         # Each step on its own: the creation's error is the one reported, whatever fails here.
-        with contextlib.suppress(Exception):  # why: see above
-            self.datapath.delete_ipcache(f"{rpod.ip}/{HOST_PREFIX_LEN}")
+        for prefix in host_prefixes(rpod.ip):
+            with contextlib.suppress(Exception):  # why: see above
+                self.datapath.delete_ipcache(prefix)
         with contextlib.suppress(Exception):  # why: see above
             self.datapath.remove_policy(eid)
         with contextlib.suppress(Exception):  # why: see above
@@ -523,7 +526,7 @@ class Reconciler:
                 if old_ms is None or old_ms != new_ms:
                     diffs[other.id] = (old_ms if old_ms is not None else MapState(), new_ms)
         # Peers' new entries first, then the pod's address and endpoint move, then stale entries go.
-        self.datapath.update_identity([f"{ep.ip}/{HOST_PREFIX_LEN}"], ident, diffs, endpoint_id=ep.id)
+        self.datapath.update_identity(host_prefixes(ep.ip), ident, diffs, endpoint_id=ep.id)
         for eid, (_, new_ms) in diffs.items():
             self.applied[eid] = new_ms
         self.endpoints.update(ep.pod, identity=ident, labels=tuple(labels.strings()))
@@ -532,7 +535,8 @@ class Reconciler:
         return None
 
     def _delete_endpoint(self, ep: Endpoint) -> Labels:
-        self.datapath.delete_ipcache(f"{ep.ip}/{HOST_PREFIX_LEN}")
+        for prefix in host_prefixes(ep.ip):
+            self.datapath.delete_ipcache(prefix)
         try:
             # Deleting the veth drops its filters; detach first so no program outlives its endpoint.
             self.datapath.detach(ep.ifindex)
@@ -590,11 +594,11 @@ class Reconciler:
 
     def _sync_ipcache(self) -> None:
         want = dict(self.remote_ipcache)
-        want.update({f"{e.ip}/{HOST_PREFIX_LEN}": e.identity for e in self.endpoints})
+        want.update({p: e.identity for e in self.endpoints for p in host_prefixes(e.ip)})
         want.update(self.cidr_identities)
         want.update(self.fqdn.ipcache())
-        for addr in (self.gateway, *self.host_addresses):
-            want[f"{addr}/{HOST_PREFIX_LEN}"] = int(ReservedIdentity.HOST)
+        for addr in (str(self.gateway), *self.host_addresses):
+            want.update({p: int(ReservedIdentity.HOST) for p in host_prefixes(addr)})
         self.datapath.sync_ipcache(want)
 
     def _service_infos(self) -> list[ServiceInfo]:

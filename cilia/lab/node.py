@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from cilia.datapath.dualstack import ipv6_of
 from cilia.k8s.names import namespace_errors, object_name_errors
 from cilia.lab import guard, netns, podfiles, veth
 from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
@@ -60,6 +61,7 @@ class Pod:
     gateway: str
     log_path: str
     spec: PodSpec = field(compare=False)
+    ip6: str = ""  # the IPv6 twin of ``ip`` (cilia.datapath.dualstack), "" on an IPv4-only node
 
     @property
     def key(self) -> str:
@@ -174,7 +176,8 @@ class Lab:
         self._ensure_forwarding()
         ip = self.ipam.allocate(spec.key)
         rec = Pod(spec.namespace, spec.name, ns_name, host, 0, str(ip), str(self.ipam.gateway),
-                  str(self.log_path(spec.namespace, spec.name)), spec)
+                  str(self.log_path(spec.namespace, spec.name)), spec,
+                  ipv6_of(ip) if veth.ipv6_available() else "")
         try:
             netns.create(rec.netns)  # exclusive: from here on the namespace is ours
         except BaseException:  # broad: give the address back whatever happened, then re-raise
@@ -217,8 +220,9 @@ class Lab:
         self._write(rec)
         if before_address is not None:
             before_address(rec)
-        veth.address_host_side(idx, rec.gateway, rec.ip)
-        veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),))  # and no default
+        veth.address_host_side(idx, rec.gateway, rec.ip, ipv6=bool(rec.ip6))
+        veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),),  # and no default
+                            ipv6=bool(rec.ip6))
         podfiles.write(rec.netns, rec.namespace, rec.name, rec.ip, podfiles.dns_address(self.ipam.node_index))
         return rec
 

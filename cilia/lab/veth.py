@@ -11,15 +11,32 @@ pod's datapath is attached in between, so that no packet is ever routed to it un
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from cilia.datapath.dualstack import ipv6_of
 from cilia.lab import netns
 from cilia.lab.names import POD_IFNAME
 
 RT_SCOPE_LINK = 253
+IFA_F_NODAD = 0x02  # no duplicate address detection: the address is usable at once (the lab owns it)
+LAB_RANGE_V6 = "2001:2::/48"
+_CONF6 = Path("/proc/sys/net/ipv6/conf")
+
+
+def ipv6_available() -> bool:
+    """Whether this thread's network namespace can carry the lab's IPv6: IPv6 is on for new
+    devices, and the kernel has per-device ``force_forwarding`` (6.17+), with which the node
+    forwards IPv6 only from its lab devices (a namespace-wide ``forwarding`` would make every
+    device of the machine a router). Without it the lab is IPv4 only, as before."""
+    try:
+        return (_CONF6 / "default" / "disable_ipv6").read_text().strip() == "0" and (
+            _CONF6 / "default" / "force_forwarding").exists()
+    except OSError:
+        return False
 
 
 def add_pair(host_ifname: str, namespace: str) -> int:
@@ -31,26 +48,37 @@ def add_pair(host_ifname: str, namespace: str) -> int:
     return idx
 
 
-def address_host_side(idx: int, gateway: str, ip: str) -> None:
-    """The gateway /32 on the host side and the route to the workload's /32 through it."""
+def address_host_side(idx: int, gateway: str, ip: str, ipv6: bool = False) -> None:
+    """The gateway /32 on the host side and the route to the workload's /32 through it; with
+    ``ipv6`` also their IPv6 twins (/128) and IPv6 forwarding from this device."""
     with IPRoute() as ipr:
         ipr.addr("add", index=idx, address=gateway, prefixlen=32)
         ipr.route("add", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK)
+        if ipv6:
+            name = ipr.get_links(idx)[0].get_attr("IFLA_IFNAME")
+            (_CONF6 / name / "force_forwarding").write_text("1\n")
+            ipr.addr("add", index=idx, address=ipv6_of(gateway), prefixlen=128, flags=IFA_F_NODAD)
+            ipr.route("add", dst=f"{ipv6_of(ip)}/128", oif=idx, family=socket.AF_INET6)
 
 
 LAB_ROUTES = ("198.18.0.0/15",)  # pods, services, world hosts, nodes' underlay: every lab address
 
 
-def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] = LAB_ROUTES) -> None:
-    """Inside ``namespace``: IPv6 off, ``lo`` and ``eth0`` up, ``ip``/32, the gateway on-link, then
+def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] = LAB_ROUTES,
+                   ipv6: bool = False) -> None:
+    """Inside ``namespace``: ``lo`` and ``eth0`` up, ``ip``/32, the gateway on-link, then
     ``routes`` via the gateway: the lab's ranges only, never a default route (the first of the lab's
-    two guards; :mod:`cilia.lab.guard` is the second)."""
+    two guards; :mod:`cilia.lab.guard` is the second). With ``ipv6`` the same for the IPv6 twins
+    (:func:`cilia.datapath.dualstack.ipv6_of`) and 2001:2::/48; without it IPv6 is off."""
     # A netlink socket opened inside the namespace stays bound to it (no helper process).
     with netns.entered(namespace), IPRoute() as p:
-        # IPv4-only workloads: the datapath enforces IPv4, so no IPv6 traffic may leave one.
         # (/proc/sys/net shows the namespace of the thread that opens it.)
         for conf in ("all", "default", POD_IFNAME):
-            Path(f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6").write_text("1\n")
+            if ipv6:  # addresses only from the lab: no router advertisements, no autoconfiguration
+                for key, value in (("accept_ra", "0"), ("autoconf", "0"), ("accept_dad", "0")):
+                    (_CONF6 / conf / key).write_text(value + "\n")
+            else:  # IPv4 only: no IPv6 packet may leave the workload
+                (_CONF6 / conf / "disable_ipv6").write_text("1\n")
         p.link("set", index=p.link_lookup(ifname="lo")[0], state="up")
         eth = p.link_lookup(ifname=POD_IFNAME)[0]
         p.link("set", index=eth, state="up")
@@ -58,6 +86,11 @@ def configure_peer(namespace: str, ip: str, gateway: str, routes: Sequence[str] 
         p.route("add", dst=f"{gateway}/32", oif=eth, scope=RT_SCOPE_LINK)
         for dst in routes:
             p.route("add", dst=dst, gateway=gateway, oif=eth)
+        if ipv6:
+            gw6 = ipv6_of(gateway)
+            p.addr("add", index=eth, address=ipv6_of(ip), prefixlen=128, flags=IFA_F_NODAD)
+            p.route("add", dst=f"{gw6}/128", oif=eth, family=socket.AF_INET6)
+            p.route("add", dst=LAB_RANGE_V6, gateway=gw6, oif=eth, family=socket.AF_INET6)
 
 
 def remove(host_ifname: str, namespace: str, own_link: bool = True) -> list[str]:

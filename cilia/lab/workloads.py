@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, TextIO
 
 from cilia.lab import netns
@@ -106,23 +107,38 @@ def hello_body(server_addr: str, server_port: int, pod_name: str, uri: str, requ
     )
 
 
-def _bind(netns_name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> list[socket.socket]:
+def _has_ipv6() -> bool:
+    """Whether the calling thread's namespace has IPv6 on its ``eth0`` (a dual-stack lab host)."""
+    try:
+        return Path("/proc/sys/net/ipv6/conf/eth0/disable_ipv6").read_text().strip() == "0"
+    except OSError:
+        return False
+
+
+def _bind(netns_name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> tuple[list[socket.socket], ...]:
+    """The TCP and the UDP sockets of a workload: on ``0.0.0.0`` and, in a dual-stack namespace,
+    on ``::`` beside it (IPv6 only, so IPv4 clients keep their IPv4 addresses in the logs)."""
     socks: list[socket.socket] = []
+    out: tuple[list[socket.socket], list[socket.socket]] = ([], [])
     try:
         with netns.entered(netns_name):
-            for port in tcp:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", port))
-                s.listen(511)
-            for port in udp:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind(("0.0.0.0", port))
+            families = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if _has_ipv6() else [])
+            for group, kind, ports in ((0, socket.SOCK_STREAM, tcp), (1, socket.SOCK_DGRAM, udp)):
+                for port in ports:
+                    for family, any_addr in families:
+                        s = socket.socket(family, kind)
+                        socks.append(s)
+                        out[group].append(s)
+                        if family == socket.AF_INET6:
+                            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                        if kind == socket.SOCK_STREAM:
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        s.bind((any_addr, port))
+                        if kind == socket.SOCK_STREAM:
+                            s.listen(511)
         for s in socks:
             s.setblocking(False)
-        return socks
+        return out
     except BaseException:  # broad: close the sockets opened so far whatever happened, then re-raise
         for s in socks:
             s.close()
@@ -167,17 +183,18 @@ class WorkloadServer:
             await self.remove(spec.key)
         loop = asyncio.get_running_loop()
         check_ports(spec)
-        socks = await loop.run_in_executor(
+        tcp_socks, udp_socks = await loop.run_in_executor(
             self._netns_thread, _bind, spec.netns, spec.tcp_ports, spec.udp_ports
         )
+        socks = tcp_socks + udp_socks
         # 0600 in 0700 directories: the access log holds what the pod's clients sent
         run = _Running(spec, open_private(spec.log_path, "a", buffering=1))
         self._pods[spec.key] = run
         try:
-            for s in socks[: len(spec.tcp_ports)]:
+            for s in tcp_socks:
                 run.servers.append(await asyncio.start_server(
                     lambda r, w, run=run: self._http(run, r, w), sock=s, limit=MAX_HEADER))
-            for s in socks[len(spec.tcp_ports):]:
+            for s in udp_socks:
                 transport, _ = await loop.create_datagram_endpoint(lambda run=run: _Echo(run.log), sock=s)
                 run.datagrams.append(transport)
             for i, argv in enumerate(spec.commands):

@@ -197,8 +197,9 @@ class World:
     def _plumb(self, rec: WorldHost, made_link: list[bool]) -> WorldHost:
         idx = veth.add_pair(rec.host_ifname, rec.netns)
         made_link.append(True)
-        veth.address_host_side(idx, rec.gateway, rec.ip)
-        veth.configure_peer(rec.netns, rec.ip, rec.gateway)
+        v6 = veth.ipv6_available()  # and the IPv6 twin of its address (cilia.datapath.dualstack)
+        veth.address_host_side(idx, rec.gateway, rec.ip, ipv6=v6)
+        veth.configure_peer(rec.netns, rec.ip, rec.gateway, ipv6=v6)
         return replace(rec, host_ifindex=idx)
 
     def delete(self, name: str) -> None:

@@ -5,6 +5,7 @@
 #define CILIA_PARSE_H
 
 #include "common.h"
+#include "parse6.h"
 
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct flow *f, int frag)
 {
@@ -72,6 +73,9 @@ static __always_inline int parse_careful(struct __sk_buff *skb, struct flow *f)
 		return parse_l4(skb, ETH_HLEN + (vihl & 0xf) * 4, f, (bpf_ntohs(frag) & 0x1fff) != 0) < 0 ? -1 : 1;
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
+		__u32 off = ETH_HLEN + 40;
+		int frag = 0;
+
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, b, 1) < 0)
 			return -1;
 		f->proto = b[0];
@@ -80,7 +84,9 @@ static __always_inline int parse_careful(struct __sk_buff *skb, struct flow *f)
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + 24, f->daddr, 16) < 0)
 			return -1;
 		f->family = 6;
-		return parse_l4(skb, ETH_HLEN + 40, f, 0) < 0 ? -1 : 1;
+		if (ipv6_skip_exthdrs(skb, f, &off, &frag) < 0)
+			return -1;
+		return parse_l4(skb, off, f, frag) < 0 ? -1 : 1;
 	}
 	return 0;
 }
@@ -107,8 +113,8 @@ static __always_inline int parse_direct(struct __sk_buff *skb, struct flow *f)
 		f->l4_off = ETH_HLEN + 20;
 		l4 = p + ETH_HLEN + 20;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		if (data + ETH_HLEN + 40 + 16 > end)
-			return -2;
+		if (data + ETH_HLEN + 40 + 16 > end || ipv6_is_exthdr(p[ETH_HLEN + 6]))
+			return -2; /* extension headers or short: the careful path */
 		f->proto = p[ETH_HLEN + 6];
 		__builtin_memcpy(f->saddr, p + ETH_HLEN + 8, 16);
 		__builtin_memcpy(f->daddr, p + ETH_HLEN + 24, 16);
