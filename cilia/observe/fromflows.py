@@ -8,7 +8,15 @@ labels (the subject's ``endpointSelector``); peers are selected the narrowest wa
 * a pod: ``fromEndpoints``/``toEndpoints`` with its identity labels and its namespace;
 * a node-local reserved identity (host, remote-node, kube-apiserver, health, ingress, init): that
   entity;
-* an address outside the cluster: ``fromCIDR``/``toCIDR`` with the single address (/32 or /128).
+* an address outside the cluster: ``fromCIDR``/``toCIDR`` with the single address (/32 or /128);
+  on egress, where the flow carries the DNS names the node learned for the address (Hubble's
+  ``destination_names``), ``toFQDNs`` ``matchName`` of each name instead: the address may change,
+  the name is what the workload asked for.
+
+A ``toFQDNs`` rule selects addresses only once the DNS proxy saw them in answers, so a subject with
+such peers gets its DNS traffic (the egress it was seen sending to port 53) as a ``toPorts`` entry
+with ``rules.dns``: ``matchName`` of each name it was seen using (the names of its toFQDNs peers and
+of its DNS queries). When no DNS flow of the subject was seen, a note says that the rule is missing.
 
 Each peer gets the protocol/ports it was seen on (ICMP types as ``icmps``), so the policy puts the
 observed direction into default deny and allows nothing more than what was seen.
@@ -18,13 +26,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from cilia.observe.flow import Endpoint, Flow, TrafficDirection, Verdict
+from cilia.observe.flow import DnsInfo, Endpoint, Flow, TrafficDirection, Verdict
 
 NS_LABEL = "io.kubernetes.pod.namespace"
 # identity labels that describe where a pod is, not what it is: never part of a generated selector
@@ -40,6 +48,7 @@ ENTITIES = {
 WORLD = ("world", "world-ipv4", "world-ipv6")
 MAX_PER_RULE = 40  # ports per PortRule and fields per ICMPRule (semantics.md §5.6)
 L4_PROTOCOLS = {6: "TCP", 17: "UDP", 132: "SCTP"}
+DNS_PORTS = {(17, 53), (6, 53)}
 ICMP_FAMILIES = {1: "IPv4", 58: "IPv6"}
 
 
@@ -49,7 +58,7 @@ class FromFlowsError(ValueError):
 
 @dataclass(frozen=True, order=True)
 class PeerSpec:
-    """How a peer is selected: ``kind`` endpoints | entity | cidr."""
+    """How a peer is selected: ``kind`` endpoints | entity | cidr | fqdn (a DNS name)."""
 
     kind: str
     value: tuple[tuple[str, str], ...] | str
@@ -60,6 +69,7 @@ class _Subject:
     namespace: str
     labels: tuple[tuple[str, str], ...]
     flows: int = 0
+    names: set[str] = field(default_factory=set)  # DNS names it was seen using (queries, toFQDNs peers)
     rules: dict[TrafficDirection, dict[PeerSpec, set[tuple[int, int]]]] = field(
         default_factory=lambda: {TrafficDirection.INGRESS: {}, TrafficDirection.EGRESS: {}}
     )
@@ -98,6 +108,18 @@ def peer_spec(ep: Endpoint, ip: str) -> PeerSpec | None:
     return None
 
 
+def dns_name(name: str) -> str:
+    """A DNS name as toFQDNs ``matchName`` takes it: lower case, without the final dot."""
+    return name.strip().rstrip(".").lower()
+
+
+def fqdn_peers(flow: Flow) -> list[PeerSpec]:
+    """toFQDNs peers for an egress flow to an outside address whose names the node learned."""
+    if flow.traffic_direction is not TrafficDirection.EGRESS:
+        return []
+    return [PeerSpec("fqdn", n) for n in sorted({dns_name(x) for x in flow.destination_names}) if n]
+
+
 def _port_key(flow: Flow) -> tuple[int, int]:
     l4 = flow.l4
     return (l4.proto, l4.icmp_type if l4.is_icmp else l4.destination_port)
@@ -128,7 +150,13 @@ def collect(
         key = (owner.namespace, selector_labels(owner))
         subj = subjects.setdefault(key, _Subject(*key))
         subj.flows += 1
-        subj.rules[f.traffic_direction].setdefault(peer, set()).add((proto, port))
+        if isinstance(f.l7, DnsInfo) and egress and f.l7.query:
+            subj.names.add(dns_name(f.l7.query))
+        named = fqdn_peers(f) if peer.kind == "cidr" else []
+        for fqdn in named:
+            subj.names.add(str(fqdn.value))
+        for p in named or [peer]:
+            subj.rules[f.traffic_direction].setdefault(p, set()).add((proto, port))
     return subjects, skipped
 
 
@@ -138,6 +166,8 @@ def _peer_fields(direction: TrafficDirection, peer: PeerSpec) -> dict[str, Any]:
         return {f"{side}Endpoints": [{"matchLabels": dict(peer.value)}]}  # type: ignore[arg-type]
     if peer.kind == "entity":
         return {f"{side}Entities": [peer.value]}
+    if peer.kind == "fqdn":
+        return {"toFQDNs": [{"matchName": peer.value}]}
     return {f"{side}CIDR": [peer.value]}
 
 
@@ -147,17 +177,26 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
 
 
 def _entries(
-    direction: TrafficDirection, peers: dict[PeerSpec, set[tuple[int, int]]]
+    direction: TrafficDirection,
+    peers: dict[PeerSpec, set[tuple[int, int]]],
+    dns_names: Collection[str] = (),
 ) -> list[dict[str, Any]]:
+    """``dns_names``: where toFQDNs peers need the DNS proxy to see lookups, the port-53 ports of
+    every peer get ``rules.dns`` allowing these names."""
     out = []
     for peer in sorted(peers):
         ports = sorted(peers[peer])
         l4 = [
             {"port": str(port), "protocol": L4_PROTOCOLS[proto]}
             for proto, port in ports
-            if proto in L4_PROTOCOLS
+            if proto in L4_PROTOCOLS and not (dns_names and (proto, port) in DNS_PORTS)
         ]
+        dns = [{"port": str(port), "protocol": L4_PROTOCOLS[proto]} for proto, port in ports
+               if dns_names and (proto, port) in DNS_PORTS]
         icmp = [{"type": t, "family": ICMP_FAMILIES[proto]} for proto, t in ports if proto in ICMP_FAMILIES]
+        if dns:
+            rules = {"dns": [{"matchName": name} for name in sorted(dns_names)]}
+            out.append({**_peer_fields(direction, peer), "toPorts": [{"ports": dns, "rules": rules}]})
         for chunk in _chunks(l4):
             out.append({**_peer_fields(direction, peer), "toPorts": [{"ports": chunk}]})
         for chunk in _chunks(icmp):
@@ -182,6 +221,10 @@ def _name(labels: tuple[tuple[str, str], ...], taken: set[tuple[str, str]], name
     return name
 
 
+def _selector_text(labels: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels) or "all pods"
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -199,11 +242,21 @@ def policies_from_flows(flows: Iterable[Flow]) -> tuple[list[dict[str, Any]], li
             "description": f"generated by cilia policy from-flows from {plural(subj.flows, 'flow')}",
             "endpointSelector": {"matchLabels": dict(labels)} if labels else {},
         }
+        egress = subj.rules[TrafficDirection.EGRESS]
+        fqdns = any(peer.kind == "fqdn" for peer in egress)
+        seen_dns = any(ports & DNS_PORTS for peer, ports in egress.items() if peer.kind != "fqdn")
+        if fqdns and not seen_dns:
+            skipped.append(
+                f"{ns}/{_selector_text(labels)}: toFQDNs rules need a DNS rule (egress to the DNS server on "
+                "port 53 with rules.dns) for the DNS proxy to learn the addresses; no DNS flow of these pods "
+                "was seen: add one"
+            )
         for direction, section in (
             (TrafficDirection.INGRESS, "ingress"),
             (TrafficDirection.EGRESS, "egress"),
         ):
-            entries = _entries(direction, subj.rules[direction])
+            names = subj.names if fqdns and direction is TrafficDirection.EGRESS else set()
+            entries = _entries(direction, subj.rules[direction], names)
             if entries:
                 spec[section] = entries
         docs.append({

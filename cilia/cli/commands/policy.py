@@ -2,20 +2,23 @@
 
 Flows come from the node's flow log (``--state-dir``; on a cluster set up here, every node's) or
 from files of ``cilia observe -o json`` lines (``--flows FILE``, ``-`` for stdin). The YAML is
-validated before it is written.
+validated before it is written. ``--diff`` prints, instead of the YAML, what applying it would change
+(``cilia diff``'s delta) over the current policies: the manifests given with ``-f``, or the node's.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config
+from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config, open_node_store
 from cilia.cli.nameopts import namespaces_option
 from cilia.cli.render import format_error
 from cilia.k8s.loader import load_text
@@ -40,6 +43,42 @@ def read_flow_lines(text: str, where: str) -> list[Flow]:
     return out
 
 
+class DiffOutput(StrEnum):
+    text = "text"
+    json = "json"
+    md = "md"
+    csv = "csv"
+    dot = "dot"
+    mermaid = "mermaid"
+    html = "html"
+
+
+def proposal_diff(
+    docs: list[dict[str, Any]], text: str, current: list[str] | None, cfg_args: tuple[Any, Any]
+) -> Any:
+    """The connectivity delta of applying the generated ``docs`` over the current policies: the
+    manifests ``current`` (files or directories), or the objects the node stores."""
+    from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
+    from cilia.analyze.diff import diff, diff_objects, stored_objects
+    from cilia.cli.commands._analysis import guarded, load
+    from cilia.store import API_KINDS, ObjectKey
+
+    if current:
+        with tempfile.TemporaryDirectory(prefix="cilia-from-flows-") as tmp:
+            proposal = Path(tmp) / "from-flows.yaml"
+            proposal.write_text(text, encoding="utf-8")
+            old = load(current, EnforcementMode.DEFAULT, AllowLocalhost.ALWAYS)
+            new = load([*current, str(proposal)], EnforcementMode.DEFAULT, AllowLocalhost.ALWAYS)
+        return diff(old, new)
+    cfg = node_config(*cfg_args)
+    options = Options(EnforcementMode(cfg.enforcement_mode), AllowLocalhost(cfg.allow_localhost))
+    planned = [
+        (ObjectKey(API_KINDS[d["kind"]], d["metadata"]["namespace"], d["metadata"]["name"]), d) for d in docs
+    ]
+    with open_node_store(cfg) as store:
+        return guarded(lambda: diff_objects(stored_objects(store), planned, options))
+
+
 def register(app: typer.Typer) -> None:
     policy = typer.Typer(help="Policy from what the node observed.", no_args_is_help=True)
     app.add_typer(policy, name="policy")
@@ -58,10 +97,34 @@ def register(app: typer.Typer) -> None:
         since: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
         until: Annotated[str | None, typer.Option(help="5m, 1h30m or an RFC 3339 time")] = None,
         output: Annotated[str, typer.Option("-o", "--output", help="yaml | json")] = "yaml",
+        show_diff: Annotated[
+            bool,
+            typer.Option(
+                "--diff",
+                help="Print what the proposal changes (cilia diff's delta) over the current policies "
+                "instead of the YAML.",
+            ),
+        ] = False,
+        current: Annotated[
+            list[str] | None,
+            typer.Option(
+                "-f", "--filename", help="--diff: the current manifests (default: the node's objects)."
+            ),
+        ] = None,
+        diff_output: Annotated[
+            DiffOutput,
+            typer.Option("--diff-output", help="--diff: text | json | md | csv | dot | mermaid | html"),
+        ] = DiffOutput.text,
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
-        """Write CiliumNetworkPolicies that allow exactly the forwarded and audited flows seen."""
+        """Write CiliumNetworkPolicies that allow exactly the forwarded and audited flows seen.
+
+        Peers are selected the narrowest way the flow allows: a pod by its identity labels, an entity,
+        an outside address by the DNS names the node learned for it (toFQDNs, with a DNS rule for the
+        lookups) or else as a /32. --diff shows the proposal as cilia diff against the current
+        policies (-f FILE|DIR, or the node's).
+        """
         if output not in ("yaml", "json"):
             raise fail(f"unknown output format {output!r} (yaml, json)", 2)
         try:
@@ -92,7 +155,20 @@ def register(app: typer.Typer) -> None:
                 "generated policy does not validate:\n" + "\n".join(format_error(e) for e in report.errors)
             )
         for note in skipped:
-            err_console.print(f"note: {note}")
+            err_console.print(f"note: {note}", markup=False, highlight=False)
+        if show_diff:
+            from cilia.analyze.diff import RENDERERS
+
+            delta = proposal_diff(docs, text, current, (state_dir, run_dir))
+            if diff_output is DiffOutput.html:
+                from cilia.analyze.graphpage import render_diff_page
+
+                sys.stdout.write(render_diff_page(delta))
+            else:
+                sys.stdout.write(RENDERERS[diff_output.value](delta))
+            return
+        if current:
+            raise fail("-f gives the current policies for --diff", 2)
         if output == "json":
             print(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=2))
         else:
