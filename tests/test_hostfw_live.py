@@ -87,9 +87,14 @@ def _connects(namespace: str | None, ip: str, port: int) -> bool:
 
 def _health(namespace: str) -> str:
     """What the node's health port answers a client in ``namespace`` ("" when nothing came)."""
+    return _get(namespace, 4240)
+
+
+def _get(namespace: str, port: int) -> str:
+    """What the node's HTTP server on ``port`` answers a client in ``namespace`` ("" when nothing came)."""
     with netns.entered(namespace):
         try:
-            with socket.create_connection((GATEWAY, 4240), timeout=0.5) as c:
+            with socket.create_connection((GATEWAY, port), timeout=0.5) as c:
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 return c.recv(4096).decode(errors="replace")
         except OSError:
@@ -108,7 +113,10 @@ def _wait(cond: Any, timeout: float = 10.0) -> bool:
 @pytest.mark.root
 def test_demo_host_policy_on_a_labelled_node(node: LiveNode, listener: socket.socket, corpus: Path) -> None:
     # the demo policy selects no node yet (none has the label): nothing is enforced
-    demo = node.apply(pod("hf-client", {"app": "hf-client"}), yaml.safe_load((corpus / DEMO).read_text()))
+    hostnet = pod("hf-hostnet", {"app": "hf-hostnet"}, (8080,))
+    hostnet["spec"]["hostNetwork"] = True  # runs as the node, serves on the node's address
+    demo = node.apply(pod("hf-client", {"app": "hf-client"}), hostnet,
+                      yaml.safe_load((corpus / DEMO).read_text()))
     world = node.world_add("hf-w", 7, "80")
     host = _host_ep(node)
     client = next(e for e in _endpoints(node) if e["pod"] == "default/hf-client")
@@ -117,6 +125,9 @@ def test_demo_host_policy_on_a_labelled_node(node: LiveNode, listener: socket.so
     assert (host["id"], host["identity"], host["labels"]) == (HOST_ENDPOINT_ID, 1, ["reserved:host="])
     assert host["enforcement"] == {"ingress": False, "egress": False}
     assert NODE in _health(pod_ns), "the health port answers pods"
+    assert "Server name: hf-hostnet" in _get(pod_ns, 8080), "the hostNetwork pod serves on the node's address"
+    assert all(e["pod"] != "default/hf-hostnet" for e in _endpoints(node) if not e.get("host_network")), \
+        "a hostNetwork pod has no endpoint of its own"
     assert _connects(world_ns, GATEWAY, TEST_PORT), "no host policy selects the node: the world reaches it"
 
     node.cilia("label", "node", NODE, "node-access=ssh")
@@ -129,7 +140,8 @@ def test_demo_host_policy_on_a_labelled_node(node: LiveNode, listener: socket.so
     assert NODE in _health(pod_ns), "fromEntities cluster: pods reach any port of the node"
     assert _connects(pod_ns, GATEWAY, TEST_PORT)
     assert not _connects(world_ns, GATEWAY, TEST_PORT), "the world only on 22/TCP and ICMP echo"
-    assert _health(world_ns) == ""
+    assert _health(world_ns) == "" and _get(world_ns, 8080) == "", "the hostNetwork pod is the host"
+    assert "hf-hostnet" in _get(pod_ns, 8080)
     ping = ["nsenter", f"--net={netns.path_of(world_ns)}", "--", "ping", "-c", "1", "-W", "1", GATEWAY]
     assert subprocess.run(ping, capture_output=True, check=False, timeout=10).returncode == 0, \
         "ICMP echo from the world is allowed"

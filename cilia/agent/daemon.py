@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cilia.agent import ctgc, fqdn, hostendpoint, l7proxy
+from cilia.agent import ctgc, fqdn, hostendpoint, hostpods, l7proxy
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -67,6 +67,7 @@ class Agent:
             self.pods_by_ip, datapath.rules_for
         )
         self.host_endpoint: Any = None  # cilia.agent.hostendpoint.HostEndpoint with the host firewall
+        self.host_pods: Any = None  # cilia.agent.hostpods.HostNetworkPods (kernel lab)
 
     def pods_by_ip(self) -> dict[str, str]:
         """``ip -> namespace/pod`` of the local endpoints (names flows)."""
@@ -174,6 +175,9 @@ class Agent:
                 out.append(data)
             if self.host_endpoint is not None:
                 out.append(self.host_endpoint.describe())
+            if self.host_pods is not None:  # no endpoint of their own: listed for `get pods` only
+                gw = self.reconciler.gateway
+                out += hostpods.describe((pk, gw, s) for pk, s in sorted(self.host_pods.running().items()))
             return out
 
     def identities(self) -> list[dict[str, Any]]:
@@ -210,7 +214,12 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     fqdn.use_node_dns_port(agent)  # (after the HTTP/TLS ports: it adds the DNS proxy's port to them)
     if member is not None:
         member.attach(agent)
+    if cfg.node_name:  # a cluster node: its underlay address is the node's own too (identity host)
+        from cilia.store.nodes import NodeInfo
+
+        agent.reconciler.host_addresses = [NodeInfo.lab(cfg.node_name, cfg.node_index).address]
     host = hostendpoint.start(agent, node)  # the host firewall (None when it is off)
+    host_pods = hostpods.start(agent, node)  # hostNetwork pods' ports on the node's addresses
     if flow_sink is not None:
         agent.flow_sink = flow_sink(agent)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
@@ -239,6 +248,8 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
             member.close()
         if host is not None:
             host.close()
+        if host_pods is not None:
+            host_pods.close()
         server.close()
         node.close()
         with contextlib.suppress(FileNotFoundError):

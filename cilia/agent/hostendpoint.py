@@ -149,12 +149,9 @@ def start(agent: Any, node: Any) -> HostEndpoint | None:
     if not cfg.host_firewall or node.host_devices is None:
         return None
     from cilia.datapath.bpf.hostfw import HostPrograms
-    from cilia.store.nodes import NodeInfo
 
     rec = agent.reconciler
     name = cfg.node_name or f"node-{cfg.node_index}"
-    if cfg.node_name:  # a cluster node: its underlay address is the node's too
-        rec.host_addresses = [NodeInfo.lab(cfg.node_name, cfg.node_index).address]
     lab_devices = node.host_devices
     host = HostEndpoint(
         agent, HostPrograms(cfg.pin_root).open(),

@@ -110,6 +110,9 @@ class Reconciler:
         # called with a device's ifindex right after the pod datapath is attached to it (the host
         # firewall's programs go on before the pod has an address: cilia.agent.hostendpoint)
         self.on_attach: Callable[[int], None] | None = None
+        # called with this node's hostNetwork pods after each convergence (they get no endpoint:
+        # they are the node; cilia.agent.hostpods serves their ports)
+        self.on_host_pods: Callable[[dict[PodKey, Pod]], None] | None = None
         self._restoring = False
         self.allocator.subscribe(self._on_identity, replay=True)
         self.applied: dict[int, MapState] = {}  # endpoint id -> MapState in the datapath
@@ -443,12 +446,15 @@ class Reconciler:
             ep = self.endpoints.get(pk)
             if pod is None and ep is not None:
                 releases.append(self._delete_endpoint(ep))
-            elif pod is not None and ep is None:
+            elif pod is not None and ep is None and not pod.host_network:
                 self._create_endpoint(pk, pod)
             elif pod is not None and ep is not None:
                 old = self._relabel(ep, pod)
                 if old is not None:
                     releases.append(old)
+        if self.on_host_pods is not None:
+            self.on_host_pods({k: p for k, p in self.desired.pods.items()
+                               if p.host_network and self._mine(k) is not None})
         if releases:
             for labels in releases:
                 self.allocator.release(labels)

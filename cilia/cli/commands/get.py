@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
                 raise fail(str(e)) from e
             if agent_kind == "endpoints":
                 # the host endpoint (host firewall) is in no namespace: always listed
-                items = [e for e in data if ns is None or e.get("host") or str(e["pod"]).startswith(f"{ns}/")]
+                items = [e for e in data if not e.get("host_network")  # hostNetwork pods: no endpoint
+                         and (ns is None or e.get("host") or str(e["pod"]).startswith(f"{ns}/"))]
                 _emit(output, views.endpoints_table(items, namespace=None, wide=wide), items, empty)
             else:
                 items = data if name is None else [i for i in data if str(i["id"]) == name]
