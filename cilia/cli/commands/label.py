@@ -81,8 +81,10 @@ def register(app: typer.Typer) -> None:
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
     ) -> None:
-        """Set or remove labels; a pod's new labels give it a new identity on the node; a node's
-        new labels are its host endpoint's (host policies select nodes by them)."""
+        """Set or remove labels; a pod's new labels give it a new identity on the node.
+
+        A node's labels (``cilia label node NAME k=v``) are its host endpoint's: host policies
+        (CCNP nodeSelector) select nodes by them."""
         cfg = node_config(state_dir, run_dir)
         if kind.lower() in NODE_KINDS:
             _label_node(cfg, name, labels, overwrite, wait, output)
