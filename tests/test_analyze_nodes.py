@@ -332,3 +332,19 @@ def test_single_node_is_entity_host() -> None:
                    "entity:host").allowed
     assert Labels(host.labels).strings()[-1] == "reserved:host="
     assert a.side_of(host, Direction.EGRESS).enforced is False
+
+
+def test_service_with_host_network_backends_is_decided_by_the_host_policy() -> None:
+    svc = """\
+apiVersion: v1
+kind: Service
+metadata: {name: ssh, namespace: kube-system}
+spec: {selector: {app: sshd}, ports: [{port: 2222, targetPort: 22}], clusterIP: 198.18.255.22}
+"""
+    base = CLUSTER.replace("metadata: {name: sshd, namespace: kube-system}",
+                           "metadata: {name: sshd, namespace: kube-system, labels: {app: sshd}}")
+    a = analysis(SSH_ONLY + "---\n" + svc, base=base)
+    result = trace(a, "entity:world", "svc:kube-system/ssh", PortSpec(Proto.TCP, 2222))
+    (flow,) = result.flows
+    assert result.allowed and flow.dst.node == "node-a" and flow.port == 22
+    assert flow.ingress.rules == (RuleRef(CCNP, "", "ssh-only", "ingress", 1),)

@@ -120,8 +120,8 @@ def service_target(analysis: Analysis, spec: PeerSpec, port: PortSpec) -> Servic
     backends: list[Backend] = []
     if service.selector:
         wanted = dict(service.selector)
-        for ep in analysis.endpoints:
-            pod = ep.pod
+        # a hostNetwork pod is a backend too: its node (Cilium's backend address is the node's)
+        for pod in [*(ep.pod for ep in analysis.endpoints), *analysis.host_network_pods]:
             labels = pod.label_map
             if pod.namespace != service.namespace or any(labels.get(k) != v for k, v in wanted.items()):
                 continue
