@@ -17,6 +17,7 @@ TRACES = [
     ("test-to-1.1.1.1-every-class", "--from test --to 1.1.1.1", 1),
     ("test-to-1.1.1.1-443", "--from pod/test --to 1.1.1.1 --port 443", 0),
     ("frontend-to-svc-named-port", "-n prod --from deploy/frontend --to svc/api --port http", 0),
+    ("frontend-to-svc-every-port", "-n prod --from deploy/frontend --to svc/api", 0),
     ("labels-to-sts-named-port", "-n prod --from-labels tier=backend --to sts/db --port pg", 1),
     ("labels-everywhere-to-apiserver", "-A --from-labels app --to entity:kube-apiserver --port 6443", 0),
     ("frontend-to-api-named-port", "-n prod --from deploy/frontend --to deploy/api --port http", 0),

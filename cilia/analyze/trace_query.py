@@ -186,7 +186,7 @@ def every_port(
         for sp in dst.service.ports:
             spec = PortSpec(parse_proto(sp.protocol), sp.port)
             result = trace_between(analysis, src, dst, PortQuery(str(spec), spec), request)
-            verdicts.append(PortVerdict(sp.name or str(spec), spec, result))
+            verdicts.append(PortVerdict(f"{spec} ({sp.name})" if sp.name else str(spec), spec, result))
         return EveryPort(src.text, dst.text, tuple(verdicts), of_service=True)
     if classes is None:
         from cilia.analyze.connectivity import classes_of  # here: the matrix's numpy costs start-up
@@ -215,7 +215,7 @@ def render_every_port(answer: EveryPort) -> str:
     what = "port of the Service" if answer.of_service else "port class the policies distinguish"
     lines = [f"{answer.src} -> {answer.dst}: every {what} ({len(answer.verdicts)})", ""]
     for v in answer.verdicts:
-        tried = "" if v.label == str(v.port) else f" (tried {v.port})"
+        tried = "" if v.label.startswith(str(v.port)) else f" (tried {v.port})"
         lines.append(f"{v.label}{tried}: {_verdict_word(v)}")
         flow = v.first_deciding()
         if flow is not None:
