@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "-n",
                 "--namespace",
+                metavar="NS",
                 help="Only the pods of this namespace (and the peers that are not pods); also the "
                 "namespace of pod/NAME, deploy/NAME and bare names in --from/--to.",
                 callback=namespace_option,
@@ -56,14 +57,22 @@ def register(app: typer.Typer) -> None:
         ] = False,
         src: Annotated[
             str | None,
-            typer.Option("--from", help="Only rows of this PEER's identities (as trace takes it)."),
+            typer.Option(
+                "--from",
+                metavar="PEER",
+                help="Only rows of this PEER's identities (as trace takes it).",
+            ),
         ] = None,
         dst: Annotated[
-            str | None, typer.Option("--to", help="Only columns of this PEER's identities.")
+            str | None, typer.Option("--to", metavar="PEER", help="Only columns of this PEER's identities.")
         ] = None,
         port: Annotated[
             str | None,
-            typer.Option("--port", help="Only the port class(es) of this port: 80/TCP, or a port name."),
+            typer.Option(
+                "--port",
+                metavar="PORT",
+                help="Only the port class(es) of this port: 80/TCP, or a port name.",
+            ),
         ] = None,
         rules: Annotated[
             bool | None,

@@ -71,6 +71,7 @@ Namespace = Annotated[
     typer.Option(
         "-n",
         "--namespace",
+        metavar="NS",
         help="Namespace of pod/NAME, deploy/NAME, svc/NAME, a bare NAME and of label queries.",
         callback=namespace_option,
     ),
@@ -88,36 +89,57 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--from",
+                metavar="PEER",
                 help="PEER: NS/POD, pod/NAME, deploy/NAME, sts/NAME, ds/NAME (with -n), "
                 "deployment:NS/NAME, IP, entity:NAME, fqdn:NAME or cidrgroup:NAME.",
             ),
         ] = None,
         dst: Annotated[
             str | None,
-            typer.Option("--to", help="PEER, as --from, or svc/NAME (a Service; its ClusterIP too)."),
+            typer.Option(
+                "--to",
+                metavar="PEER",
+                help="PEER, as --from, or svc/NAME (a Service; its ClusterIP too).",
+            ),
         ] = None,
         port: Annotated[
             str | None,
             typer.Option(
                 "--port",
+                metavar="PORT",
                 help="PORT/PROTO (80/TCP, 53/UDP, 8/ICMP type) or a container port name of the "
                 "destination pod (http, dns/UDP). Omitted: one verdict per port class.",
             ),
         ] = None,
         from_labels: Annotated[
             str | None,
-            typer.Option("--from-labels", help="Source pods by labels: app=x,team=y (!=, KEY, !KEY too)."),
+            typer.Option(
+                "--from-labels",
+                metavar="LABELS",
+                help="Source pods by labels: app=x,team=y (!=, KEY, !KEY too).",
+            ),
         ] = None,
         to_labels: Annotated[
-            str | None, typer.Option("--to-labels", help="Destination pods by labels, as --from-labels.")
+            str | None,
+            typer.Option("--to-labels", metavar="LABELS", help="Destination pods, as --from-labels."),
         ] = None,
         from_namespace: Annotated[
             str | None,
-            typer.Option("--from-namespace", help="Namespace of --from-labels.", callback=namespace_option),
+            typer.Option(
+                "--from-namespace",
+                metavar="NS",
+                help="Namespace of --from-labels.",
+                callback=namespace_option,
+            ),
         ] = None,
         to_namespace: Annotated[
             str | None,
-            typer.Option("--to-namespace", help="Namespace of --to-labels.", callback=namespace_option),
+            typer.Option(
+                "--to-namespace",
+                metavar="NS",
+                help="Namespace of --to-labels.",
+                callback=namespace_option,
+            ),
         ] = None,
         namespace: Namespace = None,
         all_namespaces: AllNamespaces = False,

@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "-n",
                 "--namespace",
+                metavar="NS",
                 help="Namespace of pod/NAME, deploy/NAME, svc/NAME and bare names in the expectations.",
                 callback=namespace_option,
             ),
