@@ -22,7 +22,7 @@ from cilia.policy.types import Direction, RuleRef
 from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord, parse_line
 
 LINE = ("1796595269.057 198.18.0.11 37928 ingress 198.18.0.12 80 1001 1005 200 0 0 HTTP/1.1 allow "
-        "ingress+ {m} ={p} =app-b =host=app-b&x-a=1%202")  # fmt: skip
+        "ingress+ {m} {p} app-b host%3A%20app-b%0D%0Ax-a%3A%201%202%0D%0A%0D%0A")  # fmt: skip
 REF = RuleRef("CiliumNetworkPolicy", "default", "web", "ingress", 0)
 
 

@@ -15,7 +15,16 @@ from cilia.policy.types import Direction, RuleRef
 from cilia.proxy.http.accesslog import AccessLogError, parse_line
 from cilia.proxy.http.config import ProxyConfig, ProxyFiles, StaticDestination, render
 from cilia.proxy.http.regex import RegexError, to_pcre2
-from cilia.proxy.http.rules import PortPolicyAt, RulesError, field, sni_regex, unfield
+from cilia.proxy.http.rules import (
+    PortPolicyAt,
+    RulesError,
+    decision_map,
+    decision_map_text,
+    field,
+    native_field,
+    sni_regex,
+    unfield,
+)
 from cilia.proxy.http.rules import render as render_rules
 from tests.helpers_analyze import check_golden
 
@@ -182,6 +191,65 @@ def test_rules_document_golden() -> None:
     assert render_rules(list(reversed(sample_policies())), 7, True) == text
 
 
+def test_decision_map_golden() -> None:
+    """Native patterns for the ingress policy without header matches would be here; this one has
+    header matches (Lua decides it), the egress one a port range (Lua, after every single port)."""
+    entries = decision_map(sample_policies())
+    check_golden("proxy", "decide.map", decision_map_text(entries))
+    assert decision_map(list(reversed(sample_policies()))) == entries
+
+
+def native_policy() -> L7PortPolicy:
+    return L7PortPolicy(
+        Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001,
+        (
+            L7Rule(frozenset({1001, 1002}), (HTTPRule(method="GET", path="/public(/.*)?"),
+                                             HTTPRule(method="POST|PUT", path="^/v[0-9]+/items$"),
+                                             HTTPRule(host="(?i)API\\.example\\.com", path="/a b/[^/]*"))),
+            L7Rule(frozenset({1003}), None),
+            L7Rule(None, (HTTPRule(method="HEAD"),)),
+            L7Rule(frozenset(), (HTTPRule(),)),
+        ),
+    )  # fmt: skip
+
+
+REQUESTS = [
+    (1001, "GET", "app", "/public"), (1001, "GET", "app", "/public/x?y=1"), (1001, "GET", "app", "/publicx"),
+    (1002, "POST", "app", "/v2/items"), (1002, "PUT", "app", "/v2/items/"), (1002, "POST", "app", "/v/items"),
+    (1001, "GET", "api.EXAMPLE.com", "/a b/c"), (1001, "GET", "api.example.com", "/a b/c/d"),
+    (1001, "DELETE", "api.example.com", "/a b/"), (1003, "DELETE", "x", "/anything"), (1004, "HEAD", "", "/"),
+    (1004, "GET", "", "/public"), (7, "GET", "app", "/public"), (1001, "GETX", "app", "/public"),
+]  # fmt: skip
+
+
+def native_verdict(pcre2: Pcre2, entries: list[tuple[str, str]], key: str) -> str:
+    """What ``map_reg`` answers: the first matching pattern's value (``deny`` when none)."""
+    return next((v for pattern, v in entries if pcre2.search(pattern, key)), "deny")
+
+
+@pytest.mark.parametrize("remote,method,host,path", REQUESTS)
+def test_decision_map_decides_as_the_engine(
+    pcre2: Pcre2, remote: int, method: str, host: str, path: str
+) -> None:
+    pol = native_policy()
+    entries = decision_map([PortPolicyAt("198.18.0.12", pol)])
+    assert all(v != "lua" for _, v in entries)
+    key = f"ingress|198.18.0.12|80|{remote}\x01{method}\x01{host}\x01{path}"
+    want = "allow" if pol.decide_http(remote, method, path, host, {"host": host}).allowed else "deny"
+    assert native_verdict(pcre2, entries, key) == want
+    # another endpoint or port has no policy: the map's default
+    assert native_verdict(pcre2, entries, key.replace("|80|", "|81|")) == "deny"
+
+
+def test_decision_map_sends_to_lua_what_it_cannot_compose() -> None:
+    assert native_field("\\Qa b\\E") is None  # a space inside \Q...\E cannot be written in a map file
+    assert native_field("a b") == "(?:a\\x{20}b)"
+    assert native_field("[^$]^x$") == "(?:[^$](?<=\\x01)x(?=\\x01|\\z))"
+    pol = L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001,
+                       (L7Rule(None, (HTTPRule(path="\\Qa b\\E"),)),))  # fmt: skip
+    assert decision_map([PortPolicyAt("198.18.0.5", pol)]) == [("^ingress\\|198\\.18\\.0\\.5\\|80\\|", "lua")]
+
+
 def test_rules_document_refuses_a_regex_pcre2_cannot_match_as_re2() -> None:
     pol = L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001,
                        (L7Rule(None, (HTTPRule(path="/\\pL+"),)),))  # fmt: skip
@@ -209,7 +277,8 @@ def test_haproxy_config_golden() -> None:
 def test_access_log_line() -> None:
     line = (
         "1796595269.057 198.18.0.11 37928 ingress 198.18.0.12 80 1001 1005 403 0 -1 HTTP/1.1 deny "
-        "ingress- GET =/private%3Fa%3D1 =app-b%3A80 =host=app-b%3A80&x-a=1%202"
+        "ingress- GET %2Fprivate%3Fa%3D1 app-b%3A80 host%3A%20app-b%3A80%0D%0Ax-a%3A%201%202%0D%0A"
+        "X-A%3A%203%0D%0A%0D%0A"
     )
     r = parse_line(line)
     assert r.time_ns == 1796595269057000000
@@ -217,9 +286,9 @@ def test_access_log_line() -> None:
     assert (r.client_identity, r.server_identity, r.status, r.allowed) == (1001, 1005, 403, False)
     assert r.decided == (("ingress", False),)
     assert (r.method, r.path, r.host) == ("GET", "/private?a=1", "app-b:80")
-    assert r.headers == (("host", "app-b:80"), ("x-a", "1 2"))
+    assert r.headers == (("X-A", "3"), ("host", "app-b:80"), ("x-a", "1 2"))
     assert r.latency_ns == 0
-    # a request the Lua action never saw (its variables absent) still parses, refused
+    # a request the listener's rules never saw (its variables absent) still parses, refused
     r = parse_line("1.000 198.18.0.11 1 egress 198.18.0.12 80 1 2 403 0 -1 HTTP/1.1 - - GET - - -")
     assert (r.allowed, r.decided, r.path, r.headers) == (False, (), "", ())
     with pytest.raises(AccessLogError):

@@ -28,7 +28,7 @@ from cilia.policy.types import Direction, RuleRef
 from cilia.proxy.http import runtime
 from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
 from cilia.proxy.http.config import ProxyConfig, ProxyFiles, StaticDestination, render
-from cilia.proxy.http.rules import PortPolicyAt
+from cilia.proxy.http.rules import PortPolicyAt, decision_map
 from cilia.proxy.http.rules import render as render_rules
 from cilia.proxy.http.supervisor import Supervisor
 
@@ -104,8 +104,9 @@ class Proxy:
         if tls:
             pols.append(PortPolicyAt(POD, L7PortPolicy(Direction.INGRESS, 6, 443, L7Parser.TLS, 15003, tls)))
         t0 = time.monotonic()
-        self.sup.write_data(render_rules(pols, self.version, False))
+        self.sup.write_data(render_rules(pols, self.version, False), decisions=decision_map(pols))
         assert runtime.load_rules(self.files.api_socket, self.files.rules) == self.version
+        runtime.replace_map_entries(self.files.api_socket, self.files.decide_map, decision_map(pols))
         return time.monotonic() - t0
 
     def conn(self) -> http.client.HTTPConnection:
@@ -266,6 +267,7 @@ def test_killed_proxy_is_restarted_with_its_rules(proxy: Proxy) -> None:
 def test_node_config_is_valid_for_haproxy(tmp_path: Path) -> None:
     files = ProxyFiles(tmp_path)
     files.ipcache_map.write_text("")
+    files.decide_map.write_text("")
     cfg = ProxyConfig(files)  # transparent listeners, as on a node
     files.config.write_text(render(cfg))
     out = subprocess.run(["haproxy", "-c", "-f", str(files.config)], capture_output=True, text=True)
@@ -322,6 +324,7 @@ def test_stop_stale_ends_only_the_nodes_own_haproxy(tmp_path: Path) -> None:
     files = ProxyFiles(tmp_path / "proxy")
     files.run_dir.mkdir(mode=0o700)
     files.ipcache_map.write_text("")
+    files.decide_map.write_text("")
     static = StaticDestination(f"127.0.0.1:{free_port()}", "127.0.0.1:9", (POD, 80))
     cfg = ProxyConfig(files, transparent=False, static={("http", Direction.INGRESS): static})
     files.config.write_text(render(cfg))

@@ -35,7 +35,7 @@ from cilia.proxy import transparent
 from cilia.proxy.http import marks, runtime
 from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
 from cilia.proxy.http.config import DEFAULT_PORTS, ProxyConfig, ProxyFiles
-from cilia.proxy.http.rules import PortPolicyAt, RulesError, render
+from cilia.proxy.http.rules import PortPolicyAt, RulesError, decision_map, render
 from cilia.proxy.http.supervisor import ProxyStartError, Supervisor, haproxy_binary, stop_stale
 
 log = logging.getLogger("cilia.agent")
@@ -114,6 +114,7 @@ class HttpProxy:
         self.both_at_egress = both_at_egress
         self.version = 0
         self.rules_text = ""
+        self.decisions: list[tuple[str, str]] = []  # the native decision map (cilia.proxy.http.rules)
         self.ipcache: dict[str, int] = {}
         self.policies: Mapping[tuple[str, str], list[Any]] = {}  # (direction, ip) -> port policies
         self._generation = 0  # bumped when the port policies change: the decision cache's key
@@ -128,7 +129,8 @@ class HttpProxy:
         self.reader = AccessLogReader(self.cfg.files.log_socket, self.on_record, self.on_batch).start()
         self._compute()
         self.supervisor = Supervisor(self.cfg, self.rules_text, self.ipcache, on_start=self._on_start,
-                                     log_path=self.cfg.files.run_dir / "haproxy.log")  # fmt: skip
+                                     log_path=self.cfg.files.run_dir / "haproxy.log",
+                                     decisions=self.decisions)  # fmt: skip
         try:
             self.supervisor.start()
         except BaseException:
@@ -144,8 +146,10 @@ class HttpProxy:
     def _push_all(self) -> None:
         with self._lock:
             try:
-                runtime.load_rules(self.cfg.files.api_socket, self.cfg.files.rules)
-                runtime.replace_map(self.cfg.files.api_socket, self.cfg.files.ipcache_map, self.ipcache)
+                files = self.cfg.files
+                runtime.load_rules(files.api_socket, files.rules)
+                runtime.replace_map(files.api_socket, files.ipcache_map, self.ipcache)
+                runtime.replace_map_entries(files.api_socket, files.decide_map, self.decisions)
             except runtime.RuntimeAPIError as e:
                 self.last_error = str(e)
                 log.warning("http proxy resync after restart: %s", e)
@@ -160,13 +164,16 @@ class HttpProxy:
             by_key.setdefault((p.policy.direction.label, p.ip), []).append(p.policy)
         try:
             text = render(pols, self.version + 1, self.both_at_egress)
+            decisions = decision_map(pols)
         except RulesError as e:  # a regex the proxy cannot match as RE2 does: keep the old rules
             self.last_error = str(e)
             log.error("http proxy rules not updated: %s", e)
             text = self.rules_text or render([], self.version + 1, self.both_at_egress)
+            decisions = self.decisions
         if not self.rules_text or text.split("\n", 1)[1] != self.rules_text.split("\n", 1)[1]:
             self.version += 1
             self.rules_text = text
+        self.decisions = decisions
         if by_key != self.policies:
             self._generation += 1
             self._decisions = {}
@@ -176,14 +183,18 @@ class HttpProxy:
     def sync(self) -> None:
         """Bring HAProxy's rules and identity map up to the agent's state (the agent's lock held)."""
         with self._lock:
-            old_version, old_ipc = self.version, dict(self.ipcache)
+            old_version, old_ipc, old_decisions = self.version, dict(self.ipcache), self.decisions
             self._compute()
             if self.supervisor is None:
                 return
             try:
-                if self.version != old_version:
+                if self.version != old_version:  # Lua's rules first: the map may send requests to it
                     self.supervisor.write_data(rules_text=self.rules_text)
                     runtime.load_rules(self.cfg.files.api_socket, self.cfg.files.rules)
+                if self.decisions != old_decisions:
+                    self.supervisor.write_data(decisions=self.decisions)
+                    runtime.replace_map_entries(self.cfg.files.api_socket, self.cfg.files.decide_map,
+                                                self.decisions)  # fmt: skip
                 if self.ipcache != old_ipc:
                     self.supervisor.write_data(ipcache=self.ipcache)
                     runtime.replace_map(self.cfg.files.api_socket, self.cfg.files.ipcache_map, self.ipcache)
@@ -267,7 +278,7 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     # The listeners take the node's proxy ports on every address (noreuseport): nodes sharing a
     # namespace have ports of their own (use_node_ports); should one be taken anyway, this node's
     # L7 ports fail closed.
-    pcfg = ProxyConfig(files, ports=proxy_ports(options))
+    pcfg = ProxyConfig(files, ports=proxy_ports(options), both_at_egress=both_at_egress)
     try:
         # the node's policy routing for redirected packets (cilia.proxy.transparent, idempotent) and
         # the mark on HAProxy's own connections (no second redirect at the destination)

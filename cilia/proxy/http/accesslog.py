@@ -1,8 +1,9 @@
 """HAProxy's access log (one raw line per request, to a unix datagram socket the agent owns) →
 :class:`HttpRecord` values.
 
-The line format is :data:`cilia.proxy.http.config.HTTP_LOG`; text fields the Lua action wrote are
-percent-encoded (``=`` + bytes, ``-`` when absent), so a line always splits into the same fields.
+The line format is :data:`cilia.proxy.http.config.HTTP_LOG`; the path, the host and the request's
+header block are URL-encoded by HAProxy (``url_enc``; ``-`` when absent or empty), so a line always
+splits into the same fields.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from cilia.proxy.errors import ProxyError
-from cilia.proxy.http.rules import unfield
 
 log = logging.getLogger("cilia.proxy.http")
 HTTP_FIELDS = 18
@@ -65,25 +66,26 @@ def _int(text: str, default: int = 0) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _text(field: str) -> str:
-    """A text field's value ("" when absent). Paths, hosts and header sets repeat from request to
-    request, so decoded fields are cached; most need no decoding at all (no ``%``)."""
-    if not field.startswith("="):
+    """A URL-encoded text field's value ("" when absent: ``-``, which no path is and no real
+    host is). Paths, hosts and header blocks repeat from request to request, so decoded fields are
+    cached."""
+    if field == "-":
         return ""
-    if "%" not in field:
-        return field[1:]
-    return unfield(field) or ""
+    return unquote(field, errors="replace") if "%" in field else field
 
 
 @functools.lru_cache(maxsize=4096)
 def _headers(field: str) -> tuple[tuple[str, str], ...]:
-    """The Lua action's ``=name=value&name=value`` (each name and value percent-encoded)."""
-    if not field.startswith("=") or field == "=":
-        return ()
-    out = []
-    for pair in field[1:].split("&"):
-        name, _, value = pair.partition("=")
-        out.append((_text("=" + name), _text("=" + value)))
-    return tuple(out)
+    """The request's header block (``name: value`` lines, names in lower case) as (name, value)
+    pairs sorted by name, the values of a repeated name joined with ``,`` (one field line)."""
+    joined: dict[str, str] = {}
+    for line in _text(field).split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep or not name:
+            continue
+        value = value.strip(" \t")
+        joined[name] = f"{joined[name]},{value}" if name in joined else value
+    return tuple(sorted(joined.items()))
 
 
 def parse_line(line: str) -> HttpRecord:
@@ -94,7 +96,9 @@ def parse_line(line: str) -> HttpRecord:
     ts, cip, cport, listener, dst, dport, sid, did, status, ta, tr, proto, verdict, evaluated = f[:14]
     method, path, host, headers = f[14:]
     secs, _, ms = ts.partition(".")
-    decided = tuple((p[:-1], p.endswith("+")) for p in evaluated.split(",") if len(p) > 1 and p[-1] in "+-")
+    # "egress+,ingress-" (Lua) or "egress+;ingress-" (the native decision: no comma in a config word)
+    parts = evaluated.replace(";", ",").split(",")
+    decided = tuple((p[:-1], p.endswith("+")) for p in parts if len(p) > 1 and p[-1] in "+-")
     return HttpRecord(
         time_ns=_int(secs) * 1_000_000_000 + _int(ms) * 1_000_000,
         listener=listener,

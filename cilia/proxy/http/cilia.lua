@@ -4,12 +4,14 @@
 -- other thread sees the newer version at its next request and loads the same file first, so no
 -- request is decided by rules older than the last completed "cilia load".
 --
--- HAProxy parses HTTP and TLS and matches the regexes (PCRE2, translated from RE2 by
--- cilia.proxy.http.regex); this script only walks the rule table: a request is allowed when any rule
--- whose remotes contain the source identity matches it (cilia.policy.l7, Cilium's semantics). The
--- agent writes a rules document (cilia.proxy.http.rules) and loads it through the runtime API with
--- "cilia load <file>": the next request of every open connection sees the new rules.
--- Anything unexpected leaves the verdict the configuration preset ("deny"): fail closed.
+-- HAProxy decides most HTTP requests natively (the decision map, cilia.proxy.http.config); this
+-- action decides the rest and the TLS ClientHellos. HAProxy parses HTTP and TLS and matches the
+-- regexes (PCRE2, translated from RE2 by cilia.proxy.http.regex); this script only walks the rule
+-- table: a request is allowed when any rule whose remotes contain the source identity matches it
+-- (cilia.policy.l7, Cilium's semantics). The agent writes a rules document (cilia.proxy.http.rules)
+-- and loads it through the runtime API with "cilia load <file>": the next request of every open
+-- connection sees the new rules.
+-- Anything unexpected leaves the verdict at "deny" (or "lua"): fail closed.
 
 local state = { version = 0, policies = {}, ranges = {}, both_at_egress = false }
 local parse
@@ -17,10 +19,6 @@ local parse
 local function unescape(field)
   if field == "-" then return nil end
   return (field:sub(2):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function escape(s)
-  return (s:gsub("[^%w%.%-_~/:,;=@!*+?()]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
 local function split(line)
@@ -197,27 +195,25 @@ local function policy_for(direction, ip, port)
   return nil
 end
 
--- The HTTP listeners' action: txn.cilia_v becomes "allow" only when every policy that applies allows.
+-- The HTTP listeners' action, for the requests the native decision leaves to Lua (verdict "lua":
+-- header matches, port ranges, odd characters): txn.cilia_v becomes "allow" only when every policy
+-- that applies allows. The request's path, host and headers are logged natively.
 core.register_action("cilia_http", { "http-req" }, function(txn)
+  txn:set_var("txn.cilia_v", "deny")
   sync(txn)
   local direction = txn:get_var("txn.cilia_dir")
   local src, dst = txn:get_var("txn.cilia_src"), txn:get_var("txn.cilia_dst")
   local dport = txn:get_var("txn.cilia_dport")
   local sid, did = txn:get_var("txn.cilia_sid"), txn:get_var("txn.cilia_did")
   local raw = txn.http:req_get_headers()
-  local headers, logged = {}, {}
+  local headers = {}
   for name, values in pairs(raw) do
     local all = {}
     for i = 0, #values do all[#all + 1] = values[i] end
     headers[name] = table.concat(all, ",")
-    logged[#logged + 1] = escape(name) .. "=" .. escape(headers[name])
   end
-  table.sort(logged)
-  txn:set_var("txn.cilia_hdrs", "=" .. table.concat(logged, "&"))
   local req = { method = txn.sf:method(), path = txn.sf:pathq() or "", host = headers["host"] or "",
                 headers = headers }
-  txn:set_var("txn.cilia_path", "=" .. escape(req.path))
-  txn:set_var("txn.cilia_host", "=" .. escape(req.host))
   local checks = {}
   if direction == "egress" then
     checks[1] = { "egress", src, tonumber(did) }

@@ -7,11 +7,17 @@ is data loaded at run time (the rules document through ``cilia load``, the ipcac
 gets the new rules on its next request, as with Envoy.
 
 Each listener sets the request's facts as variables (direction, addresses, the identities of both
-addresses from the ipcache map: ``map_ip`` is a longest-prefix match), presets the verdict to
-``deny`` and runs the Lua action, which sets ``allow`` only when the policies allow: a Lua error or
-a missing policy refuses. A refused HTTP request gets Cilium's answer, ``403`` with
-``Access denied\\r\\n``, on a connection that stays open; a refused TLS ClientHello closes the
-connection (Envoy finds no filter chain for the server name and closes it).
+addresses from the ipcache map: ``map_ip`` is a longest-prefix match). An HTTP listener decides
+natively: it looks the key ``<dir>|<endpoint>|<port>|<peer identity>\\x01<method>\\x01<host>\\x01<path>``
+up in the decision map (``map_reg``, :func:`cilia.proxy.http.rules.decision_map`), whose first
+matching pattern says ``allow`` or ``deny`` (no pattern: ``deny``), or ``lua``: then the Lua action
+decides (header matches and their mismatch actions, port ranges, a host or path holding control
+characters, which the key's separator could not keep apart). The egress listener also looks up the
+destination's ingress policy (``both_at_egress``). A TLS listener runs the Lua action on the
+ClientHello's SNI. Anything unexpected leaves the verdict at ``deny`` or ``lua``: fail closed.
+A refused HTTP request gets Cilium's answer, ``403`` with ``Access denied\\r\\n``, on a connection
+that stays open; a refused TLS ClientHello closes the connection (Envoy finds no filter chain for
+the server name and closes it).
 
 ``transparent=True`` is the node's mode: ``bind :PORT transparent`` (the datapath assigns redirected
 connections to these sockets, their local address is the original destination) and onward
@@ -38,11 +44,15 @@ DEFAULT_PORTS: Mapping[tuple[str, Direction], int] = {
     ("tls", Direction.EGRESS): 15004,
 }
 DENIED_BODY = "Access denied\\r\\n"  # Cilium's (Envoy's local reply) body, escaped for the config
+# path, host and the request's header block are URL-encoded (url_enc): a line always splits into
+# the same fields; "-" is an absent (or empty) value
 HTTP_LOG = (
     "%Ts.%ms %ci %cp %[var(txn.cilia_dir)] %[var(txn.cilia_dst)] %[var(txn.cilia_dport)] "
     "%[var(txn.cilia_sid)] %[var(txn.cilia_did)] %ST %Ta %Tr %HV %[var(txn.cilia_v)] "
-    "%[var(txn.cilia_eval)] %HM %[var(txn.cilia_path)] %[var(txn.cilia_host)] %[var(txn.cilia_hdrs)]"
+    "%[var(txn.cilia_eval)] %HM %[var(txn.cilia_path),url_enc] %[var(txn.cilia_host),url_enc] "
+    "%[var(txn.cilia_hdrs)]"
 )
+CTL = "'[\\x00-\\x1f\\x7f]'"  # control characters (single quotes: the regex as written)
 TLS_LOG = (
     "%Ts.%ms %ci %cp %[var(sess.cilia_dir)] %[var(sess.cilia_dst)] %[var(sess.cilia_dport)] "
     "%[var(sess.cilia_sid)] %[var(sess.cilia_did)] tls %[var(sess.cilia_v)] %[var(sess.cilia_sni)]"
@@ -81,6 +91,10 @@ class ProxyFiles:
         return self.run_dir / "ipcache.map"
 
     @property
+    def decide_map(self) -> Path:
+        return self.run_dir / "decide.map"
+
+    @property
     def rules(self) -> Path:
         return self.run_dir / "rules.txt"
 
@@ -96,6 +110,7 @@ class ProxyConfig:
     transparent: bool = True
     static: Mapping[tuple[str, Direction], StaticDestination] = field(default_factory=dict)
     nbthread: int = 2
+    both_at_egress: bool = True  # the egress listener also decides a local destination's ingress policy
     lua_path: Path = LUA_PATH
     # "" (every address): the datapath finds a listener by (original destination, proxy port), so
     # it must listen on every address; tests bind one address in a namespace of their own
@@ -112,13 +127,67 @@ def _vars(
         dst, dport = f"str({static.original[0]})", f"int({static.original[1]})"
     return [
         f"{act} set-var({scope}.cilia_dir) str({direction.label})",
-        f"{act} set-var({scope}.cilia_v) str(deny)",
+        *([f"{act} set-var({scope}.cilia_v) str(deny)"] if kind != "http" else []),
         f"{act} set-var({scope}.cilia_src) src",
         f"{act} set-var({scope}.cilia_dst) {dst}",
         f"{act} set-var({scope}.cilia_dport) {dport}",
         f"{act} set-var({scope}.cilia_sid) src,map_ip({ipcache},{WORLD})",
         f"{act} set-var({scope}.cilia_did) var({scope}.cilia_dst),map_ip({ipcache},{WORLD})",
     ]
+
+
+def _key(direction: str, endpoint: str, peer: str) -> str:
+    """The decision map's key of one policy: ``<dir>|<endpoint>|<port>|<peer>`` + the request."""
+    return (f"str({direction}|),concat(,txn.{endpoint},\"|\"),concat(,txn.cilia_dport,\"|\"),"
+            f"concat(,txn.{peer},),concat(,txn.cilia_req,)")  # fmt: skip
+
+
+def _decide_http(direction: Direction, decide_map: Path, both_at_egress: bool) -> list[str]:
+    """The native decision (see the module docstring): ``txn.cilia_v`` and ``txn.cilia_eval``."""
+    v, v2 = "var(txn.cilia_v)", "var(txn.cilia_v2)"
+    out = [
+        "http-request set-var(txn.cilia_m) method",
+        "http-request set-var(txn.cilia_host) req.fhdr(host)",
+        "http-request set-var(txn.cilia_path) pathq",
+        "http-request set-var(txn.cilia_hdrs) req.hdrs,url_enc",
+        'http-request set-var(txn.cilia_req) str("\\x01"),concat(,txn.cilia_m,"\\x01"),'
+        'concat(,txn.cilia_host,"\\x01"),concat(,txn.cilia_path,)',
+    ]
+    if direction == Direction.INGRESS:
+        out += [
+            f"http-request set-var(txn.cilia_k) {_key('ingress', 'cilia_dst', 'cilia_sid')}",
+            f"http-request set-var(txn.cilia_v) var(txn.cilia_k),map_reg({decide_map},deny)",
+            f"http-request set-var(txn.cilia_v) str(lua) if {{ var(txn.cilia_host) -m reg {CTL} }} "
+            f"|| {{ var(txn.cilia_path) -m reg {CTL} }}",
+            f"http-request set-var(txn.cilia_eval) str(ingress+) if {{ {v} -m str allow }}",
+            f"http-request set-var(txn.cilia_eval) str(ingress-) if {{ {v} -m str deny }}",
+        ]
+        return out
+    out += [
+        f"http-request set-var(txn.cilia_k) {_key('egress', 'cilia_src', 'cilia_did')}",
+        f"http-request set-var(txn.cilia_v) var(txn.cilia_k),map_reg({decide_map},deny)",
+        f"http-request set-var(txn.cilia_v) str(lua) if {{ var(txn.cilia_host) -m reg {CTL} }} "
+        f"|| {{ var(txn.cilia_path) -m reg {CTL} }}",
+    ]
+    if both_at_egress:
+        out += [
+            f"http-request set-var(txn.cilia_k2) {_key('ingress', 'cilia_dst', 'cilia_sid')} "
+            f"if {{ {v} -m str allow }}",
+            f"http-request set-var(txn.cilia_v2) var(txn.cilia_k2),map_reg({decide_map},none) "
+            f"if {{ {v} -m str allow }}",
+            f"http-request set-var(txn.cilia_v) str(lua) if {{ {v2} -m str lua }}",
+            f"http-request set-var(txn.cilia_eval) str(egress+;ingress+) if {{ {v} -m str allow }} "
+            f"{{ {v2} -m str allow }}",
+            f"http-request set-var(txn.cilia_eval) str(egress+;ingress-) if {{ {v} -m str allow }} "
+            f"{{ {v2} -m str deny }}",
+            f"http-request set-var(txn.cilia_v) str(deny) if {{ {v2} -m str deny }}",
+        ]
+    unset = "!{ var(txn.cilia_eval) -m found }"  # not decided above (egress+,ingress±)
+    out += [
+        f"http-request set-var(txn.cilia_eval) str(egress+) if {{ {v} -m str allow }} {unset}",
+        f"http-request set-var(txn.cilia_eval) str(egress-) if {{ {v} -m str deny }} {unset}",
+    ]
+    return out
 
 
 def render(cfg: ProxyConfig) -> str:
@@ -157,7 +226,8 @@ def render(cfg: ProxyConfig) -> str:
                 "    option http-keep-alive",
                 f'    log-format "{HTTP_LOG}"',
                 *(f"    {line}" for line in _vars("txn", kind, direction, f.ipcache_map, static)),
-                "    http-request lua.cilia_http",
+                *(f"    {line}" for line in _decide_http(direction, f.decide_map, cfg.both_at_egress)),
+                "    http-request lua.cilia_http if { var(txn.cilia_v) -m str lua }",
                 f'    http-request return status 403 content-type text/plain string "{DENIED_BODY}"'
                 " unless { var(txn.cilia_v) -m str allow }",
                 f"    default_backend {name}-out",

@@ -16,6 +16,12 @@ line-based and deterministic (sorted), so it is a golden-file output and a chang
     S <regex>                     one TLS server name (PCRE2, case-insensitive)
 
 Text fields are written as ``=`` + percent-encoded bytes (``-`` alone means absent).
+
+Most HTTP policies are decided by HAProxy itself, without Lua (:func:`decision_map`): the listener
+builds a key ``<dir>|<endpoint ip>|<port>|<peer identity>\x01<method>\x01<host>\x01<path>`` and
+looks it up in a ``map_reg`` map whose patterns are the rules, in order; the first match gives
+``allow``, a policy's catch-all after its rules ``deny``, and ``lua`` sends the request to the Lua
+action (policies with header matches, a port range, or a regex that cannot be composed).
 """
 
 from __future__ import annotations
@@ -137,6 +143,146 @@ def render(policies: Iterable[PortPolicyAt], version: int, both_at_egress: bool)
         for i, rule in enumerate(pol.rules):
             lines.extend(_rule_lines(rule, parser, f"{key[0]} {key[1]}:{key[2]} rules[{i}]"))
     return "\n".join(lines) + "\n"
+
+
+SEP = r"\x01"  # between the key's fields: no field can hold it (the listener sends odd values to Lua)
+FIELD_START = r"(?<=\x01)"  # ^ and \A of a field: every field follows a separator
+FIELD_END = r"(?=\x01|\z)"  # $ and \z of a field: a separator or the end of the key
+ANY_FIELD = r"[^\x01]*"
+ALLOW, DENY, LUA = "allow", "deny", "lua"
+
+
+def _compose(inner: str) -> str | None:
+    """A whole-value PCRE2 regex's body (inside ``\\A(?:…)\\z``) made to match one field of the
+    key: anchors become field boundaries, whitespace ``\\x{..}`` (map files split on it). None
+    when it cannot be said (whitespace inside ``\\Q…\\E``)."""
+    out: list[str] = []
+    i, n = 0, len(inner)
+    in_class = False
+    while i < n:
+        c = inner[i]
+        if c == "\\" and i + 1 < n:
+            d = inner[i + 1]
+            if d == "Q":
+                end = inner.find("\\E", i + 2)
+                stop = n if end < 0 else end + 2
+                if any(ch.isspace() for ch in inner[i:stop]):
+                    return None
+                out.append(inner[i:stop])
+                i = stop
+                continue
+            if d.isspace():
+                out.append(f"\\x{{{ord(d):x}}}")
+            elif not in_class and d == "A":
+                out.append(FIELD_START)
+            elif not in_class and d in "zZ":
+                out.append(FIELD_END)
+            else:
+                out.append(c + d)
+            i += 2
+            continue
+        if c.isspace():
+            out.append(f"\\x{{{ord(c):x}}}")
+        elif in_class:
+            if c == "[" and inner.startswith("[:", i):
+                end = inner.find(":]", i + 2)
+                out.append(inner[i : end + 2])
+                i = end + 2
+                continue
+            if c == "]":
+                in_class = False
+            out.append(c)
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            if inner.startswith("^", i + 1):
+                out.append("^")
+                i += 1
+        elif c == "^":
+            out.append(FIELD_START)
+        elif c == "$":
+            out.append(FIELD_END)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def native_field(pattern: str) -> str | None:
+    """An RE2 ``method``/``path``/``host`` pattern as a group matching exactly one key field
+    (whole-value, as RE2 ``fullmatch``); ``ANY_FIELD`` for an empty pattern."""
+    if not pattern:
+        return ANY_FIELD
+    pcre = to_pcre2(pattern)
+    head, tail = r"\A(?:", r")\z"
+    if not (pcre.startswith(head) and pcre.endswith(tail)):
+        return None
+    body = _compose(pcre[len(head) : -len(tail)])
+    return None if body is None else f"(?:{body})"
+
+
+def _native_rules(pol: Any, prefix: str) -> list[tuple[str, str]] | None:
+    """The ``allow`` patterns of one HTTP port policy, or None when Lua must decide it (header
+    matches: presence, values, mismatch actions and Secrets stay in one place)."""
+    out: list[tuple[str, str]] = []
+    for rule in pol.rules:
+        if rule.remotes is None:
+            ids = "[0-9]+"
+        elif not rule.remotes:
+            continue
+        else:
+            ids = "(?:" + "|".join(str(r) for r in sorted(rule.remotes)) + ")"
+        if rule.http is None:
+            out.append((prefix + ids + SEP, ALLOW))
+            continue
+        for h in rule.http:
+            if h.headers:
+                return None
+            fields = [native_field(h.method), native_field(h.host), native_field(h.path)]
+            if any(f is None for f in fields):
+                return None
+            out.append((prefix + ids + SEP + SEP.join(f for f in fields if f) + r"\z", ALLOW))
+    return out
+
+
+def decision_map(policies: Iterable[PortPolicyAt]) -> list[tuple[str, str]]:
+    """The HTTP listeners' ``map_reg`` entries (pattern, verdict) in match order: per policy (sorted
+    by direction, address, port) its rules' ``allow`` patterns then its catch-all (``deny``, or
+    ``lua`` for a policy Lua decides); last, a catch-all ``lua`` per endpoint with a port range."""
+    keyed = sorted(
+        ((p.policy.direction.label, p.ip, p.policy.port), p.policy)
+        for p in policies
+        if p.policy.proto == 6 and str(p.policy.parser) == "http"
+    )
+    out: list[tuple[str, str]] = []
+    ranged: list[str] = []
+    seen: set[tuple[str, str, int]] = set()
+    for key, pol in keyed:
+        if key in seen:
+            continue
+        seen.add(key)
+        head = f"^{key[0]}\\|{re.escape(key[1])}\\|"
+        if pol.end_port > key[2]:
+            if head not in ranged:
+                ranged.append(head)
+            continue
+        prefix = f"{head}{key[2]}\\|"
+        try:
+            rules = _native_rules(pol, prefix)
+        except RegexError:
+            rules = None  # render() reports it; Lua refuses what it cannot compile
+        if rules is None:
+            out.append((prefix, LUA))
+        else:
+            out += rules
+            out.append((prefix, DENY))
+    out += [(head + "[0-9]+\\|", LUA) for head in ranged]
+    return out
+
+
+def decision_map_text(entries: Sequence[tuple[str, str]]) -> str:
+    """The decision map file's text (what HAProxy loads at start), in match order."""
+    return "".join(f"{k} {v}\n" for k, v in entries)
 
 
 def listener_ports(policies: Sequence[PortPolicyAt]) -> set[tuple[str, str, int]]:

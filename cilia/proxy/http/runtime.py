@@ -3,13 +3,14 @@
 * :func:`load_rules` — ``cilia load FILE`` (a command ``cilia.lua`` registers): the new rules
   document replaces the old one atomically; the next request of every connection is decided by it.
 * :func:`replace_map` — ``prepare map`` / ``add map @VER`` / ``commit map @VER``: the ipcache map
-  (address or prefix → identity) is swapped in one step, never seen half-written.
+  (address or prefix → identity) and the decision map (:func:`replace_map_entries`, in order) are
+  swapped in one step, never seen half-written.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cilia.proxy.errors import ProxyError
@@ -59,11 +60,15 @@ def rules_version(sock_path: Path, timeout: float = TIMEOUT_S) -> int:
 
 def replace_map(sock_path: Path, map_path: Path, entries: Mapping[str, int | str]) -> None:
     """Replace every entry of the map loaded from ``map_path`` in one atomic commit."""
+    replace_map_entries(sock_path, map_path, sorted(entries.items()))
+
+
+def replace_map_entries(sock_path: Path, map_path: Path, items: Sequence[tuple[str, int | str]]) -> None:
+    """:func:`replace_map` keeping the entries' order (a ``map_reg`` map matches in that order)."""
     answer = command(sock_path, f"prepare map {map_path}")
     if "New version created:" not in answer:
         raise RuntimeAPIError(f"prepare map {map_path}: {answer.strip()}")
     version = int(answer.rsplit(":", 1)[1])
-    items = sorted(entries.items())
     for i in range(0, len(items), CHUNK):
         payload = "".join(f"{k} {v}\n" for k, v in items[i : i + CHUNK])
         answer = command(sock_path, f"add map @{version} {map_path} <<\n{payload}\n")

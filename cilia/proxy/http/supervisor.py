@@ -1,7 +1,7 @@
 """Runs HAProxy for a node and keeps it running.
 
 The supervisor writes the configuration (:mod:`cilia.proxy.http.config`) and the data HAProxy
-loads at start (the rules document, the ipcache map) into the node's run directory (mode 0700,
+loads at start (the rules document, the ipcache and decision maps) into the node's run directory (mode 0700,
 files 0600), starts ``haproxy -db`` as its child in a session of its own, and restarts it when it
 exits unexpectedly (the rules in force come back with it: the Lua script reads the last document
 at start); HAProxy ends with its agent (``PR_SET_PDEATHSIG``). While HAProxy is down nothing
@@ -21,13 +21,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cilia.proxy.errors import ProxyError
 from cilia.proxy.http import runtime
 from cilia.proxy.http.config import ProxyConfig, render
+from cilia.proxy.http.rules import decision_map_text
 
 log = logging.getLogger("cilia.proxy.http")
 HAPROXY = "/usr/sbin/haproxy"
@@ -100,7 +101,8 @@ class Supervisor:
     """One HAProxy for one node. ``on_start`` runs after every (re)start, once the API answers."""
 
     def __init__(self, cfg: ProxyConfig, rules_text: str, ipcache: Mapping[str, int],
-                 on_start: Callable[[], None] | None = None, log_path: Path | None = None) -> None:
+                 on_start: Callable[[], None] | None = None, log_path: Path | None = None,
+                 decisions: Sequence[tuple[str, str]] = ()) -> None:
         self.cfg = cfg
         self.on_start = on_start
         self.log_path = log_path
@@ -111,19 +113,24 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         self._rules_text = rules_text
         self._ipcache = dict(ipcache)
+        self._decisions = list(decisions)
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
-    def write_data(self, rules_text: str | None = None, ipcache: Mapping[str, int] | None = None) -> None:
-        """Keep what a restarted HAProxy must load at start (the rules document, the map file)."""
+    def write_data(self, rules_text: str | None = None, ipcache: Mapping[str, int] | None = None,
+                   decisions: Sequence[tuple[str, str]] | None = None) -> None:
+        """Keep what a restarted HAProxy must load at start (the rules document, the map files)."""
         if rules_text is not None:
             self._rules_text = rules_text
             _write(self.cfg.files.rules, rules_text)
         if ipcache is not None:
             self._ipcache = dict(ipcache)
             _write(self.cfg.files.ipcache_map, runtime.map_text(self._ipcache))
+        if decisions is not None:
+            self._decisions = list(decisions)
+            _write(self.cfg.files.decide_map, decision_map_text(self._decisions))
 
     def start(self) -> Supervisor:
         """Write the files, start HAProxy and wait until its API answers; then watch it."""
@@ -132,7 +139,7 @@ class Supervisor:
         os.chmod(files.run_dir, 0o700)
         stop_stale(self.cfg)
         _write(files.config, render(self.cfg))
-        self.write_data(self._rules_text, self._ipcache)
+        self.write_data(self._rules_text, self._ipcache, self._decisions)
         self._spawn()
         self._thread = threading.Thread(target=self._watch, name="cilia-haproxy", daemon=True)
         self._thread.start()
