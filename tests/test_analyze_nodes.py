@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from cilia.analyze.cluster import Analysis, EnforcementMode, Options
+from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options
 from cilia.analyze.flow import EndKind, FlowTrace, SideState
 from cilia.analyze.manifests import cluster_from_result
 from cilia.analyze.nodes import REMOTE_NODE_SCOPE, host_labels, remote_labels, stripped_labels
@@ -348,3 +348,20 @@ spec: {selector: {app: sshd}, ports: [{port: 2222, targetPort: 22}], clusterIP: 
     (flow,) = result.flows
     assert result.allowed and flow.dst.node == "node-a" and flow.port == 22
     assert flow.ingress.rules == (RuleRef(CCNP, "", "ssh-only", "ingress", 1),)
+
+
+def test_each_node_decides_with_its_own_host_labels() -> None:
+    """On each node identity 1 carries that node's labels, which a selector can match (one naming a
+    reserved key: Cilium scopes the others to pods, namespace Exists)."""
+    policy = """\
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: web-from-ssh-hosts}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress: [{fromEndpoints: [{matchLabels: {"reserved:host": "", node-access: ssh}}]}]
+"""
+    a = analysis(policy, options=Options(allow_localhost=AllowLocalhost.POLICY))
+    mine = one(a, "node:node-a", "default/web-a")
+    assert mine.allowed and mine.ingress.rules == (RuleRef(CCNP, "", "web-from-ssh-hosts", "ingress", 0),)
+    assert not one(a, "node:node-b", "default/web-b").allowed  # node-b's host has no node-access

@@ -148,7 +148,7 @@ class Analysis:
         # built, as the node's policies learn an fqdn identity before its ipcache entry
         self.learned: dict[str, tuple[LearnedAddress, int]] = {}
         if dns is not None and self.fqdn_selectors:
-            pod_ips = {ep.pod.pod_ip for ep in self.endpoints if ep.pod.pod_ip}
+            pod_ips = {ip for ep in self.endpoints for ip in ep.pod.addresses}
             for ip in dns.all_addresses():
                 found = dns.learned(ip, self.fqdn_selectors)
                 if ip in pod_ips or found is None or not found.selectors:
@@ -241,10 +241,11 @@ class Analysis:
 
     def side_of(self, owner: FlowEnd, direction: Direction) -> engine_adapter.SidePolicy:
         """The policy that decides ``direction`` for ``owner``: a pod's endpoint policy, or the host
-        policies of a node (identity 1 on that node)."""
+        policies of a node (identity 1 on that node), as the owner's node has them (there identity 1
+        carries that node's labels, which a cluster-wide selector may match)."""
         if owner.kind is EndKind.NODE:
             return self.oracle_on(owner.node).side(1, direction)
-        return self.side(owner.identity, direction)
+        return self.oracle_on(owner.node).side(owner.identity, direction)
 
     def identity_seen_by(self, peer: FlowEnd, owner: FlowEnd) -> int:
         """``peer``'s identity where ``owner``'s policy decides: a node is the host on itself and a
@@ -353,8 +354,8 @@ class Analysis:
         """A pod's IP is that pod; an address a node learned under a toFQDNs-selected name has its
         fqdn identity; any other is world or the CIDR identity of its longest policy prefix."""
         addr = ipaddress.ip_address(ip)
-        for ep in self.endpoints:
-            if ep.pod.pod_ip and ipaddress.ip_address(ep.pod.pod_ip) == addr:
+        for ep in self.endpoints:  # any of its addresses (podIPs: IPv4 and IPv6 of a dual-stack pod)
+            if any(ipaddress.ip_address(a) == addr for a in ep.pod.addresses):
                 return self.pod_end(ep)
         node = self.nodes.by_ip.get(str(addr))
         if node is not None:  # a node's address is the node, never world (§3.3)

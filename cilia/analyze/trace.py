@@ -86,8 +86,7 @@ def l7_verdict(
     decided as the proxy would; without one, the result names the L7 rules that apply."""
     if entry is None or entry.deny or not entry.proxy_port:
         return None
-    on_node = owner.node if owner.kind is EndKind.NODE else ""
-    pp = port_policy(analysis, owner.identity, direction, port, on_node)
+    pp = port_policy(analysis, owner.identity, direction, port, owner.node)
     peer_id = analysis.identity_seen_by(peer, owner)
     if pp is None:  # a redirect without rules for the port: the proxy refuses (fail closed)
         decided = request is not None
