@@ -365,3 +365,14 @@ spec:
     mine = one(a, "node:node-a", "default/web-a")
     assert mine.allowed and mine.ingress.rules == (RuleRef(CCNP, "", "web-from-ssh-hosts", "ingress", 0),)
     assert not one(a, "node:node-b", "default/web-b").allowed  # node-b's host has no node-access
+
+
+def test_without_node_manifests_every_pod_runs_on_the_local_node() -> None:
+    pods = "\n---\n".join(d for d in CLUSTER.split("---\n") if "kind: Node" not in d)
+    a = analysis(SSH_ONLY.replace("{matchLabels: {node-access: ssh}}", "{}"), base=pods)
+    sshd = a.resolve("kube-system/sshd")[0]  # nodeName node-a, but no Node objects: the local node
+    assert (sshd.kind, sshd.node) == (EndKind.NODE, "host")
+    assert not one(a, "entity:world", "kube-system/sshd").allowed
+    assert one(a, "entity:host", "default/web-b").ingress.rules == (
+        RuleRef("reserved", "", "allow-localhost-ingress", "", -1),
+    )

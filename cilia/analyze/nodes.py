@@ -20,8 +20,9 @@ What Cilium 1.18 does, and cilia with it (facts from Cilium's source, tested in
 
 Which node is which depends on where a packet is decided, so an identity is looked up *as seen
 from* a node (:meth:`NodeSet.identity_seen_from`). Pods without ``spec.nodeName`` run on the local
-node: the only Node of the manifests, or an anonymous one when there is none; with several Nodes
-such a pod runs on none of them, and every node is a remote node to it.
+node: the only Node of the manifests, or an anonymous one when there is none (then every pod runs
+there, ``spec.nodeName`` or not); with several Nodes such a pod runs on none of them, and every node
+is a remote node to it.
 """
 
 from __future__ import annotations
@@ -159,7 +160,10 @@ class NodeSet:
         return next(iter(self.nodes.values())) if len(self.nodes) == 1 else None
 
     def node_of_pod(self, node_name: str | None) -> str:
-        """The node a pod runs on: its ``spec.nodeName``, else the local node ("" if ambiguous)."""
+        """The node a pod runs on: its ``spec.nodeName``, else the local node ("" if ambiguous).
+        Without Node manifests every pod runs on the anonymous local node, whatever its nodeName."""
+        if not self.declared:
+            return ANONYMOUS_NODE
         if node_name:
             return node_name
         local = self.local
