@@ -43,8 +43,8 @@ def test_node_list_json() -> None:
 def test_node_list_refuses_an_unknown_format_and_a_single_node(tmp_path: Any) -> None:
     runner = CliRunner()
     env = {"CILIA_STATE_DIR": str(tmp_path / "s"), "CILIA_RUN_DIR": str(tmp_path / "r")}
-    bad = runner.invoke(app, ["node", "list", "-o", "yaml"], env=env)
-    assert bad.exit_code == 2 and "unknown output format 'yaml'" in bad.output
+    bad = runner.invoke(app, ["node", "list", "-o", "xml"], env=env)  # (-o yaml is -o json as YAML)
+    assert bad.exit_code == 2 and "unknown output format 'xml'" in bad.output
     none = runner.invoke(app, ["node", "list"], env=env)
     assert none.exit_code == 1 and "no several-node lab here" in none.output
 

@@ -15,7 +15,10 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cilia.cli import commands, tophelp
+from cilia.cli.examples import add_examples
 from cilia.cli.fileselect import add_file_selection
+from cilia.cli.helpstyle import tidy_help
+from cilia.cli.outputs import add_output_aliases
 from cilia.cli.registry import COMMANDS, HELP, command_modules, module_of
 
 
@@ -28,8 +31,11 @@ def load_module(name: str) -> dict[str, Any]:
     sub = typer.Typer()
     register(sub)
     found = dict(typer.main.get_group(sub).commands)
-    for command in found.values():
+    for name, command in found.items():
         add_file_selection(command)  # -R, --exclude, --strict wherever -f reads manifests
+        tidy_help(command)  # PATH, TEXT, [text|json] rather than <list[str]>, <bool>
+        add_examples(command, name)
+        add_output_aliases(command)  # -o text = -o table; -o yaml wherever -o json
     return found
 
 

@@ -36,7 +36,8 @@ def _plain_help_wanted() -> bool:
 
 def main() -> None:
     """Run the CLI."""
-    if sys.argv[1:] in HELP_ARGS and not _plain_help_wanted():
+    completing = "_CILIA_COMPLETE" in os.environ  # the shell asks typer for completions (cilia completion)
+    if sys.argv[1:] in HELP_ARGS and not completing and not _plain_help_wanted():
         from cilia.cli import tophelp
         from cilia.cli.registry import COMMANDS, HELP
 
@@ -48,9 +49,16 @@ def main() -> None:
         raise SystemExit(2 if not sys.argv[1:] else 0)
     if sys.argv[1:2] == ["--version"]:  # `cilia --version [-o json]` is `cilia version [-o json]`
         sys.argv[1:2] = ["version"]
+    if completing:
+        from typer._completion_classes import completion_init
+
+        completion_init()  # typer registers its shells only when an app has add_completion
     from cilia.cli.lazy import app
 
-    app()
+    if completing:  # named as the script names it, however this process was started
+        app(prog_name="cilia", complete_var="_CILIA_COMPLETE")
+    else:
+        app()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("apply", "apply", "Validate manifests and store them, all or nothing."),
     ("delete", "apply", "Delete the objects named by manifests (-f) or by kind and name."),
     ("audit", "audit", "Turn policy audit mode on or off: drops are let through and reported as AUDIT."),
+    ("completion", "completion", "Print the shell completion script for bash, zsh or fish."),
     (
         "connectivity",
         "connectivity",
@@ -31,7 +32,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("get", "get", "List objects of a kind, kubectl style."),
     ("label", "label", "Set or remove labels; a pod's new labels give it a new identity on the node."),
     ("lint", "lint", "Lint policy manifests for pitfalls, with stable rule ids (--rules lists them)."),
-    ("agent", "node", "Run the node agent in the foreground (``cilia up`` runs it in the background)."),
+    ("agent", "node", "Run the node agent in the foreground ('cilia up' runs it in the background)."),
     ("up", "node", "Start the local node: the agent in the background; waits until it is ready."),
     ("down", "node", "Stop the agent and remove every pod, link, pin, socket and process cilia created."),
     ("status", "node", "Show whether the node agent runs, and what it manages."),

@@ -21,7 +21,9 @@ EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
 Files = Annotated[
     list[str],
-    typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
+    typer.Option(
+        "-f", "--filename", help="File, directory (-R: with its subdirectories) or - for stdin; repeatable."
+    ),
 ]
 Mode = Annotated[
     EnforcementMode,

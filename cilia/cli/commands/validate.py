@@ -79,7 +79,10 @@ def register(app: typer.Typer) -> None:
     def validate_cmd(
         filename: Annotated[
             list[str],
-            typer.Option("-f", "--filename", help="File, directory (recursive) or - for stdin; repeatable."),
+            typer.Option(
+                "-f", "--filename",
+                help="File, directory (-R: with its subdirectories) or - for stdin; repeatable.",
+            ),
         ],
         output: OutputOpt = Output.text,
         fix: Annotated[

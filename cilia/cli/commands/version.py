@@ -18,7 +18,7 @@ CILIUM_SEMANTICS = "1.18"  # the Cilium release whose policy decisions cilia rep
 def version_info() -> dict[str, Any]:
     """The version as ``-o json`` prints it (``kind`` marks the document)."""
     return {
-        "kind": "Version",
+        "kind": "cilia.io/Version/v1",
         "cilia": __version__,
         "cilium": CILIUM_SEMANTICS,
         "python": platform.python_version(),
