@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
                 "--from",
                 metavar="PEER",
                 help="PEER: NS/POD, pod/NAME, deploy/NAME, sts/NAME, ds/NAME (with -n), "
-                "deployment:NS/NAME, IP, entity:NAME, fqdn:NAME or cidrgroup:NAME.",
+                "deployment:NS/NAME, IP, entity:NAME, node:NAME, fqdn:NAME or cidrgroup:NAME.",
             ),
         ] = None,
         dst: Annotated[
