@@ -111,6 +111,9 @@ class Datapath:
         self._unknown: set[int] = set()  # endpoints whose installed entries must be re-read
         self._synced: set[int] = set()  # endpoints whose last full sync in this process succeeded
         self._reader: EventsReader | None = None
+        # endpoint id -> its devices, as attached by this process (a relabel must not read the
+        # whole endpoints map to find one entry: 500 map lookups on a busy node)
+        self._devices: dict[int, set[int]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self) -> Datapath:
@@ -165,6 +168,9 @@ class Datapath:
         ready = EndpointFlags.POLICY_READY if was_ready or endpoint_id in self._synced else EndpointFlags(0)
         flags = (flags & ~EndpointFlags.POLICY_READY) | ready
         self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
+        if prev is not None and prev.endpoint_id != endpoint_id:
+            self._devices.get(prev.endpoint_id, set()).discard(ifindex)
+        self._devices.setdefault(endpoint_id, set()).add(ifindex)
         loader.attach(coll, ifindex)
 
     def endpoint_ids(self) -> dict[int, int]:
@@ -176,9 +182,22 @@ class Datapath:
         """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
         loader.detach(ifindex, destroy_qdisc=True, pin_root=self.pin_root)
         self.endpoints.delete(ifindex)
+        for devices in self._devices.values():
+            devices.discard(ifindex)
+
+    def _entries(self, endpoint_id: int) -> list[EndpointInfo]:
+        """The endpoints map's entries of an endpoint: from the devices this process attached it
+        to, else (attached by an earlier process) by reading the whole map."""
+        known = self._devices.get(endpoint_id)
+        if known:
+            found = [e for e in map(self.endpoints.get, sorted(known))
+                     if e is not None and e.endpoint_id == endpoint_id]
+            if found:
+                return found
+        return self.endpoints.by_endpoint(endpoint_id)
 
     def _set_flags(self, endpoint_id: int, set_: EndpointFlags, clear: EndpointFlags) -> None:
-        for e in self.endpoints.by_endpoint(endpoint_id):
+        for e in self._entries(endpoint_id):
             self.endpoints.set(e._replace(flags=(e.flags & ~clear) | set_))
 
     def set_audit(self, endpoint_id: int, on: bool) -> None:
@@ -346,7 +365,7 @@ class Datapath:
         for p in prefixes:
             self.ipcache.upsert(p, identity)
         if endpoint_id is not None:
-            for e in self.endpoints.by_endpoint(endpoint_id):
+            for e in self._entries(endpoint_id):
                 self.endpoints.set(e._replace(identity=identity))
         for ep, phases in plans.items():
             self._apply(ep, phases[2:], batch=False)
