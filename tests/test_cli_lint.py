@@ -50,6 +50,6 @@ def test_lint_rules_listing_and_bad_input() -> None:
         rc == 0
         and out.splitlines()[0] == "CL001 error: field that Cilium does not have (e.g. deny:, fromPorts)"
     )
-    assert len(out.splitlines()) == 17
+    assert len(out.splitlines()) == 18
     rc, out, err = run_cli(["lint", "-f", "no/such.yaml"])
     assert rc == 2 and out == "" and "no such file or directory" in err

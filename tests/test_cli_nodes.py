@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.helpers_analyze import check_golden, run_cli
 
 N = "tests/inputs/nodes/"
@@ -56,3 +58,11 @@ def test_lint_nodeselector_that_selects_no_node() -> None:
     assert "CL017 warning" in out and "only through kubernetes.io/os" in out
     rc, out, _ = run_cli(["lint", "-f", N + "cluster.yaml", *FROM_NODES, "--no-config"])
     assert rc == 0, out
+
+
+def test_lint_from_nodes_that_selects_no_node(tmp_path: Path) -> None:
+    text = (REPO / N / "from-nodes.yaml").read_text().replace("control-plane", "master")
+    (tmp_path / "p.yaml").write_text(text)
+    rc, out, _ = run_cli(["lint", "-f", N + "cluster.yaml", "-f", str(tmp_path / "p.yaml"), *FROM_NODES[2:],
+                          "--no-config"])
+    assert rc == 1 and "CL018 warning" in out and "field: spec.ingress[0].fromNodes[0]" in out

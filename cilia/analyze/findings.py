@@ -32,6 +32,7 @@ RULES: dict[str, tuple[Severity, str]] = {
     "CL015": (Severity.WARNING, "cidrGroupRef/cidrGroupSelector that matches no CiliumCIDRGroup"),
     "CL016": (Severity.WARNING, "object defined twice: a later document of the same name replaces it"),
     "CL017": (Severity.WARNING, "host policy nodeSelector that selects no Node (label filter included)"),
+    "CL018": (Severity.WARNING, "fromNodes/toNodes selector that selects no other Node"),
 }
 
 

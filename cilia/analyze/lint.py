@@ -22,7 +22,7 @@ from cilia.analyze.cluster import Analysis, Options
 from cilia.analyze.findings import Finding, Severity
 from cilia.analyze.lintgate import silenced
 from cilia.analyze.lintgroups import unknown_cidr_groups
-from cilia.analyze.lintnodes import unmatched_node_selectors
+from cilia.analyze.lintnodes import unmatched_node_peers, unmatched_node_selectors
 from cilia.analyze.lintraw import RAW_RULES
 from cilia.analyze.peers import parse_proto
 from cilia.analyze.policydocs import KNP, PolicyDoc, parse_policies
@@ -406,6 +406,7 @@ def lint_result(result: LoadResult, options: Options = Options()) -> LintReport:
                 findings.extend(check(pol))
         findings.extend(unknown_cidr_groups(pol, analysis.cluster.cidr_groups))
         findings.extend(unmatched_node_selectors(pol, semantic.rules_of(pol), analysis.nodes.declared))
+        findings.extend(unmatched_node_peers(pol, semantic.rules_of(pol), analysis.nodes.declared))
     unique = sorted(set(silenced(findings, result.documents)), key=Finding.sort_key)  # lint-ignore
     return LintReport(result.files, len(result.documents), tuple(unique), unreadable, result.skipped)
 

@@ -1,4 +1,5 @@
-"""Lint rule CL017: a host policy whose ``nodeSelector`` selects no Node of the linted manifests.
+"""Lint rules CL017: a host policy whose ``nodeSelector`` selects no Node of the linted manifests;
+CL018: a ``fromNodes``/``toNodes`` selector that selects no Node's remote-node identity.
 
 Judged only when the manifests have Nodes. A node's host endpoint carries the Node's labels after the
 identity label filter (:func:`cilia.analyze.nodes.host_labels`), so a selector on
@@ -18,7 +19,8 @@ from cilia.identity.labels import SOURCE_K8S, Label, Labels
 from cilia.identity.reserved import LABEL_HOST
 from cilia.k8s.source import FieldPath
 from cilia.policy.resolve import rule_selects
-from cilia.policy.rules import PolicyRule
+from cilia.policy.rules import PeerKind, PolicyRule
+from cilia.policy.types import Direction
 
 
 def _unfiltered(info: NodeInfo) -> Labels:
@@ -64,3 +66,30 @@ def unmatched_node_selectors(
             "policy enforces nothing",
             fix,
         )  # fmt: skip
+
+
+def unmatched_node_peers(
+    pol: PolicyDoc, rules: Sequence[PolicyRule], nodes: Sequence[NodeInfo]
+) -> Iterator[Finding]:
+    """CL018 for every ``fromNodes``/``toNodes`` selector of ``pol`` that matches no node as other nodes
+    see it (``reserved:remote-node`` and its ``node:`` labels; judged only when the manifests have
+    Nodes). It never matches a node's own host: there, traffic from the node is ``host``."""
+    if not nodes:
+        return
+    names = ", ".join(n.name for n in nodes)
+    for rule in rules:
+        for entry in rule.entries:
+            field = "fromNodes" if entry.direction == Direction.INGRESS else "toNodes"
+            node_peers = [p for p in entry.peers if p.kind is PeerKind.NODES]
+            for j, peer in enumerate(node_peers):
+                if any(peer.selector.matches(n.remote) for n in nodes):
+                    continue
+                ref = entry.ref
+                file, line, col, text = pol.where((*_prefix(pol, rule), ref.section, ref.index, field, j))
+                yield Finding(
+                    "CL018", file, line, col, pol.describe, text,
+                    f"this {field} selector ({peer.selector}) matches none of the Nodes in the manifests "
+                    f"({names}) as other nodes see them (reserved:remote-node plus the Node's labels), so "
+                    "the rule allows or denies nothing for it",
+                    "check the label keys and values against the Nodes (kubectl get nodes --show-labels)",
+                )  # fmt: skip
