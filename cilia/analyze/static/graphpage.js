@@ -82,6 +82,11 @@
   function pairKindLabel(list) {
     return list.map((c) => c.kind + ': ' + c.ports).join('; ');
   }
+  const MARK = { opened: '+', closed: '−', 'rule-changed': '~' };
+  function shortChangeLabel(list) {
+    // "+80/TCP −other": the mark of each change and its class (or "every port" when there is one)
+    return list.map((c) => MARK[c.kind] + (CLASSES.length === 1 ? 'every port' : (c.cls >= 0 ? CLASSES[c.cls].label : c.ports))).join(' ');
+  }
 
   function build() {
     const edges = [];
@@ -120,7 +125,7 @@
         const us = unitOf(s), ud = unitOf(d);
         if (us[0] === 'g' && ud[0] === 'g') {
           edges.push({ data: { id: 'c' + s + '_' + d, source: us, target: ud, s, d, kind: shown[0].kind,
-            label: pairKindLabel(shown) }, classes: shown[0].kind });
+            label: shortChangeLabel(shown) }, classes: shown[0].kind });
         } else addAgg(us, ud, s, d, shown[0].kind);
         void list;
       }
@@ -217,8 +222,9 @@
   let current = { nodes: [], edges: [] };
 
   function layoutFor(count) {
-    if (count <= 120) return { name: 'cose', animate: false, nodeDimensionsIncludeLabels: true, randomize: false,
-      numIter: 600, idealEdgeLength: 90, nodeRepulsion: 9000, componentSpacing: 60, padding: 20 };
+    if (count <= 120) return { name: 'cose', animate: false, nodeDimensionsIncludeLabels: true, randomize: true,
+      numIter: 1000, idealEdgeLength: 140, nodeRepulsion: 400000, edgeElasticity: 100, nestingFactor: 1.2,
+      gravity: 1, nodeOverlap: 20, componentSpacing: 80, padding: 20 };
     return { name: 'grid', animate: false, avoidOverlap: true, nodeDimensionsIncludeLabels: true, padding: 20 };
   }
 
