@@ -70,8 +70,8 @@ class Agent:
         self.host_pods: Any = None  # cilia.agent.hostpods.HostNetworkPods (kernel lab)
 
     def pods_by_ip(self) -> dict[str, str]:
-        """``ip -> namespace/pod`` of the local endpoints (names flows)."""
-        return {e.ip: str(e.pod) for e in self.reconciler.endpoints}
+        """``ip -> namespace/pod`` of the local endpoints, each address of a dual-stack pod (names flows)."""
+        return {ip: str(e.pod) for e in self.reconciler.endpoints for ip in (e.ip, e.ip6) if ip}
 
     # ------------------------------------------------------------------ loop
 

@@ -43,13 +43,17 @@ class Endpoint:
     identity: int = 0
     labels: tuple[str, ...] = ()  # identity labels, ``source:key=value``
     state: str = "ready"  # creating | ready | failed
+    ip6: str = ""  # the IPv6 address of a dual-stack pod
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id, "pod": str(self.pod), "ip": self.ip, "ifindex": self.ifindex,
             "host_ifname": self.host_ifname, "netns": self.netns, "identity": self.identity,
             "labels": list(self.labels), "state": self.state,
         }  # fmt: skip
+        if self.ip6:
+            out["ip6"] = self.ip6
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Endpoint:
@@ -58,7 +62,7 @@ class Endpoint:
             id=int(data["id"]), pod=PodKey(ns, name), ip=str(data["ip"]), ifindex=int(data["ifindex"]),
             host_ifname=str(data["host_ifname"]), netns=str(data["netns"]),
             identity=int(data.get("identity", 0)), labels=tuple(data.get("labels", ())),
-            state=str(data.get("state", "ready")),
+            state=str(data.get("state", "ready")), ip6=str(data.get("ip6", "")),
         )  # fmt: skip
 
 

@@ -29,6 +29,7 @@ class RuntimePod:
     ifindex: int  # host-side interface
     host_ifname: str
     netns: str
+    ip6: str = ""  # the pod's IPv6 address on a dual-stack node
 
 
 # Called after the pod's veth exists and before it gets its address: the datapath attaches here,

@@ -219,15 +219,14 @@ class Reconciler:
                 for pk, (rpod, _, _) in adopted.items():  # ids from the pinned maps first, new ids after
                     eid = pinned.get(rpod.ifindex, 0)
                     if eid and self.endpoints.by_id(eid) is None and self.endpoints.get(pk) is None:
-                        self.endpoints.put(
-                            Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns)
-                        )
+                        self.endpoints.put(Endpoint(eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname,
+                                                    rpod.netns, ip6=rpod.ip6))
             for pk, (rpod, labels, ident) in adopted.items():
                 old = self.endpoints.get(pk)
                 eid = old.id if old is not None and old.ifindex == rpod.ifindex else self.endpoints.new_id()
                 ep = Endpoint(
                     eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident,
-                    tuple(labels.strings()),
+                    tuple(labels.strings()), ip6=rpod.ip6,
                 )
                 self.endpoints.put(ep)
                 # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
@@ -494,7 +493,8 @@ class Reconciler:
         self.endpoints_version += 1
         self.endpoints.put(
             Endpoint(
-                eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings())
+                eid, pk, rpod.ip, rpod.ifindex, rpod.host_ifname, rpod.netns, ident, tuple(labels.strings()),
+                ip6=rpod.ip6,
             )
         )
         self._emit("Normal", "Started", f"Pod/{pk}", f"endpoint {eid}, {rpod.ip}, identity {ident}")

@@ -65,6 +65,12 @@ def pod_status(rec: Record, ep: dict[str, Any] | None, agent_up: bool) -> tuple[
     return str(ep.get("state", "Pending")).capitalize(), f"0/{n}"
 
 
+def _pod_ips(ep: dict[str, Any], wide: bool) -> str:
+    """The IP column: podIP; wide, every address of a dual-stack pod (kubectl's custom column of
+    ``.status.podIPs[*].ip`` shows them so)."""
+    return ",".join(a for a in (ep["ip"], ep.get("ip6", "")) if a) if wide else str(ep["ip"])
+
+
 def pods_table(
     pods: Sequence[Record],
     endpoints: Iterable[dict[str, Any]],
@@ -95,7 +101,7 @@ def pods_table(
             rec.key.name,
             ready,
             status,
-            ep["ip"] if ep else "<none>",
+            _pod_ips(ep, wide) if ep else "<none>",
             ep.get("node", node) if ep else "<none>",  # several nodes: the endpoint's own
             str(ep["identity"]) if ep else "<none>",
         )
@@ -120,7 +126,7 @@ def pod_objects(
         status, _ = pod_status(rec, ep, agent_up)
         st: dict[str, Any] = {"phase": status}
         if ep:
-            st.update({"podIP": ep["ip"], "podIPs": [{"ip": ep["ip"]}]})
+            st.update({"podIP": ep["ip"], "podIPs": [{"ip": a} for a in (ep["ip"], ep.get("ip6")) if a]})
             obj.setdefault("spec", {})["nodeName"] = ep.get("node", node)
             st["cilia"] = {
                 "endpointID": ep["id"],

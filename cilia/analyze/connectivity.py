@@ -276,7 +276,7 @@ def _address_in(analysis: Analysis, net: ipaddress.IPv4Network | ipaddress.IPv6N
     Service's ("" if there is none): a flow end ``cilia trace`` gives this prefix's identity."""
     ident = analysis.external_identity(str(net.network_address))
     want = next((i for n, i in analysis.prefix_identities if n == net), ident)
-    taken = {ep.pod.pod_ip for ep in analysis.endpoints if ep.pod.pod_ip}
+    taken = {ip for ep in analysis.endpoints for ip in ep.pod.addresses}
     taken |= {s.cluster_ip for s in analysis.cluster.services if s.cluster_ip}
     candidates = [net.network_address, net.broadcast_address]
     for inner, _ in analysis.prefix_identities:  # around each longer prefix inside it

@@ -13,9 +13,10 @@ One side of a flow (:func:`policy_lookup`):
 4. A chosen deny drops (181); an allow that requires authentication drops with 189 (cilia has no
    auth map); policy-audit mode turns drops into allows marked ``audited``.
 
-Before any of this, the lab's address guard (``bpf/guard.h``, :mod:`cilia.datapath.guard`): a
-packet from or to an address outside the lab's ranges is dropped (``OUTSIDE_LAB``) whatever the
-policy or audit mode says.
+Before any of this, IPv6 link control passes without policy, as ARP does for IPv4 (``bpf/parse.h``
+``ipv6_link_control``): neighbour discovery (ICMPv6 133-137) and link-scope multicast. Then the
+lab's address guard (``bpf/guard.h``, :mod:`cilia.datapath.guard`): a packet from or to an address
+outside the lab's ranges is dropped (``OUTSIDE_LAB``) whatever the policy or audit mode says.
 
 Conntrack is not modelled: the kernel skips policy for reply and related packets of allowed
 connections (§4.9), so only packets in the original direction are looked up here.
@@ -23,6 +24,7 @@ connections (§4.9), so only packets in the original direction are looked up her
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -102,6 +104,20 @@ def _verdict(found: tuple[Key, Entry], is_l3: bool, audit: bool) -> Verdict:
 # ---------------------------------------------------------------------------------------- flows
 
 OUTSIDE_LAB = Verdict(False, DropReason.OUTSIDE_LAB, MatchType.NONE, None, None)
+LINK_CONTROL = Verdict(True, DropReason.NONE, MatchType.NONE, None, None)
+ICMPV6 = 58
+ND_TYPES = range(133, 138)  # router/neighbour solicitation and advertisement, redirect
+
+
+def ipv6_link_control(dst_ip: str, proto: int, port: int) -> bool:
+    """IPv6 that keeps the link working and passes without policy (``ipv6_link_control`` in
+    ``bpf/parse.h``): neighbour discovery, and multicast of interface or link scope."""
+    if ":" not in dst_ip:
+        return False
+    if proto == ICMPV6 and port in ND_TYPES:
+        return True
+    addr = ipaddress.IPv6Address(dst_ip)
+    return addr.is_multicast and (addr.packed[1] & 0x0F) <= 2
 
 
 @dataclass
@@ -172,8 +188,11 @@ class Datapath:
         """Source egress (if local), then destination ingress (if local and not yet dropped); a side
         drops with ``OUTSIDE_LAB`` when either address is outside the lab's ranges."""
         src_id, dst_id = self.identity_of(src_ip), self.identity_of(dst_ip)
-        outside = not (in_lab(src_ip) and in_lab(dst_ip))
         egress = ingress = None
+        if ipv6_link_control(dst_ip, proto, dport):
+            return FlowVerdict(src_id, dst_id, LINK_CONTROL if src_ip in self.endpoints else None,
+                               LINK_CONTROL if dst_ip in self.endpoints else None)
+        outside = not (in_lab(src_ip) and in_lab(dst_ip))
         src = self.endpoints.get(src_ip)
         if src is not None:
             egress = OUTSIDE_LAB if outside else policy_lookup(src.policy, dst_id, 1, proto, dport,

@@ -70,8 +70,13 @@ class PodSpecModel(Lenient):
     host_network: bool = Field(default=False, alias="hostNetwork")
 
 
+class PodIPModel(Lenient):
+    ip: str | None = None
+
+
 class PodStatusModel(Lenient):
     pod_ip: str | None = Field(default=None, alias="podIP")
+    pod_ips: list[PodIPModel] = Field(default_factory=list, alias="podIPs")  # dual stack: both families
 
 
 class PodModel(Lenient):
@@ -231,6 +236,13 @@ class Pod:
     owner: str | None = None  # "Deployment/<name>" for expanded pods
     host_network: bool = False  # spec.hostNetwork: the pod is its node (no endpoint of its own)
     source: Source = field(default=_NO_SOURCE, compare=False)
+    pod_ips: tuple[str, ...] = ()  # status.podIPs beside podIP (a dual-stack pod's IPv6 address)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address of the pod: podIP, then the other podIPs."""
+        first = (self.pod_ip,) if self.pod_ip else ()
+        return first + tuple(ip for ip in self.pod_ips if ip and ip != self.pod_ip)
 
     @property
     def label_map(self) -> dict[str, str]:
@@ -422,6 +434,7 @@ def pod_from(model: PodModel, source: Source) -> Pod:
         node_name=model.spec.node_name,
         host_network=model.spec.host_network,
         source=source,
+        pod_ips=tuple(p.ip for p in model.status.pod_ips if p.ip) if model.status else (),
     )
 
 

@@ -187,6 +187,11 @@ def _workload_errors(doc: Document) -> list[Error]:
     pod_ip = status.get("podIP") if doc.kind == "Pod" and isinstance(status, dict) else None
     if isinstance(pod_ip, str) and pod_ip:
         errors += _ip_errors(doc, ("status", "podIP"), pod_ip)
+    pod_ips = status.get("podIPs") if doc.kind == "Pod" and isinstance(status, dict) else None
+    for i, item in enumerate(pod_ips if isinstance(pod_ips, list) else []):
+        ip = item.get("ip") if isinstance(item, dict) else None
+        if isinstance(ip, str) and ip:
+            errors += _ip_errors(doc, ("status", "podIPs", i, "ip"), ip)
     if spec_path:
         node: Any = data
         for part in spec_path:

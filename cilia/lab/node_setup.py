@@ -46,7 +46,7 @@ def make_lab(cfg: AgentConfig, store: Store) -> Lab:
 
 
 def _runtime_pod(p: LabPod) -> RuntimePod:
-    return RuntimePod(PodKey(p.namespace, p.name), p.ip, p.host_ifindex, p.host_ifname, p.netns)
+    return RuntimePod(PodKey(p.namespace, p.name), p.ip, p.host_ifindex, p.host_ifname, p.netns, p.ip6)
 
 
 class LabRuntime:

@@ -1,0 +1,99 @@
+"""IPv6 pods on a live node (root): every pod and world host has an IPv6 address in 2001:2::/48 beside
+its IPv4 one, and the eBPF datapath enforces IPv6 as it does IPv4 — ``ping -6`` and ``curl -6``
+between pods allowed and denied by the same policy, ICMPv6 rules, toCIDR with an IPv6 prefix to a
+world host; ``get pods`` shows both addresses and the offline ``verify`` decides the IPv6 addresses
+the same. Node index 13 (pods 198.18.208.0/20, world 198.19.13.0/24). Few CLI calls: the probes of
+one source run in one ``cilia exec``, at the same time (the denied ones wait out their timeouts
+together)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cilia.datapath.dualstack import ipv6_of
+from tests.helpers_world import LiveNode, cnp, live_node, pod
+
+pytestmark = pytest.mark.root
+
+NODE_INDEX = 13
+WORLD_HOST = "v6-w"
+
+
+def _probes(node: LiveNode, src: str, probes: dict[str, str], world: bool = False) -> dict[str, bool]:
+    """Run shell probes (name -> command, success = exit 0) at once in ``src``; name -> passed."""
+    script = " ".join(f"( {cmd} >/dev/null 2>&1 && echo 'ok {name}' || echo 'no {name}' ) &"
+                      for name, cmd in probes.items()) + " wait"
+    out = node.cilia(*(("world", "exec") if world else ("exec",)), src, "--", "sh", "-c", script).stdout
+    seen = dict(reversed(line.split(" ", 1)) for line in out.splitlines() if line[:3] in ("ok ", "no "))
+    assert set(seen) == set(probes), out
+    return {name: seen[name] == "ok" for name in probes}
+
+
+def _ping6(ip: str) -> str:
+    return f"ping -6 -c 1 -W 1 {ip}"
+
+
+def _curl(ip: str, port: int = 80) -> str:
+    url = f"http://[{ip}]:{port}/" if ":" in ip else f"http://{ip}:{port}/"
+    return f"curl -sf -o /dev/null --max-time 1 {url}"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[LiveNode]:
+    yield from live_node(tmp_path, LiveNode(tmp_path, NODE_INDEX))
+
+
+def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> None:
+    w4 = node.world_add(WORLD_HOST, 10, "80/TCP")
+    w6 = ipv6_of(w4)
+    policies = [
+        cnp("v6-b-in", {"endpointSelector": {"matchLabels": {"app": "v6-b"}}, "ingress": [
+            {"fromEndpoints": [{"matchLabels": {"app": "v6-a"}}],
+             "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]},
+            {"fromEndpoints": [{"matchLabels": {"app": "v6-a"}}],
+             "icmps": [{"fields": [{"family": "IPv6", "type": "EchoRequest"}]}]}]}),
+        cnp("v6-a-out", {"endpointSelector": {"matchLabels": {"app": "v6-a"}}, "egress": [
+            {"toEndpoints": [{"matchLabels": {"app": "v6-b"}}]},
+            {"toCIDR": [f"{w6}/128"], "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
+    ]
+    node.apply(pod("v6-a", {"app": "v6-a"}), pod("v6-b", {"app": "v6-b"}), pod("v6-c", {"app": "v6-c"}),
+               *policies)
+    items = json.loads(node.cilia("get", "pods", "-o", "json").stdout)["items"]
+    ips = {i["metadata"]["name"]: [p["ip"] for p in i["status"]["podIPs"]] for i in items}
+    assert all(len(v) == 2 and v[1] == ipv6_of(v[0]) for v in ips.values()), ips
+    b6, a6 = ips["v6-b"][1], ips["v6-a"][1]
+    wide = node.cilia("get", "pods", "-o", "wide").stdout
+    assert f"{ips['v6-b'][0]},{b6}" in wide, wide
+
+    from_a = _probes(node, "v6-a", {"ping6 b": _ping6(b6), "curl6 b": _curl(b6), "curl6 b:81": _curl(b6, 81),
+                                    "curl6 world": _curl(w6), "curl4 world": _curl(w4)})
+    # toCIDR of the world host's IPv6 /128 selects that address, not the host's IPv4 one
+    assert from_a == {"ping6 b": True, "curl6 b": True, "curl6 b:81": False, "curl6 world": True,
+                      "curl4 world": False}
+    from_c = _probes(node, "v6-c", {"ping6 b": _ping6(b6), "curl6 b": _curl(b6),
+                                    "curl4 b": _curl(ips["v6-b"][0])})
+    assert from_c == {"ping6 b": False, "curl6 b": False, "curl4 b": False}
+    # a dual-stack world host reaches v6-a (no ingress policy) over IPv6
+    assert _probes(node, WORLD_HOST, {"curl6 a": _curl(a6)}, world=True) == {"curl6 a": True}
+
+    # offline, on the live pods (their podIPs) and the policies: the same verdicts for the IPv6 peers
+    pods_file, policies_file = tmp_path / "pods.yaml", tmp_path / "policies.yaml"
+    pods_file.write_text(yaml.safe_dump_all(items))
+    policies_file.write_text(yaml.safe_dump_all(policies))
+    expect = tmp_path / "expect.yaml"
+    expect.write_text(yaml.safe_dump({"expectations": [
+        {"from": "v6-a", "to": b6, "port": 80, "protocol": "TCP", "expect": "allow"},
+        {"from": "v6-a", "to": b6, "port": 128, "protocol": "ICMPv6", "expect": "allow"},
+        {"from": "v6-a", "to": b6, "port": 81, "protocol": "TCP", "expect": "deny"},
+        {"from": "v6-c", "to": b6, "port": 80, "protocol": "TCP", "expect": "deny"},
+        {"from": "v6-a", "to": w6, "port": 80, "protocol": "TCP", "expect": "allow"},
+        {"from": "v6-a", "to": w4, "port": 80, "protocol": "TCP", "expect": "deny"},
+    ]}))
+    out = node.cilia("verify", "-f", str(pods_file), "-f", str(policies_file), "--expect", str(expect),
+                     check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
