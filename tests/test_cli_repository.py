@@ -175,3 +175,29 @@ def test_corpus_as_a_repository(corpus: Path, monkeypatch: pytest.MonkeyPatch) -
         }
     ]
     assert err.count("skipped: ") == 1
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from cilia.cli.progress import MIN_FILES, FileProgress, wanted
+    from cilia.k8s.loader import Selection, load_paths, using_selection
+
+    for i in range(MIN_FILES + 5):
+        namespace = f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: n{i}}}\n"
+        (tmp_path / f"ns-{i:02}.yaml").write_text(namespace)
+    screen = io.StringIO()
+    bar = FileProgress(Console(file=screen, force_terminal=True, width=100))
+    calls: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int, file: str) -> None:
+        calls.append((done, total))
+        bar(done, total, file)
+
+    with using_selection(Selection(progress=progress)):
+        assert len(load_paths([tmp_path]).documents) == MIN_FILES + 5
+    assert calls == [(i, MIN_FILES + 5) for i in range(1, MIN_FILES + 6)]
+    assert "reading manifests" in screen.getvalue() and bar._bar is None  # drawn, then taken away
+    assert not wanted(io.StringIO())  # piped: no bar at all

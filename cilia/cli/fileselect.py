@@ -72,16 +72,24 @@ def add_file_selection(command: Any) -> None:
         return
     sub = typer.Typer()
     sub.command()(_options)
-    command.params.extend(typer.main.get_command(sub).params)
+    command.params.extend(p for p in typer.main.get_command(sub).params if p.name in _NAMES)
     inner = command.callback
 
     @functools.wraps(inner)
     def run(*args: Any, recursive: bool = False, exclude: Sequence[str] | None = (), strict: bool = False,
             **kwargs: Any) -> Any:
+        from cilia.cli.progress import FileProgress, wanted
         from cilia.k8s.loader import Selection, using_selection
 
-        selection = Selection(recursive, tuple(exclude or ()), strict, notify=print_skipped)
-        with using_selection(selection):
-            return inner(*args, **kwargs)
+        progress = FileProgress() if wanted() else None  # a bar on a terminal, nothing when piped
+        selection = Selection(
+            recursive, tuple(exclude or ()), strict, notify=print_skipped, progress=progress
+        )
+        try:
+            with using_selection(selection):
+                return inner(*args, **kwargs)
+        finally:
+            if progress is not None:
+                progress.close()
 
     command.callback = run

@@ -47,13 +47,15 @@ class Selection:
     """Which files and documents are read: the command line's ``-R``, ``--exclude`` and ``--strict``.
 
     ``notify`` is told about every skipped document once a set of paths has been read (the CLI
-    lists them on stderr).
+    lists them on stderr); ``progress`` is called after each file with (files read, files, file)
+    (the CLI draws a progress bar on a terminal).
     """
 
     recursive: bool = False
     exclude: tuple[str, ...] = ()
     strict: bool = False
     notify: Callable[[Sequence[Skipped]], None] | None = None
+    progress: Callable[[int, int, str], None] | None = None
 
 
 _SELECTION: ContextVar[Selection | None] = ContextVar("cilia_manifest_selection", default=None)
@@ -355,17 +357,18 @@ def load_paths(paths: Sequence[str | Path], stdin: IO[bytes] | None = None) -> L
     docs: list[Document] = []
     warnings: list[str] = []
     skipped: list[Skipped] = []
-    for file in files:
+    for done, file in enumerate(files, 1):
         try:
-            text = read_text(file, stdin)
+            d, e, w, s = _read_one(read_text(file, stdin), file)
         except Error as exc:
             errors.append(exc)
-            continue
-        d, e, w, s = _read_one(text, file)
-        docs.extend(d)
-        errors.extend(e)
-        warnings.extend(w)
-        skipped.extend(s)
+        else:
+            docs.extend(d)
+            errors.extend(e)
+            warnings.extend(w)
+            skipped.extend(s)
+        if sel.progress is not None:
+            sel.progress(done, len(files), file)
     return _finish(files, docs, errors, warnings, skipped, sel, require_objects=bool(files))
 
 

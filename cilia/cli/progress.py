@@ -1,0 +1,52 @@
+"""Progress on long work, drawn only on a terminal: a transient rich progress bar on stderr while many
+manifest files are read (nothing at all when stderr is piped or redirected, so output stays clean)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import PurePath
+from typing import Any
+
+MIN_FILES = 20  # fewer files read in a blink: no bar
+
+
+def wanted(stream: Any = None) -> bool:
+    """Progress is drawn on ``stream`` (default stderr): a terminal that is not ``TERM=dumb``."""
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
+
+
+class FileProgress:
+    """A callable for :attr:`cilia.k8s.loader.Selection.progress`: the bar appears once ``MIN_FILES``
+    or more files are to be read and goes away when the last one is."""
+
+    def __init__(self, console: Any = None) -> None:
+        self._console = console
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int, file: str) -> None:
+        if self._bar is None:
+            if total < MIN_FILES or done >= total:
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            console = self._console or Console(stderr=True)
+            self._bar = Progress(
+                TextColumn("reading manifests"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.description}"), console=console, transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=total)
+        name = PurePath(file).name
+        self._bar.update(self._task, completed=done, description=name if len(name) <= 40 else name[:39] + "…")
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        """Take the bar away (also when reading stopped early)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
