@@ -235,12 +235,14 @@ def groups_of(analysis: Analysis) -> list[Group]:
     for name, rid in named_entities(analysis):
         groups.append(Group(len(groups), name, int(rid), EndKind.ENTITY, peer=f"entity:{name}"))
     seen = {g.identity for g in groups}
+    taken = _taken_addresses(analysis)
+    spans = [(n.version, int(n[0]), int(n[-1])) for n, _ in analysis.prefix_identities]
     # CiliumCIDRGroups: a column per identity an address of the group can have (cidrgroup:NAME peers)
     for cg in analysis.cluster.cidr_groups:
         for end in cidr_group_ends(analysis, cg.name) if cg.cidrs else ():
             if end.identity not in seen:
                 net = ipaddress.ip_network(end.name.partition(" ")[0])
-                peer = _address_in(analysis, net)
+                peer = _address_in(net, spans, taken)
                 groups.append(Group(len(groups), end.name, end.identity, EndKind.EXTERNAL, peer=peer))
                 seen.add(end.identity)
     # the policies' prefixes: an address outside the pods has the identity of its longest prefix
@@ -249,7 +251,7 @@ def groups_of(analysis: Analysis) -> list[Group]:
     )
     for net, ident in prefixes:
         if ident not in seen:
-            peer = _address_in(analysis, net)
+            peer = _address_in(net, spans, taken)
             groups.append(Group(len(groups), f"cidr:{net}", ident, EndKind.EXTERNAL, peer=peer))
             seen.add(ident)
     return groups
@@ -271,24 +273,42 @@ def named_entities(analysis: Analysis) -> list[tuple[str, ReservedIdentity]]:
     return out
 
 
-def _address_in(analysis: Analysis, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
-    """An address inside ``net`` whose longest ipcache prefix is ``net`` and that is no pod's or
-    Service's ("" if there is none): a flow end ``cilia trace`` gives this prefix's identity."""
-    ident = analysis.external_identity(str(net.network_address))
-    want = next((i for n, i in analysis.prefix_identities if n == net), ident)
-    taken = {ip for ep in analysis.endpoints for ip in ep.pod.addresses}
-    taken |= {s.cluster_ip for s in analysis.cluster.services if s.cluster_ip}
-    candidates = [net.network_address, net.broadcast_address]
-    for inner, _ in analysis.prefix_identities:  # around each longer prefix inside it
-        if inner.version == net.version and inner != net and inner.subnet_of(net):  # type: ignore[arg-type]
-            if int(inner.broadcast_address) < int(net.broadcast_address):
-                candidates.append(inner.broadcast_address + 1)
-            if int(inner.network_address) > int(net.network_address):
-                candidates.append(inner.network_address - 1)
-    for addr in candidates:
-        text = str(addr)
-        if text not in taken and analysis.external_identity(text) == want:
-            return text
+def _taken_addresses(analysis: Analysis) -> set[str]:
+    """Addresses trace does not read as a CIDR identity: pods', nodes', ClusterIPs, and those a
+    node learned for toFQDNs (normalised text)."""
+    texts = {a for ep in analysis.endpoints for a in ep.pod.addresses}
+    texts |= set(analysis.nodes.by_ip) | set(analysis.learned)
+    texts |= {s.cluster_ip for s in analysis.cluster.services if s.cluster_ip and s.cluster_ip != "None"}
+    out = set()
+    for t in texts:
+        try:
+            out.add(str(ipaddress.ip_address(t)))
+        except ValueError:
+            continue
+    return out
+
+
+Span = tuple[int, int, int]  # (IP version, first address, last address) of a prefix
+
+
+def _address_in(
+    net: ipaddress.IPv4Network | ipaddress.IPv6Network, spans: list[Span], taken: set[str]
+) -> str:
+    """An address inside ``net`` that no longer ipcache prefix (``spans``: all of them) holds and
+    that is not ``taken`` ("" if there is none): its longest prefix is ``net``, so ``cilia trace``
+    gives it this prefix's identity. Prefixes nest or are disjoint: only those inside ``net`` can
+    be longer ones holding an address of it."""
+    lo, hi = int(net.network_address), int(net.broadcast_address)
+    inner = [(a, b) for v, a, b in spans if v == net.version and lo <= a and b <= hi and (a, b) != (lo, hi)]
+    candidates = [lo, hi]
+    for a, b in inner:  # around each longer prefix inside it
+        candidates += [b + 1, a - 1]
+    make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+    for c in candidates:
+        if lo <= c <= hi and not any(a <= c <= b for a, b in inner):
+            text = str(make(c))
+            if text not in taken:
+                return text
     return ""
 
 
