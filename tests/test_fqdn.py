@@ -50,8 +50,11 @@ def test_lab_server_answers() -> None:
     ok = dnsmsg.parse(answer(dnsmsg.query(1, "api.example.com"), records) or b"")
     missing = dnsmsg.parse(answer(dnsmsg.query(2, "nope.example.com"), records) or b"")
     aaaa = dnsmsg.parse(answer(dnsmsg.query(3, "api.example.com", qtype=28), records) or b"")
-    assert [(m.rcode, m.answers) for m in (ok, missing, aaaa)] == [
-        (0, (("api.example.com", "198.19.0.5", 60),)), (3, ()), (0, ())]
+    txt = dnsmsg.parse(answer(dnsmsg.query(4, "api.example.com", qtype=16), records) or b"")
+    # AAAA: the world host's IPv6 twin (cilia.datapath.dualstack); other types: no records
+    assert [(m.rcode, m.answers) for m in (ok, missing, aaaa, txt)] == [
+        (0, (("api.example.com", "198.19.0.5", 60),)), (3, ()),
+        (0, (("api.example.com", "2001:2::c613:5", 60),)), (0, ())]
     assert answer(dnsmsg.response(ok, []), records) is None  # a response is not answered
 
 

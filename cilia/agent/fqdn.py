@@ -47,7 +47,7 @@ from pyroute2 import IPRoute
 from cilia.agent.fqdn_state import FqdnState
 from cilia.datapath.capabilities import Capability
 from cilia.identity.cidr import inherited_group_labels
-from cilia.identity.fqdn import fqdn_identity_labels, name_matches
+from cilia.identity.fqdn import fqdn_identity_labels, host_prefix, name_matches
 from cilia.identity.labels import Labels
 from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.l7 import DEFAULT_PROXY_PORTS, L7Parser
@@ -239,7 +239,7 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
         new = fqdn_identity_labels(ip, names, sels) if names and ip not in cluster else None
         if new is not None:  # the CIDR groups around the address (Cilium's parent-prefix labels)
             new = new.union(inherited_group_labels(ip, rec.cidr_labels))
-        if new is not None and f"{ip}/32" in rec.remote_ipcache:
+        if new is not None and host_prefix(ip) in rec.remote_ipcache:
             new = None
         old = state.ips.get(ip)
         if new == old:
@@ -255,9 +255,9 @@ def _apply(rec: Reconciler, state: FqdnState, addresses: Iterable[str],
     if added:
         rec.sync_affected_policies()  # peers learn the identities first
         for ip, ident in added.items():
-            rec.datapath.upsert_ipcache(f"{ip}/32", ident)
+            rec.datapath.upsert_ipcache(host_prefix(ip), ident)
     for ip in removed:
-        prefix = f"{ip}/32"
+        prefix = host_prefix(ip)
         cidr = rec.cidr_identities.get(prefix)
         if cidr is not None:  # a policy names the /32 itself: back to its CIDR identity
             rec.datapath.upsert_ipcache(prefix, cidr)
@@ -364,7 +364,7 @@ def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
         return ep.identity
     if ip == rec.gateway:
         return int(ReservedIdentity.HOST)
-    found = state.identities.get(ip) or rec.remote_ipcache.get(f"{ip}/32")
+    found = state.identities.get(ip) or rec.remote_ipcache.get(host_prefix(ip))
     if found:
         return found
     addr = ipaddress.ip_address(ip)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cilia.identity.fqdn import host_prefix
 from cilia.identity.labels import Labels
 from cilia.proxy.dns.cache import STATE_FILE, DnsCache, load_state, save_state
 from cilia.proxy.redirects import Redirects
@@ -36,7 +37,7 @@ class FqdnState:
         return cls(cache=DnsCache(min_ttl), path=state_dir / STATE_FILE)
 
     def ipcache(self) -> dict[str, int]:
-        return {f"{ip}/32": ident for ip, ident in self.identities.items()}
+        return {host_prefix(ip): ident for ip, ident in self.identities.items()}
 
     def save(self) -> None:
         """Write the cache and the labels of the learned addresses (atomically)."""

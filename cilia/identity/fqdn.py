@@ -46,9 +46,15 @@ def name_matches(name: str, pattern: str) -> bool:
     return _pattern_re(pattern).fullmatch(normalize_fqdn(name)) is not None
 
 
+def host_prefix(ip: str) -> str:
+    """The host prefix of an address: ``<ip>/32``, or ``<ip>/128`` for IPv6 (an AAAA answer's)."""
+    return f"{ip}/128" if ":" in ip else f"{ip}/32"
+
+
 def fqdn_identity_labels(ip: str, names: Iterable[str], sels: Iterable[str]) -> Labels | None:
     """The identity labels of an address known under ``names``: ``fqdn:<selector>`` for each
-    toFQDNs selector (of ``sels``) one of the names matches, plus its ``cidr:<ip>/32`` and world
-    labels; None when no selector matches (the address stays a plain world address)."""
+    toFQDNs selector (of ``sels``) one of the names matches, plus its host prefix's ``cidr:``
+    label (/32, IPv6 /128) and world labels; None when no selector matches (the address stays a
+    plain world address)."""
     fq = {fqdn_label(p) for p in sels if any(name_matches(n, p) for n in names)}
-    return Labels([*fq, *cidr_identity_labels(f"{ip}/32")]) if fq else None
+    return Labels([*fq, *cidr_identity_labels(host_prefix(ip))]) if fq else None

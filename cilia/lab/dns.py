@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cilia.datapath.dualstack import ipv6_of
 from cilia.lab import netns
 from cilia.lab.dns_process import pid_path, running_pid
 from cilia.lab.errors import LabError
@@ -37,6 +38,7 @@ from cilia.lab.world import DNS_HOST, World, WorldHost
 from cilia.proxy.dns.msg import (
     RCODE_NXDOMAIN,
     TYPE_A,
+    TYPE_AAAA,
     DnsFormatError,
     frame,
     parse,
@@ -118,11 +120,18 @@ def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | No
     qname = msg.question.name.lower().rstrip(".")
     addrs = records.get(qname)
     ttl = (ttls or {}).get(qname, DEFAULT_TTL)
+    twins = True  # a world host's IPv4 address has its IPv6 twin (cilia.datapath.dualstack)
     if addrs is None:
-        addrs, ttl = service_addresses(qname, services or {}), SERVICE_TTL
+        addrs, ttl, twins = service_addresses(qname, services or {}), SERVICE_TTL, False  # IPv4 Services
     if addrs is None:
         return response(msg, [], RCODE_NXDOMAIN)
-    return response(msg, addrs if msg.question.qtype == TYPE_A else [], ttl=ttl)
+    if msg.question.qtype == TYPE_A:
+        return response(msg, [a for a in addrs if ":" not in a], ttl=ttl)
+    if msg.question.qtype == TYPE_AAAA:
+        six = [a if ":" in a else ipv6_of(a) if twins else "" for a in addrs]
+        six = [a for a in six if a]
+        return response(msg, list(dict.fromkeys(six)), ttl=ttl)
+    return response(msg, [], ttl=ttl)
 
 
 def service_addresses(name: str, services: Mapping[str, str]) -> list[str] | None:

@@ -24,6 +24,7 @@ from cilia.proxy.errors import ProxyError
 
 TYPE_A = 1
 TYPE_CNAME = 5
+TYPE_AAAA = 28
 CLASS_IN = 1
 OPCODE_QUERY = 0
 RCODE_NOERROR, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_NOTIMP, RCODE_REFUSED = 0, 1, 2, 3, 4, 5
@@ -88,7 +89,7 @@ class Message:
     id: int
     flags: int
     question: Question | None
-    answers: tuple[tuple[str, str, int], ...] = ()  # (name, IPv4 address, ttl) of A records
+    answers: tuple[tuple[str, str, int], ...] = ()  # (name, address, ttl) of A and AAAA records
     cnames: tuple[tuple[str, str, int], ...] = ()  # (name, target, ttl) of CNAME records
 
     @property
@@ -213,6 +214,8 @@ def parse(data: bytes) -> Message:
             raise DnsFormatError("truncated record data")
         if rtype == TYPE_A and rclass == CLASS_IN and rdlen == 4:
             answers.append((name, socket.inet_ntoa(data[off: off + 4]), ttl))
+        elif rtype == TYPE_AAAA and rclass == CLASS_IN and rdlen == 16:
+            answers.append((name, str(ipaddress.IPv6Address(data[off: off + 16])), ttl))
         elif rtype == TYPE_CNAME and rclass == CLASS_IN:
             target, t_end, _ = names.read(off)
             if t_end > off + rdlen:
@@ -270,14 +273,15 @@ def query(mid: int, name: str, qtype: int = TYPE_A) -> bytes:
 
 
 def response(request: Message, addresses: list[str], rcode: int = RCODE_NOERROR, ttl: int = 60) -> bytes:
-    """The answer to ``request``: A records for ``addresses`` (in order) or an error code. The
-    question is echoed as it came (its wire form), so any question that could be read can be
-    answered."""
+    """The answer to ``request``: A records for the IPv4 ``addresses``, AAAA records for the IPv6
+    ones (in order), or an error code. The question is echoed as it came (its wire form), so any
+    question that could be read can be answered."""
     q = request.question
     qd = b"" if q is None else (q.raw or encode_name(q.name) + struct.pack("!HH", q.qtype, q.qclass))
+    packed = [ipaddress.ip_address(a).packed for a in addresses]
     answers = b"".join(
-        struct.pack("!HHHIH", 0xC00C, TYPE_A, CLASS_IN, ttl, 4) + ipaddress.IPv4Address(a).packed
-        for a in addresses
+        struct.pack("!HHHIH", 0xC00C, TYPE_A if len(p) == 4 else TYPE_AAAA, CLASS_IN, ttl, len(p)) + p
+        for p in packed
     ) if q is not None else b""
     flags = FLAG_QR | (request.flags & FLAG_RD) | FLAG_RA | (rcode & 0xF)
     count = len(addresses) if q is not None else 0

@@ -59,7 +59,7 @@ Forward = Callable[[bytes, tuple[str, int], IsReply], "bytes | None"]
 
 
 def learned_addresses(resp: msg.Message, name: str) -> dict[str, int]:
-    """The addresses an answer gives ``name``: its A records and those of the CNAME chain from it
+    """The addresses an answer gives ``name``: its A and AAAA records and those of the CNAME chain from it
     (address -> the smallest TTL it came with); every other record is ignored."""
     names = {name}
     for _ in range(len(resp.cnames)):
