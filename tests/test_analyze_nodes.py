@@ -143,6 +143,9 @@ def test_node_identities_depend_on_where_the_packet_is_decided() -> None:
     assert (a.identity_seen_by(node_b, web_a), a.identity_seen_by(node_b, web_b)) == (6, 1)
     # a node's address is the node, never world; so is a hostNetwork pod
     assert a.resolve("198.18.254.2")[0].node == "node-b"
+    v6 = analysis(base=CLUSTER.replace("[{type: InternalIP, address: 198.18.254.2}]",
+                                       "[{type: InternalIP, address: '2001:2:0:00fe::2'}]"))
+    assert v6.resolve("2001:2:0:fe::2")[0].node == "node-b"
     sshd = a.resolve("kube-system/sshd")[0]
     assert (sshd.kind, sshd.node, sshd.identity) == (EndKind.NODE, "node-a", 1)
     assert "kube-system/sshd" not in {ep.name for ep in a.endpoints}  # no endpoint of its own

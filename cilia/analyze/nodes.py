@@ -27,6 +27,7 @@ is a remote node to it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,13 @@ REMOTE_NODE_SCOPE = 2 << 24
 # The local node when the manifests name none (pods without nodeName run there).
 ANONYMOUS_NODE = "host"
 APISERVER_SERVICE = ("default", "kubernetes")
+
+
+def _norm(ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return ip
 
 
 def host_labels(node_labels: Mapping[str, str], apiserver: bool = False) -> Labels:
@@ -112,11 +120,11 @@ class NodeSet:
         node_label_patterns: Sequence[str] = (),
     ) -> None:
         self.node_selector_labels = node_selector_labels
-        api_ips = frozenset(apiserver)
+        api_ips = frozenset(_norm(ip) for ip in apiserver)
         flt = LabelFilter(node_label_patterns, defaults=())
         infos = []
         for n in nodes:
-            on_api = any(ip in api_ips for ip in n.ips)
+            on_api = any(_norm(ip) in api_ips for ip in n.ips)
             infos.append(
                 NodeInfo(
                     n.name,
@@ -140,7 +148,8 @@ class NodeSet:
                 )
             )
         self.nodes: dict[str, NodeInfo] = {i.name: i for i in infos}
-        self.by_ip: dict[str, NodeInfo] = {ip: i for i in infos for ip in i.ips}
+        # by the address as ipaddress writes it (2001:2:0:fe::1, however the manifest spelt it)
+        self.by_ip: dict[str, NodeInfo] = {_norm(ip): i for i in infos for ip in i.ips}
         # remote-node-scoped identities (node-selector labels): one per distinct label set, numbered
         # in a stable order (they are node-local in Cilium, so any consistent numbering is as good)
         self.scoped: dict[Labels, int] = {}
