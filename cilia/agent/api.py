@@ -58,10 +58,11 @@ def audit_settings(view: Any) -> dict[str, Any]:
     if own is not None:
         return own()
     rec = _reconciler(view)
-    return {"node": rec.node_audit, "namespaces": sorted(rec.audit_namespaces)}
+    out = {"node": rec.node_audit, "namespaces": sorted(rec.audit_namespaces)}
+    return out | ({"host": True} if rec.host_audit else {})
 
 
-def set_audit(view: Any, node: bool, namespaces: list[str]) -> dict[str, Any]:
+def set_audit(view: Any, node: bool, namespaces: list[str], host: bool = False) -> dict[str, Any]:
     """Apply audit settings: ``view.set_audit`` or, for the node agent, its reconciler under the
     agent's lock (the reconcile loop runs beside the API)."""
     own = getattr(view, "set_audit", None)
@@ -69,7 +70,7 @@ def set_audit(view: Any, node: bool, namespaces: list[str]) -> dict[str, Any]:
         return own(node, namespaces)
     rec = _reconciler(view)
     with view._lock:
-        return rec.set_audit(node, namespaces)
+        return rec.set_audit(node, namespaces, host=host)
 
 
 def _reconciler(view: Any) -> Any:
@@ -100,6 +101,7 @@ class AuditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     node: bool = False
     namespaces: list[str] = Field(default_factory=list, max_length=10_000)
+    host: bool = False  # the host endpoint's own audit mode (host firewall)
 
     @field_validator("namespaces")
     @classmethod
@@ -242,7 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200, {"revision": reached})
         elif url.path == "/v1/audit":
             audit = _parse(AuditRequest, raw)
-            self._reply(200, set_audit(self.server.view, audit.node, list(audit.namespaces)))
+            self._reply(200, set_audit(self.server.view, audit.node, list(audit.namespaces), audit.host))
         else:
             self._reply(404, {"error": f"no route POST {url.path}"})
 

@@ -85,9 +85,13 @@ class AgentClient:
         """The agent's policy audit settings: ``{"node": bool, "namespaces": [...]}``."""
         return self._call("GET", "/v1/audit")
 
-    def set_audit(self, node: bool, namespaces: list[str] | None = None) -> dict[str, Any]:
-        """Turn node audit mode on/off and set the audited namespaces; the settings in force."""
-        return self._call("POST", "/v1/audit", {"node": node, "namespaces": list(namespaces or ())})
+    def set_audit(
+        self, node: bool, namespaces: list[str] | None = None, host: bool = False
+    ) -> dict[str, Any]:
+        """Turn node audit mode on/off, set the audited namespaces and the host endpoint's audit
+        mode; the settings in force."""
+        body = {"node": node, "namespaces": list(namespaces or ()), "host": host}
+        return self._call("POST", "/v1/audit", body)
 
     def is_up(self) -> bool:
         try:

@@ -382,13 +382,15 @@ class Reconciler:
     def _set_endpoint_audit(self, endpoint_id: int) -> None:
         self.datapath.set_audit(endpoint_id, self.node_audit)
 
-    def set_audit(self, node: bool, namespaces: Iterable[str] = ()) -> dict[str, Any]:
+    def set_audit(self, node: bool, namespaces: Iterable[str] = (), host: bool = False) -> dict[str, Any]:
         """Node audit mode (every endpoint's datapath audit flag) and the namespaces whose policies
         are audited; persisted in the state directory, so a restarted agent keeps them."""
         self.node_audit = bool(node)
         self.audit_namespaces = frozenset(namespaces)
-        settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces),
-                    "host": self.host_audit}
+        self.host_audit = bool(host)  # the host endpoint takes it at its next sync (hostendpoint)
+        settings = {"node": self.node_audit, "namespaces": sorted(self.audit_namespaces)}
+        if self.host_audit:  # only when on: the settings' shape is unchanged without the host firewall
+            settings["host"] = True
         if self.audit_path is not None:
             write_private(self.audit_path, json.dumps(settings, indent=1) + "\n")
         self.policy.set_audit_namespaces(self.audit_namespaces | self.annotated_namespaces)

@@ -77,11 +77,14 @@ class AuditSettings:
 
     node: bool = False
     namespaces: frozenset[str] = field(default_factory=frozenset)
+    host: bool = False  # the host endpoint alone (host firewall: `cilia audit on --host`)
 
     def save(self, state_dir: Path) -> Path:
         """Write ``audit.json`` in the state directory (atomic rename)."""
         path = state_dir / SETTINGS_FILE
-        settings = {"node": self.node, "namespaces": sorted(self.namespaces)}
+        settings: dict[str, object] = {"node": self.node, "namespaces": sorted(self.namespaces)}
+        if self.host:
+            settings["host"] = True
         write_private(path, json.dumps(settings, indent=1) + "\n")
         return path
 
@@ -92,7 +95,8 @@ class AuditSettings:
             data = json.loads((state_dir / SETTINGS_FILE).read_text())
         except FileNotFoundError:
             return cls()
-        return cls(bool(data.get("node", False)), frozenset(data.get("namespaces", ())))
+        return cls(bool(data.get("node", False)), frozenset(data.get("namespaces", ())),
+                   bool(data.get("host", False)))
 
 
 def rule_audited(rule: PolicyRule, namespace_audited: Callable[[str], bool] = lambda ns: False) -> bool:

@@ -52,31 +52,34 @@ class NodeAudit:
 
     def to_json(self) -> dict[str, Any]:
         return {"node": self.settings.node, "namespaces": sorted(self.settings.namespaces),
-                "applied_by_agent": self.applied_by_agent}  # fmt: skip
+                "applied_by_agent": self.applied_by_agent} | ({"host": True} if self.settings.host else {})
 
     def describe(self) -> str:
         s = self.settings
         return f"policy audit mode: node {'on' if s.node else 'off'}" + (
             f"; namespaces: {', '.join(sorted(s.namespaces))}" if s.namespaces else ""
-        )
+        ) + ("; host endpoint on" if s.host else "")
 
 
-def audit_node(cfg: AgentConfig, mode: str, namespaces: list[str]) -> NodeAudit:
+def audit_node(cfg: AgentConfig, mode: str, namespaces: list[str], host: bool = False) -> NodeAudit:
     """``cilia audit MODE [-n NS]`` on one node: saved in its state directory and told to its agent
     (raises :class:`AuditApplyError` when the agent runs but does not apply it)."""
     settings = AuditSettings.load(cfg.state_dir)
     if mode != "status":
         on = mode == "on"
-        if namespaces:
+        if host:  # the host endpoint alone (Cilium: PolicyAuditMode on the host endpoint)
+            settings = AuditSettings(settings.node, settings.namespaces, on)
+        elif namespaces:
             ns = set(settings.namespaces)
             ns = ns | set(namespaces) if on else ns - set(namespaces)
-            settings = AuditSettings(settings.node, frozenset(ns))
+            settings = AuditSettings(settings.node, frozenset(ns), settings.host)
         else:
-            settings = AuditSettings(on, settings.namespaces)
+            settings = AuditSettings(on, settings.namespaces, settings.host)
         settings.save(cfg.state_dir)
     applied = _apply_live(cfg, settings) if mode != "status" else _read_live(cfg)
     if applied is not None:
-        settings = AuditSettings(bool(applied["node"]), frozenset(applied["namespaces"]))
+        settings = AuditSettings(bool(applied["node"]), frozenset(applied["namespaces"]),
+                                 bool(applied.get("host", False)))
     return NodeAudit(settings, applied is not None)
 
 
@@ -94,6 +97,8 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--node", help="On a cluster: only this node's switch (default: every node)"),
         ] = None,
+        host: Annotated[bool, typer.Option(
+            "--host", help="The host endpoint alone (host firewall): its drops only reported.")] = False,
         output: OutputStrOpt = "text",
         state_dir: StateDirOpt = None,
         run_dir: RunDirOpt = None,
@@ -109,7 +114,7 @@ def register(app: typer.Typer) -> None:
             if node:
                 raise fail("--node needs a cluster set up here (cilia up --nodes N)", 2)
             try:
-                result = audit_node(cfg, mode, namespace or [])
+                result = audit_node(cfg, mode, namespace or [], host)
             except AuditApplyError as e:
                 raise fail(str(e)) from e
             if output == "json":
@@ -132,7 +137,7 @@ def register(app: typer.Typer) -> None:
             if node and m.node_name not in node:
                 continue
             try:
-                results[m.node_name] = audit_node(m, mode, namespace or [])
+                results[m.node_name] = audit_node(m, mode, namespace or [], host)
             except AuditApplyError as e:
                 errors.append(f"{m.node_name}: {e}")
         if output == "json":
@@ -165,6 +170,6 @@ def _apply_live(cfg: AgentConfig, settings: AuditSettings) -> dict[str, Any] | N
     if not client.is_up():
         return None
     try:
-        return client.set_audit(settings.node, sorted(settings.namespaces))
+        return client.set_audit(settings.node, sorted(settings.namespaces), settings.host)
     except (AgentUnavailable, AgentAPIError) as e:
         raise AuditApplyError(f"saved, but the agent did not apply it: {e}") from e

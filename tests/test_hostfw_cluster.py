@@ -1,0 +1,115 @@
+"""The host firewall on two nodes (root): ``cilia up --nodes 2 --host-firewall`` with the corpus'
+``host-firewall-ingress`` policy (cilium-cli's connectivity test: every node admits health,
+kube-apiserver, remote nodes and the world, and every pod but those named ``client``).
+
+A pod on node-0 reaches node-1's own address (its underlay address, where node-1's hostNetwork pod
+serves) across the underlay, where node-1's host firewall decides with the pod's identity (from the
+cluster's ipcache); node-0 itself is a remote node there. A host policy that would cut the agents
+from the lab's etcd is refused at apply, naming --force-host-policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cilia.agent.client import AgentClient
+from cilia.lab import etcd_keeper, netns, nodes_lab
+
+INGRESS = "cilium__cilium/cilium-cli__connectivity__builder__manifests__host-firewall-ingress.yaml"
+NODE1 = nodes_lab.underlay_address(1)
+
+
+class TwoNodes:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.pin_root = Path(f"/sys/fs/bpf/cilia/test-{uuid.uuid4().hex[:8]}")
+        self.env = {**os.environ, "CILIA_STATE_DIR": str(base / "state"),
+                    "CILIA_RUN_DIR": str(base / "run"), "CILIA_PIN_ROOT": str(self.pin_root)}
+
+    def cilia(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "cilia.cli.main", *args], env=self.env,
+                              capture_output=True, text=True, timeout=180, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"cilia {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def apply(self, *docs: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+        path = self.base / f"m{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        return self.cilia("apply", "-f", str(path), check=check)
+
+    def endpoints(self, node: int) -> list[dict[str, Any]]:
+        return AgentClient(self.base / "run" / "nodes" / f"node-{node}" / "cilia.sock").endpoints()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
+    c = TwoNodes(tmp_path_factory.mktemp("hostfw-cluster"))
+    try:
+        c.cilia("up", "--nodes", "2", "--host-firewall")
+        yield c
+    finally:
+        down = c.cilia("down", "--purge", "-o", "json", check=False)
+        etcd_keeper.stop(c.base / "state" / "etcd")
+        if nodes_lab.leftovers():
+            nodes_lab.remove_nodes()
+        assert json.loads(down.stdout or "{}").get("leftovers", []) == [], down.stdout + down.stderr
+        assert not c.pin_root.exists()
+
+
+def _pod(name: str, node: str, labels: dict[str, str], host_network: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"nodeName": node, "containers": [
+        {"name": "c", "image": "nginxdemos/hello:plain-text", "ports": [{"containerPort": 8080}]}]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def _served(namespace: str, ip: str, port: int) -> str:
+    with netns.entered(namespace):
+        try:
+            with socket.create_connection((ip, port), timeout=0.5) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                return c.recv(4096).decode(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.mark.root
+def test_host_firewall_ingress_on_two_nodes(cluster: TwoNodes, corpus: Path) -> None:
+    cluster.apply(_pod("hf-client", "node-0", {"name": "client"}),
+                  _pod("hf-other", "node-0", {"name": "other"}),
+                  _pod("hf-hostnet", "node-1", {"app": "hf-hostnet"}, host_network=True))
+    eps = {e["pod"]: e for e in cluster.endpoints(0) if not e.get("host")}
+    client, other = eps["default/hf-client"], eps["default/hf-other"]
+    hosts = [e for i in (0, 1) for e in cluster.endpoints(i) if e.get("host")]
+    assert [(h["node"], h["enforcement"]) for h in hosts] == [
+        ("node-0", {"ingress": False, "egress": False}), ("node-1", {"ingress": False, "egress": False})]
+    assert "hf-hostnet" in _served(client["netns"], NODE1, 8080), "no host policy yet"
+
+    cluster.apply(yaml.safe_load((corpus / INGRESS).read_text()))
+    hosts = [e for i in (0, 1) for e in cluster.endpoints(i) if e.get("host")]
+    assert all(h["enforcement"] == {"ingress": True, "egress": False} for h in hosts)
+    assert _served(client["netns"], NODE1, 8080) == "", "a pod named client may reach no node"
+    assert "hf-hostnet" in _served(other["netns"], NODE1, 8080), "every other pod may"
+    assert "hf-hostnet" in _served(nodes_lab.node_netns(0), NODE1, 8080), "node-0 is a remote node there"
+    assert "node-1 ok" in _served(other["netns"], NODE1, 4240), "the health port"
+
+    # egress only to the cluster: the agents could not reach the lab's etcd (world) any more
+    lockout = {"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy",
+               "metadata": {"name": "hf-egress-cluster"},
+               "spec": {"nodeSelector": {}, "egress": [{"toEntities": ["cluster"]}]}}
+    refused = cluster.apply(lockout, check=False)
+    assert refused.returncode != 0 and "--force-host-policy" in refused.stdout + refused.stderr
+    assert "hf-egress-cluster" not in cluster.cilia("get", "ccnp").stdout, "nothing stored"
