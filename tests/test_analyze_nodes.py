@@ -375,6 +375,10 @@ def test_without_node_manifests_every_pod_runs_on_the_local_node() -> None:
     a = analysis(SSH_ONLY.replace("{matchLabels: {node-access: ssh}}", "{}"), base=pods)
     sshd = a.resolve("kube-system/sshd")[0]  # nodeName node-a, but no Node objects: the local node
     assert (sshd.kind, sshd.node) == (EndKind.NODE, "host")
+    with_ip = pods.replace("hostNetwork: true, containers: [{name: c}]}",
+                           "hostNetwork: true, containers: [{name: c}]}\nstatus: {podIP: 198.18.254.9}")
+    b = analysis(base=with_ip)
+    assert b.resolve("198.18.254.9")[0].node == "host"  # its IP is its node's, not world
     assert not one(a, "entity:world", "kube-system/sshd").allowed
     assert one(a, "entity:host", "default/web-b").ingress.rules == (
         RuleRef("reserved", "", "allow-localhost-ingress", "", -1),

@@ -360,6 +360,9 @@ class Analysis:
         node = self.nodes.by_ip.get(str(addr))
         if node is not None:  # a node's address is the node, never world (§3.3)
             return self.node_end(node, f"{ip} (node:{node.name})", ip)
+        for pod in self.host_network_pods:  # a hostNetwork pod's IP is its node's
+            if any(ipaddress.ip_address(a) == addr for a in pod.addresses):
+                return self.host_network_end(pod)
         if ip in self.learned:
             found, ident = self.learned[ip]
             return FlowEnd(ip, EndKind.EXTERNAL, ident, self.labels_of(ident), ip=ip, learned=found)
