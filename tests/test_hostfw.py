@@ -177,3 +177,47 @@ def test_a_host_policy_cutting_the_agents_from_etcd_is_refused(tmp_path: Path, c
         ingress = dict([_ccnp("in", {"nodeSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]})])
         assert store_lockouts(store, cfg, ingress) == []
         assert store_lockouts(store, _cluster_cfg(tmp_path, host_firewall=False), only_cluster) == []
+
+
+# --------------------------------------------------------------------------- kernel object, hostNetwork pods
+
+
+def test_the_host_object_shares_every_map_of_the_datapath_by_name_and_layout() -> None:
+    from cilia.datapath.bpf import hostfw, loader
+
+    host, dp = loader.load_spec(hostfw.object_path()), loader.load_spec()
+    assert sorted(p.name for p in host.programs) == ["host_egress", "host_ingress"]
+    assert {p.section for p in host.programs} == {"tc"}
+    for m in host.maps:  # pinned by name: the same map only if type and sizes agree
+        assert m == dp.map(m.name)
+    assert hostfw.HOST_ENDPOINT_ID == HOST_ENDPOINT_ID
+
+
+def test_host_network_pods_are_served_on_the_node_addresses_only() -> None:
+    import socket
+
+    from cilia.agent.desired import PodKey
+    from cilia.agent.hostpods import HostNetworkPods
+    from cilia.k8s.objects import Container, ContainerPort, Pod
+
+    with socket.socket() as probe:  # a free port on loopback for the test's "node address"
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    container = Container("c", None, (), (), (ContainerPort(None, port, "TCP"),))
+    pod = Pod("hf-hostnet", "default", (), containers=(container,),
+              host_network=True)
+    pods = HostNetworkPods(lambda: ["127.0.0.1"])
+    key = PodKey("default", "hf-hostnet")
+    try:
+        pods.sync({key: pod})
+        assert pods.running() == {key: [f"127.0.0.1:{port}/TCP"]}
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+            c.sendall(b"GET /x HTTP/1.0\r\n\r\n")
+            reply = c.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 200") and "Server name: hf-hostnet" in reply and "URI: /x" in reply
+        pods.sync({})
+        assert pods.running() == {}
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        pods.close()
