@@ -15,6 +15,7 @@ proxy (HTTP rules, serverNames): the port is open, each request is then decided 
 
 from __future__ import annotations
 
+import bisect
 import csv
 import html
 import io
@@ -236,7 +237,7 @@ def groups_of(analysis: Analysis) -> list[Group]:
         groups.append(Group(len(groups), name, int(rid), EndKind.ENTITY, peer=f"entity:{name}"))
     seen = {g.identity for g in groups}
     taken = _taken_addresses(analysis)
-    spans = [(n.version, int(n[0]), int(n[-1])) for n, _ in analysis.prefix_identities]
+    spans = sorted((n.version, int(n[0]), int(n[-1])) for n, _ in analysis.prefix_identities)
     # CiliumCIDRGroups: a column per identity an address of the group can have (cidrgroup:NAME peers)
     for cg in analysis.cluster.cidr_groups:
         for end in cidr_group_ends(analysis, cg.name) if cg.cidrs else ():
@@ -294,12 +295,15 @@ Span = tuple[int, int, int]  # (IP version, first address, last address) of a pr
 def _address_in(
     net: ipaddress.IPv4Network | ipaddress.IPv6Network, spans: list[Span], taken: set[str]
 ) -> str:
-    """An address inside ``net`` that no longer ipcache prefix (``spans``: all of them) holds and
+    """An address inside ``net`` that no longer ipcache prefix (``spans``: all of them, sorted) holds and
     that is not ``taken`` ("" if there is none): its longest prefix is ``net``, so ``cilia trace``
     gives it this prefix's identity. Prefixes nest or are disjoint: only those inside ``net`` can
     be longer ones holding an address of it."""
     lo, hi = int(net.network_address), int(net.broadcast_address)
-    inner = [(a, b) for v, a, b in spans if v == net.version and lo <= a and b <= hi and (a, b) != (lo, hi)]
+    # spans are sorted: those starting inside net are one slice of them
+    start = bisect.bisect_left(spans, (net.version, lo, -1))
+    end = bisect.bisect_right(spans, (net.version, hi, 1 << 129))
+    inner = [(a, b) for _, a, b in spans[start:end] if b <= hi and (a, b) != (lo, hi)]
     candidates = [lo, hi]
     for a, b in inner:  # around each longer prefix inside it
         candidates += [b + 1, a - 1]
