@@ -34,7 +34,7 @@ from cilia.lab.world import world_netns_name
 
 NODE_INDEX = 12
 GATEWAY = "198.18.192.1"
-NODE = f"node-{NODE_INDEX}"
+NODE = f"cilia-node-{NODE_INDEX}"
 DEMO = "cilium__cilium/examples__policies__host__demo-host-policy.yaml"
 TEST_PORT = 4242  # the test's own listener on the node's address
 

@@ -37,6 +37,12 @@ HOST_EP_IFINDEX = 0  # the host endpoint's key in the endpoints map (no device h
 HOST_AUDIT_KEY = "host"  # in the reconciler's audit file
 
 
+def node_name_of(cfg: Any) -> str:
+    """The node's name: its cluster name (``node-1``), else ``cilia-node-<index>`` (as ``get pods``
+    and flows name the single node)."""
+    return str(cfg.node_name or f"cilia-node-{cfg.node_index}")
+
+
 def default_node_labels(name: str) -> dict[str, str]:
     """What the kubelet puts on every node (the lab's nodes carry them too)."""
     return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
@@ -151,7 +157,7 @@ def start(agent: Any, node: Any) -> HostEndpoint | None:
     from cilia.datapath.bpf.hostfw import HostPrograms
 
     rec = agent.reconciler
-    name = cfg.node_name or f"node-{cfg.node_index}"
+    name = node_name_of(cfg)
     lab_devices = node.host_devices
     host = HostEndpoint(
         agent, HostPrograms(cfg.pin_root).open(),

@@ -23,7 +23,7 @@ from typing import Any
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PolicyKey, parse_policy
-from cilia.agent.hostendpoint import HOST_IDENTITY, host_labels, stored_node_labels
+from cilia.agent.hostendpoint import HOST_IDENTITY, host_labels, node_name_of, stored_node_labels
 from cilia.agent.policystate import PolicyState
 from cilia.datapath.sim import policy_lookup
 from cilia.identity.cidr import cidr_identity_labels
@@ -53,7 +53,7 @@ def store_endpoints(cfg: AgentConfig) -> list[tuple[str, int]]:
 def node_names(cfg: AgentConfig) -> list[str]:
     """The lab's nodes set up with ``cfg``: each cluster member's name, else the one node's."""
     members = member_configs(cfg)
-    return [m.node_name for m in members] if members else [cfg.node_name or f"node-{cfg.node_index}"]
+    return [m.node_name for m in members] if members else [node_name_of(cfg)]
 
 
 def store_lockouts(store: Store, cfg: AgentConfig, applying: Mapping[ObjectKey, dict[str, Any]]) -> list[str]:

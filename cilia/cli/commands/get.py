@@ -89,7 +89,10 @@ def register(app: typer.Typer) -> None:
             return
         if agent_kind is not None:
             try:
-                data = getattr(agent_client(cfg), agent_kind)()
+                if agent_kind == "endpoints" and member_configs(cfg):  # every node's, host endpoints too
+                    data = member_endpoints(cfg)
+                else:
+                    data = getattr(agent_client(cfg), agent_kind)()
             except (AgentUnavailable, AgentAPIError) as e:
                 raise fail(str(e)) from e
             if agent_kind == "endpoints":

@@ -134,11 +134,10 @@ def register(app: typer.Typer) -> None:
 
 def lab_node_names(cfg: Any) -> list[str]:
     """The nodes of the lab set up with ``cfg``: ``node-<i>`` of each cluster member, else the one
-    node's (``node-<index>``)."""
-    from cilia.agent.cluster import member_configs
+    node's (``cilia-node-<index>``)."""
+    from cilia.agent.hostsafety import node_names
 
-    members = member_configs(cfg)
-    return [m.node_name for m in members] if members else [f"node-{cfg.node_index}"]
+    return node_names(cfg)
 
 
 def _label_node(cfg: Any, name: str, args: list[str], overwrite: bool, wait: bool, output: str) -> None:
