@@ -66,3 +66,12 @@ def test_lint_from_nodes_that_selects_no_node(tmp_path: Path) -> None:
     rc, out, _ = run_cli(["lint", "-f", N + "cluster.yaml", "-f", str(tmp_path / "p.yaml"), *FROM_NODES[2:],
                           "--no-config"])
     assert rc == 1 and "CL018 warning" in out and "field: spec.ingress[0].fromNodes[0]" in out
+
+
+def test_diff_takes_the_flag_too() -> None:
+    args = ["diff", "-f", N + "cluster.yaml", "--against", N + "cluster.yaml"]
+    args += ["--against", N + "from-nodes.yaml"]
+    rc, out, _ = run_cli([*args, "--enable-node-selector-labels"])
+    assert rc == 1 and "world -> default/web  every port" in out  # closed: exit 1 (--fail-on)
+    rc, _, err = run_cli(args)
+    assert rc == 2 and "enable-node-selector-labels" in err
