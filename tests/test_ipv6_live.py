@@ -78,6 +78,11 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
     from_c = _probes(node, "v6-c", {"ping6 b": _ping6(b6), "curl6 b": _curl(b6),
                                     "curl4 b": _curl(ips["v6-b"][0])})
     assert from_c == {"ping6 b": False, "curl6 b": False, "curl4 b": False}
+    # the IPv6 drops are flows that name both pods
+    out = node.cilia("observe", "--verdict", "DROPPED", "--last", "50", "-o", "json").stdout
+    drops = {(f["source"].get("pod_name"), f["destination"].get("pod_name"), f["IP"]["ipVersion"])
+             for f in map(json.loads, out.splitlines()) if f["IP"]["destination"] == b6}
+    assert ("v6-c", "v6-b", "IPv6") in drops, out
     # a dual-stack world host reaches v6-a (no ingress policy) over IPv6
     assert _probes(node, WORLD_HOST, {"curl6 a": _curl(a6)}, world=True) == {"curl6 a": True}
 

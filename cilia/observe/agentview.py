@@ -51,7 +51,8 @@ class AgentNodeView:
     def __call__(self) -> NodeView:
         rec = self.agent.reconciler
         with self.agent._lock:
-            eps = tuple((e.id, e.ip, e.identity, str(e.pod), _workloads(rec.desired.raw_pods.get(e.pod)))
+            eps = tuple((e.id, e.ip, e.identity, str(e.pod), _workloads(rec.desired.raw_pods.get(e.pod)),
+                         getattr(e, "ip6", ""))
                         for e in rec.endpoints)
             identities = dict(rec.allocator.identities())
             audit_revision = getattr(rec.policy, "audit_revision", 0)
@@ -80,9 +81,10 @@ class AgentNodeView:
                 if full is not None:
                     audit[ident] = full
         endpoints = {}
-        for ep_id, ip, ident, pod, workloads in eps:
+        for ep_id, ip, ident, pod, workloads, ip6 in eps:
             ns, _, name = pod.partition("/")
-            endpoints[ip] = LocalEndpoint(ep_id, ident, ns, name, ip, workloads)
+            for addr in (ip, ip6) if ip6 else (ip,):  # a dual-stack pod by either address
+                endpoints[addr] = LocalEndpoint(ep_id, ident, ns, name, addr, workloads)
         self._view = NodeView(endpoints, identities, prefixes, policies, audit, rec.policy.repo.revision,
                               self.node_name, names=self._names)  # fmt: skip
         self._key = key
