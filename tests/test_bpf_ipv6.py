@@ -179,3 +179,18 @@ def test_cidr_prefix_in_the_ipv6_ipcache(dp: Datapath) -> None:
     assert (outside.passed, outside.reason) == (False, DropReason.POLICY_DENIED)
     assert dp.ipcache.identity_of(CIDR6_HOST) == CIDR_ID and dp.ipcache.identity_of("2001:2:0:78::5") == WORLD
 
+
+
+def test_ipv6_dns_of_a_dns_proxied_endpoint_fails_closed(dp: Datapath) -> None:
+    """DNS rules send IPv4 queries to the DNS proxy by rewriting; an IPv6 query (not rewritten) is
+    not let past the DNS rules to the server: it takes the generic redirect and, with no IPv6
+    listener, is dropped (proxy lookup failed)."""
+    dp.set_policy(EP, {Key(X, EG, UDP, 53, 16): Entry(False, rule("dns"), 15997)})
+    dp.set_dns_redirect(EP, ("198.18.0.1", 10053))
+    try:
+        passed, events = run(dp, "from_container", frame(LOCAL6, X6, UDP, sport=5300, dport=53))
+    finally:
+        dp.set_dns_redirect(EP, None)
+    assert not passed
+    assert [(e.allowed, e.reason) for e in events if e.endpoint_id == EP][-1] == (
+        False, DropReason.PROXY_LOOKUP_FAILED)

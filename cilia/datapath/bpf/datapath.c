@@ -123,7 +123,10 @@ static __always_inline __be16 proxy_port_of(struct __sk_buff *skb, __u32 ep_id, 
 		return 0;
 	if (dir == DIR_INGRESS && (skb->mark & CILIA_MARK_MASK) == CILIA_MARK_PROXY_INGRESS)
 		return 0;
-	if (dir == DIR_EGRESS && f->dport == bpf_htons(53) && bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id))
+	/* IPv4 DNS takes dns_redirect's rewriting path; IPv6 DNS (which it does not rewrite) keeps the
+	 * proxy port, finds no listener and is dropped: DNS rules are never bypassed over IPv6 */
+	if (dir == DIR_EGRESS && f->dport == bpf_htons(53) && f->family == 4 &&
+	    bpf_map_lookup_elem(&cilia_dns_redirect, &ep_id))
 		return 0;
 	return v->proxy_port;
 }
