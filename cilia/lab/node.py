@@ -223,7 +223,8 @@ class Lab:
         veth.address_host_side(idx, rec.gateway, rec.ip, ipv6=bool(rec.ip6))
         veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),),  # and no default
                             ipv6=bool(rec.ip6))
-        podfiles.write(rec.netns, rec.namespace, rec.name, rec.ip, podfiles.dns_address(self.ipam.node_index))
+        podfiles.write(rec.netns, rec.namespace, rec.name, rec.ip, podfiles.dns_address(self.ipam.node_index),
+                       rec.ip6)
         return rec
 
     def delete_pod(self, namespace: str, name: str) -> None:

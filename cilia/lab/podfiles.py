@@ -34,7 +34,8 @@ def resolv_conf(namespace: str, nameserver: str) -> str:
     return f"search {search}\nnameserver {nameserver}\noptions ndots:5\n"
 
 
-def hosts(ip: str, name: str) -> str:
+def hosts(ip: str, name: str, ip6: str = "") -> str:
+    """The kubelet's hosts file: the localhost lines, then each of the pod's addresses with its name."""
     return (
         "# Kubernetes-managed hosts file.\n"
         "127.0.0.1\tlocalhost\n"
@@ -44,6 +45,7 @@ def hosts(ip: str, name: str) -> str:
         "fe00::1\tip6-allnodes\n"
         "fe00::2\tip6-allrouters\n"
         f"{ip}\t{name}\n"
+        + (f"{ip6}\t{name}\n" if ip6 else "")
     )
 
 
@@ -54,13 +56,13 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write(netns_name: str, namespace: str, name: str, ip: str, nameserver: str) -> Path:
+def write(netns_name: str, namespace: str, name: str, ip: str, nameserver: str, ip6: str = "") -> Path:
     """Write the pod's two files; their directory."""
     d = directory(netns_name)
     d.mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o755)
     _write(d / "resolv.conf", resolv_conf(namespace, nameserver))
-    _write(d / "hosts", hosts(ip, name))
+    _write(d / "hosts", hosts(ip, name, ip6))
     return d
 
 
