@@ -201,3 +201,20 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     assert calls == [(i, MIN_FILES + 5) for i in range(1, MIN_FILES + 6)]
     assert "reading manifests" in screen.getvalue() and bar._bar is None  # drawn, then taken away
     assert not wanted(io.StringIO())  # piped: no bar at all
+
+
+def test_spinner_only_for_big_inputs_on_a_terminal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cilia.cli.progress import MIN_OBJECTS, analysing
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=80)
+    with analysing("linting 5 objects", 5, console):
+        pass
+    assert screen.getvalue() == ""
+    with analysing(f"linting {MIN_OBJECTS} objects", MIN_OBJECTS, console):
+        pass
+    assert f"linting {MIN_OBJECTS} objects" in screen.getvalue()

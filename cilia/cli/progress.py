@@ -1,14 +1,18 @@
 """Progress on long work, drawn only on a terminal: a transient rich progress bar on stderr while many
-manifest files are read (nothing at all when stderr is piped or redirected, so output stays clean)."""
+manifest files are read, a spinner while many objects are analysed (nothing at all when stderr is
+piped or redirected, so output stays clean)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import PurePath
 from typing import Any
 
 MIN_FILES = 20  # fewer files read in a blink: no bar
+MIN_OBJECTS = 200  # an analysis of fewer objects takes well under a second: no spinner
 
 
 def wanted(stream: Any = None) -> bool:
@@ -50,3 +54,15 @@ class FileProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+@contextlib.contextmanager
+def analysing(what: str, size: int, console: Any = None) -> Iterator[None]:
+    """A spinner saying ``what`` while the block runs, on a terminal and for ``size`` ≥ ``MIN_OBJECTS``."""
+    if size < MIN_OBJECTS or (console is None and not wanted()):
+        yield
+        return
+    from rich.console import Console
+
+    with (console or Console(stderr=True)).status(what):
+        yield

@@ -14,7 +14,7 @@ import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode, Options
 from cilia.analyze.findings import RULES
-from cilia.analyze.lint import lint_paths, render_text
+from cilia.analyze.lint import lint_result, render_text
 from cilia.analyze.lintgate import FailOn, GateConfig, find_config, load_config
 from cilia.cli.commands._analysis import (
     EXIT_BAD_INPUT,
@@ -24,8 +24,10 @@ from cilia.cli.commands._analysis import (
     Mode,
     NodeSelectorLabels,
 )
+from cilia.cli.progress import analysing
 from cilia.cli.render import print_errors, print_json, print_yaml
 from cilia.k8s.errors import Error
+from cilia.k8s.loader import load_paths
 
 
 class LintOutput(StrEnum):
@@ -118,7 +120,9 @@ def register(app: typer.Typer) -> None:
             print_errors([exc], sys.stderr)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         options = Options(enforcement_mode, allow_localhost, node_selector_labels=node_selector_labels)
-        report = lint_paths(filename, options)
+        loaded = load_paths(filename)
+        with analysing(f"linting {len(loaded.documents)} objects", len(loaded.documents)):
+            report = lint_result(loaded, options)
         if report.unreadable:
             print_errors(report.unreadable, sys.stderr)
             raise typer.Exit(EXIT_BAD_INPUT)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cilia.cli.common import Output, OutputOpt
+from cilia.cli.progress import analysing
 from cilia.cli.render import plural, print_errors, print_json, print_warnings
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.errors import Error, ValidationReport
@@ -108,7 +109,8 @@ def register(app: typer.Typer) -> None:
         if fix:
             raise typer.Exit(run_fix(filename, write, Flags(node_selector_labels=node_selector_labels)))
         loaded = load_paths(filename)
-        report = validate_result(loaded, Flags(node_selector_labels=node_selector_labels))
+        with analysing(f"validating {len(loaded.documents)} objects", len(loaded.documents)):
+            report = validate_result(loaded, Flags(node_selector_labels=node_selector_labels))
         report = replace(report, skipped=loaded.skipped)  # listed in -o json too
         show_report(report, output)
         raise typer.Exit(exit_code(report))
