@@ -383,3 +383,16 @@ def test_without_node_manifests_every_pod_runs_on_the_local_node() -> None:
     assert one(a, "entity:host", "default/web-b").ingress.rules == (
         RuleRef("reserved", "", "allow-localhost-ingress", "", -1),
     )
+
+
+def test_node_option_names_the_local_node() -> None:
+    a = analysis(SSH_ONLY, options=Options(local_node="node-a"))
+    host = a.resolve("entity:host")[0]
+    assert (host.kind, host.node) == (EndKind.NODE, "node-a")
+    assert not one(a, "entity:world", "entity:host").allowed  # node-a has node-access=ssh
+    assert a.labels_of(1) == host.labels  # the host identity carries node-a's labels
+    unplaced = "apiVersion: v1\nkind: Pod\nmetadata: {name: nowhere}\nspec: {containers: [{name: c}]}\n"
+    b = analysis(unplaced, options=Options(local_node="node-b"))
+    assert b.resolve("default/nowhere")[0].node == "node-b"  # pods without nodeName run on it
+    with pytest.raises(PeerError, match="--node node-c: no such Node"):
+        analysis(options=Options(local_node="node-c"))

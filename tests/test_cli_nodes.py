@@ -75,3 +75,18 @@ def test_diff_takes_the_flag_too() -> None:
     assert rc == 1 and "world -> default/web  every port" in out  # closed: exit 1 (--fail-on)
     rc, _, err = run_cli(args)
     assert rc == 2 and "enable-node-selector-labels" in err
+
+
+def test_node_option_on_the_analysis_commands() -> None:
+    on_a = [*CLUSTER, "--node", "node-a"]
+    rc, out, _ = run_cli(["trace", *on_a, "--from", "entity:world", "--to", "entity:host", "--port", "80",
+                          "--no-state"])
+    assert rc == 1 and "ingress host: DENIED" in out
+    rc, out, _ = run_cli(["connectivity", *on_a, "--to", "entity:host", "--port", "80", "-o", "json"])
+    allowed = json.loads(out)["allowed"]["other"]
+    assert rc == 0 and allowed["world"] == [] and allowed["default/client"] == ["host"]  # node-a's policy
+    rc, _, err = run_cli(["connectivity", *CLUSTER, "--to", "entity:host", "--port", "80"])
+    assert rc == 2 and "several Nodes" in err
+    rc, _, err = run_cli(["trace", *CLUSTER, "--node", "node-x", "--from", "entity:world", "--to",
+                          "entity:host", "--port", "80", "--no-state"])
+    assert rc == 2 and "no such Node" in err

@@ -49,6 +49,8 @@ class Options:
     node_selector_labels: bool = False
     # --node-labels: label prefix patterns of the remote nodes' labels kept (none: all of them)
     node_labels: tuple[str, ...] = ()
+    # --node: the Node the analysis decides as (entity:host, pods without nodeName, the host row)
+    local_node: str = ""
     # enable-host-firewall: host policies (CCNP nodeSelector) are enforced on the nodes. None: on
     # when the manifests have a host policy (whoever writes one means it to be enforced), else off
     # as Cilium's default (with it on, enforcement mode always would deny all of a host's traffic)
@@ -109,9 +111,16 @@ class Analysis:
         self.dns = dns  # what a node learned from DNS answers (None: nothing)
         self.allocator = LocalAllocator()
         ns_labels = {ns.name: ns.label_map for ns in cluster.namespaces}
-        self.nodes = NodeSet(
-            cluster.nodes, apiserver_ips(cluster), options.node_selector_labels, options.node_labels
-        )
+        try:
+            self.nodes = NodeSet(
+                cluster.nodes,
+                apiserver_ips(cluster),
+                options.node_selector_labels,
+                options.node_labels,
+                options.local_node,
+            )
+        except ValueError as exc:  # --node naming no Node: bad input
+            raise PeerError(str(exc)) from None
         local = self.nodes.local
         if local is not None:  # the host identity carries the local node's labels
             self.allocator.allocate(local.host)

@@ -20,7 +20,8 @@ What Cilium 1.18 does, and cilia with it (facts from Cilium's source, tested in
 
 Which node is which depends on where a packet is decided, so an identity is looked up *as seen
 from* a node (:meth:`NodeSet.identity_seen_from`). Pods without ``spec.nodeName`` run on the local
-node: the only Node of the manifests, or an anonymous one when there is none (then every pod runs
+node: the one named with ``--node``, else the only Node of the manifests, or an anonymous one when
+there is none (then every pod runs
 there, ``spec.nodeName`` or not); with several Nodes such a pod runs on none of them, and every node
 is a remote node to it.
 """
@@ -118,6 +119,7 @@ class NodeSet:
         apiserver: Iterable[str] = (),
         node_selector_labels: bool = False,
         node_label_patterns: Sequence[str] = (),
+        local_node: str = "",
     ) -> None:
         self.node_selector_labels = node_selector_labels
         api_ips = frozenset(_norm(ip) for ip in apiserver)
@@ -148,6 +150,10 @@ class NodeSet:
                 )
             )
         self.nodes: dict[str, NodeInfo] = {i.name: i for i in infos}
+        if local_node and local_node not in self.nodes:
+            known = ", ".join(n.name for n in self.declared) or "none"
+            raise ValueError(f"--node {local_node}: no such Node in the manifests (Nodes: {known})")
+        self.local_node = local_node
         # by the address as ipaddress writes it (2001:2:0:fe::1, however the manifest spelt it)
         self.by_ip: dict[str, NodeInfo] = {_norm(ip): i for i in infos for ip in i.ips}
         # remote-node-scoped identities (node-selector labels): one per distinct label set, numbered
@@ -165,7 +171,10 @@ class NodeSet:
 
     @property
     def local(self) -> NodeInfo | None:
-        """The local node: the only node there is (None when the manifests have several)."""
+        """The local node: the one named (``--node``), else the only node there is (None when the
+        manifests have several)."""
+        if self.local_node:
+            return self.nodes[self.local_node]
         return next(iter(self.nodes.values())) if len(self.nodes) == 1 else None
 
     def node_of_pod(self, node_name: str | None) -> str:

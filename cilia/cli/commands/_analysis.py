@@ -98,14 +98,26 @@ def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
     return NodeDns(None if no_state else AgentConfig.resolve(state_dir).state_dir)
 
 
+LocalNode = Annotated[
+    str,
+    typer.Option(
+        "--node",
+        metavar="NAME",
+        help="Decide as this Node of the manifests: entity:host is it, pods without spec.nodeName run "
+        "on it, connectivity's host row is its host endpoint (default: the only Node).",
+    ),
+]
+
+
 def load(
     files: list[str],
     mode: EnforcementMode,
     localhost: AllowLocalhost,
     dns: NodeDns | None = None,
     node_selector_labels: bool = False,
+    local_node: str = "",
 ) -> Analysis:
-    options = Options(mode, localhost, node_selector_labels=node_selector_labels)
+    options = Options(mode, localhost, node_selector_labels=node_selector_labels, local_node=local_node)
     analysis = guarded(lambda: analyse_paths(files, options, dns=dns))
     print_warnings(analysis.cluster.warnings)  # documents replaced by later ones of the same name
     return analysis

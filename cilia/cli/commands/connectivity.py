@@ -22,7 +22,16 @@ from cilia.analyze.connectivity import (
     write_csv,
     write_json,
 )
-from cilia.cli.commands._analysis import Files, Localhost, Mode, NodeSelectorLabels, fail, guarded, load
+from cilia.cli.commands._analysis import (
+    Files,
+    Localhost,
+    LocalNode,
+    Mode,
+    NodeSelectorLabels,
+    fail,
+    guarded,
+    load,
+)
 from cilia.cli.nameopts import namespace_option
 
 
@@ -86,6 +95,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         node_selector_labels: NodeSelectorLabels = False,
+        local_node: LocalNode = "",
     ) -> None:
         """Who can reach whom, per port class: pods (grouped by identity), world and host.
 
@@ -110,7 +120,7 @@ def register(app: typer.Typer) -> None:
         """
         if namespace is not None and all_namespaces:
             raise fail("-n and -A contradict each other: give one")
-        analysis = load(filename, enforcement_mode, allow_localhost, None, node_selector_labels)
+        analysis = load(filename, enforcement_mode, allow_localhost, None, node_selector_labels, local_node)
         classes = guarded(lambda: port_classes_of(analysis, port)) if port is not None else None
         view = View(
             namespace,

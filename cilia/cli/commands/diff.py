@@ -13,7 +13,16 @@ from typing import Annotated
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.cli.commands._analysis import EXIT_FAIL, EXIT_OK, Localhost, Mode, NodeSelectorLabels, fail, load
+from cilia.cli.commands._analysis import (
+    EXIT_FAIL,
+    EXIT_OK,
+    Localhost,
+    LocalNode,
+    Mode,
+    NodeSelectorLabels,
+    fail,
+    load,
+)
 
 
 class Output(StrEnum):
@@ -90,6 +99,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         node_selector_labels: NodeSelectorLabels = False,
+        local_node: LocalNode = "",
     ) -> None:
         """What changes in who can reach whom: opened, closed, new deciding rule; workloads added/removed.
 
@@ -122,8 +132,8 @@ def register(app: typer.Typer) -> None:
                 if paths:
                     raise fail(f"unexpected arguments {' '.join(paths)} (paths go after --git REV1..REV2 --)")
                 old_files, new_files = filename, against
-            old = load(old_files, enforcement_mode, allow_localhost, None, node_selector_labels)
-            new = load(new_files, enforcement_mode, allow_localhost, None, node_selector_labels)
+            old = load(old_files, enforcement_mode, allow_localhost, None, node_selector_labels, local_node)
+            new = load(new_files, enforcement_mode, allow_localhost, None, node_selector_labels, local_node)
         result = diff(old, new)
         if output is Output.html:
             from cilia.analyze.graphpage import render_diff_page

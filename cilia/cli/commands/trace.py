@@ -17,6 +17,7 @@ from cilia.cli.commands._analysis import (
     EXIT_OK,
     Files,
     Localhost,
+    LocalNode,
     Mode,
     NodeSelectorLabels,
     NoState,
@@ -147,6 +148,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         node_selector_labels: NodeSelectorLabels = False,
+        local_node: LocalNode = "",
         state_dir: StateDir = None,
         no_state: NoState = False,
         http_method: Annotated[
@@ -205,7 +207,12 @@ def register(app: typer.Typer) -> None:
         query = guarded(lambda: parse_port_query(port)) if port is not None else None
         request = l7_request(http_method, http_path, http_host, http_header, tls_sni, dns_query)
         analysis = load(
-            filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state), node_selector_labels
+            filename,
+            enforcement_mode,
+            allow_localhost,
+            node_dns(state_dir, no_state),
+            node_selector_labels,
+            local_node,
         )
         source = guarded(lambda: side_of(analysis, src, src_labels, namespace, "from"))
         dest = guarded(lambda: side_of(analysis, dst, dst_labels, namespace, "to"))

@@ -18,6 +18,7 @@ from cilia.cli.commands._analysis import (
     EXIT_OK,
     Files,
     Localhost,
+    LocalNode,
     Mode,
     NodeSelectorLabels,
     NoState,
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         enforcement_mode: Mode = EnforcementMode.DEFAULT,
         allow_localhost: Localhost = AllowLocalhost.ALWAYS,
         node_selector_labels: NodeSelectorLabels = False,
+        local_node: LocalNode = "",
         state_dir: StateDir = None,
         no_state: NoState = False,
         namespace: Annotated[
@@ -100,7 +102,12 @@ def register(app: typer.Typer) -> None:
             raise fail("-n and -A contradict each other: give one")
         expectations = guarded(lambda: in_namespace(load_expectations(expect), namespace))
         analysis = load(
-            filename, enforcement_mode, allow_localhost, node_dns(state_dir, no_state), node_selector_labels
+            filename,
+            enforcement_mode,
+            allow_localhost,
+            node_dns(state_dir, no_state),
+            node_selector_labels,
+            local_node,
         )
         report = guarded(lambda: verify(analysis, expectations))
         if output is Output.json:
