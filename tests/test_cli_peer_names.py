@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
+import yaml
 
+from bench.connectivity_bench import generate_documents
 from tests.helpers_analyze import check_golden, run_cli
 
 P = ["-f", "tests/inputs/peers/cluster.yaml"]
@@ -136,3 +139,21 @@ def test_verify_takes_kubectl_names_in_the_namespace_of_n() -> None:
     assert rc == 2 and "no Deployment default/frontend" in err
     rc, _, err = run_cli([*args, "-n", "prod", "-A"])
     assert rc == 2 and "-n and -A contradict each other" in err
+
+
+def test_connectivity_rules_left_out_above_the_limit(tmp_path: Path) -> None:
+    """Above 20,000 cells -o json says why the deciding rules are not there; a filter brings them back."""
+    f = tmp_path / "big.yaml"
+    f.write_text(yaml.safe_dump_all(generate_documents(pods=120, namespaces=12, policies=48)))
+    _, out, _ = run_cli(["connectivity", "-f", str(f), "-o", "json"])
+    data = json.loads(out)
+    assert "deciding_rules" not in data
+    note = data["deciding_rules_omitted"]
+    assert "cells (over 20,000): --rules, or narrow with -n/--from/--to/--port" in note
+    source = data["groups"][0]["peer"]
+    cls = data["port_classes"][0]
+    port = f"{cls['port']}/{cls['protocol']}"
+    _, out, _ = run_cli(["connectivity", "-f", str(f), "--from", source, "--port", port, "-o", "json"])
+    narrowed = json.loads(out)
+    assert list(narrowed["deciding_rules"]) == [cls["label"]]
+    assert len(narrowed["deciding_rules"][cls["label"]]) == 1
