@@ -18,10 +18,12 @@ Targets (issue 15): help ≤ 2, validate ≤ 3, trace ≤ 4.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +75,20 @@ def run_once(argv: list[str], expected: int) -> float:
     return elapsed
 
 
+@contextlib.contextmanager
+def rounds_progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr when it is a terminal (nothing when piped: the output stays the report)."""
+    if not sys.stderr.isatty():
+        yield lambda name: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("cli start-up", total=total)
+        yield lambda name: bar.update(task, advance=1, description=f"cli start-up: {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15, help="runs of each command (median taken)")
@@ -81,9 +97,11 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in cmds}
     for argv, expected in cmds.values():  # warm the file cache and .pyc files first
         run_once(argv, expected)
-    for _ in range(args.rounds):
-        for name, (argv, expected) in cmds.items():
-            times[name].append(run_once(argv, expected))
+    with rounds_progress(args.rounds * len(cmds)) as advance:
+        for _ in range(args.rounds):
+            for name, (argv, expected) in cmds.items():
+                times[name].append(run_once(argv, expected))
+                advance(name)
     medians = {name: statistics.median(t) for name, t in times.items()}
     base = medians["baseline"]
     for name, med in medians.items():
