@@ -514,13 +514,15 @@ class Reconciler:
 
     def _relabel(self, ep: Endpoint, pod: Pod) -> Labels | None:
         """Move the endpoint to the identity of its current labels. Returns None: the old
-        identity is released here, inside the one ordered datapath update."""
+        identity is released here, once the ordered datapath update moved the endpoint off it."""
         labels = self.identity_labels(pod)
         if tuple(labels.strings()) == ep.labels:
             return None
         old_labels = Labels.parse(ep.labels)
         ident = self.allocator.allocate(labels)
-        self.allocator.release(old_labels)
+        # The old identity goes after the datapath update (off the path to enforcement: its store
+        # delete is an fsynced commit, and the entries it leaves behind name an identity no local
+        # address has any more; the caller's policy sync removes them).
         affected = self.policy.take_affected()
         diffs = {}
         for other in self.endpoints:
@@ -537,6 +539,7 @@ class Reconciler:
         self.datapath.update_identity(host_prefixes(ep.ip), ident, diffs, endpoint_id=ep.id)
         for eid, (_, new_ms) in diffs.items():
             self.applied[eid] = new_ms
+        self.allocator.release(old_labels)
         self.endpoints.update(ep.pod, identity=ident, labels=tuple(labels.strings()))
         self.endpoints_version += 1
         self._emit("Normal", "Relabelled", f"Pod/{ep.pod}", f"identity {ep.identity} → {ident}")
