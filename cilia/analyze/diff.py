@@ -203,8 +203,34 @@ def _ports_text(cls: PortClass, only: bool) -> str:
                      for p, lo, hi in cls.segments)
 
 
+def _named_ports(analysis: Analysis) -> frozenset[tuple[Any, ...]]:
+    """Every pod's named ports with its labels (egress named ports resolve against all of them)."""
+    return frozenset(
+        (ep.labels, cp.name.lower(), cp.protocol, cp.container_port)
+        for ep in analysis.endpoints
+        for cp in ep.pod.ports
+        if cp.name
+    )
+
+
+def _same_engine(old: Analysis, new: Analysis) -> bool:
+    """Do both sides decide a side whose selecting rules and ends are equal alike? The engine's
+    options (enforcement, host firewall, Secrets), every pod's named ports and the Nodes (which
+    identity a node's address has, seen from where) must be equal."""
+    return (
+        old.oracle.options == new.oracle.options
+        and _named_ports(old) == _named_ports(new)
+        and old.cluster.nodes == new.cluster.nodes
+    )
+
+
 def diff(old: Analysis, new: Analysis) -> Diff:
-    """The connectivity delta from ``old`` to ``new`` (see the module's docstring)."""
+    """The connectivity delta from ``old`` to ``new`` (see the module's docstring).
+
+    A side is traced once where it cannot differ between the two: the egress of a source whose
+    selecting rules did not change (not *touched*), towards a destination with the same labels,
+    is the same verdict on both sides when the engines' options and the named ports are equal —
+    it is taken from ``old`` (at 10,000 pods that halves the policies resolved)."""
     classes = common_classes(old, new)
     c_old = connectivity(old, classes)
     c_new = connectivity(new, classes)
@@ -217,6 +243,10 @@ def diff(old: Analysis, new: Analysis) -> Diff:
     sel_new = _selected(new, [by_new[n] for n in common])
     touched = {n for n in common if sel_old.get(n) != sel_new.get(n)}
     common_set = set(common)
+    ends_old = {n: group_end(old, by_old[n], eps_old) for n in common}
+    ends_new = {n: group_end(new, by_new[n], eps_new) for n in common}
+    reuse = _same_engine(old, new)
+    same = {n for n in common if reuse and ends_old[n].labels == ends_new[n].labels}
     only = len(classes) == 1
     changes: list[CellChange] = []
     for ci, cls in enumerate(classes):
@@ -230,9 +260,21 @@ def diff(old: Analysis, new: Analysis) -> Diff:
             # a source whose policies changed: every destination; else those whose ingress changed
             candidates = flips | (common_set if s in touched else touched)
             for d in sorted(candidates, key=lambda name: by_old[name].index):
-                f_old = flow_of(old, group_end(old, go, eps_old), group_end(old, by_old[d], eps_old), ports)
-                f_new = flow_of(new, group_end(new, gn, eps_new), group_end(new, by_new[d], eps_new), ports)
-                called = {f_old.src.name: s, f_old.dst.name: d, f_new.src.name: s, f_new.dst.name: d}
+                f_old = flow_of(old, ends_old[s], ends_old[d], ports)
+                src, dst = ends_new[s], ends_new[d]
+                unchanged = s in same and d in same
+                egress = (
+                    f_old.egress
+                    if unchanged and s not in touched
+                    else side_verdict(new, src, dst, Direction.EGRESS, ports)
+                )
+                ingress = (
+                    f_old.ingress
+                    if unchanged and d not in touched
+                    else side_verdict(new, dst, src, Direction.INGRESS, ports)
+                )
+                f_new = FlowTrace(src, dst, ports.proto, ports.port, egress, ingress)
+                called = {f_old.src.name: s, f_old.dst.name: d, src.name: s, dst.name: d}
                 before, after = decider(f_old, called), decider(f_new, called)
                 if d in flips:
                     kind = ChangeKind.OPENED if d in t_new else ChangeKind.CLOSED
