@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from cilia.agent.client import AgentClient
     from cilia.agent.config import AgentConfig
     from cilia.store import Store
@@ -38,8 +38,27 @@ OutputOpt = Annotated[Output, typer.Option("-o", "--output", help="text | json")
 OutputStrOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]  # compared as text
 ExecArgs = Annotated[list[str], typer.Argument(help="Command and arguments, after --.")]
 
-console = Console(soft_wrap=True, highlight=False)
-err_console = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+_CONSOLES: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """``console`` (stdout) or ``err_console`` (stderr), made when first used: importing rich's console
+    costs start-up that commands printing plain text (validate, lint) need not pay."""
+    if name not in _CONSOLES:
+        from rich.console import Console
+
+        _CONSOLES[name] = (
+            Console(soft_wrap=True, highlight=False)
+            if name == "console"
+            else Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+        )
+    return _CONSOLES[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("console", "err_console"):  # `from cilia.cli.common import console` works as before
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 StateDirOpt = Annotated[
     Path | None,
@@ -67,7 +86,7 @@ def node_config(state_dir: Path | None, run_dir: Path | None, **overrides: Any) 
         given = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **given) if given else cfg
     except ConfigError as e:
-        err_console.print(f"[red]error:[/red] {e}")
+        _console("err_console").print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
 
 
@@ -101,7 +120,8 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
         return all([wait_for_agent(m, revision, timeout, quiet) for m in members])
     client = agent_client(cfg)
     deadline = time.monotonic() + timeout
-    spinner = err_console.status("waiting for the agent") if not quiet and err_console.is_terminal else None
+    err = _console("err_console")
+    spinner = err.status("waiting for the agent") if not quiet and err.is_terminal else None
     with spinner if spinner is not None else contextlib.nullcontext():
         while True:
             try:
@@ -113,16 +133,16 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
                 reached, status = 0, {}
             except (AgentUnavailable, AgentAPIError) as e:
                 if not quiet:
-                    err_console.print(f"[yellow]note:[/yellow] stored, but {e}")
+                    err.print(f"[yellow]note:[/yellow] stored, but {e}")
                 return False
             if reached >= revision and status.get("caught_up"):
                 if status.get("last_error") and not quiet:
-                    err_console.print(f"[yellow]warning:[/yellow] the agent reported: {status['last_error']} "
-                                      "(it retries; see `cilia get events` and its log)")
+                    err.print(f"[yellow]warning:[/yellow] the agent reported: {status['last_error']} "
+                              "(it retries; see `cilia get events` and its log)")
                 return True
             if time.monotonic() >= deadline:
                 if not quiet:
-                    err_console.print(
+                    err.print(
                         f"[yellow]note:[/yellow] stored; the agent has not caught up yet "
                         f"(revision {reached} of {revision}); see `cilia status`"
                     )
@@ -136,7 +156,10 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise (``raise fail(...)``)."""
-    err_console.print(f"[red]error:[/red] {escape(message)}")  # the message as written, [x] and all
+    from rich.markup import escape
+
+    # the message as written, [x] and all
+    _console("err_console").print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -166,4 +189,4 @@ def print_listing(output: str, document: dict[str, Any], lines: Iterable[str]) -
         print(json.dumps(document, sort_keys=True))
         return
     for line in lines:
-        console.print(line)
+        _console("console").print(line)
