@@ -80,6 +80,9 @@ class EndpointTable:
         self.recovered: str | None = None  # why the saved table was unreadable, if it was
         self._deferring = 0
         self._dirty = False
+        # each endpoint's JSON row, kept with the (frozen) Endpoint it was made from: a save after
+        # one endpoint changed serializes that one, not all of them (500 pods: most of a relabel)
+        self._rows: dict[int, tuple[Endpoint, str]] = {}
         if path is not None and path.exists():
             try:
                 self._load(path)
@@ -167,8 +170,14 @@ class EndpointTable:
             return
         self._dirty = False
         # Compact and unsorted: this runs on every endpoint change, with hundreds of endpoints.
-        rows = [e.to_json() for e in self._by_id.values()]
-        write_private(self.path, json.dumps(rows, separators=(",", ":")))
+        rows: dict[int, tuple[Endpoint, str]] = {}
+        for e in self._by_id.values():
+            row = self._rows.get(e.id)
+            if row is None or row[0] is not e:
+                row = (e, json.dumps(e.to_json(), separators=(",", ":")))
+            rows[e.id] = row
+        self._rows = rows
+        write_private(self.path, "[" + ",".join(r for _, r in rows.values()) + "]")
 
 
 def pinned_endpoint_ids(datapath: NodeDatapath) -> dict[int, int]:
