@@ -66,9 +66,11 @@ class FlowLog:
             os.write(fd, line)
             self._size += len(line)
 
-    def append_many(self, flows: Iterable[Flow]) -> None:
-        """Write flows as lines, as few ``write`` calls as rotation allows (whole lines only)."""
-        lines = [(json.dumps(f.to_json(), separators=(",", ":")) + "\n").encode() for f in flows]
+    def append_many(self, flows: Iterable[Flow], lines: list[bytes] | None = None) -> None:
+        """Write flows as lines, as few ``write`` calls as rotation allows (whole lines only);
+        ``lines`` are the flows' lines when the caller made them already."""
+        if lines is None:
+            lines = [(json.dumps(f.to_json(), separators=(",", ":")) + "\n").encode() for f in flows]
         with self._lock:
             fd = self._open()
             chunk: list[bytes] = []

@@ -205,6 +205,36 @@ class NodeMetrics:
         if not flow.dropped:
             children[2].observe(h.latency_ns / 1e9)
 
+    def observe_http_many(self, flows: list[Flow]) -> None:
+        """:meth:`observe_http` for a burst: each label set's counters incremented once."""
+        counts: dict[tuple[str, str, int, str], int] = {}
+        for flow in flows:
+            h = flow.l7
+            if not isinstance(h, HttpInfo):
+                continue
+            reporter = "client" if flow.traffic_direction is TrafficDirection.EGRESS else "server"
+            key = (h.method, h.protocol, h.code, reporter)
+            counts[key] = counts.get(key, 0) + 1
+            if not flow.dropped:
+                self._http_children_of(key)[2].observe(h.latency_ns / 1e9)
+        for key, n in counts.items():
+            children = self._http_children_of(key)
+            children[0].inc(n)
+            children[1].inc(n)
+
+    def _http_children_of(self, key: tuple[str, str, int, str]) -> tuple[Any, Any, Any]:
+        children = self._http_children.get(key)
+        if children is None:
+            method, protocol, code, reporter = key
+            children = (
+                self.http_requests.labels(method, protocol, reporter),
+                self.http_responses.labels(method, protocol, str(code), reporter),
+                self.http_duration.labels(method, reporter),
+            )
+            if len(self._http_children) < 4096:  # methods and codes come from clients: bounded
+                self._http_children[key] = children
+        return children
+
     def observe_dns(self, flow: Flow) -> None:
         """Count one DNS flow of the proxy as hubble's dns handler does: a dropped (refused) query
         and a query are ``hubble_dns_queries_total``, an answer ``hubble_dns_responses_total`` and

@@ -35,6 +35,7 @@ from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
 from cilia.observe.enrich import NodeView, endpoint_of, names_of, world_cidr
 from cilia.observe.flow import L4, DnsInfo, Flow, HttpInfo, L7Type, PolicyRef, TrafficDirection, Verdict
+from cilia.observe.http_template import HttpFlowTemplates
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
@@ -83,6 +84,7 @@ class FlowPipeline:
         self.suppressed = 0  # events the datapath's rate limit suppressed (sum of the reported counts)
         self.unknown_cookies = 0
         self._seq = 0
+        self._http_templates = HttpFlowTemplates()
         self._lock = threading.Lock()
         if self.log is not None:
             for flow in self.log.tail(capacity):
@@ -103,9 +105,9 @@ class FlowPipeline:
         self.suppressed += ev.suppressed_before
         return flow
 
-    def _named(self, flow: Flow) -> Flow:
+    def _named(self, flow: Flow, view: NodeView | None = None) -> Flow:
         """The flow with the DNS names the node learned for its two addresses (toFQDNs)."""
-        view = self.view()
+        view = self.view() if view is None else view
         src, dst = names_of(view, flow.ip_source), names_of(view, flow.ip_destination)
         return replace(flow, source_names=src, destination_names=dst) if src or dst else flow
 
@@ -139,29 +141,52 @@ class FlowPipeline:
     def ingest_http_many(
         self, items: Iterable[tuple[HttpRecord, Direction, bool, Iterable[RuleRef], Iterable[RuleRef]]]
     ) -> list[Flow]:
-        """:meth:`ingest_http` for a burst of the access log: one lock, one write of the flow log."""
+        """:meth:`ingest_http` for a burst of the access log: one lock, one write of the flow log;
+        the requests of one shape after the first are copies of its flow
+        (:mod:`cilia.observe.http_template`)."""
         with self._lock:
-            flows = []
+            view = self.view()
+            names: dict[str, tuple[str, ...]] = {}
+            flows, lines = [], []
             for record, direction, allowed, by, refused in items:
                 self._seq += 1
-                flows.append(self._named(self.make_http_flow(record, direction, allowed, by, refused,
-                                                             self._seq)))
+                seq = self._seq
+                src, dst = record.client[0], record.server[0]
+                if src not in names:
+                    names[src] = names_of(view, src)
+                if dst not in names:
+                    names[dst] = names_of(view, dst)
+                by, refused = frozenset(by), frozenset(refused)
+                key = (direction, allowed, by, refused, src, record.server, record.client_identity,
+                       record.server_identity, record.status, record.protocol, record.method, record.path,
+                       record.host, record.headers, names[src], names[dst])  # fmt: skip
+
+                latency = record.latency_ns if allowed else 0
+                args = (record, direction, allowed, by, refused, seq, view)
+                flow, line = self._http_templates.make(view, key, seq, record.time_ns, record.client[1],
+                                                       latency, self._http_flow, args)  # fmt: skip
+                flows.append(flow)
+                lines.append(line)
             for flow in flows:
                 self.ring.add(flow)  # type: ignore[arg-type]
             if self.log is not None:
-                self.log.append_many(flows)
+                self.log.append_many(flows, [(line + "\n").encode() for line in lines])
         if self.metrics is not None:
-            for flow in flows:
-                self.metrics.observe_http(flow)
+            self.metrics.observe_http_many(flows)
         return flows
+
+    def _http_flow(self, r: HttpRecord, direction: Direction, allowed: bool, by: Iterable[RuleRef],
+                   refused: Iterable[RuleRef], seq: int, view: NodeView) -> Flow:  # fmt: skip
+        """The HTTP flow of one request the slow way: made and named from ``view``."""
+        return self._named(self.make_http_flow(r, direction, allowed, by, refused, seq, view), view)
 
     def make_http_flow(
         self, r: HttpRecord, direction: Direction, allowed: bool, allowed_by: Iterable[RuleRef],
-        denied_by: Iterable[RuleRef], seq: int,
+        denied_by: Iterable[RuleRef], seq: int, view: NodeView | None = None,
     ) -> Flow:  # fmt: skip
         """Hubble's HTTP flow: REQUEST for a refused request (code 403), RESPONSE with the status
         and latency for a forwarded one."""
-        view = self.view()
+        view = self.view() if view is None else view
         info = HttpInfo(
             L7Type.RESPONSE if allowed else L7Type.REQUEST,
             r.status,
