@@ -70,7 +70,11 @@ def set_audit(view: Any, node: bool, namespaces: list[str], host: bool = False) 
         return own(node, namespaces)
     rec = _reconciler(view)
     with view._lock:
-        return rec.set_audit(node, namespaces, host=host)
+        out = rec.set_audit(node, namespaces, host=host)
+        host_endpoint = getattr(view, "host_endpoint", None)
+        if host_endpoint is not None:  # the host endpoint's audit flag now, not at the next sync
+            host_endpoint.sync()
+        return out
 
 
 def _reconciler(view: Any) -> Any:
