@@ -4,6 +4,7 @@ rules generation (a rules change is seen at once), and a batch gives the same fl
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -116,3 +117,32 @@ def test_reader_hands_over_bursts(tmp_path: Path) -> None:
     assert [r.path for rs in got for r in rs] == [f"/{i}" for i in range(50)]
     # the queued burst came as one batch (datagrams sent while the reader drains it may join it)
     assert len(got[0]) >= 10 and reader.errors == 1
+
+
+def test_templated_flows_and_lines_equal_the_slow_way(tmp_path: Path) -> None:
+    """Requests of one shape after the first are copies of its flow with their own seq, time,
+    client port and latency, and their log lines are glued from pieces: both must be exactly what
+    make_http_flow and to_json give."""
+    shapes = [("GET", "/a", "1796595269.057", "37928", "0 0"),
+              ("POST", "/a", "1796595270.999", "40001", "7 3"),
+              ("GET", "/a", "1796595271.001", "1000", "12 12"),
+              ("GET", "/b%22%5C", "1796595272.500", "65535", "2 -1")]  # fmt: skip
+    lines = []
+    for i in range(40):
+        m, p, ts, port, times = shapes[i % len(shapes)]
+        line = LINE.format(m=m, p=p).replace("1796595269.057", ts).replace("37928", str(int(port) - i % 3))
+        lines.append(line.replace(" 200 0 0 ", f" 200 {times} "))
+    records = [parse_line(line) for line in lines]
+    pipe = FlowPipeline(state_dir=tmp_path, clock_offset_ns=0)
+    hp = proxy(pipe, "/a")
+    hp.on_batch(records[:7])
+    hp.on_batch(records[7:])
+    got = pipe.ring.since(0, -1)
+    assert len(got) == 40 and len({f.l4.source_port for f in got}) > 4
+    assert {f.l7.latency_ns for f in got if f.l7 is not None} >= {0, 3_000_000, 12_000_000}
+    for flow, record in zip(got, records, strict=True):
+        direction, allowed, by, refused = hp._attribution(record, "ingress", record.allowed)
+        want = pipe._named(pipe.make_http_flow(record, direction, allowed, by, refused, flow.seq))
+        assert flow == want
+    written = (tmp_path / FILE_NAME).read_text().splitlines()
+    assert written == [json.dumps(f.to_json(), separators=(",", ":")) for f in got]
