@@ -21,6 +21,7 @@ TRACES = [
     ("test-to-1.1.1.1-443", "--from pod/test --to 1.1.1.1 --port 443", 0),
     ("frontend-to-svc-named-port", "-n prod --from deploy/frontend --to svc/api --port http", 0),
     ("frontend-to-svc-every-port", "-n prod --from deploy/frontend --to svc/api", 0),
+    ("api-to-a-new-pod-by-labels", "-n prod --from deploy/api --to-labels app=db,tier=x --port 5432", 0),
     ("labels-to-sts-named-port", "-n prod --from-labels tier=backend --to sts/db --port pg", 1),
     ("labels-everywhere-to-apiserver", "-A --from-labels app --to entity:kube-apiserver --port 6443", 0),
     ("frontend-to-api-named-port", "-n prod --from deploy/frontend --to deploy/api --port http", 0),
@@ -60,7 +61,8 @@ def test_kubectl_names_are_the_canonical_peers() -> None:
     [
         ("--from test --from-labels app=x --to 1.1.1.1", "give one of --from PEER and --from-labels"),
         ("--to 1.1.1.1", "give one of --from PEER and --from-labels"),
-        ("--from-labels app=api --to 1.1.1.1", "no pods with labels app=api in namespace default"),
+        ("-A --from-labels app=none --to 1.1.1.1", "no pods with labels app=none in every namespace in the"),
+        ("--from-labels !app --to 1.1.1.1", "no pods with labels !app in namespace default in the manifests"),
         ("--from test --to prod/db-0 --port http", "pod prod/db-0 has no container port named 'http'"),
         ("--from test --to 1.1.1.1 --port https", "1.1.1.1 is not a pod, give a number"),
         ("-n prod -A --from test --to 1.1.1.1", "-n and -A contradict each other"),

@@ -15,11 +15,12 @@ from cilia.analyze.cluster import Analysis
 from cilia.analyze.connectivity import cell_rule, connectivity, deciding_rules, group_end
 from cilia.analyze.deciding import decided_by
 from cilia.analyze.manifests import cluster_from_result
-from cilia.analyze.peer_names import PortQuery
+from cilia.analyze.peer_names import PortQuery, label_query
 from cilia.analyze.peers import PortSpec
 from cilia.analyze.trace_query import every_port, side_of, trace_between
 from cilia.k8s.loader import load_text
 from cilia.policy.types import Proto
+from tests.conftest import REPO
 
 _CIDRS = ["1.1.1.1/32", "198.19.0.0/16", "198.19.1.0/24", "0.0.0.0/0"]
 _ENTITIES = ["world", "host", "cluster", "kube-apiserver", "remote-node", "all"]
@@ -137,3 +138,34 @@ def test_trace_without_port_is_the_matrix_column(seed: int) -> None:
     assert [v.result.allowed for v in answer.verdicts] == [
         conn.allowed(s, d, ci) for ci in range(len(conn.classes))
     ]
+
+
+def test_labels_of_no_pod_decide_as_that_pod_would() -> None:
+    """--to-labels/--from-labels that no pod has are traced as a new pod with those labels (as
+    cilium policy trace -s): the same verdicts and rules as after adding such a pod."""
+    base = (REPO / "tests/inputs/peers/cluster.yaml").read_text()
+    extra = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "db-x", "namespace": "prod", "labels": {"app": "db", "tier": "x"}},
+            "spec": {"containers": [{"name": "c"}]},
+        }
+    )
+    without = Analysis(cluster_from_result(load_text(base, "c.yaml")))
+    with_pod = Analysis(cluster_from_result(load_text(base + "---\n" + extra, "c.yaml")))
+    for direction in ("to", "from"):
+        answers = []
+        for a, peer in ((without, None), (with_pod, "prod/db-x")):
+            query = None if peer else label_query("app=db,tier=x", "prod")
+            new = side_of(a, peer, query, "prod", direction)
+            other = side_of(a, "deploy/api", None, "prod", "from" if direction == "to" else "to")
+            src, dst = (other, new) if direction == "to" else (new, other)
+            answer = every_port(a, src, dst)
+            rules = [[f.egress.rules + f.ingress.rules for f in v.result.flows] for v in answer.verdicts]
+            verdicts = zip(answer.verdicts, rules, strict=True)
+            answers.append([(v.label, v.result.allowed, r) for v, r in verdicts])
+        assert answers[0] == answers[1]
+        allowed = [ok for _, ok, _ in answers[0]]
+        # api reaches app=db on 5432 only; nothing of api's takes traffic from app=db
+        assert (direction == "to") == any(allowed) and not all(allowed)

@@ -24,8 +24,9 @@ import re
 from dataclasses import dataclass
 
 from cilia.analyze.cluster import Analysis, PodEndpoint
-from cilia.analyze.flow import FlowEnd
+from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.peers import PeerError, PortSpec, parse_port, parse_proto
+from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
 from cilia.policy.types import Proto
 
@@ -211,13 +212,43 @@ def label_query(text: str, namespace: str | None) -> LabelQuery:
 
 
 def resolve_labels(analysis: Analysis, query: LabelQuery) -> list[FlowEnd]:
-    """The pods a label query selects (an error naming the query when there is none)."""
+    """The pods a label query selects; when none does, a new pod with exactly these labels in the
+    query's namespace, as ``cilium policy trace -s`` decides for labels (only for ``KEY=VALUE``
+    requirements in one namespace: anything else is an error naming the query)."""
     ns = query.namespace
     found = [
         ep
         for ep in analysis.endpoints
         if (ns is None or ep.pod.namespace == ns) and query.selector.matches(ep.labels)
     ]
-    if not found:
-        raise PeerError(f"no {query.describe()} in the manifests")
-    return [analysis.pod_end(ep) for ep in found]
+    if found:
+        return [analysis.pod_end(ep) for ep in found]
+    new = _new_pod(analysis, query)
+    if new is None:
+        hint = "" if ns is not None else " (a new pod's labels need a namespace: -n or --from/--to-namespace)"
+        raise PeerError(f"no {query.describe()} in the manifests{hint}")
+    return [new]
+
+
+def _new_pod(analysis: Analysis, query: LabelQuery) -> FlowEnd | None:
+    """A flow end for a pod that does not exist yet: the identity a pod with the query's labels
+    would have in its namespace (None: the query is not a plain set of labels, or the policies were
+    already computed without this identity)."""
+    ns = query.namespace
+    wanted: dict[str, str] = {}
+    for r in query.selector.requirements:
+        if r.operator is not Operator.IN or len(r.values) != 1 or r.source not in ("any", "k8s"):
+            return None
+        wanted[r.label_key] = r.values[0]
+    if ns is None or not wanted:
+        return None
+    ns_labels = next((n.label_map for n in analysis.cluster.namespaces if n.name == ns), None)
+    labels = pod_identity_labels(wanted, ns, ns_labels, DEFAULT_SERVICE_ACCOUNT, analysis.cluster_name)
+    if not query.selector.matches(labels):
+        return None  # a label the identity does not keep (the label filter drops it)
+    identity = analysis.allocator.by_labels(labels)
+    if identity is None:
+        if "oracle" in vars(analysis):
+            return None  # the policies were resolved for the identities known then
+        identity = analysis.allocator.allocate(labels)
+    return FlowEnd(f"{ns}/{{{query.text}}} (new pod)", EndKind.POD, identity, labels, namespace=ns)

@@ -50,7 +50,9 @@ def side_of(
     if (peer is None) == (labels is None):
         raise PeerError(f"give one of --{what} PEER and --{what}-labels LABELS")
     if labels is not None:
-        return Ends(labels.describe(), tuple(resolve_labels(analysis, labels)))
+        ends = tuple(resolve_labels(analysis, labels))
+        new = " (none in the manifests: a new pod with these labels)" if not ends[0].pod else ""
+        return Ends(labels.describe() + new, ends)
     assert peer is not None
     canonical = canonical_peer(peer, namespace)
     if what == "to" and not canonical.startswith(("statefulset:", "daemonset:")):
@@ -69,7 +71,9 @@ def _named_port(analysis: Analysis, end: FlowEnd, query: PortQuery) -> PortSpec:
             f"--port {query.text}: a port name is looked up on the destination pod's containerPorts; "
             f"{end.name} is not a pod, give a number"
         )
-    ep = next(e for e in analysis.endpoints if e.name == end.name)
+    ep = next((e for e in analysis.endpoints if e.name == end.name), None)
+    if ep is None:
+        raise PeerError(f"--port {query.text}: {end.name} has no container ports; give a number")
     for cp in ep.pod.ports:
         proto = parse_proto(cp.protocol)
         if (cp.name or "").lower() == query.name and (query.proto is None or proto == query.proto):
