@@ -186,6 +186,11 @@
     G.forEach((g, i) => {
       if (!g.ns && used('g' + i)) nodes.push({ data: { id: 'g' + i, label: g.name, i }, classes: 'group ' + g.kind + (g.status ? ' ' + g.status : '') });
     });
+    for (const x of nodes) { // a node's box fits its label (10px sans-serif: about 6px a character)
+      const lines = String(x.data.label).split('\n');
+      x.data.w = Math.min(140, 6 * Math.max(...lines.map((l) => l.length))) + 4;
+      x.data.h = 13 * lines.length;
+    }
     const ids = new Set(nodes.map((x) => x.data.id));
     const kept = edges.filter((e) => ids.has(e.data.source) && ids.has(e.data.target));
     return { nodes, edges: kept, lazy, deniedNote };
@@ -194,7 +199,7 @@
   // ------------------------------------------------------------------ drawing
   const style = [
     { selector: 'node', style: { label: 'data(label)', 'font-size': 10, 'text-valign': 'center', 'text-halign': 'center',
-      'text-wrap': 'wrap', 'text-max-width': 140, width: 'label', height: 'label', padding: 8, shape: 'round-rectangle',
+      'text-wrap': 'wrap', 'text-max-width': 140, width: 'data(w)', height: 'data(h)', padding: 8, shape: 'round-rectangle',
       'background-color': '#dbe8f7', 'border-width': 1, 'border-color': '#5b7fa8' } },
     { selector: 'node.namespace', style: { 'text-valign': 'top', 'text-halign': 'center', 'font-weight': 'bold',
       'background-color': '#f4f6f9', 'border-color': '#9aa7b5', 'border-style': 'dashed', padding: 14 } },
@@ -218,7 +223,7 @@
     { selector: 'edge:selected', style: { 'line-color': '#e0218a', 'target-arrow-color': '#e0218a' } },
     { selector: 'node:selected', style: { 'border-color': '#e0218a', 'border-width': 3 } },
   ];
-  const cy = cytoscape({ container: document.getElementById('cy'), style, wheelSensitivity: 0.3, minZoom: 0.02, maxZoom: 4 });
+  const cy = cytoscape({ container: document.getElementById('cy'), style, minZoom: 0.02, maxZoom: 4 });
   let current = { nodes: [], edges: [] };
 
   function layoutFor(count) {
