@@ -61,3 +61,32 @@ def test_pod_ips_are_validated(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(bad, sort_keys=False))
     code, out, _ = run_cli(["validate", "-f", str(path)])
     assert code == 1 and 'status.podIPs[1].ip: Invalid value: "2001:2::zz"' in out, out
+
+
+def test_get_pods_shows_both_addresses_of_a_dual_stack_pod() -> None:
+    """``get pods -o wide`` shows both (kubectl's custom column of .status.podIPs[*].ip), the plain
+    table podIP only; ``-o json|yaml`` lists both in status.podIPs; an IPv4-only pod is unchanged."""
+    from cilia.agent.desired import PodKey
+    from cilia.agent.endpoints import Endpoint
+    from cilia.agent.views import pod_objects, pods_table
+    from cilia.store import Kind, key_for_object, open_store
+
+    store = open_store(backend="memory")
+    single = {**POD_A, "metadata": {**POD_A["metadata"], "name": "c"}}
+    for obj in (POD_A, single):
+        store.put(key_for_object(obj, "default"), obj)
+    recs = store.list(Kind.PODS)
+    eps = [Endpoint(1, PodKey("default", "a"), "198.18.0.2", 10, "lxc1", "ns1", 256, ip6="2001:2::c612:2"),
+           Endpoint(2, PodKey("default", "c"), "198.18.0.4", 11, "lxc2", "ns2", 256)]
+    rows = [e.to_json() for e in eps]
+
+    def ip_column(wide: bool) -> dict[str, str]:
+        t = pods_table(recs, rows, agent_up=True, node="n0", wide=wide)
+        return {r[0]: r[t.headers.index("IP")] for r in t.rows}
+
+    assert ip_column(True) == {"a": "198.18.0.2,2001:2::c612:2", "c": "198.18.0.4"}
+    assert ip_column(False) == {"a": "198.18.0.2", "c": "198.18.0.4"}
+    objs = {o["metadata"]["name"]: o["status"] for o in pod_objects(recs, rows, agent_up=True, node="n0")}
+    assert objs["a"]["podIPs"] == [{"ip": "198.18.0.2"}, {"ip": "2001:2::c612:2"}]
+    assert objs["c"]["podIPs"] == [{"ip": "198.18.0.4"}] and "ip6" not in rows[1]
+    assert Endpoint.from_json(rows[0]) == eps[0]  # the table file keeps the IPv6 address
