@@ -225,9 +225,12 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
             thr = wrk(cns, url, 2, conns, seconds)
             used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
             r = {"p50_us": lat["p50_us"], "p99_us": lat["p99_us"], "rps": thr["rps"]}
+            n = max(thr["rps"] * seconds, 1.0)
+            r.update({f"{k}_cpu_us": used[k] / n * 1e6 for k in procs})
             print(f"{label}: latency p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs (1 connection); "
                   f"{r['rps']:.0f} requests/s ({conns} connections; CPU meanwhile: agent "
-                  f"{used['agent']:.1f} s, haproxy {used['haproxy']:.1f} s of {seconds} s)",
+                  f"{used['agent']:.1f} s, haproxy {used['haproxy']:.1f} s of {seconds} s = "
+                  f"{r['agent_cpu_us']:.1f} + {r['haproxy_cpu_us']:.1f} µs per request)",
                   flush=True)  # fmt: skip
             return r
 
@@ -312,6 +315,7 @@ def main() -> int:
         print("l7_bench needs root (network namespaces, eBPF)")
         return 2
     r = run(args.node_index, args.seconds, args.conns, args.changes)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"summary: latency_ratio={r['latency_ratio']:.2f} rps_ratio={r['rps_ratio']:.2f} "
           f"rule_change_p99_ms={r['rule_change_p99_ms']:.1f}")  # fmt: skip
     return 0

@@ -278,7 +278,8 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     # The listeners take the node's proxy ports on every address (noreuseport): nodes sharing a
     # namespace have ports of their own (use_node_ports); should one be taken anyway, this node's
     # L7 ports fail closed.
-    pcfg = ProxyConfig(files, ports=proxy_ports(options), both_at_egress=both_at_egress)
+    pcfg = ProxyConfig(files, ports=proxy_ports(options), both_at_egress=both_at_egress,
+                       nbthread=proxy_threads())  # fmt: skip
     try:
         # the node's policy routing for redirected packets (cilia.proxy.transparent, idempotent) and
         # the mark on HAProxy's own connections (no second redirect at the destination)
@@ -290,6 +291,14 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     except (ProxyStartError, OSError, transparent.RoutingError, marks.MarkError) as e:
         log.error("http proxy not started: %s", e)
         return None
+
+
+def proxy_threads(cpus: int | None = None) -> int:
+    """HAProxy's threads: half the machine's CPUs (1 to 4). The proxy shares the CPUs with the
+    pods' programs and the agent; on 2 CPUs a second thread costs more in hand-offs between threads
+    than it brings (bench/l7_bench.py: CPU per request 26 µs with 1 thread, 30-34 µs with 2)."""
+    n = cpus if cpus is not None else (os.cpu_count() or 2)
+    return max(1, min(4, n // 2))
 
 
 def node_port(cfg: ProxyConfig) -> int:

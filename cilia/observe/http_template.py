@@ -95,6 +95,7 @@ class HttpFlowTemplates:
         if view is not self._owner:
             self._shapes.clear()
             self._owner = view
+        key = (key, latency_ns != 0)  # a line has a latency field only when it is not 0
         shape = self._shapes.get(key)
         if shape is None:
             flow = make_slow(*args)
@@ -109,9 +110,6 @@ class HttpFlowTemplates:
             return flow, dumps(flow)
         info = proto.l7
         assert isinstance(info, HttpInfo)
-        if (latency_ns != 0) != (info.latency_ns != 0):  # another shape of line: made the slow way
-            flow = make_slow(*args)
-            return flow, dumps(flow)
         got = shape.infos.get(latency_ns)
         if got is None:
             if len(shape.infos) > 256:
