@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cilia.agent import ctgc, fqdn, hostendpoint, hostpods, l7proxy
+from cilia.agent import ctgc, fqdn, gcpause, hostendpoint, hostpods, l7proxy
 from cilia.agent.api import APIServer
 from cilia.agent.config import AgentConfig
 from cilia.agent.endpoints import EndpointTable
@@ -85,6 +85,7 @@ class Agent:
             rev = self.reconciler.start()
             self._after_sync()
         self._advance(rev)
+        gcpause.settle()  # the state built so far is not walked by later collections
         self._ready = True
         log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
         resync_at: float | None = None  # set after a failure: when to retry a full sync
@@ -102,6 +103,7 @@ class Agent:
                             check_at = time.monotonic() + RUNTIME_CHECK_S
                             self.reconciler.check_runtime()
                             self._after_sync()
+                            gcpause.settle()  # idle: collect now what changes built, not mid-change
                         if resync_at is not None and time.monotonic() >= resync_at:
                             # A failed update left endpoints fail-closed: retry a full sync.
                             self.reconciler.resync()
