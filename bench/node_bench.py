@@ -22,6 +22,7 @@ policy_p99_ms=X label_p50_ms=X label_p99_ms=X cli_label_nowait_ms=X agent_rss_mi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -111,7 +112,27 @@ def cilia(env: dict[str, str], *args: str) -> float:
     return time.monotonic() - t0
 
 
-def run(pods: int, policies: int, changes: int, node_index: int) -> dict[str, float]:
+def start_profile(pid: int, path: Path) -> subprocess.Popen | None:
+    """py-spy sampling the agent (raw collapsed stacks, every thread, idle ones too) until stopped."""
+    try:
+        return subprocess.Popen(["py-spy", "record", "-p", str(pid), "-f", "raw", "-r", "250", "--idle",
+                                 "--threads", "--nonblocking", "-o", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        print("--profile: py-spy not installed (pip install py-spy)", flush=True)
+        return None
+
+
+def stop_profile(proc: subprocess.Popen | None, path: Path) -> None:
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    print(f"agent profile (py-spy raw stacks) during the label changes: {path}", flush=True)
+
+
+def run(pods: int, policies: int, changes: int, node_index: int,
+        profile: Path | None = None) -> dict[str, float]:
     base = Path(tempfile.mkdtemp(prefix="cilia-nodebench-"))
     pin_root = f"/sys/fs/bpf/cilia/bench-{os.getpid()}"
     env = {
@@ -191,10 +212,17 @@ def run(pods: int, policies: int, changes: int, node_index: int) -> dict[str, fl
             store.update(key, change)
 
         label_ms: list[float] = []
+        prof = start_profile(pid, profile) if profile else None
         for i in range(changes):
             set_access(i % 2 == 0)
             label_ms.append(probe(src["netns"], dst["ip"], want_open=i % 2 == 0) * 1000)
+        if profile:
+            stop_profile(prof, profile)
         out["label_p50_ms"], out["label_p99_ms"] = pct(label_ms, 0.5), pct(label_ms, 0.99)
+        print("label change → enforced, slowest: "
+              + " ".join(f"{ms:.0f}{'o' if i % 2 == 0 else 'c'}" for i, ms in
+                         sorted(enumerate(label_ms), key=lambda x: -x[1])[:8]) + " ms (o: open, c: close)",
+              flush=True)
         print(
             f"label change → enforced: p50 {out['label_p50_ms']:.1f} ms, p99 {out['label_p99_ms']:.1f} ms",
             flush=True,
@@ -239,6 +267,12 @@ def run(pods: int, policies: int, changes: int, node_index: int) -> dict[str, fl
               f"{out['recover_s']:.1f} s (nothing recreated)", flush=True)
         store.close()
     finally:
+        # the agent logs each garbage collection slower than 50 ms (cilia.agent.gcpause)
+        with contextlib.suppress(OSError):
+            slow = [line for line in cfg.log_path.read_text(errors="replace").splitlines()
+                    if "garbage collection of generation" in line]
+            print(f"agent's slow garbage collections: {len(slow)}"
+                  + "".join(f"\n  {line[line.find('garbage'):]}" for line in slow[-5:]), flush=True)
         t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "cilia.cli.main", "down", "--purge"], env=env, check=False)
         print(f"node down in {time.monotonic() - t0:.1f} s", flush=True)
@@ -251,11 +285,12 @@ def main() -> int:
     ap.add_argument("--policies", type=int, default=500)
     ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--node-index", type=int, default=8)
+    ap.add_argument("--profile", type=Path, help="py-spy the agent during the label changes into this file")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("node_bench needs root (network namespaces, eBPF)")
         return 2
-    r = run(args.pods, args.policies, args.changes, args.node_index)
+    r = run(args.pods, args.policies, args.changes, args.node_index, args.profile)
     print(
         f"summary: pods={int(r['pods'])} pods_up_s={r['pods_up_s']:.1f} policies={int(r['policies'])} "
         f"policies_s={r['policies_s']:.1f} policy_p50_ms={r['policy_p50_ms']:.1f} "
