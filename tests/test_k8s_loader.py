@@ -155,3 +155,23 @@ def test_alias_bomb_and_deep_nesting_are_refused_quickly(monkeypatch: pytest.Mon
     assert bomb.message == "document 1: document expands to more than 10000 nodes (YAML aliases?)"
     [deep] = load_text("a: " + "[" * 500 + "]" * 500, "deep.yaml").errors
     assert (deep.message, deep.line, deep.column) == ("nested more than 100 levels deep", 1, 104)
+
+
+def test_what_is_skipped_and_what_is_an_object_with_a_mistake() -> None:
+    result = load_text(
+        "name: ci\non: push\n---\napiVersion: v2\nname: chart\n---\n- a\n---\n"
+        "metadata: {name: x}\nspec: {}\n---\nKind: Pod\nmetadata: {name: y}\n",
+        "m.yaml",
+    )
+    assert [(s.line, s.reason) for s in result.skipped] == [
+        (1, "document 1 has no apiVersion and kind: not a Kubernetes object"),
+        (4, "document 2 has no kind: not a Kubernetes object"),
+        (7, "document 3 is a list, not an object (a mapping with apiVersion and kind)"),
+    ]
+    assert [d.index for d in result.documents] == [3, 4]  # kept: validation names what is missing
+    with loader.using_selection(loader.Selection(strict=True)):
+        strict = load_text("name: ci\n", "w.yaml")
+    assert [(e.line, e.message) for e in strict.errors] == [
+        (1, "document 1 has no apiVersion and kind: not a Kubernetes object (refused by --strict)")
+    ]
+    assert load_text("{{ .Values.x }}\n", "t.yaml").skipped[0].reason.startswith("a Go/Helm template")

@@ -2,7 +2,8 @@
 
 What is read is what ``kubectl apply -f`` would send: a directory gives its own ``*.yaml|*.yml|*.json``
 files (all of its tree with ``-R``), ``--exclude`` globs leave files out, and a document without a
-``kind`` (a CI workflow, Helm values, ``Chart.yaml``), a list or scalar document, an empty file and a Go
+``kind`` (a CI workflow, Helm values, ``Chart.yaml``; not one with ``metadata`` or a mis-cased
+``kind``/``apiVersion``, which validation reports), a list or scalar document, an empty file and a Go
 template (Helm's ``{{ … }}``) are skipped and listed (:class:`~cilia.k8s.errors.Skipped`) — refused
 with ``--strict``. The command line sets these choices once for every reader it calls
 (:func:`using_selection`).
@@ -304,6 +305,15 @@ def _template_line(text: str) -> int:
     return text.count("\n", 0, m.start()) + 1 if m else 0
 
 
+def _meant_as_object(data: dict[object, object]) -> bool:
+    """A document without ``kind`` that still reads as a Kubernetes object with a mistake in it: it has
+    ``metadata``, or ``kind``/``apiVersion`` in the wrong case (validation says so; it is not skipped)."""
+    return "metadata" in data or any(
+        isinstance(k, str) and k.lower() in ("kind", "apiversion") and k not in ("kind", "apiVersion")
+        for k in data
+    )
+
+
 def _read_one(text: str, file: str) -> tuple[list[Document], list[Error], list[str], list[Skipped]]:
     """One file's objects; what kubectl would not send (see the module docstring) is skipped."""
     template = _template_line(text)
@@ -312,14 +322,14 @@ def _read_one(text: str, file: str) -> tuple[list[Document], list[Error], list[s
     docs, errors, warnings, skipped = _parse(text, file)
     kept = []
     for doc in docs:
-        if isinstance(doc.data, dict) and "kind" not in doc.data:
+        if isinstance(doc.data, dict) and "kind" not in doc.data and not _meant_as_object(doc.data):
             what = "no apiVersion and kind" if "apiVersion" not in doc.data else "no kind"
             where = f"item {doc.item + 1} of document {doc.index + 1}" if doc.item is not None else (
                 f"document {doc.index + 1}")
             skipped.append(Skipped(file, doc.line, f"{where} has {what}: not a Kubernetes object"))
         else:
             kept.append(doc)
-    return kept, errors, warnings, skipped
+    return kept, errors, warnings, sorted(skipped, key=lambda s: s.line)
 
 
 def _finish(
