@@ -9,6 +9,7 @@ and rules as ``cilia trace --from NS/POD --to NS/POD --port N/PROTO``.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -215,15 +216,22 @@ def _verdict_word(v: PortVerdict) -> str:
 
 
 def render_every_port(answer: EveryPort) -> str:
-    """One block per port class: the verdict and the rule that decided it."""
+    """The verdict of each port class and the rule that decided it; classes with the same verdict
+    and deciding rule share one block (the policies of a real repository cut dozens of classes)."""
     what = "port of the Service" if answer.of_service else "port class the policies distinguish"
     lines = [f"{answer.src} -> {answer.dst}: every {what} ({len(answer.verdicts)})", ""]
+    blocks: dict[tuple[str, str], list[PortVerdict]] = {}
     for v in answer.verdicts:
-        tried = "" if v.label.startswith(str(v.port)) else f" (tried {v.port})"
-        lines.append(f"{v.label}{tried}: {_verdict_word(v)}")
         flow = v.first_deciding()
-        if flow is not None:
-            lines.append(f"  {decided_by(flow)['text']}")
+        why = decided_by(flow)["text"] if flow is not None else ""
+        blocks.setdefault((_verdict_word(v), why), []).append(v)
+    for (word, why), same in blocks.items():
+        v = same[0]
+        tried = "" if len(same) > 1 or v.label.startswith(str(v.port)) else f" (tried {v.port})"
+        text = ", ".join(x.label for x in same) + f"{tried}: {word}"
+        lines += textwrap.wrap(text, width=100, subsequent_indent="    ", break_on_hyphens=False)
+        if why:
+            lines.append(f"  {why}")
     lines += [
         "",
         "trace --port PORT shows one port in full (each side's entry and notes).",
