@@ -221,3 +221,31 @@ def test_host_network_pods_are_served_on_the_node_addresses_only() -> None:
             pass
     finally:
         pods.close()
+
+
+# --------------------------------------------------------------------------- output (golden files)
+
+
+def test_get_nodes_and_the_host_endpoint_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers_analyze import check_golden, run_cli
+
+    from cilia.agent.views import endpoints_table
+
+    monkeypatch.setenv("CILIA_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("CILIA_RUN_DIR", str(tmp_path / "run"))
+    code, out, _ = run_cli(["label", "node", "cilia-node-0", "node-access=ssh", "--no-wait"])
+    assert (code, out) == (0, "node/cilia-node-0 labeled\n")
+    code, _, err = run_cli(["label", "node", "node-7", "a=b", "--no-wait"])
+    assert code == 1 and "not found" in err and "cilia-node-0" in err
+    code, table, _ = run_cli(["get", "nodes"])
+    assert code == 0
+    check_golden("get", "nodes.txt", table)
+    code, js, _ = run_cli(["get", "nodes", "-o", "json"])
+    check_golden("get", "nodes.json", js)
+    host = {"id": HOST_ENDPOINT_ID, "host": True, "node": "cilia-node-0", "pod": "", "ip": "198.18.0.1",
+            "identity": 1, "state": "ready", "enforcement": {"ingress": True, "egress": False}, "audit": True,
+            "host_ifname": "", "policy_entries": 12, "labels": ["k8s:node-access=ssh", "reserved:host="]}
+    pod = {"id": 1, "pod": "default/a", "ip": "198.18.0.2", "identity": 256, "state": "ready",
+           "enforcement": {"ingress": False, "egress": False}, "audit": False, "host_ifname": "lxc1",
+           "policy_entries": 3, "labels": ["k8s:app=a"]}
+    check_golden("get", "endpoints-host.txt", endpoints_table([host, pod], namespace="default").render())

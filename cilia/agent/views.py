@@ -299,6 +299,13 @@ def endpoints_table(
     return Table(headers, tuple(rows))
 
 
+def nodes_table(nodes: Iterable[dict[str, Any]]) -> Table:
+    """``kubectl get nodes --show-labels``'s NAME and LABELS of the lab's nodes."""
+    rows = tuple((str(n["metadata"]["name"]), _labels_text((n.get("metadata") or {}).get("labels")))
+                 for n in nodes)
+    return Table(("NAME", "LABELS"), rows)
+
+
 def identities_table(identities: Iterable[dict[str, Any]], *, wide: bool = False) -> Table:
     headers = ("ID", "LABELS") + (("ENDPOINTS",) if wide else ())
     rows = []

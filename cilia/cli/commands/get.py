@@ -44,6 +44,22 @@ def _records(store: Store, kind: Kind, namespace: str | None, name: str | None) 
     return recs
 
 
+def _nodes(cfg: Any, name: str | None) -> list[dict[str, Any]]:
+    """The lab's nodes as Node objects: each one's stored object (``cilia label node``), else the
+    lab's default labels."""
+    from cilia.agent.hostendpoint import default_node_labels, node_manifest
+    from cilia.agent.hostsafety import node_names
+    from cilia.store import Kind
+
+    names = [n for n in node_names(cfg) if name is None or n == name]
+    if name is not None and not names:
+        raise fail(f'node "{name}" not found (the lab\'s nodes: {", ".join(node_names(cfg))})')
+    with open_node_store(cfg) as store:
+        recs = {n: store.get(Kind.NODES.key("", n)) for n in names}
+    return [rec.value if rec is not None else node_manifest(n, default_node_labels(n))
+            for n, rec in recs.items()]
+
+
 def _emit(output: str, table: views.Table, items: list[dict[str, Any]], empty_note: str) -> None:
     if output == "json":
         print(json.dumps(views.as_list(items), indent=2, sort_keys=False))
@@ -79,6 +95,10 @@ def register(app: typer.Typer) -> None:
         ns = None if all_namespaces else namespace
         where = "any namespace" if all_namespaces else f"{namespace} namespace"
         empty = f"No resources found in {where}."
+        if kind.lower() in ("nodes", "node", "no"):  # the lab's nodes and their labels (host firewall)
+            items = _nodes(cfg, name)
+            _emit(output, views.nodes_table(items), items, "No resources found.")
+            return
         agent_kind = AGENT_KINDS.get(kind.lower())
         if agent_kind == "events":
             events = [e.to_json() for e in read_events(cfg.events_path)]
