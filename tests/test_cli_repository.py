@@ -218,3 +218,11 @@ def test_spinner_only_for_big_inputs_on_a_terminal() -> None:
     with analysing(f"linting {MIN_OBJECTS} objects", MIN_OBJECTS, console):
         pass
     assert f"linting {MIN_OBJECTS} objects" in screen.getvalue()
+
+
+def test_fix_prints_only_the_manifests(repo: Path) -> None:
+    (repo / "policies" / "deny.yaml").write_text(POLICY.replace("  ingress:", "  deny:"))
+    code, out, err = run("validate", "-f", "repo", "-R", "--fix")
+    assert code == 0, err
+    assert "egressDeny" not in out and "ingressDeny:" in out  # the deny with from… peers, fixed
+    assert "jobs:" not in out and "replicaCount" not in out and "{{" not in out  # workflow, values, template

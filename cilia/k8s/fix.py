@@ -21,7 +21,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from cilia.k8s.errors import Error
-from cilia.k8s.loader import discover, new_yaml, read_text
+from cilia.k8s.loader import discover, is_template, new_yaml, read_text
 from cilia.k8s.source import FieldPath, format_path
 
 POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
@@ -183,7 +183,10 @@ def fix_paths(paths: list[str | Path], *, write: bool = False) -> list[FixResult
         raise errors[0]
     results = []
     for file in files:
-        result = fix_text(read_text(file), file)
+        text = read_text(file)
+        if is_template(text):
+            continue  # a Helm/Go template is no manifest (the loader skips it too)
+        result = fix_text(text, file)
         if write and result.changes and file != "-":
             Path(file).write_text(result.text, encoding="utf-8")
         results.append(result)

@@ -299,6 +299,11 @@ def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[
     return docs, errors, warnings
 
 
+def is_template(text: str) -> bool:
+    """The text holds a Go/Helm template action (``{{ … }}``): a chart's template, not a manifest."""
+    return _template_line(text) > 0
+
+
 def _template_line(text: str) -> int:
     """The 1-based line of the first Go/Helm template action in ``text`` (0: none)."""
     m = _TEMPLATE.search(text)

@@ -54,18 +54,20 @@ def run_fix(paths: list[str], write: bool, flags: Flags = Flags()) -> int:
     except Error as err:
         print_errors([err], sys.stderr)
         return EXIT_BAD_INPUT
-    documents, errors, warnings, files = [], [], [], []
+    documents, errors, warnings, files, shown = [], [], [], [], []
     for res in results:
         loaded = load_text(res.text, res.file)
         documents += loaded.documents
         errors += loaded.errors
         warnings += loaded.warnings
         files.append(res.file)
+        if loaded.documents or loaded.errors:  # not a file of skipped documents only (a CI workflow …)
+            shown.append(res)
         if write:
             for change in res.changes:
                 sys.stderr.write(f"{res.file}: {change.path}: {change.description}\n")
     if not write:
-        sys.stdout.write("---\n".join(r.text if r.text.endswith("\n") else r.text + "\n" for r in results))
+        sys.stdout.write("---\n".join(r.text if r.text.endswith("\n") else r.text + "\n" for r in shown))
     report = validate_result(
         LoadResult(tuple(files), tuple(documents), tuple(errors), tuple(warnings)), flags
     )
