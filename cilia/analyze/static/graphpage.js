@@ -88,13 +88,27 @@
     return list.map((c) => MARK[c.kind] + (CLASSES.length === 1 ? 'every port' : (c.cls >= 0 ? CLASSES[c.cls].label : c.ports))).join(' ');
   }
 
+  const KINDS = ['allowed', 'unchanged', 'opened', 'closed', 'rule-changed'];
   function build() {
     const edges = [];
+    // units: a group, or the closed namespace it is in; aggregated edges keyed by numbers (a 10,000-pod
+    // page walks about a million allowed pairs here)
+    const unitIds = [];
+    const unitIndex = new Map();
+    const unitNo = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const u = unitOf(i);
+      let k = unitIndex.get(u);
+      if (k === undefined) { k = unitIds.length; unitIndex.set(u, k); unitIds.push(u); }
+      unitNo[i] = k;
+    }
+    const U = unitIds.length;
+    const isGroupUnit = unitIds.map((u) => u[0] === 'g');
     const agg = new Map();
-    const addAgg = (us, ud, s, d, kind) => {
-      const k = us + '>' + ud + '>' + kind;
+    const addAgg = (s, d, kind) => {
+      const k = (unitNo[s] * U + unitNo[d]) * KINDS.length + KINDS.indexOf(kind);
       let e = agg.get(k);
-      if (!e) { e = { us, ud, kind, count: 0, pairs: [] }; agg.set(k, e); }
+      if (!e) { e = { us: unitIds[unitNo[s]], ud: unitIds[unitNo[d]], kind, count: 0, pairs: [] }; agg.set(k, e); }
       e.count++;
       if (e.pairs.length < 60) e.pairs.push([s, d]);
     };
@@ -102,32 +116,31 @@
     const visibleChanges = (s, d) => (changed(s, d) || []).filter(
       (c) => state.kinds[c.kind] && (state.cls < 0 || c.cls === state.cls || c.cls < 0));
     const allowedRow = state.cls < 0 ? anyRow : rows[state.cls];
+    const plain = isDiff ? 'unchanged' : 'allowed';
     if (!isDiff || state.context) {
       for (let s = 0; s < n; s++) {
+        const sGroup = isGroupUnit[unitNo[s]];
         for (const d of targets(allowedRow, s)) {
           if (!INSIDE[s] && !INSIDE[d]) continue; // between two outside peers: no policy here decides
-          if (isDiff && changed(s, d)) continue;
-          const us = unitOf(s), ud = unitOf(d);
-          if (us[0] === 'g' && ud[0] === 'g') {
+          if (isDiff && changesByPair.size && changed(s, d)) continue;
+          if (sGroup && isGroupUnit[unitNo[d]]) {
             const cls = classesOf(s, d);
             const isL7 = l7.length > 0 && cls.some((ci) => bit(l7[ci], s, d));
-            edges.push({ data: { id: 'e' + s + '_' + d, source: us, target: ud, s, d, kind: isDiff ? 'unchanged' : 'allowed',
+            edges.push({ data: { id: 'e' + s + '_' + d, source: 'g' + s, target: 'g' + d, s, d, kind: plain,
               label: state.cls < 0 && cls.length === CLASSES.length ? 'every port' : cls.map((ci) => CLASSES[ci].label).join(', ') }, classes: isDiff ? 'unchanged' : (isL7 ? 'l7' : 'allowed') });
-          } else addAgg(us, ud, s, d, isDiff ? 'unchanged' : 'allowed');
+          } else addAgg(s, d, plain);
         }
       }
     }
     if (isDiff) {
-      for (const [k, list] of changesByPair) {
+      for (const k of changesByPair.keys()) {
         const [s, d] = k.split(',').map(Number);
         const shown = visibleChanges(s, d);
         if (!shown.length) continue;
-        const us = unitOf(s), ud = unitOf(d);
-        if (us[0] === 'g' && ud[0] === 'g') {
-          edges.push({ data: { id: 'c' + s + '_' + d, source: us, target: ud, s, d, kind: shown[0].kind,
+        if (isGroupUnit[unitNo[s]] && isGroupUnit[unitNo[d]]) {
+          edges.push({ data: { id: 'c' + s + '_' + d, source: 'g' + s, target: 'g' + d, s, d, kind: shown[0].kind,
             label: shortChangeLabel(shown) }, classes: shown[0].kind });
-        } else addAgg(us, ud, s, d, shown[0].kind);
-        void list;
+        } else addAgg(s, d, shown[0].kind);
       }
     }
     // a large closed view draws namespace-level edges only where a namespace is opened
@@ -244,7 +257,10 @@
     cy.add(current.nodes);
     cy.add(current.edges);
     cy.endBatch();
-    if (current.edges.length > 400) cy.style().selector('edge').style('label', '').update();
+    // many edges: no labels, straight lines (a bezier's bounds cost most of a large layout); loops stay curved
+    const many = current.edges.length > 400;
+    cy.style().selector('edge').style({ label: many ? '' : 'data(label)', 'curve-style': many ? 'straight' : 'bezier' })
+      .selector('edge:loop').style({ 'curve-style': 'bezier' }).update();
     lap('add');
     const leaves = cy.nodes().filter((x) => !x.isParent()).length;
     cy.layout(layoutFor(leaves)).run();
@@ -447,6 +463,7 @@
     state.expanded.add(decodeURIComponent(o[1]));
     draw();
     status.dataset.openMs = String(Math.round(performance.now() - t));
+    status.dataset.openTiming = JSON.stringify(timing);
     status.dataset.openEdges = String(cy.edges().length);
     status.dataset.openLeaves = String(cy.nodes().filter((x) => !x.isParent()).length);
   }
