@@ -1,8 +1,9 @@
 """HTTP rules on a live node (root): the datapath redirects connections whose policy entry has a
 proxy port to the node's HAProxy, which decides every request — curl from lab pods gets 200, the
 proxy's 403, or (a peer the L4 policy does not allow) a drop. Ingress rules, egress rules and both
-on one connection; header rules; whole-path matches; a policy change reaches an open keep-alive
-connection; HAProxy killed → L7 ports fail closed, then recover; every request an L7 flow.
+on one connection; header rules (a Secret's value too); whole-path matches; a policy change
+reaches an open keep-alive connection; HAProxy killed → L7 ports fail closed, then recover;
+every request an L7 flow.
 
 One node for the module (index 6: its own pod range and gateway); each test applies the one policy
 it needs (same name, replaced) and the pods stay."""
@@ -114,6 +115,16 @@ def test_ingress_http_rules(node: LiveNode) -> None:
     allowed = next(f for f in flows if f["verdict"] == "FORWARDED")
     assert [p["name"] for p in allowed["ingress_allowed_by"]] == ["l7-server"]
     assert allowed["source"]["pod_name"] == "l7-client"  # the server saw the client's own address
+
+    # headerMatches with a Secret: the header must equal the Secret's value (base64 "s3cr3t-v"),
+    # not the inline value the rule also carries
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "l7-key", "namespace": "default"},
+              "data": {"value": "czNjcjN0LXY="}}  # fmt: skip
+    match = {"name": "X-Key", "value": "inline", "secret": {"namespace": "default", "name": "l7-key"}}
+    node.apply(secret, server_policy(ingress_rule([{"path": "/secret", "headerMatches": [match]}])))
+    assert settle(node, "l7-client", f"{server}/secret", 200, "-H", "X-Key: s3cr3t-v") == 200
+    assert http(node, "l7-client", f"{server}/secret", "-H", "X-Key: inline") == 403
+    assert http(node, "l7-client", f"{server}/secret") == 403
 
 
 def test_egress_and_both(node: LiveNode) -> None:

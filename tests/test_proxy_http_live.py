@@ -355,3 +355,22 @@ def test_every_thread_decides_with_the_last_loaded_rules(proxy: Proxy) -> None:
             assert (ask(c, "GET", allowed)[0], ask(c, "GET", refused)[0]) == (200, 403), rounds
     for c in conns:
         c.close()
+
+
+def test_a_proxy_port_in_use_is_a_clear_error() -> None:
+    """Two nodes with one index in one namespace would share proxy ports: the second one's proxy
+    does not start (its L7 ports fail closed) and says why."""
+    from cilia.agent.l7proxy import check_ports_free, proxy_threads
+    from cilia.proxy.http.supervisor import ProxyStartError
+
+    taken = socket.create_server(("", 0))  # stands for the other node's listener (every address)
+    try:
+        port = taken.getsockname()[1]
+        free = free_port()
+        check_ports_free({("http", Direction.INGRESS): free}, 3)
+        want = rf"http egress proxy port {port} of node index 3 is in use"
+        with pytest.raises(ProxyStartError, match=want):
+            check_ports_free({("http", Direction.INGRESS): free, ("http", Direction.EGRESS): port}, 3)
+    finally:
+        taken.close()
+    assert [proxy_threads(n) for n in (1, 2, 4, 16)] == [1, 1, 2, 4]

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -281,6 +283,11 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     pcfg = ProxyConfig(files, ports=proxy_ports(options), both_at_egress=both_at_egress,
                        nbthread=proxy_threads())  # fmt: skip
     try:
+        check_ports_free(pcfg.ports, cfg.node_index)
+    except ProxyStartError as e:
+        log.error("http proxy not started: %s", e)
+        return None
+    try:
         # the node's policy routing for redirected packets (cilia.proxy.transparent, idempotent) and
         # the mark on HAProxy's own connections (no second redirect at the destination)
         transparent.install_routing()
@@ -291,6 +298,25 @@ def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
     except (ProxyStartError, OSError, transparent.RoutingError, marks.MarkError) as e:
         log.error("http proxy not started: %s", e)
         return None
+
+
+def check_ports_free(ports: Mapping[tuple[str, Direction], int], node_index: int) -> None:
+    """Raise :class:`ProxyStartError` naming the port and the node index when a proxy port is
+    taken in this network namespace — most likely by another node with the same index (its
+    listeners take every address; two nodes must not share proxy ports: each needs its own index)."""
+    for (parser, direction), port in sorted(ports.items(), key=lambda kv: kv[1]):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closing connection is no owner
+            try:
+                s.bind(("", port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise ProxyStartError(f"{parser} {direction.label} proxy port {port}: {e}") from None
+                raise ProxyStartError(
+                    f"the {parser} {direction.label} proxy port {port} of node index {node_index} is in use "
+                    f"in this network namespace (another cilia node with index {node_index}?): L7 ports "
+                    "fail closed; give each node its own index (--node-index)"
+                ) from None
 
 
 def proxy_threads(cpus: int | None = None) -> int:
