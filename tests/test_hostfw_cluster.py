@@ -1,4 +1,5 @@
-"""The host firewall on two nodes (root): ``cilia up --nodes 2 --host-firewall`` with the corpus'
+"""The host firewall on two nodes (root): ``cilia up --nodes 2 --host-firewall`` with Cilium's demo host
+policy on the labelled node (the machine, on the bridge, is the world there) and the corpus'
 ``host-firewall-ingress`` policy (cilium-cli's connectivity test: every node admits health,
 kube-apiserver, remote nodes and the world, and every pod but those named ``client``).
 
@@ -10,6 +11,7 @@ from the lab's etcd is refused at apply, naming --force-host-policy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -26,6 +28,7 @@ import yaml
 from cilia.agent.client import AgentClient
 from cilia.lab import etcd_keeper, netns, nodes_lab
 
+DEMO = "cilium__cilium/examples__policies__host__demo-host-policy.yaml"
 INGRESS = "cilium__cilium/cilium-cli__connectivity__builder__manifests__host-firewall-ingress.yaml"
 NODE1 = nodes_lab.underlay_address(1)
 
@@ -76,8 +79,9 @@ def _pod(name: str, node: str, labels: dict[str, str], host_network: bool = Fals
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
-def _served(namespace: str, ip: str, port: int) -> str:
-    with netns.entered(namespace):
+def _served(namespace: str | None, ip: str, port: int) -> str:
+    """What ip:port answers an HTTP request from ``namespace`` (None: the machine) ("" if nothing)."""
+    with netns.entered(namespace) if namespace else contextlib.nullcontext():
         try:
             with socket.create_connection((ip, port), timeout=0.5) as c:
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -90,13 +94,27 @@ def _served(namespace: str, ip: str, port: int) -> str:
 def test_host_firewall_ingress_on_two_nodes(cluster: TwoNodes, corpus: Path) -> None:
     cluster.apply(_pod("hf-client", "node-0", {"name": "client"}),
                   _pod("hf-other", "node-0", {"name": "other"}),
-                  _pod("hf-hostnet", "node-1", {"app": "hf-hostnet"}, host_network=True))
+                  _pod("hf-hostnet", "node-1", {"app": "hf-hostnet"}, host_network=True),
+                  yaml.safe_load((corpus / DEMO).read_text()))  # selects no node: none has the label
     eps = {e["pod"]: e for e in cluster.endpoints(0) if not e.get("host")}
     client, other = eps["default/hf-client"], eps["default/hf-other"]
     hosts = [e for i in (0, 1) for e in cluster.endpoints(i) if e.get("host")]
     assert [(h["node"], h["enforcement"]) for h in hosts] == [
         ("node-0", {"ingress": False, "egress": False}), ("node-1", {"ingress": False, "egress": False})]
-    assert "hf-hostnet" in _served(client["netns"], NODE1, 8080), "no host policy yet"
+    assert "hf-hostnet" in _served(client["netns"], NODE1, 8080), "no host policy selects a node yet"
+    assert "hf-hostnet" in _served(None, NODE1, 8080), "the machine (world: the bridge's address) too"
+
+    # Cilium's demo host policy on the node labelled node-access=ssh: the cluster anything, the world
+    # only 22/TCP and ICMP echo; the other node stays open
+    cluster.cilia("label", "node", "node-1", "node-access=ssh")
+    hosts = {h["node"]: h["enforcement"] for i in (0, 1) for h in cluster.endpoints(i) if h.get("host")}
+    assert hosts == {"node-0": {"ingress": False, "egress": False},
+                     "node-1": {"ingress": True, "egress": False}}
+    assert _served(None, NODE1, 8080) == "", "the world is refused by node-1"
+    assert "node-0 ok" in _served(None, nodes_lab.underlay_address(0), 4240), "node-0 is not selected"
+    assert "hf-hostnet" in _served(client["netns"], NODE1, 8080), "a pod is in the cluster"
+    assert "hf-hostnet" in _served(nodes_lab.node_netns(0), NODE1, 8080), "so is the remote node"
+    cluster.cilia("label", "node", "node-1", "node-access-")
 
     cluster.apply(yaml.safe_load((corpus / INGRESS).read_text()))
     hosts = [e for i in (0, 1) for e in cluster.endpoints(i) if e.get("host")]
