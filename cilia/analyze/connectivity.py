@@ -21,6 +21,7 @@ import html
 import io
 import ipaddress
 import json
+import textwrap
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -663,7 +664,8 @@ def _legend(conn: Connectivity, width: int) -> list[str]:
     for head, members in _by_namespace(conn, shown):
         lines.append(f"  {head}:")
         for g in members:
-            extra = f", pods: {', '.join(g.pods)}" if len(g.pods) > 1 else ""
+            shown = ", ".join(g.pods[:3]) + (f", … ({len(g.pods)} pods)" if len(g.pods) > 3 else "")
+            extra = f", pods: {shown}" if len(g.pods) > 1 else ""
             if not g.local and g.kind is EndKind.EXTERNAL and g.peer:
                 extra = f", e.g. {g.peer}"
             lines.append(f"    [{g.index + 1:>{width}}] {g.name} (identity {g.identity}{extra})")
@@ -720,14 +722,22 @@ def render_table(conn: Connectivity) -> str:
     label_width = max(len(head), len(str(len(conn.groups))) + 2)
     marks = {"1": "✓".rjust(width), "0": "✗".rjust(width), "7": "L7".rjust(width)}
     total = len(conn.rows) * len(conn.cols)
-    for ci, cls in enumerate(conn.classes):
+    # classes whose matrices are equal share one (real repositories cut dozens of classes)
+    same: dict[tuple[str, ...], list[int]] = {}
+    for ci in range(len(conn.classes)):
+        same.setdefault(tuple(conn.row_marks(ci, s) for s in conn.rows), []).append(ci)
+    for table, members in same.items():
         lines.append("")
+        ci = members[0]
         n7 = conn.l7_count(ci)
         via = f" ({n7} filtered at L7: each request decided by a proxy)" if n7 else ""
-        lines.append(f"{cls.label}: {conn.count(ci)} of {total} pairs allowed{via}")
+        labels = ", ".join(conn.classes[c].label for c in members)
+        each = " each" if len(members) > 1 else ""
+        text = f"{labels}: {conn.count(ci)} of {total} pairs allowed{each}{via}"
+        lines += textwrap.wrap(text, width=100, subsequent_indent="    ", break_on_hyphens=False)
         lines.append(f"  {head:<{label_width}} {cols}")
-        for s in conn.rows:
-            cells = " ".join(marks[bit] for bit in conn.row_marks(ci, s))
+        for s, row in zip(conn.rows, table, strict=True):
+            cells = " ".join(marks[bit] for bit in row)
             lines.append(f"  {f'[{s + 1}]':<{label_width}} {cells}")
     return "\n".join(lines) + "\n"
 
