@@ -82,6 +82,9 @@ FILES = {
     "package.json": '{"name": "x", "version": "1.0.0"}\n',
     "README.md": "# repo\n",
     "list.yaml": "- a\n- b\n",
+    "kustomization.yaml": (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [deploy]\n"
+    ),
 }
 
 
@@ -113,21 +116,23 @@ def test_recursive_reads_the_objects_and_lists_what_it_skipped(repo: Path) -> No
     code, out, err = run("validate", "-f", "repo", "-R")
     assert code == 0, err
     check_golden("validate-recursive.txt", f"$ cilia validate -f repo -R\n{err}{out}")
-    assert out == "10 files, 3 objects: valid\n"
+    assert out == "11 files, 3 objects: valid\n"
 
 
 def test_without_r_only_the_directory_s_own_files(repo: Path) -> None:
     code, out, err = run("validate", "-f", "repo", "-f", "repo/deploy", "-o", "json")
     assert code == 0, err
     report = json.loads(out)
-    assert (report["files"], report["objects"]) == (3, 2)
-    assert [s["file"] for s in report["skipped"]] == ["repo/list.yaml", "repo/package.json"]
+    assert (report["files"], report["objects"]) == (4, 2)
+    assert [s["file"] for s in report["skipped"]] == [
+        "repo/kustomization.yaml", "repo/list.yaml", "repo/package.json"
+    ]
 
 
 def test_exclude_and_strict(repo: Path) -> None:
     code, out, err = run(
         "validate", "-f", "repo", "-R", "--exclude", ".github", "--exclude", "charts/*",
-        "--exclude", "*.json", "--exclude", "list.yaml", "--strict",
+        "--exclude", "*.json", "--exclude", "list.yaml", "--exclude", "kustom*", "--strict",
     )
     check_golden("validate-strict.txt", f"$ cilia validate -f repo -R --exclude … --strict\n{err}{out}")
     assert code == 1
@@ -139,7 +144,7 @@ def test_analysis_reads_the_repository(repo: Path) -> None:
                          "deployment:default/web", "--port", "80")
     assert code == 0, err
     assert "verdict: ALLOWED" in out
-    assert err.count("skipped: ") == 8
+    assert err.count("skipped: ") == 9
 
 
 def test_no_objects_at_all_is_an_error(repo: Path) -> None:

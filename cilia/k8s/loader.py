@@ -3,10 +3,10 @@
 What is read is what ``kubectl apply -f`` would send: a directory gives its own ``*.yaml|*.yml|*.json``
 files (all of its tree with ``-R``), ``--exclude`` globs leave files out, and a document without a
 ``kind`` (a CI workflow, Helm values, ``Chart.yaml``; not one with ``metadata`` or a mis-cased
-``kind``/``apiVersion``, which validation reports), a list or scalar document, an empty file and a Go
-template (Helm's ``{{ … }}``) are skipped and listed (:class:`~cilia.k8s.errors.Skipped`) — refused
-with ``--strict``. The command line sets these choices once for every reader it calls
-(:func:`using_selection`).
+``kind``/``apiVersion``, which validation reports), a list or scalar document, an empty file, a Go
+template (Helm's ``{{ … }}``) and a kustomize ``Kustomization`` are skipped and listed
+(:class:`~cilia.k8s.errors.Skipped`) — refused with ``--strict``. The command line sets these
+choices once for every reader it calls (:func:`using_selection`).
 
 Every object comes back as a :class:`~cilia.k8s.source.Document` that remembers its file,
 document index and the line/column of every node (ruamel.yaml round-trip loading; JSON is read by
@@ -41,6 +41,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 # A Go/Helm template action: ``{{ .Values.x }}``, ``{{- if … }}``, ``{{ include "…" . }}``.
 _TEMPLATE = re.compile(r"\{\{-?\s*(?:[.$\"(/]|[a-z]+\b)[^\n]*?\}\}")
 STDIN = "-"
+KUSTOMIZE_GROUP = "kustomize.config.k8s.io"  # kustomization.yaml: build input, never sent to the API server
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,9 @@ def _read_one(text: str, file: str) -> tuple[list[Document], list[Error], list[s
             where = f"item {doc.item + 1} of document {doc.index + 1}" if doc.item is not None else (
                 f"document {doc.index + 1}")
             skipped.append(Skipped(file, doc.line, f"{where} has {what}: not a Kubernetes object"))
+        elif doc.api_version.startswith(KUSTOMIZE_GROUP + "/"):
+            skipped.append(Skipped(file, doc.line, f"a kustomize {doc.kind or 'file'}, not a cluster object "
+                                   "(kubectl apply -k reads it)"))
         else:
             kept.append(doc)
     return kept, errors, warnings, sorted(skipped, key=lambda s: s.line)
