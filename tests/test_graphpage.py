@@ -143,13 +143,17 @@ def test_story_page_in_chromium(chromium: str, tmp_path: Path, artifacts: Path) 
     data = connectivity_data(conn, analysis)
     page = tmp_path / "story.html"
     page.write_text(render_page(data), encoding="utf-8")
-    a = next(g.index for g in conn.groups if g.name == "deployment:default/app-a")
+    f = next(g.index for g in conn.groups if g.name == "default/app-a-frontend")
     b = next(g.index for g in conn.groups if g.name == "deployment:default/app-b")
-    dom = dump_dom(page, f"#pair={a},{b}", png=artifacts / "connectivity-story.png")
+    # a click on the drawn edge app-b -> frontend shows its trace: the rule deciding each side
+    dom = dump_dom(page, f"#tap=e{b}_{f}", png=artifacts / "connectivity-story.png")
     assert _drawn(status_of(dom)) == expected_view(data)
     shown = _details(dom)
-    assert "deployment:default/app-a → deployment:default/app-b" in shown
-    assert "denied by CiliumNetworkPolicy default/deny-app-a-to-app-b egressDeny[0]" in shown
+    assert "deployment:default/app-b → default/app-a-frontend" in shown
+    assert "80/TCP (80/TCP): allowed" in shown
+    rule = "CiliumNetworkPolicy default/allow-frontend-to-app-b ingress[0]"
+    assert f"ingress of default/app-a-frontend: allowed by {rule}" in shown
+    assert "other (ports no policy names): denied" in shown
 
 
 def test_diff_page_in_chromium(chromium: str, tmp_path: Path) -> None:
@@ -159,7 +163,7 @@ def test_diff_page_in_chromium(chromium: str, tmp_path: Path) -> None:
     page.write_text(render_page(data), encoding="utf-8")
     names = [g["name"] for g in data["groups"]]
     a, b = names.index("deployment:default/app-a"), names.index("deployment:default/app-b")
-    dom = dump_dom(page, f"#pair={a},{b}")
+    dom = dump_dom(page, f"#tap=c{a}_{b}")  # a click on the closed edge
     view = _drawn(status_of(dom))
     assert view == expected_view(data)
     assert view.edges == len({(c.src, c.dst) for c in d.changes})

@@ -456,6 +456,9 @@
   // #pair=S,D (group indices) opens that pair's details: a link to one flow, and what tests look at
   const m = /^#pair=(\d+),(\d+)$/.exec(location.hash);
   if (m && +m[1] < n && +m[2] < n) details.innerHTML = pairDetails(+m[1], +m[2]);
+  // #tap=ID taps a drawn element (e.g. e3_5, the edge of groups 3 -> 5), as a click does
+  const tap = /^#tap=(.+)$/.exec(location.hash);
+  if (tap) cy.getElementById(decodeURIComponent(tap[1])).emit('tap');
   // #open=NS opens a closed namespace after the first render (the benchmark times it)
   const o = /^#open=(.+)$/.exec(location.hash);
   if (o && nsGroups[decodeURIComponent(o[1])]) {
