@@ -113,3 +113,12 @@ def test_yaml_and_table(fmt: str) -> None:
     rc, out, _ = run_cli(["lint", *TUTORIAL, "-o", fmt])
     assert rc == 1
     check_golden("lint", f"tutorial.{fmt}", out)
+
+
+def test_sarif_uris() -> None:
+    from cilia.analyze.sarif import _uri
+
+    assert (_uri("examples/seed/a.yaml"), _uri("./k8s/b c.yaml"), _uri("-")) == (
+        "examples/seed/a.yaml", "k8s/b%20c.yaml", "stdin"
+    )
+    assert _uri("/srv/repo/p.yaml") == "file:///srv/repo/p.yaml"

@@ -24,6 +24,8 @@ def _uri(file: str) -> str:
     if file in ("", "-"):
         return "stdin"
     path = PurePosixPath(file.replace("\\", "/"))
+    if path.is_absolute():  # an absolute path is a file: URI; a relative one stays relative to the run
+        return "file://" + quote(str(path), safe="/._-~")
     return quote(str(path).removeprefix("./"), safe="/._-~")
 
 
