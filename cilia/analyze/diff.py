@@ -76,6 +76,7 @@ class Diff:
     # both sides' matrices over the common port classes (the html page draws the new side's edges)
     old_conn: Connectivity | None = field(default=None, compare=False, repr=False)
     new_conn: Connectivity | None = field(default=None, compare=False, repr=False)
+    new_analysis: Analysis | None = field(default=None, compare=False, repr=False)  # the page's traces
 
     def of(self, kind: ChangeKind) -> list[CellChange]:
         return [c for c in self.changes if c.kind is kind]
@@ -295,6 +296,7 @@ def diff(old: Analysis, new: Analysis) -> Diff:
         tuple(c.label for c in classes),
         c_old,
         c_new,
+        new,
     )
 
 

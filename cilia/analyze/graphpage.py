@@ -244,6 +244,12 @@ def diff_data(d: Diff, title: str = "") -> dict[str, Any]:
     n = len(conn.groups)
     total = len(groups)
     rows_of = [list(m.rows) + [0] * (total - n) for m in conn.matrices]
+    strings = _Strings()
+    traces = (
+        _traces(d.new_analysis, conn, list(range(n)), strings)  # the new side's, for unchanged edges
+        if d.new_analysis is not None and n * n * len(conn.classes) <= TRACE_CELLS
+        else {}
+    )
     labels = [c["label"] for c in _class_dicts(conn)]
     changes = [
         {
@@ -265,8 +271,8 @@ def diff_data(d: Diff, title: str = "") -> dict[str, Any]:
         "groups": _group_dicts(groups, status),
         "rows": [_rows_b64(rows, total) for rows in rows_of],
         "l7": [],
-        "strings": [],
-        "traces": {},
+        "strings": strings.items,
+        "traces": traces,
         "changes": changes,
         "limits": {"expandGroups": EXPAND_GROUPS, "edgeLimit": EDGE_LIMIT},
     }
