@@ -38,6 +38,24 @@ def test_generated_cluster_one_policy_added(monkeypatch: pytest.MonkeyPatch) -> 
     assert fast == slow and fast["summary"]["rule_changed"] + fast["summary"]["opened"] > 0
 
 
+def test_generated_cluster_one_egress_policy_added(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One workload's egress changes: the cells towards it are decided by untouched ingress."""
+    docs = generate_documents(200, 10, 50)
+    egress = {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "egress-added", "namespace": "ns-002"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "app-1"}},
+                 "egress": [{"toEndpoints": [{"matchLabels": {"app": "app-2"}}],
+                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]},
+    }  # fmt: skip
+    fast, slow = _both(
+        lambda: Analysis(cluster_of(docs), Options()),
+        lambda: Analysis(cluster_of([*docs, egress]), Options()),
+        monkeypatch,
+    )
+    assert fast == slow and fast["summary"]["closed"] > 0
+
+
 def test_relabelled_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A label change moves a group's identity: no side of it may be taken from the old side."""
     docs = generate_documents(200, 10, 50)

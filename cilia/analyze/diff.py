@@ -230,8 +230,11 @@ def diff(old: Analysis, new: Analysis) -> Diff:
 
     A side is traced once where it cannot differ between the two: the egress of a source whose
     selecting rules did not change (not *touched*), towards a destination with the same labels,
-    is the same verdict on both sides when the engines' options and the named ports are equal —
-    it is taken from ``old`` (at 10,000 pods that halves the policies resolved)."""
+    is the same verdict on both sides when the engines' options, the named ports and the Nodes are
+    equal — it is taken from ``old`` (at 10,000 pods that halves the policies resolved). Where
+    only one side of a cell is touched, that side is traced first: if its verdict is unchanged the
+    cell is skipped without resolving the other end's policy (one workload's egress changed: the
+    other sources' policies are never resolved)."""
     classes = common_classes(old, new)
     c_old = connectivity(old, classes)
     c_new = connectivity(new, classes)
@@ -261,20 +264,38 @@ def diff(old: Analysis, new: Analysis) -> Diff:
             # a source whose policies changed: every destination; else those whose ingress changed
             candidates = flips | (common_set if s in touched else touched)
             for d in sorted(candidates, key=lambda name: by_old[name].index):
-                f_old = flow_of(old, ends_old[s], ends_old[d], ports)
-                src, dst = ends_new[s], ends_new[d]
+                src_o, dst_o, src, dst = ends_old[s], ends_old[d], ends_new[s], ends_new[d]
                 unchanged = s in same and d in same
-                egress = (
-                    f_old.egress
-                    if unchanged and s not in touched
-                    else side_verdict(new, src, dst, Direction.EGRESS, ports)
-                )
-                ingress = (
-                    f_old.ingress
-                    if unchanged and d not in touched
-                    else side_verdict(new, dst, src, Direction.INGRESS, ports)
-                )
-                f_new = FlowTrace(src, dst, ports.proto, ports.port, egress, ingress)
+                if d not in flips and unchanged and (s in touched) != (d in touched):
+                    # one side's policies changed: look at that side first; if its verdict is the
+                    # same on both, so is the flow's deciding rule (the other side is equal)
+                    if d in touched:
+                        i_old = side_verdict(old, dst_o, src_o, Direction.INGRESS, ports)
+                        i_new = side_verdict(new, dst, src, Direction.INGRESS, ports)
+                        if i_old == i_new:
+                            continue
+                        e_old = e_new = side_verdict(old, src_o, dst_o, Direction.EGRESS, ports)
+                    else:
+                        e_old = side_verdict(old, src_o, dst_o, Direction.EGRESS, ports)
+                        e_new = side_verdict(new, src, dst, Direction.EGRESS, ports)
+                        if e_old == e_new:
+                            continue
+                        i_old = i_new = side_verdict(old, dst_o, src_o, Direction.INGRESS, ports)
+                else:
+                    e_old = side_verdict(old, src_o, dst_o, Direction.EGRESS, ports)
+                    i_old = side_verdict(old, dst_o, src_o, Direction.INGRESS, ports)
+                    e_new = (
+                        e_old
+                        if unchanged and s not in touched
+                        else side_verdict(new, src, dst, Direction.EGRESS, ports)
+                    )
+                    i_new = (
+                        i_old
+                        if unchanged and d not in touched
+                        else side_verdict(new, dst, src, Direction.INGRESS, ports)
+                    )
+                f_old = FlowTrace(src_o, dst_o, ports.proto, ports.port, e_old, i_old)
+                f_new = FlowTrace(src, dst, ports.proto, ports.port, e_new, i_new)
                 called = {f_old.src.name: s, f_old.dst.name: d, src.name: s, dst.name: d}
                 before, after = decider(f_old, called), decider(f_new, called)
                 if d in flips:
