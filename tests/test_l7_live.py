@@ -279,6 +279,13 @@ def test_tls_server_names(node: LiveNode, tmp_path: Path) -> None:
         assert https("api.example.com") == 200
         assert https("evil.org") == 0  # the proxy closed the connection after the ClientHello
         assert https("a.b.example.com") == 0  # '*' stays within one label
+        # each ClientHello is an L7 flow: the server name, the verdict and the policy that decided
+        out = node.cilia("observe", "--to-pod", "default/l7-server", "-o", "json").stdout
+        tls = [f for f in map(json.loads, out.splitlines()) if "tls" in f.get("l7", {})]
+        seen = {(f["l7"]["tls"]["sni"], f["verdict"]) for f in tls}
+        assert {("api.example.com", "FORWARDED"), ("evil.org", "DROPPED")} <= seen, seen
+        refused = next(f for f in tls if f["l7"]["tls"]["sni"] == "evil.org")
+        assert [p["name"] for p in refused["ingress_denied_by"]] == ["l7-server"]
     finally:
         server.kill()
         server.wait()

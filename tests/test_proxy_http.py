@@ -12,7 +12,7 @@ import pytest
 from cilia.policy.l7 import HeaderMatch, HTTPRule, L7Parser, L7PortPolicy, L7Rule, full_match
 from cilia.policy.l7 import server_name_matches as sni_matches
 from cilia.policy.types import Direction, RuleRef
-from cilia.proxy.http.accesslog import AccessLogError, parse_line
+from cilia.proxy.http.accesslog import AccessLogError, TlsRecord, parse_any, parse_line
 from cilia.proxy.http.config import ProxyConfig, ProxyFiles, StaticDestination, render
 from cilia.proxy.http.regex import RegexError, to_pcre2
 from cilia.proxy.http.rules import (
@@ -293,3 +293,25 @@ def test_access_log_line() -> None:
     assert (r.allowed, r.decided, r.path, r.headers) == (False, (), "", ())
     with pytest.raises(AccessLogError):
         parse_line("[ALERT] haproxy: something else")
+
+
+def test_tls_log_line_and_its_flow() -> None:
+    from cilia.observe.flow import L7Type, TlsInfo, flow_from_json
+    from cilia.observe.pipeline import FlowPipeline
+    from cilia.observe.render import compact
+
+    r = parse_any("1796595269.057 198.18.0.11 41000 egress 198.18.0.12 443 1001 1005 tls deny egress- "
+                  "evil.example%2Eorg")  # fmt: skip
+    assert isinstance(r, TlsRecord)
+    assert (r.listener, r.client, r.server, r.allowed, r.sni) == (
+        "egress", ("198.18.0.11", 41000), ("198.18.0.12", 443), False, "evil.example.org")
+    assert r.decided == (("egress", False),)
+    ref = _ref("tls", "egress")
+    flow = FlowPipeline(clock_offset_ns=0).ingest_tls(r, Direction.EGRESS, False, (), (ref,))
+    assert flow.l7 == TlsInfo(L7Type.REQUEST, "evil.example.org") and flow.dropped
+    assert flow.egress_denied_by[0].name == "tls"
+    assert flow_from_json(flow.to_json()) == flow
+    want = "tls-client-hello DENIED (TLS ClientHello SNI evil.example.org) no serverNames of Cilium"
+    assert want in compact(flow)
+    with pytest.raises(AccessLogError):
+        parse_any("1.0 a 1 egress b 2 3 4 http deny egress- x")

@@ -26,7 +26,7 @@ import pytest
 from cilia.policy.l7 import HeaderMatch, HTTPRule, L7Parser, L7PortPolicy, L7Rule
 from cilia.policy.types import Direction, RuleRef
 from cilia.proxy.http import runtime
-from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
+from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord, TlsRecord
 from cilia.proxy.http.config import ProxyConfig, ProxyFiles, StaticDestination, render
 from cilia.proxy.http.rules import PortPolicyAt, decision_map
 from cilia.proxy.http.rules import render as render_rules
@@ -74,7 +74,7 @@ class Proxy:
         threading.Thread(target=self._tls_backend, daemon=True).start()
         self.files = ProxyFiles(tmp / "run")
         self.files.run_dir.mkdir(mode=0o700)
-        self.records: list[HttpRecord] = []
+        self.records: list[HttpRecord | TlsRecord] = []
         self.reader = AccessLogReader(self.files.log_socket, self.records.append).start()
         server = f"127.0.0.1:{self.server.server_address[1]}"
         static = StaticDestination(f"127.0.0.1:{self.port}", server, (POD, 80))
@@ -285,6 +285,18 @@ def test_tls_server_names_on_the_client_hello(proxy: Proxy) -> None:
     # another peer's rule does not apply to this client
     proxy.load(tls=(L7Rule(frozenset({CLIENT_ID + 1}), None, refs=frozenset({ref})),))
     assert not tls_passes(proxy.tls_port, "api.example.com")
+    # every ClientHello is logged: the server name, the verdict, the policy evaluated
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        tls = [(r.sni, r.allowed, r.decided) for r in proxy.records if isinstance(r, TlsRecord)]
+        if len(tls) >= 5:
+            break
+        time.sleep(0.05)
+    assert tls[-5:] == [("api.example.com", True, (("ingress", True),)),
+                        ("WWW.Cilium.IO", True, (("ingress", True),)),
+                        ("a.b.example.com", False, (("ingress", False),)),
+                        ("evil.org", False, (("ingress", False),)),
+                        ("api.example.com", False, (("ingress", False),))]  # fmt: skip
 
 
 def test_cilium_proxy_tables_decided_by_haproxy_as_by_the_engine(proxy: Proxy) -> None:

@@ -35,7 +35,7 @@ from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.types import Direction
 from cilia.proxy import transparent
 from cilia.proxy.http import marks, runtime
-from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
+from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord, TlsRecord
 from cilia.proxy.http.config import DEFAULT_PORTS, ProxyConfig, ProxyFiles
 from cilia.proxy.http.rules import PortPolicyAt, RulesError, decision_map, render
 from cilia.proxy.http.supervisor import ProxyStartError, Supervisor, haproxy_binary, stop_stale
@@ -204,13 +204,19 @@ class HttpProxy:
                 self.last_error = str(e)
                 log.warning("http proxy update: %s", e)
 
-    def on_record(self, r: HttpRecord) -> None:
+    def on_record(self, r: HttpRecord | TlsRecord) -> None:
         """One logged request → one L7 flow per policy the proxy evaluated, named by the engine."""
         self.on_batch([r])
 
-    def on_batch(self, records: list[HttpRecord]) -> None:
+    def on_batch(self, records: list[HttpRecord | TlsRecord]) -> None:
         """The requests of one burst of the access log → their L7 flows (one batch for the sink
-        when it takes batches: one lock, one write of the flow log)."""
+        when it takes batches: one lock, one write of the flow log); TLS ClientHellos → one TLS
+        flow per policy evaluated."""
+        if any(isinstance(r, TlsRecord) for r in records):
+            self._on_tls([r for r in records if isinstance(r, TlsRecord)])
+            records = [r for r in records if not isinstance(r, TlsRecord)]
+            if not records:
+                return
         sink = self.agent.flow_sink
         many = getattr(sink, "ingest_http_many", None)
         one = getattr(sink, "ingest_http", None)
@@ -223,6 +229,25 @@ class HttpProxy:
         else:
             for item in items:
                 one(*item)
+
+    def _on_tls(self, records: list[TlsRecord]) -> None:
+        ingest = getattr(self.agent.flow_sink, "ingest_tls", None)
+        if ingest is None:
+            return
+        for r in records:
+            for label, allowed in r.decided or ((r.listener, False),):
+                egress = label == "egress"
+                direction = Direction.EGRESS if egress else Direction.INGRESS
+                ip = r.client[0] if egress else r.server[0]
+                remote = r.server_identity if egress else r.client_identity
+                by: frozenset[Any] = frozenset()
+                refused: frozenset[Any] = frozenset()
+                for pol in self.policies.get((direction.label, ip), ()):
+                    if str(pol.parser) == "tls" and pol.covers(6, r.server[1]):
+                        d = pol.decide_sni(remote, r.sni)
+                        by, refused = d.by, d.refused_by
+                        break
+                ingest(r, direction, allowed, by, refused)
 
     def _attribution(self, r: HttpRecord, direction_label: str, allowed: bool
                      ) -> tuple[Direction, bool, frozenset[Any], frozenset[Any]]:

@@ -288,9 +288,27 @@ class HttpInfo:
         )
 
 
-def l7_from_json(d: dict[str, Any]) -> DnsInfo | HttpInfo:
-    """The ``l7`` object of a flow: HTTP or DNS."""
-    return HttpInfo.from_json(d) if "http" in d else DnsInfo.from_json(d)
+@dataclass(frozen=True)
+class TlsInfo:
+    """cilia's ``l7`` record of one TLS ClientHello the proxy decided by its server name
+    (``serverNames``; TLS is not terminated). Hubble has no such record: Envoy logs none."""
+
+    type: L7Type
+    sni: str  # "" when the ClientHello named no server
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type.value, "tls": {"sni": self.sni}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TlsInfo:
+        return cls(L7Type(d.get("type", "REQUEST")), str(d.get("tls", {}).get("sni", "")))
+
+
+def l7_from_json(d: dict[str, Any]) -> DnsInfo | HttpInfo | TlsInfo:
+    """The ``l7`` object of a flow: HTTP, TLS or DNS."""
+    if "http" in d:
+        return HttpInfo.from_json(d)
+    return TlsInfo.from_json(d) if "tls" in d else DnsInfo.from_json(d)
 
 
 @dataclass(frozen=True)
@@ -318,7 +336,7 @@ class Flow:
     world_cidr: str = ""
     suppressed: int = 0
     note: str = ""
-    l7: DnsInfo | HttpInfo | None = None
+    l7: DnsInfo | HttpInfo | TlsInfo | None = None
     source_names: tuple[str, ...] = ()  # DNS names the node learned for the address (Hubble's field)
     destination_names: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

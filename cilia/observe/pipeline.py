@@ -34,13 +34,23 @@ from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
 from cilia.observe.enrich import NodeView, endpoint_of, names_of, world_cidr
-from cilia.observe.flow import L4, DnsInfo, Flow, HttpInfo, L7Type, PolicyRef, TrafficDirection, Verdict
+from cilia.observe.flow import (
+    L4,
+    DnsInfo,
+    Flow,
+    HttpInfo,
+    L7Type,
+    PolicyRef,
+    TlsInfo,
+    TrafficDirection,
+    Verdict,
+)
 from cilia.observe.http_template import HttpFlowTemplates
 from cilia.observe.log import DEFAULT_FILES, DEFAULT_MAX_BYTES, FlowLog
 from cilia.observe.metrics import NodeMetrics
 from cilia.policy.types import Direction, DropReason, MatchType, RuleRef
 from cilia.proxy.dns.msg import type_name
-from cilia.proxy.http.accesslog import HttpRecord
+from cilia.proxy.http.accesslog import HttpRecord, TlsRecord
 from cilia.proxy.records import DnsRecord
 
 DEFAULT_RING = 16384
@@ -136,6 +146,35 @@ class FlowPipeline:
                 self.log.append(flow)
         if self.metrics is not None:
             self.metrics.observe_http(flow)
+        return flow
+
+    def ingest_tls(self, record: TlsRecord, direction: Direction, allowed: bool,
+                   allowed_by: Iterable[RuleRef] = (), denied_by: Iterable[RuleRef] = ()) -> Flow:
+        """One TLS ClientHello the proxy decided by its server name for one policy → one L7 flow
+        (FORWARDED, or DROPPED: the connection was closed), kept in the ring and the log."""
+        with self._lock:
+            self._seq += 1
+            view = self.view()
+            ingress = direction == Direction.INGRESS
+            by_refs = tuple(allowed_by) if allowed else ()
+            denied_refs = () if allowed else tuple(denied_by)
+            by = tuple(sorted(PolicyRef.of(x, view.revision) for x in by_refs))
+            denied = tuple(sorted(PolicyRef.of(x, view.revision) for x in denied_refs))
+            flow = self._named(Flow(
+                seq=self._seq, time_ns=record.time_ns,
+                verdict=Verdict.FORWARDED if allowed else Verdict.DROPPED,
+                traffic_direction=TrafficDirection.INGRESS if ingress else TrafficDirection.EGRESS,
+                source=endpoint_of(view, record.client[0], record.client_identity),
+                destination=endpoint_of(view, record.server[0], record.server_identity),
+                ip_source=record.client[0], ip_destination=record.server[0],
+                l4=L4(6, record.client[1], record.server[1]), node_name=view.node_name,
+                ingress_allowed_by=by if ingress else (), egress_allowed_by=() if ingress else by,
+                ingress_denied_by=denied if ingress else (), egress_denied_by=() if ingress else denied,
+                policy_log=policy_log(by_refs or denied_refs), l7=TlsInfo(L7Type.REQUEST, record.sni),
+            ), view)  # fmt: skip
+            self.ring.add(flow)  # type: ignore[arg-type]
+            if self.log is not None:
+                self.log.append(flow)
         return flow
 
     def ingest_http_many(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from cilia.agent.views import Table
 from cilia.identity.reserved import ReservedIdentity
-from cilia.observe.flow import DnsInfo, Endpoint, Flow, HttpInfo, L7Type, PolicyRef, Verdict, rfc3339
+from cilia.observe.flow import DnsInfo, Endpoint, Flow, HttpInfo, L7Type, PolicyRef, TlsInfo, Verdict, rfc3339
 from cilia.policy.types import DropReason
 
 ICMP_TYPES = {
@@ -76,9 +76,16 @@ def http_summary(http: HttpInfo) -> str:
     return f"{http.protocol} {http.code} {http.latency_ns // 1_000_000}ms ({http.method} {http.url})"
 
 
+def tls_summary(tls: TlsInfo) -> str:
+    """``TLS ClientHello SNI www.example.com``."""
+    return f"TLS ClientHello SNI {tls.sni or '(none)'}"
+
+
 def l4_summary(flow: Flow) -> str:
     if isinstance(flow.l7, HttpInfo):
         return http_summary(flow.l7)
+    if isinstance(flow.l7, TlsInfo):
+        return tls_summary(flow.l7)
     if flow.l7 is not None:
         return dns_summary(flow.l7)
     l4 = flow.l4
@@ -126,6 +133,14 @@ def compact(flow: Flow, node_names: bool = False) -> str:
         elif flow.allowed_by:
             line += f" by {_names(flow.allowed_by)}"
         return line
+    if isinstance(flow.l7, TlsInfo):
+        line = f"{_when(flow, node_names)}: {src} -> {dst} tls-client-hello {VERDICT_WORDS[flow.verdict]} "
+        line += f"({tls_summary(flow.l7)})"
+        if flow.dropped and flow.denied_by:
+            line += f" no serverNames of {_names(flow.denied_by)} matches"
+        elif flow.allowed_by:
+            line += f" by {_names(flow.allowed_by)}"
+        return line
     if flow.l7 is not None:
         kind = "dns-request" if flow.l7.type is L7Type.REQUEST else "dns-response"
         line = f"{_when(flow, node_names)}: {src} -> {dst} {kind} proxy {VERDICT_WORDS[flow.verdict]} "
@@ -160,6 +175,8 @@ def jsonpb_line(flow: Flow) -> str:
 def _event_kind(flow: Flow) -> str:
     if isinstance(flow.l7, HttpInfo):
         return "http-request" if flow.l7.type is L7Type.REQUEST else "http-response"
+    if isinstance(flow.l7, TlsInfo):
+        return "tls-client-hello"
     if flow.l7 is not None:
         return "dns-request" if flow.l7.type is L7Type.REQUEST else "dns-response"
     return f"policy-verdict:{flow.policy_match_type.hubble_name} {flow.traffic_direction.value}"

@@ -24,6 +24,7 @@ from cilia.proxy.errors import ProxyError
 
 log = logging.getLogger("cilia.proxy.http")
 HTTP_FIELDS = 18
+TLS_FIELDS = 12
 BATCH = 256  # datagrams read per wake-up at most
 
 
@@ -57,6 +58,21 @@ class HttpRecord:
         return max(self.response_ms if self.response_ms >= 0 else self.total_ms, 0) * 1_000_000
 
 
+@dataclass(slots=True)
+class TlsRecord:
+    """One TLS connection the proxy decided by its ClientHello's server name."""
+
+    time_ns: int
+    listener: str
+    client: tuple[str, int]
+    server: tuple[str, int]
+    client_identity: int
+    server_identity: int
+    allowed: bool
+    decided: tuple[tuple[str, bool], ...]
+    sni: str
+
+
 def _int(text: str, default: int = 0) -> int:
     try:
         return int(text)
@@ -86,6 +102,26 @@ def _headers(field: str) -> tuple[tuple[str, str], ...]:
         value = value.strip(" \t")
         joined[name] = f"{joined[name]},{value}" if name in joined else value
     return tuple(sorted(joined.items()))
+
+
+def parse_tls_line(line: str) -> TlsRecord:
+    """One TLS listener line (:data:`cilia.proxy.http.config.TLS_LOG`) → a record."""
+    f = line.strip().split(" ")
+    if len(f) != TLS_FIELDS or f[8] != "tls":
+        raise AccessLogError(f"access log: not a TLS line: {line[:200]!r}")
+    ts, cip, cport, listener, dst, dport, sid, did, _, verdict, evaluated, sni = f
+    secs, _, ms = ts.partition(".")
+    return TlsRecord(
+        _int(secs) * 1_000_000_000 + _int(ms) * 1_000_000, listener, (cip, _int(cport)), (dst, _int(dport)),
+        _int(sid), _int(did), verdict == "allow", _decided(evaluated), _text(sni),
+    )  # fmt: skip
+
+
+def parse_any(line: str) -> HttpRecord | TlsRecord:
+    """An HTTP or a TLS listener's line → its record."""
+    if line.count(" ") == TLS_FIELDS - 1:
+        return parse_tls_line(line)
+    return parse_line(line)
 
 
 def parse_line(line: str) -> HttpRecord:
@@ -120,8 +156,8 @@ def _decided(evaluated: str) -> tuple[tuple[str, bool], ...]:
 class AccessLogReader:
     """Binds the access log socket (0600) and hands every parsed line to ``on_record``."""
 
-    def __init__(self, path: Path, on_record: Callable[[HttpRecord], None],
-                 on_batch: Callable[[list[HttpRecord]], None] | None = None) -> None:
+    def __init__(self, path: Path, on_record: Callable[[HttpRecord | TlsRecord], None],
+                 on_batch: Callable[[list[HttpRecord | TlsRecord]], None] | None = None) -> None:
         """``on_batch`` (if given) takes the records of each burst at once instead of ``on_record``."""
         self.path = path
         self.on_record = on_record
@@ -169,7 +205,7 @@ class AccessLogReader:
             batch = self._datagrams()
             if batch is None:
                 return
-            records: list[HttpRecord] = []
+            records: list[HttpRecord | TlsRecord] = []
             for data in batch:
                 records += self._parse(data)
             if not records:
@@ -183,13 +219,13 @@ class AccessLogReader:
             except Exception:  # a consumer's failure must not stop the log
                 log.exception("http access log consumer")
 
-    def _parse(self, data: bytes) -> list[HttpRecord]:
+    def _parse(self, data: bytes) -> list[HttpRecord | TlsRecord]:
         out = []
         for line in data.decode(errors="replace").splitlines():
             if not line.strip():
                 continue
             try:
-                out.append(parse_line(line))
+                out.append(parse_any(line))
             except AccessLogError:
                 self.errors += 1  # HAProxy's own messages (alerts) share the socket
                 log.info("haproxy: %s", line.strip()[:300])

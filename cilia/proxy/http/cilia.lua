@@ -253,11 +253,11 @@ core.register_action("cilia_sni", { "tcp-req" }, function(txn)
   else
     checks = { { "ingress", dst, tonumber(sid) } }
   end
+  local decided = {}
   for _, c in ipairs(checks) do
     local pol = policy_for(c[1], c[2], dport)
-    if not pol then return end
     local ok = false
-    for _, r in ipairs(pol.rules) do
+    for _, r in ipairs(pol and pol.rules or {}) do
       if r.remotes == nil or r.remotes[c[3]] then
         if r.kind == "any" or #r.sni == 0 then ok = true break end
         for _, re in ipairs(r.sni) do
@@ -266,6 +266,8 @@ core.register_action("cilia_sni", { "tcp-req" }, function(txn)
         if ok then break end
       end
     end
+    decided[#decided + 1] = c[1] .. (ok and "+" or "-")
+    txn:set_var("sess.cilia_eval", table.concat(decided, ","))  -- logged: the flows' policies
     if not ok then return end
   end
   txn:set_var("sess.cilia_v", "allow")

@@ -55,7 +55,8 @@ HTTP_LOG = (
 CTL = "'[\\x00-\\x1f\\x7f]'"  # control characters (single quotes: the regex as written)
 TLS_LOG = (
     "%Ts.%ms %ci %cp %[var(sess.cilia_dir)] %[var(sess.cilia_dst)] %[var(sess.cilia_dport)] "
-    "%[var(sess.cilia_sid)] %[var(sess.cilia_did)] tls %[var(sess.cilia_v)] %[var(sess.cilia_sni)]"
+    "%[var(sess.cilia_sid)] %[var(sess.cilia_did)] tls %[var(sess.cilia_v)] %[var(sess.cilia_eval)] "
+    "%[var(sess.cilia_sni),url_enc]"
 )
 
 
