@@ -67,6 +67,7 @@ class Agent:
             self.pods_by_ip, datapath.rules_for
         )
         self.host_endpoint: Any = None  # cilia.agent.hostendpoint.HostEndpoint with the host firewall
+        self.settle_gc = False  # only in the agent's own process (run()): freezes the process's heap
         self.host_pods: Any = None  # cilia.agent.hostpods.HostNetworkPods (kernel lab)
 
     def pods_by_ip(self) -> dict[str, str]:
@@ -85,7 +86,8 @@ class Agent:
             rev = self.reconciler.start()
             self._after_sync()
         self._advance(rev)
-        gcpause.settle()  # the state built so far is not walked by later collections
+        if self.settle_gc:  # the state built so far is not walked by later collections
+            gcpause.settle()
         self._ready = True
         log.info("agent ready: %d endpoints, store revision %d", len(self.reconciler.endpoints), rev)
         resync_at: float | None = None  # set after a failure: when to retry a full sync
@@ -103,7 +105,8 @@ class Agent:
                             check_at = time.monotonic() + RUNTIME_CHECK_S
                             self.reconciler.check_runtime()
                             self._after_sync()
-                            gcpause.settle()  # idle: collect now what changes built, not mid-change
+                            if self.settle_gc:  # idle: collect now what changes built, not mid-change
+                                gcpause.settle()
                         if resync_at is not None and time.monotonic() >= resync_at:
                             # A failed update left endpoints fail-closed: retry a full sync.
                             self.reconciler.resync()
@@ -212,6 +215,7 @@ def run(node: Node, flow_sink: Callable[[Agent], FlowSink] | None = None) -> int
     member = node.cluster  # one node of several (cilia.agent.cluster), or None
     agent = Agent(cfg, node.store, node.runtime, node.datapath, node.gateway,
                   reconciler_options=member.reconciler_options() if member is not None else None)
+    agent.settle_gc = True  # this process is the agent's (cilia.agent.gcpause)
     l7proxy.use_node_ports(agent)  # before any policy is computed: the entries carry these ports
     fqdn.use_node_dns_port(agent)  # (after the HTTP/TLS ports: it adds the DNS proxy's port to them)
     if member is not None:
