@@ -2,8 +2,8 @@
 its IPv4 one, and the eBPF datapath enforces IPv6 as it does IPv4 — ``ping -6`` and ``curl -6``
 between pods allowed and denied by the same policy, ICMPv6 rules, toCIDR with an IPv6 prefix to a
 world host; ``get pods -o json`` lists both addresses (``-o wide``: test_ipv6_offline), drop flows
-name the pods, and the offline ``verify`` decides the IPv6 addresses the same. Node index 13 (pods
-198.18.208.0/20, world 198.19.13.0/24). Few CLI calls: the probes of one source run in one
+name the pods, and the offline ``verify`` decides the IPv6 addresses the same. Node index 4 (pods
+198.18.64.0/20, world 198.19.4.0/24). Few CLI calls: the probes of one source run in one
 ``cilia exec``, at the same time (the denied ones wait out their timeouts together)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.helpers_world import LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
 
-NODE_INDEX = 13
+NODE_INDEX = 4  # no other live test module uses node 4
 WORLD_HOST = "v6-w"
 
 

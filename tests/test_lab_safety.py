@@ -90,7 +90,7 @@ def test_pod_files_have_the_kubelets_shape() -> None:
     assert lines[1] == "127.0.0.1\tlocalhost" and lines[-1] == "198.18.0.7\tweb-1"
     # a dual-stack pod: both addresses, as the kubelet writes each podIP
     assert podfiles.hosts("198.18.0.7", "web-1", "2001:2::c612:7").splitlines()[-2:] == [
-        "198.18.0.7\tweb-1", "2001:2::c612:7\tweb-1"]
+        "2001:2::c612:7\tweb-1", "198.18.0.7\tweb-1"]
     assert dns.server_address(3) == podfiles.dns_address(3) == "198.19.3.53"
 
 

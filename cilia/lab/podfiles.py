@@ -35,7 +35,8 @@ def resolv_conf(namespace: str, nameserver: str) -> str:
 
 
 def hosts(ip: str, name: str, ip6: str = "") -> str:
-    """The kubelet's hosts file: the localhost lines, then each of the pod's addresses with its name."""
+    """The kubelet's hosts file: the localhost lines, then the pod's addresses with its name (a
+    dual-stack pod's IPv6 one first, so the last line stays its IPv4 address, podIP)."""
     return (
         "# Kubernetes-managed hosts file.\n"
         "127.0.0.1\tlocalhost\n"
@@ -44,8 +45,8 @@ def hosts(ip: str, name: str, ip6: str = "") -> str:
         "fe00::0\tip6-mcastprefix\n"
         "fe00::1\tip6-allnodes\n"
         "fe00::2\tip6-allrouters\n"
-        f"{ip}\t{name}\n"
         + (f"{ip6}\t{name}\n" if ip6 else "")
+        + f"{ip}\t{name}\n"
     )
 
 
