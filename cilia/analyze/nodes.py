@@ -29,15 +29,14 @@ is a remote node to it.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cilia.identity.labelfilter import DEFAULT_FILTER, LabelFilter
-from cilia.identity.labels import SOURCE_K8S, SOURCE_NODE, Label, Labels
+from cilia.identity.labelfilter import LabelFilter
+from cilia.identity.labels import Labels
+from cilia.identity.nodelabels import host_labels, remote_labels, stripped_labels
 from cilia.identity.reserved import (
-    LABEL_HOST,
     LABEL_KUBE_APISERVER,
-    LABEL_REMOTE_NODE,
     ReservedIdentity,
 )
 from cilia.k8s.objects import Cluster, Node
@@ -47,6 +46,7 @@ REMOTE_NODE_SCOPE = 2 << 24
 # The local node when the manifests name none (pods without nodeName run there).
 ANONYMOUS_NODE = "host"
 APISERVER_SERVICE = ("default", "kubernetes")
+__all__ = ["host_labels", "remote_labels", "stripped_labels"]
 
 
 def _norm(ip: str) -> str:
@@ -54,37 +54,6 @@ def _norm(ip: str) -> str:
         return str(ipaddress.ip_address(ip))
     except ValueError:
         return ip
-
-
-def host_labels(node_labels: Mapping[str, str], apiserver: bool = False) -> Labels:
-    """The host endpoint's labels on its own node: ``reserved:host`` plus the identity-relevant
-    Node labels (``k8s:`` source, the pods' label filter), and ``reserved:kube-apiserver`` when the
-    apiserver runs there."""
-    kept = DEFAULT_FILTER.filter(Label(SOURCE_K8S, k, v) for k, v in node_labels.items())
-    extra = [LABEL_KUBE_APISERVER] if apiserver else []
-    return Labels([LABEL_HOST, *kept, *extra])
-
-
-def stripped_labels(node_labels: Mapping[str, str]) -> tuple[str, ...]:
-    """The Node label keys the label filter keeps off the host endpoint (sorted)."""
-    return tuple(
-        sorted(k for k, v in node_labels.items() if not DEFAULT_FILTER.is_relevant(Label(SOURCE_K8S, k, v)))
-    )
-
-
-def remote_labels(
-    node_labels: Mapping[str, str],
-    apiserver: bool = False,
-    node_selector_labels: bool = False,
-    node_filter: LabelFilter | None = None,
-) -> Labels:
-    """A node's labels on every other node: ``reserved:remote-node`` (and ``reserved:kube-apiserver``),
-    plus — with node-selector labels — its ``node:`` labels the ``--node-labels`` filter keeps."""
-    out = [LABEL_REMOTE_NODE, *([LABEL_KUBE_APISERVER] if apiserver else [])]
-    if node_selector_labels:
-        flt = node_filter if node_filter is not None else LabelFilter(defaults=())
-        out += flt.filter(Label(SOURCE_NODE, k, v) for k, v in node_labels.items())
-    return Labels(out)
 
 
 @dataclass(frozen=True)
