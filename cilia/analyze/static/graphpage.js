@@ -264,12 +264,27 @@
     lap('add');
     const leaves = cy.nodes().filter((x) => !x.isParent()).length;
     cy.layout(layoutFor(leaves)).run();
+    if (leaves <= 120) clearBoxes();
     cy.fit(undefined, 20);
     lap('layout');
     highlight();
     notices();
     drawMatrix();
     lap('matrix');
+  }
+
+  // cose may leave a node outside every namespace (world, host, …) on top of a namespace's box:
+  // such nodes go to a column left of the boxes
+  function clearBoxes() {
+    const boxes = cy.nodes().filter((x) => x.isParent());
+    if (!boxes.length) return;
+    const inBox = (bb, b) => !(bb.x2 < b.x1 || bb.x1 > b.x2 || bb.y2 < b.y1 || bb.y1 > b.y2);
+    const stray = cy.nodes().filter((x) => x.isOrphan() && !x.isParent()
+      && boxes.some((b) => inBox(x.boundingBox(), b.boundingBox())));
+    if (!stray.length) return;
+    const all = boxes.boundingBox();
+    const width = Math.max(...stray.map((x) => x.boundingBox().w));
+    stray.forEach((x, k) => x.position({ x: all.x1 - 40 - width / 2, y: all.y1 + 40 + k * 90 }));
   }
 
   function notices() {
