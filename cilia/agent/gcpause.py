@@ -24,9 +24,12 @@ SLOW_MS = 50.0
 THAW_EVERY = 60
 _started: list[float] = []
 _settles = [0]
+_settling = [False]
 
 
 def _watch(phase: str, info: dict[str, Any]) -> None:
+    if _settling[0]:
+        return  # settle's own collection runs while nothing waits: not a pause of anything
     if phase == "start":
         _started[:] = [time.perf_counter()]
     elif _started:
@@ -41,7 +44,11 @@ def settle() -> None:
     _settles[0] += 1
     if _settles[0] % THAW_EVERY == 0:
         gc.unfreeze()
-    gc.collect()
+    _settling[0] = True
+    try:
+        gc.collect()
+    finally:
+        _settling[0] = False
     gc.freeze()
     if _watch not in gc.callbacks:
         gc.callbacks.append(_watch)
