@@ -70,6 +70,7 @@ def test_help_and_validate_import_only_what_they_need() -> None:
     assert not [m for m in loaded if m.split(".")[0] in ("pyroute2", "etcd3aio", "grpc", "numpy")]
     assert "rich.markdown" not in loaded and "cilia.agent.daemon" not in loaded
     assert "rich.console" not in loaded  # plain-text output: the consoles are made when first used
+    assert "typer" not in loaded  # validate's common forms are parsed by cli/fastpath.py
 
 
 def test_help_is_the_same_through_typer_and_the_fast_path() -> None:

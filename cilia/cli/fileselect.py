@@ -10,14 +10,14 @@ skipped on stderr, without each command passing the choice along.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:
-    from cilia.k8s.errors import Skipped
+from cilia.cli.reading import print_skipped, reading
+
+__all__ = ["add_file_selection", "print_skipped"]
 
 PANEL = "Reading files"
 
@@ -59,12 +59,6 @@ def _options(
 _NAMES = ("recursive", "exclude", "strict")
 
 
-def print_skipped(skipped: Sequence[Skipped]) -> None:
-    """One ``skipped: FILE:LINE: reason`` line per skipped document, on stderr."""
-    for item in skipped:
-        sys.stderr.write(f"skipped: {item}\n")
-
-
 def add_file_selection(command: Any) -> None:
     """Give ``command`` (a click command) the file-selection options if it reads ``-f``."""
     names = {p.name for p in command.params}
@@ -78,18 +72,7 @@ def add_file_selection(command: Any) -> None:
     @functools.wraps(inner)
     def run(*args: Any, recursive: bool = False, exclude: Sequence[str] | None = (), strict: bool = False,
             **kwargs: Any) -> Any:
-        from cilia.cli.progress import FileProgress, wanted
-        from cilia.k8s.loader import Selection, using_selection
-
-        progress = FileProgress() if wanted() else None  # a bar on a terminal, nothing when piped
-        selection = Selection(
-            recursive, tuple(exclude or ()), strict, notify=print_skipped, progress=progress
-        )
-        try:
-            with using_selection(selection):
-                return inner(*args, **kwargs)
-        finally:
-            if progress is not None:
-                progress.close()
+        with reading(recursive, tuple(exclude or ()), strict):
+            return inner(*args, **kwargs)
 
     command.callback = run

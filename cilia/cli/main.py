@@ -47,6 +47,12 @@ def main() -> None:
         tophelp.render(f"{prog} [OPTIONS] COMMAND [ARGS]...", HELP, [(n, h) for n, _, h in COMMANDS])
         # No command at all is a usage error (exit 2), as click's no_args_is_help has it.
         raise SystemExit(2 if not sys.argv[1:] else 0)
+    if not completing:
+        from cilia.cli import fastpath
+
+        code = fastpath.run(sys.argv[1:])  # validate, without typer (start-up)
+        if code is not None:
+            raise SystemExit(code)
     if sys.argv[1:2] == ["--version"]:  # `cilia --version [-o json]` is `cilia version [-o json]`
         sys.argv[1:2] = ["version"]
     if completing:

@@ -1,80 +1,25 @@
 """``cilia validate``: check manifests as kubectl (strict) and Cilium 1.18 would, and fix the
-tutorial's ``deny:`` mistake. A thin face over :mod:`cilia.k8s.validate` and :mod:`cilia.k8s.fix`.
+tutorial's ``deny:`` mistake. A thin face over :mod:`cilia.k8s.validate` and :mod:`cilia.k8s.fix`;
+the work is :mod:`cilia.cli.validating`'s (which the fast path of :mod:`cilia.cli.main` runs too).
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from cilia.cli.common import Output, OutputOpt
-from cilia.cli.progress import analysing
-from cilia.cli.render import plural, print_errors, print_json, print_warnings
-from cilia.k8s.cilium_rules import Flags
-from cilia.k8s.errors import Error, ValidationReport
-from cilia.k8s.fix import fix_paths
-from cilia.k8s.loader import LoadResult, load_paths, load_text
-from cilia.k8s.validate import validate_result
-
-EXIT_VALID, EXIT_INVALID, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def exit_code(report: ValidationReport) -> int:
-    """0 valid, 1 invalid, 2 some input could not be read."""
-    if report.unreadable:
-        return EXIT_BAD_INPUT
-    return EXIT_VALID if report.valid else EXIT_INVALID
-
-
-def summary(report: ValidationReport) -> str:
-    """The final line of the text output."""
-    head = f"{plural(len(report.files), 'file')}, {plural(report.objects, 'object')}"
-    if report.valid:
-        return f"{head}: valid"
-    return f"{head}: {plural(len(report.errors), 'error')}"
-
-
-def show_report(report: ValidationReport, output: Output) -> None:
-    """Print a report in the chosen format (warnings go to stderr)."""
-    print_warnings(report.warnings)
-    if output is Output.json:
-        print_json(report.to_dict())
-        return
-    print_errors(report.errors)
-    sys.stdout.write(summary(report) + "\n")
-
-
-def run_fix(paths: list[str], write: bool, flags: Flags = Flags()) -> int:
-    """Apply the corrections, print (or write) the result, and validate it."""
-    try:
-        results = fix_paths(list(paths), write=write)
-    except Error as err:
-        print_errors([err], sys.stderr)
-        return EXIT_BAD_INPUT
-    documents, errors, warnings, files, shown = [], [], [], [], []
-    for res in results:
-        loaded = load_text(res.text, res.file)
-        documents += loaded.documents
-        errors += loaded.errors
-        warnings += loaded.warnings
-        files.append(res.file)
-        if loaded.documents or loaded.errors:  # not a file of skipped documents only (a CI workflow …)
-            shown.append(res)
-        if write:
-            for change in res.changes:
-                sys.stderr.write(f"{res.file}: {change.path}: {change.description}\n")
-    if not write:
-        sys.stdout.write("---\n".join(r.text if r.text.endswith("\n") else r.text + "\n" for r in shown))
-    report = validate_result(
-        LoadResult(tuple(files), tuple(documents), tuple(errors), tuple(warnings)), flags
-    )
-    if not report.valid:
-        sys.stderr.write("the fixed manifests are still invalid:\n")
-        print_errors(report.errors, sys.stderr)
-    return exit_code(report)
+from cilia.cli.validating import (  # noqa: F401 (exit_code, run_fix, show_report, summary: this module's API)
+    EXIT_BAD_INPUT,
+    EXIT_INVALID,
+    EXIT_VALID,
+    exit_code,
+    run_fix,
+    run_validate,
+    show_report,
+    summary,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -108,11 +53,4 @@ def register(app: typer.Typer) -> None:
         """
         if write and not fix:
             raise typer.BadParameter("--write needs --fix")
-        if fix:
-            raise typer.Exit(run_fix(filename, write, Flags(node_selector_labels=node_selector_labels)))
-        loaded = load_paths(filename)
-        with analysing(f"validating {len(loaded.documents)} objects", len(loaded.documents)):
-            report = validate_result(loaded, Flags(node_selector_labels=node_selector_labels))
-        report = replace(report, skipped=loaded.skipped)  # listed in -o json too
-        show_report(report, output)
-        raise typer.Exit(exit_code(report))
+        raise typer.Exit(run_validate(filename, str(output), fix, write, node_selector_labels))
