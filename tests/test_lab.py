@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cilia.datapath.dualstack import ipv6_of
 from cilia.lab import netns
 from cilia.lab.errors import IpamExhaustedError, LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import Ipam, gateway, pod_cidr
@@ -262,7 +263,18 @@ def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
     log_a = Path(a.log_path).read_text().strip()
     assert re.fullmatch(rf'{re.escape(b.ip)} - - \[[^]]+\] "UDP 53" echo 10', log_a)
 
-    assert lab.run_in_pod("cilia-h4", "a", ["ip", "-6", "addr"]).stdout == ""  # IPv4-only pods
+    # dual stack: the IPv4 address's IPv6 twin (cilia.datapath.dualstack), and the lab's IPv6 range
+    # only (no default route); IPv4 only where the kernel cannot forward IPv6 per device
+    six = lab.run_in_pod("cilia-h4", "a", ["ip", "-6", "-o", "addr", "show", "scope", "global"]).stdout
+    routes6 = lab.run_in_pod("cilia-h4", "a", ["ip", "-6", "route"]).stdout.splitlines()
+    if a.ip6:
+        assert a.ip6 == ipv6_of(a.ip) and [line.split()[3] for line in six.splitlines()] == [f"{a.ip6}/128"]
+        gw6 = ipv6_of(a.gateway)
+        assert sorted(r for r in routes6 if not r.startswith(("fe80::/64", a.ip6))) == sorted([
+            f"2001:2::/48 via {gw6} dev eth0 proto static metric 1024 pref medium",
+            f"{gw6} dev eth0 proto static metric 1024 pref medium"])
+    else:
+        assert six == "" and routes6 == []
     assert Path("/proc/sys/net/ipv6/conf/all/disable_ipv6").read_text() == ipv6_before  # node untouched
     routes = lab.run_in_pod("cilia-h4", "a", ["ip", "-4", "route"]).stdout.splitlines()
     assert sorted(routes) == sorted([  # the lab's ranges only: no default route
