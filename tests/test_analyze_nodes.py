@@ -15,10 +15,11 @@ import pytest
 from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options
 from cilia.analyze.flow import EndKind, FlowTrace, SideState
 from cilia.analyze.manifests import cluster_from_result
-from cilia.analyze.nodes import REMOTE_NODE_SCOPE, host_labels, remote_labels, stripped_labels
+from cilia.analyze.nodes import REMOTE_NODE_SCOPE
 from cilia.analyze.peers import PeerError, PortSpec
 from cilia.analyze.trace import trace
 from cilia.identity.labels import Labels
+from cilia.identity.nodelabels import host_labels, remote_labels, stripped_labels
 from cilia.k8s.errors import ManifestError
 from cilia.k8s.loader import load_text
 from cilia.policy.l7 import L7Request
@@ -123,10 +124,6 @@ def test_host_labels_are_filtered_like_pod_labels() -> None:
         "kubernetes.io/hostname",
         "kubernetes.io/os",
     )
-    # the live host endpoint (cilia.agent.hostendpoint) labels a node the same way
-    from cilia.agent.hostendpoint import host_labels as live_host_labels
-
-    assert live_host_labels(node) == host_labels(node)
     # remote nodes keep every label (node: source) under node-selector labels, none without
     assert remote_labels(node).strings() == ["reserved:remote-node="]
     assert "node:kubernetes.io/os=linux" in remote_labels(node, node_selector_labels=True).strings()

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cilia.identity.labelfilter import DEFAULT_FILTER
 from cilia.identity.labels import Labels
-from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
+from cilia.identity.nodelabels import host_labels
+from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.mapstate import MapState
 from cilia.store import Kind, Store
 
@@ -61,12 +61,6 @@ def stored_node_labels(store: Store, name: str) -> dict[str, str]:
         return default_node_labels(name)
     labels = (rec.value.get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}
-
-
-def host_labels(node_labels: Mapping[str, str]) -> Labels:
-    """The host endpoint's identity labels: ``reserved:host`` and the node labels the filter keeps."""
-    kept = DEFAULT_FILTER.filter(Labels.k8s(dict(node_labels)))
-    return RESERVED_LABELS[ReservedIdentity.HOST].union(kept)
 
 
 class HostEndpoint:

@@ -23,10 +23,11 @@ from typing import Any
 from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PolicyKey, parse_policy
-from cilia.agent.hostendpoint import HOST_IDENTITY, host_labels, node_name_of, stored_node_labels
+from cilia.agent.hostendpoint import HOST_IDENTITY, node_name_of, stored_node_labels
 from cilia.agent.policystate import PolicyState
 from cilia.datapath.sim import policy_lookup
 from cilia.identity.cidr import cidr_identity_labels
+from cilia.identity.nodelabels import host_labels
 from cilia.identity.reserved import RESERVED_LABELS
 from cilia.policy.types import Direction, Proto
 from cilia.store import Kind, ObjectKey, Store

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from cilia.analyze.findings import Finding
-from cilia.analyze.nodes import NodeInfo, stripped_labels
+from cilia.analyze.nodes import NodeInfo
 from cilia.analyze.policydocs import PolicyDoc
 from cilia.identity.labels import SOURCE_K8S, Label, Labels
+from cilia.identity.nodelabels import stripped_labels
 from cilia.identity.reserved import LABEL_HOST
 from cilia.k8s.source import FieldPath
 from cilia.policy.resolve import rule_selects

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from cilia.identity.labelfilter import LabelFilter
 from cilia.identity.labels import Labels
-from cilia.identity.nodelabels import host_labels, remote_labels, stripped_labels
+from cilia.identity.nodelabels import host_labels, remote_labels
 from cilia.identity.reserved import (
     LABEL_KUBE_APISERVER,
     ReservedIdentity,
@@ -46,7 +46,6 @@ REMOTE_NODE_SCOPE = 2 << 24
 # The local node when the manifests name none (pods without nodeName run there).
 ANONYMOUS_NODE = "host"
 APISERVER_SERVICE = ("default", "kubernetes")
-__all__ = ["host_labels", "remote_labels", "stripped_labels"]
 
 
 def _norm(ip: str) -> str:
