@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import csv
-import html
 import io
 import ipaddress
 import json
@@ -769,49 +768,3 @@ def render_csv(conn: Connectivity) -> str:
     out = io.StringIO()
     write_csv(conn, out)
     return out.getvalue()
-
-
-def render_html(conn: Connectivity) -> str:
-    """A self-contained HTML page: one matrix per port class, rows = from, columns = to (above
-    :data:`SUMMARY_GROUPS` groups, the summary of :func:`render_summary` instead)."""
-    esc = html.escape
-    if len(conn.groups) > SUMMARY_GROUPS:
-        return (
-            '<!doctype html>\n<html><head><meta charset="utf-8"><title>cilia connectivity</title>'
-            "</head><body>\n<h1>cilia connectivity</h1>\n<pre>"
-            + esc(render_summary(conn))
-            + "</pre>\n</body></html>\n"
-        )
-    out = [
-        "<!doctype html>",
-        '<html><head><meta charset="utf-8"><title>cilia connectivity</title>',
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:1.5em}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:center}th.row{text-align:left}"
-        "td.allow{background:#d9f2d9}td.deny{background:#f7d4d4}"
-        + ("td.l7{background:#fbeecb}" if conn.l7_count() else "")
-        + "</style></head><body>",
-        "<h1>cilia connectivity</h1>",
-        "<p>Rows: source; columns: destination. Pods with the same identity share a row.</p>",
-        "<ol>",
-    ]
-    for g in conn.groups:
-        pods = f" — {esc(', '.join(g.pods))}" if len(g.pods) > 1 else ""
-        out.append(f"<li>{esc(g.name)} (identity {g.identity}){pods}</li>")
-    out.append("</ol>")
-    head = "".join(f"<th>{g.index + 1}</th>" for g in conn.groups)
-    html_cells = {
-        "1": '<td class="allow">✓</td>',
-        "0": '<td class="deny">✗</td>',
-        "7": '<td class="l7" title="allowed at L4; each request decided by an L7 proxy">L7</td>',
-    }
-    for ci, (cls, m) in enumerate(zip(conn.classes, conn.matrices, strict=True)):
-        n7 = conn.l7_count(ci)
-        via = f" ({n7} filtered at L7)" if n7 else ""
-        out.append(f"<h2>{esc(cls.label)}: {m.count()} of {len(conn.groups) ** 2} pairs allowed{via}</h2>")
-        out.append(f"<table><tr><th>from \\ to</th>{head}</tr>")
-        for g in conn.groups:
-            cells = "".join(html_cells[bit] for bit in conn.row_marks(ci, g.index))
-            out.append(f'<tr><th class="row">{g.index + 1}. {esc(g.name)}</th>{cells}</tr>')
-        out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
