@@ -24,7 +24,7 @@ from cilia.policy.l7 import HTTPRule, L7Parser, L7PortPolicy, L7Rule
 from cilia.policy.types import Direction, RuleRef
 from cilia.proxy.http.accesslog import AccessLogReader, HttpRecord
 from cilia.proxy.http.config import ProxyConfig, ProxyFiles
-from cilia.proxy.http.rules import PortPolicyAt
+from cilia.proxy.http.rules import PortPolicyAt, decision_map
 from cilia.proxy.http.rules import render as render_rules
 from cilia.proxy.http.supervisor import Supervisor
 
@@ -98,11 +98,13 @@ class Node:
         ingress = L7PortPolicy(Direction.INGRESS, 6, 80, L7Parser.HTTP, 15001,
                                (L7Rule(frozenset({CLIENT_ID}), (HTTPRule(path="/both|/x"),),
                                        refs=frozenset({INGRESS})),))  # fmt: skip
-        rules = render_rules([PortPolicyAt(CLIENT, egress), PortPolicyAt(SERVER, ingress)], 1, True)
+        pols = [PortPolicyAt(CLIENT, egress), PortPolicyAt(SERVER, ingress)]
+        rules = render_rules(pols, 1, True)
         cfg = ProxyConfig(self.files, bind_address=GATEWAY_C)  # the node's configuration, transparent
         with netns.entered(R):  # HAProxy starts in the node's namespace (a child of this thread)
             self.sup = Supervisor(cfg, rules, {f"{CLIENT}/32": CLIENT_ID, f"{SERVER}/32": SERVER_ID},
-                                  log_path=tmp / "haproxy.log").start()  # fmt: skip
+                                  log_path=tmp / "haproxy.log",
+                                  decisions=decision_map(pols)).start()  # fmt: skip
 
     def close(self) -> None:
         self.sup.stop()
