@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -277,6 +278,7 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
             with_pgid_kill(nginx)
         subprocess.run([sys.executable, "-m", "cilia.cli.main", "down", "--purge"], env=env, check=False,
                        capture_output=True)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)  # the manifests and nginx's files
     return out
 
 
