@@ -66,7 +66,7 @@ def test_kubectl_names_are_the_canonical_peers() -> None:
         ("--from test --to prod/db-0 --port http", "pod prod/db-0 has no container port named 'http'"),
         ("--from test --to 1.1.1.1 --port https", "1.1.1.1 is not a pod, give a number"),
         ("-n prod -A --from test --to 1.1.1.1", "-n and -A contradict each other"),
-        ("-n prod --from sts/web --to 1.1.1.1", "cilia does not read statefulset objects"),
+        ("-n prod --from sts/web --to 1.1.1.1", "no StatefulSet prod/web in the manifests"),
         ("--from-labels app=,  --to 1.1.1.1", "bad labels"),
         ("--from test --to-namespace prod --to 1.1.1.1", "go with --from-labels/--to-labels"),
     ],

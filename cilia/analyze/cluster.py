@@ -12,6 +12,7 @@ No store, no root, no kernel.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -37,6 +38,8 @@ from cilia.policy.engine import rule_prefixes
 from cilia.policy.resolve import AllowLocalhost, EnforcementMode, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.types import Direction
+
+_DS_SUFFIX = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")  # Kubernetes' random name suffix alphabet
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,8 @@ class Analysis:
                     + (f" (known: {', '.join(known)})" if known else "")
                 )
             return [self.pod_end(ep) for ep in found]
+        if spec.kind in (PeerKind.STATEFULSET, PeerKind.DAEMONSET):
+            return [self.pod_end(ep) for ep in self._workload_endpoints(spec)]
         in_ns = [ep for ep in self.endpoints if ep.pod.namespace == spec.namespace]
         exact = [ep for ep in in_ns if ep.pod.name == spec.name]
         matches = exact or [ep for ep in in_ns if ep.pod.name.startswith(spec.name)]
@@ -358,6 +363,30 @@ class Analysis:
                 f"or deployment:{spec.namespace}/NAME for all pods of a Deployment"
             )
         return [self.pod_end(matches[0])]
+
+    def _workload_endpoints(self, spec: PeerSpec) -> list[PodEndpoint]:
+        """The pods of a StatefulSet or DaemonSet: those it makes (the manifests have the object),
+        else listed pods named as it names them (``NAME-0``, … or ``NAME-xxxxx``)."""
+        kind = "StatefulSet" if spec.kind is PeerKind.STATEFULSET else "DaemonSet"
+        owner = f"{kind}/{spec.name}"
+        found = [ep for ep in self.endpoints if ep.pod.namespace == spec.namespace and ep.pod.owner == owner]
+        if found:
+            return found
+        for ep in self.endpoints:
+            if ep.pod.namespace != spec.namespace or not ep.pod.name.startswith(spec.name + "-"):
+                continue
+            suffix = ep.pod.name[len(spec.name) + 1 :]
+            if suffix.isdigit() if kind == "StatefulSet" else _DS_SUFFIX.fullmatch(suffix):
+                found.append(ep)
+        if not found:
+            how = f"{spec.name}-0, {spec.name}-1, …" if kind == "StatefulSet" else f"{spec.name}-xxxxx"
+            known = sorted(f"{w.namespace}/{w.name}" for w in self.cluster.workloads if w.kind == kind)
+            raise PeerError(
+                f"no {kind} {spec.namespace}/{spec.name} in the manifests"
+                + (f" (known: {', '.join(known)})" if known else "")
+                + f", and no pod listed as {how}"
+            )
+        return found
 
     def _address_end(self, ip: str, by_name: bool = False) -> FlowEnd:
         """A pod's IP is that pod; an address a node learned under a toFQDNs-selected name has its

@@ -7,9 +7,9 @@
   ``x`` of a namespace ``pod``).
 * A bare ``NAME`` is a pod in the namespace of ``-n``; ``deployment:NAME`` and ``svc:NAME`` take that
   namespace too. ``NAMESPACE/POD`` and the other PEER forms are unchanged.
-* StatefulSet and DaemonSet objects are not read (cilia runs the pods they would make only when the
-  manifests list them): ``sts/NAME`` stands for the listed pods ``NAME-0``, ``NAME-1``, …, and
-  ``ds/NAME`` for listed pods ``NAME-xxxxx`` (the five-character suffix a DaemonSet gives its pods).
+* ``sts/NAME`` and ``ds/NAME`` stand for the pods a StatefulSet or DaemonSet of the manifests makes
+  (:mod:`cilia.k8s.objects`); without the object, for listed pods named as it names them
+  (``NAME-0``, ``NAME-1``, … or ``NAME-xxxxx``, as ``kubectl get pods -o yaml`` gives them).
 * Label queries (``--from-labels app=x,team=y``, as ``cilium policy trace -s`` takes labels and
   ``kubectl -l`` selects pods): every pod whose labels match, in one namespace or all of them.
   Each requirement is ``KEY=VALUE`` (``==`` too), ``KEY!=VALUE``, ``KEY`` (exists) or ``!KEY``;
@@ -23,7 +23,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from cilia.analyze.cluster import Analysis, PodEndpoint
+from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.peers import PeerError, PortSpec, parse_port, parse_proto
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
@@ -99,40 +99,12 @@ def expectation_peer(text: str, namespace: str | None) -> str:
     written)."""
     if namespace is None and not is_kubectl_form(text):
         return text
-    peer = canonical_peer(text, namespace)
-    if peer.startswith(("statefulset:", "daemonset:")):
-        raise PeerError(f"{text}: expectations name pods, Deployments or Services; give NS/POD (e.g. NAME-0)")
-    return peer
-
-
-def _workload_pods(analysis: Analysis, kind: str, ns: str, name: str) -> list[PodEndpoint]:
-    """The listed pods a StatefulSet or DaemonSet ``ns/name`` would have made, by their names."""
-    found = []
-    for ep in analysis.endpoints:
-        if ep.pod.namespace != ns or not ep.pod.name.startswith(name + "-"):
-            continue
-        suffix = ep.pod.name[len(name) + 1 :]
-        ordinal = kind == "statefulset" and suffix.isdigit()
-        if ordinal or (kind == "daemonset" and _DS_SUFFIX.fullmatch(suffix)):
-            found.append(ep)
-    return found
+    return canonical_peer(text, namespace)
 
 
 def resolve_peer(analysis: Analysis, text: str, namespace: str | None = None) -> list[FlowEnd]:
     """The flow ends a peer argument stands for (kubectl forms included)."""
-    peer = canonical_peer(text, namespace)
-    kind, colon, rest = peer.partition(":")
-    if colon and kind in ("statefulset", "daemonset"):
-        ns, _, name = rest.partition("/")
-        pods = _workload_pods(analysis, kind, ns, name)
-        if not pods:
-            how = f"{name}-0, {name}-1, …" if kind == "statefulset" else f"{name}-xxxxx"
-            raise PeerError(
-                f"no pod of {kind} {ns}/{name} in the manifests: cilia does not read {kind} objects, "
-                f"it finds the pods listed as {how}; list them, or name pods with --{{from,to}}-labels"
-            )
-        return [analysis.pod_end(ep) for ep in pods]
-    return analysis.resolve(peer)
+    return analysis.resolve(canonical_peer(text, namespace))
 
 
 # --------------------------------------------------------------------------- ports

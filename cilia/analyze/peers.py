@@ -5,6 +5,7 @@ PEER forms (parsed here, resolved against a loaded cluster by :mod:`cilia.analyz
 * ``NAMESPACE/POD`` — a pod; a unique prefix of the pod name is enough. A bare ``POD`` means the
   ``default`` namespace.
 * ``deployment:NAMESPACE/NAME`` (or ``deployment:NAME`` in ``default``) — every pod of a Deployment.
+* ``statefulset:NAMESPACE/NAME``, ``daemonset:NAMESPACE/NAME`` (``sts:``, ``ds:``) — every pod of one.
 * an IP address — a pod's IP means that pod; any other address is outside the cluster (world, or the
   CIDR identity of the longest policy prefix containing it, semantics.md §3.4).
 * ``entity:NAME`` — one of the reserved peers in :data:`PEER_ENTITIES`. ``entity:host`` is the local
@@ -63,6 +64,8 @@ class PeerError(ValueError):
 class PeerKind(StrEnum):
     POD = "pod"
     DEPLOYMENT = "deployment"
+    STATEFULSET = "statefulset"
+    DAEMONSET = "daemonset"
     IP = "ip"
     ENTITY = "entity"
     FQDN = "fqdn"
@@ -144,6 +147,10 @@ def parse_peer(text: str) -> PeerSpec:
     if sep and kind in ("deployment", "deploy"):
         ns, name = _split_ns(rest, raw)
         return PeerSpec(PeerKind.DEPLOYMENT, raw, namespace=ns, name=name)
+    if sep and kind in ("statefulset", "sts", "daemonset", "ds"):
+        ns, name = _split_ns(rest, raw)
+        which = PeerKind.STATEFULSET if kind in ("statefulset", "sts") else PeerKind.DAEMONSET
+        return PeerSpec(which, raw, namespace=ns, name=name)
     if sep and kind == "cidrgroup":
         if not rest or "/" in rest:
             raise PeerError(f"bad peer {text!r}: expected cidrgroup:NAME (a CiliumCIDRGroup)")

@@ -9,7 +9,9 @@ An expectations file is YAML (``apiVersion: cilia.io/v1alpha1`` and ``kind: Expe
 addresses a node learned for NAME, so the analysis needs that node's DNS cache); ``protocol`` is
 TCP (default), UDP, SCTP, ICMP or ICMPv6 (for ICMP ``port`` is the ICMP type); ``expect`` is
 ``allow`` or ``deny``. An expectation about a Deployment (or a name with several addresses) holds
-only if it holds for every pod (address) of it.
+only if it holds for every pod (address) of it. Without ``port`` it is about every port class the
+policies distinguish (as ``cilia trace`` without ``--port``; to a Service: each of its ports), and
+holds only if it holds on each.
 
 An expectation may carry a request for the L7 proxies on the way: ``http: {method, path, host,
 headers: {NAME: VALUE}}`` (method defaults to GET, path to /), ``tls: {sni: NAME}`` or ``dns: {name:
@@ -22,6 +24,8 @@ allowed, DNS REFUSED) is ``deny``::
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,14 +33,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.connectivity import FlowVerdicts
+from cilia.analyze.connectivity import FlowVerdicts, classes_of
 from cilia.analyze.flow import EndKind
-from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_port
+from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_port, parse_proto
+from cilia.analyze.portclasses import PortClass
+from cilia.analyze.services import _service as find_service  # (svc:NS/NAME or a ClusterIP)
 from cilia.analyze.trace import TraceResult, render_flows, trace
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import parse_text, read_text
 from cilia.k8s.source import format_path
 from cilia.policy.l7 import L7Request
+from cilia.policy.types import Proto
 
 
 class HTTPRequest(BaseModel):
@@ -72,7 +79,7 @@ class Expectation(BaseModel):
 
     from_: str = Field(alias="from")
     to: str
-    port: int
+    port: int | None = None  # None: every port class (every port of a Service)
     protocol: str = "TCP"
     http: HTTPRequest | None = None
     tls: TLSRequest | None = None
@@ -130,13 +137,17 @@ class PlacedExpectation:
     index: int
 
     @property
-    def port_spec(self) -> PortSpec:
+    def port_spec(self) -> PortSpec | None:
+        """The port asked about (None: every port class)."""
+        if self.expectation.port is None:
+            return None
         return parse_port(str(self.expectation.port), self.expectation.protocol)
 
     def describe(self) -> str:
         e = self.expectation
         request = f" {e.request_text()}" if e.request is not None else ""
-        return f"{e.from_} -> {e.to} {self.port_spec}{request} expect {e.expect}"
+        port = self.port_spec or "every port"
+        return f"{e.from_} -> {e.to} {port}{request} expect {e.expect}"
 
 
 def load_expectations(path: str | Path) -> list[PlacedExpectation]:
@@ -163,7 +174,8 @@ def load_expectations(path: str | Path) -> list[PlacedExpectation]:
         try:
             parse_peer(exp.from_)
             parse_peer(exp.to)
-            parse_port(str(exp.port), exp.protocol)
+            if exp.port is not None:
+                parse_port(str(exp.port), exp.protocol)
         except PeerError as exc:
             raise Error(str(exc), file=file, line=line, column=col, path=f"expectations[{i}]") from None
         placed.append(PlacedExpectation(exp, file, line, i))
@@ -233,6 +245,8 @@ def _fast_actual(fast: FlowVerdicts, analysis: Analysis, placed: PlacedExpectati
     if any(end.kind is EndKind.NODE for end in (*sources, *dests)):
         return None  # a node's identity depends on where it is decided: traced
     port = placed.port_spec
+    if port is None:
+        return None  # every port class: traced
     verdicts = {fast.allowed(s, d, port.proto, port.port) for s in sources for d in dests}
     if None in verdicts or not verdicts:
         return None
@@ -243,6 +257,7 @@ def verify(analysis: Analysis, expectations: list[PlacedExpectation]) -> VerifyR
     """Check each expectation; peers that do not resolve raise :class:`PeerError` (bad input)."""
     results = []
     fast = FlowVerdicts(analysis) if len(expectations) >= FAST_PATH_MIN else None
+    classes = functools.cache(lambda: classes_of(analysis))  # for expectations without a port, once
     for placed in expectations:
         e = placed.expectation
         actual = _fast_actual(fast, analysis, placed) if fast is not None else None
@@ -250,13 +265,34 @@ def verify(analysis: Analysis, expectations: list[PlacedExpectation]) -> VerifyR
             results.append(VerifyResult(placed, actual, None))
             continue
         try:
-            result = trace(analysis, e.from_, e.to, placed.port_spec, e.request)
+            result = _trace_expectation(analysis, placed, classes)
         except PeerError as exc:
             raise PeerError(f"{placed.file}:{placed.line}: {exc}") from None
         verdicts = {f.allowed for f in result.flows}
         actual = "mixed" if len(verdicts) > 1 else ("allow" if verdicts == {True} else "deny")
         results.append(VerifyResult(placed, actual, result))
     return VerifyReport(tuple(results))
+
+
+def _trace_expectation(
+    analysis: Analysis, placed: PlacedExpectation, classes: Callable[[], list[PortClass]]
+) -> TraceResult:
+    """The trace of one expectation: on its port, or on every port class (every port of a Service
+    destination), the flows of all of them together."""
+    e = placed.expectation
+    port = placed.port_spec
+    if port is not None:
+        return trace(analysis, e.from_, e.to, port, e.request)
+    spec = parse_peer(e.to)
+    service = find_service(analysis, spec) if spec.kind in (PeerKind.SERVICE, PeerKind.IP) else None
+    if service is not None:
+        ports = [PortSpec(parse_proto(sp.protocol), sp.port) for sp in service.ports]
+    else:
+        ports = [PortSpec(Proto(c.proto), c.port) for c in classes()]
+    flows = []
+    for p in ports:
+        flows.extend(trace(analysis, e.from_, e.to, p, e.request).flows)
+    return TraceResult(tuple(flows))
 
 
 def render_text(report: VerifyReport) -> str:

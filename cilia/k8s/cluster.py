@@ -1,7 +1,8 @@
 """Building a :class:`~cilia.k8s.objects.Cluster` from manifests: validate, then collect the objects.
 
 Namespaces referenced but not declared exist implicitly; every namespace carries the
-``kubernetes.io/metadata.name`` label; Deployments expand into their pods.
+``kubernetes.io/metadata.name`` label; Deployments, StatefulSets and
+DaemonSets expand into their pods (a Pod listed under the same name is kept instead).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cilia.k8s.objects import (
     OBJECT_MODELS,
     POLICY_KINDS,
     Cluster,
+    DaemonSetModel,
     Deployment,
     DeploymentModel,
     EndpointSliceModel,
@@ -37,6 +39,9 @@ from cilia.k8s.objects import (
     ServiceEndpoints,
     ServiceModel,
     Source,
+    StatefulSetModel,
+    Workload,
+    daemonset_from,
     deployment_from,
     endpoint_slice_from,
     endpoints_from,
@@ -45,6 +50,7 @@ from cilia.k8s.objects import (
     pod_from,
     policy_from,
     service_from,
+    statefulset_from,
 )
 from cilia.k8s.secrets import secret_values
 from cilia.k8s.validate import validate_result
@@ -60,6 +66,8 @@ def build_cluster(result: LoadResult) -> Cluster:
     declared: dict[str, Namespace] = {}
     pods: list[Pod] = []
     deployments: list[Deployment] = []
+    workloads: list[Workload] = []
+    daemonsets: list[tuple[DaemonSetModel, object, Source]] = []  # made once the Nodes are known
     services: list[Service] = []
     endpoints: list[ServiceEndpoints] = []
     policies: list[Policy] = []
@@ -83,6 +91,11 @@ def build_cluster(result: LoadResult) -> Cluster:
             d = deployment_from(DeploymentModel.model_validate(doc.data), doc.data["spec"]["template"], src)
             deployments.append(d)
             pods.extend(d.pods)
+        elif kind == "StatefulSet":
+            w = statefulset_from(StatefulSetModel.model_validate(doc.data), doc.data["spec"]["template"], src)
+            workloads.append(w)
+        elif kind == "DaemonSet":
+            daemonsets.append((DaemonSetModel.model_validate(doc.data), doc.data["spec"]["template"], src))
         elif kind == "Service":
             services.append(service_from(ServiceModel.model_validate(doc.data), src))
         elif kind == "Endpoints":
@@ -97,6 +110,9 @@ def build_cluster(result: LoadResult) -> Cluster:
             pass  # values read below (headerMatches secrets)
         elif kind not in OBJECT_MODELS or kind == "ServiceAccount":
             ignored.append(Ignored(kind, doc.name, doc.namespace, src))
+    workloads += [daemonset_from(m, tmpl, sorted(nodes), src) for m, tmpl, src in daemonsets]
+    listed = {(p.namespace, p.name) for p in pods}
+    pods += [p for w in workloads for p in w.pods if (p.namespace, p.name) not in listed]
     used = [p.namespace for p in pods] + [s.namespace for s in services] + [e.namespace for e in endpoints]
     used += [p.namespace for p in policies if p.kind != CCNP]
     namespaces = dict(declared)
@@ -107,6 +123,7 @@ def build_cluster(result: LoadResult) -> Cluster:
         namespaces=tuple(namespaces[n] for n in sorted(namespaces)),
         pods=tuple(pods),
         deployments=tuple(deployments),
+        workloads=tuple(workloads),
         services=tuple(services),
         endpoints=tuple(endpoints),
         policies=tuple(policies),

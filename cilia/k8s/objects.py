@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,27 @@ class DeploymentSpecModel(Lenient):
 class DeploymentModel(Lenient):
     metadata: Meta
     spec: DeploymentSpecModel
+
+
+class StatefulSetSpecModel(Lenient):
+    replicas: int = Field(default=1, ge=0)
+    selector: api.LabelSelector | None = None
+    template: PodTemplateModel
+
+
+class StatefulSetModel(Lenient):
+    metadata: Meta
+    spec: StatefulSetSpecModel
+
+
+class DaemonSetSpecModel(Lenient):
+    selector: api.LabelSelector | None = None
+    template: PodTemplateModel
+
+
+class DaemonSetModel(Lenient):
+    metadata: Meta
+    spec: DaemonSetSpecModel
 
 
 class NamespaceModel(Lenient):
@@ -233,7 +255,7 @@ class Pod:
     containers: tuple[Container, ...] = ()
     pod_ip: str | None = None
     node_name: str | None = None
-    owner: str | None = None  # "Deployment/<name>" for expanded pods
+    owner: str | None = None  # "Deployment/<name>" (StatefulSet/, DaemonSet/) for expanded pods
     host_network: bool = False  # spec.hostNetwork: the pod is its node (no endpoint of its own)
     source: Source = field(default=_NO_SOURCE, compare=False)
     pod_ips: tuple[str, ...] = ()  # status.podIPs beside podIP (a dual-stack pod's IPv6 address)
@@ -259,6 +281,17 @@ class Deployment:
     namespace: str
     replicas: int
     template_hash: str
+    pods: tuple[Pod, ...]
+    source: Source = field(default=_NO_SOURCE, compare=False)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A StatefulSet or DaemonSet (``kind``) and the pods it makes."""
+
+    kind: str
+    name: str
+    namespace: str
     pods: tuple[Pod, ...]
     source: Source = field(default=_NO_SOURCE, compare=False)
 
@@ -348,6 +381,7 @@ class Cluster:
     namespaces: tuple[Namespace, ...] = ()
     pods: tuple[Pod, ...] = ()
     deployments: tuple[Deployment, ...] = ()
+    workloads: tuple[Workload, ...] = ()  # StatefulSets and DaemonSets (their pods are in ``pods``)
     services: tuple[Service, ...] = ()
     endpoints: tuple[ServiceEndpoints, ...] = ()
     policies: tuple[Policy, ...] = ()
@@ -470,6 +504,68 @@ def deployment_from(model: DeploymentModel, raw_template: Any, source: Source) -
     return Deployment(name, namespace, model.spec.replicas, h, pods, source)
 
 
+def _template_pod(tmpl: PodTemplateModel, name: str, namespace: str, labels: dict[str, str], owner: str,
+                  node: str | None, source: Source) -> Pod:
+    return Pod(
+        name=name,
+        namespace=namespace,
+        labels=_pairs(labels),
+        annotations=_pairs(tmpl.metadata.annotations),
+        service_account=tmpl.spec.service_account_name,
+        containers=_containers(tmpl.spec),
+        node_name=node,
+        owner=owner,
+        host_network=tmpl.spec.host_network,
+        source=source,
+    )
+
+
+def statefulset_from(model: StatefulSetModel, raw_template: Any, source: Source) -> Workload:
+    """A StatefulSet and its ``replicas`` pods ``<name>-0``, ``<name>-1``, … with the labels the
+    controller adds (``controller-revision-hash``, ``statefulset.kubernetes.io/pod-name``,
+    ``apps.kubernetes.io/pod-index``; Cilium's label filter keeps none of them in identities)."""
+    name = model.metadata.name or ""
+    namespace = model.metadata.namespace or DEFAULT_NAMESPACE
+    tmpl = model.spec.template
+    revision = f"{name}-{template_hash(raw_template)}"
+    pods = []
+    for i in range(model.spec.replicas):
+        labels = dict(tmpl.metadata.labels or {})
+        labels |= {
+            "controller-revision-hash": revision,
+            "statefulset.kubernetes.io/pod-name": f"{name}-{i}",
+            "apps.kubernetes.io/pod-index": str(i),
+        }
+        pods.append(
+            _template_pod(tmpl, f"{name}-{i}", namespace, labels, f"StatefulSet/{name}", tmpl.spec.node_name,
+                          source)
+        )
+    return Workload("StatefulSet", name, namespace, tuple(pods), source)
+
+
+def daemonset_from(
+    model: DaemonSetModel, raw_template: Any, nodes: Sequence[str], source: Source
+) -> Workload:
+    """A DaemonSet and its pods, one on each of ``nodes`` (the Nodes of the manifests; one pod on no
+    node when there are none), named ``<name>-<suffix>`` with the labels the controller adds
+    (``controller-revision-hash``, ``pod-template-generation``)."""
+    name = model.metadata.name or ""
+    namespace = model.metadata.namespace or DEFAULT_NAMESPACE
+    tmpl = model.spec.template
+    h = template_hash(raw_template)
+    labels = dict(tmpl.metadata.labels or {})
+    labels |= {"controller-revision-hash": f"{name}-{h}", "pod-template-generation": "1"}
+    where: Sequence[str | None] = list(nodes) or [tmpl.spec.node_name]
+    pods = tuple(
+        _template_pod(
+            tmpl, f"{name}-"[:MAX_GENERATED_PREFIX] + pod_suffix(name, h, i), namespace, labels,
+            f"DaemonSet/{name}", node, source,
+        )
+        for i, node in enumerate(where)
+    )
+    return Workload("DaemonSet", name, namespace, pods, source)
+
+
 def service_from(model: ServiceModel, source: Source) -> Service:
     spec = model.spec
     return Service(
@@ -522,6 +618,8 @@ OBJECT_MODELS: dict[str, tuple[type[Lenient], tuple[str, ...]]] = {
     "Namespace": (NamespaceModel, ("v1",)),
     "Pod": (PodModel, ("v1",)),
     "Deployment": (DeploymentModel, ("apps/v1",)),
+    "StatefulSet": (StatefulSetModel, ("apps/v1",)),
+    "DaemonSet": (DaemonSetModel, ("apps/v1",)),
     "Service": (ServiceModel, ("v1",)),
     "Endpoints": (EndpointsModel, ("v1",)),
     "EndpointSlice": (EndpointSliceModel, ("discovery.k8s.io/v1",)),

@@ -32,7 +32,16 @@ from cilia.k8s.names import (
 )
 from cilia.k8s.netaddr import parse_addr
 from cilia.k8s.nodes import node_address_findings
-from cilia.k8s.objects import CCNP, CNP, KNP, OBJECT_MODELS, POLICY_KINDS, DeploymentModel
+from cilia.k8s.objects import (
+    CCNP,
+    CNP,
+    KNP,
+    OBJECT_MODELS,
+    POLICY_KINDS,
+    DaemonSetModel,
+    DeploymentModel,
+    StatefulSetModel,
+)
 from cilia.k8s.policylog import log_findings
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
@@ -155,14 +164,15 @@ def _labels_errors(doc: Document, where: FieldPath, meta: dict[str, Any]) -> lis
 
 
 def _workload_errors(doc: Document) -> list[Error]:
-    """What the API server checks of a Pod, a Deployment's pod template or a Service beyond metadata:
-    container names (DNS-1123 labels, unique), template labels, a Service's selector."""
+    """What the API server checks of a Pod, the pod template of a Deployment, StatefulSet or DaemonSet,
+    or a Service beyond metadata: container names (DNS-1123 labels, unique), template labels, a
+    Service's selector."""
     data = doc.data
     errors: list[Error] = []
     spec_path: FieldPath = ()
     if doc.kind == "Pod":
         spec_path = ("spec",)
-    elif doc.kind == "Deployment":
+    elif doc.kind in ("Deployment", "StatefulSet", "DaemonSet"):
         spec_path = ("spec", "template", "spec")
         tmpl = (data.get("spec") or {}).get("template") if isinstance(data.get("spec"), dict) else None
         if isinstance(tmpl, dict) and isinstance(tmpl.get("metadata"), dict):
@@ -289,6 +299,10 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
                 (key for key in data if isinstance(key, str) and key.lower() == k.lower() and key != k), None
             )
             hint = f'found "{wrong}": field names are case-sensitive' if wrong else None
+            if data.get(k) not in (None, "") and not wrong:
+                got = type(data[k]).__name__
+                errors.append(_error(doc, (k,), f"{k} must be a string, got {got}", f"write it as {k}: TEXT"))
+                continue
             errors.append(_error(doc, (wrong,) if wrong else (), f"{k} not set", hint))
         return errors, []
     kind, version = doc.kind, doc.api_version
@@ -317,7 +331,7 @@ def validate_document(doc: Document, flags: Flags = Flags()) -> tuple[list[Error
         errors = [_error(doc, p.path, p.message) for p in problems]
         if model is not None:
             errors += _meta_errors(doc, kind) + _workload_errors(doc)
-        if isinstance(model, DeploymentModel):
+        if isinstance(model, DeploymentModel | StatefulSetModel | DaemonSetModel):
             errors += [_error(doc, p, m) for p, m in _deployment_findings(model)]
         return errors, []
     if kind == "Secret" and version == "v1":
@@ -358,8 +372,9 @@ def _near_policy_kind(kind: str) -> str | None:
     return close[0] if close else None
 
 
-def _deployment_findings(model: DeploymentModel) -> list[Finding]:
-    """apps/v1 requires a selector, and it must select the template's own labels."""
+def _deployment_findings(model: DeploymentModel | StatefulSetModel | DaemonSetModel) -> list[Finding]:
+    """apps/v1 requires a selector (Deployment, StatefulSet, DaemonSet), and it must select the
+    template's own labels."""
     selector = model.spec.selector
     if selector is None:
         return [(("spec", "selector"), "Required value")]
