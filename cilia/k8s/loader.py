@@ -284,7 +284,7 @@ def _parse(text: str, file: str) -> tuple[list[Document], list[Error], list[str]
         errors.append(Error(f"document {index + 1}: {exc}", file=file))
     except RecursionError:
         errors.append(Error(f"document {index + 2}: nested too deeply", file=file))
-    except (ValueError, TypeError) as exc:  # ruamel raises these for some malformed input
+    except (ValueError, TypeError, IndexError) as exc:  # ruamel raises these on malformed scalars (e.g. "0_")
         errors.append(Error(f"invalid YAML in document {index + 2}: {exc}", file=file))
     if not docs and not errors and not skipped:
         skipped.append(Skipped(file, 0, "empty file"))

@@ -100,7 +100,8 @@ class Document:
 
     @property
     def api_version(self) -> str:
-        return self.data.get("apiVersion", "") if isinstance(self.data, dict) else ""
+        v = self.data.get("apiVersion", "") if isinstance(self.data, dict) else ""
+        return v if isinstance(v, str) else ""  # a list or number here is validation's to report
 
     @property
     def name(self) -> str:
