@@ -35,6 +35,7 @@ from cilia.agent.endpoints import Endpoint, EndpointTable, pinned_endpoint_ids
 from cilia.agent.events import EventLog
 from cilia.agent.fqdn import FqdnState, sync_redirects
 from cilia.agent.interfaces import NodeDatapath, PodRuntime, RuntimePod
+from cilia.agent.policydelay import PolicyDelay
 from cilia.agent.policystate import PolicyState
 from cilia.agent.services import TABLE_NAME, ServiceLB
 from cilia.datapath.dualstack import host_prefixes
@@ -121,6 +122,7 @@ class Reconciler:
         table = self.endpoints.path.with_name(TABLE_NAME) if self.endpoints.path is not None else None
         self.services = ServiceLB(store, table)  # ClusterIPs and the datapath's service table
         self.fqdn = FqdnState()  # addresses the DNS proxy learned (toFQDNs)
+        self.policy_delay = PolicyDelay()  # cilium_policy_implementation_delay (cilia.agent.policydelay)
         self.revision = 0  # store revision reconciled so far
         # Policy audit mode: the node switch and namespaces from `cilia audit`, and the namespaces
         # whose Namespace object carries the cilia.io/audit annotation.
@@ -249,6 +251,8 @@ class Reconciler:
 
     def handle(self, events: Iterable[Event]) -> None:
         """Fold a batch of store events in and reconcile everything they touch."""
+        started = self.policy_delay.clock()
+        policy_kinds: set[str] = set()
         touched_pods: set[PodKey] = set()
         touched_deployments: set[PodKey] = set()
         relabel_all_in: set[str] = set()
@@ -282,6 +286,7 @@ class Reconciler:
                 secrets_changed = True
             elif kind is ChangeKind.POLICY:
                 policies_changed = True
+                policy_kinds.add(key.kind)
                 pol = self.desired.policies.get(key)
                 if pol is None:
                     self.policy.delete_policy(key)
@@ -307,6 +312,8 @@ class Reconciler:
             self.sync_services()
         if policies_changed or touched_pods:
             sync_redirects(self, self.fqdn)
+        if policy_kinds:  # the changed policies are in the datapath now
+            self.policy_delay.record(policy_kinds, started)
         self.revision = last
         self._synced()
 

@@ -15,6 +15,7 @@ from typing import Any
 from cilia.datapath.maps.policy import DEFAULT_MAX_PER_ENDPOINT
 from cilia.observe.audit import AuditRules
 from cilia.observe.enrich import LocalEndpoint, NodeView
+from cilia.observe.flow import L4_NUMBERS, Service
 from cilia.observe.metrics import NodeMetrics
 from cilia.observe.pipeline import DEFAULT_RING, FlowPipeline
 
@@ -26,6 +27,18 @@ def _workloads(manifest: Any) -> tuple[tuple[str, str], ...]:
     meta = manifest.get("metadata") if isinstance(manifest, dict) else None
     refs = meta.get("ownerReferences") if isinstance(meta, dict) else None
     return tuple((str(r.get("kind", "")), str(r.get("name", ""))) for r in refs or () if isinstance(r, dict))
+
+
+def _frontends(views: Any) -> dict[tuple[str, int, int], Service]:
+    """(ClusterIP, port, IP protocol) -> Service, from the agent's service table
+    (:class:`cilia.agent.services.ServiceView` rows)."""
+    out: dict[tuple[str, int, int], Service] = {}
+    for v in views:
+        for p in v.ports:
+            proto = L4_NUMBERS.get(p.frontend.protocol)
+            if proto is not None:
+                out[(p.frontend.ip, p.frontend.port, proto)] = Service(v.name, v.namespace)
+    return out
 
 
 class AgentNodeView:
@@ -58,8 +71,9 @@ class AgentNodeView:
             audit_revision = getattr(rec.policy, "audit_revision", 0)
             host = getattr(self.agent, "host_endpoint", None)  # the host firewall's host endpoint
             host_labels = host.labels if host is not None else None
+            svc_views = tuple(getattr(getattr(rec, "services", None), "views", ()))
             key = (rec.revision, rec.policy.repo.revision, eps, frozenset(identities), audit_revision,
-                   host_labels)
+                   host_labels, svc_views)
             if key == self._key:
                 return self._view
             if audit_revision != self._audit_revision:
@@ -74,6 +88,7 @@ class AgentNodeView:
             if host_labels is not None:  # host flows name the host policies (default deny included)
                 policies[1] = rec.policy.endpoint_policy(1)
             prefixes = dict(getattr(rec, "cidr_identities", {}))
+            services = _frontends(getattr(getattr(rec, "services", None), "views", ()))
         audit = {}
         if self.audit:
             for ident, pol in policies.items():
@@ -85,8 +100,10 @@ class AgentNodeView:
             ns, _, name = pod.partition("/")
             for addr in (ip, ip6) if ip6 else (ip,):  # a dual-stack pod by either address
                 endpoints[addr] = LocalEndpoint(ep_id, ident, ns, name, addr, workloads)
+        frontend_of = getattr(getattr(self.agent, "datapath", None), "service_frontend", None)  # bpf only
         self._view = NodeView(endpoints, identities, prefixes, policies, audit, rec.policy.repo.revision,
-                              self.node_name, names=self._names)  # fmt: skip
+                              self.node_name, names=self._names, services=services,
+                              frontend_of=frontend_of)  # fmt: skip
         self._key = key
         return self._view
 
@@ -95,7 +112,11 @@ def pipeline_for(
     agent: Any, metrics: NodeMetrics | None = None, capacity: int = DEFAULT_RING
 ) -> FlowPipeline:
     """The agent's flow sink: flows named from its state, kept in a ring of ``capacity``, logged
-    under its state directory (``flows.jsonl``), counted in ``metrics``."""
+    under its state directory (``flows.jsonl``), counted in ``metrics`` (which also gets the agent's
+    policy implementation delays: cilia.agent.policydelay)."""
+    delay = getattr(agent.reconciler, "policy_delay", None)
+    if metrics is not None and delay is not None:
+        delay.sink = metrics.observe_policy_delay
     return FlowPipeline(
         AgentNodeView(agent),
         getattr(agent.datapath, "rules_for", None),

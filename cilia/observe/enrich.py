@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from cilia.identity.labels import SOURCE_CIDR, SOURCE_K8S, SOURCE_RESERVED, Labels, parse_cidr_key
 from cilia.identity.podlabels import POD_NAMESPACE_LABEL
 from cilia.identity.reserved import ReservedIdentity
-from cilia.observe.flow import Endpoint
+from cilia.observe.flow import Endpoint, Service
 from cilia.policy.resolve import EndpointPolicy
 
 WORLD_LABELS = ("world", "world-ipv4", "world-ipv6")
@@ -51,6 +51,33 @@ class NodeView:
     node_name: str = ""
     # DNS names the node's DNS proxy learned for an address (the live cache: it changes between views)
     names: Callable[[str], tuple[str, ...]] | None = field(default=None, compare=False)
+    # Service frontends: (ClusterIP, port, IP protocol) -> the Service
+    services: Mapping[tuple[str, int, int], Service] = field(default_factory=dict)
+    # the frontend (ClusterIP, port) a translated connection was addressed to, from its backend-side
+    # tuple (client, backend, client port, backend port, protocol): the datapath's reverse NAT table
+    frontend_of: Callable[[str, str, int, int, int], tuple[str, int] | None] | None = field(
+        default=None, compare=False
+    )
+
+
+def services_of(view: NodeView, src: str, dst: str, sport: int, dport: int,
+                proto: int) -> tuple[Service | None, Service | None]:
+    """Hubble's ``source_service`` / ``destination_service``: the Service whose frontend an
+    address:port is (as Hubble's service cache answers). A destination that is a backend of a
+    connection the datapath translated gets the Service it was addressed to, when the node's
+    reverse NAT table still holds the connection."""
+    if not view.services or proto not in (6, 17, 132):
+        return None, None
+    src_svc = view.services.get((src, sport, proto))
+    dst_svc = view.services.get((dst, dport, proto))
+    if dst_svc is None and view.frontend_of is not None:
+        try:
+            front = view.frontend_of(src, dst, sport, dport, proto)
+        except Exception:  # a map being replaced under us: no service rather than no flow
+            front = None
+        if front is not None:
+            dst_svc = view.services.get((front[0], front[1], proto))
+    return src_svc, dst_svc
 
 
 def names_of(view: NodeView, ip: str) -> tuple[str, ...]:

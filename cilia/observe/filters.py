@@ -19,6 +19,7 @@ from cilia.observe.flow import (
     Endpoint,
     Flow,
     HttpInfo,
+    Service,
     TrafficDirection,
     Verdict,
     parse_rfc3339,
@@ -96,6 +97,10 @@ class PodMatch:
 
     def matches(self, ep: Endpoint) -> bool:
         return bool(ep.pod_name) and ep.namespace == self.namespace and ep.pod_name.startswith(self.prefix)
+
+    def matches_service(self, svc: Service | None) -> bool:
+        """The same ``[namespace/]name-prefix`` test on a flow side's Service (``--from-service``)."""
+        return svc is not None and svc.namespace == self.namespace and svc.name.startswith(self.prefix)
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,9 @@ class FlowFilter:
     workloads: tuple[tuple[str, str], ...] = ()  # (kind or "", name): either side's owner
     from_workloads: tuple[tuple[str, str], ...] = ()
     to_workloads: tuple[tuple[str, str], ...] = ()
+    services: tuple[PodMatch, ...] = ()  # either side's Service ([NS/]NAME prefix)
+    from_services: tuple[PodMatch, ...] = ()
+    to_services: tuple[PodMatch, ...] = ()
 
     @classmethod
     def build(
@@ -248,6 +256,9 @@ class FlowFilter:
         workloads: Iterable[str] = (),
         from_workloads: Iterable[str] = (),
         to_workloads: Iterable[str] = (),
+        services: Iterable[str] = (),
+        from_services: Iterable[str] = (),
+        to_services: Iterable[str] = (),
     ) -> FlowFilter:
         """A filter from the CLI's strings (raises :class:`FilterError` naming a bad value)."""
         vs = []
@@ -307,6 +318,9 @@ class FlowFilter:
             workloads=tuple(_workload("--workload", v) for v in workloads),
             from_workloads=tuple(_workload("--from-workload", v) for v in from_workloads),
             to_workloads=tuple(_workload("--to-workload", v) for v in to_workloads),
+            services=tuple(_service("--service", v) for v in services),
+            from_services=tuple(_service("--from-service", v) for v in from_services),
+            to_services=tuple(_service("--to-service", v) for v in to_services),
         )
 
     def matches(self, f: Flow) -> bool:
@@ -342,6 +356,10 @@ class FlowFilter:
             not self.workloads or _owned(src, self.workloads) or _owned(dst, self.workloads),
             not self.from_workloads or _owned(src, self.from_workloads),
             not self.to_workloads or _owned(dst, self.to_workloads),
+            not self.services or any(m.matches_service(f.source_service)
+                                     or m.matches_service(f.destination_service) for m in self.services),
+            not self.from_services or any(m.matches_service(f.source_service) for m in self.from_services),
+            not self.to_services or any(m.matches_service(f.destination_service) for m in self.to_services),
         )
         return all(checks)
 
@@ -444,6 +462,14 @@ def _workload(flag: str, text: str) -> tuple[str, str]:
     if not name or (sep and not kind):
         raise FilterError(f"{flag} {text!r}: expected NAME or KIND/NAME (Deployment/app-a)")
     return kind, name
+
+
+def _service(flag: str, text: str) -> PodMatch:
+    """``[NAMESPACE/]NAME-PREFIX`` of a Service (namespace ``default`` when left out), as hubble."""
+    try:
+        return PodMatch.parse(text.strip())
+    except FilterError:
+        raise FilterError(f"{flag} {text!r}: expected [NAMESPACE/]NAME (default/backend)") from None
 
 
 def _owned(ep: Endpoint, wanted: tuple[tuple[str, str], ...]) -> bool:

@@ -304,6 +304,27 @@ class TlsInfo:
         return cls(L7Type(d.get("type", "REQUEST")), str(d.get("tls", {}).get("sni", "")))
 
 
+@dataclass(frozen=True)
+class Service:
+    """Hubble's ``Service`` of a flow side: the Kubernetes Service whose frontend (ClusterIP:port)
+    the address was, or the connection was addressed to (``source_service`` / ``destination_service``)."""
+
+    name: str
+    namespace: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "namespace": self.namespace}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Service | None:
+        if not isinstance(d, dict) or not d.get("name"):
+            return None
+        return cls(str(d.get("name", "")), str(d.get("namespace", "")))
+
+
 def l7_from_json(d: dict[str, Any]) -> DnsInfo | HttpInfo | TlsInfo:
     """The ``l7`` object of a flow: HTTP, TLS or DNS."""
     if "http" in d:
@@ -339,6 +360,8 @@ class Flow:
     l7: DnsInfo | HttpInfo | TlsInfo | None = None
     source_names: tuple[str, ...] = ()  # DNS names the node learned for the address (Hubble's field)
     destination_names: tuple[str, ...] = ()
+    source_service: Service | None = None  # Hubble's source_service / destination_service
+    destination_service: Service | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -420,6 +443,10 @@ class Flow:
             out["source_names"] = list(self.source_names)
         if self.destination_names:
             out["destination_names"] = list(self.destination_names)
+        if self.source_service is not None:
+            out["source_service"] = self.source_service.to_json()
+        if self.destination_service is not None:
+            out["destination_service"] = self.destination_service.to_json()
         out.update(self.extra)
         return out
 
@@ -452,6 +479,8 @@ _KNOWN = {
     "note",
     "source_names",
     "destination_names",
+    "source_service",
+    "destination_service",
 }
 
 
@@ -487,6 +516,8 @@ def flow_from_json(d: dict[str, Any]) -> Flow:
         l7=l7_from_json(d["l7"]) if "l7" in d else None,
         source_names=tuple(str(n) for n in d.get("source_names", ())),
         destination_names=tuple(str(n) for n in d.get("destination_names", ())),
+        source_service=Service.from_json(d.get("source_service")),
+        destination_service=Service.from_json(d.get("destination_service")),
         extra={k: v for k, v in d.items() if k not in _KNOWN},
     )
 

@@ -26,6 +26,8 @@ ENFORCEMENT_STATES = ("none", "ingress", "egress", "both")
 # hubble's rcode label of hubble_dns_responses_total (its metrics' own names, not the DNS mnemonics)
 DNS_RCODE_NAMES = {0: "No Error", 1: "Format Error", 2: "Server Failure", 3: "Non-Existent Domain",
                    4: "Not Implemented", 5: "Query Refused"}
+# cilium_policy_implementation_delay: Cilium gives no buckets, so Prometheus' default ones
+POLICY_DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -154,6 +156,11 @@ class NodeMetrics:
             "cilium_policy_change", "Number of policy changes by outcome", ["outcome"], registry=r
         )
         self._policy_revision_seen: int | None = None
+        self.policy_delay = Histogram(
+            "cilium_policy_implementation_delay",
+            "Time between a policy change and it being fully deployed into the datapath",
+            ["source"], buckets=POLICY_DELAY_BUCKETS, registry=r,
+        )  # fmt: skip
         # toFQDNs, node-wide (cilia's DNS cache is the node's, not one per endpoint as Cilium's)
         self.fqdn_active_names = Gauge("cilium_fqdn_active_names", "Names in the DNS cache", registry=r)
         self.fqdn_active_ips = Gauge("cilium_fqdn_active_ips", "Addresses in the DNS cache", registry=r)
@@ -284,6 +291,11 @@ class NodeMetrics:
         if seen is not None and revision > seen:
             self.policy_changes.labels("success").inc(revision - seen)
         self._policy_revision_seen = revision
+
+    def observe_policy_delay(self, source: str, seconds: float) -> None:
+        """One policy change from its arrival at the agent to the end of its datapath sync
+        (``source``: ``custom-resource`` for Cilium's policy kinds, ``k8s`` for NetworkPolicy)."""
+        self.policy_delay.labels(source).observe(seconds)
 
     def set_fqdn(self, names: int, ips: int, zombies: int, selectors: int) -> None:
         """The DNS cache's size, the expired addresses still in use, the toFQDNs selectors."""

@@ -33,7 +33,7 @@ from cilia.agent.flows import FlowRing
 from cilia.datapath.maps.events import PolicyEvent, decode
 from cilia.observe.attribute import attribute
 from cilia.observe.audit import classify
-from cilia.observe.enrich import NodeView, endpoint_of, names_of, world_cidr
+from cilia.observe.enrich import NodeView, endpoint_of, names_of, services_of, world_cidr
 from cilia.observe.flow import (
     L4,
     DnsInfo,
@@ -116,10 +116,19 @@ class FlowPipeline:
         return flow
 
     def _named(self, flow: Flow, view: NodeView | None = None) -> Flow:
-        """The flow with the DNS names the node learned for its two addresses (toFQDNs)."""
+        """The flow with the DNS names the node learned for its two addresses (toFQDNs) and the
+        Services of its two sides (:func:`~cilia.observe.enrich.services_of`)."""
         view = self.view() if view is None else view
         src, dst = names_of(view, flow.ip_source), names_of(view, flow.ip_destination)
-        return replace(flow, source_names=src, destination_names=dst) if src or dst else flow
+        if src or dst:
+            flow = replace(flow, source_names=src, destination_names=dst)
+        if view.services and not flow.l4.is_icmp:
+            l4 = flow.l4
+            src_svc, dst_svc = services_of(view, flow.ip_source, flow.ip_destination, l4.source_port,
+                                           l4.destination_port, l4.proto)
+            if src_svc is not None or dst_svc is not None:
+                flow = replace(flow, source_service=src_svc, destination_service=dst_svc)
+        return flow
 
     def ingest_dns(self, record: DnsRecord) -> Flow:
         """One record of the DNS proxy → one L7 flow, kept in the ring and the log."""

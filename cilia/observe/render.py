@@ -51,8 +51,10 @@ def _identity_text(flow: Flow, ep: Endpoint, is_peer: bool) -> str:
 
 
 def endpoint_text(flow: Flow, ep: Endpoint, ip: str, port: int) -> str:
-    """``default/app-a-1:43210 (ID:256)``, ``198.19.0.1:80 (world cidr:198.19.0.0/16)``."""
-    where = ep.pod or ip
+    """``default/app-a-1:43210 (ID:256)``, ``198.19.0.1:80 (world cidr:198.19.0.0/16)``; a side that
+    is no pod but a Service's frontend is named by the Service (``default/backend:80``), as hubble."""
+    svc = flow.source_service if ep is flow.source else flow.destination_service
+    where = ep.pod or (str(svc) if svc is not None else ip)
     if not flow.l4.is_icmp:
         where += f":{port}"
     return f"{where} ({_identity_text(flow, ep, ep is flow.peer)})"

@@ -40,6 +40,7 @@ FILTER_FLAGS = {
     "--traffic-direction": "directions", "--drop-reason-desc": "drop_reasons", "--tcp-flags": "tcp_flags",
     "--fqdn": "fqdns", "--from-fqdn": "from_fqdns", "--to-fqdn": "to_fqdns",
     "--workload": "workloads", "--from-workload": "from_workloads", "--to-workload": "to_workloads",
+    "--service": "services", "--from-service": "from_services", "--to-service": "to_services",
 }  # fmt: skip
 
 
@@ -162,6 +163,13 @@ def register(app: typer.Typer) -> None:
             "--from-workload", help="[KIND/]NAME of the source's owner")] = None,
         to_workload: Annotated[Multi, typer.Option(
             "--to-workload", help="[KIND/]NAME of the destination's owner")] = None,
+        service: Annotated[Multi, typer.Option(
+            "--service", help="[NS/]NAME of a Service on either side (its ClusterIP, or the Service a "
+            "translated connection was addressed to)")] = None,
+        from_service: Annotated[Multi, typer.Option(
+            "--from-service", help="[NS/]NAME of the Service whose ClusterIP the source is")] = None,
+        to_service: Annotated[Multi, typer.Option(
+            "--to-service", help="[NS/]NAME of the Service the connection was addressed to")] = None,
         not_: Annotated[bool, typer.Option(
             "--not", help="Leave out the flows the next filter flag matches")] = False,
         first: Annotated[int | None, typer.Option("--first", help="Only the oldest N matching flows")] = None,
@@ -208,6 +216,7 @@ def register(app: typer.Typer) -> None:
                     "directions": traffic_direction, "drop_reasons": drop_reason_desc, "tcp_flags": tcp_flags,
                     "fqdns": fqdn, "from_fqdns": from_fqdn, "to_fqdns": to_fqdn,
                     "workloads": workload, "from_workloads": from_workload, "to_workloads": to_workload,
+                    "services": service, "from_services": from_service, "to_services": to_service,
                 }.items() if v}  # fmt: skip
             now = time.time_ns()
             include: dict[str, Any] = dict(kept)

@@ -376,6 +376,12 @@ class Datapath:
         self._coll()
         self.lb.sync(want)
 
+    def service_frontend(self, src: str, dst: str, sport: int, dport: int,
+                         proto: int) -> tuple[str, int] | None:
+        """The ClusterIP:port the connection (client → backend tuple) was translated from, if any
+        (the flow pipeline's ``destination_service``)."""
+        return self.lb.frontend_of(src, dst, sport, dport, proto) if self.coll is not None else None
+
     def services(self) -> dict[Frontend, tuple[Backend, ...]]:
         self._coll()
         return self.lb.dump()

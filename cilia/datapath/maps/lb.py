@@ -100,6 +100,17 @@ class LbMap:
                             for i in range(1, n + 1) if i in slots)
         return out
 
+    def frontend_of(self, src: str, dst: str, sport: int, dport: int, proto: int) -> Backend | None:
+        """The ClusterIP:port a translated connection was addressed to, from its backend-side tuple
+        (client, backend, ports, protocol) in ``cilia_lb4_rev``; None when it holds no such entry."""
+        if self.rev is None or proto not in PROTO_NAMES or ":" in src or ":" in dst:
+            return None
+        val = Lb4Addr()
+        key = Lb4Tuple(_addr(src), _addr(dst), socket.htons(sport), socket.htons(dport), proto)
+        if not self.rev.lookup(key, val):
+            return None
+        return Backend(_ip(val.addr), socket.ntohs(val.port))
+
     def sync(self, want: Mapping[Frontend, Sequence[Backend]]) -> None:
         """Full sync: exactly ``want`` afterwards (backends before counts, surplus slots last)."""
         have = self.dump()
