@@ -33,6 +33,7 @@ from cilia.cli.commands._analysis import (
     load,
 )
 from cilia.cli.nameopts import namespace_option
+from cilia.cli.progress import analysing
 
 
 class Output(StrEnum):
@@ -127,13 +128,17 @@ def register(app: typer.Typer) -> None:
             guarded(lambda: identities_of(analysis, src, namespace)) if src is not None else None,
             guarded(lambda: identities_of(analysis, dst, namespace)) if dst is not None else None,
         )
-        conn = connectivity(analysis, classes, view)
+        pods = len(analysis.cluster.pods)  # a spinner on a terminal while a big matrix is computed
+        with analysing(f"computing the connectivity of {pods} pods", pods):
+            conn = connectivity(analysis, classes, view)
         if not conn.rows or not conn.cols:
             raise fail("the filters leave no rows or no columns")
         if output is Output.json:
             size = cells_size(conn)
             if rules or (rules is None and size <= CELLS_LIMIT):
-                write_json(conn, sys.stdout, guarded(lambda: deciding_rules(analysis, conn)))
+                with analysing(f"finding the deciding rule of {size:,} cells", pods):
+                    cells = guarded(lambda: deciding_rules(analysis, conn))
+                write_json(conn, sys.stdout, cells)
             else:
                 why = "--no-rules" if rules is False else f"{size:,} cells (over {CELLS_LIMIT:,})"
                 note = f"{why}: --rules, or narrow with -n/--from/--to/--port"
@@ -143,6 +148,8 @@ def register(app: typer.Typer) -> None:
         elif output is Output.html:
             from cilia.analyze.graphpage import render_connectivity_page  # the page with the graph
 
-            sys.stdout.write(render_connectivity_page(conn, analysis))
+            with analysing(f"drawing the page of {pods} pods", pods):
+                page = render_connectivity_page(conn, analysis)
+            sys.stdout.write(page)
         else:
             sys.stdout.write(render_table(conn))
