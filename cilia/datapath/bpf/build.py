@@ -12,9 +12,9 @@ from cilia.datapath.errors import DatapathError
 
 SRC_DIR = Path(__file__).resolve().parent
 # every file the object is built from (all in this directory, so the cache hash covers each header)
-SOURCES = ("datapath.c", "cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h", "policy.h",
-           "conntrack.h", "lb.h", "proxy.h", "guard.h", "parse6.h")
-MAIN = "datapath.c"
+SOURCES = ("datapath.c", "host.c", "cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h",
+           "policy.h", "conntrack.h", "lb.h", "proxy.h", "guard.h", "parse6.h")
+MAIN = "datapath.c"  # the pods' datapath; host.c is the host firewall's object (cilia.datapath.bpf.hostfw)
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I/usr/include/x86_64-linux-gnu")
 
 
@@ -40,10 +40,10 @@ def source_hash(src_dir: Path = SRC_DIR) -> str:
     return h.hexdigest()[:16]
 
 
-def build(src_dir: Path = SRC_DIR, out_dir: Path | None = None) -> Path:
-    """Return the path of the compiled object, compiling it only if the sources changed."""
+def build(src_dir: Path = SRC_DIR, out_dir: Path | None = None, main: str = MAIN) -> Path:
+    """Return the path of the object compiled from ``main``, compiling it only if the sources changed."""
     out_dir = out_dir or cache_dir()
-    target = out_dir / f"datapath-{source_hash(src_dir)}.o"
+    target = out_dir / f"{Path(main).stem}-{source_hash(src_dir)}.o"
     if target.exists():
         return target
     clang = shutil.which("clang")
@@ -52,10 +52,10 @@ def build(src_dir: Path = SRC_DIR, out_dir: Path | None = None) -> Path:
                          "(install it: apt-get install clang llvm, or run `make setup-system`)")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([clang, *CFLAGS, "-c", str(src_dir / MAIN), "-o", str(tmp)],
+    proc = subprocess.run([clang, *CFLAGS, "-c", str(src_dir / main), "-o", str(tmp)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise BuildError(f"clang failed to compile {src_dir / MAIN}:\n{proc.stderr.strip()}")
+        raise BuildError(f"clang failed to compile {src_dir / main}:\n{proc.stderr.strip()}")
     os.replace(tmp, target)  # atomic: concurrent builders never see a half-written object
     return target

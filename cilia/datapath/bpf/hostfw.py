@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import os
-import shutil
-import subprocess
 from ctypes import c_int, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
@@ -31,7 +28,6 @@ from cilia.datapath.errors import DatapathError
 HOST_EP_IFINDEX = 0  # key of the host endpoint in the endpoints map (host.c)
 HOST_ENDPOINT_ID = 0xFEFF  # below the guard-only devices' ids, never a pod's (cilia.agent.endpoints)
 SOURCE = "host.c"
-HEADERS = ("cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h", "policy.h", "conntrack.h")
 PROGRAMS = ("host_ingress", "host_egress")
 BPF_TCX_INGRESS = 46
 BPF_TCX_EGRESS = 47
@@ -51,25 +47,10 @@ class _LinkCreateOpts(ctypes.Structure):
 
 def object_path(src_dir: Path = build.SRC_DIR, out_dir: Path | None = None) -> Path:
     """The compiled host firewall object (compiled when its sources changed)."""
-    out_dir = out_dir or build.cache_dir()
-    h = hashlib.sha256(" ".join(build.CFLAGS).encode())
-    for name in (SOURCE, *HEADERS):
-        h.update(name.encode() + b"\0" + (src_dir / name).read_bytes())
-    target = out_dir / f"host-{h.hexdigest()[:16]}.o"
-    if target.exists():
-        return target
-    clang = shutil.which("clang")
-    if clang is None:
-        raise HostFirewallError("clang not found: the host firewall is compiled at first use")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([clang, *build.CFLAGS, "-c", str(src_dir / SOURCE), "-o", str(tmp)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise HostFirewallError(f"clang failed to compile {src_dir / SOURCE}:\n{proc.stderr.strip()}")
-    os.replace(tmp, target)
-    return target
+    try:
+        return build.build(src_dir, out_dir, main=SOURCE)
+    except build.BuildError as e:
+        raise HostFirewallError(str(e)) from e
 
 
 def _link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
