@@ -11,7 +11,7 @@ STAMP := $(VENV)/.cilia-installed
 # Where `make link` puts the `cilia` command.
 BINDIR ?= $(if $(filter 0,$(shell id -u)),/usr/local/bin,$(HOME)/.local/bin)
 
-.PHONY: setup setup-system demo test test-offline lint link bench bench-cli bench-datapath bench-node bench-l7 bench-cluster clean
+.PHONY: setup setup-system demo test test-offline lint link bench bench-cli bench-datapath bench-node bench-l7 bench-cluster bench-diff bench-page clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,13 @@ bench-l7: setup setup-system
 # 1,000 pods on 3 nodes (etcd): policy change → every node's kernel map; under the lab's cluster lock.
 bench-cluster: setup setup-system
 	flock /tmp/cilia-cluster.lock $(VPY) bench/cluster_policy_bench.py
+
+# `cilia diff` at 10,000 pods (one policy added), and the html page of 10,000 pods in headless Chromium.
+bench-diff: setup
+	$(VPY) bench/diff_bench.py --pods 10000 --namespaces 200 --policies 1000
+
+bench-page: setup setup-system
+	$(VPY) bench/page_bench.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(VENV)
