@@ -90,7 +90,7 @@ def test_allow_l4_only_l7_stores_the_annotation_and_get_describe_show_it(tmp_pat
     table = policies_table(store.list(Kind.CNP))
     rows = {r[0]: r for r in table.rows}
     assert rows["kafka"][2] == "ingress (L7 rules at L4 only)" and rows["web"][2] == "ingress"
-    assert f"L7:           Kafka/l7proto/listener rules enforced at L4 only ({L4_ONLY_ANNOTATION}" in (
+    assert f"enforced at L4 only ({L4_ONLY_ANNOTATION}" in (
         describe_policy(rec, None)
     )
 
@@ -142,3 +142,37 @@ def test_validate_warns_what_apply_will_refuse(tmp_path: Path) -> None:
     ]
     assert report.warnings[0].endswith("`cilia apply` needs --allow-l4-only-l7 for it")
     assert report.warnings[1].endswith("`cilia apply` refuses it")
+
+
+HOST_DNS = """\
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata:
+  name: host-dns
+spec:
+  nodeSelector: {}
+  egress:
+  - toEntities: [world]
+    toPorts:
+    - ports: [{port: "53", protocol: UDP}]
+      rules:
+        dns: [{matchPattern: "*.example.test"}]
+"""
+
+
+def test_a_host_policys_dns_rules_are_refused_unless_l4_only(tmp_path: Path) -> None:
+    """The host firewall does not send the node's queries through the DNS proxy: never store a name
+    check that is not made (a pod policy's DNS rules are enforced and stay accepted)."""
+    store = open_store(backend="memory")
+    f = write(tmp_path, "h.yaml", HOST_DNS)
+    out = manifests.apply(store, [f])
+    assert not out.ok and store.revision == 0
+    [e] = out.report.errors
+    assert (Path(e.file).name, e.line, e.path) == ("h.yaml", 12, "spec.egress[0].toPorts[0].rules.dns")
+    assert "--allow-l4-only-l7" in (e.hint or "")
+    pod_dns = HOST_DNS.replace("nodeSelector: {}", "endpointSelector: {}")
+    assert manifests.apply(store, [write(tmp_path, "p.yaml", pod_dns)]).ok
+    out = manifests.apply(store, [f], allow_l4_only_l7=True)
+    assert out.ok, out.report.errors
+    rec = store.get(Kind.CCNP.key("", "host-dns"))
+    assert rec is not None and rec.value["metadata"]["annotations"] == {L4_ONLY_ANNOTATION: "true"}

@@ -144,9 +144,10 @@ def apply(
 ) -> ApplyOutcome:
     """Validate every input, then store every object in one transaction (or nothing at all).
     L7 rules cilia cannot enforce are refused (:mod:`cilia.k8s.l7checks`); with ``allow_l4_only_l7``
-    Kafka/l7proto/listener rules are stored, marked with the L4-only annotation. ``dry_run``: store
-    nothing; the outcome's ``objects`` are what would be stored. ``check(objects)`` says why the
-    objects must not be stored (e.g. :func:`cilia.agent.hostsafety.store_lockouts`): refused then."""
+    Kafka/l7proto/listener rules and host policies' DNS rules are stored, marked with the L4-only
+    annotation. ``dry_run``: store nothing; the outcome's ``objects`` are what would be stored.
+    ``check(objects)`` says why the objects must not be stored (e.g.
+    :func:`cilia.agent.hostsafety.store_lockouts`): refused then."""
     bad = _namespace_report(namespace)
     if bad is not None:
         return ApplyOutcome(bad)

@@ -5,6 +5,8 @@
 * Kafka rules, ``l7proto`` rules and ``listener`` redirects: cilia has no such proxy; refused unless
   the user accepts L4-only enforcement (``cilia apply --allow-l4-only-l7``), which is then recorded
   on the stored object as the :data:`L4_ONLY_ANNOTATION` annotation.
+* DNS rules of a host policy (``nodeSelector``): the host firewall does not send the node's own queries
+  through the DNS proxy; refused unless accepted as L4-only, as above.
 * An HTTP ``host`` regex RE2 rejects and a ``serverNames`` pattern Cilium's proxy rejects: Envoy
   would refuse the whole policy update; cilia refuses the policy.
 
@@ -145,8 +147,29 @@ def l7_problems(data: dict[str, Any]) -> list[L7Problem]:
                     continue
                 for k, pr in enumerate(item.get("toPorts") or ()):
                     if isinstance(pr, dict):
-                        out += _port_rule_problems(pr, (*base, section, i, "toPorts", k))
+                        at = (*base, section, i, "toPorts", k)
+                        out += _port_rule_problems(pr, at)
+                        if rule.get("nodeSelector") is not None:
+                            out += _host_dns_problems(pr, at)
     return out
+
+
+def _host_dns_problems(pr: dict[str, Any], at: FieldPath) -> list[L7Problem]:
+    """A host policy's DNS rules: the live host firewall does not redirect the node's own queries to
+    the DNS proxy, so the names would not be checked (Cilium's would)."""
+    rules = pr.get("rules")
+    if not isinstance(rules, dict) or not rules.get("dns"):
+        return []
+    return [
+        L7Problem(
+            (*at, "rules", "dns"),
+            "DNS rules of a host policy (nodeSelector) are not enforced by cilia's host firewall: "
+            "the node's own DNS traffic is not sent through the DNS proxy, so the rule would be enforced "
+            "at L4 only",
+            f"pass {ALLOW_FLAG} to store it enforced at L4 only, or use toPorts without rules.dns",
+            True,
+        )
+    ]
 
 
 def document_l7_errors(doc: Document, *, allow_l4_only: bool = False) -> tuple[list[Error], bool]:

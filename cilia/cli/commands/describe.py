@@ -85,8 +85,8 @@ def describe_policy(rec: Record, endpoints: list[dict[str, Any]] | None) -> str:
         lines.append(f"Audit:        yes ({AUDIT_ANNOTATION}): what it would drop is reported as AUDIT, "
                      "not dropped")
     if annotations.get(L4_ONLY_ANNOTATION) == "true":
-        lines.append(f"L7:           Kafka/l7proto/listener rules enforced at L4 only ({L4_ONLY_ANNOTATION}, "
-                     "stored with --allow-l4-only-l7)")
+        lines.append("L7:           rules without a cilia proxy (Kafka, l7proto, listener, host DNS) "
+                     f"enforced at L4 only ({L4_ONLY_ANNOTATION}, stored with --allow-l4-only-l7)")
     lines.append("Spec:")
     body = {k: v for k, v in obj.items() if k in ("spec", "specs")}
     lines += ["  " + line for line in views.to_yaml(body).splitlines()]
