@@ -337,5 +337,3 @@ class NetworkPolicy(APIModel):
     spec: NetworkPolicySpec | None = None
     status: dict[str, Any] | None = None
 
-
-HeaderMatch.model_rebuild()

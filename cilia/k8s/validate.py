@@ -18,7 +18,6 @@ from cilia.k8s import api, cidrgroup, securitycontext
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.duplicates import duplicate_warnings
 from cilia.k8s.errors import Error, ValidationReport
-from cilia.k8s.fix import deny_hint
 from cilia.k8s.knp_rules import spec_findings
 from cilia.k8s.l7checks import l7_problems
 from cilia.k8s.labelsel import Finding, selector_findings
@@ -82,6 +81,8 @@ def _structure_hint(doc: Document, problem: Problem) -> str | None:
         for part in parent:
             rule = rule[part]
         has_sections = any(rule.get(d.section) for d in SECTIONS)
+        from cilia.k8s.fix import deny_hint  # here: only a deny: error needs the fixer (start-up)
+
         return deny_hint(doc.node, parent, has_sections=has_sections)
     if key == "fromPorts":
         return (

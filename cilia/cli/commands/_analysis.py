@@ -4,7 +4,9 @@ lint). No ``register``: this module adds no command of its own."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -88,14 +90,27 @@ def guarded(action: Callable[[], T]) -> T:
         raise fail(str(exc)) from None
 
 
+class _NodeStateDns(NodeDns):
+    """A node's DNS answers whose state directory is resolved on first use: most questions need
+    none, and the agent's configuration module (with the store's) costs start-up (issue 15)."""
+
+    def __init__(self, given: Path | None) -> None:  # not NodeDns.__init__: it would set state_dir
+        self.now = time.time()
+        self._given = given
+
+    @cached_property
+    def state_dir(self) -> Path | None:  # type: ignore[override]
+        from cilia.agent.config import AgentConfig
+
+        return AgentConfig.resolve(self._given).state_dir
+
+
 def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
     """What the node learned from DNS answers: its state directory resolved as the node commands
     do (flag, env, default), read only when a question needs it."""
-    from cilia.agent.config import AgentConfig  # here: the agent's and store's modules cost start-up
-
     if no_state and state_dir is not None:
         raise fail("--no-state and --state-dir contradict each other: give one")
-    return NodeDns(None if no_state else AgentConfig.resolve(state_dir).state_dir)
+    return NodeDns(None) if no_state else _NodeStateDns(state_dir)
 
 
 LocalNode = Annotated[

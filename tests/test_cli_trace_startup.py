@@ -1,0 +1,29 @@
+"""cilia trace imports what the trace needs (issue 15 item 2): not the agent, the store, the proxies,
+numpy or the manifest fixer; the node's state directory is resolved only when a question needs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = "examples/seed/"
+RUN = (
+    "import sys\nfrom cilia.cli.main import main\nsys.argv = ['cilia', {args}]\n"
+    "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    "import json\nprint(json.dumps(sorted(sys.modules)))"
+)
+
+
+def test_trace_on_the_seed_imports_only_what_it_needs() -> None:
+    files = ", ".join(f"'-f', '{SEED}{f}.yaml'" for f in ("app-a", "app-b", "deny-a-to-b-fixed"))
+    peers = "'--from', 'deployment:default/app-a', '--to', 'deployment:default/app-b', '--port', '80'"
+    args = f"'trace', {files}, {peers}"
+    out = subprocess.run([sys.executable, "-c", RUN.format(args=args)], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    loaded = set(json.loads(out.splitlines()[-1]))
+    assert "DENIED" in out and "cilia.analyze.trace" in loaded  # it did trace
+    heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2")
+    assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
