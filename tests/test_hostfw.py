@@ -249,3 +249,24 @@ def test_get_nodes_and_the_host_endpoint_row(tmp_path: Path, monkeypatch: pytest
            "enforcement": {"ingress": False, "egress": False}, "audit": False, "host_ifname": "lxc1",
            "policy_entries": 3, "labels": ["k8s:app=a"]}
     check_golden("get", "endpoints-host.txt", endpoints_table([host, pod], namespace="default").render())
+
+
+def test_open_tcp_connections_of_the_node(tmp_path: Path) -> None:
+    """The node's established connections are read with their opening direction: an accepted one
+    (a listener on its port) is ingress, one the node opened is egress; other addresses are not the
+    node's."""
+    from cilia.agent.hostendpoint import open_tcp_connections
+
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  inode\n"
+    rows = [
+        "0: 01C012C6:10A0 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1",  # listen :4256
+        "1: 01C012C6:10A0 07C013C6:D431 01 00000000:00000000 00:00000000 00000000 0 0 2",  # accepted
+        "2: 01C012C6:9C40 020013C6:094B 01 00000000:00000000 00:00000000 00000000 0 0 3",  # opened
+        "3: 0200007F:9C41 0100007F:094B 01 00000000:00000000 00:00000000 00000000 0 0 4",  # not the node's
+    ]
+    proc = tmp_path / "tcp"
+    proc.write_text(header + "\n".join(rows) + "\n")
+    assert open_tcp_connections(["198.18.192.1"], proc) == [
+        (0, "198.19.192.7", 0xD431, "198.18.192.1", 0x10A0),
+        (1, "198.18.192.1", 0x9C40, "198.19.0.2", 0x094B),
+    ]

@@ -17,8 +17,9 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ class TwoNodes:
     def endpoints(self, node: int) -> list[dict[str, Any]]:
         return AgentClient(self.base / "run" / "nodes" / f"node-{node}" / "cilia.sock").endpoints()
 
+    def host_enforcement(self) -> dict[str, dict[str, bool]]:
+        """Each node's host endpoint's enforcement per direction, as its agent reports it."""
+        return {h["node"]: h["enforcement"] for i in (0, 1) for h in self.endpoints(i) if h.get("host")}
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
@@ -77,6 +82,16 @@ def _pod(name: str, node: str, labels: dict[str, str], host_network: bool = Fals
     if host_network:
         spec["hostNetwork"] = True
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """``cond`` holds within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _served(namespace: str | None, ip: str, port: int) -> str:
@@ -106,15 +121,15 @@ def test_host_firewall_ingress_on_two_nodes(cluster: TwoNodes, corpus: Path) -> 
 
     # Cilium's demo host policy on the node labelled node-access=ssh: the cluster anything, the world
     # only 22/TCP and ICMP echo; the other node stays open
-    cluster.cilia("label", "node", "node-1", "node-access=ssh")
-    hosts = {h["node"]: h["enforcement"] for i in (0, 1) for h in cluster.endpoints(i) if h.get("host")}
-    assert hosts == {"node-0": {"ingress": False, "egress": False},
-                     "node-1": {"ingress": True, "egress": False}}
+    cluster.cilia("label", "node", "node-1", "node-access=ssh", "--no-wait")
+    assert _wait(lambda: cluster.host_enforcement() == {
+        "node-0": {"ingress": False, "egress": False}, "node-1": {"ingress": True, "egress": False}})
     assert _served(None, NODE1, 8080) == "", "the world is refused by node-1"
     assert "node-0 ok" in _served(None, nodes_lab.underlay_address(0), 4240), "node-0 is not selected"
     assert "hf-hostnet" in _served(client["netns"], NODE1, 8080), "a pod is in the cluster"
     assert "hf-hostnet" in _served(nodes_lab.node_netns(0), NODE1, 8080), "so is the remote node"
-    cluster.cilia("label", "node", "node-1", "node-access-")
+    cluster.cilia("label", "node", "node-1", "node-access-", "--no-wait")
+    assert _wait(lambda: cluster.host_enforcement()["node-1"] == {"ingress": False, "egress": False})
 
     cluster.apply(yaml.safe_load((corpus / INGRESS).read_text()))
     hosts = [e for i in (0, 1) for e in cluster.endpoints(i) if e.get("host")]

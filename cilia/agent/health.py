@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 HEALTH_PORT = 4240
 IP_FREEBIND = 15  # linux/in.h
+# how often a server's loop looks for a shutdown request: the agent's stop waits this long per server
+SHUTDOWN_POLL_S = 0.05
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -54,7 +56,8 @@ class HealthServer:
                 log.warning("health port %s:%d not served: %s", addr, port, e)
                 continue
             srv.node_name = node_name  # type: ignore[attr-defined]
-            threading.Thread(target=srv.serve_forever, name=f"cilia-health-{addr}", daemon=True).start()
+            threading.Thread(target=srv.serve_forever, args=(SHUTDOWN_POLL_S,), name=f"cilia-health-{addr}",
+                             daemon=True).start()
             self.servers.append(srv)
 
     @property

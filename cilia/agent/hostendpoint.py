@@ -19,8 +19,12 @@ audit flag — drops are reported (``audited``) and not made.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Callable, Mapping
+import socket
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cilia.identity.labels import Labels
@@ -61,6 +65,56 @@ def stored_node_labels(store: Store, name: str) -> dict[str, str]:
         return default_node_labels(name)
     labels = (rec.value.get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}
+
+
+_TCP_ESTABLISHED, _TCP_LISTEN = "01", "0A"  # /proc/net/tcp socket states
+
+
+def open_tcp_connections(addresses: Iterable[str], proc_tcp: Path = Path("/proc/net/tcp")
+                         ) -> list[tuple[int, str, int, str, int]]:
+    """The node's established IPv4 TCP connections on ``addresses`` (in this process's network
+    namespace) as ``(direction, src, sport, dst, dport)`` of their opening packet: egress (1) when the
+    node opened it, ingress (0) when a listener of the node accepted it."""
+    mine = {str(a) for a in addresses}
+    rows = []
+    for line in proc_tcp.read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        (lh, lp), (rh, rp) = local.split(":"), remote.split(":")
+        # /proc/net/tcp prints the address as the host-order u32 of the network-order bytes
+        laddr = str(ipaddress.IPv4Address(int(lh, 16).to_bytes(4, "little")))
+        rows.append((state, laddr, int(lp, 16), str(ipaddress.IPv4Address(int(rh, 16).to_bytes(4, "little"))),
+                     int(rp, 16)))
+    listening = {(a, port) for st, a, port, _, _ in rows if st == _TCP_LISTEN}
+    out = []
+    for st, laddr, lport, raddr, rport in rows:
+        if st != _TCP_ESTABLISHED or laddr not in mine:
+            continue
+        if (laddr, lport) in listening or ("0.0.0.0", lport) in listening:
+            out.append((0, raddr, rport, laddr, lport))
+        else:
+            out.append((1, laddr, lport, raddr, rport))
+    return out
+
+
+def adopt_open_connections(datapath: Any, addresses: Iterable[str]) -> int:
+    """Conntrack entries of the host endpoint for the node's TCP connections opened before the host
+    programs could track them (the agent's own etcd connections are opened first): without them a
+    host policy that starts enforcing would drop their replies until the connections time out.
+    Returns how many were written."""
+    from cilia.datapath.maps.config import DEFAULT_CT_TCP_TIMEOUT_S
+    from cilia.datapath.maps.ct import CtKey, CtValue
+
+    ct_f_replied = 0x2  # cilia.h CT_F_REPLIED: past its opening, the full lifetime
+    expires = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + DEFAULT_CT_TCP_TIMEOUT_S * 1_000_000_000
+    conns = open_tcp_connections(addresses)
+    for direction, src, sport, dst, dport in conns:
+        k = CtKey(ep_id=HOST_ENDPOINT_ID, direction=direction, proto=socket.IPPROTO_TCP, family=4,
+                  sport=socket.htons(sport), dport=socket.htons(dport))
+        k.saddr[:4] = list(socket.inet_aton(src))
+        k.daddr[:4] = list(socket.inet_aton(dst))
+        datapath.ct.m.update(k, CtValue(expires_ns=expires, flags=ct_f_replied))
+    return len(conns)
 
 
 class HostEndpoint:
@@ -111,6 +165,12 @@ class HostEndpoint:
             dp.endpoints.set(want)
         if self.applied is None:
             dp.set_policy(HOST_ENDPOINT_ID, ms)
+            try:  # first sync: the programs track from now on; what is already open is adopted
+                self.programs.sync(self.devices())
+                n = adopt_open_connections(dp, [str(rec.gateway), *rec.host_addresses])
+                log.info("host firewall: %d open TCP connection(s) of the node adopted into conntrack", n)
+            except (OSError, ValueError) as e:
+                log.warning("host firewall: open connections not adopted: %s", e)
         elif self.applied != ms:
             dp.apply_diff(HOST_ENDPOINT_ID, self.applied, ms)
         self.applied = ms

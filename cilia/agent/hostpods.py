@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cilia.agent.desired import PodKey
-from cilia.agent.health import IP_FREEBIND
+from cilia.agent.health import IP_FREEBIND, SHUTDOWN_POLL_S
 from cilia.k8s.objects import Pod
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class HostNetworkPods:
                     continue
                 srv.pod_name = pod.name
                 name = f"cilia-hostpod-{pod.name}"
-                threading.Thread(target=srv.serve_forever, name=name, daemon=True).start()
+                threading.Thread(target=srv.serve_forever, args=(SHUTDOWN_POLL_S,), name=name,
+                                 daemon=True).start()
                 servers.append(srv)
         self._servers[pk] = servers
         self._ports[pk] = _ports_of(pod)
