@@ -87,8 +87,9 @@ def register(app: typer.Typer) -> None:
         An expectation with ``http: {method, path, host, headers}`` or ``tls: {sni}`` is decided by the
         L7 proxies on the way too: a request a proxy refuses is ``deny``.
 
-        from/to take kubectl names too (pod/NAME, deploy/NAME, svc/NAME), in the namespace of -n
-        (default: default), which bare names then take as well.
+        from/to take kubectl names too (pod/NAME, deploy/NAME, svc/NAME, sts/NAME, ds/NAME), in the
+        namespace of -n (default: default), which bare names then take as well. Without port, an
+        expectation is about every port class the policies distinguish (allow or deny on each).
 
         Examples:
 
