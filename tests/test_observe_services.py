@@ -174,3 +174,19 @@ def test_policy_implementation_delay_is_measured(sim: tuple[SimAgent, NodeMetric
     assert metrics.value("cilium_policy_implementation_delay_count", {"source": "k8s"}) == 1
     assert metrics.value("cilium_policy_implementation_delay_sum", cr) > 0
     assert 'cilium_policy_implementation_delay_bucket{le="0.005",source="k8s"}' in metrics.render()
+
+
+def test_the_reverse_nat_table_is_asked_about_backends_only() -> None:
+    from cilia.observe.agentview import _backend_lookup
+
+    asked: list[tuple[str, str, int, int, int]] = []
+
+    def rev_nat(*t: object) -> tuple[str, int] | None:
+        asked.append(t)  # type: ignore[arg-type]
+        return (CLUSTER_IP, 80)
+
+    lookup = _backend_lookup(rev_nat, {(B, 80)})
+    assert lookup is not None and _backend_lookup(rev_nat, set()) is None
+    assert lookup(CLIENT, B, 43210, 80, TCP) == (CLUSTER_IP, 80)
+    assert lookup(CLIENT, A, 43210, 80, TCP) is None and lookup(CLIENT, B, 43210, 81, TCP) is None
+    assert asked == [(CLIENT, B, 43210, 80, TCP)]

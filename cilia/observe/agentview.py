@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from cilia.datapath.maps.policy import DEFAULT_MAX_PER_ENDPOINT
@@ -39,6 +40,21 @@ def _frontends(views: Any) -> dict[tuple[str, int, int], Service]:
             if proto is not None:
                 out[(p.frontend.ip, p.frontend.port, proto)] = Service(v.name, v.namespace)
     return out
+
+
+FrontendOf = Callable[[str, str, int, int, int], tuple[str, int] | None]
+
+
+def _backend_lookup(lookup: FrontendOf | None, backends: set[tuple[str, int]]) -> FrontendOf | None:
+    """The datapath's reverse NAT lookup, asked only about a destination that is some Service's
+    backend (a flow to anything else was not translated: no map lookup on the flow path)."""
+    if lookup is None or not backends:
+        return None
+
+    def frontend_of(src: str, dst: str, sport: int, dport: int, proto: int) -> tuple[str, int] | None:
+        return lookup(src, dst, sport, dport, proto) if (dst, dport) in backends else None
+
+    return frontend_of
 
 
 class AgentNodeView:
@@ -88,7 +104,8 @@ class AgentNodeView:
             if host_labels is not None:  # host flows name the host policies (default deny included)
                 policies[1] = rec.policy.endpoint_policy(1)
             prefixes = dict(getattr(rec, "cidr_identities", {}))
-            services = _frontends(getattr(getattr(rec, "services", None), "views", ()))
+            services = _frontends(svc_views)
+            backends = {(b.ip, b.port) for v in svc_views for p in v.ports for b in p.backends}
         audit = {}
         if self.audit:
             for ident, pol in policies.items():
@@ -100,7 +117,8 @@ class AgentNodeView:
             ns, _, name = pod.partition("/")
             for addr in (ip, ip6) if ip6 else (ip,):  # a dual-stack pod by either address
                 endpoints[addr] = LocalEndpoint(ep_id, ident, ns, name, addr, workloads)
-        frontend_of = getattr(getattr(self.agent, "datapath", None), "service_frontend", None)  # bpf only
+        rev_nat = getattr(getattr(self.agent, "datapath", None), "service_frontend", None)  # bpf only
+        frontend_of = _backend_lookup(rev_nat, backends)
         self._view = NodeView(endpoints, identities, prefixes, policies, audit, rec.policy.repo.revision,
                               self.node_name, names=self._names, services=services,
                               frontend_of=frontend_of)  # fmt: skip
