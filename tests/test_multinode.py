@@ -1,6 +1,7 @@
 """Several nodes on this machine (root): ``cilia up --nodes 3`` on the lab's etcd, pods spread over
 the nodes, the seed's story across nodes (egress on the source node, ingress on the destination
-node), a label change on one node enforced on another, and ``cilia down`` leaving nothing behind.
+node, over IPv4 and, where the kernel allows the lab's IPv6, over the pods' IPv6 twins), a label
+change on one node enforced on another, and ``cilia down`` leaving nothing behind.
 Scheduling itself (:func:`cilia.agent.cluster.node_for`) is checked without root.
 """
 
@@ -24,7 +25,8 @@ from cilia.agent.client import AgentClient
 from cilia.agent.cluster import SchedulingError, member_config, node_for
 from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
-from cilia.lab import etcd_keeper, netns, nodes_lab
+from cilia.datapath.dualstack import ipv6_of
+from cilia.lab import etcd_keeper, netns, nodes_lab, veth
 from cilia.lab.etcd_pki import EtcdPki
 from cilia.store import Kind, Store, open_store
 from cilia.store.etcd import open_etcd_store
@@ -176,12 +178,21 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     assert f"node-{b['node']}" in cluster.cilia("get", "pods", "-o", "wide").stdout
 
     assert cluster.curl(a, b["ip"]) == 0, "no policy: app-a reaches app-b on another node"
+    # IPv6 across nodes: b's twin through both nodes' host stacks and the underlay's IPv6 routes.
+    b6 = ipv6_of(b["ip"]) if veth.ipv6_available() else ""
+    if b6:
+        assert b.get("ip6") == b6, b
+        b_item = next(i for i in items if i["metadata"]["name"] == b["pod"].split("/", 1)[1])
+        assert b_item["status"]["podIPs"] == [{"ip": b["ip"]}, {"ip": b6}]
+        assert cluster.curl(a, f"[{b6}]") == 0, "no policy: app-a reaches app-b's IPv6 address"
     a_name = a["pod"].split("/", 1)[1]
     assert cluster.cilia("exec", a_name, "--", *CURL, "2", f"http://{b['ip']}/", check=False).returncode == 0
 
     # The corrected deny (egress of app-a) cuts it, on the source node.
     cluster.cilia("apply", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
     assert cluster.curl(a, b["ip"]) != 0
+    if b6:  # the remote pod's /128 carries its identity in the source node's ipcache
+        assert cluster.curl(a, f"[{b6}]", "1") != 0
     cluster.cilia("delete", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
     _wait(lambda: cluster.curl(a, b["ip"], "0.5") == 0, 10)
 
@@ -195,6 +206,8 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     )
     cluster.cilia("apply", "-f", str(ingress))
     assert cluster.curl(a, b["ip"]) != 0, "app-a is no frontend: dropped by app-b's node"
+    if b6:  # and a's /128 carries a's identity in the destination node's ipcache
+        assert cluster.curl(a, f"[{b6}]", "1") != 0
 
     # A label change on a's node reaches b's node: new identity, ipcache entry, policy.
     store = cluster.store()

@@ -30,13 +30,13 @@ from cilia.agent.config import AgentConfig
 from cilia.agent.desired import PodKey
 from cilia.agent.errors import AgentError
 from cilia.agent.leader import LeaderElection
+from cilia.datapath.dualstack import host_prefixes
 from cilia.identity.allocator import IdentityEvent
 from cilia.identity.cluster_allocator import ClusterAllocator
 from cilia.store import Store, StoreError, open_store
 from cilia.store.nodes import DEFAULT_TTL, ClusterView, IPCacheChange, NodeInfo, NodeRegistration, join
 
 log = logging.getLogger("cilia.agent")
-HOST_PREFIX_LEN = 32
 GC_INTERVAL_S = 60.0  # identity garbage collection rounds (any node may run them)
 _NODE_NAME = re.compile(r"\A(?:cilia-)?node-([0-9]+)\Z")  # \Z: "$" takes "node-1\n"; ASCII digits
 
@@ -205,7 +205,9 @@ class ClusterMember:
         self._agent = agent
         self.view = ClusterView(self.store.backend, local_node=self.cfg.node_name)
         remote = self.view.ipcache()
-        agent.reconciler.remote_ipcache = {f"{ip}/{HOST_PREFIX_LEN}": e.identity for ip, e in remote.items()}
+        # Each address's /32 and its IPv6 twin's /128 (the twin is computed, never published).
+        agent.reconciler.remote_ipcache = {
+            p: e.identity for ip, e in remote.items() for p in host_prefixes(ip)}
         agent.reconciler.remote_pods = {_pod_key(e.pod): ip for ip, e in remote.items() if e.pod}
         self._halt = self.view.follow(self._on_changes, step=0.2)
         self.election.check()  # before the agent starts: a leader runs the controller in start()
@@ -249,12 +251,12 @@ class ClusterMember:
             rec = agent.reconciler
             pods_moved = False
             for c in changes:
-                prefix = f"{c.ip}/{HOST_PREFIX_LEN}"
-                if c.new is not None:
-                    rec.remote_ipcache[prefix] = c.new.identity
-                    rec.datapath.upsert_ipcache(prefix, c.new.identity)
-                elif rec.remote_ipcache.pop(prefix, None) is not None:
-                    rec.datapath.delete_ipcache(prefix)
+                for prefix in host_prefixes(c.ip):  # its /32 and its IPv6 twin's /128
+                    if c.new is not None:
+                        rec.remote_ipcache[prefix] = c.new.identity
+                        rec.datapath.upsert_ipcache(prefix, c.new.identity)
+                    elif rec.remote_ipcache.pop(prefix, None) is not None:
+                        rec.datapath.delete_ipcache(prefix)
                 if c.old is not None and c.old.pod and rec.remote_pods.get(_pod_key(c.old.pod)) == c.ip:
                     del rec.remote_pods[_pod_key(c.old.pod)]
                     pods_moved = True

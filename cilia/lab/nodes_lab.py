@@ -5,19 +5,25 @@ Node ``i`` is the namespace ``cilia-node-<i>``; its underlay interface ``cilia-u
 in the root namespace (the bridge carries ``198.18.254.254``, only so that agents reach the lab's etcd).
 Each node routes every other node's pod /20 via that node's underlay address and forwards IPv4,
 so a pod on node 1 reaches a pod on node 2 through both nodes' host stacks, where each node's
-datapath sees the packet on the pod's host veth (design.md "Lab network").
+datapath sees the packet on the pod's host veth (design.md "Lab network"). Where the kernel has
+per-device IPv6 forwarding (:func:`cilia.lab.veth.ipv6_available`), the underlay also carries the
+addresses' IPv6 twins (:mod:`cilia.datapath.dualstack`) and each node routes every other node's
+IPv6 pod /116 the same way; IPv6 is forwarded only from ``cilia-ul`` and the pods' veths
+(``force_forwarding`` per device, never the namespace-wide switch).
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from cilia.lab import netns
+from cilia.datapath.dualstack import ipv6_of, prefix6_of
+from cilia.lab import netns, veth
 from cilia.lab.errors import LabError
 from cilia.lab.ipam import pod_cidr
 
@@ -27,7 +33,9 @@ BRIDGE = "cilia-br0"
 BRIDGE_ADDRESS = "198.18.254.254"
 UNDERLAY_IF = "cilia-ul"
 UNDERLAY_PREFIX = 24
+UNDERLAY_PREFIX_V6 = 96 + UNDERLAY_PREFIX  # the twin of 198.18.254.0/24
 MAX_NODES = 15
+NUD_PERMANENT = 0x80
 
 
 def node_netns(index: int) -> str:
@@ -71,14 +79,26 @@ def create_nodes(count: int) -> list[str]:
             ipr.link("set", index=br, state="up")
             if not ipr.get_addr(index=br, address=BRIDGE_ADDRESS):
                 ipr.addr("add", index=br, address=BRIDGE_ADDRESS, prefixlen=UNDERLAY_PREFIX)
-        for i in range(count):
-            _create_node(i, br)
+        ipv6 = veth.ipv6_available()  # the root namespace's kernel and settings: the nodes' too
+        macs = [_create_node(i, br, ipv6) for i in range(count)]
         for i in range(count):
             with _in(node_netns(i)) as ipr:
                 ul = ipr.link_lookup(ifname=UNDERLAY_IF)[0]
+                if ipv6:
+                    # Fixed neighbours: bridged IPv6 frames pass the root namespace's forward hook
+                    # (bridge-nf-call-ip6tables), where a lab guard drops neighbour solicitations
+                    # (multicast, outside 2001:2::/48); unicast between lab addresses passes.
+                    for j in range(count):
+                        if j != i:
+                            ipr.neigh("add", dst=ipv6_of(underlay_address(j)), lladdr=macs[j], ifindex=ul,
+                                      state=NUD_PERMANENT, family=socket.AF_INET6)
                 for j in range(count):
                     if j != i:
                         ipr.route("add", dst=str(pod_cidr(j)), gateway=underlay_address(j), oif=ul)
+                        if ipv6:
+                            gw6 = ipv6_of(underlay_address(j))
+                            ipr.route("add", dst=prefix6_of(pod_cidr(j)), gateway=gw6, oif=ul,
+                                      family=socket.AF_INET6)
     except BaseException as e:  # broad: whatever stopped the set-up (even ^C), undo it, then re-raise
         with contextlib.suppress(Exception):  # the set-up's error is the one to report, not the undo's
             remove_nodes()
@@ -88,7 +108,8 @@ def create_nodes(count: int) -> list[str]:
     return [node_netns(i) for i in range(count)]
 
 
-def _create_node(i: int, bridge_index: int) -> None:
+def _create_node(i: int, bridge_index: int, ipv6: bool) -> str:
+    """Node ``i``'s namespace and underlay; the underlay's MAC address."""
     name = node_netns(i)
     netns.create(name)
     with IPRoute() as ipr:
@@ -96,14 +117,25 @@ def _create_node(i: int, bridge_index: int) -> None:
                  peer={"ifname": UNDERLAY_IF, "net_ns_fd": name})
         port = ipr.link_lookup(ifname=root_port(i))[0]
         ipr.link("set", index=port, master=bridge_index, state="up")
+    if ipv6:  # addresses only from the lab: no router advertisements, no autoconfiguration
+        for conf in ("all", "default", UNDERLAY_IF):
+            for key in ("accept_ra", "autoconf", "accept_dad"):
+                _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{conf}/{key}", "0\n")
+        _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{UNDERLAY_IF}/force_forwarding", "1\n")
+    else:
+        for conf in ("all", "default"):
+            _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1\n")
     with _in(name) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         ul = ipr.link_lookup(ifname=UNDERLAY_IF)[0]
         ipr.link("set", index=ul, state="up")
         ipr.addr("add", index=ul, address=underlay_address(i), prefixlen=UNDERLAY_PREFIX)
+        if ipv6:
+            ipr.addr("add", index=ul, address=ipv6_of(underlay_address(i)), prefixlen=UNDERLAY_PREFIX_V6,
+                     flags=veth.IFA_F_NODAD)
+        mac: str = ipr.get_links(ul)[0].get_attr("IFLA_ADDRESS")
     _write_sysctl(name, "/proc/sys/net/ipv4/ip_forward", "1\n")
-    for conf in ("all", "default"):
-        _write_sysctl(name, f"/proc/sys/net/ipv6/conf/{conf}/disable_ipv6", "1\n")
+    return mac
 
 
 def node_exists(index: int) -> bool:
