@@ -14,6 +14,7 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterable
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +30,45 @@ class _Handler(socketserver.StreamRequestHandler):
         try:
             self.rfile.readline(8192)  # the request line is enough: every request is a health check
             body = f"{self.server.node_name} ok\n".encode()  # type: ignore[attr-defined]
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            write_text_response(self.wfile, body)
         except OSError:  # the peer went away (or was dropped mid-request): nothing to answer
             return
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Freebind:
+    """Binds an address the node may not carry yet (the single node's gateway comes with its first veth)."""
+
+    socket: socket.socket
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-        super().server_bind()
+        super().server_bind()  # type: ignore[misc]
+
+
+class FreebindTCPServer(_Freebind, socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class FreebindUDPServer(_Freebind, socketserver.ThreadingUDPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def write_text_response(wfile: BinaryIO, body: bytes) -> None:
+    """A 200 text/plain answer that closes the connection."""
+    wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 class HealthServer:
     """The health port on each given address, each in a daemon thread; :meth:`close` stops them."""
 
     def __init__(self, addresses: Iterable[str], node_name: str, port: int = HEALTH_PORT) -> None:
-        self.servers: list[_Server] = []
+        self.servers: list[FreebindTCPServer] = []
         for addr in addresses:
             try:
-                srv = _Server((addr, port), _Handler)
+                srv = FreebindTCPServer((addr, port), _Handler)
             except OSError as e:  # e.g. a second lab on this address: the node runs without it
                 log.warning("health port %s:%d not served: %s", addr, port, e)
                 continue

@@ -11,14 +11,13 @@ echo. A container ``command`` is not run for a hostNetwork pod (docs/differences
 from __future__ import annotations
 
 import logging
-import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from cilia.agent.desired import PodKey
-from cilia.agent.health import IP_FREEBIND, SHUTDOWN_POLL_S
+from cilia.agent.health import SHUTDOWN_POLL_S, FreebindTCPServer, FreebindUDPServer, write_text_response
 from cilia.k8s.objects import Pod
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,7 @@ class _Http(socketserver.StreamRequestHandler):
             uri = line[1] if len(line) > 1 else "/"
             body = (f"Server address: {addr}:{port}\nServer name: {self.server.pod_name}\n"  # type: ignore[attr-defined]
                     f"URI: {uri}\n").encode()
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            write_text_response(self.wfile, body)
         except OSError:  # the client went away (or was dropped): nothing to answer
             return
 
@@ -45,24 +43,6 @@ class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         data, sock = self.request
         sock.sendto(data, self.client_address)
-
-
-class _FreebindTCP(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-        super().server_bind()
-
-
-class _FreebindUDP(socketserver.ThreadingUDPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-        super().server_bind()
 
 
 def host_network(pod: Pod | None) -> bool:
@@ -82,7 +62,7 @@ class HostNetworkPods:
         out = {}
         for pk, servers in self._servers.items():
             out[pk] = [f"{s.server_address[0]}:{s.server_address[1]}/"  # type: ignore[index]
-                       f"{'UDP' if isinstance(s, _FreebindUDP) else 'TCP'}" for s in servers]
+                       f"{'UDP' if isinstance(s, FreebindUDPServer) else 'TCP'}" for s in servers]
         return out
 
     def sync(self, pods: dict[PodKey, Pod]) -> None:
@@ -99,8 +79,8 @@ class HostNetworkPods:
         for port, proto in _ports_of(pod):
             for addr in self.addresses():
                 try:
-                    srv: Any = (_FreebindUDP((addr, port), _Echo) if proto == "UDP"
-                                else _FreebindTCP((addr, port), _Http))
+                    srv: Any = (FreebindUDPServer((addr, port), _Echo) if proto == "UDP"
+                                else FreebindTCPServer((addr, port), _Http))
                 except OSError as e:  # the node's port is taken: as a hostNetwork pod that cannot bind
                     log.warning("hostNetwork pod %s: %s:%d/%s not served: %s", pk, addr, port, proto, e)
                     continue

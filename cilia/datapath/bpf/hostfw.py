@@ -15,13 +15,11 @@ datapath, pinned, keeps enforcing). ``cilia down`` removes the endpoint entry an
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-from ctypes import c_int, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
-from cilia.datapath.bpf import build, libbpf
+from cilia.datapath.bpf import build, libbpf, tcx
 from cilia.datapath.bpf.libbpf import BpfObject
 from cilia.datapath.errors import DatapathError
 
@@ -29,20 +27,10 @@ HOST_EP_IFINDEX = 0  # key of the host endpoint in the endpoints map (host.c)
 HOST_ENDPOINT_ID = 0xFEFF  # below the guard-only devices' ids, never a pod's (cilia.agent.endpoints)
 SOURCE = "host.c"
 PROGRAMS = ("host_ingress", "host_egress")
-BPF_TCX_INGRESS = 46
-BPF_TCX_EGRESS = 47
-BPF_F_BEFORE = 1 << 3
 
 
 class HostFirewallError(DatapathError, RuntimeError):
     """The host firewall could not be built, loaded or attached."""
-
-
-class _LinkCreateOpts(ctypes.Structure):
-    # libbpf 1.1's struct bpf_link_create_opts up to its union (the tcx fields stay zero: no
-    # relative program, any revision); only ``flags`` is used
-    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("iter_info", c_void_p), ("iter_info_len", c_uint32),
-                ("target_btf_id", c_uint32), ("_union", ctypes.c_uint64 * 5)]
 
 
 def object_path(src_dir: Path = build.SRC_DIR, out_dir: Path | None = None) -> Path:
@@ -51,17 +39,6 @@ def object_path(src_dir: Path = build.SRC_DIR, out_dir: Path | None = None) -> P
         return build.build(src_dir, out_dir, main=SOURCE)
     except build.BuildError as e:
         raise HostFirewallError(str(e)) from e
-
-
-def _link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
-    fn = libbpf.lib().bpf_link_create
-    fn.restype = c_int
-    fn.argtypes = [c_int, c_int, c_int, ctypes.POINTER(_LinkCreateOpts)]
-    opts = _LinkCreateOpts(sz=ctypes.sizeof(_LinkCreateOpts), flags=BPF_F_BEFORE)
-    ret = fn(prog_fd, ifindex, attach_type, ctypes.byref(opts))
-    if ret < 0:
-        raise libbpf.BpfError(f"tcx attach to ifindex {ifindex}", -ret)
-    return int(ret)
 
 
 class HostPrograms:
@@ -96,9 +73,9 @@ class HostPrograms:
         if ifindex in self._links:
             return
         self.open()
-        ing = _link_create(self._progs["host_ingress"], ifindex, BPF_TCX_INGRESS)
+        ing = tcx.link_create(self._progs["host_ingress"], ifindex, tcx.BPF_TCX_INGRESS, tcx.BPF_F_BEFORE)
         try:
-            eg = _link_create(self._progs["host_egress"], ifindex, BPF_TCX_EGRESS)
+            eg = tcx.link_create(self._progs["host_egress"], ifindex, tcx.BPF_TCX_EGRESS, tcx.BPF_F_BEFORE)
         except libbpf.BpfError:
             os.close(ing)
             raise

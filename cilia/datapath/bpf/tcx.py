@@ -26,6 +26,7 @@ BPF_LINK_GET_FD_BY_ID = 30
 BPF_LINK_DETACH = 34
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47
 BPF_LINK_TYPE_TCX = 11
+BPF_F_BEFORE = 1 << 3  # link_create: ahead of the device's other tcx programs
 
 
 class LinkCreateAttr(Structure):
@@ -74,10 +75,11 @@ def _bpf(cmd: int, attr: Structure, what: str) -> int:
     return int(ret)
 
 
-def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
-    """A new tcx link of the program on the device (appended after the ones there); its fd."""
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
+    """A new tcx link of the program on the device (appended after the ones there, or first with
+    :data:`BPF_F_BEFORE`); its fd."""
     global _supported
-    a = LinkCreateAttr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=attach_type)
+    a = LinkCreateAttr(prog_fd=prog_fd, target_ifindex=ifindex, attach_type=attach_type, flags=flags)
     fd = _bpf(BPF_LINK_CREATE, a, f"create tcx link on ifindex {ifindex}")
     _supported = True
     return fd
