@@ -190,3 +190,15 @@ def print_listing(output: str, document: dict[str, Any], lines: Iterable[str]) -
         return
     for line in lines:
         _console("console").print(line)
+
+
+class DiffOutput(StrEnum):
+    """The formats of a connectivity delta (``cilia diff -o``, ``cilia policy from-flows --diff-output``)."""
+
+    text = "text"
+    json = "json"
+    md = "md"
+    csv = "csv"
+    dot = "dot"
+    mermaid = "mermaid"
+    html = "html"

@@ -23,16 +23,7 @@ from cilia.cli.commands._analysis import (
     fail,
     load,
 )
-
-
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    md = "md"
-    csv = "csv"
-    dot = "dot"
-    mermaid = "mermaid"
-    html = "html"
+from cilia.cli.common import DiffOutput
 
 
 class FailOn(StrEnum):
@@ -91,8 +82,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         repo: Annotated[Path, typer.Option("--repo", help="The git repository for --git.")] = Path("."),
         output: Annotated[
-            Output, typer.Option("-o", "--output", help="text | json | md | csv | dot | mermaid | html")
-        ] = Output.text,
+            DiffOutput, typer.Option("-o", "--output", help="text | json | md | csv | dot | mermaid | html")
+        ] = DiffOutput.text,
         fail_on: Annotated[
             FailOn, typer.Option("--fail-on", help="Exit 1 only for: opened | closed | any change.")
         ] = FailOn.any,
@@ -135,7 +126,7 @@ def register(app: typer.Typer) -> None:
             old = load(old_files, enforcement_mode, allow_localhost, None, node_selector_labels, local_node)
             new = load(new_files, enforcement_mode, allow_localhost, None, node_selector_labels, local_node)
         result = diff(old, new)
-        if output is Output.html:
+        if output is DiffOutput.html:
             from cilia.analyze.graphpage import render_diff_page
 
             sys.stdout.write(render_diff_page(result))

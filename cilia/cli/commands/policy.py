@@ -12,13 +12,20 @@ import json
 import sys
 import tempfile
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config, open_node_store
+from cilia.cli.common import (
+    DiffOutput,
+    RunDirOpt,
+    StateDirOpt,
+    err_console,
+    fail,
+    node_config,
+    open_node_store,
+)
 from cilia.cli.nameopts import namespaces_option
 from cilia.cli.render import format_error
 from cilia.k8s.loader import load_text
@@ -43,14 +50,6 @@ def read_flow_lines(text: str, where: str) -> list[Flow]:
     return out
 
 
-class DiffOutput(StrEnum):
-    text = "text"
-    json = "json"
-    md = "md"
-    csv = "csv"
-    dot = "dot"
-    mermaid = "mermaid"
-    html = "html"
 
 
 def proposal_diff(
