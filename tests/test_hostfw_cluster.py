@@ -7,6 +7,11 @@ A pod on node-0 reaches node-1's own address (its underlay address, where node-1
 serves) across the underlay, where node-1's host firewall decides with the pod's identity (from the
 cluster's ipcache); node-0 itself is a remote node there. A host policy that would cut the agents
 from the lab's etcd is refused at apply, naming --force-host-policy.
+
+Then every corpus host policy that test_analyze_host_corpus decides is applied in turn on the same lab
+and its live TCP verdicts are compared with ``cilia trace`` on the same manifests plus the lab's Nodes
+(a differential test). One cluster for the module; run it under the machine-wide lab lock:
+``flock /tmp/cilia-cluster.lock python -m pytest -q tests/test_hostfw_cluster.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ import pytest
 import yaml
 
 from cilia.agent.client import AgentClient
+from cilia.analyze.cluster import Analysis
+from cilia.analyze.manifests import cluster_from_result
+from cilia.analyze.peers import parse_port
+from cilia.analyze.trace import trace
+from cilia.k8s.loader import load_text
 from cilia.lab import etcd_keeper, netns, nodes_lab
+from tests.test_analyze_host_corpus import CASES, NODEPORT
 
 DEMO = "cilium__cilium/examples__policies__host__demo-host-policy.yaml"
 INGRESS = "cilium__cilium/cilium-cli__connectivity__builder__manifests__host-firewall-ingress.yaml"
@@ -152,3 +163,135 @@ def test_host_firewall_ingress_on_two_nodes(cluster: TwoNodes, corpus: Path) -> 
     refused = cluster.apply(lockout, check=False)
     assert refused.returncode != 0 and "--force-host-policy" in refused.stdout + refused.stderr
     assert "hf-egress-cluster" not in cluster.cilia("get", "ccnp").stdout, "nothing stored"
+
+
+# --- the corpus' host policies live against `cilia trace` (differential) -----------------------------
+
+WORLD_HOST = nodes_lab.BRIDGE_ADDRESS  # the machine on the lab's bridge: the world to the nodes
+HEALTH = 4240
+
+
+def _policy_port(docs: list[dict[str, Any]]) -> int:
+    """The first TCP port the policy's ingress rules name (else 80): a port the policy decides."""
+    for doc in docs:
+        for spec in [doc.get("spec") or {}, *(doc.get("specs") or [])]:
+            for rule in spec.get("ingress") or []:
+                for pr in rule.get("toPorts") or []:
+                    for p in pr.get("ports") or []:
+                        tcp = str(p.get("protocol", "TCP")).upper() in ("TCP", "ANY")
+                        if tcp and str(p.get("port", "")).isdigit():
+                            port = int(p["port"])
+                            if port not in (0, HEALTH, 8080):
+                                return port
+    return 80
+
+
+def _has_egress(docs: list[dict[str, Any]]) -> bool:
+    return any("egress" in spec or "egressDeny" in spec
+               for doc in docs for spec in [doc.get("spec") or {}, *(doc.get("specs") or [])])
+
+
+def _connects(namespace: str | None, ip: str, port: int, allowed_expected: bool) -> bool:
+    """Whether a TCP connection from ``namespace`` (None: the machine) to ip:port is established live:
+    polled up to 3 s where allowed is expected (a loaded machine may miss one), one 0.7 s try otherwise."""
+    def once(timeout: float) -> bool:
+        with netns.entered(namespace) if namespace else contextlib.nullcontext():
+            try:
+                with socket.create_connection((ip, port), timeout=timeout):
+                    return True
+            except OSError:
+                return False
+    if allowed_expected:
+        return _wait(lambda: once(0.5), 3.0)
+    return once(0.7)
+
+
+@contextlib.contextmanager
+def _listening(namespace: str, ports: set[int]) -> Iterator[None]:
+    """TCP listeners on ``ports`` in ``namespace`` (ports already served there are left to their server);
+    the kernel completes the handshake from the backlog, so no accept loop is needed for a connect."""
+    socks: list[socket.socket] = []
+    try:
+        with netns.entered(namespace):
+            for port in sorted(ports):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("0.0.0.0", port))
+                    s.listen(64)
+                    socks.append(s)
+                except OSError:
+                    s.close()
+        yield
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.root
+def test_corpus_host_policies_live_equal_trace(cluster: TwoNodes, corpus: Path) -> None:
+    """Each corpus host policy the offline test decides, applied in turn on the lab (node-1 carries the
+    labels their nodeSelectors name): live TCP verdicts to node-1 (health port and a port the policy
+    names, from the world, a pod and node-0) and from node-1 (egress, to node-0's health port) equal
+    ``cilia trace``'s verdicts on the same manifests plus Node manifests built from ``cilia get nodes``."""
+    pods = [_pod("hf-client", "node-0", {"name": "client"}), _pod("hf-other", "node-0", {"name": "other"}),
+            _pod("hf-hostnet", "node-1", {"app": "hf-hostnet"}, host_network=True)]
+    if "default/hf-client" not in {e.get("pod") for e in cluster.endpoints(0)}:
+        cluster.apply(*pods)
+    client = next(e for e in cluster.endpoints(0) if e.get("pod") == "default/hf-client")
+    cluster.cilia("label", "node", "node-1", "node-access=ssh", "type=worker", "status=lockdown")
+    for f in (DEMO, INGRESS):  # the previous test's policies
+        cluster.cilia("delete", "-f", str(corpus / f), check=False)
+    got = json.loads(cluster.cilia("get", "nodes", "-o", "json").stdout)
+    nodes = got.get("items", []) if isinstance(got, dict) else got
+    assert sorted(n["metadata"]["name"] for n in nodes) == ["node-0", "node-1"]
+    node0 = nodes_lab.underlay_address(0)
+
+    texts = {name: (corpus / name).read_text() for name in sorted(CASES)}
+    texts[NODEPORT] = (corpus / NODEPORT).read_text().replace("NODE_WITHOUT_CILIUM_IP", "198.19.0.9")
+    covered: dict[str, int] = {}
+    skipped: list[str] = []
+    verdicts = {True: 0, False: 0}
+    previous: Path | None = None
+    with _listening(nodes_lab.node_netns(1), {22, 80, 443, 6443, 10250, 3389}):
+        for name, text in texts.items():
+            docs = [d for d in yaml.safe_load_all(text) if d]
+            path = cluster.base / f"corpus-{len(covered) + len(skipped)}.yaml"
+            path.write_text(text)
+            if previous is not None:
+                cluster.cilia("delete", "-f", str(previous))
+                previous = None
+            applied = cluster.cilia("apply", "-f", str(path), check=False)
+            if applied.returncode != 0:
+                # A host policy whose egress would cut a node's agent from the lab's etcd (the world to
+                # the nodes) is refused unless --force-host-policy: forcing it would leave the node
+                # without its store, so it is not tried live (test_analyze_host_corpus decides it offline).
+                said = applied.stdout + applied.stderr
+                assert "--force-host-policy" in said, said
+                skipped.append(name)
+                continue
+            previous = path
+            offline = Analysis(cluster_from_result(load_text(
+                yaml.safe_dump_all([*nodes, *pods]) + "---\n" + text, "lab.yaml")))
+            port = _policy_port(docs)
+            flows: list[tuple[str, str | None, str, str, int]] = [
+                (src, ns, "node:node-1", NODE1, p)
+                for src, ns in ((WORLD_HOST, None), ("default/hf-client", client["netns"]),
+                                ("node:node-0", nodes_lab.node_netns(0)))
+                for p in (HEALTH, port)
+            ]
+            if _has_egress(docs):
+                flows.append(("node:node-1", nodes_lab.node_netns(1), "node:node-0", node0, HEALTH))
+            mismatches = []
+            for src, ns, dst, ip, p in flows:
+                want = all(f.allowed for f in trace(offline, src, dst, parse_port(f"{p}/TCP")).flows)
+                live = _connects(ns, ip, p, want)
+                verdicts[want] += 1
+                if live != want:
+                    mismatches.append((src, dst, p, "live", live, "trace", want))
+            assert not mismatches, f"{name}: {mismatches}"
+            covered[name] = len(flows)
+        if previous is not None:
+            cluster.cilia("delete", "-f", str(previous))
+    print(f"covered {covered}; verdicts {verdicts}; refused at apply (not forced): {skipped}")
+    assert len(covered) >= 5 and verdicts[True] and verdicts[False], (covered, verdicts, skipped)
