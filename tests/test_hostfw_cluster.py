@@ -239,13 +239,20 @@ def test_corpus_host_policies_live_equal_trace(cluster: TwoNodes, corpus: Path) 
     if "default/hf-client" not in {e.get("pod") for e in cluster.endpoints(0)}:
         cluster.apply(*pods)
     client = next(e for e in cluster.endpoints(0) if e.get("pod") == "default/hf-client")
-    cluster.cilia("label", "node", "node-1", "node-access=ssh", "type=worker", "status=lockdown")
+    # node-1 carries the labels the nodeSelectors name (one label change per run: type=ingress-worker)
+    labelled = {"node-access": "ssh", "type": "worker", "status": "lockdown"}
+    cluster.cilia("label", "node", "node-1", *(f"{k}={v}" for k, v in labelled.items()))
     for f in (DEMO, INGRESS):  # the previous test's policies
         cluster.cilia("delete", "-f", str(corpus / f), check=False)
-    got = json.loads(cluster.cilia("get", "nodes", "-o", "json").stdout)
-    nodes = got.get("items", []) if isinstance(got, dict) else got
-    assert sorted(n["metadata"]["name"] for n in nodes) == ["node-0", "node-1"]
     node0 = nodes_lab.underlay_address(0)
+
+    def lab_nodes() -> list[dict[str, Any]]:
+        got = json.loads(cluster.cilia("get", "nodes", "-o", "json").stdout)
+        nodes = got.get("items", []) if isinstance(got, dict) else got
+        assert sorted(n["metadata"]["name"] for n in nodes) == ["node-0", "node-1"]
+        return nodes
+
+    nodes = lab_nodes()
 
     texts = {name: (corpus / name).read_text() for name in sorted(CASES)}
     texts[NODEPORT] = (corpus / NODEPORT).read_text().replace("NODE_WITHOUT_CILIUM_IP", "198.19.0.9")
@@ -268,9 +275,14 @@ def test_corpus_host_policies_live_equal_trace(cluster: TwoNodes, corpus: Path) 
                 # without its store, so it is not tried live (test_analyze_host_corpus decides it offline).
                 said = applied.stdout + applied.stderr
                 assert "--force-host-policy" in said, said
-                skipped.append(name)
+                skipped.append(name.rsplit("__", 1)[-1])
                 continue
             previous = path
+            key, _, value = CASES.get(name, ("x: y", []))[0].partition(": ")
+            if key != "x" and labelled.get(key) != value:
+                cluster.cilia("label", "node", "node-1", f"{key}={value}", "--overwrite")
+                labelled[key] = value
+                nodes = lab_nodes()
             offline = Analysis(cluster_from_result(load_text(
                 yaml.safe_dump_all([*nodes, *pods]) + "---\n" + text, "lab.yaml")))
             port = _policy_port(docs)
@@ -280,6 +292,8 @@ def test_corpus_host_policies_live_equal_trace(cluster: TwoNodes, corpus: Path) 
                                 ("node:node-0", nodes_lab.node_netns(0)))
                 for p in (HEALTH, port)
             ]
+            if port != 80:  # a port most policies leave out, from the most restricted source
+                flows.append((WORLD_HOST, None, "node:node-1", NODE1, 80))
             if _has_egress(docs):
                 flows.append(("node:node-1", nodes_lab.node_netns(1), "node:node-0", node0, HEALTH))
             mismatches = []
@@ -290,7 +304,7 @@ def test_corpus_host_policies_live_equal_trace(cluster: TwoNodes, corpus: Path) 
                 if live != want:
                     mismatches.append((src, dst, p, "live", live, "trace", want))
             assert not mismatches, f"{name}: {mismatches}"
-            covered[name] = len(flows)
+            covered[name.rsplit("__", 1)[-1]] = len(flows)
         if previous is not None:
             cluster.cilia("delete", "-f", str(previous))
     print(f"covered {covered}; verdicts {verdicts}; refused at apply (not forced): {skipped}")
