@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,18 +48,23 @@ def test_live_verdicts_match_cilia_verify(node: LiveNode, tmp_path: Path) -> Non
                           "ingressDeny": [{"fromEntities": ["host"]}]}),
     )
     ips = node.ips()
-    cases = {  # (from PEER, to PEER) -> live verdict on 80/TCP
-        ("default/client", hosts["w-in"]): node.curl_from_pod("client", hosts["w-in"]),
-        ("default/client", hosts["w-hole"]): node.curl_from_pod("client", hosts["w-hole"]),
-        ("default/client", hosts["w-banned"]): node.curl_from_pod("client", hosts["w-banned"]),
-        ("default/client", "default/server"): node.curl_from_pod("client", ips["server"]),
-        ("default/server", "default/client"): node.curl_from_pod("server", ips["client"]),
-        (hosts["w-trusted"], "default/server"): node.curl_from_world("w-trusted", ips["server"]),
-        (hosts["w-stranger"], "default/server"): node.curl_from_world("w-stranger", ips["server"]),
-        (hosts["w-in"], "default/client"): node.curl_from_world("w-in", ips["client"]),
-        ("entity:host", "default/server"): _node_curl(ips["server"]),
-        ("entity:host", "default/client"): _node_curl(ips["client"]),
+    probes = {  # (from PEER, to PEER) -> the probe of its live verdict on 80/TCP
+        ("default/client", hosts["w-in"]): lambda: node.curl_from_pod("client", hosts["w-in"]),
+        ("default/client", hosts["w-hole"]): lambda: node.curl_from_pod("client", hosts["w-hole"]),
+        ("default/client", hosts["w-banned"]): lambda: node.curl_from_pod("client", hosts["w-banned"]),
+        ("default/client", "default/server"): lambda: node.curl_from_pod("client", ips["server"]),
+        ("default/server", "default/client"): lambda: node.curl_from_pod("server", ips["client"]),
+        (hosts["w-trusted"], "default/server"): lambda: node.curl_from_world("w-trusted", ips["server"]),
+        (hosts["w-stranger"], "default/server"): lambda: node.curl_from_world("w-stranger", ips["server"]),
+        (hosts["w-in"], "default/client"): lambda: node.curl_from_world("w-in", ips["client"]),
+        ("entity:host", "default/server"): lambda: _node_curl(ips["server"]),
+        ("entity:host", "default/client"): lambda: _node_curl(ips["client"]),
     }
+    # independent connections between different peers: run at once, so that the expected drops
+    # wait out curl's timeout together rather than one after the other
+    with ThreadPoolExecutor(len(probes)) as pool:
+        futures = {pair: pool.submit(probe) for pair, probe in probes.items()}
+        cases = {pair: f.result() for pair, f in futures.items()}
     assert list(cases.values()) == [True, False, False, True, True, True, False, False, False, True]
     expect = tmp_path / "expect.yaml"
     rows = [{"from": src, "to": dst, "port": 80, "protocol": "TCP", "expect": "allow" if ok else "deny"}
