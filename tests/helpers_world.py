@@ -93,8 +93,9 @@ class LiveNode:
         self.cilia("world", "add", name, "--ip", ip, *(a for p in ports for a in ("--port", p)))
         return ip
 
-    def curl_from_pod(self, pod_name: str, ip: str, port: int = 80) -> bool:
-        out = self.cilia("exec", pod_name, "--", *CURL, f"http://{ip}:{port}/", check=False)
+    def curl_from_pod(self, pod_name: str, ip: str, port: int = 80, max_time: str = CURL[-1]) -> bool:
+        """``max_time``: curl's --max-time (an expected drop waits it out: 1 s is plenty in the lab)."""
+        out = self.cilia("exec", pod_name, "--", *CURL[:-1], max_time, f"http://{ip}:{port}/", check=False)
         return out.returncode == 0 and out.stdout == "200"
 
     def curl_from_world(self, host: str, ip: str, port: int = 80) -> bool:
