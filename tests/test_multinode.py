@@ -190,7 +190,7 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
 
     # The corrected deny (egress of app-a) cuts it, on the source node.
     cluster.cilia("apply", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
-    assert cluster.curl(a, b["ip"]) != 0
+    assert cluster.curl(a, b["ip"], "1") != 0  # an expected drop waits out --max-time: 1 s will do
     if b6:  # the remote pod's /128 carries its identity in the source node's ipcache
         assert cluster.curl(a, f"[{b6}]", "1") != 0
     cluster.cilia("delete", "-f", str(SEED / "deny-a-to-b-fixed.yaml"))
@@ -205,7 +205,7 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
         "    toPorts: [{ports: [{port: '80', protocol: TCP}]}]\n"
     )
     cluster.cilia("apply", "-f", str(ingress))
-    assert cluster.curl(a, b["ip"]) != 0, "app-a is no frontend: dropped by app-b's node"
+    assert cluster.curl(a, b["ip"], "1") != 0, "app-a is no frontend: dropped by app-b's node"
     if b6:  # and a's /128 carries a's identity in the destination node's ipcache
         assert cluster.curl(a, f"[{b6}]", "1") != 0
 
@@ -239,7 +239,7 @@ def test_three_nodes_enforce_across_nodes_and_go_down_cleanly(cluster: Cluster, 
     assert after[victim][0] != before[victim] and after[victim][1]
     assert {n: e["ip"] for n, e in cluster.endpoints().items()} == {n: e["ip"] for n, e in eps.items()}
     assert cluster.curl(a, b["ip"]) == 0
-    assert cluster.curl(next(e for e in a_pods if e is not a), b["ip"]) != 0
+    assert cluster.curl(next(e for e in a_pods if e is not a), b["ip"], "1") != 0
 
     # a's node loses its lease (as after etcd was out of reach longer than the TTL): its record
     # and endpoints vanish from etcd, the agent rejoins and b's node admits a again.
