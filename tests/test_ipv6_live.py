@@ -25,9 +25,14 @@ WORLD_HOST = "v6-w"
 
 
 def _probes(node: LiveNode, src: str, probes: dict[str, str], world: bool = False) -> dict[str, bool]:
-    """Run shell probes (name -> command, success = exit 0) at once in ``src``; name -> passed."""
-    script = " ".join(f"( {cmd} >/dev/null 2>&1 && echo 'ok {name}' || echo 'no {name}' ) &"
-                      for name, cmd in probes.items()) + " wait"
+    """Run shell probes (name -> command, success = exit 0) at once in ``src``; name -> passed.
+    Each probe gets three tries: the first packets to a pod that just started may meet its neighbour
+    entry or ipcache entry still being made (seen once in CI); a denied probe must fail all three."""
+    script = " ".join(
+        f"( ( for t in 1 2 3; do {cmd} >/dev/null 2>&1 && exit 0; sleep 0.2; done; exit 1 )"
+        f" && echo 'ok {name}' || echo 'no {name}' ) &"
+        for name, cmd in probes.items()
+    ) + " wait"
     out = node.cilia(*(("world", "exec") if world else ("exec",)), src, "--", "sh", "-c", script).stdout
     seen = dict(reversed(line.split(" ", 1)) for line in out.splitlines() if line[:3] in ("ok ", "no "))
     assert set(seen) == set(probes), out
