@@ -66,6 +66,9 @@ def test_spec_lists_maps_and_programs_without_loading(tmp_path: Path) -> None:
         "cilia_lb4": ("hash", 12, 8, 65536),
         "cilia_lb4_ct": ("lru_hash", 16, 8, 65536),
         "cilia_lb4_rev": ("lru_hash", 16, 8, 65536),
+        "cilia_lb6": ("hash", 24, 20, 65536),
+        "cilia_lb6_ct": ("lru_hash", 40, 20, 65536),
+        "cilia_lb6_rev": ("lru_hash", 40, 20, 65536),
         "cilia_dns_redirect": ("hash", 4, 8, 4096),
         "cilia_dns_rev": ("lru_hash", 16, 8, 65536),
     }

@@ -17,7 +17,7 @@ from helpers_packets import ACK, SYN, TCP, UDP, frame
 from cilia.datapath.bpf.libbpf import MapFd
 from cilia.datapath.bpf.sync import Datapath
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
-from cilia.datapath.maps.lb import Backend, Frontend, Lb4Addr, Lb4Key, Lb4Tuple
+from cilia.datapath.maps.lb import Backend, Frontend, Lb4Addr, Lb4Key, Lb4Tuple, Lb6Addr, Lb6Key, Lb6Tuple
 from cilia.policy.types import Direction, Entry, Key, RuleRef
 
 pytestmark = pytest.mark.root
@@ -106,3 +106,53 @@ def test_a_removed_backend_releases_its_connections(dp: Datapath) -> None:
     assert _lookup(dp.lb.ct, _tuple(LOCAL, VIP, 42000, 8080, TCP)) == (X4, 80)
     dp.sync_services({fe: (Backend(X4B, 80),)})
     assert _lookup(dp.lb.ct, _tuple(LOCAL, VIP, 42000, 8080, TCP)) is None
+
+
+LOCAL6, X6, Y6 = "2001:2::c612:114", "2001:2::c612:10a", "2001:2::c612:11e"
+VIP6 = "2001:2:0:ff::7"
+
+
+def _lookup6(m: MapFd | None, src: str, dst: str, sport: int, dport: int,
+             proto: int) -> tuple[str, int] | None:
+    assert m is not None
+    pack = lambda ip: (c_uint8 * 16)(*ipaddress.IPv6Address(ip).packed)  # noqa: E731
+    val = Lb6Addr()
+    if not m.lookup(Lb6Tuple(pack(src), pack(dst), socket.htons(sport), socket.htons(dport), proto), val):
+        return None
+    return str(ipaddress.IPv6Address(bytes(val.addr))), socket.ntohs(val.port)
+
+
+def test_ipv6_dnat_before_policy_reply_translated_and_sync(dp: Datapath) -> None:
+    """An IPv6 ClusterIP (cilia_lb6): translated to the backend's IPv6 address and target port
+    before policy, the backend remembered, the reply's source translated back; a frontend of each
+    family in one sync; a service without backends drops."""
+    dp.endpoints.set(EndpointInfo(LO, EP, EP_ID, EndpointFlags.enforcing()))
+    for prefix, ident in ((X6, X), (Y6, Y), (LOCAL6, EP_ID)):
+        dp.upsert_ipcache(prefix, ident)
+    dp.set_policy(EP, {Key(X, EG, TCP, 80, 16): ALLOW})
+    want = {Frontend(VIP6, 8080, "TCP"): (Backend(X6, 80),), Frontend(VIP6, 9090, "TCP"): (Backend(Y6, 80),),
+            Frontend(VIP6, 7070, "TCP"): (), Frontend(VIP, 8080, "TCP"): (Backend(X4, 80),)}
+    dp.sync_services(want)
+    assert dp.services() == want
+    assert len(dp.lb.families[1].m.keys(Lb6Key)) == 3 + 2 and _slots(dp) == 2
+
+    passed, events = run(dp, "from_container", frame(LOCAL6, VIP6, TCP, sport=43000, dport=8080))
+    assert passed
+    assert [(e.allowed, e.dst, e.dport, e.dst_identity) for e in events] == [(True, X6, 80, X)]
+    assert _lookup6(dp.lb.families[1].ct, LOCAL6, VIP6, 43000, 8080, TCP) == (X6, 80)
+    assert _lookup6(dp.lb.families[1].rev, LOCAL6, X6, 43000, 80, TCP) == (VIP6, 8080)
+    assert dp.service_frontend(LOCAL6, X6, 43000, 80, TCP) == (VIP6, 8080)
+    reply = frame(X6, LOCAL6, TCP, sport=80, dport=43000, tcp_flags=SYN | ACK)
+    passed, events = run(dp, "to_container", reply)
+    assert passed and events == []
+
+    passed, events = run(dp, "from_container", frame(LOCAL6, VIP6, TCP, sport=43001, dport=9090))
+    assert not passed
+    assert [(e.allowed, e.dst, e.dport, e.dst_identity) for e in events] == [(False, Y6, 80, Y)]
+    assert not run(dp, "from_container", frame(LOCAL6, VIP6, TCP, sport=43002, dport=7070))[0]
+
+    dp.sync_services({Frontend(VIP, 8080, "TCP"): (Backend(X4, 80),)})  # the IPv6 frontends go
+    assert len(dp.lb.families[1].m.keys(Lb6Key)) == 0
+    assert _lookup6(dp.lb.families[1].ct, LOCAL6, VIP6, 43000, 8080, TCP) is None
+    with pytest.raises(ValueError, match="other address family"):
+        dp.sync_services({Frontend(VIP6, 80, "TCP"): (Backend(X4, 80),)})

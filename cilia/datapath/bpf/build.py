@@ -13,7 +13,7 @@ from cilia.datapath.errors import DatapathError
 SRC_DIR = Path(__file__).resolve().parent
 # every file the object is built from (all in this directory, so the cache hash covers each header)
 SOURCES = ("datapath.c", "host.c", "cilia.h", "common.h", "maps.h", "parse.h", "metrics.h", "events.h",
-           "policy.h", "conntrack.h", "lb.h", "proxy.h", "guard.h", "parse6.h")
+           "policy.h", "conntrack.h", "lb.h", "lb6.h", "proxy.h", "guard.h", "parse6.h")
 MAIN = "datapath.c"  # the pods' datapath; host.c is the host firewall's object (cilia.datapath.bpf.hostfw)
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I/usr/include/x86_64-linux-gnu")
 

@@ -121,6 +121,7 @@ static __always_inline __be16 proxy_port_of(struct __sk_buff *skb, __u32 ep_id, 
 {
 	if (!v->proxy_port)
 		return 0;
+	asm volatile("" : "+r"(skb)); /* a fresh ctx pointer: see proxy_assign (proxy.h) */
 	if (dir == DIR_INGRESS && (skb->mark & CILIA_MARK_MASK) == CILIA_MARK_PROXY_INGRESS)
 		return 0;
 	/* IPv4 DNS takes dns_redirect's rewriting path; IPv6 DNS (which it does not rewrite) keeps the
@@ -158,7 +159,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	if (ct) {
 		count(base + METRIC_REPLY, skb->len);
 		if (dir == DIR_INGRESS)
-			lb4_revnat(skb, f);
+			lb_revnat(skb, f);
 		/* a reply to a connection a socket of the node opened (a proxy's onward connection,
 		 * with the client's address as its source) goes to that socket, not on to the client;
 		 * without a socket (closed, in TIME_WAIT) the stack decides as for any packet */
@@ -318,17 +319,14 @@ SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
 	struct pkt p = {};
-	__be32 daddr;
-	__be16 dport;
-	int r = prologue(skb, &p, DIR_EGRESS), stack = 0;
+	int r = prologue(skb, &p, DIR_EGRESS), stack = 0, translated;
 
 	if (r != CONTINUE)
 		return r;
 	if ((skb->mark & CILIA_MARK_MASK) == CILIA_MARK_HAIRPIN)
 		return to_proxy_hairpinned(skb, &p);
-	__builtin_memcpy(&daddr, p.f.daddr, 4);
-	dport = p.f.dport;
-	if (lb4_dnat(skb, &p.f) < 0) {
+	translated = lb_dnat(skb, &p.f);
+	if (translated < 0) {
 		count(DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_DROP_POLICY, skb->len);
 		return TC_ACT_SHOT;
 	}
@@ -337,7 +335,7 @@ int from_container(struct __sk_buff *skb)
 	r = enforce(skb, &p, DIR_EGRESS, 0, skb->ifindex, &stack);
 	if (r != TC_ACT_OK || stack || !p.cfg || !(p.cfg->flags & CFG_F_HOST_ROUTING))
 		return r;
-	if (__builtin_memcmp(&daddr, p.f.daddr, 4) || dport != p.f.dport)
+	if (translated)
 		return r; /* a service: translated connections keep the stack path */
 	return host_route(skb, &p);
 }

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Services (IPv4 ClusterIPs): DNAT to a backend on the client's egress path, and the reverse
- * translation of replies (also used for DNS proxy answers, see proxy.h). */
+ * translation of replies (also used for DNS proxy answers, see proxy.h). IPv6 ClusterIPs: lb6.h;
+ * lb_dnat()/lb_revnat() at the end take either family. */
 #ifndef CILIA_LB_H
 #define CILIA_LB_H
 
 #include "maps.h"
+#include "lb6.h"
 
 /* Rewrite the IPv4 address at addr_off and the port at port_off of a TCP/UDP packet, fixing the IP
  * and L4 checksums (a UDP checksum of 0 stays 0). */
@@ -26,7 +28,7 @@ static __always_inline int rewrite4(struct __sk_buff *skb, __u32 l4_off, __u8 pr
 
 /* Service translation on the client's egress path: a packet to a ClusterIP:port gets a backend
  * (the connection's backend, or a random one for a new connection) before conntrack and policy,
- * so policy sees the backend (semantics.md §7). Returns 0 (translated or not a service), -1 drop
+ * so policy sees the backend (semantics.md §7). Returns 1 translated, 0 not a service, -1 drop
  * (a service without backends, or a failed rewrite). */
 static __always_inline int lb4_dnat(struct __sk_buff *skb, struct flow *f)
 {
@@ -76,7 +78,7 @@ static __always_inline int lb4_dnat(struct __sk_buff *skb, struct flow *f)
 	__builtin_memcpy(f->daddr, chosen.addr, 4);
 	f->dport = chosen.port;
 	f->policy_port = bpf_ntohs(chosen.port);
-	return 0;
+	return 1;
 }
 
 /* A reply whose reversed tuple is in ``rev_map`` gets its source rewritten to the address and port
@@ -109,6 +111,22 @@ static __always_inline struct lb4_addr *revnat4(struct __sk_buff *skb, const str
 static __always_inline void lb4_revnat(struct __sk_buff *skb, const struct flow *f)
 {
 	revnat4(skb, f, &cilia_lb4_rev);
+}
+
+/* The service translation of either family (lb4_dnat / lb6_dnat): 1 translated, 0 not a service,
+ * -1 drop. */
+static __always_inline int lb_dnat(struct __sk_buff *skb, struct flow *f)
+{
+	return f->family == 6 ? lb6_dnat(skb, f) : lb4_dnat(skb, f);
+}
+
+/* A conntrack reply's reverse translation, either family. */
+static __always_inline void lb_revnat(struct __sk_buff *skb, const struct flow *f)
+{
+	if (f->family == 6)
+		lb6_revnat(skb, f);
+	else
+		lb4_revnat(skb, f);
 }
 
 #endif

@@ -106,6 +106,9 @@ static __always_inline int proxy_assign(struct __sk_buff *skb, const struct flow
 	bpf_sk_release(sk);
 	if (r < 0)
 		return -1;
+	/* a fresh context pointer: clang may otherwise store through an &skb->mark kept from an
+	 * earlier read, which the verifier refuses (dereference of modified ctx ptr) */
+	asm volatile("" : "+r"(skb));
 	skb->mark = CILIA_MARK_TO_PROXY;
 	return 0;
 }

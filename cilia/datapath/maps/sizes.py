@@ -19,6 +19,9 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     lb.MAP: (lb.KEY_SIZE, lb.VALUE_SIZE),
     lb.CT_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
     lb.REV_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
+    lb.MAP6: (lb.KEY6_SIZE, lb.VALUE6_SIZE),
+    lb.CT_MAP6: (lb.TUPLE6_SIZE, lb.ADDR6_SIZE),
+    lb.REV_MAP6: (lb.TUPLE6_SIZE, lb.ADDR6_SIZE),
     dns.MAP: (4, lb.ADDR_SIZE),
     dns.REV_MAP: (lb.TUPLE_SIZE, lb.ADDR_SIZE),
 }
