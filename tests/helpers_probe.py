@@ -17,7 +17,7 @@ import time
 def one_round(targets: list[tuple[str, int]], wait: float) -> list[bool]:
     socks = []
     for host, port in targets:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.connect_ex((host, port))
         socks.append(s)

@@ -1,18 +1,24 @@
 """eBPF host routing on real packets: pod to pod on one node goes from the source's program straight
 into the destination's namespace (the destination's host veth transmits nothing), the destination's
 ingress policy still decides (drops with its endpoint, device and rule), replies pass through
-conntrack; with host routing off the same traffic takes the host's stack."""
+conntrack; with host routing off the same traffic takes the host's stack. The same for IPv6 (the
+pods' 2001:2:: twins), with a real-packet differential against cilia.datapath.sim on that path."""
 
 from __future__ import annotations
 
+import random
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from helpers_bpf import private_datapath
-from helpers_netns import GATEWAY, Pod, routed_pods
+from helpers_netns import GATEWAY, Pod, probe, routed_pods
+from test_bpf_netns import PORTS, random_ingress
 
+from cilia.datapath import sim
 from cilia.datapath.bpf.sync import Datapath
+from cilia.datapath.dualstack import ipv6_of
 from cilia.datapath.maps.config import DatapathConfig
 from cilia.datapath.maps.events import PolicyEvent
 from cilia.policy.types import Direction, Entry, Key, RuleRef
@@ -35,7 +41,8 @@ BACKEND = {Key(FRONT, ING, TCP, PORT, 16): Entry(False, ref("hr-front")),
            Key(OTHER, ING, TCP, PORT, 16): Entry(True, ref("hr-deny-other")), **EGRESS_ALL}
 
 SERVER = ("import socket,sys\n"
-          "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((sys.argv[1],7070))\n"
+          "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((sys.argv[1],7070))\n"
           "s.listen()\n"
           "while True:\n c,_=s.accept()\n while (d:=c.recv(65536)):\n  c.sendall(d)\n c.close()\n")
 # 200 request/response round trips on one connection: "ok" or the error
@@ -58,26 +65,52 @@ def drain(dp: Datapath) -> list[PolicyEvent]:
     return out
 
 
-def talk(client: Pod, server: Pod) -> tuple[str, int]:
+def talk(client: Pod, server: Pod, v6: bool = False) -> tuple[str, int]:
     """(the client's outcome, packets the server's host veth transmitted meanwhile)."""
     before = tx_packets(server.host_if)
-    out = client.run("python3", "-c", CLIENT, server.ip).stdout.strip()
+    out = client.run("python3", "-c", CLIENT, ipv6_of(server.ip) if v6 else server.ip).stdout.strip()
     return out, tx_packets(server.host_if) - before
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def add_ipv6(pods: list[Pod]) -> None:
+    """The pods' IPv6 twins, routed as the lab routes them (cilia.lab.veth): the gateway's /128 on each
+    host veth (forwarding on that device only), the pod's /128 and 2001:2::/48 via the gateway."""
+    gw6 = ipv6_of(GATEWAY)
+    for pod in pods:
+        ip6 = ipv6_of(pod.ip)
+        for key in ("accept_dad", "accept_ra"):
+            sh("ip", "netns", "exec", pod.netns, "sysctl", "-qw", f"net.ipv6.conf.eth0.{key}=0")
+        for key in ("force_forwarding", "forwarding"):  # forwarding: router behaviour, the fib helper's check
+            Path(f"/proc/sys/net/ipv6/conf/{pod.host_if}/{key}").write_text("1\n")
+        sh("ip", "addr", "add", f"{gw6}/128", "dev", pod.host_if, "nodad")
+        sh("ip", "-6", "route", "add", f"{ip6}/128", "dev", pod.host_if)
+        sh("ip", "-n", pod.netns, "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
+        sh("ip", "-n", pod.netns, "-6", "route", "add", f"{gw6}/128", "dev", "eth0")
+        sh("ip", "-n", pod.netns, "-6", "route", "add", "2001:2::/48", "via", gw6, "dev", "eth0")
 
 
 def test_pod_to_pod_bypasses_the_host_and_keeps_policy(tmp_path: Path) -> None:
     with routed_pods(3, first_host=160) as pods, private_datapath(tmp_path) as dp:
         front, back, other = pods
+        add_ipv6(pods)
         dp.upsert_ipcache(f"{GATEWAY}/32", 1)
+        dp.upsert_ipcache(f"{ipv6_of(GATEWAY)}/128", 1)
         for pod, ident in zip(pods, (FRONT, BACK, OTHER), strict=True):
             dp.upsert_ipcache(f"{pod.ip}/32", ident)
+            dp.upsert_ipcache(f"{ipv6_of(pod.ip)}/128", ident)
             dp.attach(pod.ifindex, EPS[ident], ident)
             dp.set_policy(EPS[ident], BACKEND if ident == BACK else EGRESS_ALL)
         back.spawn("python3", "-c", SERVER, back.ip)
-        for _ in range(100):
-            if talk(front, back)[0] == "ok":
-                break
-            time.sleep(0.05)
+        back.spawn("python3", "-c", SERVER, ipv6_of(back.ip))
+        for v6 in (False, True):
+            for _ in range(100):
+                if talk(front, back, v6)[0] == "ok":
+                    break
+                time.sleep(0.05)
         drain(dp)
 
         # allowed: 200 round trips, and the backend's host veth transmitted (almost) none of them:
@@ -96,7 +129,36 @@ def test_pod_to_pod_bypasses_the_host_and_keeps_policy(tmp_path: Path) -> None:
         assert drops and {(e.endpoint_id, e.ifindex, e.direction, dp.rules_for(e.cookie)) for e in drops} == {
             (EPS[BACK], back.ifindex, Direction.INGRESS, ref("hr-deny-other"))}
 
+        # IPv6 likewise: requests and replies host-routed, other's drop decided for back's ingress
+        out, tx = talk(front, back, v6=True)
+        assert out == "ok" and tx < 20, tx
+        before = tx_packets(front.host_if)
+        assert talk(front, back, v6=True)[0] == "ok" and tx_packets(front.host_if) - before < 20
+        assert talk(other, back, v6=True)[0] in ("TimeoutError", "timeout")
+        drops = [e for e in drain(dp) if not e.allowed]
+        assert drops and {(e.dst, e.endpoint_id, e.ifindex, e.direction, dp.rules_for(e.cookie))
+                          for e in drops} == {
+            (ipv6_of(back.ip), EPS[BACK], back.ifindex, Direction.INGRESS, ref("hr-deny-other"))}
+
+        # the real-packet differential on the host-routed IPv6 path: back's ingress from random
+        # policies, decided in the clients' programs, equals the sim's verdict on every port
+        rnd, checked, tx = random.Random(17), 0, tx_packets(back.host_if)
+        try:
+            for _ in range(6):
+                ms = random_ingress(rnd)
+                dp.set_policy(EPS[BACK], ms)
+                for pod, ident in ((front, FRONT), (other, OTHER)):
+                    got = probe(pod, [(ipv6_of(back.ip), port) for port in PORTS], wait_s=0.3)[0]
+                    assert got == [sim.policy_lookup(ms, ident, ING, TCP, port).allowed for port in PORTS], (
+                        ms, ident)
+                    checked += len(PORTS)
+        finally:
+            dp.set_policy(EPS[BACK], BACKEND)
+        assert checked == 72 and tx_packets(back.host_if) - tx < 20
+
         # host routing off: the same traffic goes through the host's stack (and back's to_container)
         dp.config_map.set(DatapathConfig(events_per_sec=1_000_000, host_routing=False))
         out, tx = talk(front, back)
+        assert out == "ok" and tx >= 200, tx
+        out, tx = talk(front, back, v6=True)
         assert out == "ok" and tx >= 200, tx

@@ -40,10 +40,16 @@ def ipv6_available() -> bool:
 
 
 def add_pair(host_ifname: str, namespace: str) -> int:
-    """Create the pair (peer ``eth0`` in ``namespace``), set the host side up; its ifindex."""
+    """Create the pair (peer ``eth0`` in ``namespace``), set the host side up; its ifindex.
+
+    The host side does no duplicate address detection: while its link-local address is tentative
+    (about a second after the pod's side comes up) the node sends no neighbour solicitation from it,
+    so the first IPv6 packets routed to a pod that just started waited a second for the retry."""
     with IPRoute() as ipr:
         ipr.link("add", ifname=host_ifname, kind="veth", peer={"ifname": POD_IFNAME, "net_ns_fd": namespace})
         idx: int = ipr.link_lookup(ifname=host_ifname)[0]
+        with contextlib.suppress(FileNotFoundError):  # IPv6 off on this machine
+            (_CONF6 / host_ifname / "accept_dad").write_text("0\n")
         ipr.link("set", index=idx, state="up")
     return idx
 
@@ -56,7 +62,10 @@ def address_host_side(idx: int, gateway: str, ip: str, ipv6: bool = False) -> No
         ipr.route("add", dst=f"{ip}/32", oif=idx, scope=RT_SCOPE_LINK)
         if ipv6:
             name = ipr.get_links(idx)[0].get_attr("IFLA_IFNAME")
-            (_CONF6 / name / "force_forwarding").write_text("1\n")
+            # force_forwarding: this device's packets are forwarded; forwarding (per device, a
+            # router's behaviour on it) is what bpf_fib_lookup checks before eBPF host routing
+            for key in ("force_forwarding", "forwarding"):
+                (_CONF6 / name / key).write_text("1\n")
             ipr.addr("add", index=idx, address=ipv6_of(gateway), prefixlen=128, flags=IFA_F_NODAD)
             ipr.route("add", dst=f"{ipv6_of(ip)}/128", oif=idx, family=socket.AF_INET6)
 

@@ -34,6 +34,9 @@
 #ifndef AF_INET
 #define AF_INET 2
 #endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
 
 static __always_inline int drop_outside_lab(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
 {
@@ -248,19 +251,25 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	return TC_ACT_OK;
 }
 
-/* The local endpoint an IPv4 packet is routed to, by the host's own routing table (the lab's /32
- * route per pod and the neighbour entry of its eth0), never by anything the pod sent: 1 with the
- * device, the next hop's MACs and the endpoint filled; 0 when it is not a ready endpoint of this
- * node (another node, the world, a guard-only device, an unresolved neighbour). */
-static __always_inline int hop_lookup4(struct __sk_buff *skb, const struct flow *f, struct bpf_fib_lookup *fib,
-				       struct endpoint_value **ep)
+/* The local endpoint a packet is routed to, by the host's own routing table (the lab's /32 or
+ * /128 route per pod and the neighbour entry of its eth0), never by anything the pod sent: 1 with
+ * the device, the next hop's MACs and the endpoint filled; 0 when it is not a ready endpoint of
+ * this node (another node, the world, a guard-only device, an unresolved neighbour). */
+static __always_inline int hop_lookup(struct __sk_buff *skb, const struct flow *f, struct bpf_fib_lookup *fib,
+				      struct endpoint_value **ep)
 {
 	__u32 ifindex;
 
-	fib->family = AF_INET;
 	fib->ifindex = skb->ifindex;
-	__builtin_memcpy(&fib->ipv4_src, f->saddr, 4);
-	__builtin_memcpy(&fib->ipv4_dst, f->daddr, 4);
+	if (f->family == 4) {
+		fib->family = AF_INET;
+		__builtin_memcpy(&fib->ipv4_src, f->saddr, 4);
+		__builtin_memcpy(&fib->ipv4_dst, f->daddr, 4);
+	} else {
+		fib->family = AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, f->saddr, 16);
+		__builtin_memcpy(fib->ipv6_dst, f->daddr, 16);
+	}
 	if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return 0;
 	ifindex = fib->ifindex;
@@ -270,23 +279,33 @@ static __always_inline int hop_lookup4(struct __sk_buff *skb, const struct flow 
 	return *ep && ((*ep)->flags & EP_F_POLICY_READY) && (*ep)->ep_id < GUARD_EP_MIN;
 }
 
-/* Forward as the host's stack would (the next hop's MACs, TTL - 1), into the peer's namespace;
- * TC_ACT_OK (the stack path) when the TTL runs out. */
-static __always_inline int hop_redirect4(struct __sk_buff *skb, const struct bpf_fib_lookup *fib)
+/* Forward as the host's stack would (the next hop's MACs, TTL or hop limit - 1), into the peer's
+ * namespace; TC_ACT_OK (the stack path) when the TTL runs out. */
+static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow *f,
+					const struct bpf_fib_lookup *fib)
 {
 	__be16 old, new;
-	__u8 *b = (__u8 *)&new;
+	__u8 *b = (__u8 *)&new, hop;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &old, 2) < 0)
-		return TC_ACT_OK;
-	new = old;
-	if (b[0] <= 1)
-		return TC_ACT_OK; /* the stack answers with ICMP time exceeded */
-	b[0] -= 1;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2) < 0 ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &new, 2, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0) < 0)
-		return TC_ACT_SHOT; /* half rewritten: not forwarded in an undefined state */
+	if (f->family == 6) { /* the hop limit; IPv6 has no header checksum */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 7, &hop, 1) < 0 || hop <= 1)
+			return TC_ACT_OK; /* the stack answers with ICMPv6 time exceeded */
+		hop -= 1;
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hop, 1, 0) < 0)
+			return TC_ACT_SHOT;
+	} else {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &old, 2) < 0)
+			return TC_ACT_OK;
+		new = old;
+		if (b[0] <= 1)
+			return TC_ACT_OK; /* the stack answers with ICMP time exceeded */
+		b[0] -= 1;
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &new, 2, 0) < 0)
+			return TC_ACT_SHOT; /* half rewritten: not forwarded in an undefined state */
+	}
+	if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0) < 0)
+		return TC_ACT_SHOT;
 	return bpf_redirect_peer(fib->ifindex, 0);
 }
 
@@ -294,7 +313,7 @@ static __always_inline int hop_redirect4(struct __sk_buff *skb, const struct bpf
  * node, the destination's ingress (conntrack, policy, events, metrics, audit) is decided here, as
  * its to_container would, and an allowed packet goes straight into its namespace. Whatever needs
  * the host (a proxy on either side, the DNS proxy, a service, an endpoint not ready) takes the
- * stack path, where to_container decides it. IPv4 only. */
+ * stack path, where to_container decides it. IPv4 and IPv6 alike. */
 static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
 {
 	struct bpf_fib_lookup fib = {};
@@ -302,7 +321,7 @@ static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
 	struct pkt q;
 	int stack = 0, r;
 
-	if (p->f.family != 4 || p->ep->ep_id >= GUARD_EP_MIN || !hop_lookup4(skb, &p->f, &fib, &dst) || !dst)
+	if (p->ep->ep_id >= GUARD_EP_MIN || !hop_lookup(skb, &p->f, &fib, &dst) || !dst)
 		return TC_ACT_OK;
 	q.f = p->f;
 	q.cfg = p->cfg;
@@ -312,7 +331,7 @@ static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
 		return TC_ACT_OK;
 	if (r != TC_ACT_OK || stack)
 		return r;
-	return hop_redirect4(skb, &fib);
+	return hop_redirect(skb, &p->f, &fib);
 }
 
 SEC("tc")
