@@ -6,6 +6,7 @@ pods' 2001:2:: twins), with a real-packet differential against cilia.datapath.si
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers_bpf import private_datapath
-from helpers_netns import GATEWAY, Pod, probe, routed_pods
+from helpers_netns import GATEWAY, Pod, probe_cmd, routed_pods
 from test_bpf_netns import PORTS, random_ingress
 
 from cilia.datapath import sim
@@ -147,8 +148,11 @@ def test_pod_to_pod_bypasses_the_host_and_keeps_policy(tmp_path: Path) -> None:
             for _ in range(6):
                 ms = random_ingress(rnd)
                 dp.set_policy(EPS[BACK], ms)
-                for pod, ident in ((front, FRONT), (other, OTHER)):
-                    got = probe(pod, [(ipv6_of(back.ip), port) for port in PORTS], wait_s=0.3)[0]
+                targets = [(ipv6_of(back.ip), port) for port in PORTS]
+                probers = [(ident, pod.spawn(*probe_cmd(targets, wait_s=0.3)))  # both clients at once
+                           for pod, ident in ((front, FRONT), (other, OTHER))]
+                for ident, proc in probers:
+                    got = json.loads(proc.communicate(timeout=30)[0])[0]
                     assert got == [sim.policy_lookup(ms, ident, ING, TCP, port).allowed for port in PORTS], (
                         ms, ident)
                     checked += len(PORTS)
