@@ -94,7 +94,10 @@ class GuardDevices:
             if ifx in have and ifx in self._attached:
                 continue
             eid = have.get(ifx) or next(free)
+            # the empty policy first, so that the device is ready from its first packet: attached
+            # before it, the node's first packets on its underlay (an MLD report, a reply to the
+            # agent's store connection) were "policy not ready" drops that no policy decided
+            dp.set_policy(eid, {})
             dp.attach(ifx, eid, identity, flags=EndpointFlags(0))  # no ENFORCE_*: the guard only
-            dp.set_policy(eid, {})  # empty policy: marks it ready
             self._attached.add(ifx)
             log.info("datapath guard on %s (ifindex %d, endpoint %d)", name, ifx, eid)

@@ -60,6 +60,10 @@ static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const 
 	r = parse(skb, &p->f);
 	if (r == 0)
 		return TC_ACT_OK; /* ARP and other non-IP */
+	/* like ARP, also before the endpoint is known or ready: a link's first MLD report or
+	 * neighbour solicitation would otherwise be a policy drop that no policy decided */
+	if (r > 0 && ipv6_link_control(&p->f))
+		return TC_ACT_OK;
 	p->cfg = bpf_map_lookup_elem(&cilia_config, &zero);
 	p->ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
 	if (!p->ep) {
@@ -74,8 +78,6 @@ static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const 
 		emit(skb, p->cfg, p->ep->ep_id, 0, 0, dir, &p->f, &v, EV_F_NOT_READY);
 		return TC_ACT_SHOT;
 	}
-	if (ipv6_link_control(&p->f))
-		return TC_ACT_OK;
 	if (outside_lab(&p->f))
 		return drop_outside_lab(skb, p, dir);
 	return CONTINUE;
