@@ -150,3 +150,46 @@ def test_k8s_service_selector_matches_the_service_labels(node: Node, tmp_path: P
     infos = service_infos(analyse_paths([str(path)]).cluster)
     assert [(i.name, dict(i.labels), i.backend_ips) for i in infos] == [
         ("ext", {"tier": "external"}, ("198.19.0.6", "198.19.0.5"))]
+
+
+def test_dual_stack_and_ipv6_services(node: Node) -> None:
+    """PreferDualStack/RequireDualStack get an IPv4 and an IPv6 ClusterIP (IPv6 from the lab's
+    2001:2:0:ff::/120), SingleStack IPv6 one IPv6 ClusterIP, the stored spec filled in as the API
+    server does; an IPv6 frontend's backends are the IPv6 Endpoints addresses; a family dropped
+    from a Service releases its address; AAAA answers for the Service name."""
+    from cilia.lab import dns
+
+    ports = [{"port": 443, "targetPort": 8443}]
+    dual = service("dual", {"ipFamilyPolicy": "PreferDualStack", "ports": ports})
+    six = service("six", {"ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv6"], "ports": ports})
+    eps = [{"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": n, "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": "198.19.0.6"}, {"ip": "2001:2::c613:6"}],
+                         "ports": [{"port": 8443}]}]} for n in ("dual", "six")]
+    node.put(dual, six, *eps)
+    rec = node.store.get(Kind.SERVICES.key("default", "dual"))
+    assert rec is not None
+    spec = rec.value["spec"]
+    assert (spec["clusterIP"], spec["clusterIPs"], spec["ipFamilies"], spec["ipFamilyPolicy"]) == (
+        "198.18.255.1", ["198.18.255.1", "2001:2:0:ff::1"], ["IPv4", "IPv6"], "PreferDualStack")
+    assert node.table() == [
+        {"namespace": "default", "name": "dual", "clusterIP": "198.18.255.1",
+         "clusterIPs": ["198.18.255.1", "2001:2:0:ff::1"], "ports": [
+             {"port": 443, "protocol": "TCP", "targetPort": "8443", "backends": ["198.19.0.6:8443"]},
+             {"clusterIP": "2001:2:0:ff::1", "port": 443, "protocol": "TCP", "targetPort": "8443",
+              "backends": ["[2001:2::c613:6]:8443"]}]},
+        {"namespace": "default", "name": "six", "clusterIP": "2001:2:0:ff::2", "ports": [
+            {"port": 443, "protocol": "TCP", "targetPort": "8443", "backends": ["[2001:2::c613:6]:8443"]}]},
+    ]
+    assert node.stored_cluster_ip("six") == "2001:2:0:ff::2"
+    names = {"dual.default": ["198.18.255.1", "2001:2:0:ff::1"], "six.default": ["2001:2:0:ff::2"]}
+    for name, qtype, want in (("dual", dns.TYPE_A, ["198.18.255.1"]),
+                              ("dual", dns.TYPE_AAAA, ["2001:2:0:ff::1"]),
+                              ("six", dns.TYPE_A, []), ("six", dns.TYPE_AAAA, ["2001:2:0:ff::2"])):
+        reply = dns.answer(dns.query(7, f"{name}.default.svc.cluster.local", qtype), {}, services=names)
+        assert reply is not None and [a for _, a, _ in dns.parse(reply).answers] == want, (name, qtype)
+    # back to IPv4 only: the IPv6 ClusterIP is released and the frontend goes
+    node.put(service("dual", {"ipFamilyPolicy": "SingleStack", "clusterIP": "198.18.255.1", "ports": ports}))
+    assert [r["name"] for r in node.table()] == ["dual", "six"]
+    assert node.table()[0]["ports"] == [
+        {"port": 443, "protocol": "TCP", "targetPort": "8443", "backends": ["198.19.0.6:8443"]}]
+    assert "2001:2:0:ff::1" not in ClusterIPs(node.store, "IPv6").allocations()

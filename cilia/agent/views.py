@@ -179,12 +179,15 @@ def deployments_table(
     return Table(headers, tuple(rows))
 
 
-def services_table(services: Sequence[Record], *, all_namespaces: bool = False) -> Table:
+def services_table(services: Sequence[Record], *, all_namespaces: bool = False, wide: bool = False) -> Table:
+    """kubectl's Service columns; ``wide`` also shows every ClusterIP of a dual-stack Service
+    (``spec.clusterIPs``) and its IP families."""
     headers = (
         *(("NAMESPACE",) if all_namespaces else ()),
         "NAME",
         "TYPE",
         "CLUSTER-IP",
+        *(("CLUSTER-IPS", "IP-FAMILIES") if wide else ()),
         "PORT(S)",
         "SELECTOR",
     )
@@ -201,6 +204,8 @@ def services_table(services: Sequence[Record], *, all_namespaces: bool = False) 
                 rec.key.name,
                 spec.get("type", "ClusterIP"),
                 spec.get("clusterIP", "<none>"),
+                *((",".join(spec.get("clusterIPs") or [spec.get("clusterIP") or "<none>"]),
+                   ",".join(spec.get("ipFamilies") or []) or "<none>") if wide else ()),
                 ports,
                 _labels_text(spec.get("selector")),
             )

@@ -138,6 +138,9 @@ class ServiceSpecModel(Lenient):
     selector: dict[str, str] | None = None
     ports: list[ServicePortSpec] | None = None
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
+    cluster_ips: list[str] | None = Field(default=None, alias="clusterIPs")
+    ip_families: list[str] | None = Field(default=None, alias="ipFamilies")
+    ip_family_policy: str | None = Field(default=None, alias="ipFamilyPolicy")
     type: str | None = None
 
 
@@ -313,6 +316,24 @@ class Service:
     cluster_ip: str | None = None
     source: Source = field(default=_NO_SOURCE, compare=False)
     labels: tuple[tuple[str, str], ...] = ()  # the Service object's own labels (k8sServiceSelector)
+    cluster_ips: tuple[str, ...] = ()  # spec.clusterIPs (primary family first)
+    ip_families: tuple[str, ...] = ()  # spec.ipFamilies as written
+    ip_family_policy: str | None = None
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The IP families the Service has (primary first), as the API server decides them
+        (:mod:`cilia.k8s.ipfamilies`)."""
+        from cilia.k8s.ipfamilies import resolve
+
+        ips = self.cluster_ips or ((self.cluster_ip,) if self.cluster_ip else ())
+        return resolve(self.ip_family_policy, self.ip_families, ips)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The ClusterIPs the manifests give (``clusterIPs``, else ``clusterIP``; none for headless)."""
+        ips = self.cluster_ips or ((self.cluster_ip,) if self.cluster_ip else ())
+        return tuple(ip for ip in ips if ip and ip != "None")
 
 
 @dataclass(frozen=True)
@@ -573,9 +594,12 @@ def service_from(model: ServiceModel, source: Source) -> Service:
         namespace=model.metadata.namespace or DEFAULT_NAMESPACE,
         selector=_pairs(spec.selector) if spec.selector is not None else None,
         ports=tuple(ServicePort(p.name, p.port, p.target_port, p.protocol.upper()) for p in spec.ports or ()),
-        cluster_ip=spec.cluster_ip,
+        cluster_ip=spec.cluster_ip or ((spec.cluster_ips or [None])[0]),
         source=source,
         labels=_pairs(model.metadata.labels),
+        cluster_ips=tuple(spec.cluster_ips or ()),
+        ip_families=tuple(spec.ip_families or ()),
+        ip_family_policy=spec.ip_family_policy,
     )
 
 

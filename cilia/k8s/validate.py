@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from cilia.k8s import api, cidrgroup, securitycontext
+from cilia.k8s import api, cidrgroup, ipfamilies, securitycontext
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.duplicates import duplicate_warnings
 from cilia.k8s.errors import Error, ValidationReport
@@ -189,6 +189,7 @@ def _workload_errors(doc: Document) -> list[Error]:
         cluster_ip = spec.get("clusterIP") if isinstance(spec, dict) else None
         if isinstance(cluster_ip, str) and cluster_ip not in ("", "None"):
             errors += _ip_errors(doc, ("spec", "clusterIP"), cluster_ip)
+        errors += [_error(doc, path, m) for path, m in ipfamilies.findings(spec)]
         return errors
     elif doc.kind in ("Endpoints", "EndpointSlice"):
         return [e for path, ip in _endpoint_ips(data) for e in _ip_errors(doc, path, ip)]

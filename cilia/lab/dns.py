@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +108,10 @@ def add_record(run_dir: Path, name: str, ip: str, ttl: int | None = None) -> dic
 
 
 def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | None = None,
-           services: Mapping[str, str] | None = None) -> bytes | None:
+           services: Mapping[str, str | Sequence[str]] | None = None) -> bytes | None:
     """The response to one query message (None for something that is not a query). ``services``:
-    ``name.namespace`` → ClusterIP, answered under ``name.namespace.svc.cluster.local``."""
+    ``name.namespace`` → ClusterIPs, answered under ``name.namespace.svc.cluster.local`` (A: the
+    IPv4 one, AAAA: the IPv6 one of a dual-stack or IPv6 Service)."""
     try:
         msg = parse(data)
     except DnsFormatError:
@@ -122,7 +123,7 @@ def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | No
     ttl = (ttls or {}).get(qname, DEFAULT_TTL)
     twins = True  # a world host's IPv4 address has its IPv6 twin (cilia.datapath.dualstack)
     if addrs is None:
-        addrs, ttl, twins = service_addresses(qname, services or {}), SERVICE_TTL, False  # IPv4 Services
+        addrs, ttl, twins = service_addresses(qname, services or {}), SERVICE_TTL, False  # own ClusterIPs
     if addrs is None:
         return response(msg, [], RCODE_NXDOMAIN)
     if msg.question.qtype == TYPE_A:
@@ -134,13 +135,14 @@ def answer(data: bytes, records: dict[str, list[str]], ttls: dict[str, int] | No
     return response(msg, [], ttl=ttl)
 
 
-def service_addresses(name: str, services: Mapping[str, str]) -> list[str] | None:
-    """The A records of a ``NAME.NAMESPACE.svc.cluster.local`` name (None: NXDOMAIN)."""
+def service_addresses(name: str, services: Mapping[str, str | Sequence[str]]) -> list[str] | None:
+    """The ClusterIPs of a ``NAME.NAMESPACE.svc.cluster.local`` name (None: NXDOMAIN)."""
     suffix = f".svc.{CLUSTER_DOMAIN}"
     if not name.endswith(suffix):
         return None
-    ip = services.get(name[: -len(suffix)])
-    return [ip] if ip else None
+    ips = services.get(name[: -len(suffix)])
+    ips = [ips] if isinstance(ips, str) else list(ips or ())
+    return [ip for ip in ips if ip and ip != "None"] or None
 
 
 def write_store_description(run_dir: Path, store: Store) -> None:
@@ -170,17 +172,23 @@ def _open_described_store(path: Path) -> Store | None:
     return None
 
 
+def _cluster_ips(spec: Mapping[str, Any]) -> list[str]:
+    """A stored Service's ClusterIPs: ``clusterIPs`` (dual stack), else ``clusterIP``."""
+    ips = spec.get("clusterIPs") or [spec.get("clusterIP") or ""]
+    return [str(ip) for ip in ips if ip]
+
+
 class ServiceNames:
-    """``name.namespace`` → ClusterIP of every Service in the store, re-read at most once a second."""
+    """``name.namespace`` → ClusterIPs of every Service in the store, re-read at most once a second."""
 
     def __init__(self, description: Path) -> None:
         self.description = description
         self._store: Store | None = None
-        self._names: dict[str, str] = {}
+        self._names: dict[str, list[str]] = {}
         self._read_at = -SERVICES_REFRESH_S
         self._lock = threading.Lock()
 
-    def get(self) -> dict[str, str]:
+    def get(self) -> dict[str, list[str]]:
         with self._lock:
             if time.monotonic() - self._read_at >= SERVICES_REFRESH_S:
                 self._read_at = time.monotonic()
@@ -189,8 +197,7 @@ class ServiceNames:
                         self._store = _open_described_store(self.description)
                     if self._store is not None:
                         self._names = {
-                            f"{r.key.name}.{r.key.namespace}".lower(): str((r.value.get("spec") or {})
-                                                                           .get("clusterIP") or "")
+                            f"{r.key.name}.{r.key.namespace}".lower(): _cluster_ips(r.value.get("spec") or {})
                             for r in self._store.list(Kind.SERVICES)
                         }
                 except Exception as e:  # the store is down: keep the last names, say so

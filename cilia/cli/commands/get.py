@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
                     recs, pods, endpoints, all_namespaces=all_namespaces, wide=wide
                 )
             elif skind is Kind.SERVICES:
-                table = views.services_table(recs, all_namespaces=all_namespaces)
+                table = views.services_table(recs, all_namespaces=all_namespaces, wide=wide)
             elif skind in (Kind.CNP, Kind.CCNP, Kind.KNP):
                 table = views.policies_table(recs, all_namespaces=all_namespaces, wide=wide)
             else:

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"{'SERVICE':<32} {'FRONTEND':<28} BACKENDS")
         for r in rows:
             for p in r["ports"]:
-                front = f"{r['clusterIP']}:{p['port']}/{p['protocol']}"
+                ip = p.get("clusterIP", r["clusterIP"])  # a dual-stack Service's IPv6 frontend: its own
+                front = f"{f'[{ip}]' if ':' in ip else ip}:{p['port']}/{p['protocol']}"
                 console.print(f"{r['namespace'] + '/' + r['name']:<32} {front:<28} "
                               f"{', '.join(p['backends']) or '<none>'}")
