@@ -1,5 +1,5 @@
-"""``cilia validate`` through the fast path (no typer) prints and exits exactly as the typer command;
-what the fast path does not parse goes to typer."""
+"""``cilia validate`` and ``cilia trace`` through the fast path (no typer) print and exit exactly as the
+typer commands; what the fast path does not parse goes to typer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 
 from cilia.cli import fastpath
 from tests.conftest import REPO
-from tests.helpers_analyze import run_cli
+from tests.helpers_analyze import files_args, run_cli
+from tests.test_cli_peer_names import TRACES
+from tests.test_cli_trace import CASES as TRACE_CASES
 
 S = "examples/seed/"
 CASES = [
@@ -17,6 +19,26 @@ CASES = [
     ["validate", "-f", S + "deny-a-to-b.yaml", "--fix"],
     ["validate", "-f", S, "-R", "--exclude", "expect*", "--strict", "--output", "yaml"],
     ["validate", "-f", S + "app-a.yaml", "--enable-node-selector-labels", "-f", "no-such.yaml"],
+    # trace: every golden question, text and json; kubectl names, labels, every port class
+    *(["trace", *files_args(sc), "--from", a, "--to", b, "--port", port, *o]
+      for _, sc, a, b, port, _ in TRACE_CASES for o in ([], ["-o", "json"])),
+    *(["trace", "-f", "tests/inputs/peers/cluster.yaml", *args.split()] for _, args, _ in TRACES),
+    ["trace", "--filename=tests/inputs/peers/cluster.yaml", "-nprod", "--from=deploy/frontend", "--to",
+     "svc/api", "-otable", "--no-state"],
+    ["trace", "-f", S, "-R", "--exclude", "expect*", "--from", "deployment:default/app-a", "--to",
+     "entity:world", "--port", "80", "--enforcement-mode", "always", "--allow-localhost", "policy"],
+    ["trace", *files_args("story"), "--from", "entity:host", "--to", "default/app-a-frontend", "--port",
+     "22/TCP", "--allow-localhost", "policy", "--enable-node-selector-labels", "--state-dir", "/nonexistent"],
+    # bad input found while running: the same messages, exit 2
+    ["trace", *files_args("story"), "--from", "default/nope", "--to", "entity:world", "--port", "80/TCP"],
+    ["trace", *files_args("story"), "--from", "entity:world", "--to", "entity:host", "--port", "80/GRE"],
+    ["trace", "-f", S + "deny-a-to-b.yaml", "--from", "entity:world", "--to", "entity:host"],
+    ["trace", "-f", "no-such.yaml", "--from", "entity:world", "--to", "entity:host"],
+    ["trace", *files_args("story"), "-n", "default", "-A", "--from-labels", "app", "--to", "entity:world"],
+    ["trace", *files_args("story"), "--from-namespace", "x", "--to", "entity:world", "--from", "default/y"],
+    ["trace", *files_args("story"), "--from", "entity:world", "--to", "entity:host", "--http-header", "x"],
+    ["trace", *files_args("story"), "--no-state", "--state-dir", "/tmp", "--from", "entity:world", "--to",
+     "entity:host"],
 ]
 
 
@@ -41,6 +63,15 @@ def test_fast_path_is_the_typer_command(
         ["validate", "-f", S, "-o", "csv"],
         ["validate", "-f"],
         ["lint", "-f", S],
+        ["trace", "--from", "entity:world", "--to", "entity:host"],  # no -f: typer names it
+        ["trace", "-f", S, "-h"],
+        ["trace", "-f", S, "-o", "yaml", "--from", "entity:world", "--to", "entity:host"],
+        ["trace", "-f", S, "-n", "Not_A_Label", "--from", "a", "--to", "b"],
+        ["trace", "-f", S, "--enforcement-mode", "ALWAYS", "--from", "a", "--to", "b"],
+        ["trace", "-f", S, "--from", "--to", "b"],
+        ["trace", "-f", S, "-An", "x", "--from", "a", "--to", "b"],
+        ["trace", "-f", S, "--no-state=1", "--from", "a", "--to", "b"],
+        ["trace", "-f", S, "extra", "--from", "a", "--to", "b"],
     ],
 )
 def test_what_the_fast_path_leaves_to_typer(argv: list[str]) -> None:

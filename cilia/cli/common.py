@@ -38,21 +38,12 @@ OutputOpt = Annotated[Output, typer.Option("-o", "--output", help="text | json")
 OutputStrOpt = Annotated[str, typer.Option("-o", "--output", help="text | json")]  # compared as text
 ExecArgs = Annotated[list[str], typer.Argument(help="Command and arguments, after --.")]
 
-_CONSOLES: dict[str, Console] = {}
-
 
 def _console(name: str) -> Console:
-    """``console`` (stdout) or ``err_console`` (stderr), made when first used: importing rich's console
-    costs start-up that commands printing plain text (validate, lint) need not pay."""
-    if name not in _CONSOLES:
-        from rich.console import Console
+    """``console`` (stdout) or ``err_console`` (stderr): :func:`cilia.cli.consoles.get`."""
+    from cilia.cli import consoles
 
-        _CONSOLES[name] = (
-            Console(soft_wrap=True, highlight=False)
-            if name == "console"
-            else Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
-        )
-    return _CONSOLES[name]
+    return consoles.get(name)
 
 
 def __getattr__(name: str) -> Any:
@@ -156,10 +147,9 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` on stderr; the exit to raise (``raise fail(...)``)."""
-    from rich.markup import escape
+    from cilia.cli.consoles import print_error
 
-    # the message as written, [x] and all
-    _console("err_console").print(f"[red]error:[/red] {escape(message)}")
+    print_error(message)
     return typer.Exit(code)
 
 

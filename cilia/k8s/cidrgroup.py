@@ -28,13 +28,13 @@ CILIUM_LABEL_PREFIX = "io.cilium.k8s"
 
 
 class CIDRGroupSpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     external_cidrs: list[str] = Field(alias="externalCIDRs")
 
 
 class CIDRGroupModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
     api_version: str = Field(alias="apiVersion")
     kind: str

@@ -1,25 +1,22 @@
 """Options and error handling shared by the offline analysis commands (trace, connectivity, verify,
-lint). No ``register``: this module adds no command of its own."""
+lint), as typer declares them; what they do once parsed is :mod:`cilia.cli.analysing` (re-exported
+here). No ``register``: this module adds no command of its own."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
-from cilia.analyze.cluster import AllowLocalhost, Analysis, EnforcementMode, Options, analyse_paths
-from cilia.analyze.learned import NodeDns, NodeStateError
-from cilia.analyze.peers import PeerError
+from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
 from cilia.cli import common
-from cilia.cli.render import print_errors, print_warnings
-from cilia.k8s.errors import Error, ManifestError
+from cilia.cli.analysing import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, guarded, load, node_dns
 
-EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+__all__ = [
+    "EXIT_BAD_INPUT", "EXIT_FAIL", "EXIT_OK", "Files", "LocalNode", "Localhost", "Mode", "NoState",
+    "NodeSelectorLabels", "StateDir", "fail", "guarded", "load", "node_dns",
+]
 
 Files = Annotated[
     list[str],
@@ -60,57 +57,10 @@ NoState = Annotated[
     typer.Option("--no-state", help="Read no node state: nothing learned from DNS, toFQDNs select nothing."),
 ]
 
-T = TypeVar("T")
-
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """:func:`cilia.cli.common.fail`, exiting 2 (bad input) unless told otherwise."""
     return common.fail(message, code)
-
-
-def guarded(action: Callable[[], T]) -> T:
-    """Run ``action``; turn bad input (unreadable/invalid manifests, unknown peers) into exit 2 with
-    the problems on stderr."""
-    try:
-        return action()
-    except ManifestError as exc:
-        sys.stderr.write("error: the manifests cannot be analysed as they are:\n")
-        print_errors(exc.errors, sys.stderr)
-        if not exc.unreadable:
-            fixable = any(e.path.rsplit(".", 1)[-1] == "deny" for e in exc.errors)  # a deny: key is there
-            sys.stderr.write(
-                "(real Cilium would refuse these objects"
-                + ("; `cilia validate --fix` corrects deny:)\n" if fixable else ")\n")
-            )
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except Error as exc:
-        print_errors([exc], sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except (PeerError, NodeStateError) as exc:
-        raise fail(str(exc)) from None
-
-
-class _NodeStateDns(NodeDns):
-    """A node's DNS answers whose state directory is resolved on first use: most questions need
-    none, and the agent's configuration module (with the store's) costs start-up (issue 15)."""
-
-    def __init__(self, given: Path | None) -> None:  # not NodeDns.__init__: it would set state_dir
-        self.now = time.time()
-        self._given = given
-
-    @cached_property
-    def state_dir(self) -> Path | None:  # type: ignore[override]
-        from cilia.agent.config import AgentConfig
-
-        return AgentConfig.resolve(self._given).state_dir
-
-
-def node_dns(state_dir: Path | None, no_state: bool) -> NodeDns:
-    """What the node learned from DNS answers: its state directory resolved as the node commands
-    do (flag, env, default), read only when a question needs it."""
-    if no_state and state_dir is not None:
-        raise fail("--no-state and --state-dir contradict each other: give one")
-    return NodeDns(None) if no_state else _NodeStateDns(state_dir)
 
 
 LocalNode = Annotated[
@@ -122,17 +72,3 @@ LocalNode = Annotated[
         "on it, connectivity's host row is its host endpoint (default: the only Node).",
     ),
 ]
-
-
-def load(
-    files: list[str],
-    mode: EnforcementMode,
-    localhost: AllowLocalhost,
-    dns: NodeDns | None = None,
-    node_selector_labels: bool = False,
-    local_node: str = "",
-) -> Analysis:
-    options = Options(mode, localhost, node_selector_labels=node_selector_labels, local_node=local_node)
-    analysis = guarded(lambda: analyse_paths(files, options, dns=dns))
-    print_warnings(analysis.cluster.warnings)  # documents replaced by later ones of the same name
-    return analysis

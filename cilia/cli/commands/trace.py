@@ -1,20 +1,14 @@
-"""``cilia trace``: can A reach B on a port, and which rule decided it. A thin face over
-:mod:`cilia.analyze.trace`."""
+"""``cilia trace``: can A reach B on a port, and which rule decided it. The options as typer declares
+them; what the command does is :mod:`cilia.cli.tracing` (which the fast path runs too)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from cilia.analyze.cluster import AllowLocalhost, EnforcementMode
-from cilia.analyze.peer_names import DEFAULT_NAMESPACE, LabelQuery, label_query, parse_port_query
-from cilia.analyze.trace import render_text
-from cilia.analyze.trace_query import every_port, render_every_port, side_of, trace_between
 from cilia.cli.commands._analysis import (
-    EXIT_FAIL,
-    EXIT_OK,
     Files,
     Localhost,
     LocalNode,
@@ -22,50 +16,10 @@ from cilia.cli.commands._analysis import (
     NodeSelectorLabels,
     NoState,
     StateDir,
-    fail,
-    guarded,
-    load,
-    node_dns,
 )
 from cilia.cli.common import Output, OutputOpt
 from cilia.cli.nameopts import namespace_option
-from cilia.cli.render import print_json
-from cilia.policy.l7 import L7Request
-
-
-def l7_request(
-    method: str | None,
-    path: str | None,
-    host: str | None,
-    headers: list[str] | None,
-    sni: str | None,
-    dns: str | None = None,
-) -> L7Request | None:
-    """The request the --http-*/--tls-sni/--dns-query options describe (None: none given); a
-    header is ``NAME:VALUE`` (spaces after the colon are dropped)."""
-    if not (method or path or host or headers or sni is not None or dns):
-        return None
-    parsed: dict[str, str] = {}
-    for h in headers or ():
-        name, sep, value = h.partition(":")
-        if not sep or not name.strip():
-            raise fail(f"--http-header {h!r}: expected NAME:VALUE")
-        parsed[name.strip()] = value.strip()
-    return L7Request(method or "", path or "", host or "", parsed, sni, dns)
-
-
-def labels_of(
-    labels: str | None, own_ns: str | None, namespace: str | None, all_namespaces: bool
-) -> LabelQuery | None:
-    """A --from-labels/--to-labels query in its namespace: --from-namespace/--to-namespace, else -n,
-    else every namespace with -A, else default (as kubectl -l)."""
-    if labels is None:
-        if own_ns is not None:
-            raise fail("--from-namespace/--to-namespace go with --from-labels/--to-labels")
-        return None
-    ns = own_ns or namespace or (None if all_namespaces else DEFAULT_NAMESPACE)
-    return guarded(lambda: label_query(labels, ns))
-
+from cilia.cli.tracing import TraceArgs, run_trace
 
 Namespace = Annotated[
     str | None,
@@ -200,32 +154,9 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 allowed (on every port class when --port is omitted), 1 denied (at L4 or by
         a proxy), 2 bad input.
         """
-        if namespace is not None and all_namespaces:
-            raise fail("-n and -A contradict each other: give one")
-        src_labels = labels_of(from_labels, from_namespace, namespace, all_namespaces)
-        dst_labels = labels_of(to_labels, to_namespace, namespace, all_namespaces)
-        query = guarded(lambda: parse_port_query(port)) if port is not None else None
-        request = l7_request(http_method, http_path, http_host, http_header, tls_sni, dns_query)
-        analysis = load(
-            filename,
-            enforcement_mode,
-            allow_localhost,
-            node_dns(state_dir, no_state),
-            node_selector_labels,
-            local_node,
-        )
-        source = guarded(lambda: side_of(analysis, src, src_labels, namespace, "from"))
-        dest = guarded(lambda: side_of(analysis, dst, dst_labels, namespace, "to"))
-        if query is None:
-            answer = guarded(lambda: every_port(analysis, source, dest, request))
-            if output is Output.json:
-                print_json(answer.to_dict())
-            else:
-                sys.stdout.write(render_every_port(answer))
-            raise typer.Exit(EXIT_OK if answer.allowed else EXIT_FAIL)
-        result = guarded(lambda: trace_between(analysis, source, dest, query, request))
-        if output is Output.json:
-            print_json(result.to_dict())
-        else:
-            sys.stdout.write(render_text(result))
-        raise typer.Exit(EXIT_OK if result.allowed else EXIT_FAIL)
+        raise typer.Exit(run_trace(TraceArgs(
+            list(filename), src, dst, port, from_labels, to_labels, from_namespace, to_namespace,
+            namespace, all_namespaces, output.value, enforcement_mode, allow_localhost,
+            node_selector_labels, local_node, state_dir, no_state, http_method, http_path, http_host,
+            http_header, tls_sni, dns_query,
+        )))  # fmt: skip
