@@ -23,6 +23,14 @@ Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale
 (latency) iptables_latency_ratio=iptables/cilia hook_latency_ratio=noop/none
 policy_latency_ratio=cilia/noop floor_latency_ratio=cilia/floor stack_latency_ratio=stack/none
 stack_throughput_ratio=stack/none``. Needs root, iperf3, sockperf, iptables.
+
+CPU idle: by default the run holds ``/dev/cpu_dma_latency`` at 0 (as tuned's latency-performance
+profile does), so an idle vCPU polls instead of halting. On this VM (cpuidle haltpoll with
+``guest_halt_poll_ns=0``) a halted vCPU's wake-up is a hypervisor round trip: on a quiet machine it
+made the p50 of every configuration ~40 us (the floor 40.2 us, against ~4 us when the machine is
+busy), so the ratios measured the wake-up, not the datapath. ``--cpu-idle halt`` measures that way.
+Each round line also gives ``tx`` = packets the two host veths transmitted in the round (eBPF host
+routing bypasses them: ``cilia`` should show ~0, ``stack`` and ``none`` one per packet).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import json
 import os
 import re
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -131,6 +140,25 @@ def floor_pods() -> Iterator[tuple[Pod, Pod]]:
                     p.wait()
         for ns in FLOOR_NS:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def cpu_idle(mode: str) -> Iterator[None]:
+    """``poll``: a PM QoS request of 0 us wake-up latency (kept while the file is open); ``halt``:
+    the machine's default idle."""
+    if mode == "halt":
+        yield
+        return
+    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield
+    finally:
+        os.close(fd)
+
+
+def tx_packets(pods: tuple[Pod, Pod]) -> int:
+    return sum(int(Path(f"/sys/class/net/{p.host_if}/statistics/tx_packets").read_text()) for p in pods)
 
 
 def start_servers(back: Pod) -> None:
@@ -257,13 +285,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--cpu-idle", choices=("poll", "halt"), default="poll",
+                    help="poll: hold /dev/cpu_dma_latency at 0 during the run (default); halt: the VM's idle")
     args = ap.parse_args()
     configs = ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
     roots = {"cilia": "/sys/fs/bpf/cilia/bench-allow/v1", "stack": "/sys/fs/bpf/cilia/bench-stack/v1",
              "scale": "/sys/fs/bpf/cilia/bench-scale/v1"}
     with (tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back),
-          floor_pods() as (floor_a, floor_b)):
+          floor_pods() as (floor_a, floor_b), cpu_idle(args.cpu_idle)):
         dps: dict[str, Datapath] = {}
         noop = None
         links: list[int] = []
@@ -283,7 +313,7 @@ def main() -> None:
             noop = load_noop(Path(tmp))
             time.sleep(0.5)
             ns_per_packet = prog_cost(dps["cilia"], dps["scale"], front, back)
-            print(f"attach mode: {loader.attach_mode()}", flush=True)
+            print(f"attach mode: {loader.attach_mode()}; cpu idle: {args.cpu_idle}", flush=True)
             for rnd in range(args.rounds):
                 # rotate the order each round so that no configuration always runs first after setup
                 for config in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
@@ -302,10 +332,13 @@ def main() -> None:
                     elif config == "iptables":
                         iptables_on(front, back)
                     a, b = (floor_a, floor_b) if config == "floor" else (front, back)
+                    tx = tx_packets((a, b)) if config != "floor" else 0
                     g, lat = iperf(a, b, args.seconds), sockperf(a, b, args.seconds)
+                    tx = tx_packets((a, b)) - tx if config != "floor" else 0
                     results[config]["gbps"].append(g)
                     results[config]["lat_us"].append(lat)
-                    print(f"round {rnd + 1} {config:9s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us", flush=True)
+                    print(f"round {rnd + 1} {config:9s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us  tx {tx}",
+                          flush=True)
         finally:
             for root in roots.values():
                 detach_all([front, back], links, root)
