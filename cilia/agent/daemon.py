@@ -150,12 +150,16 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         # Without the reconciler's lock: plain reads, so status answers during a long reconcile.
+        created, to_create = self.reconciler.pods_progress  # one read: the pair stays consistent
         return {
             "ready": self._ready,
             "pid": os.getpid(),
             "revision": self._processed,
             "caught_up": self._caught_up,
             "endpoints": len(self.reconciler.endpoints),
+            # pods created / to create by the current (or last) pass that creates pods: `cilia up`'s progress
+            "pods_created": created,
+            "pods_to_create": to_create,
             "identities": len(self.reconciler.allocator.identities()),
             "policies": len(self.reconciler.desired.policies),
             "state_dir": str(self.cfg.state_dir),

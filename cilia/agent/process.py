@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cilia.agent.client import AgentAPIError, AgentClient, AgentUnavailable
 from cilia.agent.config import AgentConfig
@@ -71,8 +73,13 @@ def log_tail(cfg: AgentConfig, lines: int = 20) -> str:
         return "(no log)"
 
 
-def start_background(cfg: AgentConfig, timeout: float = 30.0) -> int:
-    """Start the agent detached from this process and wait until it is ready; its pid."""
+def start_background(
+    cfg: AgentConfig, timeout: float = 30.0, progress: Callable[[dict[str, Any]], None] | None = None
+) -> int:
+    """Start the agent detached from this process and wait until it is ready; its pid. ``progress``
+    gets each status the starting agent reports (``pods_created`` of ``pods_to_create``, one step
+    per pod); ``timeout`` counts from the start or from the last pod the agent created, so a node
+    with many pods is not given up while it makes progress."""
     running = read_pid(cfg)
     if running is not None:
         return running
@@ -90,16 +97,23 @@ def start_background(cfg: AgentConfig, timeout: float = 30.0) -> int:
         )  # fmt: skip
     client = AgentClient(cfg.socket_path, timeout=2.0)
     deadline = time.monotonic() + timeout
+    created = 0
     while time.monotonic() < deadline:
         code = proc.poll()
         if code is not None:
             raise AgentStartError(f"the agent exited with code {code}; log {cfg.log_path}:\n{log_tail(cfg)}")
         with contextlib.suppress(AgentUnavailable, AgentAPIError):
-            if client.status().get("ready"):
+            status = client.status()
+            if status.get("ready"):
                 return proc.pid
+            if int(status.get("pods_created", 0)) > created:  # a pod more: the agent is not stuck
+                created = int(status["pods_created"])
+                deadline = time.monotonic() + timeout
+            if progress is not None:
+                progress(status)
         time.sleep(0.05)
     raise AgentStartError(
-        f"the agent was not ready after {timeout:.0f}s; log {cfg.log_path}:\n{log_tail(cfg)}"
+        f"the agent was not ready ({timeout:.0f}s without progress); log {cfg.log_path}:\n{log_tail(cfg)}"
     )
 
 

@@ -124,6 +124,9 @@ class Reconciler:
         self.fqdn = FqdnState()  # addresses the DNS proxy learned (toFQDNs)
         self.policy_delay = PolicyDelay()  # cilium_policy_implementation_delay (cilia.agent.policydelay)
         self.revision = 0  # store revision reconciled so far
+        # (created, to create) by the current or last pass that creates pods, one step per pod: what
+        # `cilia up` shows while the agent starts (read by the API without the lock: one tuple)
+        self.pods_progress: tuple[int, int] = (0, 0)
         # Policy audit mode: the node switch and namespaces from `cilia audit`, and the namespaces
         # whose Namespace object carries the cilia.io/audit annotation.
         self.audit_path = (
@@ -449,13 +452,21 @@ class Reconciler:
             keys = touched | {k for k, (_, here) in self._placement.items()
                               if here and self.endpoints.get(k) is None and k in self.desired.pods}
         releases: list[Labels] = []
-        for pk in sorted(keys):
+        ordered = sorted(keys)
+        creating = sum(  # _mine remembers each pod's placement: the loop below asks it again for free
+            1 for pk in ordered
+            if (p := self._mine(pk)) is not None and not p.host_network and self.endpoints.get(pk) is None
+        )
+        if creating:  # kept after: how the last pass that created pods went
+            self.pods_progress = (0, creating)
+        for pk in ordered:
             pod = self._mine(pk)
             ep = self.endpoints.get(pk)
             if pod is None and ep is not None:
                 releases.append(self._delete_endpoint(ep))
             elif pod is not None and ep is None and not pod.host_network:
-                self._create_endpoint(pk, pod)
+                self._create_endpoint(pk, pod)  # a pod that failed counts too: its attempt is over
+                self.pods_progress = (self.pods_progress[0] + 1, creating)
             elif pod is not None and ep is not None:
                 old = self._relabel(ep, pod)
                 if old is not None:

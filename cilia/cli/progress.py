@@ -1,6 +1,6 @@
 """Progress on long work, drawn only on a terminal: a transient rich progress bar on stderr while many
-manifest files are read, a spinner while many objects are analysed (nothing at all when stderr is
-piped or redirected, so output stays clean)."""
+manifest files are read or a starting agent creates many pods, a spinner while many objects are
+analysed (nothing at all when stderr is piped or redirected, so output stays clean)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 MIN_FILES = 20  # fewer files read in a blink: no bar
 MIN_OBJECTS = 200  # an analysis of fewer objects takes well under a second: no spinner
+MIN_PODS = 10  # a node starting with fewer pods to create is ready in a blink: no bar
 
 
 def wanted(stream: Any = None) -> bool:
@@ -51,6 +52,41 @@ class FileProgress:
 
     def close(self) -> None:
         """Take the bar away (also when reading stopped early)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class PodProgress:
+    """A callable for :func:`cilia.agent.process.start_background`'s ``progress``: a bar of the pods
+    the starting agent reports created (``pods_created`` of ``pods_to_create``, one step per pod it
+    made), once ``MIN_PODS`` or more are to be created. Draws on ``console`` (default stderr) only:
+    give it only where :func:`wanted` says so."""
+
+    def __init__(self, console: Any = None, node: str = "") -> None:
+        self._console = console
+        self._label = f"{node}: creating pods" if node else "creating pods"
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        done, total = int(status.get("pods_created", 0)), int(status.get("pods_to_create", 0))
+        if self._bar is None:
+            if total < MIN_PODS or done >= total:
+                return
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn(self._label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self._console or Console(stderr=True), transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=total)
+        self._bar.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        """Take the bar away (the agent is ready, or failed)."""
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

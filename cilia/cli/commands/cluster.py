@@ -29,6 +29,7 @@ from cilia.agent.cluster import member_configs
 from cilia.agent.config import AgentConfig
 from cilia.agent.leader import holder_of
 from cilia.agent.views import Table
+from cilia.cli import progress
 from cilia.cli.common import RunDirOpt, StateDirOpt, err_console, fail, node_config, open_node_store
 from cilia.datapath.bpf import loader
 from cilia.lab import etcd_keeper, nodes_lab
@@ -83,8 +84,14 @@ def cluster_up(cfg: AgentConfig, nodes: int, endpoints: list[str]) -> dict[str, 
     try:
         for m in member_configs(base):
             m.save()
-            started.append({"node": m.node_name, "pid": process.start_background(m, timeout=60),
-                             "netns": m.netns, "state_dir": str(m.state_dir)})
+            # on a terminal: a bar of the pods each agent reports created
+            bar = progress.PodProgress(node=m.node_name) if progress.wanted() else None
+            try:
+                pid = process.start_background(m, timeout=60, progress=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            started.append({"node": m.node_name, "pid": pid, "netns": m.netns, "state_dir": str(m.state_dir)})
     except process.AgentStartError as e:
         err_console.print(f"[red]error:[/red] {e}")
         cluster_down(base)

@@ -29,6 +29,7 @@ from cilia.cli.common import (
     fail,
     node_config,
 )
+from cilia.cli.progress import PodProgress, wanted
 from cilia.lab.node_setup import open_node, teardown
 
 # The node's settings that both `agent` and `up` take: one list, added to each command by
@@ -150,10 +151,14 @@ def register(app: typer.Typer) -> None:
 
         cfg = node_config(state_dir, run_dir, **flags.overrides())
         already = process.read_pid(cfg)
+        bar = PodProgress() if wanted() else None  # on a terminal: the agent's per-pod reports
         try:
-            pid = process.start_background(cfg)
+            pid = process.start_background(cfg, progress=bar)
         except process.AgentStartError as e:
             raise fail(str(e)) from e
+        finally:
+            if bar is not None:
+                bar.close()
         status = agent_client(cfg).status()
         if output == "json":
             print(
