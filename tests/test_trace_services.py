@@ -193,3 +193,53 @@ spec:
     assert sorted(f["port"] for f in data["flows"]) == [8080, 8080, 8080]  # no translation
     # web-in allows 8080 on every web pod (the canary included): direct, all allowed
     assert [f["allowed"] for f in data["flows"]] == [True, True, True] and code == 0
+
+
+DUAL_STACK = """\
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web6, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  clusterIPs: [198.18.255.21, "2001:2:0:ff::21"]
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db6, namespace: default}
+spec:
+  ipFamilies: [IPv6]
+  clusterIPs: ["2001:2:0:ff::22"]
+  ports: [{port: 5432, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: db6, namespace: default}
+subsets:
+- addresses: [{ip: 198.19.7.7}, {ip: "2001:2::c613:707"}]
+  ports: [{port: 5432, protocol: TCP}]
+"""
+
+
+def test_an_ipv6_cluster_ip_goes_to_the_backends_ipv6_addresses(tmp_path: Path) -> None:
+    """A dual-stack Service's IPv6 ClusterIP: its pods' IPv6 addresses, each decided as its IPv4
+    twin is (identities); an IPv6 single-stack Service's Endpoints: only the IPv6 address, which
+    the client's IPv4 toCIDR does not allow; an unknown address of the IPv6 Service range is refused."""
+    path = tmp_path / "dual.yaml"
+    path.write_text(MANIFESTS + DUAL_STACK)
+    code, out = trace(str(path), "2001:2:0:ff::21", "80/TCP", "-o", "json")
+    data = json.loads(out)
+    assert code == 1 and data["service"]["cluster_ip"] == "2001:2:0:ff::21"
+    v4 = json.loads(trace(str(path), "198.18.255.21", "80/TCP", "-o", "json")[1])
+    assert v4["service"]["cluster_ip"] == "198.18.255.21"
+    assert [(f["to"]["name"], f["allowed"]) for f in data["flows"]] == [
+        (f["to"]["name"], f["allowed"]) for f in v4["flows"]]
+    code, out = trace(str(path), "svc:default/db6", "5432/TCP", "-o", "json")
+    data = json.loads(out)
+    assert code == 1 and [b["ip"] for b in data["service"]["backends"]] == ["2001:2::c613:707"]
+    assert [f["allowed"] for f in data["flows"]] == [False]  # toCIDR 198.19.7.7/32 is IPv4 only
+    code, _, err = run_cli(["trace", "-f", str(path), "--from", "deployment:default/client",
+                            "--to", "2001:2:0:ff::99", "--port", "80/TCP"])
+    assert code == 2 and "in the lab's Service range (2001:2:0:ff::/120)" in err

@@ -280,6 +280,7 @@ def _taken_addresses(analysis: Analysis) -> set[str]:
     texts = {a for ep in analysis.endpoints for a in ep.pod.addresses}
     texts |= set(analysis.nodes.by_ip) | set(analysis.learned)
     texts |= {s.cluster_ip for s in analysis.cluster.services if s.cluster_ip and s.cluster_ip != "None"}
+    texts |= {a for s in analysis.cluster.services for a in s.addresses}  # a dual-stack Service's IPv6 one
     out = set()
     for t in texts:
         try:

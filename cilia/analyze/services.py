@@ -12,6 +12,10 @@ stands for one flow per backend, each on its translated port:
 * a headless Service (``clusterIP: None``) has no virtual address: its pods are reached directly on
   the port given.
 
+A Service's IPv6 ClusterIP (dual stack, or SingleStack IPv6) stands for the backends' IPv6
+addresses (a pod's IPv6 podIP, else its IPv4 address's lab twin; the IPv6 Endpoints addresses), as
+the datapath's IPv6 service map translates; ``svc:NAMESPACE/NAME`` takes the Service's primary family.
+
 A Service port that does not exist is bad input; a port with no backend is a drop (Cilium's
 "Service backend not found").
 """
@@ -19,10 +23,11 @@ A Service port that does not exist is bad input; a port with no backend is a dro
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.peers import PeerError, PeerKind, PeerSpec, PortSpec, proto_name
+from cilia.datapath.dualstack import ipv6_of
 from cilia.k8s.objects import Service, ServicePort
 
 if TYPE_CHECKING:
@@ -83,14 +88,18 @@ def _service(analysis: Analysis, spec: PeerSpec) -> Service | None:
             raise PeerError(f"no Service {spec.namespace}/{spec.name} in the manifests (Services: {known})")
         return found
     if spec.kind is PeerKind.IP:
-        from cilia.agent.services import SERVICE_RANGE  # here: the agent's modules cost start-up (issue 15)
+        # here: the agent's modules cost start-up (issue 15)
+        from cilia.agent.services import SERVICE_RANGE, SERVICE_RANGE6
 
-        found = next((s for s in services if s.cluster_ip and s.cluster_ip == spec.ip), None)
-        if found is None and ipaddress.ip_address(spec.ip) in SERVICE_RANGE:
+        addr = ipaddress.ip_address(spec.ip)
+        found = next((s for s in services if s.cluster_ip and s.cluster_ip == spec.ip), None) or next(
+            (s for s in services if any(ipaddress.ip_address(a) == addr for a in s.addresses)), None)
+        lab_range = next((r for r in (SERVICE_RANGE, SERVICE_RANGE6) if addr in r), None)
+        if found is None and lab_range is not None:
             # a lab ClusterIP the manifests do not carry: read as an outside address it would be
             # answered as world, which no packet to it ever is
             raise PeerError(
-                f"{spec.ip} is in the lab's Service range ({SERVICE_RANGE}) but no Service in the manifests "
+                f"{spec.ip} is in the lab's Service range ({lab_range}) but no Service in the manifests "
                 "has this clusterIP; name the Service instead: svc:NAMESPACE/NAME"
             )
         return found
@@ -116,6 +125,10 @@ def service_target(analysis: Analysis, spec: PeerSpec, port: PortSpec) -> Servic
         return None
     sport = _service_port(service, port)
     headless = service.cluster_ip == "None"
+    # the family of the address the flow goes to: a ClusterIP's own, else the Service's primary one
+    v6 = ":" in spec.ip if spec.kind is PeerKind.IP else service.families[0] == "IPv6"
+    front = spec.ip if spec.kind is PeerKind.IP else next(
+        (a for a in service.addresses if (":" in a) == v6), service.cluster_ip or "")
     target = sport.target_port if sport.target_port not in (None, "", 0) else sport.port
     backends: list[Backend] = []
     if service.selector:
@@ -136,7 +149,11 @@ def service_target(analysis: Analysis, spec: PeerSpec, port: PortSpec) -> Servic
                     None,
                 )
             if number is not None:
-                backends.append(Backend(analysis.resolve(f"{pod.namespace}/{pod.name}")[0], number))
+                end = analysis.resolve(f"{pod.namespace}/{pod.name}")[0]
+                if v6 and end.ip and ":" not in end.ip:  # the pod's IPv6 address
+                    six = next((a for a in pod.addresses if ":" in a), None) or ipv6_of(end.ip)
+                    end = replace(end, ip=six)
+                backends.append(Backend(end, number))
     else:
         for eps in analysis.cluster.endpoints:
             if eps.namespace != service.namespace or eps.service != service.name:
@@ -152,11 +169,12 @@ def service_target(analysis: Analysis, spec: PeerSpec, port: PortSpec) -> Servic
             if number is None:
                 continue
             for ip in eps.addresses:
-                backends.append(Backend(analysis.resolve(ip)[0], number))
+                if (":" in ip) == v6:  # the EndpointSlice addresses of the ClusterIP's family
+                    backends.append(Backend(analysis.resolve(ip)[0], number))
     return ServiceTarget(
         namespace=service.namespace,
         name=service.name,
-        cluster_ip=service.cluster_ip or "",
+        cluster_ip=front,
         port=sport.port,
         proto=int(port.proto),
         target=str(port.port if headless else target),
