@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from cilia.datapath.dualstack import ipv6_of
+from cilia.proxy.dns.msg import TYPE_A, TYPE_AAAA
 from tests.helpers_world import LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
@@ -34,10 +36,12 @@ def node(tmp_path: Path) -> Iterator[LiveNode]:
     yield from live_node(tmp_path, node)
 
 
-def dig(node: LiveNode, name: str, tcp: bool = False) -> tuple[int, list[str]]:
-    """(rcode, addresses) of an A query from the client pod to the lab's DNS server."""
+def dig(node: LiveNode, name: str, tcp: bool = False, server: str = DNS_SERVER,
+        qtype: int = TYPE_A) -> tuple[int, list[str]]:
+    """(rcode, addresses) of an A (or ``qtype``) query from the client pod to the lab's DNS server
+    (its IPv4 address, or ``server``)."""
     code = ("import json; from cilia.lab.dns import resolve; "
-            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r}, timeout=8, tcp={tcp!r})))")
+            f"print(json.dumps(resolve({server!r}, {name!r}, timeout=8, tcp={tcp!r}, qtype={qtype})))")
     out = node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False)
     rcode, addrs = json.loads(out.stdout)
     return int(rcode), list(addrs)
@@ -55,7 +59,7 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     assert dig(node, "api.example.com") == (0, [api])  # no policy: straight to the server
 
     node.apply(cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
-        {"toCIDR": [f"{DNS_SERVER}/32"],
+        {"toCIDR": [f"{DNS_SERVER}/32", f"{ipv6_of(DNS_SERVER)}/128"],
          "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}],
                       "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]},
         {"toFQDNs": [{"matchName": "api.example.com"}],
@@ -65,9 +69,16 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     assert node.curl_from_pod(CLIENT, api)
     assert not node.curl_from_pod(CLIENT, other, max_time="1")
     assert dig(node, "other.example.org") == (5, [])  # REFUSED: the DNS rules allow *.example.com only
+    # over IPv6 to the server's twin, through the proxy's IPv6 listener: an AAAA answer is learned
+    api6, dns6 = ipv6_of(api), ipv6_of(DNS_SERVER)
+    assert not node.curl_from_pod(CLIENT, f"[{api6}]", max_time="1")
+    assert dig(node, "api.example.com", server=dns6, qtype=TYPE_AAAA) == (0, [api6])
+    assert node.curl_from_pod(CLIENT, f"[{api6}]")
+    assert dig(node, "other.example.org", server=dns6) == (5, [])
     ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
-    assert [i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]] == [
-        [f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="]], ids
+    assert sorted(i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]) == [
+        [f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="],
+        [f"cidr:{api6.replace(':', '-')}/128=", "fqdn:api.example.com=", "reserved:world="]], ids
 
 
 MIN_TTL = 12  # the node's tofqdns-min-ttl in these tests: the record's TTL of 1 s is raised to it
@@ -79,7 +90,7 @@ MIN_TTL = 12  # the node's tofqdns-min-ttl in these tests: the record's TTL of 1
 def fqdn_policy(*names: str) -> dict[str, Any]:
     """DNS over UDP and TCP to the lab's server (names under example.com), port 80 to ``names``."""
     return cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
-        {"toCIDR": [f"{DNS_SERVER}/32"],
+        {"toCIDR": [f"{DNS_SERVER}/32", f"{ipv6_of(DNS_SERVER)}/128"],
          "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}],
                       "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]},
         {"toFQDNs": [{"matchName": n} for n in names],

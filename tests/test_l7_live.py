@@ -1,8 +1,8 @@
 """HTTP rules on a live node (root): the datapath redirects connections whose policy entry has a
 proxy port to the node's HAProxy, which decides every request — curl from lab pods gets 200, the
 proxy's 403, or (a peer the L4 policy does not allow) a drop. Ingress rules, egress rules and both
-on one connection; header rules (a Secret's value too); whole-path matches; a policy change
-reaches an open keep-alive connection; HAProxy killed → L7 ports fail closed, then recover;
+on one connection, over IPv4 and IPv6; header rules (a Secret's value too); whole-path matches; a
+policy change reaches an open keep-alive connection; HAProxy killed → L7 ports fail closed, then recover;
 every request an L7 flow.
 
 One node for the module (index 6: its own pod range and gateway); each test applies the one policy
@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from cilia.datapath.dualstack import ipv6_of
 from cilia.lab import netns
 from tests.helpers_world import LiveNode, cnp, live_node, pod
 
@@ -104,8 +105,16 @@ def test_ingress_http_rules(node: LiveNode) -> None:
     assert http(node, "l7-client", f"{server}/submit", "-X", "POST", "-H", "X-Token: s3cret") == 200
     assert http(node, "l7-client", f"{server}/submit", "-X", "POST", "-H", "X-Token: other") == 403
     assert http(node, "l7-other", f"{server}/public") == 0  # not allowed at L4: dropped, no answer
+    # over IPv6 (the pods' twins): the same proxy decides, on its IPv6 listener
+    server6 = f"http://[{ipv6_of(ips(node)['l7-server'])}]"
+    assert http(node, "l7-client", f"{server6}/public", "-6", "-g") == 200
+    assert http(node, "l7-client", f"{server6}/private", "-6", "-g") == 403
 
     flows = observe(node, "--to-pod", "default/l7-server")
+    client6 = ipv6_of(ips(node)["l7-client"])
+    assert {(f["IP"]["source"], f["source"]["pod_name"], f["verdict"],
+             f["l7"]["http"]["url"].rsplit("/", 1)[-1]) for f in flows if f["IP"]["ipVersion"] == "IPv6"} == {
+        (client6, "l7-client", "FORWARDED", "public"), (client6, "l7-client", "DROPPED", "private")}
     seen = {(f["l7"]["http"]["method"], f["l7"]["http"]["url"].split("/", 3)[-1], f["verdict"])
             for f in flows}  # fmt: skip
     assert ("GET", "public", "FORWARDED") in seen and ("GET", "private", "DROPPED") in seen, seen
@@ -134,6 +143,9 @@ def test_egress_and_both(node: LiveNode) -> None:
     assert settle(node, "l7-client", f"{server}/both", 200) == 200
     assert http(node, "l7-client", f"{server}/both", "-X", "POST") == 403  # the client's egress rule
     assert http(node, "l7-client", f"{server}/other") == 403  # the server's ingress rule
+    server6 = f"http://[{ipv6_of(ips(node)['l7-server'])}]"  # the same over IPv6
+    assert [http(node, "l7-client", f"{server6}{path}", "-6", "-g", *args) for path, args in (
+        ("/both", ()), ("/both", ("-X", "POST")), ("/other", ()))] == [200, 403, 403]
     flows = observe(node, "--from-pod", "default/l7-client", "--http-path", "^/(both|other)$")
     decided = [(f["traffic_direction"], f["verdict"], f["l7"]["http"]["method"], f["l7"]["http"]["url"][-5:])
                for f in flows]  # fmt: skip

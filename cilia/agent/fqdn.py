@@ -46,6 +46,7 @@ from pyroute2 import IPRoute
 
 from cilia.agent.fqdn_state import FqdnState
 from cilia.datapath.capabilities import Capability
+from cilia.datapath.dualstack import ipv4_of
 from cilia.identity.cidr import inherited_group_labels
 from cilia.identity.fqdn import fqdn_identity_labels, host_prefix, name_matches
 from cilia.identity.labels import Labels
@@ -61,6 +62,7 @@ from cilia.proxy.records import DnsRecord
 from cilia.proxy.redirects import RedirectKey, by_endpoint, dns_redirects, redirects_of
 
 if TYPE_CHECKING:
+    from cilia.agent.endpoints import Endpoint
     from cilia.agent.reconciler_view import ReconcilerView as Reconciler
 
 log = logging.getLogger("cilia.agent")
@@ -217,9 +219,15 @@ def allowed(rec: Reconciler, client_ip: str, name: str) -> bool:
     return patterns is not None and any(name_matches(name, p) for p in patterns)
 
 
+def endpoint_at(rec: Reconciler, ip: str) -> Endpoint | None:
+    """The node's endpoint at ``ip``, its IPv4 address or that address's IPv6 twin."""
+    by_ip = rec.endpoints.by_ip()
+    return by_ip.get(ipv4_of(ip) if ":" in ip else ip)
+
+
 def dns_rules_at(rec: Reconciler, ip: str) -> list[str] | None:
     """The DNS rules of the node's endpoint at ``ip`` (None: no such endpoint, or no DNS rules)."""
-    ep = rec.endpoints.by_ip().get(ip)
+    ep = endpoint_at(rec, ip)
     return None if ep is None else dns_rules_of(rec, ep.identity)
 
 
@@ -359,10 +367,10 @@ def restore(rec: Reconciler, state: FqdnState) -> int:
 
 def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
     """The identity the node's ipcache gives ``ip`` (flows name the DNS server and the pod by it)."""
-    ep = rec.endpoints.by_ip().get(ip)
+    ep = endpoint_at(rec, ip)
     if ep is not None:
         return ep.identity
-    if ip == rec.gateway:
+    if ip == rec.gateway or (":" in ip and ipv4_of(ip) == rec.gateway):
         return int(ReservedIdentity.HOST)
     found = state.identities.get(ip) or rec.remote_ipcache.get(host_prefix(ip))
     if found:

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cilia.datapath.dualstack import host_prefixes, ipv6_of
 from cilia.identity.reserved import ReservedIdentity
 from cilia.policy.types import Direction
 from cilia.proxy import transparent
@@ -83,13 +84,15 @@ def use_node_ports(agent: Any) -> None:
 def node_ipcache(rec: Any) -> dict[str, int]:
     """The node's ipcache as the datapath gets it (prefix → identity), for the proxy's map."""
     want: dict[str, int] = dict(getattr(rec, "remote_ipcache", {}) or {})
-    want.update({f"{e.ip}/32": e.identity for e in rec.endpoints if e.identity})
+    for e in rec.endpoints:  # the /32 and its IPv6 twin's /128 (IPv6 listeners beside the IPv4 ones)
+        if e.identity:
+            want.update(dict.fromkeys(host_prefixes(e.ip), e.identity))
     want.update(getattr(rec, "cidr_identities", {}) or {})
     fqdn = getattr(rec, "fqdn", None)
     if fqdn is not None:
         want.update(fqdn.ipcache())
-    want[f"{rec.gateway}/32"] = int(ReservedIdentity.HOST)
-    return {k: v for k, v in want.items() if ":" not in k}  # the listeners are IPv4
+    want.update(dict.fromkeys(host_prefixes(rec.gateway), int(ReservedIdentity.HOST)))
+    return want
 
 
 def port_policies(rec: Any) -> list[PortPolicyAt]:
@@ -104,6 +107,8 @@ def port_policies(rec: Any) -> list[PortPolicyAt]:
         for pol in getattr(rec.policy.endpoint_policy(ep.identity, pod), "l7", ()) or ():
             if str(pol.parser) in PARSERS:
                 out.append(PortPolicyAt(ep.ip, pol))
+                if six := ipv6_of(ep.ip):  # requests over IPv6 name the endpoint by its twin
+                    out.append(PortPolicyAt(six, pol))
     return out
 
 

@@ -216,11 +216,19 @@ class Server:
     def __init__(self, records: Path, bind: tuple[str, int] = ("0.0.0.0", PORT)) -> None:
         self.records, self.ttls = records, records.with_name(TTL_FILE)
         self.services = ServiceNames(records.with_name(STORE_FILE))
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(bind)
-        self.address: tuple[str, int] = self.udp.getsockname()
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # every address: IPv4 and the host's IPv6 twin on one dual-stack socket per transport
+        family, host = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET, bind[0]
+        if bind[0] == "0.0.0.0" and socket.has_ipv6:
+            family, host = socket.AF_INET6, "::"
+        self.udp = socket.socket(family, socket.SOCK_DGRAM)
+        if host == "::":
+            self.udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.udp.bind((host, bind[1]))
+        self.address: tuple[str, int] = self.udp.getsockname()[:2]
+        self.tcp = socket.socket(family, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if host == "::":
+            self.tcp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.tcp.bind(self.address)  # the same port as UDP, also when the caller asked for any
         self.tcp.listen(64)
         self.udp.settimeout(0.5)
@@ -347,23 +355,23 @@ def keep_running(world: World) -> WorldHost | None:
 
 
 def resolve(server: str, name: str, timeout: float = 2.0, tcp: bool = False,
-            port: int = PORT) -> tuple[int, list[str]]:
-    """Ask ``server`` for the A records of ``name`` from this namespace, over UDP or TCP: (rcode,
-    addresses); rcode -1 when no answer came."""
+            port: int = PORT, qtype: int = TYPE_A) -> tuple[int, list[str]]:
+    """Ask ``server`` (IPv4 or IPv6) for the A (or ``qtype``) records of ``name`` from this
+    namespace, over UDP or TCP: (rcode, addresses); rcode -1 when no answer came."""
     mid = int.from_bytes(os.urandom(2), "big")
     if tcp:
         try:
             with socket.create_connection((server, port), timeout=timeout) as c:
-                c.sendall(frame(query(mid, name)))
+                c.sendall(frame(query(mid, name, qtype)))
                 data = read_framed(c)
         except (OSError, DnsFormatError):
             return -1, []
         if data is None:
             return -1, []
     else:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
-            s.sendto(query(mid, name), (server, port))
+            s.sendto(query(mid, name, qtype), (server, port))
             try:
                 data, _ = s.recvfrom(4096)
             except TimeoutError:

@@ -46,6 +46,7 @@ MARK_PROXY_INGRESS = 0x0C1C  # cilia.h CILIA_MARK_PROXY_INGRESS
 ROUTE_TABLE = 3098  # 0xc1a
 RULE_PRIORITY = 3098  # before the main table's rule (32766)
 LISTEN_ADDRESS = "0.0.0.0"
+LISTEN_ADDRESS_V6 = "::"  # the IPv6 listeners beside the IPv4 ones (IPV6_V6ONLY)
 NFT_TABLE = "cilia_proxy"  # family inet
 
 # <linux/in.h>, <linux/in6.h>
@@ -73,13 +74,17 @@ def _transparent(sock: socket.socket, family: int) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
 
 
-def tcp_listener(port: int, address: str = LISTEN_ADDRESS, backlog: int = 128) -> socket.socket:
-    """A transparent TCP listener on the proxy port (in the calling thread's network namespace)."""
+def tcp_listener(port: int, address: str = LISTEN_ADDRESS, backlog: int = 128, *,
+                 v6only: bool = False) -> socket.socket:
+    """A transparent TCP listener on the proxy port (in the calling thread's network namespace);
+    ``v6only``: an IPv6 listener that leaves IPv4 to a listener of its own (no mapped addresses)."""
     family = _family(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _transparent(sock, family)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         sock.bind((address, port))
         sock.listen(backlog)
     except OSError:
@@ -88,14 +93,16 @@ def tcp_listener(port: int, address: str = LISTEN_ADDRESS, backlog: int = 128) -
     return sock
 
 
-def udp_listener(port: int, address: str = LISTEN_ADDRESS) -> socket.socket:
-    """A transparent UDP socket on the proxy port that reports each datagram's original destination."""
+def udp_listener(port: int, address: str = LISTEN_ADDRESS, *, v6only: bool = False) -> socket.socket:
+    """A transparent UDP socket on the proxy port that reports each datagram's original destination
+    (``v6only`` as for :func:`tcp_listener`)."""
     family = _family(address)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         _transparent(sock, family)
         if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1)
         else:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVORIGDSTADDR, 1)

@@ -2,12 +2,13 @@
 by the datapath. Transparently (``origin`` None, :mod:`cilia.proxy.transparent`): the datapath hands
 them to the proxy's wildcard listeners unchanged, the original destination is the accepted socket's
 own address (TCP) or the datagram's (``IP_RECVORIGDSTADDR``), and a UDP answer is sent from that
-address. Otherwise (the port-53 rewrite) ``origin(client, proxy, proto)`` says where each was sent.
-It answers
-REFUSED for names the endpoint's DNS rules do not allow; otherwise it forwards the query to that
-server over the same transport, has the agent learn the answer's addresses (:meth:`DnsProxyHost.learn`,
-which returns once policy knows them) and only then returns the answer. Every query, answer and
-refusal is reported (:meth:`ProxyHost.report`).
+address; listening on ``0.0.0.0``, it listens on ``::`` too (IPv6-only sockets of their own), so
+IPv6 queries are proxied as IPv4 ones are. Otherwise (the port-53 rewrite, IPv4 only)
+``origin(client, proxy, proto)`` says where each was sent. It answers REFUSED for names the
+endpoint's DNS rules do not allow; otherwise it forwards the query to that server over the same
+transport, has the agent learn the answer's addresses (:meth:`DnsProxyHost.learn`, which returns
+once policy knows them) and only then returns the answer. Every query, answer and refusal is
+reported (:meth:`ProxyHost.report`).
 
 What it reads is untrusted, from pods and from servers alike:
 
@@ -113,13 +114,44 @@ class DnsProxy:
         except OSError:
             self.sock.close()
             raise
+        # IPv6 queries (the node's transparent proxy: the rewriting path is IPv4): listeners of their
+        # own on "::" beside the IPv4 ones; without them the datapath drops IPv6 DNS (fail closed)
+        wildcard = origin is None and self.bind[0] == transparent.LISTEN_ADDRESS
+        self.sock6, self.tcp6 = self._ipv6_listeners() if wildcard else (None, None)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}  # client address -> UDP queries queued or forwarding
         self._tcp_conns: dict[str, int] = {}  # client address -> open TCP connections
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="cilia-dnsproxy-worker")
-        self._threads = [threading.Thread(target=self._udp_loop, name="cilia-dnsproxy", daemon=True),
-                         threading.Thread(target=self._tcp_loop, name="cilia-dnsproxy-tcp", daemon=True)]
+        self._threads = [threading.Thread(target=self._udp_loop, args=(self.sock,), name="cilia-dnsproxy",
+                                          daemon=True),
+                         threading.Thread(target=self._tcp_loop, args=(self.tcp,), name="cilia-dnsproxy-tcp",
+                                          daemon=True)]
+        if self.sock6 is not None and self.tcp6 is not None:
+            self._threads += [
+                threading.Thread(target=self._udp_loop, args=(self.sock6,), name="cilia-dnsproxy6",
+                                 daemon=True),
+                threading.Thread(target=self._tcp_loop, args=(self.tcp6,), name="cilia-dnsproxy6-tcp",
+                                 daemon=True)]
+
+    def _ipv6_listeners(self) -> tuple[socket.socket | None, socket.socket | None]:
+        """The transparent IPv6 UDP and TCP listeners on the proxy's port ((None, None) where the
+        namespace has no IPv6: the proxy serves IPv4 alone)."""
+        port = self.bind[1]
+        try:
+            udp = transparent.udp_listener(port, transparent.LISTEN_ADDRESS_V6, v6only=True)
+        except OSError as e:
+            log.warning("dns proxy: no IPv6 listener on port %d: %s", port, e)
+            return None, None
+        try:
+            tcp = transparent.tcp_listener(port, transparent.LISTEN_ADDRESS_V6, backlog=128, v6only=True)
+        except OSError as e:
+            udp.close()
+            log.warning("dns proxy: no IPv6 listener on port %d: %s", port, e)
+            return None, None
+        udp.settimeout(0.2)
+        tcp.settimeout(0.2)
+        return udp, tcp
 
     def _socket(self, kind: int) -> socket.socket:
         s = socket.socket(socket.AF_INET, kind)
@@ -148,16 +180,17 @@ class DnsProxy:
             if t.is_alive():
                 t.join(timeout=2)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self.sock.close()
-        self.tcp.close()
+        for sock in (self.sock, self.tcp, self.sock6, self.tcp6):
+            if sock is not None:
+                sock.close()
 
     # -- UDP: one receiver, a bounded pool of workers ---------------------------------------------
-    def _udp_loop(self) -> None:
+    def _udp_loop(self, sock: socket.socket) -> None:
         while not self._stop.is_set():
             server: tuple[str, int] | None = None
             try:
                 if self.origin is None:
-                    data, client, server = transparent.recv_with_destination(self.sock, MAX_QUERY_BYTES + 1)
+                    data, client, server = transparent.recv_with_destination(sock, MAX_QUERY_BYTES + 1)
                     if server is None or server[1] == self.bind[1]:
                         continue  # sent to the proxy port itself, not redirected: nowhere to go
                 else:
@@ -204,10 +237,10 @@ class DnsProxy:
             self._release(self._in_flight, client[0])
 
     # -- TCP: bounded connections, each with an idle deadline -------------------------------------
-    def _tcp_loop(self) -> None:
+    def _tcp_loop(self, listener: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                conn, client = self.tcp.accept()
+                conn, client = listener.accept()
             except (TimeoutError, ConnectionError):
                 continue
             except OSError:
@@ -258,7 +291,8 @@ class DnsProxy:
         """Send the query from a socket of its own, connected to ``server`` (the kernel drops
         datagrams from anyone else), and wait for the reply to it."""
         deadline = time.monotonic() + self.upstream_timeout
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as up:
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as up:
             try:
                 up.connect(server)
                 up.send(data)

@@ -19,8 +19,9 @@ A refused HTTP request gets Cilium's answer, ``403`` with ``Access denied\\r\\n`
 that stays open; a refused TLS ClientHello closes the connection (Envoy finds no filter chain for
 the server name and closes it).
 
-``transparent=True`` is the node's mode: ``bind :PORT transparent`` (the datapath assigns redirected
-connections to these sockets, their local address is the original destination) and onward
+``transparent=True`` is the node's mode: ``bind :PORT transparent`` and ``bind :::PORT transparent
+v6only`` (IPv4 and IPv6; the datapath assigns redirected connections to these sockets, their local
+address is the original destination) and onward
 connections to that destination from the client's own address (``usesrc clientip``). Tests run the
 same configuration without the kernel redirect (``transparent=False``): each listener is bound on a
 given address and forwards to a fixed server, with the "original destination" given as constants.
@@ -221,6 +222,8 @@ def render(cfg: ProxyConfig) -> str:
         name = f"{kind}-{direction.label}"
         bind = f"bind {cfg.bind_address}:{port} transparent" if static is None else f"bind {static.bind}"
         out += ["", f"frontend {name}", f"    {bind}"]
+        if static is None and not cfg.bind_address:  # every address: IPv6 too, on a socket of its own
+            out.append(f"    bind :::{port} transparent v6only")
         if kind == "http":
             out += [
                 "    mode http",
