@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from helpers_bpf import private_datapath
 
+from cilia.datapath import sim
 from cilia.datapath.bpf.sync import Datapath
 from cilia.datapath.maps.events import PolicyEvent
 from cilia.lab import netns
@@ -86,6 +87,7 @@ class Proxy:
     udp: bool = False
     same_port: bool = False  # connect onward from the client's own port too (HAProxy's usesrc client)
     address: str = transparent.LISTEN_ADDRESS
+    v6only: bool = False  # on "::": IPv6 alone, beside an IPv4 listener (as the node's proxies)
     seen: list[tuple[tuple[str, int], tuple[str, int] | None]] = field(default_factory=list)
 
     def start(self) -> Proxy:
@@ -102,7 +104,7 @@ class Proxy:
     def _run(self, ready: threading.Event) -> None:
         with netns.entered(NODE):  # the onward sockets are created in the node's namespace too
             listen = transparent.udp_listener if self.udp else transparent.tcp_listener
-            self.sock = listen(self.port, self.address)
+            self.sock = listen(self.port, self.address, v6only=self.v6only)
             ready.set()
             with contextlib.suppress(OSError):
                 while True:
@@ -137,9 +139,10 @@ def serve_b() -> list[socket.socket]:
             s = socket.create_server((B, port))
             socks.append(s)
             threading.Thread(target=_tcp_server, args=(s,), daemon=True).start()
-        s6 = socket.create_server((B6, 8080), family=socket.AF_INET6)
-        socks.append(s6)
-        threading.Thread(target=_tcp_server, args=(s6,), daemon=True).start()
+        for port in (8080, 8081, 8082, EGRESS_PROXY):
+            s6 = socket.create_server((B6, port), family=socket.AF_INET6)
+            socks.append(s6)
+            threading.Thread(target=_tcp_server, args=(s6,), daemon=True).start()
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         u.bind((B, 5353))
         socks.append(u)
@@ -352,3 +355,45 @@ def test_nothing_listening_fails_closed(node: Datapath) -> None:
     assert dropped and all(e.endpoint_id == EP_A and e.dport == 8082 for e in dropped)
     counts = node.metrics_map.counts()
     assert counts[("egress", "dropped", "Proxy lookup failed")] >= 1
+
+
+def test_ipv6_redirects_as_ipv4_kernel_equals_sim(node: Datapath) -> None:
+    """The same L7 connections over IPv4 and IPv6 (egress proxy, ingress proxy, a proxy port with
+    no listener, a plain port): what the kernel does equals what the sim's redirect predicts from
+    the same MapStates (redirected to which proxy, or dropped with PROXY_LOOKUP_FAILED), and the
+    IPv6 outcome equals the IPv4 one."""
+    listening = {EGRESS_PROXY, INGRESS_PROXY}
+    mark = transparent.MARK_PROXY_INGRESS
+    proxies = [Proxy(EGRESS_PROXY).start(), Proxy(EGRESS_PROXY, address="::", v6only=True).start(),
+               Proxy(INGRESS_PROXY, mark=mark).start(),
+               Proxy(INGRESS_PROXY, mark=mark, address="::", v6only=True).start()]
+    try:
+        outcomes: dict[str, list[str]] = {}
+        for client, server in ((A, B), (A6, B6)):
+            events(node)
+            outcomes[client] = []
+            for port in (8080, 8081, 8082, EGRESS_PROXY):
+                eg, eg_port = sim.redirect(sim.policy_lookup(POLICY_A, ID_B, EG, TCP, port), listening)
+                # an egress proxy's onward connection is decided at B but not redirected again
+                ing, ing_port = sim.redirect(sim.policy_lookup(POLICY_B, ID_A, ING, TCP, port),
+                                             () if eg_port else listening)
+                want = "dropped"
+                if eg.allowed and (ing.allowed or eg_port):
+                    want = "".join(f"via {p}: " for p in (eg_port, ing_port) if p) + f"B saw {client}"
+                try:
+                    seen = tcp_from_a(port, timeout=0.5, dst=server)
+                except OSError:
+                    seen = "dropped"
+                assert seen == want, (client, port)
+                ev = [e for e in events(node) if e.endpoint_id == EP_A and e.dport == port]
+                # the kernel reports the redirect (to a listener or to none), then a failed one's drop
+                assert (ev[0].redirected, ev[0].proxy_port) == (bool(eg_port), eg_port), (client, port)
+                assert (eg.reason is DropReason.PROXY_LOOKUP_FAILED) == any(
+                    e.reason is DropReason.PROXY_LOOKUP_FAILED for e in ev), (client, port)
+                outcomes[client].append(seen.replace(client, "<client>"))
+        assert outcomes[A] == outcomes[A6] == [
+            f"via {EGRESS_PROXY}: B saw <client>", f"via {INGRESS_PROXY}: B saw <client>", "dropped",
+            "B saw <client>"]
+    finally:
+        for p in proxies:
+            p.stop()

@@ -13,6 +13,9 @@ One side of a flow (:func:`policy_lookup`):
 4. A chosen deny drops (181); an allow that requires authentication drops with 189 (cilia has no
    auth map); policy-audit mode turns drops into allows marked ``audited``.
 
+An allowed packet whose entry has a proxy port goes to the proxy listening there, or is dropped
+when none does (:func:`redirect`), whatever its family.
+
 Before any of this, IPv6 link control passes without policy, as ARP does for IPv4 (``bpf/parse.h``
 ``ipv6_link_control``): neighbour discovery (ICMPv6 133-137) and link-scope multicast. Then the
 lab's address guard (``bpf/guard.h``, :mod:`cilia.datapath.guard`): a packet from or to an address
@@ -25,7 +28,7 @@ connections (§4.9), so only packets in the original direction are looked up her
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -118,6 +121,20 @@ def ipv6_link_control(dst_ip: str, proto: int, port: int) -> bool:
         return True
     addr = ipaddress.IPv6Address(dst_ip)
     return addr.is_multicast and (addr.packed[1] & 0x0F) <= 2
+
+
+def redirect(v: Verdict, listening: Container[int]) -> tuple[Verdict, int]:
+    """What the datapath does next with one side's verdict (``bpf/proxy.h``), for IPv4 and IPv6
+    alike: a packet allowed by an entry with a proxy port goes to the proxy listening on that port
+    (the verdict unchanged, and the port); with nothing listening there it is dropped
+    (``PROXY_LOOKUP_FAILED``), never forwarded around the proxy. Other verdicts (drops, audited
+    drops: no redirect) come back as they are, with port 0."""
+    if v.reason is not DropReason.NONE or v.entry is None or not v.entry.proxy_port:
+        return v, 0
+    port = v.entry.proxy_port
+    if port in listening:
+        return v, port
+    return v._replace(allowed=False, reason=DropReason.PROXY_LOOKUP_FAILED), port
 
 
 @dataclass
