@@ -38,6 +38,25 @@ def _probes(node: LiveNode, src: str, probes: dict[str, str], world: bool = Fals
     return {name: seen[name] == "ok" for name in probes}
 
 
+def _balanced(node: LiveNode, src: str, url: str, backends: set[str]) -> tuple[set[str], int]:
+    """Connect to ``url`` (a ClusterIP) from ``src`` in batches of 6 at once until connections
+    went to every one of ``backends`` (a denied one shows as a failure: ``backends`` must hold
+    exactly one that is denied) or 5 batches passed: the names of the pods that answered, and how
+    many connections failed. The backend is picked at random per connection."""
+    served: set[str] = set()
+    failed = 0
+    for _ in range(5):
+        script = " ".join(f"(curl -s --max-time 1 {url} | sed -n 's/^Server name: //p'; echo done) &"
+                          for _ in range(6)) + " wait"
+        out = node.cilia("exec", src, "--", "sh", "-c", script).stdout.split()
+        names = [w for w in out if w != "done"]
+        served |= set(names)
+        failed += 6 - len(names)
+        if failed and len(served) == len(backends) - 1:
+            break
+    return served, failed
+
+
 def _ping6(ip: str) -> str:
     return f"ping -6 -c 1 -W 1 {ip}"
 
@@ -65,8 +84,12 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
             {"toEndpoints": [{"matchLabels": {"app": "v6-b"}}]},
             {"toCIDR": [f"{w6}/128"], "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}),
     ]
-    node.apply(pod("v6-a", {"app": "v6-a"}), pod("v6-b", {"app": "v6-b"}), pod("v6-c", {"app": "v6-c"}),
-               *policies)
+    # v6-web: a dual-stack Service over v6-b (v6-a's egress allows it) and v6-d (it does not)
+    web = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "v6-web", "namespace": "default"},
+           "spec": {"ipFamilyPolicy": "RequireDualStack", "selector": {"tier": "v6-web"},
+                    "ports": [{"port": 8080, "targetPort": 80}]}}
+    node.apply(pod("v6-a", {"app": "v6-a"}), pod("v6-b", {"app": "v6-b", "tier": "v6-web"}),
+               pod("v6-c", {"app": "v6-c"}), pod("v6-d", {"app": "v6-d", "tier": "v6-web"}), web, *policies)
     items = json.loads(node.cilia("get", "pods", "-o", "json").stdout)["items"]
     ips = {i["metadata"]["name"]: [p["ip"] for p in i["status"]["podIPs"]] for i in items}
     assert all(len(v) == 2 and v[1] == ipv6_of(v[0]) for v in ips.values()), ips
@@ -88,6 +111,19 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
     # a dual-stack world host reaches v6-a (no ingress policy) over IPv6
     assert _probes(node, WORLD_HOST, {"curl6 a": _curl(a6)}, world=True) == {"curl6 a": True}
 
+    # the IPv6 ClusterIP: translated before policy, so v6-a reaches v6-b through it and is denied v6-d
+    wide = node.cilia("get", "svc", "v6-web", "-o", "wide").stdout
+    vip4, vip6 = wide.splitlines()[1].split()[3].split(",")
+    assert vip4 == wide.splitlines()[1].split()[2] and vip6.startswith("2001:2:0:ff::"), wide
+    d6 = ips["v6-d"][1]
+    served, failed = _balanced(node, "v6-a", f"http://[{vip6}]:8080/", {"v6-b", "v6-d"})
+    assert served == {"v6-b"} and failed, served  # each v6-d connection was dropped at v6-a's egress ...
+    out = node.cilia("observe", "--verdict", "DROPPED", "--from-pod", "default/v6-a", "--last", "100",
+                     "-o", "json").stdout
+    drops = {(f["destination"].get("pod_name"), f["IP"]["destination"], f["l4"]["TCP"]["destination_port"])
+             for f in map(json.loads, out.splitlines()) if "TCP" in f.get("l4", {})}
+    assert ("v6-d", d6, 80) in drops, out  # ... as a flow to its IPv6 address on the target port
+
     # offline, on the live pods (their podIPs) and the policies: the same verdicts for the IPv6 peers
     pods_file, policies_file = tmp_path / "pods.yaml", tmp_path / "policies.yaml"
     pods_file.write_text(yaml.safe_dump_all(items))
@@ -104,3 +140,12 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
     out = node.cilia("verify", "-f", str(pods_file), "-f", str(policies_file), "--expect", str(expect),
                      check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+    # trace on the IPv6 ClusterIP decides per backend, on the backends' IPv6 addresses, as the kernel did
+    svc_file = tmp_path / "svc.yaml"
+    svc_file.write_text(yaml.safe_dump({**web, "spec": {**web["spec"], "clusterIPs": [vip4, vip6]}}))
+    out = node.cilia("trace", "-f", str(pods_file), "-f", str(policies_file), "-f", str(svc_file),
+                     "--from", "default/v6-a", "--to", vip6, "--port", "8080/TCP", "-o", "json", check=False)
+    flows = {(f["to"]["name"], f["to"].get("ip"), f["port"], f["allowed"])
+             for f in json.loads(out.stdout)["flows"]}
+    assert out.returncode == 1, out.stderr
+    assert flows == {("default/v6-b", b6, 80, True), ("default/v6-d", d6, 80, False)}, flows
