@@ -194,3 +194,54 @@ def test_ipv6_dns_of_a_dns_proxied_endpoint_fails_closed(dp: Datapath) -> None:
     assert not passed
     assert [(e.allowed, e.reason) for e in events if e.endpoint_id == EP][-1] == (
         False, DropReason.PROXY_LOOKUP_FAILED)
+
+
+def test_differential_ipv6_services_kernel_equals_sim(dp: Datapath) -> None:
+    """Packets from the endpoint to IPv6 ClusterIPs (cilia_lb6): translated, then decided on the
+    backend (endpoint, world, CIDR identity) and its target port — the kernel's verdict, match
+    type, prefix and rules equal the sim's, which translates the same (one backend per frontend,
+    so the kernel's random pick is the sim's); a frontend without backends drops in both."""
+    from cilia.datapath.maps.lb import Backend, Frontend
+
+    vip6 = "2001:2:0:ff::9"
+    table = {Frontend(vip6, 80, "TCP"): (Backend(X6, 8080),), Frontend(vip6, 443, "TCP"): (Backend(Y6, 443),),
+             Frontend(vip6, 53, "UDP"): (Backend(CIDR6_HOST, 5353),),
+             Frontend(vip6, 1024, "TCP"): (Backend(WORLD6, 80),), Frontend(vip6, 7070, "TCP"): ()}
+    rnd = random.Random(20261208)
+    sim_ipcache = IPCache()
+    for prefix, ident in ((X6, X), (Y6, Y), (LOCAL6, EP_ID), (CIDR6_NET, CIDR_ID)):
+        sim_ipcache.upsert(prefix, ident)
+    node = sim.Datapath(sim_ipcache)
+    node.set_services(table)
+    dp.sync_services(table)
+    fronts = [(fe, 6 if fe.protocol == "TCP" else 17) for fe in table]
+    checked = dropped = 0
+    try:
+        for _ in range(20):
+            ms = random_mapstate(rnd)
+            audit = rnd.random() < 0.15
+            dp.set_policy(EP, ms)
+            dp.set_audit(EP, audit)
+            node.upsert_endpoint(sim.SimEndpoint(EP, LOCAL6, EP_ID, ms, audit=audit))
+            for _ in range(6):
+                fe, proto = rnd.choice(fronts)
+                passed, events = run(dp, "from_container",
+                                     frame(LOCAL6, vip6, proto, sport=next(_sport), dport=fe.port))
+                mine = [e for e in events if e.endpoint_id == EP]
+                want = node.flow(LOCAL6, vip6, proto, fe.port)
+                assert want.egress is not None
+                if not table[fe]:
+                    assert (passed, mine, want.egress.allowed) == (False, [], False)
+                    dropped += 1
+                    continue
+                assert want.translated == tuple(table[fe][0]) and len(mine) == 1, (fe, mine)
+                e = mine[0]
+                assert (e.dst, e.dport) == want.translated
+                seen = Seen(passed, e.reason, e.match_type, e.exact, e.lpm_prefix, dp.rules_for(e.cookie),
+                            e.audited)
+                assert seen == expected_from_sim(dp, want.egress, audit), (ms, fe, audit)
+                checked += 1
+    finally:
+        dp.set_audit(EP, False)
+        dp.sync_services({})
+    assert checked + dropped == 120 and checked > 80 and dropped

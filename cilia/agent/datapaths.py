@@ -163,6 +163,7 @@ class SimNodeDatapath:
         for ip, eid in endpoint_ips.items():
             if eid in by_id:
                 dp.upsert_endpoint(sim.SimEndpoint(eid, ip, by_id[eid], self.policies.get(eid, {})))
+        dp.set_services(self.services)
         return dp.flow(src_ip, dst_ip, proto, dport)
 
 

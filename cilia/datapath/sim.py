@@ -21,6 +21,12 @@ Before any of this, IPv6 link control passes without policy, as ARP does for IPv
 lab's address guard (``bpf/guard.h``, :mod:`cilia.datapath.guard`): a packet from or to an address
 outside the lab's ranges is dropped (``OUTSIDE_LAB``) whatever the policy or audit mode says.
 
+Services (``bpf/lb.h``, ``bpf/lb6.h``): a TCP/UDP packet a local endpoint sends to a ClusterIP:port
+(IPv4 or IPv6) is translated to one backend before any of this, so both sides decide on the
+backend's address and target port; the kernel picks the backend at random, the caller of
+:meth:`Datapath.flow` names it (``backend``, an index). A Service without backends drops (no policy
+event; the kernel counts it as a policy drop, the sim says ``POLICY_DENIED``).
+
 Conntrack is not modelled: the kernel skips policy for reply and related packets of allowed
 connections (§4.9), so only packets in the original direction are looked up here.
 """
@@ -28,9 +34,9 @@ connections (§4.9), so only packets in the original direction are looked up her
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cilia.datapath.guard import in_lab
 from cilia.datapath.ipcache import IPCache
@@ -107,6 +113,8 @@ def _verdict(found: tuple[Key, Entry], is_l3: bool, audit: bool) -> Verdict:
 # ---------------------------------------------------------------------------------------- flows
 
 OUTSIDE_LAB = Verdict(False, DropReason.OUTSIDE_LAB, MatchType.NONE, None, None)
+NO_BACKEND = Verdict(False, DropReason.POLICY_DENIED, MatchType.NONE, None, None)  # a Service, no backends
+_LB_PROTOS = {"TCP": 6, "UDP": 17}
 LINK_CONTROL = Verdict(True, DropReason.NONE, MatchType.NONE, None, None)
 ICMPV6 = 58
 ND_TYPES = range(133, 138)  # router/neighbour solicitation and advertisement, redirect
@@ -157,6 +165,7 @@ class FlowVerdict(NamedTuple):
     dst_identity: int
     egress: Verdict | None
     ingress: Verdict | None
+    translated: tuple[str, int] | None = None  # the service backend (address, port) it went to
 
     @property
     def allowed(self) -> bool:
@@ -185,6 +194,17 @@ class Datapath:
     def __init__(self, ipcache: IPCache | None = None) -> None:
         self.ipcache = ipcache if ipcache is not None else IPCache()
         self.endpoints: dict[str, SimEndpoint] = {}
+        # (ClusterIP, proto, port) -> backends (address, port), both families
+        self.services: dict[tuple[str, int, int], tuple[tuple[str, int], ...]] = {}
+
+    def set_services(self, table: Mapping[Any, Sequence[Any]]) -> None:
+        """The service table: frontends (``ip``, ``port``, ``protocol`` TCP|UDP, as
+        :class:`cilia.datapath.maps.lb.Frontend`) -> backends (``ip``, ``port``)."""
+        self.services = {
+            (str(ipaddress.ip_address(fe.ip)), _LB_PROTOS[fe.protocol], fe.port):
+                tuple((str(ipaddress.ip_address(b.ip)), b.port) for b in backends)
+            for fe, backends in table.items() if fe.protocol in _LB_PROTOS
+        }
 
     def upsert_endpoint(self, endpoint: SimEndpoint) -> None:
         self.endpoints[endpoint.ip] = endpoint
@@ -201,14 +221,23 @@ class Datapath:
         ep = self.endpoints.get(ip)
         return ep.identity if ep is not None else self.ipcache.lookup(ip)
 
-    def flow(self, src_ip: str, dst_ip: str, proto: int, dport: int) -> FlowVerdict:
+    def flow(self, src_ip: str, dst_ip: str, proto: int, dport: int, backend: int = 0) -> FlowVerdict:
         """Source egress (if local), then destination ingress (if local and not yet dropped); a side
-        drops with ``OUTSIDE_LAB`` when either address is outside the lab's ranges."""
+        drops with ``OUTSIDE_LAB`` when either address is outside the lab's ranges. A packet to a
+        Service's frontend goes to its ``backend``-th backend (modulo their number)."""
         src_id, dst_id = self.identity_of(src_ip), self.identity_of(dst_ip)
         egress = ingress = None
         if ipv6_link_control(dst_ip, proto, dport):
             return FlowVerdict(src_id, dst_id, LINK_CONTROL if src_ip in self.endpoints else None,
                                LINK_CONTROL if dst_ip in self.endpoints else None)
+        translated = None
+        if self.services and src_ip in self.endpoints and proto in _LB_PROTOS.values() and dport:
+            backends = self.services.get((str(ipaddress.ip_address(dst_ip)), proto, dport))
+            if backends is not None:  # a ClusterIP: translated on the source's egress path, first
+                if not backends:
+                    return FlowVerdict(src_id, dst_id, NO_BACKEND, None)
+                translated = dst_ip, dport = backends[backend % len(backends)]
+                dst_id = self.identity_of(dst_ip)
         outside = not (in_lab(src_ip) and in_lab(dst_ip))
         src = self.endpoints.get(src_ip)
         if src is not None:
@@ -218,4 +247,4 @@ class Datapath:
         if dst is not None and (egress is None or egress.allowed):
             ingress = OUTSIDE_LAB if outside else policy_lookup(dst.policy, src_id, 0, proto, dport,
                                                                 audit=dst.audit)
-        return FlowVerdict(src_id, dst_id, egress, ingress)
+        return FlowVerdict(src_id, dst_id, egress, ingress, translated)
