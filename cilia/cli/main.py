@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for `cilia --help`
+
+if TYPE_CHECKING:
+    from typing import Any
 
 HELP_ARGS = ([], ["--help"], ["-h"])
 
@@ -27,11 +31,9 @@ def _plain_help_wanted() -> bool:
     """typer would draw help without rich (TYPER_USE_RICH=0, or rich not installed)."""
     if os.environ.get("TYPER_USE_RICH", "").lower() in ("0", "false", "no", "off", "n", "f"):
         return True
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return True
-    return False
+    from importlib.util import find_spec  # whether rich is there, without importing it
+
+    return find_spec("rich") is None
 
 
 def main() -> None:

@@ -5,8 +5,6 @@ tests/test_cli_lazy.py checks it against what the modules really register.
 
 from __future__ import annotations
 
-import pkgutil
-
 from cilia.cli import commands
 
 HELP = "Identity-based network policy for Linux workloads (Cilium semantics, eBPF datapath)."
@@ -62,6 +60,8 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
 
 def command_modules() -> list[str]:
     """Every module of :mod:`cilia.cli.commands` that may register commands (``_name`` are helpers)."""
+    import pkgutil  # not for `cilia --help`, which reads the table only
+
     return sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_"))
 
 

@@ -9,11 +9,14 @@ Sub-command help stays typer's.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import textwrap
-from collections.abc import Sequence
-from typing import TextIO
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for `cilia --help`
+
+if TYPE_CHECKING:  # annotations only: `cilia --help` imports neither
+    from collections.abc import Sequence
+    from typing import TextIO
 
 _BOLD_CYAN, _YELLOW, _BOLD, _DIM, _RESET = "\x1b[1;36m", "\x1b[33m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 
@@ -42,7 +45,12 @@ def render(
     """Print the usage line, the app's help, the ``-h/--help`` option and the commands."""
     out = out or sys.stdout
     tty = out.isatty()
-    width = shutil.get_terminal_size((80, 24)).columns if tty else 80
+    if tty:
+        import shutil  # (with its compression modules) only to ask a terminal its width
+
+        width = shutil.get_terminal_size((80, 24)).columns
+    else:
+        width = 80
     color = tty and "NO_COLOR" not in os.environ
     yellow, bold, reset = (_YELLOW, _BOLD, _RESET) if color else ("", "", "")
     first = max(len(name) for name, _ in commands)
