@@ -7,9 +7,12 @@
  * (a later packet) or else to the listener, and CILIA_MARK_TO_PROXY so the node's policy routing
  * delivers it locally. The proxy sees the original destination as its socket's local address.
  * Nothing listening = dropped (fail closed). Packets entering a pod (tc egress, no sk_assign
- * there) hairpin into the same device's ingress first (proxy_hairpin).
+ * there) hairpin into the same device's ingress first (proxy_hairpin). IPv4 and IPv6 take the
+ * same path (sock_tuple fills either lookup tuple; the proxies listen on both families, and the
+ * policy routing for CILIA_MARK_TO_PROXY exists for both).
  *
- * And the DNS proxy's port-53 redirection (toFQDNs), which rewrites the destination. */
+ * And the DNS proxy's port-53 redirection (toFQDNs), which rewrites the destination: IPv4 only,
+ * and only for a datapath whose DNS proxy is not transparent (cilia_dns_redirect entries). */
 #ifndef CILIA_PROXY_H
 #define CILIA_PROXY_H
 
