@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -150,9 +151,12 @@ class KeepAlive:
 
 
 def wrk(ns: str, url: str, threads: int, conns: int, seconds: int) -> dict[str, float]:
-    """wrk's latency percentiles (µs) and requests/s, run in namespace ``ns``."""
+    """wrk's latency percentiles (µs), requests/s and its own CPU seconds (``cpu_s``), run in
+    namespace ``ns``."""
     argv = [*netns.exec_argv(ns), "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr or run.stdout}")
     out = run.stdout
@@ -166,17 +170,36 @@ def wrk(ns: str, url: str, threads: int, conns: int, seconds: int) -> dict[str, 
     if non2xx is not None:
         raise RuntimeError(f"wrk got {non2xx.group(1)} refused answers: the policy does not allow the load")
     res["rps"] = float(m.group(1))
+    total = re.search(r"(\d+) requests in", out)
+    res["requests"] = float(total.group(1)) if total else 0.0
+    res["cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return res
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far (/proc/stat; iowait counts as idle)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / tick, idle / tick
+
+
 def cpu_s(pid_file: Path) -> float:
-    """User + system CPU seconds of the process named by ``pid_file`` (0 if there is none)."""
+    """User + system CPU seconds of the process named by ``pid_file`` and its children (nginx's
+    worker; 0 if there is none)."""
     try:
-        pid = int(pid_file.read_text().split()[0])
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        pids = [int(pid_file.read_text().split()[0])]
+        pids += [int(c) for c in Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()]
     except (OSError, ValueError, IndexError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -219,20 +242,49 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
         url = f"http://{sip}:{PORT}/bench"
         probe = KeepAlive(cns, sip, PORT)
 
+        def last_seq() -> int:
+            """The last flow's sequence number, once the agent has caught up with the log."""
+            def last() -> int:  # binary search with one-flow reads: the agent serialises little
+                lo, hi = 0, 1 << 40
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if client.flows(mid - 1, 1).get("flows"):
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                return lo
+
+            seqs = [-1]
+            while True:
+                seqs.append(last())
+                if seqs[-1] == seqs[-2]:
+                    return seqs[-1]
+                time.sleep(0.3)
+
         def measure(label: str) -> dict[str, float]:
             lat = wrk(cns, url, 1, 1, seconds)
-            procs = {"agent": cfg.pid_path, "haproxy": cfg.run_dir / "proxy" / "haproxy.pid"}
+            seq0 = last_seq()
+            procs = {"agent": cfg.pid_path, "haproxy": cfg.run_dir / "proxy" / "haproxy.pid",
+                     "nginx": ndir / "nginx.pid"}  # fmt: skip
             before = {k: cpu_s(p) for k, p in procs.items()}
+            busy0, idle0 = machine_cpu()
             thr = wrk(cns, url, 2, conns, seconds)
+            busy1, idle1 = machine_cpu()
             used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
+            used["wrk"] = thr["cpu_s"]
             r = {"p50_us": lat["p50_us"], "p99_us": lat["p99_us"], "rps": thr["rps"]}
             n = max(thr["rps"] * seconds, 1.0)
-            r.update({f"{k}_cpu_us": used[k] / n * 1e6 for k in procs})
+            r.update({f"{k}_cpu_us": v / n * 1e6 for k, v in used.items()})
+            r["machine_cpu_us"] = (busy1 - busy0) / n * 1e6
+            r["idle_s"] = idle1 - idle0
+            r["flows_per_request"] = (last_seq() - seq0) / max(thr["requests"], 1.0)
             print(f"{label}: latency p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs (1 connection); "
-                  f"{r['rps']:.0f} requests/s ({conns} connections; CPU meanwhile: agent "
-                  f"{used['agent']:.1f} s, haproxy {used['haproxy']:.1f} s of {seconds} s = "
-                  f"{r['agent_cpu_us']:.1f} + {r['haproxy_cpu_us']:.1f} µs per request)",
-                  flush=True)  # fmt: skip
+                  f"{r['rps']:.0f} requests/s ({conns} connections; CPU per request: agent "
+                  f"{r['agent_cpu_us']:.1f} µs, haproxy {r['haproxy_cpu_us']:.1f}, nginx "
+                  f"{r['nginx_cpu_us']:.1f}, wrk {r['wrk_cpu_us']:.1f}, whole machine "
+                  f"{r['machine_cpu_us']:.1f} µs; machine idle {r['idle_s']:.1f} CPU-s of "
+                  f"{seconds * (os.cpu_count() or 1)}; flows made: {r['flows_per_request']:.3f} per "
+                  "request)", flush=True)  # fmt: skip
             return r
 
         rev = manifests.apply(store, [str(write_yaml(base / "l4.yaml", [policy(None)]))]).revision

@@ -100,22 +100,25 @@ def test_reader_hands_over_bursts(tmp_path: Path) -> None:
 
     path = tmp_path / "access.sock"
     reader = AccessLogReader(path, lambda r: None, on_batch)
-    out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    out = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # as HAProxy's log ring forwards
     out.settimeout(5)
     try:
-        out.sendto(b"[ALERT] not a request", str(path))
-        for i in range(10):  # queued before the reader runs (the socket queues 10 datagrams by default)
-            out.sendto(LINE.format(m="GET", p=f"/{i}").encode(), str(path))
+        out.connect(str(path))
+        lines = [LINE.format(m="GET", p=f"/{i}") for i in range(50)]
+        # queued before the reader runs; a line split across two writes is one line
+        first = "[ALERT] not a request\n" + "\n".join(lines[:10]) + "\n" + lines[10][:30]
+        out.sendall(first.encode())
         reader.start()
-        for i in range(10, 50):
-            out.sendto(LINE.format(m="GET", p=f"/{i}").encode(), str(path))
+        out.sendall((lines[10][30:] + "\n").encode())
+        for line in lines[11:]:
+            out.sendall(f"{line}\n".encode())
         assert done.wait(5)
         time.sleep(0.05)
     finally:
         out.close()
         reader.close()
     assert [r.path for rs in got for r in rs] == [f"/{i}" for i in range(50)]
-    # the queued burst came as one batch (datagrams sent while the reader drains it may join it)
+    # the queued burst came as one batch (lines sent while the reader waits may join it)
     assert len(got[0]) >= 10 and reader.errors == 1
 
 

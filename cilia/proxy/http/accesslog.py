@@ -1,5 +1,5 @@
-"""HAProxy's access log (one raw line per request, to a unix datagram socket the agent owns) →
-:class:`HttpRecord` values.
+"""HAProxy's access log (one raw line per request, forwarded from HAProxy's log ring over a unix
+stream socket the agent owns) → :class:`HttpRecord` values.
 
 The line format is :data:`cilia.proxy.http.config.HTTP_LOG`; the path, the host and the request's
 header block are URL-encoded by HAProxy (``url_enc``; ``-`` when absent or empty), so a line always
@@ -25,7 +25,8 @@ from cilia.proxy.errors import ProxyError
 log = logging.getLogger("cilia.proxy.http")
 HTTP_FIELDS = 18
 TLS_FIELDS = 12
-BATCH = 256  # datagrams read per wake-up at most
+READ_BYTES = 1 << 20  # one recv of the log stream
+GATHER_S = 0.005  # after a read, time for the next burst to gather (flows appear ≤ 5 ms later)
 
 
 class AccessLogError(ProxyError, ValueError):
@@ -154,7 +155,13 @@ def _decided(evaluated: str) -> tuple[tuple[str, bool], ...]:
 
 
 class AccessLogReader:
-    """Binds the access log socket (0600) and hands every parsed line to ``on_record``."""
+    """Listens on the access log socket (unix stream, 0600), to which HAProxy's log ring forwards
+    its lines, and hands every parsed line to ``on_record`` (or each burst to ``on_batch``).
+
+    The lines arrive in bulk (HAProxy's ring forwarder writes what has accumulated); after each
+    read the reader waits :data:`GATHER_S` so that the next read takes a larger burst: the per-burst
+    costs (a wake-up, the node view, one flow log write) are shared by more requests. HAProxy may
+    reconnect (a restart, an idle timeout): every connection is read."""
 
     def __init__(self, path: Path, on_record: Callable[[HttpRecord | TlsRecord], None],
                  on_batch: Callable[[list[HttpRecord | TlsRecord]], None] | None = None) -> None:
@@ -165,16 +172,17 @@ class AccessLogReader:
         self.errors = 0
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
             self.sock.bind(str(path))
         finally:
             os.umask(old)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.setblocking(False)  # woken by poll, then drained without blocking
+        self.sock.listen(8)
+        self.sock.setblocking(False)  # woken by poll
         self._poll = select.poll()
         self._poll.register(self.sock, select.POLLIN)
+        self._conns: dict[int, tuple[socket.socket, list[bytes]]] = {}  # fd → (connection, partial line)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cilia-http-log", daemon=True)
 
@@ -182,42 +190,68 @@ class AccessLogReader:
         self._thread.start()
         return self
 
-    def _datagrams(self) -> list[bytes] | None:
-        """The next datagram and every one already queued behind it (one wake-up per burst, not
-        per request); [] after a quiet interval, None once the socket is closed."""
+    def _read(self) -> bytes | None:
+        """The whole lines that arrived since the last call (b"" after a quiet interval), None once
+        the reader is closed."""
         try:
-            if not self._poll.poll(200):
-                return []
+            events = self._poll.poll(200)
         except (OSError, ValueError):
             return None
+        if self._stop.is_set():
+            return None
         out: list[bytes] = []
-        while len(out) < BATCH:
-            try:
-                out.append(self.sock.recv(65536))
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                return out or None
-        return out
+        for fd, _ in events:
+            if fd == self.sock.fileno():
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    conn, _ = self.sock.accept()
+                    conn.setblocking(False)
+                    self._conns[conn.fileno()] = (conn, [])
+                    self._poll.register(conn, select.POLLIN)
+                continue
+            conn, partial = self._conns[fd]
+            closed = False
+            while True:
+                try:
+                    chunk = conn.recv(READ_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                head, nl, tail = chunk.rpartition(b"\n")
+                if nl:
+                    out += partial
+                    out.append(head + nl)
+                    partial.clear()
+                partial.append(tail)
+                if len(chunk) < READ_BYTES:
+                    break
+            if closed:
+                self._poll.unregister(fd)
+                conn.close()
+                del self._conns[fd]
+        return b"".join(out)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            batch = self._datagrams()
-            if batch is None:
+            data = self._read()
+            if data is None:
                 return
-            records: list[HttpRecord | TlsRecord] = []
-            for data in batch:
-                records += self._parse(data)
-            if not records:
+            if not data:
                 continue
-            try:
-                if self.on_batch is not None:
-                    self.on_batch(records)
-                else:
-                    for record in records:
-                        self.on_record(record)
-            except Exception:  # a consumer's failure must not stop the log
-                log.exception("http access log consumer")
+            records = self._parse(data)
+            if records:
+                try:
+                    if self.on_batch is not None:
+                        self.on_batch(records)
+                    else:
+                        for record in records:
+                            self.on_record(record)
+                except Exception:  # a consumer's failure must not stop the log
+                    log.exception("http access log consumer")
+            self._stop.wait(GATHER_S)
 
     def _parse(self, data: bytes) -> list[HttpRecord | TlsRecord]:
         out = []
@@ -235,5 +269,8 @@ class AccessLogReader:
         self._stop.set()
         self._thread.join(timeout=2)
         self.sock.close()
+        for conn, _ in self._conns.values():
+            conn.close()
+        self._conns.clear()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
