@@ -23,13 +23,14 @@ pytestmark = pytest.mark.root
 
 EP, EP_ID = 9, 1001
 X, Y, WORLD, CIDR_ID = 1002, 1003, 2, 16777300
+WORLD_V6 = 10  # reserved:world-ipv6: an IPv6 address in no prefix (as a dual-stack Cilium)
 LOCAL6, X6, Y6 = "2001:2::c612:114", "2001:2::c612:10a", "2001:2::c612:11e"
 WORLD6 = "2001:2::c613:9"  # a lab address no identity holds: world
 CIDR6_NET, CIDR6_HOST = "2001:2:0:77::/64", "2001:2:0:77::5"  # a CIDR identity's prefix, a host in it
 ING, EG = int(Direction.INGRESS), int(Direction.EGRESS)
 A = Entry(False, rule("allow"))
 
-PEERS6 = ((X6, X), (Y6, Y), (WORLD6, WORLD), (CIDR6_HOST, CIDR_ID))
+PEERS6 = ((X6, X), (Y6, Y), (WORLD6, WORLD_V6), (CIDR6_HOST, CIDR_ID))
 PROTOS6 = (TCP, UDP, SCTP, ICMPV6)
 
 
@@ -70,7 +71,7 @@ def test_differential_ipv6_kernel_equals_sim(dp: Datapath) -> None:
     for _ in range(40):
         ms = random_mapstate(rnd)
         for _ in range(3):  # ICMPv6 and CIDR-identity keys too
-            ident = rnd.choice((0, X, CIDR_ID))
+            ident = rnd.choice((0, X, CIDR_ID, WORLD_V6))
             key = rnd.choice((Key(ident, rnd.choice((ING, EG)), ICMPV6, rnd.choice((128, 129, 1)), 16),
                               Key(ident, rnd.choice((ING, EG)), ICMPV6, 0, 0)))
             ms[key] = Entry(rnd.random() < 0.3, rule(f"r{rnd.randint(0, 5)}"))
@@ -177,7 +178,7 @@ def test_cidr_prefix_in_the_ipv6_ipcache(dp: Datapath) -> None:
                                                       A.rules, False)
     outside = send(dp, EG, "2001:2:0:78::5", TCP, 443)
     assert (outside.passed, outside.reason) == (False, DropReason.POLICY_DENIED)
-    assert dp.ipcache.identity_of(CIDR6_HOST) == CIDR_ID and dp.ipcache.identity_of("2001:2:0:78::5") == WORLD
+    assert dp.ipcache.identity_of(CIDR6_HOST) == CIDR_ID and dp.ipcache.identity_of("2001:2:0:78::5") == WORLD_V6
 
 
 

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.root
 
 NODE_INDEX = 4  # no other live test module uses node 4
 WORLD_HOST = "v6-w"
+NOBODY6 = "2001:2:0:99::1"  # a lab address nothing holds (v6-a's egress drops the packet to it)
 
 
 def _probes(node: LiveNode, src: str, probes: dict[str, str], world: bool = False) -> dict[str, bool]:
@@ -96,18 +97,23 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
     b6, a6 = ips["v6-b"][1], ips["v6-a"][1]
 
     from_a = _probes(node, "v6-a", {"ping6 b": _ping6(b6), "curl6 b": _curl(b6), "curl6 b:81": _curl(b6, 81),
-                                    "curl6 world": _curl(w6), "curl4 world": _curl(w4)})
+                                    "curl6 world": _curl(w6), "curl4 world": _curl(w4),
+                                    "curl6 nobody": _curl(NOBODY6)})
     # toCIDR of the world host's IPv6 /128 selects that address, not the host's IPv4 one
     assert from_a == {"ping6 b": True, "curl6 b": True, "curl6 b:81": False, "curl6 world": True,
-                      "curl4 world": False}
+                      "curl4 world": False, "curl6 nobody": False}
     from_c = _probes(node, "v6-c", {"ping6 b": _ping6(b6), "curl6 b": _curl(b6),
                                     "curl4 b": _curl(ips["v6-b"][0])})
     assert from_c == {"ping6 b": False, "curl6 b": False, "curl4 b": False}
-    # the IPv6 drops are flows that name both pods
+    # the IPv6 drops are flows that name both pods; an IPv6 address outside every prefix is
+    # reserved:world-ipv6 (identity 10), as in a dual-stack Cilium
     out = node.cilia("observe", "--verdict", "DROPPED", "--last", "50", "-o", "json").stdout
+    flows = list(map(json.loads, out.splitlines()))
     drops = {(f["source"].get("pod_name"), f["destination"].get("pod_name"), f["IP"]["ipVersion"])
-             for f in map(json.loads, out.splitlines()) if f["IP"]["destination"] == b6}
+             for f in flows if f["IP"]["destination"] == b6}
     assert ("v6-c", "v6-b", "IPv6") in drops, out
+    assert {(f["destination"]["identity"], tuple(f["destination"]["labels"])) for f in flows
+            if f["IP"]["destination"] == NOBODY6} == {(10, ("reserved:world-ipv6",))}, out
     # a dual-stack world host reaches v6-a (no ingress policy) over IPv6
     assert _probes(node, WORLD_HOST, {"curl6 a": _curl(a6)}, world=True) == {"curl6 a": True}
 

@@ -376,7 +376,8 @@ def identity_of(rec: Reconciler, state: FqdnState, ip: str) -> int:
     if found:
         return found
     addr = ipaddress.ip_address(ip)
-    best, ident = -1, int(ReservedIdentity.WORLD)
+    # world as the datapath's ipcache miss: reserved:world-ipv6 for an IPv6 address
+    best, ident = -1, int(ReservedIdentity.WORLD_IPV6 if addr.version == 6 else ReservedIdentity.WORLD)
     for prefix, n in rec.cidr_identities.items():
         net = ipaddress.ip_network(prefix, strict=False)
         if addr in net and net.prefixlen > best:

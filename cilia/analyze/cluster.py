@@ -192,12 +192,12 @@ class Analysis:
 
     def external_identity(self, ip: str) -> int:
         """The identity of an address outside the cluster: the CIDR identity of the longest policy
-        prefix containing it, else world (§3.4)."""
+        prefix containing it, else world (§3.4): ``reserved:world-ipv6`` for IPv6, as the datapath."""
         addr = ipaddress.ip_address(ip)
         for net, ident in self._cidr_ids:
             if addr.version == net.version and addr in net:
                 return ident
-        return int(ReservedIdentity.WORLD)
+        return int(ReservedIdentity.WORLD_IPV6 if addr.version == 6 else ReservedIdentity.WORLD)
 
     @cached_property
     def rules(self) -> tuple[PolicyRule, ...]:

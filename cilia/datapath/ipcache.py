@@ -1,7 +1,9 @@
 """A pure-Python ipcache: longest-prefix match of an IP (v4 or v6) to a security identity.
 
 The kernel keeps the same mapping in an LPM trie (semantics.md §3.3): pod and node IPs as /32 or
-/128 entries, CIDR identities for the prefixes policies name. An address with no entry is world.
+/128 entries, CIDR identities for the prefixes policies name. An address with no entry is world:
+``reserved:world`` (2) for IPv4, ``reserved:world-ipv6`` (10) for IPv6, as the kernel's
+``lookup_identity`` (a dual-stack Cilium's numbering for IPv6; IPv4 keeps the single-stack one).
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ import ipaddress
 from collections.abc import Iterator
 
 WORLD_IDENTITY = 2
+WORLD_IPV6_IDENTITY = 10
 
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class IPCache:
-    """prefix -> identity with longest-prefix lookup; unknown addresses map to ``default``."""
+    """prefix -> identity with longest-prefix lookup; unknown addresses map to ``default``
+    (``default6`` for IPv6)."""
 
-    def __init__(self, default: int = WORLD_IDENTITY) -> None:
+    def __init__(self, default: int = WORLD_IDENTITY, default6: int = WORLD_IPV6_IDENTITY) -> None:
         self.default = default
+        self.default6 = default6
         # (version, prefix_len) -> masked address -> identity
         self._tables: dict[tuple[int, int], dict[int, int]] = {}
         self._lengths: dict[int, list[int]] = {4: [], 6: []}
@@ -58,9 +63,11 @@ class IPCache:
         return None
 
     def lookup(self, ip: str) -> int:
-        """The identity of ``ip`` (``default``, i.e. world, when no prefix contains it)."""
+        """The identity of ``ip`` (``default``/``default6``, i.e. world, when no prefix contains it)."""
         found = self.lookup_prefix(ip)
-        return self.default if found is None else found[1]
+        if found is None:
+            return self.default6 if ":" in ip else self.default
+        return found[1]
 
     def __iter__(self) -> Iterator[tuple[str, int]]:
         for (version, length), table in sorted(self._tables.items()):

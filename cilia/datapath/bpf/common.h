@@ -29,6 +29,7 @@
 #define CT_TCP_TIMEOUT_S 21600
 #define CT_TIMEOUT_S 60
 #define WORLD_ID 2
+#define WORLD_IPV6_ID 10 /* reserved:world-ipv6: an IPv6 address outside every prefix */
 #define NSEC 1000000000ULL
 
 struct flow {

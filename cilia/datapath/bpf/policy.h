@@ -21,7 +21,9 @@ static __always_inline __u32 lookup_identity(const struct flow *f, const __u8 *a
 		__builtin_memcpy(k.addr, addr, 16);
 		v = bpf_map_lookup_elem(&cilia_ipcache6, &k);
 	}
-	return v ? v->identity : WORLD_ID;
+	/* world: reserved:world for IPv4 (single-stack numbering), reserved:world-ipv6 for IPv6 as in a
+	 * dual-stack Cilium (toEntities: [world-ipv6]) */
+	return v ? v->identity : (f->family == 6 ? WORLD_IPV6_ID : WORLD_ID);
 }
 
 static __always_inline __u8 match_type(__u8 exact, __u8 prefix)

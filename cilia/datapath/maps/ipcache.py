@@ -17,6 +17,7 @@ MAP_V4 = "cilia_ipcache4"
 MAP_V6 = "cilia_ipcache6"
 MAX_ENTRIES = 524288
 WORLD = 2
+WORLD_IPV6 = 10  # bpf/policy.h lookup_identity: an IPv6 miss is reserved:world-ipv6
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -82,11 +83,13 @@ class IpcacheMap:
             m.update_batch(karr, varr, len(sel))
 
     def identity_of(self, address: str) -> int:
-        """Longest-prefix lookup as the datapath does it (miss: world)."""
+        """Longest-prefix lookup as the datapath does it (miss: world; world-ipv6 for IPv6)."""
         ip = ipaddress.ip_address(address)
         key = make_key(f"{ip}/{ip.max_prefixlen}")
         val = IpcacheValue()
-        return val.identity if self._map(key).lookup(key, val) else WORLD
+        if self._map(key).lookup(key, val):
+            return int(val.identity)
+        return WORLD_IPV6 if ip.version == 6 else WORLD
 
     def dump(self) -> list[IpcacheEntry]:
         """Every entry, sorted by address family, prefix."""
