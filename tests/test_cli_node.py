@@ -54,6 +54,13 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimNode]:
             "-f",
             str(SEED / "prod-backend-to-database.yaml"),
         )
+        services = n.base / "services.yaml"  # one dual-stack, one IPv6 Service (get svc -o wide)
+        services.write_text(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: app-b, namespace: default}\n"
+            "spec: {ipFamilyPolicy: PreferDualStack, selector: {app: app-b}, ports: [{port: 80}]}\n---\n"
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db6, namespace: prod}\n"
+            "spec: {ipFamilies: [IPv6], selector: {app: database}, ports: [{port: 5432}]}\n")
+        n.cli("apply", "-f", str(services))
         yield n
     finally:
         n.stop()
@@ -73,6 +80,8 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimNode]:
         ("endpoints.txt", ["get", "endpoints", "-A"]),
         ("endpoints-wide.txt", ["get", "endpoints", "-o", "wide"]),
         ("identities.txt", ["get", "identities"]),
+        ("svc.txt", ["get", "svc", "-A"]),
+        ("svc-wide.txt", ["get", "svc", "-A", "-o", "wide"]),
         ("identities.json", ["get", "identities", "-o", "json"]),
         ("describe-pod.txt", ["describe", "pod", "app-a-flwmvdl9w9-96"]),
         ("describe-cnp.txt", ["describe", "cnp", "allow-frontend-to-app-b"]),
