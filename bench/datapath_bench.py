@@ -24,6 +24,13 @@ Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale
 policy_latency_ratio=cilia/noop floor_latency_ratio=cilia/floor stack_latency_ratio=stack/none
 stack_throughput_ratio=stack/none``. Needs root, iperf3, sockperf, iptables.
 
+``--out`` measures instead traffic that leaves the pods, to a lab device that is not a pod (the
+receiver registered as a guard-only device, as a world host's veth or a node's underlay is):
+``none`` (no program), ``neigh`` (cilia, host routing with ``route_out``: bpf_redirect_neigh out of
+the device, the guard's egress program still runs) and ``stack`` (cilia, the host's forwarding
+path); ``summary: out_throughput_ratio=neigh/stack out_latency_ratio=neigh/stack
+neigh_none_latency_ratio=neigh/none``.
+
 CPU idle: by default the run holds ``/dev/cpu_dma_latency`` at 0 (as tuned's latency-performance
 profile does), so an idle vCPU polls instead of halting. On this VM (cpuidle haltpoll with
 ``guest_halt_poll_ns=0``) a halted vCPU's wake-up is a hypervisor round trip: on a quiet machine it
@@ -210,6 +217,76 @@ def setup_datapath(pin_root: str, state: Path, front: Pod, back: Pod, filler: bo
     return dp
 
 
+GUARD_EP, WORLD = 0xFF01, 2
+
+
+def setup_out_datapath(pin_root: str, state: Path, front: Pod, back: Pod, route_out: bool) -> Datapath:
+    """front a pod (egress: all), back a guard-only device (no enforcement, the guard only)."""
+    from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
+
+    dp = Datapath(pin_root=pin_root, state_dir=state,
+                  config=DatapathConfig(host_routing=True, route_out=route_out)).open()
+    dp.upsert_ipcache(f"{GATEWAY}/32", 1)
+    dp.upsert_ipcache(f"{front.ip}/32", FRONT)
+    dp.endpoints.set(_info(front.ifindex, EP_FRONT, FRONT))
+    dp.set_policy(EP_FRONT, POLICY_FRONT)
+    dp.set_policy(GUARD_EP, {})
+    dp.endpoints.set(EndpointInfo(back.ifindex, GUARD_EP, WORLD, EndpointFlags.POLICY_READY))
+    return dp
+
+
+def guard_seen(dp: Datapath) -> int:
+    """Packets the datapath's to_container programs forwarded unenforced (the guard-only device's)."""
+    rows = dp.metrics()
+    return sum(r.packets for r in rows if (r.direction, r.verdict, r.reason) == ("ingress", "forwarded", ""))
+
+
+def main_out(args: argparse.Namespace) -> None:
+    configs = ("none", "neigh", "stack")
+    results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
+    roots = {"neigh": "/sys/fs/bpf/cilia/bench-neigh/v1", "stack": "/sys/fs/bpf/cilia/bench-ostack/v1"}
+    with (tempfile.TemporaryDirectory() as tmp, routed_pods(2, first_host=110) as (front, back),
+          cpu_idle(args.cpu_idle)):
+        dps: dict[str, Datapath] = {}
+        try:
+            start_servers(back)
+            time.sleep(1.0)
+            for name, root in roots.items():
+                dps[name] = setup_out_datapath(root, Path(tmp) / name, front, back, name == "neigh")
+            print(f"attach mode: {loader.attach_mode()}; cpu idle: {args.cpu_idle}; out of the pods",
+                  flush=True)
+            for rnd in range(args.rounds):
+                for config in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
+                    for root in roots.values():
+                        detach_all([front, back], [], root)
+                    if config in dps:
+                        coll = dps[config].coll
+                        assert coll is not None
+                        for pod in (front, back):
+                            loader.attach(coll, pod.ifindex)
+                    before = guard_seen(dps["neigh"])
+                    tx = tx_packets((front, back))
+                    g, lat = iperf(front, back, args.seconds), sockperf(front, back, args.seconds)
+                    tx = tx_packets((front, back)) - tx
+                    results[config]["gbps"].append(g)
+                    results[config]["lat_us"].append(lat)
+                    # neigh: the guard's egress program saw the redirected packets
+                    guard = f"  guard egress {guard_seen(dps['neigh']) - before}" if config == "neigh" else ""
+                    print(f"round {rnd + 1} {config:6s} {g:6.2f} Gbit/s  p50 {lat:6.2f} us  tx {tx}{guard}",
+                          flush=True)
+        finally:
+            for root in roots.values():
+                detach_all([front, back], [], root)
+            for dp in dps.values():
+                dp.teardown()
+    med = {c: (statistics.median(r["gbps"]), statistics.median(r["lat_us"])) for c, r in results.items()}
+    for c, (g, lat) in med.items():
+        print(f"median {c:6s} {g:6.2f} Gbit/s  p50 latency {lat:6.2f} us")
+    print(f"summary: out_throughput_ratio={med['neigh'][0] / med['stack'][0]:.3f} "
+          f"out_latency_ratio={med['neigh'][1] / med['stack'][1]:.3f} "
+          f"neigh_none_latency_ratio={med['neigh'][1] / med['none'][1]:.3f}")
+
+
 def _info(ifindex: int, ep: int, ident: int):
     from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 
@@ -287,7 +364,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--cpu-idle", choices=("poll", "halt"), default="poll",
                     help="poll: hold /dev/cpu_dma_latency at 0 during the run (default); halt: the VM's idle")
+    ap.add_argument("--out", action="store_true", help="traffic out of the pods: none, neigh, stack")
     args = ap.parse_args()
+    if args.out:
+        main_out(args)
+        return
     configs = ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
     roots = {"cilia": "/sys/fs/bpf/cilia/bench-allow/v1", "stack": "/sys/fs/bpf/cilia/bench-stack/v1",

@@ -15,7 +15,9 @@
  *
  * eBPF host routing (CFG_F_HOST_ROUTING, as Cilium's): from_container also decides the ingress of a
  * destination endpoint on this node and hands the packet to its namespace with bpf_redirect_peer,
- * skipping the host's IP stack and the destination's to_container (see host_route below).
+ * skipping the host's IP stack and the destination's to_container (see host_route below). With
+ * CFG_F_ROUTE_OUT a packet routed out of a guard-only lab device (a world host's veth, a cluster
+ * node's underlay) goes there by bpf_redirect_neigh, whose egress program (the guard) still runs.
  */
 #include "common.h"
 #include "maps.h"
@@ -253,14 +255,18 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	return TC_ACT_OK;
 }
 
-/* The local endpoint a packet is routed to, by the host's own routing table (the lab's /32 or
- * /128 route per pod and the neighbour entry of its eth0), never by anything the pod sent: 1 with
- * the device, the next hop's MACs and the endpoint filled; 0 when it is not a ready endpoint of
- * this node (another node, the world, a guard-only device, an unresolved neighbour). */
+#define HOP_PEER 1 /* a ready pod endpoint of this node, its neighbour resolved */
+#define HOP_OUT 2 /* a guard-only lab device: a world host or the underlay to another node */
+
+/* Where a packet is routed, by the host's own routing table (the lab's /32 or /128 route per pod
+ * and the neighbour entry of its eth0), never by anything the pod sent: HOP_PEER with the device,
+ * the next hop's MACs and the endpoint filled; HOP_OUT with the device and the next hop's address;
+ * 0 for anything else (a device that is not the lab's, an endpoint not ready, no route). */
 static __always_inline int hop_lookup(struct __sk_buff *skb, const struct flow *f, struct bpf_fib_lookup *fib,
 				      struct endpoint_value **ep)
 {
 	__u32 ifindex;
+	long r;
 
 	fib->ifindex = skb->ifindex;
 	if (f->family == 4) {
@@ -272,13 +278,65 @@ static __always_inline int hop_lookup(struct __sk_buff *skb, const struct flow *
 		__builtin_memcpy(fib->ipv6_src, f->saddr, 16);
 		__builtin_memcpy(fib->ipv6_dst, f->daddr, 16);
 	}
-	if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+	r = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+	if (r != BPF_FIB_LKUP_RET_SUCCESS && r != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return 0;
 	ifindex = fib->ifindex;
 	if (ifindex == skb->ifindex)
 		return 0;
 	*ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
-	return *ep && ((*ep)->flags & EP_F_POLICY_READY) && (*ep)->ep_id < GUARD_EP_MIN;
+	if (!*ep || !((*ep)->flags & EP_F_POLICY_READY))
+		return 0; /* not a lab device with the datapath on it: the stack (and the lab's guard) decide */
+	if ((*ep)->ep_id >= GUARD_EP_MIN)
+		return HOP_OUT;
+	return r == BPF_FIB_LKUP_RET_SUCCESS ? HOP_PEER : 0;
+}
+
+/* TTL or hop limit - 1 as a router does: 0, or TC_ACT_OK when it runs out (the stack answers with
+ * ICMP time exceeded), or TC_ACT_SHOT when the packet could not be rewritten. */
+static __always_inline int hop_ttl(struct __sk_buff *skb, const struct flow *f)
+{
+	__be16 old, new;
+	__u8 *b = (__u8 *)&new, hop;
+
+	if (f->family == 6) { /* the hop limit; IPv6 has no header checksum */
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 7, &hop, 1) < 0 || hop <= 1)
+			return TC_ACT_OK;
+		hop -= 1;
+		if (bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hop, 1, 0) < 0)
+			return TC_ACT_SHOT;
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &old, 2) < 0)
+		return TC_ACT_OK;
+	new = old;
+	if (b[0] <= 1)
+		return TC_ACT_OK;
+	b[0] -= 1;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &new, 2, 0) < 0)
+		return TC_ACT_SHOT; /* half rewritten: not forwarded in an undefined state */
+	return 0;
+}
+
+/* Out of a guard-only device towards the next hop the fib lookup named: the kernel resolves its
+ * neighbour (and fills the MACs) as the stack's output would, then the device's egress programs
+ * run (the guard, the host firewall) before it transmits. */
+static __always_inline int hop_out(struct __sk_buff *skb, const struct flow *f, const struct bpf_fib_lookup *fib)
+{
+	struct bpf_redir_neigh nh = {};
+	int r = hop_ttl(skb, f);
+
+	if (r)
+		return r;
+	if (f->family == 6) {
+		nh.nh_family = AF_INET6;
+		__builtin_memcpy(nh.ipv6_nh, fib->ipv6_dst, 16);
+	} else {
+		nh.nh_family = AF_INET;
+		nh.ipv4_nh = fib->ipv4_dst;
+	}
+	return bpf_redirect_neigh(fib->ifindex, &nh, sizeof(nh), 0);
 }
 
 /* Forward as the host's stack would (the next hop's MACs, TTL or hop limit - 1), into the peer's
@@ -286,26 +344,10 @@ static __always_inline int hop_lookup(struct __sk_buff *skb, const struct flow *
 static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow *f,
 					const struct bpf_fib_lookup *fib)
 {
-	__be16 old, new;
-	__u8 *b = (__u8 *)&new, hop;
+	int r = hop_ttl(skb, f);
 
-	if (f->family == 6) { /* the hop limit; IPv6 has no header checksum */
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + 7, &hop, 1) < 0 || hop <= 1)
-			return TC_ACT_OK; /* the stack answers with ICMPv6 time exceeded */
-		hop -= 1;
-		if (bpf_skb_store_bytes(skb, ETH_HLEN + 7, &hop, 1, 0) < 0)
-			return TC_ACT_SHOT;
-	} else {
-		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, &old, 2) < 0)
-			return TC_ACT_OK;
-		new = old;
-		if (b[0] <= 1)
-			return TC_ACT_OK; /* the stack answers with ICMP time exceeded */
-		b[0] -= 1;
-		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, old, new, 2) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN + 8, &new, 2, 0) < 0)
-			return TC_ACT_SHOT; /* half rewritten: not forwarded in an undefined state */
-	}
+	if (r)
+		return r;
 	if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0) < 0)
 		return TC_ACT_SHOT;
 	return bpf_redirect_peer(fib->ifindex, 0);
@@ -321,9 +363,14 @@ static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
 	struct bpf_fib_lookup fib = {};
 	struct endpoint_value *dst = NULL;
 	struct pkt q;
-	int stack = 0, r;
+	int stack = 0, r, hop;
 
-	if (p->ep->ep_id >= GUARD_EP_MIN || !hop_lookup(skb, &p->f, &fib, &dst) || !dst)
+	if (p->ep->ep_id >= GUARD_EP_MIN)
+		return TC_ACT_OK;
+	hop = hop_lookup(skb, &p->f, &fib, &dst);
+	if (hop == HOP_OUT && p->cfg && (p->cfg->flags & CFG_F_ROUTE_OUT))
+		return hop_out(skb, &p->f, &fib);
+	if (hop != HOP_PEER || !dst)
 		return TC_ACT_OK;
 	q.f = p->f;
 	q.cfg = p->cfg;

@@ -13,6 +13,7 @@ DEFAULT_EVENTS_PER_SEC = 1000
 DEFAULT_CT_TIMEOUT_S = 60
 DEFAULT_CT_TCP_TIMEOUT_S = 21600
 F_HOST_ROUTING = 0x1
+F_ROUTE_OUT = 0x2
 
 
 class ConfigValue(Structure):
@@ -29,6 +30,9 @@ class DatapathConfig(NamedTuple):
     ct_tcp_timeout_s: int = DEFAULT_CT_TCP_TIMEOUT_S
     # pod to pod on one node: both verdicts in the source's program, then bpf_redirect_peer
     host_routing: bool = True
+    # with host routing: a pod's traffic to world hosts and other nodes by bpf_redirect_neigh out of
+    # the lab device the route names (instead of the host's forwarding path)
+    route_out: bool = True
 
 
 class ConfigMap:
@@ -36,7 +40,7 @@ class ConfigMap:
         self.m = m
 
     def set(self, cfg: DatapathConfig) -> None:
-        flags = F_HOST_ROUTING if cfg.host_routing else 0
+        flags = (F_HOST_ROUTING if cfg.host_routing else 0) | (F_ROUTE_OUT if cfg.route_out else 0)
         value = ConfigValue(cfg.events_per_sec, cfg.ct_timeout_s, cfg.ct_tcp_timeout_s, flags)
         self.m.update(c_uint32(0), value)
 
@@ -46,4 +50,4 @@ class ConfigMap:
         return DatapathConfig(v.events_per_sec or DEFAULT_EVENTS_PER_SEC,
                               v.ct_timeout_s or DEFAULT_CT_TIMEOUT_S,
                               v.ct_tcp_timeout_s or DEFAULT_CT_TCP_TIMEOUT_S,
-                              bool(v.flags & F_HOST_ROUTING))
+                              bool(v.flags & F_HOST_ROUTING), bool(v.flags & F_ROUTE_OUT))
