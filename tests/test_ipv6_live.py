@@ -126,9 +126,11 @@ def test_ipv6_pods_enforced_live_and_offline(node: LiveNode, tmp_path: Path) -> 
     assert served == {"v6-b"} and failed, served  # each v6-d connection was dropped at v6-a's egress ...
     out = node.cilia("observe", "--verdict", "DROPPED", "--from-pod", "default/v6-a", "--last", "100",
                      "-o", "json").stdout
-    drops = {(f["destination"].get("pod_name"), f["IP"]["destination"], f["l4"]["TCP"]["destination_port"])
+    drops = {(f["destination"].get("pod_name"), f["IP"]["destination"], f["l4"]["TCP"]["destination_port"],
+              f.get("destination_service", {}).get("name"))
              for f in map(json.loads, out.splitlines()) if "TCP" in f.get("l4", {})}
-    assert ("v6-d", d6, 80) in drops, out  # ... as a flow to its IPv6 address on the target port
+    # ... as a flow to its IPv6 address on the target port, naming the Service (the IPv6 reverse NAT)
+    assert ("v6-d", d6, 80, "v6-web") in drops, out
 
     # offline, on the live pods (their podIPs) and the policies: the same verdicts for the IPv6 peers
     pods_file, policies_file = tmp_path / "pods.yaml", tmp_path / "policies.yaml"
