@@ -126,7 +126,9 @@ class Datapath:
         self.ct = CtMap(m["cilia_ct"])
         self.metrics_map = MetricsMap(m["cilia_metrics"])
         self.config_map = ConfigMap(m["cilia_config"])
-        self.lb = LbMap(m[lb.MAP], m[lb.CT_MAP], m[lb.REV_MAP], m[lb.MAP6], m[lb.CT_MAP6], m[lb.REV_MAP6])
+        # an object without the IPv6 service maps (a baseline revision in bench-prog-cost): IPv4 only
+        self.lb = LbMap(m[lb.MAP], m[lb.CT_MAP], m[lb.REV_MAP],
+                        m.get(lb.MAP6), m.get(lb.CT_MAP6), m.get(lb.REV_MAP6))
         self.dns = DnsMaps(m[dnsmap.MAP], m[dnsmap.REV_MAP])
         self.config_map.set(self.config)
         self.cookies = CookieTable(self.state_dir / "cookies.json")
