@@ -119,3 +119,21 @@ def test_member_follows_other_nodes_pods_into_the_service_table(etcd: EtcdCluste
         member.close()
         other.close()
         store.close()
+
+
+def test_a_dual_stack_service_balances_remote_pods_at_their_ipv6_twins(tmp_path: Path) -> None:
+    """The IPv6 frontend of a dual-stack Service: another node's pod at the IPv6 twin of the
+    address its node published (its node routes the twin, cilia.lab.nodes_lab); a local pod of an
+    IPv4-only runtime has no IPv6 address, so it is an IPv4 backend only."""
+    store = open_store(backend="memory")
+    web = {**WEB, "spec": {**WEB["spec"], "ipFamilyPolicy": "PreferDualStack"}}
+    put(store, pod("web-1", {"app": "web"}), pod("web-2", {"app": "web"}), web)
+    rec, dp = make_node(tmp_path, store)
+    rec.start()
+    local = rec.endpoints.get(PodKey("default", "web-1"))
+    assert local is not None and not local.ip6
+    rec.remote_pods[PodKey("default", "web-2")] = REMOTE_IP
+    assert rec.sync_services() and dp.services is not None
+    fe80, fe80v6 = Frontend("198.18.255.1", 80, "TCP"), Frontend("2001:2:0:ff::1", 80, "TCP")
+    assert dp.services[fe80] == tuple(sorted([Backend(local.ip, 8000), Backend(REMOTE_IP, 8000)]))
+    assert dp.services[fe80v6] == (Backend("2001:2::c612:2007", 8000),)  # 198.18.32.7's twin
