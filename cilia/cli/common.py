@@ -139,9 +139,11 @@ def wait_for_agent(cfg: AgentConfig, revision: int, timeout: float = 600.0, quie
                     )
                 return False
             if spinner is not None:
+                created, to_create = status.get("pods_created", 0), status.get("pods_to_create", 0)
+                pods = f", creating pods {created}/{to_create}" if created < to_create else ""  # its reports
                 spinner.update(
                     f"waiting for the agent: store revision {reached}/{revision}, "
-                    f"{status.get('endpoints', 0)} endpoints"
+                    f"{status.get('endpoints', 0)} endpoints{pods}"
                 )
 
 
