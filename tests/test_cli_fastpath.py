@@ -3,6 +3,8 @@ typer commands; what the fast path does not parse goes to typer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cilia.cli import fastpath
@@ -10,6 +12,7 @@ from tests.conftest import REPO
 from tests.helpers_analyze import files_args, run_cli
 from tests.test_cli_peer_names import TRACES
 from tests.test_cli_trace import CASES as TRACE_CASES
+from tests.test_cli_trace_fqdn import world  # noqa: F401 (the fixture)
 
 S = "examples/seed/"
 CASES = [
@@ -78,3 +81,23 @@ def test_fast_path_is_the_typer_command(
 )
 def test_what_the_fast_path_leaves_to_typer(argv: list[str]) -> None:
     assert fastpath.run(argv) is None
+
+
+def test_trace_with_what_the_node_learned(
+    world: Path,  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """toFQDNs decided on the node's saved DNS answers, its state directory given or from the
+    environment: the fast path answers as the typer command."""
+    base = ["trace", "-f", str(world / "m.yaml"), "--from", "default/client", "--port", "443/TCP"]
+    for argv, env in (
+        ([*base, "--to", "fqdn:cdn.example.org", "--state-dir", str(world / "node")], None),
+        ([*base, "--to", "fqdn:api.example.com", "-o", "json"], str(world / "node")),
+    ):
+        if env is not None:
+            monkeypatch.setenv("CILIA_STATE_DIR", env)
+        code, out, err = run_cli(argv)
+        assert fastpath.run(argv) == code
+        fast = capsys.readouterr()
+        assert (fast.out, fast.err) == (out, err) and "ALLOWED" in out.upper()
