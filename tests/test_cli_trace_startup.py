@@ -1,5 +1,6 @@
 """cilia trace imports what the trace needs (issue 15 item 2): not the agent, the store, the proxies,
-numpy or the manifest fixer; the node's state directory is resolved only when a question needs it."""
+numpy, the manifest fixer, typer or rich; the node's state directory is resolved only when a question
+needs it."""
 
 from __future__ import annotations
 
@@ -25,5 +26,6 @@ def test_trace_on_the_seed_imports_only_what_it_needs() -> None:
                          text=True, check=True).stdout
     loaded = set(json.loads(out.splitlines()[-1]))
     assert "DENIED" in out and "cilia.analyze.trace" in loaded  # it did trace
-    heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2")
+    heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2",
+             "typer", "click", "rich")  # the fast path (cilia/cli/fastpath.py) parses trace's options
     assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
