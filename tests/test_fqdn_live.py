@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from cilia.datapath.dualstack import ipv6_of
-from cilia.proxy.dns.msg import TYPE_A, TYPE_AAAA
+from cilia.proxy.dns.msg import TYPE_AAAA
 from tests.helpers_world import LiveNode, cnp, live_node, pod
 
 pytestmark = pytest.mark.root
@@ -36,12 +36,10 @@ def node(tmp_path: Path) -> Iterator[LiveNode]:
     yield from live_node(tmp_path, node)
 
 
-def dig(node: LiveNode, name: str, tcp: bool = False, server: str = DNS_SERVER,
-        qtype: int = TYPE_A) -> tuple[int, list[str]]:
-    """(rcode, addresses) of an A (or ``qtype``) query from the client pod to the lab's DNS server
-    (its IPv4 address, or ``server``)."""
+def dig(node: LiveNode, name: str, tcp: bool = False) -> tuple[int, list[str]]:
+    """(rcode, addresses) of an A query from the client pod to the lab's DNS server."""
     code = ("import json; from cilia.lab.dns import resolve; "
-            f"print(json.dumps(resolve({server!r}, {name!r}, timeout=8, tcp={tcp!r}, qtype={qtype})))")
+            f"print(json.dumps(resolve({DNS_SERVER!r}, {name!r}, timeout=8, tcp={tcp!r})))")
     out = node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False)
     rcode, addrs = json.loads(out.stdout)
     return int(rcode), list(addrs)
@@ -69,12 +67,20 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     assert node.curl_from_pod(CLIENT, api)
     assert not node.curl_from_pod(CLIENT, other, max_time="1")
     assert dig(node, "other.example.org") == (5, [])  # REFUSED: the DNS rules allow *.example.com only
-    # over IPv6 to the server's twin, through the proxy's IPv6 listener: an AAAA answer is learned
+    # over IPv6 to the server's twin, through the proxy's IPv6 listener (one exec, in order): api's
+    # IPv6 address is refused until its AAAA answer is learned; other.example.org is REFUSED
     api6, dns6 = ipv6_of(api), ipv6_of(DNS_SERVER)
-    assert not node.curl_from_pod(CLIENT, f"[{api6}]", max_time="1")
-    assert dig(node, "api.example.com", server=dns6, qtype=TYPE_AAAA) == (0, [api6])
-    assert node.curl_from_pod(CLIENT, f"[{api6}]")
-    assert dig(node, "other.example.org", server=dns6) == (5, [])
+    code = ("import json, socket; from cilia.lab.dns import resolve\n"
+            "def get():\n"
+            "    try:\n"
+            f"        with socket.create_connection(({api6!r}, 80), timeout=1) as s:\n"
+            "            s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); return s.recv(12).decode()\n"
+            "    except OSError: return ''\n"
+            f"print(json.dumps([get(), resolve({dns6!r}, 'api.example.com', timeout=8, qtype={TYPE_AAAA}),"
+            f" get(), resolve({dns6!r}, 'other.example.org', timeout=8)]))")
+    before, learned, after, refused = json.loads(
+        node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False).stdout)
+    assert (before, learned, after.split()[1:], refused) == ("", [0, [api6]], ["200"], [5, []])
     ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
     assert sorted(i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]) == [
         [f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="],

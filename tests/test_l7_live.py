@@ -58,6 +58,16 @@ def http(node: LiveNode, src: str, url: str, *args: str) -> int:
     return int(out.stdout) if out.stdout.strip().isdigit() else 0
 
 
+def http_each(node: LiveNode, src: str, *requests: tuple[str, ...]) -> list[int]:
+    """The HTTP status of each request (``(url, *curl args)``) from pod ``src``, sent by one curl
+    (``--next`` between them: one ``cilia exec``; 0: no answer)."""
+    argv = ["curl"]
+    for url, *args in requests:
+        argv += [*(["--next"] if len(argv) > 1 else []), *CURL[1:], "-w", "%{http_code}\\n", *args, url]
+    out = node.cilia("exec", src, "--", *argv, check=False).stdout.split()
+    return [int(code) for code in out] + [0] * (len(requests) - len(out))
+
+
 def ingress_rule(http_rules: list[dict[str, Any]], peer: str = "l7-client") -> dict[str, Any]:
     ports = [{"port": "80", "protocol": "TCP"}]
     to_ports = [{"ports": ports, "rules": {"http": http_rules}}]
@@ -107,8 +117,8 @@ def test_ingress_http_rules(node: LiveNode) -> None:
     assert http(node, "l7-other", f"{server}/public") == 0  # not allowed at L4: dropped, no answer
     # over IPv6 (the pods' twins): the same proxy decides, on its IPv6 listener
     server6 = f"http://[{ipv6_of(ips(node)['l7-server'])}]"
-    assert http(node, "l7-client", f"{server6}/public", "-6", "-g") == 200
-    assert http(node, "l7-client", f"{server6}/private", "-6", "-g") == 403
+    assert http_each(node, "l7-client", (f"{server6}/public", "-6", "-g"), (f"{server6}/private", "-6", "-g")
+                     ) == [200, 403]  # fmt: skip
 
     flows = observe(node, "--to-pod", "default/l7-server")
     client6 = ipv6_of(ips(node)["l7-client"])
@@ -144,8 +154,9 @@ def test_egress_and_both(node: LiveNode) -> None:
     assert http(node, "l7-client", f"{server}/both", "-X", "POST") == 403  # the client's egress rule
     assert http(node, "l7-client", f"{server}/other") == 403  # the server's ingress rule
     server6 = f"http://[{ipv6_of(ips(node)['l7-server'])}]"  # the same over IPv6
-    assert [http(node, "l7-client", f"{server6}{path}", "-6", "-g", *args) for path, args in (
-        ("/both", ()), ("/both", ("-X", "POST")), ("/other", ()))] == [200, 403, 403]
+    assert http_each(node, "l7-client", (f"{server6}/both", "-6", "-g"),
+                     (f"{server6}/both", "-6", "-g", "-X", "POST"), (f"{server6}/other", "-6", "-g")
+                     ) == [200, 403, 403]  # fmt: skip
     flows = observe(node, "--from-pod", "default/l7-client", "--http-path", "^/(both|other)$")
     decided = [(f["traffic_direction"], f["verdict"], f["l7"]["http"]["method"], f["l7"]["http"]["url"][-5:])
                for f in flows]  # fmt: skip
@@ -291,11 +302,15 @@ def test_tls_server_names(node: LiveNode, tmp_path: Path) -> None:
         assert https("api.example.com") == 200
         assert https("evil.org") == 0  # the proxy closed the connection after the ClientHello
         assert https("a.b.example.com") == 0  # '*' stays within one label
+        ip6 = f"[{ipv6_of(ip)}]"  # over IPv6: the TLS listener's IPv6 socket decides the same
+        assert http_each(node, "l7-client", *((f"https://{name}/", "-k", "--resolve", f"{name}:443:{ip6}")
+                                             for name in ("api.example.com", "evil.org"))) == [200, 0]
         # each ClientHello is an L7 flow: the server name, the verdict and the policy that decided
         out = node.cilia("observe", "--to-pod", "default/l7-server", "-o", "json").stdout
         tls = [f for f in map(json.loads, out.splitlines()) if "tls" in f.get("l7", {})]
-        seen = {(f["l7"]["tls"]["sni"], f["verdict"]) for f in tls}
-        assert {("api.example.com", "FORWARDED"), ("evil.org", "DROPPED")} <= seen, seen
+        seen = {(f["l7"]["tls"]["sni"], f["verdict"], f["IP"]["ipVersion"]) for f in tls}
+        assert {(name, verdict, version) for name, verdict in (("api.example.com", "FORWARDED"),
+                ("evil.org", "DROPPED")) for version in ("IPv4", "IPv6")} <= seen, seen
         refused = next(f for f in tls if f["l7"]["tls"]["sni"] == "evil.org")
         assert [p["name"] for p in refused["ingress_denied_by"]] == ["l7-server"]
     finally:
