@@ -81,6 +81,15 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     before, learned, after, refused = json.loads(
         node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False).stdout)
     assert (before, learned, after.split()[1:], refused) == ("", [0, [api6]], ["200"], [5, []])
+    # the IPv6 lookups are DNS flows with the pod's and the server's IPv6 addresses
+    dns6_flows = [(f["verdict"], f["l7"]["type"], f["l7"]["dns"]["query"], f["l7"]["dns"].get("ips"),
+                   f["source"].get("pod_name"), f["IP"]["source"], f["IP"]["destination"])
+                  for f in observe(node, "--protocol", "dns") if f["IP"]["ipVersion"] == "IPv6"]
+    client6 = ipv6_of(node.ips()[CLIENT])
+    assert dns6_flows == [
+        ("FORWARDED", "REQUEST", "api.example.com.", None, CLIENT, client6, dns6),
+        ("FORWARDED", "RESPONSE", "api.example.com.", [api6], CLIENT, client6, dns6),
+        ("DROPPED", "RESPONSE", "other.example.org.", None, CLIENT, client6, dns6)], dns6_flows
     ids = json.loads(node.cilia("get", "identities", "-o", "json").stdout)["items"]
     assert sorted(i["labels"] for i in ids if "fqdn:api.example.com=" in i["labels"]) == [
         [f"cidr:{api}/32=", "fqdn:api.example.com=", "reserved:world="],
