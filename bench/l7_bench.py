@@ -85,8 +85,8 @@ def policy(paths: list[str] | None) -> dict[str, Any]:
     return {
         "apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
         "metadata": {"name": "l7-bench", "namespace": NS},
-        "spec": {"endpointSelector": {"matchLabels": {"app": "l7-server"}},
-                 "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "l7-client"}}],
+        "spec": {"endpointSelector": {"matchLabels": {"app": "l7bench-server"}},
+                 "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "l7bench-client"}}],
                               "toPorts": [to_ports]}]},
     }  # fmt: skip
 
@@ -116,7 +116,7 @@ class KeepAlive:
                     self.close()
                     return 0
             try:
-                self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: l7-server\r\n\r\n".encode())
+                self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: l7bench-server\r\n\r\n".encode())
                 return self._response()
             except OSError:
                 self.close()  # closed by the other side: once more on a new connection
@@ -184,12 +184,13 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, idle / tick
 
 
-def cpu_s(pid_file: Path) -> float:
-    """User + system CPU seconds of the process named by ``pid_file`` and its children (nginx's
-    worker; 0 if there is none)."""
+def cpu_s(pid_file: Path, children: bool = False) -> float:
+    """User + system CPU seconds of the process named by ``pid_file``, with ``children`` its child
+    processes' too (nginx's worker; not the agent's: HAProxy is counted apart); 0 if there is none."""
     try:
         pids = [int(pid_file.read_text().split()[0])]
-        pids += [int(c) for c in Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()]
+        if children:
+            pids += [int(c) for c in Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().split()]
     except (OSError, ValueError, IndexError):
         return 0.0
     total = 0
@@ -228,12 +229,13 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
         process.start_background(cfg)
         client = AgentClient(cfg.socket_path, timeout=60)
         store = open_store(cfg.state_dir)
-        pods = write_yaml(base / "pods.yaml", [pod("l7-client", 80), pod("l7-server", 80)])
+        pods = write_yaml(base / "pods.yaml", [pod("l7bench-client", 80), pod("l7bench-server", 80)])
         rev = manifests.apply(store, [str(pods)]).revision
         client.wait_revision(rev, 60)
         wait_for(lambda: client.status()["endpoints"] >= 2, "pods up")
         eps = {e["pod"].split("/")[1]: e for e in client.endpoints()}
-        cns, sns, sip = eps["l7-client"]["netns"], eps["l7-server"]["netns"], eps["l7-server"]["ip"]
+        server = eps["l7bench-server"]
+        cns, sns, sip = eps["l7bench-client"]["netns"], server["netns"], server["ip"]
         ndir = base / "nginx"
         ndir.mkdir()
         (ndir / "nginx.conf").write_text(NGINX_CONF.format(dir=ndir, port=PORT))
@@ -266,11 +268,11 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
             seq0 = last_seq()
             procs = {"agent": cfg.pid_path, "haproxy": cfg.run_dir / "proxy" / "haproxy.pid",
                      "nginx": ndir / "nginx.pid"}  # fmt: skip
-            before = {k: cpu_s(p) for k, p in procs.items()}
+            before = {k: cpu_s(p, k == "nginx") for k, p in procs.items()}
             busy0, idle0 = machine_cpu()
             thr = wrk(cns, url, 2, conns, seconds)
             busy1, idle1 = machine_cpu()
-            used = {k: cpu_s(p) - before[k] for k, p in procs.items()}
+            used = {k: cpu_s(p, k == "nginx") - before[k] for k, p in procs.items()}
             used["wrk"] = thr["cpu_s"]
             r = {"p50_us": lat["p50_us"], "p99_us": lat["p99_us"], "rps": thr["rps"]}
             n = max(thr["rps"] * seconds, 1.0)
@@ -340,7 +342,7 @@ def _post_refused(ns: str, ip: str) -> bool:
     s.settimeout(1.0)
     try:
         s.connect((ip, PORT))
-        s.sendall(b"POST /x HTTP/1.1\r\nHost: l7-server\r\nContent-Length: 0\r\n\r\n")
+        s.sendall(b"POST /x HTTP/1.1\r\nHost: l7bench-server\r\nContent-Length: 0\r\n\r\n")
         return s.recv(100).startswith(b"HTTP/1.1 403")
     except OSError:
         return False

@@ -264,7 +264,10 @@ class HttpProxy:
         direction = Direction.EGRESS if egress else Direction.INGRESS
         ip = r.client[0] if egress else r.server[0]
         remote = r.server_identity if egress else r.client_identity
-        key = (self._generation, egress, ip, r.server[1], remote, r.method, r.path, r.host, r.headers)
+        key: tuple[Any, ...] = (
+            (self._generation, egress, r.shape) if r.shape  # the shape holds all of the below
+            else (self._generation, egress, ip, r.server[1], remote, r.method, r.path, r.host, r.headers)
+        )  # fmt: skip
         got = self._decisions.get(key)
         if got is None:
             by: frozenset[Any] = frozenset()

@@ -33,13 +33,14 @@ def dumps(flow: Flow) -> str:
 
 
 class _Shape:
-    __slots__ = ("checked", "infos", "parts", "proto")
+    __slots__ = ("checked", "infos", "l4s", "parts", "proto")
 
     def __init__(self, proto: Flow, parts: list[str] | None) -> None:
         self.proto = proto
         self.parts = parts  # None: this shape is made the slow way
         self.checked = False
         self.infos: dict[int, HttpInfo] = {}  # latency → the l7 record with it
+        self.l4s: dict[int, L4] = {}  # client port → the L4 record with it (keep-alive: few ports)
 
 
 def _cut(proto: Flow) -> list[str] | None:
@@ -115,15 +116,20 @@ class HttpFlowTemplates:
             if len(shape.infos) > 256:
                 shape.infos.clear()
             got = shape.infos[latency_ns] = replace(info, latency_ns=latency_ns)
+        l4 = shape.l4s.get(sport)
+        if l4 is None:
+            if len(shape.l4s) > 1024:
+                shape.l4s.clear()
+            l4 = shape.l4s[sport] = L4(proto.l4.proto, sport, proto.l4.destination_port)
         flow = object.__new__(Flow)
         d = flow.__dict__
         d.update(proto.__dict__)
-        d["seq"], d["time_ns"], d["l7"] = seq, time_ns, got
-        d["l4"] = L4(proto.l4.proto, sport, proto.l4.destination_port)
-        pieces = [parts[0], str(seq), parts[1], self._time(time_ns), parts[2], str(sport), parts[3]]
+        d["seq"], d["time_ns"], d["l7"], d["l4"] = seq, time_ns, got, l4
         if latency_ns:
-            pieces += [str(latency_ns), parts[4]]
-        line = "".join(pieces)
+            line = (f"{parts[0]}{seq}{parts[1]}{self._time(time_ns)}{parts[2]}{sport}{parts[3]}"
+                    f"{latency_ns}{parts[4]}")  # fmt: skip
+        else:
+            line = f"{parts[0]}{seq}{parts[1]}{self._time(time_ns)}{parts[2]}{sport}{parts[3]}"
         if not shape.checked:
             want = dumps(flow)
             if want != line:  # the template does not say what to_json says: slow way for this shape

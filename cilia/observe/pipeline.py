@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cilia.agent.flows import FlowRing
 from cilia.datapath.maps.events import PolicyEvent, decode
@@ -205,9 +206,13 @@ class FlowPipeline:
                 if dst not in names:
                     names[dst] = names_of(view, dst)
                 by, refused = frozenset(by), frozenset(refused)
-                key = (direction, allowed, by, refused, src, record.server, record.client_identity,
-                       record.server_identity, record.status, record.protocol, record.method, record.path,
-                       record.host, record.headers, names[src], names[dst])  # fmt: skip
+                if record.shape:  # the parser's shape id stands for the record's constant fields
+                    key: tuple[Any, ...] = (record.shape, direction, allowed, by, refused, names[src],
+                                            names[dst])  # fmt: skip
+                else:
+                    key = (direction, allowed, by, refused, src, record.server, record.client_identity,
+                           record.server_identity, record.status, record.protocol, record.method,
+                           record.path, record.host, record.headers, names[src], names[dst])  # fmt: skip
 
                 latency = record.latency_ns if allowed else 0
                 args = (record, direction, allowed, by, refused, seq, view)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import select
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -25,6 +26,7 @@ from cilia.proxy.errors import ProxyError
 log = logging.getLogger("cilia.proxy.http")
 HTTP_FIELDS = 18
 TLS_FIELDS = 12
+MAX_SHAPES = 4096  # request shapes remembered by the parser
 READ_BYTES = 1 << 20  # one recv of the log stream
 GATHER_S = 0.005  # after a read, time for the next burst to gather (flows appear ≤ 5 ms later)
 
@@ -53,6 +55,9 @@ class HttpRecord:
     path: str  # with the query string, as Cilium's path rules see it
     host: str
     headers: tuple[tuple[str, str], ...]
+    # the parser's id of the request's shape (all of the above but time_ns, the client's port and
+    # the timers); 0: none. Equal shapes give equal flows but for those values.
+    shape: int = field(default=0, compare=False)
 
     @property
     def latency_ns(self) -> int:
@@ -125,24 +130,70 @@ def parse_any(line: str) -> HttpRecord | TlsRecord:
     return parse_line(line)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the lines of one request shape share (everything but the time, the client's port and
+    HAProxy's two timers), parsed once."""
+
+    id: int
+    server: tuple[str, int]
+    client_identity: int
+    server_identity: int
+    status: int
+    protocol: str
+    allowed: bool
+    decided: tuple[tuple[str, bool], ...]
+    method: str
+    path: str
+    host: str
+    headers: tuple[tuple[str, str], ...]
+
+
+_SHAPES: dict[tuple[str, ...], _Shape] = {}
+_SHAPE_IDS = itertools.count(1)
+
+
+def _shape(key: tuple[str, ...], line: str) -> _Shape:
+    _cip, _listener, dst, dport, sid, did, status, rest = key
+    g = rest.split(" ")
+    if len(g) != HTTP_FIELDS - 11:
+        raise AccessLogError(f"access log: expected {HTTP_FIELDS} fields: {line[:200]!r}")
+    proto, verdict, evaluated, method, path, host, headers = g
+    shape = _Shape(
+        next(_SHAPE_IDS), (dst, _int(dport)), _int(sid), _int(did), _int(status), proto, verdict == "allow",
+        _decided(evaluated), method if method != "-" else "", _text(path), _text(host), _headers(headers),
+    )  # fmt: skip
+    if len(_SHAPES) >= MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[key] = shape
+    return shape
+
+
 def parse_line(line: str) -> HttpRecord:
-    """One access log line → a record (:class:`AccessLogError` for a line in another format)."""
-    f = line.strip().split(" ")
-    if len(f) != HTTP_FIELDS:
+    """One access log line → a record (:class:`AccessLogError` for a line in another format).
+
+    A stream of requests of one shape repeats everything but the time, the client's port and the
+    timers: that part is parsed once per shape, and the record's ``shape`` names it (the agent
+    attributes and templates a shape once)."""
+    f = line.strip().split(" ", 11)
+    if len(f) != 12:
         raise AccessLogError(f"access log: {len(f)} fields, expected {HTTP_FIELDS}: {line[:200]!r}")
-    ts, cip, cport, listener, dst, dport, sid, did, status, ta, tr, proto, verdict, evaluated = f[:14]
-    method, path, host, headers = f[14:]
+    ts, cip, cport, listener, dst, dport, sid, did, status, ta, tr, rest = f
+    key = (cip, listener, dst, dport, sid, did, status, rest)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        shape = _shape(key, line)
     secs, _, ms = ts.partition(".")
     try:  # the common case: every number present
         time_ns = int(secs) * 1_000_000_000 + int(ms) * 1_000_000
-        numbers = (int(cport), int(dport), int(sid), int(did), int(status), int(ta), int(tr))
+        port, total, response = int(cport), int(ta), int(tr)
     except ValueError:  # a request HAProxy refused before the listener's rules ran
         time_ns = _int(secs) * 1_000_000_000 + _int(ms) * 1_000_000
-        numbers = (_int(cport), _int(dport), _int(sid), _int(did), _int(status), _int(ta, -1), _int(tr, -1))
+        port, total, response = _int(cport), _int(ta, -1), _int(tr, -1)
     return HttpRecord(
-        time_ns, listener, (cip, numbers[0]), (dst, numbers[1]), numbers[2], numbers[3], numbers[4],
-        numbers[5], numbers[6], proto, verdict == "allow", _decided(evaluated),
-        method if method != "-" else "", _text(path), _text(host), _headers(headers),
+        time_ns, listener, (cip, port), shape.server, shape.client_identity, shape.server_identity,
+        shape.status, total, response, shape.protocol, shape.allowed, shape.decided, shape.method,
+        shape.path, shape.host, shape.headers, shape.id,
     )  # fmt: skip
 
 
