@@ -158,5 +158,10 @@ def test_the_timer_puts_the_proxy_routing_back() -> None:
             assert keep_routing(rec, state, now=100.0 + ROUTING_CHECK_S)  # type: ignore[arg-type]
             assert not keep_routing(rec, state, now=200.0)  # type: ignore[arg-type]  # there: nothing to do
         assert transparent.routing_installed(ns)
+        ip(ns, "-6", "rule", "del", "priority", str(transparent.RULE_PRIORITY))  # IPv6's alone gone
+        assert not transparent.routing_installed(ns)
+        with netns.entered(ns):
+            assert keep_routing(rec, state, now=300.0)  # type: ignore[arg-type]
+        assert transparent.routing_installed(ns)
     finally:
         netns.remove(ns)

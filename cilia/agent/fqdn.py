@@ -190,10 +190,12 @@ def tick(rec: Reconciler, state: FqdnState) -> None:
 
 
 def _proxy_rule_present() -> bool:
+    """Both families' rules (IPv6 queries and connections go to the proxies too)."""
     with IPRoute() as ipr:
-        return any(r.get_attr("FRA_PRIORITY") == transparent.RULE_PRIORITY
-                   and r.get_attr("FRA_TABLE") == transparent.ROUTE_TABLE
-                   for r in ipr.get_rules(family=socket.AF_INET))
+        return all(any(r.get_attr("FRA_PRIORITY") == transparent.RULE_PRIORITY
+                       and r.get_attr("FRA_TABLE") == transparent.ROUTE_TABLE
+                       for r in ipr.get_rules(family=family))
+                   for family in (socket.AF_INET, socket.AF_INET6))
 
 
 def keep_routing(rec: Reconciler, state: FqdnState, now: float | None = None) -> bool:

@@ -236,10 +236,13 @@ def install_routing(netns: str | None = None) -> None:
 
 
 def routing_installed(netns: str | None = None) -> bool:
-    """Whether the IPv4 rule and route and the nftables table are in place."""
-    routes = _ip(netns, "-4", "route", "show", "table", str(ROUTE_TABLE), check=False).stdout
+    """Whether the rules and routes of both families and the nftables table are in place."""
+    def routed(fam: str) -> bool:
+        routes = _ip(netns, fam, "route", "show", "table", str(ROUTE_TABLE), check=False).stdout
+        return _rule_present(netns, fam) and "local default dev lo" in routes
+
     table = _nft(netns, "list", "table", "inet", NFT_TABLE, check=False).returncode == 0
-    return _rule_present(netns, "-4") and "local default dev lo" in routes and table
+    return table and all(routed(fam) for fam in _DEFAULTS)
 
 
 def remove_routing(netns: str | None = None) -> list[str]:
