@@ -37,7 +37,8 @@ def test_fresh_node_resolves_services_without_dns_add(node: LiveNode) -> None:
     node.apply(
         pod(CLIENT, {"app": "ldns-client"}), pod(BACKEND, {"app": "ldns-backend"}),
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "ldns-svc", "namespace": "default"},
-         "spec": {"selector": {"app": "ldns-backend"}, "ports": [{"port": 80, "protocol": "TCP"}]}},
+         "spec": {"selector": {"app": "ldns-backend"}, "ports": [{"port": 80, "protocol": "TCP"}],
+                  "ipFamilyPolicy": "PreferDualStack"}},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -46,13 +47,19 @@ def test_fresh_node_resolves_services_without_dns_add(node: LiveNode) -> None:
             break
         time.sleep(0.1)
     svc = json.loads(node.cilia("get", "svc", "-o", "json").stdout)["items"]
-    cluster_ip = next(s["spec"]["clusterIP"] for s in svc if s["metadata"]["name"] == "ldns-svc")
+    cluster_ip, cluster_ip6 = next(s["spec"]["clusterIPs"] for s in svc
+                                   if s["metadata"]["name"] == "ldns-svc")
     name = "ldns-svc.default.svc.cluster.local"
-    out = node.cilia("exec", CLIENT, "--", "getent", "hosts", name, check=False)
-    assert out.returncode == 0 and out.stdout.split()[:2] == [cluster_ip, name], out.stdout + out.stderr
+    out = node.cilia("exec", CLIENT, "--", "getent", "hosts", name, check=False)  # AAAA first, as glibc asks
+    assert out.returncode == 0 and out.stdout.split()[:2] == [cluster_ip6, name], out.stdout + out.stderr
     code = node.cilia("exec", CLIENT, "--", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                       "--max-time", "10", "http://ldns-svc/", check=False)
     assert code.stdout == "200", code.stdout + code.stderr
+    # A: the IPv4 ClusterIP; curl -6 by name reaches the backend through the IPv6 ClusterIP
+    script = (f"getent ahostsv4 {name} | head -n 1; "
+              "curl -6 -s -o /dev/null -w ' %{http_code}' --max-time 10 http://ldns-svc/")
+    out = node.cilia("exec", CLIENT, "--", "sh", "-c", script, check=False)
+    assert out.stdout.split()[0] == cluster_ip and out.stdout.split()[-1] == "200", out.stdout + out.stderr
 
 
 def test_the_dns_host_and_a_new_world_host_carry_the_datapath_guard(node: LiveNode) -> None:
