@@ -82,6 +82,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimNode]:
         ("identities.txt", ["get", "identities"]),
         ("svc.txt", ["get", "svc", "-A"]),
         ("svc-wide.txt", ["get", "svc", "-A", "-o", "wide"]),
+        ("svc-list.txt", ["svc", "list"]),
         ("identities.json", ["get", "identities", "-o", "json"]),
         ("describe-pod.txt", ["describe", "pod", "app-a-flwmvdl9w9-96"]),
         ("describe-cnp.txt", ["describe", "cnp", "allow-frontend-to-app-b"]),
