@@ -178,7 +178,8 @@ def test_cidr_prefix_in_the_ipv6_ipcache(dp: Datapath) -> None:
                                                       A.rules, False)
     outside = send(dp, EG, "2001:2:0:78::5", TCP, 443)
     assert (outside.passed, outside.reason) == (False, DropReason.POLICY_DENIED)
-    assert dp.ipcache.identity_of(CIDR6_HOST) == CIDR_ID and dp.ipcache.identity_of("2001:2:0:78::5") == WORLD_V6
+    assert dp.ipcache.identity_of(CIDR6_HOST) == CIDR_ID
+    assert dp.ipcache.identity_of("2001:2:0:78::5") == WORLD_V6
 
 
 
