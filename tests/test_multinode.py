@@ -380,6 +380,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
+  ipFamilyPolicy: PreferDualStack
   selector: {app: web}
   ports: [{port: 8080, targetPort: 80}]
 """
@@ -410,10 +411,10 @@ def test_a_service_whose_only_backend_is_on_another_node(cluster: Cluster, tmp_p
     try:
         rec = store.get(Kind.SERVICES.key("default", "web"))
         assert rec is not None
-        cluster_ip = rec.value["spec"]["clusterIP"]
+        cluster_ip, cluster_ip6 = rec.value["spec"]["clusterIPs"]
     finally:
         store.close()
-    url = f"{cluster_ip}:8080"
+    url, url6 = f"{cluster_ip}:8080", f"[{cluster_ip6}]:8080"  # dual stack: both ClusterIPs translate
 
     # node-0's service table has the backend node-2 published (the client's node translates).
     _wait(lambda: cluster.curl(client, url, "0.5") == 0, 10)
@@ -424,6 +425,8 @@ def test_a_service_whose_only_backend_is_on_another_node(cluster: Cluster, tmp_p
     policy.write_text(CLIENT_EGRESS.format(peer=to_web))
     cluster.cilia("apply", "-f", str(policy))
     assert cluster.curl(client, url) == 0
+    # (the IPv6 ClusterIP: node-0 balances to the IPv6 twin of the address node-2 published)
+    assert cluster.curl(client, url6) == 0
     # ... a rule naming some other peer does not, though the ClusterIP is the same.
     policy.write_text(CLIENT_EGRESS.format(peer="toEndpoints: [{matchLabels: {app: nothing-like-web}}]"))
     cluster.cilia("apply", "-f", str(policy))
