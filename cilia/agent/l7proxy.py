@@ -125,7 +125,7 @@ class HttpProxy:
         self.ipcache: dict[str, int] = {}
         self.policies: Mapping[tuple[str, str], list[Any]] = {}  # (direction, ip) -> port policies
         self._generation = 0  # bumped when the port policies change: the decision cache's key
-        self._decisions: dict[tuple[Any, ...], tuple[frozenset[Any], frozenset[Any]]] = {}
+        self._decisions: dict[tuple[Any, ...], Any] = {}  # attributions by request, and by shape
         self.last_error = ""
         self._lock = threading.Lock()  # one sync at a time (agent loop, restart hook)
         self.reader: AccessLogReader | None = None
@@ -227,8 +227,19 @@ class HttpProxy:
         one = getattr(sink, "ingest_http", None)
         if many is None and one is None:
             return
-        items = [(r, *self._attribution(r, label, allowed)) for r in records
-                 for label, allowed in (r.decided or ((r.listener, False),))]
+        items = []
+        cache, generation = self._decisions, self._generation
+        for r in records:
+            # a request shape's attributions (one per policy evaluated) are the same for each of
+            # its requests: looked up once per shape and rules generation
+            key = ("shape", generation, r.shape)
+            got = cache.get(key) if r.shape else None
+            if got is None:
+                got = tuple(self._attribution(r, label, allowed)
+                            for label, allowed in (r.decided or ((r.listener, False),)))  # fmt: skip
+                if r.shape:
+                    cache[key] = got
+            items += [(r, *a) for a in got]
         if many is not None:
             many(items)
         else:

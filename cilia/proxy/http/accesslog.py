@@ -307,7 +307,7 @@ class AccessLogReader:
     def _parse(self, data: bytes) -> list[HttpRecord | TlsRecord]:
         out = []
         for line in data.decode(errors="replace").splitlines():
-            if not line.strip():
+            if not line or line.isspace():
                 continue
             try:
                 out.append(parse_any(line))
