@@ -44,7 +44,9 @@ class PinnedMaps:
 
 def open_pinned(pin_root: str, state_dir: str | os.PathLike[str]) -> PinnedMaps:
     """Open the maps pinned under ``pin_root`` and the cookie table in ``state_dir``."""
-    fds = {n: _open(pin_root, n) for n in LAYOUTS if n not in ("cilia_events",)}
+    # only the maps read here: an agent still running an older object has no pins of newer maps
+    used = (ipcache.MAP_V4, ipcache.MAP_V6, endpoints.MAP, policy.MAP, ct.MAP, metrics.MAP)
+    fds = {n: _open(pin_root, n) for n in used}
     return PinnedMaps(
         ipcache.IpcacheMap(fds[ipcache.MAP_V4], fds[ipcache.MAP_V6]),
         endpoints.EndpointsMap(fds[endpoints.MAP]),
