@@ -306,6 +306,9 @@ def run(node_index: int, seconds: int, conns: int, changes: int) -> dict[str, fl
         out["latency_ratio"] = proxied["p50_us"] / direct["p50_us"]
         out["latency_p99_ratio"] = proxied["p99_us"] / direct["p99_us"]
         out["rps_ratio"] = proxied["rps"] / direct["rps"]
+        if proxied["flows_per_request"] < 0.999:  # every proxied request must be an L7 flow
+            print(f"WARNING: only {proxied['flows_per_request']:.3f} flows per proxied request: the agent "
+                  "lost access log lines", flush=True)  # fmt: skip
 
         # from here on each policy allows one path only: /change-i is refused until change i
         manifests.apply(store, [str(write_yaml(base / "change-start.yaml", [policy(["/bench"])]))])
