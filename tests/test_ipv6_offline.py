@@ -1,5 +1,5 @@
 """IPv6 without a kernel: the lab's address twins, status.podIPs read and validated, and the offline
-trace deciding a pod's IPv6 address as that pod (ICMPv6 rules, toCIDR with an IPv6 prefix)."""
+trace deciding a pod's IPv6 address as that pod (ICMPv6 rules, toCIDR with an IPv6 prefix, HTTP rules)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,28 @@ def test_trace_takes_a_pods_ipv6_address_as_the_pod(manifests: Path) -> None:
     assert trace("2001:2::c612:3", "8/ICMP")[0] == 1  # the rule is for ICMPv6, not ICMP
     assert trace("2001:2::c613:d05", "80/TCP")[0] == 0  # inside the IPv6 toCIDR prefix
     assert trace("2001:2::c613:e05", "80/TCP")[0] == 1  # outside it
+
+
+def test_trace_decides_http_rules_for_a_pods_ipv6_address_as_for_its_ipv4(tmp_path: Path) -> None:
+    """An HTTP rule on b's ingress: a request to b's IPv6 address is decided by the same L7 rule as
+    to its IPv4 one (the proxies take both families)."""
+    http = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "b-http", "namespace": "default"},
+            "spec": {"endpointSelector": {"matchLabels": {"app": "b"}}, "ingress": [
+                {"fromEndpoints": [{"matchLabels": {"app": "a"}}],
+                 "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}],
+                              "rules": {"http": [{"method": "GET", "path": "/public"}]}}]}]}}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump_all([POD_A, POD_B, http]))
+
+    def trace(to: str, http_path: str) -> tuple[int, str]:
+        code, out, _ = run_cli(["trace", "-f", str(path), "--from", "default/a", "--to", to,
+                                "--port", "80/TCP", "--http-path", http_path, "--no-state"])
+        return code, next(line.strip() for line in out.splitlines() if "L7: http proxy" in line)
+
+    for http_path, code in (("/public", 0), ("/private", 1)):
+        assert trace("2001:2::c612:3", http_path) == trace("198.18.0.3", http_path)
+        assert trace("2001:2::c612:3", http_path)[0] == code
 
 
 def test_pod_ips_are_validated(tmp_path: Path) -> None:
