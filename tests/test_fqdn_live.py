@@ -58,7 +58,7 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
 
     node.apply(cnp("fqdn", {"endpointSelector": {"matchLabels": {"app": "client"}}, "egress": [
         {"toCIDR": [f"{DNS_SERVER}/32", f"{ipv6_of(DNS_SERVER)}/128"],
-         "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}],
+         "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}],
                       "rules": {"dns": [{"matchPattern": "*.example.com"}]}}]},
         {"toFQDNs": [{"matchName": "api.example.com"}],
          "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]}]}))
@@ -67,8 +67,9 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
     assert node.curl_from_pod(CLIENT, api)
     assert not node.curl_from_pod(CLIENT, other, max_time="1")
     assert dig(node, "other.example.org") == (5, [])  # REFUSED: the DNS rules allow *.example.com only
-    # over IPv6 to the server's twin, through the proxy's IPv6 listener (one exec, in order): api's
-    # IPv6 address is refused until its AAAA answer is learned; other.example.org is REFUSED
+    # over IPv6 to the server's twin, through the proxy's IPv6 listeners (one exec, in order): api's
+    # IPv6 address is refused until its AAAA answer (UDP) is learned; other.example.org is REFUSED
+    # (TCP: the proxy answers it, the server would say NXDOMAIN)
     api6, dns6 = ipv6_of(api), ipv6_of(DNS_SERVER)
     code = ("import json, socket; from cilia.lab.dns import resolve\n"
             "def get():\n"
@@ -77,7 +78,7 @@ def test_to_fqdns_through_the_dns_proxy(node: LiveNode) -> None:
             "            s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); return s.recv(12).decode()\n"
             "    except OSError: return ''\n"
             f"print(json.dumps([get(), resolve({dns6!r}, 'api.example.com', timeout=8, qtype={TYPE_AAAA}),"
-            f" get(), resolve({dns6!r}, 'other.example.org', timeout=8)]))")
+            f" get(), resolve({dns6!r}, 'other.example.org', timeout=8, tcp=True)]))")
     before, learned, after, refused = json.loads(
         node.cilia("exec", CLIENT, "--", sys.executable, "-c", code, check=False).stdout)
     assert (before, learned, after.split()[1:], refused) == ("", [0, [api6]], ["200"], [5, []])
