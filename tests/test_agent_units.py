@@ -223,3 +223,18 @@ def test_ring_sink_names_pods_at_decoding_time() -> None:
         (2, "default/a", "default/b"),
     ]
     assert snap["flows"][0]["rules"] == ["CiliumNetworkPolicy default/p egressDeny[0]"]
+
+
+def test_the_http_proxys_identity_map_holds_both_families() -> None:
+    """HAProxy's ipcache map: each endpoint's /32 and its IPv6 twin's /128, the gateway's as host,
+    and outside every prefix world for IPv4 and world-ipv6 for IPv6 (as the datapath's lookup)."""
+    from types import SimpleNamespace
+
+    from cilia.agent.l7proxy import node_ipcache
+
+    ep = SimpleNamespace(ip="198.18.0.5", identity=300)
+    rec = SimpleNamespace(remote_ipcache={"198.18.16.7/32": 301, "2001:2::c612:1007/128": 301},
+                          endpoints=[ep], cidr_identities={}, fqdn=None, gateway="198.18.0.1")
+    assert node_ipcache(rec) == {
+        "198.18.16.7/32": 301, "2001:2::c612:1007/128": 301, "198.18.0.5/32": 300,
+        "2001:2::c612:5/128": 300, "198.18.0.1/32": 1, "2001:2::c612:1/128": 1, "0.0.0.0/0": 2, "::/0": 10}

@@ -92,6 +92,10 @@ def node_ipcache(rec: Any) -> dict[str, int]:
     if fqdn is not None:
         want.update(fqdn.ipcache())
     want.update(dict.fromkeys(host_prefixes(rec.gateway), int(ReservedIdentity.HOST)))
+    # outside every prefix: world for IPv4, world-ipv6 for IPv6, as the datapath's lookup (both given,
+    # so an IPv4 address never falls through to the IPv6 default)
+    want.setdefault("0.0.0.0/0", int(ReservedIdentity.WORLD))
+    want.setdefault("::/0", int(ReservedIdentity.WORLD_IPV6))
     return want
 
 
