@@ -73,8 +73,11 @@ class Proxy:
         self.port, self.tls_port = free_port(), free_port()
         self.tls_backend = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._tls_backend, daemon=True).start()
-        self.files = ProxyFiles(tmp / "run")
-        self.files.run_dir.mkdir(mode=0o700)
+        # a run directory deeper than a unix socket path may be (a node's under pytest's temp dir):
+        # HAProxy's API and log sockets go to a short directory named after it
+        self.files = ProxyFiles(tmp / ("run-" + "d" * 80))
+        assert self.files.socket_dir != self.files.run_dir and len(str(self.files.api_socket)) <= 90
+        self.files.make_dirs()
         self.records: list[HttpRecord | TlsRecord] = []
         self.reader = AccessLogReader(self.files.log_socket, self.records.append).start()
         server = f"127.0.0.1:{self.server.server_address[1]}"
@@ -119,6 +122,8 @@ class Proxy:
         self.reader.close()
         self.server.shutdown()
         self.server.server_close()
+        self.files.remove_socket_dir()
+        assert not self.files.socket_dir.exists(), "the socket directory is left behind"
 
 
 @pytest.fixture(scope="module")

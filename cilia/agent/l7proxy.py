@@ -136,7 +136,7 @@ class HttpProxy:
         self.supervisor: Supervisor | None = None
 
     def start(self) -> HttpProxy:
-        self.cfg.files.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.cfg.files.make_dirs()
         self.reader = AccessLogReader(self.cfg.files.log_socket, self.on_record, self.on_batch).start()
         self._compute()
         self.supervisor = Supervisor(self.cfg, self.rules_text, self.ipcache, on_start=self._on_start,
@@ -310,6 +310,7 @@ class HttpProxy:
             self.supervisor.stop()
         if self.reader is not None:
             self.reader.close()
+        self.cfg.files.remove_socket_dir()
 
 
 def start(agent: Any, both_at_egress: bool = True) -> HttpProxy | None:
@@ -396,6 +397,9 @@ def teardown(run_dir: Path, node_index: int = 0) -> list[str]:
         if not marks.tables():  # the last node with a proxy in this namespace
             with contextlib.suppress(transparent.RoutingError):
                 removed += transparent.remove_routing()
+    if files.socket_dir != files.run_dir and files.socket_dir.exists():
+        shutil.rmtree(files.socket_dir, ignore_errors=True)
+        removed.append(str(files.socket_dir))
     if files.run_dir.exists():
         shutil.rmtree(files.run_dir, ignore_errors=True)
         removed.append(str(files.run_dir))

@@ -29,6 +29,10 @@ given address and forwards to a fixed server, with the "original destination" gi
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +76,9 @@ class StaticDestination:
     original: tuple[str, int]  # the original destination the policy is keyed by
 
 
+SOCKET_PATH_MAX = 90  # HAProxy refuses a unix socket path over 97 characters (sun_path less its temp suffix)
+
+
 @dataclass(frozen=True)
 class ProxyFiles:
     """Where the proxy's files live (the agent's run directory, mode 0700)."""
@@ -79,16 +86,40 @@ class ProxyFiles:
     run_dir: Path
 
     @property
+    def socket_dir(self) -> Path:
+        """The run directory; where that is too deep for a unix socket path (a test's or a node's
+        run directory under a long temp path), a short directory named after it in the temp dir."""
+        if len(str(self.run_dir / "haproxy.sock")) <= SOCKET_PATH_MAX:
+            return self.run_dir
+        digest = hashlib.sha256(str(self.run_dir.absolute()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"cilia-proxy-{digest}"
+
+    def make_dirs(self) -> None:
+        """The run and socket directories, mode 0700; a socket directory someone else owns is refused
+        (it sits in the shared temp dir)."""
+        for d in dict.fromkeys((self.run_dir, self.socket_dir)):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if d.stat().st_uid != os.geteuid():
+                raise PermissionError(f"{d} belongs to another user: remove it or use another run directory")
+            os.chmod(d, 0o700)
+
+    def remove_socket_dir(self) -> None:
+        """The short socket directory, once its sockets are gone (the run directory is the caller's)."""
+        if self.socket_dir != self.run_dir:
+            with contextlib.suppress(OSError):
+                self.socket_dir.rmdir()
+
+    @property
     def config(self) -> Path:
         return self.run_dir / "haproxy.cfg"
 
     @property
     def api_socket(self) -> Path:
-        return self.run_dir / "haproxy.sock"
+        return self.socket_dir / "haproxy.sock"
 
     @property
     def log_socket(self) -> Path:
-        return self.run_dir / "access.sock"
+        return self.socket_dir / "access.sock"
 
     @property
     def ipcache_map(self) -> Path:

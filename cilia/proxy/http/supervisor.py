@@ -135,8 +135,7 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Write the files, start HAProxy and wait until its API answers; then watch it."""
         files = self.cfg.files
-        files.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(files.run_dir, 0o700)
+        files.make_dirs()
         stop_stale(self.cfg)
         _write(files.config, render(self.cfg))
         self.write_data(self._rules_text, self._ipcache, self._decisions)
