@@ -36,6 +36,13 @@ profile does), so an idle vCPU polls instead of halting. On this VM (cpuidle hal
 ``guest_halt_poll_ns=0``) a halted vCPU's wake-up is a hypervisor round trip: on a quiet machine it
 made the p50 of every configuration ~40 us (the floor 40.2 us, against ~4 us when the machine is
 busy), so the ratios measured the wake-up, not the datapath. ``--cpu-idle halt`` measures that way.
+Latency CPU: by default sockperf's client and server are pinned to one CPU (the last), as TCP_RR
+runs are usually pinned. Left to the scheduler (``--latency-cpu free``) the p50 of one configuration
+ranged 5.2–10.4 us between rounds of one run (2 vCPUs, another job's load): a round measured mostly
+whether the two ended up on different vCPUs (a cross-CPU wake-up per message: client on CPU 0 and
+server on CPU 1 gave ~13 us for both none and cilia, the same CPU ~5 us). Pinned, the datapath's
+own cost is what differs between configurations. ``--configs`` and ``--latency-only`` run a subset
+quickly (no summary line then).
 Each round line also gives ``tx`` = packets the two host veths transmitted in the round (eBPF host
 routing bypasses them: ``cilia`` should show ~0, ``stack`` and ``none`` one per packet).
 """
@@ -75,6 +82,8 @@ TCP, ING, EG = 6, 0, 1
 CHAIN = "CILIA-BENCH"
 FILLER = 100_000
 IPT_RULES = 10_000
+# sockperf's client and server: pinned to one CPU (``--latency-cpu same``) or left to the scheduler
+PIN: list[str] = []
 
 
 NOOP_C = """#include <linux/bpf.h>
@@ -170,7 +179,7 @@ def tx_packets(pods: tuple[Pod, Pod]) -> int:
 
 def start_servers(back: Pod) -> None:
     for argv in (["iperf3", "-s", "-B", back.ip, "-p", str(IPERF_PORT)],
-                 ["sockperf", "server", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT)]):
+                 [*PIN, "sockperf", "server", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT)]):
         # servers write nothing we read: no pipes that could fill up and stall them
         back.procs.append(subprocess.Popen(back.cmd(*argv), stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
@@ -330,7 +339,7 @@ def iperf(front: Pod, back: Pod, seconds: int) -> float:
 
 
 def sockperf(front: Pod, back: Pod, seconds: int) -> float:
-    out = front.run("sockperf", "ping-pong", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT),
+    out = front.run(*PIN, "sockperf", "ping-pong", "--tcp", "-i", back.ip, "-p", str(SOCKPERF_PORT),
                     "-t", str(seconds), timeout=seconds + 30)
     m = re.search(r"percentile 50\.000 =\s+([\d.]+)", out.stdout)
     if not m:
@@ -365,11 +374,19 @@ def main() -> None:
     ap.add_argument("--cpu-idle", choices=("poll", "halt"), default="poll",
                     help="poll: hold /dev/cpu_dma_latency at 0 during the run (default); halt: the VM's idle")
     ap.add_argument("--out", action="store_true", help="traffic out of the pods: none, neigh, stack")
+    ap.add_argument("--latency-cpu", choices=("same", "free"), default="same",
+                    help="same: sockperf's client and server on the last CPU (default); free: scheduler's")
+    ap.add_argument("--configs", default="floor,none,noop,cilia,stack,scale,iptables",
+                    help="comma-separated subset to run (a quick look; the summary needs all seven)")
+    ap.add_argument("--latency-only", action="store_true", help="skip iperf3 (throughput printed as 0)")
     args = ap.parse_args()
+    if args.latency_cpu == "same":
+        PIN[:] = ["taskset", "-c", str((os.cpu_count() or 1) - 1)]
     if args.out:
         main_out(args)
         return
-    configs = ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
+    configs = tuple(c for c in ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
+                    if c in args.configs.split(","))
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
     roots = {"cilia": "/sys/fs/bpf/cilia/bench-allow/v1", "stack": "/sys/fs/bpf/cilia/bench-stack/v1",
              "scale": "/sys/fs/bpf/cilia/bench-scale/v1"}
@@ -394,7 +411,8 @@ def main() -> None:
             noop = load_noop(Path(tmp))
             time.sleep(0.5)
             ns_per_packet = prog_cost(dps["cilia"], dps["scale"], front, back)
-            print(f"attach mode: {loader.attach_mode()}; cpu idle: {args.cpu_idle}", flush=True)
+            print(f"attach mode: {loader.attach_mode()}; cpu idle: {args.cpu_idle}; "
+                  f"latency cpu: {args.latency_cpu}", flush=True)
             for rnd in range(args.rounds):
                 # rotate the order each round so that no configuration always runs first after setup
                 for config in configs[rnd % len(configs):] + configs[:rnd % len(configs)]:
@@ -414,7 +432,8 @@ def main() -> None:
                         iptables_on(front, back)
                     a, b = (floor_a, floor_b) if config == "floor" else (front, back)
                     tx = tx_packets((a, b)) if config != "floor" else 0
-                    g, lat = iperf(a, b, args.seconds), sockperf(a, b, args.seconds)
+                    g = 0.0 if args.latency_only else iperf(a, b, args.seconds)
+                    lat = sockperf(a, b, args.seconds)
                     tx = tx_packets((a, b)) - tx if config != "floor" else 0
                     results[config]["gbps"].append(g)
                     results[config]["lat_us"].append(lat)
@@ -435,6 +454,8 @@ def main() -> None:
     med = {c: (statistics.median(r["gbps"]), statistics.median(r["lat_us"])) for c, r in results.items()}
     for c, (g, lat) in med.items():
         print(f"median {c:9s} {g:6.2f} Gbit/s  p50 latency {lat:6.2f} us")
+    if len(configs) < 7:
+        return
     print(f"summary: throughput_ratio={med['cilia'][0] / med['none'][0]:.3f} "
           f"latency_ratio={med['cilia'][1] / med['none'][1]:.3f} "
           f"scale_ratio={med['scale'][1] / med['cilia'][1]:.3f} "
