@@ -69,13 +69,13 @@ static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const st
 
 /* An allowed forward packet: refresh the live entry of its connection and return it (its flags
  * before this packet in *old_flags), or open one (TCP only on a pure SYN, so a flushed connection
- * cannot be resurrected by a mid-stream packet) and return NULL. */
-static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const struct config_value *cfg,
-						   const struct ct_key *ck, const struct flow *f,
+ * cannot be resurrected by a mid-stream packet) and return NULL. ct: the caller's lookup of ck, so
+ * that a caller that needed the entry before its verdict hashes the long key once per packet. */
+static __always_inline struct ct_value *ct_forward_known(struct __sk_buff *skb, const struct config_value *cfg,
+						   const struct ct_key *ck, struct ct_value *ct, const struct flow *f,
 						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
 {
 	__u64 now = bpf_ktime_get_ns(), timeout = ct_lifetime_s(cfg, f->proto);
-	struct ct_value *ct = bpf_map_lookup_elem(&cilia_ct, ck);
 
 	if (ct && ct->expires_ns > now) {
 		*old_flags = ct->flags;
@@ -106,6 +106,13 @@ static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const 
 		bpf_map_update_elem(&cilia_ct, ck, &nv, BPF_ANY);
 	}
 	return NULL;
+}
+
+static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const struct config_value *cfg,
+						   const struct ct_key *ck, const struct flow *f,
+						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
+{
+	return ct_forward_known(skb, cfg, ck, bpf_map_lookup_elem(&cilia_ct, ck), f, v, new_flags, old_flags);
 }
 
 #endif

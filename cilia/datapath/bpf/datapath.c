@@ -158,7 +158,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	struct flow *f = &p->f;
 	struct verdict v = {};
 	struct ct_key ck = {};
-	struct ct_value *ct;
+	struct ct_value *ct, *known;
 	__be16 proxy;
 	int local;
 
@@ -191,13 +191,11 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		return TC_ACT_OK;
 	}
 	policy_lookup(ep->ep_id, remote, dir, f, &v);
+	ct_key_of(&ck, ep->ep_id, dir, f);
+	known = bpf_map_lookup_elem(&cilia_ct, &ck); /* the connection's entry, if any (one hash per side) */
 	if (hr) {
-		struct ct_value *known;
-
 		if (proxy_port_of(skb, ep->ep_id, dir, f, &v))
 			return STACK_PATH;
-		ct_key_of(&ck, ep->ep_id, dir, f);
-		known = bpf_map_lookup_elem(&cilia_ct, &ck);
 		if (known && (known->flags & CT_F_PROXY_REDIRECT))
 			return STACK_PATH; /* a connection that stays with its proxy */
 	}
@@ -216,8 +214,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		ct_flags = CT_F_PROXY_REDIRECT | ((__u32)bpf_ntohs(proxy) << CT_PROXY_PORT_SHIFT);
 	if (local)
 		ct_flags |= CT_F_PROXY_PEER;
-	ct_key_of(&ck, ep->ep_id, dir, f);
-	ct = ct_forward(skb, p->cfg, &ck, f, &v, ct_flags, &old_flags);
+	ct = ct_forward_known(skb, p->cfg, &ck, known, f, &v, ct_flags, &old_flags);
 	if (ct && local && ((old_flags & CT_F_PROXY_ONWARD) ||
 			    (old_flags & (CT_F_PROXY_REDIRECT | CT_F_PROXY_PEER)) == CT_F_PROXY_REDIRECT)) {
 		/* the ingress proxy connecting on with the client's own address and port (the tuple
@@ -345,10 +342,13 @@ static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow
 					const struct bpf_fib_lookup *fib)
 {
 	int r = hop_ttl(skb, f);
+	__u8 macs[12]; /* destination then source, as on the wire: one store */
 
 	if (r)
 		return r;
-	if (bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) < 0 || bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0) < 0)
+	__builtin_memcpy(macs, fib->dmac, 6);
+	__builtin_memcpy(macs + 6, fib->smac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0) < 0)
 		return TC_ACT_SHOT;
 	return bpf_redirect_peer(fib->ifindex, 0);
 }
