@@ -37,8 +37,8 @@ static __always_inline void ct_key_of(struct ct_key *ck, __u32 ep_id, __u8 dir, 
 
 /* The live entry of the connection this packet replies to (the reverse tuple, recorded by this
  * endpoint's policy in the other direction), refreshed; NULL when the packet is not a reply. */
-static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const struct config_value *cfg,
-						 __u32 ep_id, __u8 dir, const struct flow *f)
+static __always_inline struct ct_value *ct_reply_at(struct __sk_buff *skb, const struct config_value *cfg,
+						    __u32 ep_id, __u8 dir, const struct flow *f, __u64 now)
 {
 	struct ct_key ck = {
 		.ep_id = ep_id,
@@ -53,29 +53,36 @@ static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const st
 	__builtin_memcpy(ck.saddr, f->daddr, 16);
 	__builtin_memcpy(ck.daddr, f->saddr, 16);
 	ct = bpf_map_lookup_elem(&cilia_ct, &ck);
-	if (!ct || ct->expires_ns <= bpf_ktime_get_ns())
+	if (!ct || ct->expires_ns <= now)
 		return NULL;
 	ct->packets += 1;
 	ct->bytes += skb->len;
 	if (f->proto == IPPROTO_TCP && !(ct->flags & (CT_F_REPLIED | CT_F_CLOSING))) {
 		/* the first reply: the connection is open, it gets the full lifetime */
 		ct->flags |= CT_F_REPLIED;
-		ct->expires_ns = bpf_ktime_get_ns() + ct_lifetime_s(cfg, IPPROTO_TCP) * NSEC;
+		ct->expires_ns = now + ct_lifetime_s(cfg, IPPROTO_TCP) * NSEC;
 	}
 	if (f->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))
 		ct_closing(ct);
 	return ct;
 }
 
+static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const struct config_value *cfg,
+						 __u32 ep_id, __u8 dir, const struct flow *f)
+{
+	return ct_reply_at(skb, cfg, ep_id, dir, f, bpf_ktime_get_ns());
+}
+
 /* An allowed forward packet: refresh the live entry of its connection and return it (its flags
  * before this packet in *old_flags), or open one (TCP only on a pure SYN, so a flushed connection
  * cannot be resurrected by a mid-stream packet) and return NULL. ct: the caller's lookup of ck, so
- * that a caller that needed the entry before its verdict hashes the long key once per packet. */
+ * that a caller that needed the entry before its verdict hashes the long key once per packet; now:
+ * the packet's time, read once for both sides of a host-routed packet. */
 static __always_inline struct ct_value *ct_forward_known(struct __sk_buff *skb, const struct config_value *cfg,
 						   const struct ct_key *ck, struct ct_value *ct, const struct flow *f,
-						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
+						   const struct verdict *v, __u32 new_flags, __u32 *old_flags, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns(), timeout = ct_lifetime_s(cfg, f->proto);
+	__u64 timeout = ct_lifetime_s(cfg, f->proto);
 
 	if (ct && ct->expires_ns > now) {
 		*old_flags = ct->flags;
@@ -112,7 +119,8 @@ static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const 
 						   const struct ct_key *ck, const struct flow *f,
 						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
 {
-	return ct_forward_known(skb, cfg, ck, bpf_map_lookup_elem(&cilia_ct, ck), f, v, new_flags, old_flags);
+	return ct_forward_known(skb, cfg, ck, bpf_map_lookup_elem(&cilia_ct, ck), f, v, new_flags, old_flags,
+				bpf_ktime_get_ns());
 }
 
 #endif

@@ -151,7 +151,7 @@ static __always_inline int dns_redirected(__u32 ep_id, const struct flow *f)
  * would go to a proxy returns STACK_PATH before any side effect, so to_container decides it as
  * always. *stack is set when the packet was handed to a proxy or rewritten for one. */
 static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const __u8 dir, const int hr,
-				   __u32 ifindex, int *stack)
+				   __u32 ifindex, int *stack, __u64 now)
 {
 	__u32 base = dir * METRIC_DIR_STRIDE, remote, ep_src, ep_dst, ct_flags = 0, old_flags = 0;
 	struct endpoint_value *ep = p->ep;
@@ -162,7 +162,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	__be16 proxy;
 	int local;
 
-	ct = ct_reply(skb, p->cfg, ep->ep_id, dir, f);
+	ct = ct_reply_at(skb, p->cfg, ep->ep_id, dir, f, now);
 	if (ct) {
 		count(base + METRIC_REPLY, skb->len);
 		if (dir == DIR_INGRESS)
@@ -214,7 +214,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 		ct_flags = CT_F_PROXY_REDIRECT | ((__u32)bpf_ntohs(proxy) << CT_PROXY_PORT_SHIFT);
 	if (local)
 		ct_flags |= CT_F_PROXY_PEER;
-	ct = ct_forward_known(skb, p->cfg, &ck, known, f, &v, ct_flags, &old_flags);
+	ct = ct_forward_known(skb, p->cfg, &ck, known, f, &v, ct_flags, &old_flags, now);
 	if (ct && local && ((old_flags & CT_F_PROXY_ONWARD) ||
 			    (old_flags & (CT_F_PROXY_REDIRECT | CT_F_PROXY_PEER)) == CT_F_PROXY_REDIRECT)) {
 		/* the ingress proxy connecting on with the client's own address and port (the tuple
@@ -358,7 +358,7 @@ static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow
  * its to_container would, and an allowed packet goes straight into its namespace. Whatever needs
  * the host (a proxy on either side, the DNS proxy, a service, an endpoint not ready) takes the
  * stack path, where to_container decides it. IPv4 and IPv6 alike. */
-static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
+static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct bpf_fib_lookup fib = {};
 	struct endpoint_value *dst = NULL;
@@ -375,7 +375,7 @@ static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p)
 	q.f = p->f;
 	q.cfg = p->cfg;
 	q.ep = dst;
-	r = enforce(skb, &q, DIR_INGRESS, 1, fib.ifindex, &stack);
+	r = enforce(skb, &q, DIR_INGRESS, 1, fib.ifindex, &stack, now);
 	if (r == STACK_PATH)
 		return TC_ACT_OK;
 	if (r != TC_ACT_OK || stack)
@@ -388,6 +388,7 @@ int from_container(struct __sk_buff *skb)
 {
 	struct pkt p = {};
 	int r = prologue(skb, &p, DIR_EGRESS), stack = 0, translated;
+	__u64 now;
 
 	if (r != CONTINUE)
 		return r;
@@ -400,12 +401,13 @@ int from_container(struct __sk_buff *skb)
 	}
 	if (!in_lab(&p.f, p.f.daddr)) /* a service backend outside the lab */
 		return drop_outside_lab(skb, &p, DIR_EGRESS);
-	r = enforce(skb, &p, DIR_EGRESS, 0, skb->ifindex, &stack);
+	now = bpf_ktime_get_ns(); /* one clock read for both sides' conntrack */
+	r = enforce(skb, &p, DIR_EGRESS, 0, skb->ifindex, &stack, now);
 	if (r != TC_ACT_OK || stack || !p.cfg || !(p.cfg->flags & CFG_F_HOST_ROUTING))
 		return r;
 	if (translated)
 		return r; /* a service: translated connections keep the stack path */
-	return host_route(skb, &p);
+	return host_route(skb, &p, now);
 }
 
 SEC("tc")
@@ -417,7 +419,7 @@ int to_container(struct __sk_buff *skb)
 	if (r != CONTINUE)
 		return r;
 	dns_revnat(skb, &p.f);
-	return enforce(skb, &p, DIR_INGRESS, 0, skb->ifindex, &stack);
+	return enforce(skb, &p, DIR_INGRESS, 0, skb->ifindex, &stack, bpf_ktime_get_ns());
 }
 
 char _license[] SEC("license") = "GPL";
