@@ -55,6 +55,7 @@ import ipaddress
 import json
 import os
 import re
+import signal
 import statistics
 import struct
 import subprocess
@@ -368,6 +369,8 @@ def prog_cost(allow: Datapath, scale: Datapath, front: Pod, back: Pod) -> dict[s
 
 
 def main() -> None:
+    # a `kill` ends the run through its finally blocks: pods, servers and pins are removed as on success
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=3)
