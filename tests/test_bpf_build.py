@@ -57,6 +57,7 @@ def test_spec_lists_maps_and_programs_without_loading(tmp_path: Path) -> None:
         "cilia_ipcache4": ("lpm_trie", 8, 8, 524288),
         "cilia_ipcache6": ("lpm_trie", 20, 8, 524288),
         "cilia_endpoints": ("hash", 4, 16, 4096),
+        "cilia_lxc": ("hash", 20, 20, 8192),
         "cilia_policy": ("lpm_trie", 16, 12, 1048576),
         "cilia_ct": ("lru_hash", 44, 32, 262144),
         "cilia_events": ("ringbuf", 0, 0, 1 << 20),

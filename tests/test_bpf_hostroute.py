@@ -149,6 +149,37 @@ def test_pod_to_pod_bypasses_the_host_and_keeps_policy(tmp_path: Path) -> None:
                           for e in drops} == {
             (ipv6_of(back.ip), EPS[BACK], back.ifindex, Direction.INGRESS, ref("hr-deny-other"))}
 
+        # the local endpoint map (cilia_lxc, as the agent fills it): host routing finds the pods
+        # without the fib lookup. With forwarding off on front's host veth the fib helper refuses
+        # (and so would the stack), so front reaches back only through the map's entries; a stale
+        # entry (back's address on a device that is another endpoint's) is never used
+        for pod in pods:
+            for ip in (pod.ip, ipv6_of(pod.ip)):
+                dp.set_local_endpoint(ip, pod.ifindex)
+        assert {(e.ip, e.ifindex, e.endpoint_id) for e in dp.local_endpoints()} == {
+            (ip, pod.ifindex, EPS[ident]) for pod, ident in zip(pods, (FRONT, BACK, OTHER), strict=True)
+            for ip in (pod.ip, ipv6_of(pod.ip))}
+        forwarding = [Path(f"/proc/sys/net/ipv4/conf/{front.host_if}/forwarding"),
+                      *(Path(f"/proc/sys/net/ipv6/conf/{front.host_if}/{k}") for k in ("force_forwarding",
+                                                                                      "forwarding"))]
+        right = dp.lxc.get(back.ip)
+        assert right is not None
+        try:
+            for f in forwarding:
+                f.write_text("0\n")
+            for v6 in (False, True):
+                out, tx = talk(front, back, v6)
+                assert out == "ok" and tx < 5, (v6, tx)
+            dp.lxc.set(right._replace(ifindex=other.ifindex))  # other's device, back's endpoint id
+            drain(dp)
+            assert talk(front, back)[0] in ("TimeoutError", "timeout")
+            assert not [e for e in drain(dp) if e.endpoint_id == EPS[OTHER]]  # nothing went to other
+            dp.lxc.set(right)
+            assert talk(front, back)[0] == "ok"
+        finally:
+            for f in forwarding:
+                f.write_text("1\n")
+
         # the real-packet differential on the host-routed IPv6 path: back's ingress from random
         # policies, decided in the clients' programs, equals the sim's verdict on every port
         rnd, checked, tx = random.Random(17), 0, tx_packets(back.host_if)
@@ -199,3 +230,8 @@ def test_pod_to_pod_bypasses_the_host_and_keeps_policy(tmp_path: Path) -> None:
             assert talk(front, other)[0] in ("TimeoutError", "timeout")
         finally:
             subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+
+        # a detached device takes its addresses out of the local endpoint map
+        dp.detach(back.ifindex)
+        assert {e.ip for e in dp.local_endpoints()} == {ip for pod in (front, other)
+                                                        for ip in (pod.ip, ipv6_of(pod.ip))}

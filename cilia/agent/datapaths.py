@@ -37,6 +37,7 @@ class SimNodeDatapath:
         self.audit: set[int] = set()  # endpoints in policy audit mode
         self.services: dict[Frontend, tuple[Backend, ...]] = {}
         self.redirects: dict[int, tuple[str, int]] = {}  # endpoint id -> DNS proxy
+        self.local: dict[str, int] = {}  # pod address -> its device (host routing: recorded only)
         self.log: list[tuple[str, ...]] = []  # operations in order, for ordering checks
 
     @staticmethod
@@ -52,7 +53,11 @@ class SimNodeDatapath:
 
     def detach(self, ifindex: int) -> None:
         self.endpoints.pop(ifindex, None)
+        self.local = {ip: i for ip, i in self.local.items() if i != ifindex}
         self.log.append(("detach", str(ifindex)))
+
+    def set_local_endpoint(self, ip: str, ifindex: int) -> None:
+        self.local[ip] = ifindex
 
     def set_policy(self, endpoint_id: int, mapstate: MapState | Mapping[Key, Entry]) -> None:
         self.policies[endpoint_id] = dict(mapstate.items())
@@ -148,6 +153,7 @@ class SimNodeDatapath:
         self.audit.clear()
         self.services.clear()
         self.redirects.clear()
+        self.local.clear()
 
     # ------------------------------------------------------------------ deciding packets
 

@@ -63,6 +63,10 @@ class NodeDatapath(Protocol):
 
     def detach(self, ifindex: int) -> object: ...
 
+    def set_local_endpoint(self, ip: str, ifindex: int) -> object:
+        """A pod address on its attached device, for host routing (removed with the device)."""
+        ...
+
     def endpoint_ids(self) -> dict[int, int]:
         """ifindex -> endpoint id of the attached endpoints, as the datapath holds them now."""
         ...

@@ -236,6 +236,8 @@ class Reconciler:
                 self.endpoints.put(ep)
                 # Re-attach (atomic replace); the pinned policy keeps enforcing until the full sync below.
                 self.datapath.attach(rpod.ifindex, eid, ident)
+                for ip in filter(None, (rpod.ip, rpod.ip6)):
+                    self.datapath.set_local_endpoint(ip, rpod.ifindex)
                 if self.on_attach is not None:
                     self.on_attach(rpod.ifindex)
                 self._set_endpoint_audit(eid)  # attach resets the endpoint's flags
@@ -498,6 +500,8 @@ class Reconciler:
             self.datapath.set_policy(eid, ms)
             for prefix in host_prefixes(rpod.ip):  # its /32 and its IPv6 twin's /128
                 self.datapath.upsert_ipcache(prefix, ident)
+            for ip in filter(None, (rpod.ip, rpod.ip6)):  # host routing finds it without a fib lookup
+                self.datapath.set_local_endpoint(ip, rpod.ifindex)
 
         try:
             rpod = self.runtime.create(self.desired.raw_pods[pk], before_address)

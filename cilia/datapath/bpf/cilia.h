@@ -9,6 +9,7 @@
 /* Map sizes. The Python side reads them from the loaded maps, not from here. */
 #define CILIA_IPCACHE_MAX 524288
 #define CILIA_ENDPOINTS_MAX 4096
+#define CILIA_LXC_MAX 8192 /* two addresses (IPv4 and its IPv6 twin) per endpoint */
 #define CILIA_POLICY_MAX 1048576
 #define CILIA_CT_MAX 262144
 #define CILIA_EVENTS_BYTES (1 << 20)
@@ -72,6 +73,21 @@ struct endpoint_value {
 	__u32 identity;
 	__u32 flags;
 	__u32 pad;
+};
+
+/* Local endpoints by address (as Cilium's lxc map): written by the agent from its own state when a
+ * pod's device is set up, so host routing finds the destination's device and MACs without a fib
+ * lookup. IPv4 in addr[0..3], the rest zero (as struct flow holds it). */
+struct lxc_key {
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u8 addr[16];
+};
+
+struct lxc_value {
+	__u8 macs[12]; /* destination (the pod's eth0) then source (the host veth): as on the wire */
+	__u32 ifindex; /* the host veth */
+	__u32 ep_id; /* the endpoint the entry was written for: must still own ifindex */
 };
 
 /* Policy LPM key: endpoint, peer identity and direction are always fully matched

@@ -337,50 +337,89 @@ static __always_inline int hop_out(struct __sk_buff *skb, const struct flow *f, 
 }
 
 /* Forward as the host's stack would (the next hop's MACs, TTL or hop limit - 1), into the peer's
- * namespace; TC_ACT_OK (the stack path) when the TTL runs out. */
-static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow *f,
-					const struct bpf_fib_lookup *fib)
+ * namespace; TC_ACT_OK (the stack path) when the TTL runs out. macs: destination then source. */
+static __always_inline int hop_redirect(struct __sk_buff *skb, const struct flow *f, __u32 ifindex,
+					const __u8 *macs)
 {
 	int r = hop_ttl(skb, f);
-	__u8 macs[12]; /* destination then source, as on the wire: one store */
 
 	if (r)
 		return r;
-	__builtin_memcpy(macs, fib->dmac, 6);
-	__builtin_memcpy(macs + 6, fib->smac, 6);
 	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0) < 0)
 		return TC_ACT_SHOT;
-	return bpf_redirect_peer(fib->ifindex, 0);
+	return bpf_redirect_peer(ifindex, 0);
+}
+
+/* The destination as the agent registered it in cilia_lxc (an endpoint of this node by address,
+ * as Cilium's lxc map): the entry, with *ep its device's endpoint, when that device still belongs
+ * to the endpoint the entry was written for and it is a ready pod endpoint; NULL otherwise (no
+ * entry, a stale one, a guard-only device, the packet's own device), and the fib lookup decides. */
+static __always_inline const struct lxc_value *local_peer(struct __sk_buff *skb, const struct flow *f,
+							   struct endpoint_value **ep)
+{
+	struct lxc_key k = {.family = f->family};
+	const struct lxc_value *lxc;
+	__u32 ifindex;
+
+	__builtin_memcpy(k.addr, f->daddr, 16); /* IPv4: 4 bytes, then the zeros struct flow holds */
+	lxc = bpf_map_lookup_elem(&cilia_lxc, &k);
+	if (!lxc)
+		return NULL;
+	ifindex = lxc->ifindex;
+	if (ifindex == skb->ifindex)
+		return NULL;
+	*ep = bpf_map_lookup_elem(&cilia_endpoints, &ifindex);
+	if (!*ep || (*ep)->ep_id != lxc->ep_id || (*ep)->ep_id >= GUARD_EP_MIN ||
+	    !((*ep)->flags & EP_F_POLICY_READY))
+		return NULL;
+	return lxc;
 }
 
 /* eBPF host routing of a packet the source's egress allowed: when it goes to an endpoint of this
  * node, the destination's ingress (conntrack, policy, events, metrics, audit) is decided here, as
- * its to_container would, and an allowed packet goes straight into its namespace. Whatever needs
- * the host (a proxy on either side, the DNS proxy, a service, an endpoint not ready) takes the
- * stack path, where to_container decides it. IPv4 and IPv6 alike. */
+ * its to_container would, and an allowed packet goes straight into its namespace. The destination
+ * comes from cilia_lxc (no fib lookup); an address not there takes the fib lookup (world hosts,
+ * other nodes, an endpoint the agent has not registered). Whatever needs the host (a proxy on
+ * either side, the DNS proxy, a service, an endpoint not ready) takes the stack path, where
+ * to_container decides it. IPv4 and IPv6 alike. */
 static __always_inline int host_route(struct __sk_buff *skb, struct pkt *p, __u64 now)
 {
 	struct bpf_fib_lookup fib = {};
 	struct endpoint_value *dst = NULL;
+	const struct lxc_value *lxc;
+	const __u8 *macs;
+	__u8 fib_macs[12]; /* destination then source, as on the wire: one store */
 	struct pkt q;
+	__u32 ifindex;
 	int stack = 0, r, hop;
 
 	if (p->ep->ep_id >= GUARD_EP_MIN)
 		return TC_ACT_OK;
-	hop = hop_lookup(skb, &p->f, &fib, &dst);
-	if (hop == HOP_OUT && p->cfg && (p->cfg->flags & CFG_F_ROUTE_OUT))
-		return hop_out(skb, &p->f, &fib);
-	if (hop != HOP_PEER || !dst)
-		return TC_ACT_OK;
+	lxc = local_peer(skb, &p->f, &dst);
+	if (lxc) {
+		ifindex = lxc->ifindex;
+		macs = lxc->macs;
+	} else {
+		dst = NULL;
+		hop = hop_lookup(skb, &p->f, &fib, &dst);
+		if (hop == HOP_OUT && p->cfg && (p->cfg->flags & CFG_F_ROUTE_OUT))
+			return hop_out(skb, &p->f, &fib);
+		if (hop != HOP_PEER || !dst)
+			return TC_ACT_OK;
+		ifindex = fib.ifindex;
+		__builtin_memcpy(fib_macs, fib.dmac, 6);
+		__builtin_memcpy(fib_macs + 6, fib.smac, 6);
+		macs = fib_macs;
+	}
 	q.f = p->f;
 	q.cfg = p->cfg;
 	q.ep = dst;
-	r = enforce(skb, &q, DIR_INGRESS, 1, fib.ifindex, &stack, now);
+	r = enforce(skb, &q, DIR_INGRESS, 1, ifindex, &stack, now);
 	if (r == STACK_PATH)
 		return TC_ACT_OK;
 	if (r != TC_ACT_OK || stack)
 		return r;
-	return hop_redirect(skb, &p->f, &fib);
+	return hop_redirect(skb, &p->f, ifindex, macs);
 }
 
 SEC("tc")

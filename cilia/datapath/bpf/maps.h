@@ -32,6 +32,14 @@ struct {
 } cilia_endpoints SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct lxc_key);
+	__type(value, struct lxc_value);
+	__uint(max_entries, CILIA_LXC_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_lxc SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct policy_key);
 	__type(value, struct policy_value);

@@ -20,6 +20,7 @@ from cilia.datapath.bpf import loader
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError
 from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
+from cilia.datapath.bpf.veth_macs import veth_macs
 from cilia.datapath.capabilities import ALL as ALL_CAPABILITIES
 from cilia.datapath.errors import DatapathError
 from cilia.datapath.maps import dns as dnsmap
@@ -32,6 +33,7 @@ from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo, Endpoints
 from cilia.datapath.maps.events import EventsReader, PolicyEvent
 from cilia.datapath.maps.ipcache import IpcacheMap
 from cilia.datapath.maps.lb import Backend, Frontend, LbMap
+from cilia.datapath.maps.lxc import LocalEndpoint, LxcMap
 from cilia.datapath.maps.metrics import MetricRow, MetricsMap
 from cilia.datapath.maps.policy import PolicyMap, PolicyValue
 from cilia.policy.types import Entry, Key, RuleRef
@@ -122,6 +124,7 @@ class Datapath:
         m = self.coll.maps
         self.ipcache = IpcacheMap(m["cilia_ipcache4"], m["cilia_ipcache6"])
         self.endpoints = EndpointsMap(m["cilia_endpoints"])
+        self.lxc = LxcMap(m["cilia_lxc"])
         self.policy = PolicyMap(m["cilia_policy"])
         self.ct = CtMap(m["cilia_ct"])
         self.metrics_map = MetricsMap(m["cilia_metrics"])
@@ -169,6 +172,8 @@ class Datapath:
             prev.flags & EndpointFlags.POLICY_READY)
         ready = EndpointFlags.POLICY_READY if was_ready or endpoint_id in self._synced else EndpointFlags(0)
         flags = (flags & ~EndpointFlags.POLICY_READY) | ready
+        if prev is not None and prev.endpoint_id != endpoint_id:
+            self.lxc.delete_device(ifindex)  # another endpoint's addresses: never routed to this one
         self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
         if prev is not None and prev.endpoint_id != endpoint_id:
             self._devices.get(prev.endpoint_id, set()).discard(ifindex)
@@ -183,9 +188,35 @@ class Datapath:
     def detach(self, ifindex: int) -> None:
         """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
         loader.detach(ifindex, destroy_qdisc=True, pin_root=self.pin_root)
+        self.lxc.delete_device(ifindex)
         self.endpoints.delete(ifindex)
         for devices in self._devices.values():
             devices.discard(ifindex)
+
+    def set_local_endpoint(self, ip: str, ifindex: int, pod_mac: str | None = None,
+                           host_mac: str | None = None) -> None:
+        """Register the pod address ``ip`` on its host veth ``ifindex`` for eBPF host routing
+        (cilia_lxc): packets to it then go to that device's peer without a fib lookup, while the
+        device's endpoint (attach it first) is ready. The MACs (the pod's eth0, the host veth)
+        default to the veth pair's own, read by netlink."""
+        self._coll()
+        ep = self.endpoints.get(ifindex)
+        if ep is None:
+            raise DatapathError(f"set_local_endpoint {ip}: device {ifindex} is not attached")
+        if pod_mac is None or host_mac is None:
+            peer, own = veth_macs(ifindex)
+            pod_mac, host_mac = pod_mac or peer, host_mac or own
+        self.lxc.set(LocalEndpoint(ip, ifindex, ep.endpoint_id, pod_mac, host_mac))
+
+    def delete_local_endpoint(self, ip: str) -> bool:
+        """Forget the address for host routing (its packets take the fib lookup again)."""
+        self._coll()
+        return self.lxc.delete(ip)
+
+    def local_endpoints(self) -> list[LocalEndpoint]:
+        """The cilia_lxc entries (address → device, endpoint, MACs)."""
+        self._coll()
+        return self.lxc.dump()
 
     def _entries(self, endpoint_id: int) -> list[EndpointInfo]:
         """The endpoints map's entries of an endpoint: from the devices this process attached it

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ctypes
 
-from cilia.datapath.maps import config, ct, dns, endpoints, events, ipcache, lb, metrics, policy
+from cilia.datapath.maps import config, ct, dns, endpoints, events, ipcache, lb, lxc, metrics, policy
 
 LAYOUTS: dict[str, tuple[int, int]] = {
     ipcache.MAP_V4: (ipcache.KEY_SIZES[ipcache.MAP_V4], ipcache.VALUE_SIZE),
     ipcache.MAP_V6: (ipcache.KEY_SIZES[ipcache.MAP_V6], ipcache.VALUE_SIZE),
     endpoints.MAP: (4, endpoints.VALUE_SIZE),
+    lxc.MAP: (lxc.KEY_SIZE, lxc.VALUE_SIZE),
     policy.MAP: (ctypes.sizeof(policy.PolicyKey), policy.VALUE_SIZE),
     ct.MAP: (ctypes.sizeof(ct.CtKey), ct.VALUE_SIZE),
     events.MAP: (0, 0),
