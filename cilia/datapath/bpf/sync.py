@@ -25,6 +25,7 @@ from cilia.datapath.capabilities import ALL as ALL_CAPABILITIES
 from cilia.datapath.errors import DatapathError
 from cilia.datapath.maps import dns as dnsmap
 from cilia.datapath.maps import lb
+from cilia.datapath.maps import lxc as lxcmap
 from cilia.datapath.maps import policy as policymap
 from cilia.datapath.maps.config import ConfigMap, DatapathConfig
 from cilia.datapath.maps.ct import CtEntry, CtMap
@@ -124,7 +125,8 @@ class Datapath:
         m = self.coll.maps
         self.ipcache = IpcacheMap(m["cilia_ipcache4"], m["cilia_ipcache6"])
         self.endpoints = EndpointsMap(m["cilia_endpoints"])
-        self.lxc = LxcMap(m["cilia_lxc"])
+        # an object without it (a baseline revision in bench-prog-cost): no local endpoint map
+        self.lxc: LxcMap | None = LxcMap(m[lxcmap.MAP]) if lxcmap.MAP in m else None
         self.policy = PolicyMap(m["cilia_policy"])
         self.ct = CtMap(m["cilia_ct"])
         self.metrics_map = MetricsMap(m["cilia_metrics"])
@@ -172,7 +174,7 @@ class Datapath:
             prev.flags & EndpointFlags.POLICY_READY)
         ready = EndpointFlags.POLICY_READY if was_ready or endpoint_id in self._synced else EndpointFlags(0)
         flags = (flags & ~EndpointFlags.POLICY_READY) | ready
-        if prev is not None and prev.endpoint_id != endpoint_id:
+        if prev is not None and prev.endpoint_id != endpoint_id and self.lxc is not None:
             self.lxc.delete_device(ifindex)  # another endpoint's addresses: never routed to this one
         self.endpoints.set(EndpointInfo(ifindex, endpoint_id, identity, flags))
         if prev is not None and prev.endpoint_id != endpoint_id:
@@ -188,7 +190,8 @@ class Datapath:
     def detach(self, ifindex: int) -> None:
         """Remove the programs from the device (its traffic is no longer enforced) and forget it."""
         loader.detach(ifindex, destroy_qdisc=True, pin_root=self.pin_root)
-        self.lxc.delete_device(ifindex)
+        if self.lxc is not None:
+            self.lxc.delete_device(ifindex)
         self.endpoints.delete(ifindex)
         for devices in self._devices.values():
             devices.discard(ifindex)
@@ -200,6 +203,8 @@ class Datapath:
         device's endpoint (attach it first) is ready. The MACs (the pod's eth0, the host veth)
         default to the veth pair's own, read by netlink."""
         self._coll()
+        if self.lxc is None:
+            raise DatapathError(f"set_local_endpoint {ip}: the datapath object has no {lxcmap.MAP} map")
         ep = self.endpoints.get(ifindex)
         if ep is None:
             raise DatapathError(f"set_local_endpoint {ip}: device {ifindex} is not attached")
@@ -211,12 +216,12 @@ class Datapath:
     def delete_local_endpoint(self, ip: str) -> bool:
         """Forget the address for host routing (its packets take the fib lookup again)."""
         self._coll()
-        return self.lxc.delete(ip)
+        return self.lxc is not None and self.lxc.delete(ip)
 
     def local_endpoints(self) -> list[LocalEndpoint]:
         """The cilia_lxc entries (address → device, endpoint, MACs)."""
         self._coll()
-        return self.lxc.dump()
+        return self.lxc.dump() if self.lxc is not None else []
 
     def _entries(self, endpoint_id: int) -> list[EndpointInfo]:
         """The endpoints map's entries of an endpoint: from the devices this process attached it
