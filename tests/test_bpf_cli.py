@@ -58,6 +58,14 @@ def test_bpf_commands_json(tmp_path: Path) -> None:
             "cookie": dp.cookies.cookie_for(frozenset({rule}))}
         assert cli("metrics", "list") == [{"direction": "ingress", "verdict": "forwarded", "reason": "",
                                            "packets": 1, "bytes": 62}]
+        dp.set_local_endpoint("198.18.1.20", LO, "02:00:00:00:00:01", "02:00:00:00:00:02")
+        dp.set_local_endpoint("2001:2::c612:114", LO, "02:00:00:00:00:01", "02:00:00:00:00:02")
+        assert cli("lxc", "list") == [
+            {"address": ip, "ifindex": LO, "ifname": "lo", "endpoint_id": 5, "pod_mac": "02:00:00:00:00:01",
+             "host_mac": "02:00:00:00:00:02"} for ip in ("198.18.1.20", "2001:2::c612:114")]
+        lxc_table = runner.invoke(app, ["bpf", "lxc", "list", "--pin-root", dp.pin_root])
+        assert lxc_table.stdout.split("\n")[0].split() == ["ADDRESS", "IFINDEX", "IFNAME", "ENDPOINT", "ID",
+                                                         "POD", "MAC", "HOST", "MAC"]
         table = runner.invoke(app, ["bpf", "policy", "get", "--pin-root", dp.pin_root])
         assert "80/TCP" in table.stdout and "Deny" in table.stdout
 

@@ -90,8 +90,9 @@ def register(app: typer.Typer) -> None:
     ct = typer.Typer(help="Connection tracking table.", no_args_is_help=True)
     endpoint = typer.Typer(help="Endpoints map.", no_args_is_help=True)
     metrics = typer.Typer(help="Datapath counters.", no_args_is_help=True)
+    lxc = typer.Typer(help="Local endpoints by address (host routing).", no_args_is_help=True)
     for sub, name in ((policy, "policy"), (ipcache, "ipcache"), (ct, "ct"), (endpoint, "endpoint"),
-                      (metrics, "metrics")):
+                      (metrics, "metrics"), (lxc, "lxc")):
         bpf.add_typer(sub, name=name)
     app.add_typer(bpf, name="bpf")
 
@@ -140,6 +141,18 @@ def register(app: typer.Typer) -> None:
             for r in rows:
                 r["flags"] = ",".join(r["flags"])
         _emit(rows, ["ifindex", "ifname", "endpoint_id", "identity", "flags"], output)
+
+    @lxc.command("list", help="Pod address → host device, endpoint and the MACs host routing writes.")
+    def lxc_list(pin_root: PinRoot = None, state_dir: StateDir = None, output: Output = "table") -> None:
+        with _maps(pin_root, state_dir) as maps:
+            if maps.lxc is None:
+                sys.stderr.write("error: no local endpoint map (cilia_lxc) pinned: the node's agent runs "
+                                 "a datapath from before it; restart the agent\n")
+                raise typer.Exit(1)
+            rows = [{"address": e.ip, "ifindex": e.ifindex, "ifname": _ifname(e.ifindex),
+                     "endpoint_id": e.endpoint_id, "pod_mac": e.pod_mac, "host_mac": e.host_mac}
+                    for e in maps.lxc.dump()]
+        _emit(rows, ["address", "ifindex", "ifname", "endpoint_id", "pod_mac", "host_mac"], output)
 
     @metrics.command("list", help="Packet counters by direction and verdict/reason, lost events.")
     def metrics_list(pin_root: PinRoot = None, state_dir: StateDir = None,

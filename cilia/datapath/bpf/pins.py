@@ -10,7 +10,7 @@ from pathlib import Path
 from cilia.datapath.bpf.cookies import CookieTable
 from cilia.datapath.bpf.libbpf import BpfError, MapFd, obj_get
 from cilia.datapath.errors import DatapathError
-from cilia.datapath.maps import ct, endpoints, ipcache, metrics, policy
+from cilia.datapath.maps import ct, endpoints, ipcache, lxc, metrics, policy
 from cilia.datapath.maps.sizes import LAYOUTS
 
 
@@ -36,6 +36,7 @@ class PinnedMaps:
     metrics: metrics.MetricsMap
     cookies: CookieTable
     fds: list[MapFd]
+    lxc: lxc.LxcMap | None = None  # None: the running object predates the local endpoint map
 
     def close(self) -> None:
         for m in self.fds:
@@ -47,6 +48,10 @@ def open_pinned(pin_root: str, state_dir: str | os.PathLike[str]) -> PinnedMaps:
     # only the maps read here: an agent still running an older object has no pins of newer maps
     used = (ipcache.MAP_V4, ipcache.MAP_V6, endpoints.MAP, policy.MAP, ct.MAP, metrics.MAP)
     fds = {n: _open(pin_root, n) for n in used}
+    local = None
+    if os.path.exists(os.path.join(pin_root, lxc.MAP)):
+        fds[lxc.MAP] = _open(pin_root, lxc.MAP)
+        local = lxc.LxcMap(fds[lxc.MAP])
     return PinnedMaps(
         ipcache.IpcacheMap(fds[ipcache.MAP_V4], fds[ipcache.MAP_V6]),
         endpoints.EndpointsMap(fds[endpoints.MAP]),
@@ -55,6 +60,7 @@ def open_pinned(pin_root: str, state_dir: str | os.PathLike[str]) -> PinnedMaps:
         metrics.MetricsMap(fds[metrics.MAP]),
         CookieTable(Path(state_dir) / "cookies.json"),
         list(fds.values()),
+        local,
     )
 
 
