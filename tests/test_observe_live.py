@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -242,3 +243,46 @@ def test_flow_log_and_audit_mode_survive_an_agent_restart(node: ObservedNode) ->
     finally:
         node.cilia("audit", "off")
         node.delete(path)
+
+
+def test_the_agent_registers_its_pods_for_host_routing(node: ObservedNode) -> None:
+    """The local endpoint map (``cilia bpf lxc list``) holds each pod's addresses with its device,
+    endpoint and the veth pair's MACs, and host routing uses it: with forwarding off on the client's
+    host veth (the fib lookup and the stack both refuse) client -> web still connects, and web's host
+    veth transmits none of it. A deleted pod's entries go with it."""
+    from cilia.agent.endpoints import EndpointTable
+
+    def local() -> dict[str, dict[str, Any]]:
+        return {r["address"]: r for r in json.loads(node.cilia("bpf", "lxc", "list", "-o", "json").stdout)}
+
+    eps = {e.pod.name: e for e in EndpointTable(node.cfg.endpoints_path)}
+    rows = local()
+    for name in PODS.values():
+        ep = eps[name]
+        link = subprocess.run(["ip", "-n", ep.netns, "-j", "link", "show", "eth0"], capture_output=True,
+                              text=True, check=True).stdout
+        want = {"ifindex": ep.ifindex, "ifname": ep.host_ifname, "endpoint_id": ep.id,
+                "pod_mac": json.loads(link)[0]["address"],
+                "host_mac": Path(f"/sys/class/net/{ep.host_ifname}/address").read_text().strip()}
+        for ip in filter(None, (ep.ip, ep.ip6)):
+            assert rows.pop(ip) == {"address": ip, **want}
+    assert rows == {}
+    client, web = eps[CLIENT], eps[WEB]
+    forwarding = Path(f"/proc/sys/net/ipv4/conf/{client.host_ifname}/forwarding")
+    tx = Path(f"/sys/class/net/{web.host_ifname}/statistics/tx_packets")
+    saved, before = forwarding.read_text(), int(tx.read_text())
+    try:
+        forwarding.write_text("0\n")
+        assert node.curl_from_pod(CLIENT, web.ip)
+    finally:
+        forwarding.write_text(saved)
+    assert int(tx.read_text()) - before < 5
+
+    path = node.apply(pod("obs-lxc", {"app": "lxc"}))
+    extra = node.ips()["obs-lxc"]
+    assert extra in local()
+    node.delete(path)
+    deadline = time.monotonic() + 10
+    while extra in local():
+        assert time.monotonic() < deadline, "the deleted pod's entry stayed"
+        time.sleep(0.1)
