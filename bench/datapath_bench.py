@@ -1,5 +1,5 @@
 """Datapath benchmark: pod→pod throughput (iperf3) and request/response latency (sockperf TCP
-ping-pong, p50 half round trip) for seven configurations, interleaved round by round (the order
+ping-pong, p50 half round trip) for eight configurations, interleaved round by round (the order
 rotates each round), medians:
 
 * ``floor``    two namespaces joined by one veth pair, no host hop and no program: the physical
@@ -9,9 +9,13 @@ rotates each round), medians:
   kernel has no tcx): what the hook itself costs on this machine, apart from any policy work;
 * ``cilia``    cilia's programs with an allow policy (frontend egress all, backend ingress from
   frontend on the two benchmark ports), eBPF host routing on (the default: both verdicts in the
-  sender's program, then bpf_redirect_peer into the receiver's namespace);
-* ``stack``    the same with host routing off: each packet crosses the host's IP stack and both
-  programs, as before host routing;
+  sender's program, then bpf_redirect_peer into the receiver's namespace), and the pods' devices
+  as the lab makes them: BIG TCP on (192 KiB GSO/GRO, :mod:`cilia.lab.bigtcp`, as Cilium's
+  ``enable-ipv4-big-tcp`` with eBPF host routing);
+* ``bigtcp``   no program, the devices with BIG TCP as in ``cilia``: how much of cilia's throughput
+  is BIG TCP's, apart from the datapath (a reference, not a target);
+* ``stack``    the same with host routing off (and, as in Cilium, without BIG TCP, which needs it):
+  each packet crosses the host's IP stack and both programs, as before host routing;
 * ``scale``    the same plus 100,000 unrelated policy entries (other endpoints) and 100,000 ipcache
   entries (a second pinned datapath, swapped in with an atomic program replace);
 * ``iptables`` no program; a FORWARD-chain jump (only for the bench's veths) into a chain of 10,000
@@ -22,7 +26,8 @@ rotates each round), medians:
 Last line: ``summary: throughput_ratio=cilia/none latency_ratio=cilia/none scale_ratio=scale/cilia
 (latency) iptables_latency_ratio=iptables/cilia hook_latency_ratio=noop/none
 policy_latency_ratio=cilia/noop floor_latency_ratio=cilia/floor stack_latency_ratio=stack/none
-stack_throughput_ratio=stack/none``. Needs root, iperf3, sockperf, iptables.
+stack_throughput_ratio=stack/none bigtcp_throughput_ratio=cilia/bigtcp``.
+Needs root, iperf3, sockperf, iptables.
 
 ``--out`` measures instead traffic that leaves the pods, to a lab device that is not a pod (the
 receiver registered as a guard-only device, as a world host's veth or a node's underlay is):
@@ -74,6 +79,7 @@ from cilia.datapath.bpf.build import CFLAGS
 from cilia.datapath.bpf.libbpf import test_run
 from cilia.datapath.bpf.sync import Datapath
 from cilia.datapath.maps.config import DatapathConfig
+from cilia.lab import bigtcp
 from cilia.policy.types import Entry, Key, RuleRef
 
 FRONT, BACK = 1001, 1002
@@ -83,6 +89,7 @@ TCP, ING, EG = 6, 0, 1
 CHAIN = "CILIA-BENCH"
 FILLER = 100_000
 IPT_RULES = 10_000
+CONFIGS = ("floor", "none", "noop", "cilia", "bigtcp", "stack", "scale", "iptables")
 # sockperf's client and server: pinned to one CPU (``--latency-cpu same``) or left to the scheduler
 PIN: list[str] = []
 
@@ -176,6 +183,16 @@ def cpu_idle(mode: str) -> Iterator[None]:
 
 def tx_packets(pods: tuple[Pod, Pod]) -> int:
     return sum(int(Path(f"/sys/class/net/{p.host_if}/statistics/tx_packets").read_text()) for p in pods)
+
+
+BIG_TCP_CONFIGS = ("cilia", "scale", "bigtcp")  # the devices as the lab makes them (host routing on)
+
+
+def device_sizes(pods: tuple[Pod, Pod], size: int) -> None:
+    """GSO/GRO limits of both pods' devices, each side of each veth (BIG TCP on or off)."""
+    for pod in pods:
+        bigtcp.set_max_sizes("eth0", size, pod.netns)
+        bigtcp.set_max_sizes(pod.host_if, size)
 
 
 def start_servers(back: Pod) -> None:
@@ -379,8 +396,8 @@ def main() -> None:
     ap.add_argument("--out", action="store_true", help="traffic out of the pods: none, neigh, stack")
     ap.add_argument("--latency-cpu", choices=("same", "free"), default="same",
                     help="same: sockperf's client and server on the last CPU (default); free: scheduler's")
-    ap.add_argument("--configs", default="floor,none,noop,cilia,stack,scale,iptables",
-                    help="comma-separated subset to run (a quick look; the summary needs all seven)")
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="comma-separated subset to run (a quick look; the summary needs all eight)")
     ap.add_argument("--latency-only", action="store_true", help="skip iperf3 (throughput printed as 0)")
     args = ap.parse_args()
     if args.latency_cpu == "same":
@@ -388,8 +405,7 @@ def main() -> None:
     if args.out:
         main_out(args)
         return
-    configs = tuple(c for c in ("floor", "none", "noop", "cilia", "stack", "scale", "iptables")
-                    if c in args.configs.split(","))
+    configs = tuple(c for c in CONFIGS if c in args.configs.split(","))
     results: dict[str, dict[str, list[float]]] = {c: {"gbps": [], "lat_us": []} for c in configs}
     roots = {"cilia": "/sys/fs/bpf/cilia/bench-allow/v1", "stack": "/sys/fs/bpf/cilia/bench-stack/v1",
              "scale": "/sys/fs/bpf/cilia/bench-scale/v1"}
@@ -433,6 +449,8 @@ def main() -> None:
                             attach_noop(noop, pod.ifindex, links)
                     elif config == "iptables":
                         iptables_on(front, back)
+                    device_sizes((front, back), bigtcp.BIG_TCP_MAX_SIZE if config in BIG_TCP_CONFIGS
+                                 else bigtcp.DEFAULT_MAX_SIZE)
                     a, b = (floor_a, floor_b) if config == "floor" else (front, back)
                     tx = tx_packets((a, b)) if config != "floor" else 0
                     g = 0.0 if args.latency_only else iperf(a, b, args.seconds)
@@ -457,7 +475,7 @@ def main() -> None:
     med = {c: (statistics.median(r["gbps"]), statistics.median(r["lat_us"])) for c, r in results.items()}
     for c, (g, lat) in med.items():
         print(f"median {c:9s} {g:6.2f} Gbit/s  p50 latency {lat:6.2f} us")
-    if len(configs) < 7:
+    if len(configs) < len(CONFIGS):
         return
     print(f"summary: throughput_ratio={med['cilia'][0] / med['none'][0]:.3f} "
           f"latency_ratio={med['cilia'][1] / med['none'][1]:.3f} "
@@ -467,7 +485,8 @@ def main() -> None:
           f"policy_latency_ratio={med['cilia'][1] / med['noop'][1]:.3f} "
           f"floor_latency_ratio={med['cilia'][1] / med['floor'][1]:.3f} "
           f"stack_latency_ratio={med['stack'][1] / med['none'][1]:.3f} "
-          f"stack_throughput_ratio={med['stack'][0] / med['none'][0]:.3f}")
+          f"stack_throughput_ratio={med['stack'][0] / med['none'][0]:.3f} "
+          f"bigtcp_throughput_ratio={med['cilia'][0] / med['bigtcp'][0]:.3f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cilia.datapath.dualstack import ipv6_of
-from cilia.lab import netns
+from cilia.lab import bigtcp, netns
 from cilia.lab.errors import IpamExhaustedError, LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import Ipam, gateway, pod_cidr
 from cilia.lab.names import host_ifname, netns_name
@@ -246,6 +246,12 @@ def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
     assert hooked == [(a, "")]
     assert (a.ip, a.gateway, a.netns) == ("198.18.176.2", "198.18.176.1", "cilia-cilia-h4-a")
     assert lab.list_pods() == [a, b]
+    # BIG TCP on both sides of the pod's veth (IPv4 where the kernel has it), as Cilium sets it
+    big = {"gso_max_size": 196608, "gro_max_size": 196608}
+    if bigtcp.ipv4_supported():
+        big |= {"gso_ipv4_max_size": 196608, "gro_ipv4_max_size": 196608}
+    assert bigtcp.max_sizes("eth0", a.netns) == big
+    assert bigtcp.max_sizes(a.host_ifname) == big
 
     r = _curl(lab, a, b, "/hello?x=1")
     assert r.returncode == 0, r.stderr
@@ -291,6 +297,23 @@ def test_two_pods_talk_http_udp_icmp(labfx: LabFixture) -> None:
     assert "cilia-cilia-h4-a" not in _netns_list() and a.host_ifname not in _links()
     with pytest.raises(PodNotFoundError):
         lab.delete_pod("cilia-h4", "a")
+
+
+@pytest.mark.root
+def test_big_tcp_off_keeps_the_kernels_limits(labfx: LabFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(bigtcp.ENV, "0")
+    p = labfx.pod("small")
+    assert set(bigtcp.max_sizes("eth0", p.netns).values()) == {65536}
+    assert set(bigtcp.max_sizes(p.host_ifname).values()) == {65536}
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, True), ("1", True), ("0", False), ("off", False)])
+def test_big_tcp_setting(monkeypatch: pytest.MonkeyPatch, value: str | None, on: bool) -> None:
+    if value is None:
+        monkeypatch.delenv(bigtcp.ENV, raising=False)
+    else:
+        monkeypatch.setenv(bigtcp.ENV, value)
+    assert bigtcp.wanted() is on
 
 
 @pytest.mark.root
