@@ -241,6 +241,8 @@ def setup_datapath(pin_root: str, state: Path, front: Pod, back: Pod, filler: bo
     for pod, ident, ep, pol in ((front, FRONT, EP_FRONT, POLICY_FRONT), (back, BACK, EP_BACK, POLICY_BACK)):
         dp.endpoints.set(dp.endpoints.get(pod.ifindex) or _info(pod.ifindex, ep, ident))
         dp.set_policy(ep, pol)
+        if dp.lxc is not None:  # the local endpoint map, as the agent fills it for its pods
+            dp.set_local_endpoint(pod.ip, pod.ifindex)
     return dp
 
 
