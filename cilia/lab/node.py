@@ -31,10 +31,10 @@ from pyroute2 import IPRoute
 
 from cilia.datapath.dualstack import ipv6_of
 from cilia.k8s.names import namespace_errors, object_name_errors
-from cilia.lab import bigtcp, guard, netns, podfiles, veth
+from cilia.lab import guard, netns, podfiles, veth
 from cilia.lab.errors import LabError, PodExistsError, PodNotFoundError
 from cilia.lab.ipam import LAB_RANGE, Ipam
-from cilia.lab.names import POD_IFNAME, host_ifname, netns_name
+from cilia.lab.names import host_ifname, netns_name
 from cilia.lab.security import RunAs
 from cilia.lab.spec import Container, ContainerPort, PodSpec
 from cilia.lab.workloadd import LOG_NAME, WorkloadClient
@@ -223,9 +223,6 @@ class Lab:
         veth.address_host_side(idx, rec.gateway, rec.ip, ipv6=bool(rec.ip6))
         veth.configure_peer(rec.netns, rec.ip, rec.gateway, routes=(str(LAB_RANGE),),  # and no default
                             ipv6=bool(rec.ip6))
-        if bigtcp.wanted():  # both sides: the pod's sends and what the node sends to it
-            bigtcp.set_max_sizes(POD_IFNAME, namespace=rec.netns)
-            bigtcp.set_max_sizes(rec.host_ifname)
         podfiles.write(rec.netns, rec.namespace, rec.name, rec.ip, podfiles.dns_address(self.ipam.node_index),
                        rec.ip6)
         return rec

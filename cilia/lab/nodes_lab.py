@@ -23,7 +23,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from cilia.datapath.dualstack import ipv6_of, prefix6_of
-from cilia.lab import netns, veth
+from cilia.lab import bigtcp, netns, veth
 from cilia.lab.errors import LabError
 from cilia.lab.ipam import pod_cidr
 
@@ -117,6 +117,9 @@ def _create_node(i: int, bridge_index: int, ipv6: bool) -> str:
                  peer={"ifname": UNDERLAY_IF, "net_ns_fd": name})
         port = ipr.link_lookup(ifname=root_port(i))[0]
         ipr.link("set", index=port, master=bridge_index, state="up")
+    if bigtcp.wanted():  # as the pods' devices: a pod's 192 KiB packets cross the underlay whole
+        bigtcp.set_max_sizes(root_port(i))
+        bigtcp.set_max_sizes(UNDERLAY_IF, namespace=name)
     if ipv6:  # addresses only from the lab: no router advertisements, no autoconfiguration
         for conf in ("all", "default", UNDERLAY_IF):
             for key in ("accept_ra", "autoconf", "accept_dad"):

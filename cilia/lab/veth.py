@@ -18,7 +18,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 
 from cilia.datapath.dualstack import ipv6_of
-from cilia.lab import netns
+from cilia.lab import bigtcp, netns
 from cilia.lab.names import POD_IFNAME
 
 RT_SCOPE_LINK = 253
@@ -40,7 +40,8 @@ def ipv6_available() -> bool:
 
 
 def add_pair(host_ifname: str, namespace: str) -> int:
-    """Create the pair (peer ``eth0`` in ``namespace``), set the host side up; its ifindex.
+    """Create the pair (peer ``eth0`` in ``namespace``), set the host side up, BIG TCP on both sides
+    (:mod:`cilia.lab.bigtcp`) unless turned off; its ifindex.
 
     The host side does no duplicate address detection: while its link-local address is tentative
     (about a second after the pod's side comes up) the node sends no neighbour solicitation from it,
@@ -51,6 +52,9 @@ def add_pair(host_ifname: str, namespace: str) -> int:
         with contextlib.suppress(FileNotFoundError):  # IPv6 off on this machine
             (_CONF6 / host_ifname / "accept_dad").write_text("0\n")
         ipr.link("set", index=idx, state="up")
+    if bigtcp.wanted():  # every lab device takes 192 KiB packets (a smaller one would segment them)
+        bigtcp.set_max_sizes(host_ifname)
+        bigtcp.set_max_sizes(POD_IFNAME, namespace=namespace)
     return idx
 
 
