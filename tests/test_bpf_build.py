@@ -60,6 +60,7 @@ def test_spec_lists_maps_and_programs_without_loading(tmp_path: Path) -> None:
         "cilia_lxc": ("hash", 20, 20, 8192),
         "cilia_policy": ("lpm_trie", 16, 12, 1048576),
         "cilia_ct": ("lru_hash", 44, 32, 262144),
+        "cilia_ct4": ("lru_hash", 20, 32, 262144),
         "cilia_events": ("ringbuf", 0, 0, 1 << 20),
         "cilia_evrl": ("hash", 4, 16, 4096),
         "cilia_metrics": ("percpu_array", 4, 16, 64),

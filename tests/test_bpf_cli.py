@@ -81,7 +81,7 @@ def test_bpf_command_without_datapath_fails_clearly(tmp_path: Path) -> None:
 def test_expired_conntrack_entries_are_hidden_and_collected(tmp_path: Path) -> None:
     """An expired entry (the datapath ignores it) is left out of ``ct list`` unless ``--all``, and
     ``CtMap.gc`` deletes it while a live one stays."""
-    from cilia.datapath.maps.ct import CtKey, CtValue
+    from cilia.datapath.maps.ct import CtKey, CtKey4, CtValue
 
     with private_datapath(tmp_path) as dp:
         dp.endpoints.set(EndpointInfo(LO, 5, 1001, EndpointFlags.enforcing()))
@@ -89,12 +89,14 @@ def test_expired_conntrack_entries_are_hidden_and_collected(tmp_path: Path) -> N
         dp.set_policy(5, {Key(1002, 0, TCP, 80, 16): Entry(False, frozenset())})
         for sport in (4000, 4001):
             assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, sport=sport))[0]
-        keys = sorted(dp.ct.m.keys(CtKey), key=lambda k: k.sport)
+        keys = sorted(dp.ct.ct_keys(), key=lambda k: k.sport)
         assert len(keys) == 2
+        # IPv4 connections live in cilia_ct4 (the short key), none in the IPv6 map
+        assert dp.ct.m4 is not None and len(dp.ct.m4.keys(CtKey4)) == 2 and dp.ct.m.keys(CtKey) == []
         v = CtValue()
-        assert dp.ct.m.lookup(keys[0], v)
+        assert dp.ct.lookup(keys[0], v)
         v.expires_ns = 1  # long past
-        dp.ct.m.update(keys[0], v)
+        dp.ct.update(keys[0], v)
         common = ["--pin-root", dp.pin_root, "--state-dir", str(tmp_path), "-o", "json"]
         runner = CliRunner()
 

@@ -13,7 +13,7 @@ from helpers_packets import TCP, frame
 
 from cilia.agent import ctgc
 from cilia.agent.datapaths import SimNodeDatapath
-from cilia.datapath.maps.ct import CtKey, CtValue
+from cilia.datapath.maps.ct import CtValue
 from cilia.datapath.maps.endpoints import EndpointFlags, EndpointInfo
 from cilia.policy.types import Entry, Key
 
@@ -30,12 +30,12 @@ def test_timer_deletes_expired_entries_only(tmp_path: Path) -> None:
         dp.set_policy(5, {Key(1002, 0, TCP, 80, 16): Entry(False, frozenset())})
         for sport in (4000, 4001, 4002):
             assert run(dp, "to_container", frame("198.18.1.10", "198.18.1.20", TCP, sport=sport))[0]
-        for k in dp.ct.m.keys(CtKey):
+        for k in dp.ct.ct_keys():
             if socket.ntohs(k.sport) != 4002:
                 v = CtValue()
-                assert dp.ct.m.lookup(k, v)
+                assert dp.ct.lookup(k, v)
                 v.expires_ns = 1
-                dp.ct.m.update(k, v)
+                dp.ct.update(k, v)
         assert sorted(e.sport for e in dp.ct.dump() if e.expires_in_s < 0) == [4000, 4001]
         stop = ctgc.start(dp, interval_s=0.05)
         try:

@@ -104,7 +104,7 @@ def test_audit_mode_and_conntrack_do_not_open_it(dp: Datapath) -> None:
         # neither the reply nor more forward packets pass
         key = CtKey(ep_id=EP, direction=EG, proto=TCP, family=4, saddr=ctypes_addr(POD4),
                     daddr=ctypes_addr(OUT4), sport=socket.htons(42001), dport=socket.htons(443))
-        dp.ct.m.update(key, CtValue(time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 60 * 10**9, 1, 60, 0, 0))
+        dp.ct.update(key, CtValue(time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 60 * 10**9, 1, 60, 0, 0))
         assert not run(dp, "to_container", frame(OUT4, POD4, TCP, sport=443, dport=42001,
                                                  tcp_flags=SYN | ACK))[0]
         assert not run(dp, "from_container", frame(POD4, OUT4, TCP, sport=42001, dport=443, tcp_flags=ACK))[0]

@@ -113,7 +113,7 @@ def adopt_open_connections(datapath: Any, addresses: Iterable[str]) -> int:
                   sport=socket.htons(sport), dport=socket.htons(dport))
         k.saddr[:4] = list(socket.inet_aton(src))
         k.daddr[:4] = list(socket.inet_aton(dst))
-        datapath.ct.m.update(k, CtValue(expires_ns=expires, flags=ct_f_replied))
+        datapath.ct.update(k, CtValue(expires_ns=expires, flags=ct_f_replied))  # its family's map
     return len(conns)
 
 

@@ -114,7 +114,20 @@ struct policy_value {
 	__u16 pad;
 };
 
-/* Conntrack: one entry per (endpoint, direction, original tuple). */
+/* Conntrack: one entry per (endpoint, direction, original tuple); IPv4 in cilia_ct4 (a 20-byte key:
+ * hashing is a large part of a packet's cost, and a lookup hashes the whole key), IPv6 in cilia_ct
+ * (family 6). */
+struct ct_key4 {
+	__u32 ep_id;
+	__u8 direction;
+	__u8 proto;
+	__be16 sport;
+	__be16 dport;
+	__u16 pad;
+	__u8 saddr[4];
+	__u8 daddr[4];
+};
+
 struct ct_key {
 	__u32 ep_id;
 	__u8 direction;

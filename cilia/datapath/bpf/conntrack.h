@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Conntrack (cilia_ct): one entry per (endpoint, direction, original tuple), opened by an allowed
- * forward packet; replies of the connection pass without a policy lookup (semantics.md §4.9). */
+/* Conntrack (cilia_ct4 for IPv4, cilia_ct for IPv6): one entry per (endpoint, direction, original
+ * tuple), opened by an allowed forward packet; replies of the connection pass without a policy
+ * lookup (semantics.md §4.9). */
 #ifndef CILIA_CONNTRACK_H
 #define CILIA_CONNTRACK_H
 
@@ -23,16 +24,47 @@ static __always_inline void ct_closing(struct ct_value *ct)
 		ct->expires_ns = close_at;
 }
 
-static __always_inline void ct_key_of(struct ct_key *ck, __u32 ep_id, __u8 dir, const struct flow *f)
+/* A connection's key in the map of its family (every byte written: the hash covers the padding). */
+union ct_key_any {
+	struct ct_key k6;
+	struct ct_key4 k4;
+};
+
+static __always_inline void ct_key_set(union ct_key_any *ck, __u32 ep_id, __u8 dir, __u8 proto, __u8 family,
+				       const __u8 *saddr, const __u8 *daddr, __be16 sport, __be16 dport)
 {
-	ck->ep_id = ep_id;
-	ck->direction = dir;
-	ck->proto = f->proto;
-	ck->family = f->family;
-	__builtin_memcpy(ck->saddr, f->saddr, 16);
-	__builtin_memcpy(ck->daddr, f->daddr, 16);
-	ck->sport = f->sport;
-	ck->dport = f->dport;
+	if (family == 4) {
+		ck->k4.ep_id = ep_id;
+		ck->k4.direction = dir;
+		ck->k4.proto = proto;
+		ck->k4.sport = sport;
+		ck->k4.dport = dport;
+		ck->k4.pad = 0;
+		__builtin_memcpy(ck->k4.saddr, saddr, 4);
+		__builtin_memcpy(ck->k4.daddr, daddr, 4);
+		return;
+	}
+	ck->k6.ep_id = ep_id;
+	ck->k6.direction = dir;
+	ck->k6.proto = proto;
+	ck->k6.family = family;
+	ck->k6.pad = 0;
+	__builtin_memcpy(ck->k6.saddr, saddr, 16);
+	__builtin_memcpy(ck->k6.daddr, daddr, 16);
+	ck->k6.sport = sport;
+	ck->k6.dport = dport;
+}
+
+static __always_inline void ct_key_of(union ct_key_any *ck, __u32 ep_id, __u8 dir, const struct flow *f)
+{
+	ct_key_set(ck, ep_id, dir, f->proto, f->family, f->saddr, f->daddr, f->sport, f->dport);
+}
+
+static __always_inline struct ct_value *ct_lookup(const union ct_key_any *ck, __u8 family)
+{
+	if (family == 4)
+		return bpf_map_lookup_elem(&cilia_ct4, &ck->k4);
+	return bpf_map_lookup_elem(&cilia_ct, &ck->k6);
 }
 
 /* The live entry of the connection this packet replies to (the reverse tuple, recorded by this
@@ -40,19 +72,11 @@ static __always_inline void ct_key_of(struct ct_key *ck, __u32 ep_id, __u8 dir, 
 static __always_inline struct ct_value *ct_reply_at(struct __sk_buff *skb, const struct config_value *cfg,
 						    __u32 ep_id, __u8 dir, const struct flow *f, __u64 now)
 {
-	struct ct_key ck = {
-		.ep_id = ep_id,
-		.direction = !dir,
-		.proto = f->proto,
-		.family = f->family,
-		.sport = f->dport,
-		.dport = f->sport,
-	};
+	union ct_key_any ck;
 	struct ct_value *ct;
 
-	__builtin_memcpy(ck.saddr, f->daddr, 16);
-	__builtin_memcpy(ck.daddr, f->saddr, 16);
-	ct = bpf_map_lookup_elem(&cilia_ct, &ck);
+	ct_key_set(&ck, ep_id, !dir, f->proto, f->family, f->daddr, f->saddr, f->dport, f->sport);
+	ct = ct_lookup(&ck, f->family);
 	if (!ct || ct->expires_ns <= now)
 		return NULL;
 	ct->packets += 1;
@@ -79,7 +103,7 @@ static __always_inline struct ct_value *ct_reply(struct __sk_buff *skb, const st
  * that a caller that needed the entry before its verdict hashes the long key once per packet; now:
  * the packet's time, read once for both sides of a host-routed packet. */
 static __always_inline struct ct_value *ct_forward_known(struct __sk_buff *skb, const struct config_value *cfg,
-						   const struct ct_key *ck, struct ct_value *ct, const struct flow *f,
+						   const union ct_key_any *ck, struct ct_value *ct, const struct flow *f,
 						   const struct verdict *v, __u32 new_flags, __u32 *old_flags, __u64 now)
 {
 	__u64 timeout = ct_lifetime_s(cfg, f->proto);
@@ -110,16 +134,19 @@ static __always_inline struct ct_value *ct_forward_known(struct __sk_buff *skb, 
 			.flags = new_flags,
 		};
 
-		bpf_map_update_elem(&cilia_ct, ck, &nv, BPF_ANY);
+		if (f->family == 4)
+			bpf_map_update_elem(&cilia_ct4, &ck->k4, &nv, BPF_ANY);
+		else
+			bpf_map_update_elem(&cilia_ct, &ck->k6, &nv, BPF_ANY);
 	}
 	return NULL;
 }
 
 static __always_inline struct ct_value *ct_forward(struct __sk_buff *skb, const struct config_value *cfg,
-						   const struct ct_key *ck, const struct flow *f,
+						   const union ct_key_any *ck, const struct flow *f,
 						   const struct verdict *v, __u32 new_flags, __u32 *old_flags)
 {
-	return ct_forward_known(skb, cfg, ck, bpf_map_lookup_elem(&cilia_ct, ck), f, v, new_flags, old_flags,
+	return ct_forward_known(skb, cfg, ck, ct_lookup(ck, f->family), f, v, new_flags, old_flags,
 				bpf_ktime_get_ns());
 }
 

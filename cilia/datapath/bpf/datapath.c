@@ -157,7 +157,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	struct endpoint_value *ep = p->ep;
 	struct flow *f = &p->f;
 	struct verdict v = {};
-	struct ct_key ck = {};
+	union ct_key_any ck;
 	struct ct_value *ct, *known;
 	__be16 proxy;
 	int local;
@@ -192,7 +192,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	}
 	policy_lookup(ep->ep_id, remote, dir, f, &v);
 	ct_key_of(&ck, ep->ep_id, dir, f);
-	known = bpf_map_lookup_elem(&cilia_ct, &ck); /* the connection's entry, if any (one hash per side) */
+	known = ct_lookup(&ck, f->family); /* the connection's entry, if any (one hash per side) */
 	if (hr) {
 		if (proxy_port_of(skb, ep->ep_id, dir, f, &v))
 			return STACK_PATH;

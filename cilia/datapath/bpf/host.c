@@ -35,7 +35,7 @@ static __always_inline int host_fw(struct __sk_buff *skb, const __u8 dir)
 	struct endpoint_value *ep;
 	struct config_value *cfg;
 	struct verdict v = {};
-	struct ct_key ck = {};
+	union ct_key_any ck;
 	struct ct_value *ct;
 	struct flow f = {};
 	int r;

@@ -57,6 +57,14 @@ struct {
 } cilia_ct SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct ct_key4);
+	__type(value, struct ct_value);
+	__uint(max_entries, CILIA_CT_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cilia_ct4 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, CILIA_EVENTS_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

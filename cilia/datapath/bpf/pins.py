@@ -48,6 +48,9 @@ def open_pinned(pin_root: str, state_dir: str | os.PathLike[str]) -> PinnedMaps:
     # only the maps read here: an agent still running an older object has no pins of newer maps
     used = (ipcache.MAP_V4, ipcache.MAP_V6, endpoints.MAP, policy.MAP, ct.MAP, metrics.MAP)
     fds = {n: _open(pin_root, n) for n in used}
+    ct4 = None
+    if os.path.exists(os.path.join(pin_root, ct.MAP4)):  # absent: an agent's object from before it
+        fds[ct.MAP4] = ct4 = _open(pin_root, ct.MAP4)
     local = None
     if os.path.exists(os.path.join(pin_root, lxc.MAP)):
         fds[lxc.MAP] = _open(pin_root, lxc.MAP)
@@ -56,7 +59,7 @@ def open_pinned(pin_root: str, state_dir: str | os.PathLike[str]) -> PinnedMaps:
         ipcache.IpcacheMap(fds[ipcache.MAP_V4], fds[ipcache.MAP_V6]),
         endpoints.EndpointsMap(fds[endpoints.MAP]),
         policy.PolicyMap(fds[policy.MAP]),
-        ct.CtMap(fds[ct.MAP]),
+        ct.CtMap(fds[ct.MAP], ct4),
         metrics.MetricsMap(fds[metrics.MAP]),
         CookieTable(Path(state_dir) / "cookies.json"),
         list(fds.values()),

@@ -23,6 +23,7 @@ from cilia.datapath.bpf.pins import NoDatapathError, open_pinned
 from cilia.datapath.bpf.veth_macs import veth_macs
 from cilia.datapath.capabilities import ALL as ALL_CAPABILITIES
 from cilia.datapath.errors import DatapathError
+from cilia.datapath.maps import ct as ctmap
 from cilia.datapath.maps import dns as dnsmap
 from cilia.datapath.maps import lb
 from cilia.datapath.maps import lxc as lxcmap
@@ -128,7 +129,7 @@ class Datapath:
         # an object without it (a baseline revision in bench-prog-cost): no local endpoint map
         self.lxc: LxcMap | None = LxcMap(m[lxcmap.MAP]) if lxcmap.MAP in m else None
         self.policy = PolicyMap(m["cilia_policy"])
-        self.ct = CtMap(m["cilia_ct"])
+        self.ct = CtMap(m[ctmap.MAP], m.get(ctmap.MAP4))  # no cilia_ct4: an older object (IPv4 in cilia_ct)
         self.metrics_map = MetricsMap(m["cilia_metrics"])
         self.config_map = ConfigMap(m["cilia_config"])
         # an object without the IPv6 service maps (a baseline revision in bench-prog-cost): IPv4 only

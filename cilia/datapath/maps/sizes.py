@@ -13,6 +13,7 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     lxc.MAP: (lxc.KEY_SIZE, lxc.VALUE_SIZE),
     policy.MAP: (ctypes.sizeof(policy.PolicyKey), policy.VALUE_SIZE),
     ct.MAP: (ctypes.sizeof(ct.CtKey), ct.VALUE_SIZE),
+    ct.MAP4: (ctypes.sizeof(ct.CtKey4), ct.VALUE_SIZE),
     events.MAP: (0, 0),
     events.RATELIMIT_MAP: (4, events.RATELIMIT_VALUE_SIZE),
     metrics.MAP: (4, metrics.VALUE_SIZE),
