@@ -50,6 +50,31 @@ def test_lb_map_sync_sequence(dp: Datapath) -> None:
         assert _slots(dp) == slots  # no surplus slot is left behind
 
 
+def test_service_lookups_are_on_exactly_while_a_frontend_exists(dp: Datapath, tmp_path: Path) -> None:
+    dp.endpoints.set(EndpointInfo(LO, EP, EP_ID, EndpointFlags.enforcing()))
+    for prefix, ident in ((X4, X), (LOCAL, EP_ID)):
+        dp.upsert_ipcache(prefix, ident)
+    dp.set_policy(EP, {Key(X, EG, TCP, 80, 16): ALLOW})
+    assert not dp.config_map.services()  # a fresh node: no frontend, no lookups
+    web = {Frontend(VIP, 8080, "TCP"): (Backend(X4, 80),)}
+    dp.sync_services(web)
+    assert dp.config_map.services()
+    assert run(dp, "from_container", frame(LOCAL, VIP, TCP, sport=42000, dport=8080))[0]  # translated
+    # a restarted agent's datapath finds the pinned frontend: the lookups stay on
+    again = Datapath(pin_root=dp.pin_root, state_dir=tmp_path / "again").open()
+    try:
+        assert again.config_map.services()
+    finally:
+        again.close()
+    dp.sync_services({})
+    assert not dp.config_map.services()
+    # with the lookups off the maps are not read: a frontend written behind sync_services' back is
+    # not translated (policy sees the ClusterIP itself: world, denied), so nothing bypasses them
+    dp.lb.sync(web)
+    passed, events = run(dp, "from_container", frame(LOCAL, VIP, TCP, sport=42001, dport=8080))
+    assert not passed and [(e.dst, e.dport) for e in events] == [(VIP, 8080)]
+
+
 def _addr(ip: str) -> ctypes.Array[c_uint8]:
     return (c_uint8 * 4)(*ipaddress.IPv4Address(ip).packed)
 

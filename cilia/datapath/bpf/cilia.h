@@ -197,6 +197,8 @@ struct config_value {
 
 #define CFG_F_HOST_ROUTING 0x1 /* pod to pod on this node by bpf_redirect_peer (datapath.c) */
 #define CFG_F_ROUTE_OUT 0x2 /* with it: out to world hosts and other nodes by bpf_redirect_neigh */
+#define CFG_F_SERVICES 0x4 /* a service frontend exists: lb_dnat/lb_revnat look the maps up (set before the
+                                * first frontend is written, cleared after the last is gone) */
 
 /* metrics index: direction * METRIC_DIR_STRIDE + slot; global slots after both directions */
 #define METRIC_FORWARDED 0

@@ -51,6 +51,13 @@ static __always_inline int drop_outside_lab(struct __sk_buff *skb, struct pkt *p
 	return TC_ACT_SHOT;
 }
 
+/* Whether the service maps may hold a frontend: a node without Services skips their lookups, two
+ * cold hash buckets per packet (no config: look them up). */
+static __always_inline int services_on(const struct config_value *cfg)
+{
+	return !cfg || (cfg->flags & CFG_F_SERVICES);
+}
+
 /* Parse, find the endpoint and the config: a verdict (TC_ACT_*) for packets that stop here, else
  * CONTINUE with p filled. */
 static __always_inline int prologue(struct __sk_buff *skb, struct pkt *p, const __u8 dir)
@@ -165,7 +172,7 @@ static __always_inline int enforce(struct __sk_buff *skb, struct pkt *p, const _
 	ct = ct_reply_at(skb, p->cfg, ep->ep_id, dir, f, now);
 	if (ct) {
 		count(base + METRIC_REPLY, skb->len);
-		if (dir == DIR_INGRESS)
+		if (dir == DIR_INGRESS && services_on(p->cfg))
 			lb_revnat(skb, f);
 		/* a reply to a connection a socket of the node opened (a proxy's onward connection,
 		 * with the client's address as its source) goes to that socket, not on to the client;
@@ -433,7 +440,7 @@ int from_container(struct __sk_buff *skb)
 		return r;
 	if ((skb->mark & CILIA_MARK_MASK) == CILIA_MARK_HAIRPIN)
 		return to_proxy_hairpinned(skb, &p);
-	translated = lb_dnat(skb, &p.f);
+	translated = services_on(p.cfg) ? lb_dnat(skb, &p.f) : 0;
 	if (translated < 0) {
 		count(DIR_EGRESS * METRIC_DIR_STRIDE + METRIC_DROP_POLICY, skb->len);
 		return TC_ACT_SHOT;

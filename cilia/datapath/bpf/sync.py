@@ -136,7 +136,8 @@ class Datapath:
         self.lb = LbMap(m[lb.MAP], m[lb.CT_MAP], m[lb.REV_MAP],
                         m.get(lb.MAP6), m.get(lb.CT_MAP6), m.get(lb.REV_MAP6))
         self.dns = DnsMaps(m[dnsmap.MAP], m[dnsmap.REV_MAP])
-        self.config_map.set(self.config)
+        # the service lookups stay on while the (pinned) maps hold a frontend, e.g. across a restart
+        self.config_map.set(self.config, services=bool(self.lb.dump()))
         self.cookies = CookieTable(self.state_dir / "cookies.json")
         return self
 
@@ -413,7 +414,16 @@ class Datapath:
     def sync_services(self, want: Mapping[Frontend, Sequence[Backend]]) -> None:
         """Full sync of the service frontends and their backends (the datapath's DNAT)."""
         self._coll()
+        # the lookups go on before the first frontend is written and off after the last is gone:
+        # a frontend is never in the maps while the datapath skips them
+        if want:
+            if not self.config_map.services():
+                self.config_map.set(self.config, services=True)
+            self.lb.sync(want)
+            return
         self.lb.sync(want)
+        if self.config_map.services():
+            self.config_map.set(self.config, services=False)
 
     def service_frontend(self, src: str, dst: str, sport: int, dport: int,
                          proto: int) -> tuple[str, int] | None:

@@ -14,6 +14,7 @@ DEFAULT_CT_TIMEOUT_S = 60
 DEFAULT_CT_TCP_TIMEOUT_S = 21600
 F_HOST_ROUTING = 0x1
 F_ROUTE_OUT = 0x2
+F_SERVICES = 0x4  # a service frontend exists (set by Datapath.sync_services, not a tunable)
 
 
 class ConfigValue(Structure):
@@ -39,10 +40,19 @@ class ConfigMap:
     def __init__(self, m: MapFd) -> None:
         self.m = m
 
-    def set(self, cfg: DatapathConfig) -> None:
+    def set(self, cfg: DatapathConfig, services: bool = True) -> None:
+        """The tunables, and whether the datapath looks the service maps up (``services``: True
+        unless the maps are known to hold no frontend)."""
         flags = (F_HOST_ROUTING if cfg.host_routing else 0) | (F_ROUTE_OUT if cfg.route_out else 0)
+        flags |= F_SERVICES if services else 0
         value = ConfigValue(cfg.events_per_sec, cfg.ct_timeout_s, cfg.ct_tcp_timeout_s, flags)
         self.m.update(c_uint32(0), value)
+
+    def services(self) -> bool:
+        """Whether the datapath looks the service maps up now."""
+        v = ConfigValue()
+        self.m.lookup(c_uint32(0), v)
+        return bool(v.flags & F_SERVICES)
 
     def dump(self) -> DatapathConfig:
         v = ConfigValue()
