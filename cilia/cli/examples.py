@@ -65,6 +65,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "bpf ct list": ("cilia bpf ct list", "cilia bpf ct list --all -o json"),
     "bpf endpoint": ("cilia bpf endpoint list",),
     "bpf endpoint list": ("cilia bpf endpoint list", "cilia bpf endpoint list -o json"),
+    "bpf lxc": ("cilia bpf lxc list",),
+    "bpf lxc list": ("cilia bpf lxc list", "cilia bpf lxc list -o json"),
     "bpf metrics": ("cilia bpf metrics list",),
     "bpf metrics list": ("cilia bpf metrics list", "cilia bpf metrics list -o json"),
     "node": ("cilia node list", "cilia node list -o json"),
