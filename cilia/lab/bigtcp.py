@@ -15,6 +15,7 @@ link is changed with one rtnetlink request of our own.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
@@ -40,6 +41,7 @@ def wanted() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@functools.cache  # a property of the kernel: asked once, not for every device of every pod
 def ipv4_supported() -> bool:
     """Whether this kernel has IPv4 BIG TCP (a per-device IPv4 GSO limit, 6.3+): it reports the
     attribute for ``lo``."""
