@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from cilia.k8s import api
+from cilia.k8s.record import ValidationError
 from cilia.k8s.source import Document, FieldPath, format_path
 
 CNP = "CiliumNetworkPolicy"

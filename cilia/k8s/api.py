@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from cilia.k8s.record import Field, Record
 
 
-class APIModel(BaseModel):
-    """Base: camelCase aliases, unknown fields rejected, immutable."""
-
-    # defer_build: a model's validator is built when first used, not when cilia starts (issue 15).
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
+class APIModel(Record, extra="forbid"):
+    """Base: camelCase aliases, unknown fields rejected, immutable (:mod:`cilia.k8s.record`)."""
 
     def to_yaml_obj(self) -> dict[str, Any]:
         """The object as YAML/JSON data, with camelCase keys and omitted fields left out."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from cilia.k8s import api
 from cilia.k8s.errors import Error
 from cilia.k8s.netaddr import parse_prefix
+from cilia.k8s.record import Field, Record
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import check_model
 
@@ -27,15 +26,11 @@ DEPRECATED_VERSION = "cilium.io/v2alpha1"
 CILIUM_LABEL_PREFIX = "io.cilium.k8s"
 
 
-class CIDRGroupSpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
-
+class CIDRGroupSpecModel(Record, extra="forbid"):
     external_cidrs: list[str] = Field(alias="externalCIDRs")
 
 
-class CIDRGroupModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
-
+class CIDRGroupModel(Record, extra="forbid"):
     api_version: str = Field(alias="apiVersion")
     kind: str
     metadata: api.ObjectMeta

@@ -13,9 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from cilia.k8s import api
+from cilia.k8s.record import Field, Record
 from cilia.k8s.source import Document
 
 if TYPE_CHECKING:
@@ -35,18 +34,8 @@ KNP = "NetworkPolicy"
 POLICY_KINDS = {CNP: "cilium.io/v2", CCNP: "cilium.io/v2", KNP: "networking.k8s.io/v1"}
 
 
-def _no_items() -> list[Any]:
-    """An empty list, as a field's default: pydantic reads a default factory's signature, and a
-    builtin's (``list``) is parsed from text with the tokenizer, whose pattern costs ~10 ms to compile
-    at start-up (issue 15 item 2)."""
-    return []
-
-
-class Lenient(BaseModel):
+class Lenient(Record, extra="ignore"):
     """Base for non-policy kinds: checks what cilia reads, ignores the rest."""
-
-    # defer_build: a model's validator is built when first used, not when cilia starts (issue 15).
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True, defer_build=True)
 
 
 class Meta(Lenient):
@@ -72,7 +61,7 @@ class ContainerSpec(Lenient):
 
 
 class PodSpecModel(Lenient):
-    containers: list[ContainerSpec] = Field(default_factory=_no_items)
+    containers: list[ContainerSpec] = Field(default_factory=list)
     service_account_name: str | None = Field(default=None, alias="serviceAccountName")
     node_name: str | None = Field(default=None, alias="nodeName")
     host_network: bool = Field(default=False, alias="hostNetwork")
@@ -84,7 +73,7 @@ class PodIPModel(Lenient):
 
 class PodStatusModel(Lenient):
     pod_ip: str | None = Field(default=None, alias="podIP")
-    pod_ips: list[PodIPModel] = Field(default_factory=_no_items, alias="podIPs")  # dual stack: both families
+    pod_ips: list[PodIPModel] = Field(default_factory=list, alias="podIPs")  # dual stack: both families
 
 
 class PodModel(Lenient):
@@ -177,7 +166,7 @@ class EndpointsModel(Lenient):
 
 
 class SliceEndpointSpec(Lenient):
-    addresses: list[str] = Field(default_factory=_no_items)
+    addresses: list[str] = Field(default_factory=list)
 
 
 class EndpointSliceModel(Lenient):

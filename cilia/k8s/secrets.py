@@ -13,9 +13,8 @@ import binascii
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import Field
-
 from cilia.k8s.objects import DEFAULT_NAMESPACE, Lenient, Meta
+from cilia.k8s.record import Field
 
 KIND = "Secret"
 

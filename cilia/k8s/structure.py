@@ -1,7 +1,8 @@
-"""Structural (schema) checking of plain manifest data against pydantic models.
+"""Structural (schema) checking of plain manifest data against the API records
+(:mod:`cilia.k8s.record`).
 
-Pydantic errors are translated into Kubernetes' vocabulary: YAML-style field paths (camelCase keys,
-``[i]`` indexes; pydantic's internal union tags removed) and the API server's messages
+Their errors (in pydantic's form) are translated into Kubernetes' vocabulary: YAML-style field paths
+(camelCase keys, ``[i]`` indexes; union member tags removed) and the API server's messages
 (``unknown field "spec.deny"``, ``Required value``, ``must be of type string``).
 """
 
@@ -12,11 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
+from cilia.k8s.record import Record, ValidationError
 from cilia.k8s.source import FieldPath, PathPart, format_path
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Record)
 
 _JSON_TYPES = {
     "string_type": "string",
@@ -63,7 +63,7 @@ def json_type(value: Any) -> str:
 
 
 def _resolve(data: Any, loc: Sequence[Any]) -> tuple[FieldPath, bool, Any]:
-    """Keep the parts of a pydantic ``loc`` that name real keys/indexes in ``data``.
+    """Keep the parts of an error's ``loc`` that name real keys/indexes in ``data``.
 
     Returns the cleaned path, whether it reached an existing node, and that node.
     """
@@ -80,12 +80,12 @@ def _resolve(data: Any, loc: Sequence[Any]) -> tuple[FieldPath, bool, Any]:
                 return tuple(path), False, None
             path.append(part)
             node = node[part]
-        # anything else is a pydantic union/validator tag, not a field
+        # anything else is a union member's tag, not a field
     return tuple(path), True, node
 
 
 def problems_from(exc: ValidationError, data: Any) -> list[Problem]:
-    """Translate a pydantic ValidationError on ``data`` into de-duplicated problems."""
+    """Translate a :class:`ValidationError` on ``data`` into de-duplicated problems."""
     order: list[FieldPath] = []
     by_path: dict[FieldPath, dict[str, Any]] = {}
     for err in exc.errors(include_url=False):
