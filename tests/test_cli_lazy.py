@@ -67,7 +67,7 @@ def test_help_and_validate_import_only_what_they_need() -> None:
     assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in (*HEAVY, "typer"))]
     loaded = _modules_after(run.format(args="'validate', '-f', 'examples/seed/deny-a-to-b-fixed.yaml'"))
     assert "cilia.k8s.validate" in loaded  # it did validate
-    assert not [m for m in loaded if m.split(".")[0] in ("pyroute2", "etcd3aio", "grpc", "numpy")]
+    assert not [m for m in loaded if m.split(".")[0] in ("pyroute2", "etcd3aio", "grpc", "numpy", "pydantic")]
     assert "rich.markdown" not in loaded and "cilia.agent.daemon" not in loaded
     assert "rich.console" not in loaded  # plain-text output: the consoles are made when first used
     assert "typer" not in loaded  # validate's common forms are parsed by cli/fastpath.py
