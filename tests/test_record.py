@@ -16,11 +16,11 @@ from typing import Any, Union
 import pydantic
 import pytest
 import yaml
-from conftest import CORPUS, REPO, SEED
+from conftest import REPO, SEED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cilia.k8s import api, cidrgroup, objects, secrets
+from cilia.k8s import api, cidrgroup, kinds, secrets
 from cilia.k8s.record import Field, Record, ValidationError, _parse, _Type
 
 _TWINS: dict[type[Record], type[pydantic.BaseModel]] = {}
@@ -94,7 +94,7 @@ _KIND_MODELS: dict[str, type[Record]] = {
     "NetworkPolicy": api.NetworkPolicy,
     "CiliumCIDRGroup": cidrgroup.CIDRGroupModel,
     "Secret": secrets.SecretModel,
-    **{kind: model for kind, (model, _) in objects.OBJECT_MODELS.items()},
+    **{kind: model for kind, (model, _) in kinds.OBJECT_MODELS.items()},
 }
 
 
@@ -116,7 +116,7 @@ EXAMPLES = _documents(REPO / "examples") + _documents(REPO / "tests")
 
 def test_every_record_has_a_twin() -> None:
     records = _records()
-    assert api.Rule in records and objects.PodModel in records and len(records) > 60
+    assert api.Rule in records and kinds.PodModel in records and len(records) > 60
     for cls in records:
         assert twin(cls).model_fields.keys() == {f.name for f in cls.fields()}
 

@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 from cilia.agent.errors import AgentError
 from cilia.k8s import api
 from cilia.k8s.cidrgroup import CIDRGroup, parse_group
+from cilia.k8s.kinds import NamespaceModel
 from cilia.k8s.objects import (
     CCNP,
     Deployment,
     DeploymentModel,
     EndpointsModel,
-    NamespaceModel,
     Pod,
     PodModel,
     Policy,

@@ -15,12 +15,10 @@ from cilia.k8s import api, cidrgroup
 from cilia.k8s.cilium_rules import Flags
 from cilia.k8s.duplicates import duplicate_warnings, latest_documents
 from cilia.k8s.errors import ManifestError, ValidationReport
+from cilia.k8s.kinds import KNP, OBJECT_MODELS, POLICY_KINDS, NamespaceModel
 from cilia.k8s.loader import LoadResult, load_paths
 from cilia.k8s.objects import (
     CCNP,
-    KNP,
-    OBJECT_MODELS,
-    POLICY_KINDS,
     Cluster,
     DaemonSetModel,
     Deployment,
@@ -29,7 +27,6 @@ from cilia.k8s.objects import (
     EndpointsModel,
     Ignored,
     Namespace,
-    NamespaceModel,
     Node,
     NodeModel,
     Pod,

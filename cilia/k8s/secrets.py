@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Iterable
 from typing import Any
 
-from cilia.k8s.objects import DEFAULT_NAMESPACE, Lenient, Meta
+from cilia.k8s.kinds import DEFAULT_NAMESPACE, Lenient, Meta
 from cilia.k8s.record import Field
 
 KIND = "Secret"

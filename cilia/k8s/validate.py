@@ -9,7 +9,6 @@ are accepted and listed as warnings.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -18,6 +17,16 @@ from cilia.k8s import api, cidrgroup, ipfamilies, securitycontext
 from cilia.k8s.cilium_rules import NO_SECTION, SECTIONS, Flags, rule_findings
 from cilia.k8s.duplicates import duplicate_warnings
 from cilia.k8s.errors import Error, ValidationReport
+from cilia.k8s.kinds import (
+    CCNP,
+    CNP,
+    KNP,
+    OBJECT_MODELS,
+    POLICY_KINDS,
+    DaemonSetModel,
+    DeploymentModel,
+    StatefulSetModel,
+)
 from cilia.k8s.knp_rules import spec_findings
 from cilia.k8s.l7checks import l7_problems
 from cilia.k8s.labelsel import Finding, selector_findings
@@ -31,16 +40,6 @@ from cilia.k8s.names import (
 )
 from cilia.k8s.netaddr import parse_addr
 from cilia.k8s.nodes import node_address_findings
-from cilia.k8s.objects import (
-    CCNP,
-    CNP,
-    KNP,
-    OBJECT_MODELS,
-    POLICY_KINDS,
-    DaemonSetModel,
-    DeploymentModel,
-    StatefulSetModel,
-)
 from cilia.k8s.policylog import log_findings
 from cilia.k8s.source import Document, FieldPath, format_path
 from cilia.k8s.structure import Problem, check_model
@@ -370,6 +369,8 @@ def _near_policy_kind(kind: str) -> str | None:
     for known in POLICY_KINDS:
         if kind.lower() == known.lower():
             return known
+    import difflib  # here: only a misspelt kind needs it (start-up, issue 15)
+
     close = difflib.get_close_matches(kind, list(POLICY_KINDS), n=1, cutoff=0.85)
     return close[0] if close else None
 
