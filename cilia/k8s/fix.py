@@ -7,6 +7,7 @@
 * ``fromPorts`` (not a Cilium field) becomes ``toPorts``: ports always name the destination port.
 
 Comments and key order of the file are kept; each change carries a YAML comment saying why.
+ruamel.yaml is imported by the functions that run (not with this module: the CLI imports it at start-up).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import copy
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from typing import TYPE_CHECKING, Any
 
 from cilia.k8s.errors import Error
 from cilia.k8s.loader import discover, is_template, new_yaml, read_text
 from cilia.k8s.source import FieldPath, format_path
+
+if TYPE_CHECKING:
+    from ruamel.yaml.comments import CommentedMap
 
 POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 SECTIONS = ("ingress", "ingressDeny", "egress", "egressDeny")
@@ -66,6 +68,8 @@ def _comment_before(mapping: CommentedMap, key: str, text: str, col: int) -> Non
 
 
 def _rename_from_ports(rule: CommentedMap, base: FieldPath, col: int, changes: list[Change]) -> None:
+    from ruamel.yaml.comments import CommentedMap
+
     for section in (*SECTIONS, "deny"):
         items = rule.get(section)
         if not isinstance(items, list):
@@ -86,6 +90,8 @@ def _rename_from_ports(rule: CommentedMap, base: FieldPath, col: int, changes: l
 
 def fix_rule(rule: CommentedMap, base: FieldPath = ("spec",)) -> list[Change]:
     """Correct one rule mapping in place; returns the changes made."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     changes: list[Change] = []
     if not isinstance(rule, CommentedMap):
         return changes
@@ -136,6 +142,8 @@ def fix_rule(rule: CommentedMap, base: FieldPath = ("spec",)) -> list[Change]:
 
 def fix_document(node: Any) -> list[Change]:
     """Correct every rule of one CNP/CCNP tree in place (other kinds are left alone)."""
+    from ruamel.yaml.comments import CommentedMap
+
     if not isinstance(node, CommentedMap) or node.get("kind") not in POLICY_KINDS:
         return []
     changes: list[Change] = []
@@ -157,6 +165,8 @@ def dump(node: Any) -> str:
 
 def fix_text(text: str, file: str = "<input>") -> FixResult:
     """Correct every document of one file's text (``kind: List`` items included)."""
+    from ruamel.yaml.comments import CommentedMap
+
     yaml = new_yaml()
     try:
         docs = list(yaml.load_all(text))
@@ -194,7 +204,10 @@ def fix_paths(paths: list[str | Path], *, write: bool = False) -> list[FixResult
 
 
 def deny_hint(node: Any, rule_path: FieldPath, *, has_sections: bool) -> str:
-    """The explanation and corrected YAML shown with an ``unknown field "…deny"`` error."""
+    """The explanation and corrected YAML shown with an ``unknown field "…deny"`` error (``node``: the
+    object's round-trip tree, :attr:`~cilia.k8s.source.Document.node`)."""
+    from ruamel.yaml.comments import CommentedMap
+
     rule = node
     for part in rule_path:
         rule = rule[part]

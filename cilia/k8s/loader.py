@@ -9,8 +9,8 @@ template (Helm's ``{{ … }}``) and a kustomize ``Kustomization`` are skipped an
 choices once for every reader it calls (:func:`using_selection`).
 
 Every object comes back as a :class:`~cilia.k8s.source.Document` that remembers its file,
-document index and the line/column of every node (ruamel.yaml round-trip loading; JSON is read by
-the same loader since YAML is a superset of JSON). Problems never escape as tracebacks: they are
+document index and the line/column of every node (:mod:`cilia.k8s.yamlread`, libyaml; JSON is read by
+the same reader since YAML is a superset of JSON). Problems never escape as tracebacks: they are
 collected as :class:`~cilia.k8s.errors.Error` values with file:line:col.
 """
 
@@ -24,18 +24,19 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import IO, TYPE_CHECKING, Any
 
 from cilia.k8s.errors import Error, Skipped
-from cilia.k8s.source import Document, TooManyNodes, to_plain
+from cilia.k8s.source import Document
+from cilia.k8s.yamlread import RawDocument, ReadError, read_documents
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-# ruamel's parser is quadratic in flow nesting depth and recursive; real manifests nest a few levels.
+# Building values is recursive (and ruamel's parser, used by --fix, quadratic in flow nesting depth);
+# real manifests nest a few levels.
 MAX_FLOW_DEPTH = 100
 _BRACKETS = re.compile(r"[\[\]{}]")
 # A Go/Helm template action: ``{{ .Values.x }}``, ``{{- if … }}``, ``{{ include "…" . }}``.
@@ -90,7 +91,10 @@ class LoadResult:
 
 
 def new_yaml() -> YAML:
-    """The round-trip YAML instance every cilia component reads and writes manifests with."""
+    """The round-trip YAML instance cilia rewrites manifests with (``--fix``, rendering): imported
+    here, when first needed, since ruamel costs start-up time that reading manifests does without."""
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -177,29 +181,9 @@ def read_text(file: str, stdin: IO[bytes] | None = None) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _yaml_error(file: str, exc: YAMLError) -> Error:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None)
-    context = getattr(exc, "context", None)
-    if isinstance(exc, MarkedYAMLError) and problem:
-        message = f"{context}: {problem}" if context else str(problem)
-    else:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    line = mark.line + 1 if mark is not None else 0
-    col = mark.column + 1 if mark is not None else 0
-    return Error(f"invalid YAML: {message}", file=file, line=line, column=col)
-
-
-def _node_pos(node: object, default: tuple[int, int]) -> tuple[int, int]:
-    lc = getattr(node, "lc", None)
-    if lc is not None and lc.line is not None:
-        return lc.line + 1, lc.col + 1
-    return default
-
-
-def _is_list_kind(node: CommentedMap) -> bool:
-    kind = node.get("kind")
-    return isinstance(kind, str) and kind.endswith("List") and "items" in node
+def _is_list_kind(data: dict[Any, Any]) -> bool:
+    kind = data.get("kind")
+    return isinstance(kind, str) and kind.endswith("List") and "items" in data
 
 
 def _too_deep(text: str) -> int | None:
@@ -230,65 +214,61 @@ def _parse(text: str, file: str) -> tuple[list[Document], list[Error], list[str]
             [],
             [],
         )
-    yaml = new_yaml()
-    index = -1
     try:
-        for index, node in enumerate(yaml.load_all(text)):
-            pos = _node_pos(node, (1, 1))
-            if node is None:
-                warnings.append(f"{file}: document {index + 1} is empty; skipped")
-                continue
-            if not isinstance(node, CommentedMap):
-                what = "a list" if isinstance(node, CommentedSeq) else f"a {type(to_plain(node)).__name__}"
-                skipped.append(
-                    Skipped(
-                        file,
-                        pos[0],
-                        f"document {index + 1} is {what}, not an object (a mapping with apiVersion and kind)",
-                    )
-                )
-                continue
-            if _is_list_kind(node):
-                items = node["items"]
-                if items is None:
-                    continue
-                if not isinstance(items, CommentedSeq):
-                    vl, vc = node.lc.value("items")
-                    line, col = vl + 1, vc + 1
-                    errors.append(
-                        Error("items must be a list", file=file, line=line, column=col, path="items")
-                    )
-                    continue
-                for i, item in enumerate(items):
-                    ipos = items.lc.item(i)
-                    line, col = ipos[0] + 1, ipos[1] + 1
-                    if not isinstance(item, CommentedMap):
-                        errors.append(
-                            Error(
-                                "list item is not an object",
-                                file=file,
-                                line=line,
-                                column=col,
-                                path=f"items[{i}]",
-                            )
-                        )
-                        continue
-                    docs.append(
-                        Document(file, index, item, to_plain(item), *_node_pos(item, (line, col)), item=i)
-                    )
-                continue
-            docs.append(Document(file, index, node, to_plain(node), *pos))
-    except YAMLError as exc:
-        errors.append(_yaml_error(file, exc))
-    except TooManyNodes as exc:
-        errors.append(Error(f"document {index + 1}: {exc}", file=file))
-    except RecursionError:
-        errors.append(Error(f"document {index + 2}: nested too deeply", file=file))
-    except (ValueError, TypeError, IndexError) as exc:  # ruamel raises these on malformed scalars (e.g. "0_")
-        errors.append(Error(f"invalid YAML in document {index + 2}: {exc}", file=file))
+        for index, raw in enumerate(read_documents(text)):
+            _add_document(raw, file, index, text, docs, errors, warnings, skipped)
+    except ReadError as exc:
+        errors.append(Error(exc.message, file=file, line=exc.line, column=exc.column))
     if not docs and not errors and not skipped:
         skipped.append(Skipped(file, 0, "empty file"))
     return docs, errors, warnings, skipped
+
+
+def _add_document(
+    raw: RawDocument,
+    file: str,
+    index: int,
+    text: str,
+    docs: list[Document],
+    errors: list[Error],
+    warnings: list[str],
+    skipped: list[Skipped],
+) -> None:
+    """File one YAML document: an object, the items of a ``kind: List``, or a skip/warning/error."""
+    data = raw.value
+    if data is None:
+        warnings.append(f"{file}: document {index + 1} is empty; skipped")
+        return
+    if not isinstance(data, dict):
+        what = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        skipped.append(
+            Skipped(
+                file,
+                raw.line,
+                f"document {index + 1} is {what}, not an object (a mapping with apiVersion and kind)",
+            )
+        )
+        return
+    if not _is_list_kind(data):
+        docs.append(Document(file, index, raw.positions, data, raw.line, raw.column, source=text))
+        return
+    items = data["items"]
+    if items is None:
+        return
+    pos: Any = raw.positions
+    if not isinstance(items, list):
+        _, _, _, line, col = pos["items"]
+        errors.append(Error("items must be a list", file=file, line=line, column=col, path="items"))
+        return
+    item_pos = pos["items"][2]
+    for i, item in enumerate(items):
+        line, col, positions = item_pos[i]
+        if not isinstance(item, dict):
+            errors.append(
+                Error("list item is not an object", file=file, line=line, column=col, path=f"items[{i}]")
+            )
+            continue
+        docs.append(Document(file, index, positions, item, line, col, item=i, source=text))
 
 
 def parse_text(text: str, file: str) -> tuple[list[Document], list[Error], list[str]]:

@@ -6,18 +6,22 @@ A field path is a tuple of keys (str) and list indexes (int); :func:`format_path
 
 from __future__ import annotations
 
-import datetime
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, TypeAlias
 
 from cilia.k8s.errors import K8sError
 
 PathPart = str | int
 FieldPath = tuple[PathPart, ...]
+# Where every node of a document is: a mapping's keys to (key line, key column, the value's positions,
+# value line, value column), a list's items as (line, column, the item's positions); None for a scalar.
+# Lines and columns are 1-based.
+Positions: TypeAlias = (
+    "dict[Any, tuple[int, int, Positions, int, int]] | list[tuple[int, int, Positions]] | None"
+)
 
 _PATH_TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 
@@ -48,51 +52,37 @@ class TooManyNodes(K8sError, ValueError):
     """A document expands (through YAML aliases) into more nodes than any real manifest has."""
 
 
-def to_plain(node: Any, budget: list[int] | None = None) -> Any:
-    """The ruamel round-trip tree as plain dict/list/str/int/float/bool/None.
-
-    Models validate the plain form (ruamel's scalar subclasses would confuse strict type checks);
-    YAML timestamps become the ISO strings Kubernetes would see after its YAML→JSON conversion.
-    Raises :class:`TooManyNodes` past :data:`MAX_NODES` (an alias "billion laughs" document).
-    """
-    if budget is None:
-        budget = [MAX_NODES]
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise TooManyNodes(f"document expands to more than {MAX_NODES} nodes (YAML aliases?)")
-    if isinstance(node, Mapping):
-        return {to_plain(k, budget): to_plain(v, budget) for k, v in node.items()}
-    if isinstance(node, list | tuple):
-        return [to_plain(v, budget) for v in node]
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, datetime.datetime | datetime.date):
-        return node.isoformat()
-    return node
-
-
 @dataclass(frozen=True, eq=False)
 class Document:
-    """One object from a manifest: its ruamel tree (with positions) and its plain data.
+    """One object from a manifest: its plain data and the positions of its nodes.
 
     ``index`` is the 0-based YAML document number in the file; ``item`` the 0-based position in
     a ``kind: List`` (``None`` for a top-level object). ``line``/``column`` (1-based) locate the
-    object's first key.
+    object's first key. ``source`` is the file's text (for :attr:`node`).
     """
 
     file: str
     index: int
-    node: Any
+    positions: Positions
     data: Any
     line: int
     column: int
     item: int | None = None
+    source: str | None = field(default=None, repr=False)
+
+    @cached_property
+    def node(self) -> Any:
+        """The object as ruamel.yaml's round-trip tree (comments, order and styles kept), read again
+        from :attr:`source` on first use: only the rewriting of files needs it (:mod:`cilia.k8s.fix`),
+        and ruamel costs start-up time every other command does without. ``None`` without a source."""
+        if self.source is None:
+            return None
+        from cilia.k8s.loader import new_yaml  # here: ruamel is imported only when a tree is needed
+
+        for i, tree in enumerate(new_yaml().load_all(self.source)):
+            if i == self.index:
+                return tree if self.item is None else tree["items"][self.item]
+        return None
 
     @property
     def kind(self) -> str:
@@ -123,22 +113,12 @@ class Document:
         if isinstance(path, str):
             path = parse_path(path)
         line, col = self.line, self.column
-        node = self.node
+        pos = self.positions
         for part in path:
-            if isinstance(node, CommentedMap) and isinstance(part, str) and part in node:
-                try:
-                    kl, kc = node.lc.key(part)
-                except (KeyError, TypeError, AttributeError):
-                    break
-                line, col = kl + 1, kc + 1
-                node = node[part]
-            elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-                try:
-                    il, ic = node.lc.item(part)
-                except (KeyError, TypeError, AttributeError):
-                    break
-                line, col = il + 1, ic + 1
-                node = node[part]
+            if isinstance(pos, dict) and isinstance(part, str) and part in pos:
+                line, col, pos = pos[part][:3]
+            elif isinstance(pos, list) and isinstance(part, int) and 0 <= part < len(pos):
+                line, col, pos = pos[part]
             else:
                 break
         return line, col
