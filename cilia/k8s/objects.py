@@ -66,6 +66,8 @@ _NO_SOURCE = Source("", 0, 0, 0)
 
 @dataclass(frozen=True)
 class Namespace:
+    """A namespace: declared in the input, or implied by an object in it (``declared=False``)."""
+
     name: str
     labels: tuple[tuple[str, str], ...]
     declared: bool = True
@@ -78,6 +80,8 @@ class Namespace:
 
 @dataclass(frozen=True)
 class ContainerPort:
+    """A port a container declares (``containerPort``, its name and protocol)."""
+
     name: str | None
     container_port: int
     protocol: str
@@ -85,6 +89,8 @@ class ContainerPort:
 
 @dataclass(frozen=True)
 class Container:
+    """One container of a pod: what cilia shows and runs of it."""
+
     name: str
     image: str | None
     command: tuple[str, ...]
@@ -94,6 +100,8 @@ class Container:
 
 @dataclass(frozen=True)
 class Pod:
+    """A pod: read from a Pod object or expanded from a workload's template (``owner``)."""
+
     name: str
     namespace: str
     labels: tuple[tuple[str, str], ...]
@@ -124,6 +132,8 @@ class Pod:
 
 @dataclass(frozen=True)
 class Deployment:
+    """A Deployment: its replicas, template hash and the pods it makes."""
+
     name: str
     namespace: str
     replicas: int
@@ -145,6 +155,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class ServicePort:
+    """One port of a Service: its port, target port (number or name) and protocol."""
+
     name: str | None
     port: int
     target_port: int | str | None
@@ -153,6 +165,8 @@ class ServicePort:
 
 @dataclass(frozen=True)
 class Service:
+    """A Service: its selector, ports and cluster addresses."""
+
     name: str
     namespace: str
     selector: tuple[tuple[str, str], ...] | None
