@@ -29,3 +29,5 @@ def test_trace_on_the_seed_imports_only_what_it_needs() -> None:
     heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2",
              "typer", "click", "rich")  # the fast path (cilia/cli/fastpath.py) parses trace's options
     assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
+    # stdlib modules only an unusual input needs, imported where used (a misspelt kind, a rule's log value)
+    assert not loaded & {"difflib", "unicodedata"}

@@ -39,7 +39,7 @@ from cilia.policy.resolve import AllowLocalhost, EnforcementMode, EngineOptions
 from cilia.policy.rules import PolicyRule
 from cilia.policy.types import Direction
 
-_DS_SUFFIX = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")  # Kubernetes' random name suffix alphabet
+_DS_SUFFIX = r"[bcdfghjklmnpqrstvwxz2456789]{5}"  # Kubernetes' random name suffix alphabet (re's cache)
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ class Analysis:
             if ep.pod.namespace != spec.namespace or not ep.pod.name.startswith(spec.name + "-"):
                 continue
             suffix = ep.pod.name[len(spec.name) + 1 :]
-            if suffix.isdigit() if kind == "StatefulSet" else _DS_SUFFIX.fullmatch(suffix):
+            if suffix.isdigit() if kind == "StatefulSet" else re.fullmatch(_DS_SUFFIX, suffix):
                 found.append(ep)
         if not found:
             how = f"{spec.name}-0, {spec.name}-1, …" if kind == "StatefulSet" else f"{spec.name}-xxxxx"

@@ -11,7 +11,6 @@ connection in its conntrack still uses it (offline analysis sees no conntrack).
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import time
 from collections.abc import Iterable
@@ -96,6 +95,8 @@ class NodeDns:
 
     def unknown_name(self, name: str) -> str:
         """Why ``fqdn:NAME`` stands for no address (the message of a bad-peer error)."""
+        import datetime as dt  # here: only this message formats a time (start-up, issue 15)
+
         expired = self.expired_at(name)
         when = (
             f"; its last answer expired at {dt.datetime.fromtimestamp(expired, dt.UTC):%Y-%m-%dT%H:%M:%SZ}"

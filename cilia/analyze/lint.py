@@ -42,6 +42,8 @@ LINT_REPORT_KIND = "cilia.io/LintReport/v1"
 
 @dataclass(frozen=True)
 class LintReport:
+    """What lint found: the files read, how many objects, every finding."""
+
     files: tuple[str, ...]
     objects: int
     findings: tuple[Finding, ...]

@@ -51,8 +51,6 @@ RESOURCE_TYPES: dict[str, str] = {
     "daemonsets": "daemonset",
 }
 
-_DS_SUFFIX = re.compile(r"[bcdfghjklmnpqrstvwxz2456789]{5}")  # Kubernetes' random name suffix alphabet
-
 
 def _is_address(text: str) -> bool:
     try:
@@ -110,7 +108,7 @@ def resolve_peer(analysis: Analysis, text: str, namespace: str | None = None) ->
 # --------------------------------------------------------------------------- ports
 
 
-_PORT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_PORT_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # compiled at first use (re's cache), not at import
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ def parse_port_query(text: str) -> PortQuery:
     if head.isdigit():
         return PortQuery(raw, parse_port(raw))
     name = head.lower()
-    if not name or len(name) > 15 or not _PORT_NAME.fullmatch(name) or not re.search("[a-z]", name):
+    if not name or len(name) > 15 or not re.fullmatch(_PORT_NAME, name) or not re.search("[a-z]", name):
         raise PeerError(
             f"bad port {text!r}: expected a number like 80/TCP or a container port name like http"
         )

@@ -76,7 +76,7 @@ class PeerKind(StrEnum):
 
 # A DNS name as a flow's peer: labels of letters, digits, '-' and '_' (no wildcard: a pattern selects
 # names in a policy, a flow goes to one name's addresses).
-_DNS_NAME = re.compile(r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*")
+_DNS_NAME = r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*"  # re's cache
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def _dns_name(rest: str, text: str) -> str:
             f"bad peer {text!r}: fqdn: takes one DNS name, not a pattern (a flow goes to the addresses "
             "of one name); name one the pattern matches"
         )
-    if not name or len(name) > 253 or not _DNS_NAME.fullmatch(name):
+    if not name or len(name) > 253 or not re.fullmatch(_DNS_NAME, name):
         raise PeerError(f"bad peer {text!r}: expected fqdn:NAME with a DNS name, e.g. fqdn:api.example.com")
     return name
 

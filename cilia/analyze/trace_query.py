@@ -9,7 +9,6 @@ and rules as ``cilia trace --from NS/POD --to NS/POD --port N/PROTO``.
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +217,8 @@ def _verdict_word(v: PortVerdict) -> str:
 def render_every_port(answer: EveryPort) -> str:
     """The verdict of each port class and the rule that decided it; classes with the same verdict
     and deciding rule share one block (the policies of a real repository cut dozens of classes)."""
+    import textwrap  # here: only this rendering wraps (start-up, issue 15)
+
     what = "port of the Service" if answer.of_service else "port class the policies distinguish"
     lines = [f"{answer.src} -> {answer.dst}: every {what} ({len(answer.verdicts)})", ""]
     blocks: dict[tuple[str, str], list[PortVerdict]] = {}

@@ -184,6 +184,8 @@ def load_expectations(path: str | Path) -> list[PlacedExpectation]:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """One expectation's outcome: the expectation as placed, the verdict found and its trace."""
+
     placed: PlacedExpectation
     actual: str  # allow | deny | mixed
     trace: TraceResult | None  # None: passed on the fast path (a failed one is always traced)
@@ -215,6 +217,8 @@ class VerifyResult:
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """Every expectation's outcome."""
+
     results: tuple[VerifyResult, ...]
 
     @property

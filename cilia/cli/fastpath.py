@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 # ``-R``, ``--exclude``, ``--strict``: every command with -f has them (cilia.cli.fileselect)
@@ -23,14 +22,18 @@ _READING = {"-R": ("recursive", "flag"), "--recursive": ("recursive", "flag"), "
             "--exclude": ("exclude", "multi")}
 
 
-@dataclass(frozen=True)
 class _Spec:
     """One command's options: name -> (parameter, kind), kind ``flag``, ``value`` (the last one
     given counts, as click) or ``multi``; ``checks`` turn a value into the parameter's or ``None``
-    (typer's to refuse)."""
+    (typer's to refuse). A plain class: a dataclass costs ~1 ms to create at every start here."""
 
-    options: dict[str, tuple[str, str]]
-    checks: dict[str, Callable[[str], object]]
+    __slots__ = ("checks", "options")
+
+    def __init__(
+        self, options: dict[str, tuple[str, str]], checks: dict[str, Callable[[str], object]]
+    ) -> None:
+        self.options = options
+        self.checks = checks
 
 
 def _choices(table: dict[str, object]) -> Callable[[str], object]:

@@ -28,7 +28,7 @@ ALLOW_FLAG = "--allow-l4-only-l7"
 
 # Cilium's proxy's check of a serverNames pattern (SniPattern::isValid).
 _SNI_LABEL = r"([*]{1,2}|[*]?[-a-zA-Z0-9_]+([*][-a-zA-Z0-9_]+)*[*]?)"
-SNI_PATTERN = re.compile(rf"({_SNI_LABEL}[.])*{_SNI_LABEL}")
+SNI_PATTERN = rf"({_SNI_LABEL}[.])*{_SNI_LABEL}"  # compiled at first use (re's cache), not at import
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _port_rule_problems(pr: dict[str, Any], at: FieldPath) -> list[L7Problem]:
                         )
                     )
     for k, name in enumerate(pr.get("serverNames") or ()):
-        if isinstance(name, str) and name and not SNI_PATTERN.fullmatch(name):
+        if isinstance(name, str) and name and not re.fullmatch(SNI_PATTERN, name):
             out.append(
                 L7Problem(
                     (*at, "serverNames", k),

@@ -16,10 +16,11 @@ _NAME_PART = re.compile(r"\A([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 _LABEL_VALUE = re.compile(r"\A(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
 _DNS1123_SUBDOMAIN = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 _DNS1123_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_DNS1035_LABEL = re.compile(r"\A[a-z]([-a-z0-9]*[a-z0-9])?\Z")
-_IANA_SVC_NAME = re.compile(r"\A([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*\Z")
-_K8S_PORT_NAME_CHARS = re.compile(r"\A[-a-z0-9]+\Z")
-_HAS_LETTER = re.compile(r"[a-z]")
+# Patterns most inputs never need: compiled at first use (re's cache), not at import.
+_DNS1035_LABEL = r"\A[a-z]([-a-z0-9]*[a-z0-9])?\Z"
+_IANA_SVC_NAME = r"\A([a-zA-Z0-9]-?)*[a-zA-Z](-?[a-zA-Z0-9])*\Z"
+_K8S_PORT_NAME_CHARS = r"\A[-a-z0-9]+\Z"
+_HAS_LETTER = r"[a-z]"
 
 # The CRD pattern for PortProtocol.port. Its alternation is not grouped, so the first branch is only
 # anchored at the start and the second only at the end; the API server applies it exactly so.
@@ -192,7 +193,7 @@ def dns1123_subdomain_errors(value: str) -> list[str]:
 def dns1035_label_errors(value: str) -> list[str]:
     """Kubernetes ``IsDNS1035Label`` (Service names)."""
     errs = [f"must be no more than {DNS1123_LABEL_MAX} characters"] if len(value) > DNS1123_LABEL_MAX else []
-    return errs + ([] if _DNS1035_LABEL.match(value) else [_DNS1035_MSG])
+    return errs + ([] if re.match(_DNS1035_LABEL, value) else [_DNS1035_MSG])
 
 
 # How the API server validates metadata.name, by kind (``ValidateXName`` of each kind's validation).
@@ -273,7 +274,7 @@ def is_dns1123_label(value: str) -> bool:
 
 def is_iana_svc_name(value: str) -> bool:
     """Cilium's ``iana.IsSvcName`` (named ports in CNP; case-insensitive)."""
-    return 0 < len(value) <= 15 and bool(_IANA_SVC_NAME.match(value))
+    return 0 < len(value) <= 15 and bool(re.match(_IANA_SVC_NAME, value))
 
 
 def k8s_port_name_errors(value: str) -> list[str]:
@@ -281,11 +282,11 @@ def k8s_port_name_errors(value: str) -> list[str]:
     errs = []
     if not 0 < len(value) <= 15:
         errs.append("must be no more than 15 characters")
-    if not _K8S_PORT_NAME_CHARS.match(value):
+    if not re.match(_K8S_PORT_NAME_CHARS, value):
         errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
     if "--" in value:
         errs.append("must not contain consecutive hyphens")
-    if value and not _HAS_LETTER.search(value):
+    if value and not re.search(_HAS_LETTER, value):
         errs.append("must contain at least one letter (a-z)")
     if value.startswith("-") or value.endswith("-"):
         errs.append("must not begin or end with a hyphen")

@@ -7,7 +7,7 @@ import re
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_BITS = re.compile(r"\A(0|[1-9][0-9]*)\Z")  # \Z: "$" would accept "8\n"
+_BITS = r"\A(0|[1-9][0-9]*)\Z"  # \Z: "$" would accept "8\n"; compiled at first use (re's cache)
 
 
 def parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -23,7 +23,7 @@ def parse_addr(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
 def parse_prefix(text: str) -> IPNetwork | None:
     """Go ``netip.ParsePrefix``/``net.ParseCIDR``: ``addr/bits``, host bits allowed; None if invalid."""
     addr_text, sep, bits = text.partition("/")
-    if not sep or not _BITS.match(bits):
+    if not sep or not re.match(_BITS, bits):
         return None
     addr = parse_addr(addr_text)
     if addr is None or int(bits) > addr.max_prefixlen:

@@ -7,8 +7,6 @@ The CRD limits ``value`` to 32 characters matching ``^\\PC*$`` (no character of 
 
 from __future__ import annotations
 
-import unicodedata
-
 from cilia.k8s import api
 from cilia.k8s.source import FieldPath, format_path
 
@@ -22,6 +20,8 @@ def log_findings(rule: api.Rule, where: FieldPath) -> list[tuple[FieldPath, str]
     """The API server's findings on ``log.value`` (paths relative to the rule at ``where``)."""
     if rule.log is None or not rule.log.value:
         return []
+    import unicodedata  # here: only rules with a log value need it (start-up, issue 15)
+
     value = rule.log.value
     path: FieldPath = ("log", "value")
     out: list[tuple[FieldPath, str]] = []

@@ -350,6 +350,8 @@ _SECTIONS: tuple[tuple[str, str, Direction, bool], ...] = (
 
 @dataclass(frozen=True)
 class _Context:
+    """The policy a rule comes from, as its RuleRefs and derived labels name it."""
+
     kind: str  # for RuleRef and labels
     namespace: str  # "" for cluster-wide
     name: str
