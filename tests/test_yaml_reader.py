@@ -395,3 +395,14 @@ def test_a_deny_hint_still_reads_the_tree() -> None:
     result = validate_paths([ROOT / "examples" / "seed" / "deny-a-to-b.yaml"])
     hints = [e.hint for e in result.errors if e.hint]
     assert any("egressDeny" in h for h in hints), result.errors
+
+
+def test_the_tree_of_a_list_item_is_that_item() -> None:
+    text = (
+        "# a comment\n---\napiVersion: v1\nkind: List\nitems:\n- kind: ConfigMap\n"
+        "- kind: CiliumNetworkPolicy  # the one\n  spec:\n    deny: [{toEntities: [world]}]\n"
+    )
+    [_, cnp] = loader.load_text(text, "l.yaml").documents
+    assert (cnp.index, cnp.item, cnp.line, cnp.column) == (0, 1, 7, 3)
+    assert cnp.node["kind"] == "CiliumNetworkPolicy" and cnp.node.lc.line == 6  # ruamel's own tree
+    assert cnp.position("spec.deny[0].toEntities") == (9, 13)

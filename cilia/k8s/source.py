@@ -63,7 +63,7 @@ class Document:
 
     file: str
     index: int
-    positions: Positions
+    positions: Positions = field(repr=False)
     data: Any
     line: int
     column: int

@@ -39,51 +39,50 @@ from yaml.events import (
 )
 
 from cilia.k8s import source
+from cilia.k8s.errors import K8sError
 from cilia.k8s.source import Positions, TooManyNodes
 
 _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"
 
-# The YAML 1.2 implicit resolvers of ruamel.yaml, in its order (bool, float, int, merge, null,
-# timestamp, value), keyed by the scalar's first character.
-_BOOL_12 = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_BOOL_11 = re.compile(
+# The implicit resolvers of ruamel.yaml (YAML 1.2, and 1.1 after a %YAML 1.1 directive), in its order:
+# bool, float, int, merge, null, timestamp, value. Verbose patterns (re.X); compiled when first needed
+# (start-up time: most scalars of a manifest are settled by _COMMON or their first character).
+_BOOL_12 = r"^(?:true|True|TRUE|false|False|FALSE)$"
+_BOOL_11 = (
     r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$"
 )
-_FLOAT_12 = re.compile(
+_FLOAT_12 = (
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
+    |\.(?:nan|NaN|NAN))$"""
 )
-_FLOAT_11 = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
+_FLOAT_11 = (
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+    r"|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*"
+    r"|[-+]?\.(?:inf|Inf|INF)"
+    r"|\.(?:nan|NaN|NAN))$"
 )
-_INT_12 = re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+)$")
-_INT_11 = re.compile(
+_INT_12 = r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+)$"
+_INT_11 = (
     r"^(?:[-+]?0b[0-1_]+|[-+]?0?[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+"
     r"|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$"
 )
-_MERGE_RE = re.compile(r"^(?:<<)$")
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_TIMESTAMP = re.compile(
+_MERGE_RE = r"^(?:<<)$"
+_NULL = r"^(?:~|null|Null|NULL|)$"
+_TIMESTAMP = (
     r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
     |[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?
     (?:[Tt]|[ \t]+)[0-9][0-9]?
     :[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?
-    (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""",
-    re.X,
+    (?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$"""
 )
-_VALUE = re.compile(r"^(?:=)$")
-_TIMESTAMP_PARTS = re.compile(
+_VALUE = r"^(?:=)$"
+_TIMESTAMP_PARTS = (
     r"""^(?P<year>[0-9][0-9][0-9][0-9])
     -(?P<month>[0-9][0-9]?)
     -(?P<day>[0-9][0-9]?)
@@ -93,12 +92,12 @@ _TIMESTAMP_PARTS = re.compile(
     :(?P<second>[0-9][0-9])
     (?:\.(?P<fraction>[0-9]*))?
     (?:[ \t]*(?P<tz>Z|(?P<tz_sign>[-+])(?P<tz_hour>[0-9][0-9]?)
-    (?::(?P<tz_minute>[0-9][0-9]))?))?)?$""",
-    re.X,
+    (?::(?P<tz_minute>[0-9][0-9]))?))?)?$"""
 )
 
 
 def _resolvers(v11: bool) -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    """The resolvers of one YAML version, keyed by the first character of the scalars they can match."""
     table: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
     order = [
         ("bool", _BOOL_11 if v11 else _BOOL_12, "yYnNtTfFoO" if v11 else "tTfF"),
@@ -109,20 +108,28 @@ def _resolvers(v11: bool) -> dict[str, list[tuple[str, re.Pattern[str]]]]:
         ("timestamp", _TIMESTAMP, "0123456789"),
         ("value", _VALUE, "="),
     ]
-    for tag, regexp, first in order:
+    for tag, pattern, first in order:
+        regexp = re.compile(pattern, re.X)
         for ch in first:
             table.setdefault(ch, []).append((tag, regexp))
-    table[""] = [("null", _NULL)]
+    table[""] = [("null", re.compile(_NULL, re.X))]
     return table
 
 
-_RESOLVE_12 = _resolvers(False)
-_RESOLVE_11 = _resolvers(True)
+_TABLES: dict[bool, dict[str, list[tuple[str, re.Pattern[str]]]]] = {}
+# YAML 1.2 scalars whose tag needs no pattern; any other one starting with none of _PATTERNED is a string.
+_COMMON = {
+    **dict.fromkeys(("true", "True", "TRUE", "false", "False", "FALSE"), "bool"),
+    **dict.fromkeys(("null", "Null", "NULL", "~", ""), "null"),
+    "<<": "merge",
+    "=": "value",
+}
+_PATTERNED = frozenset("-+0123456789.")
 _BOOL_VALUES = {"yes": True, "no": False, "y": True, "n": False, "true": True, "false": False,
                 "on": True, "off": False}
 
 
-class ReadError(Exception):
+class ReadError(K8sError):
     """The text is not YAML cilia can read: ``message`` as shown to the user, 1-based ``line`` and
     ``column`` (0 when the problem has no single place)."""
 
@@ -144,7 +151,18 @@ class RawDocument:
 
 
 def _resolve(value: str, v11: bool) -> str:
-    table = _RESOLVE_11 if v11 else _RESOLVE_12
+    """The tag ruamel.yaml resolves a plain scalar to (without the ``tag:yaml.org,2002:`` prefix)."""
+    if not v11:
+        tag = _COMMON.get(value)
+        if tag is not None:
+            return tag
+        if value[0] not in _PATTERNED:
+            return "str"
+        if value.isdigit() and value.isascii():
+            return "int"
+    table = _TABLES.get(v11)
+    if table is None:
+        table = _TABLES[v11] = _resolvers(v11)
     for tag, regexp in table.get(value[:1], ()):
         if regexp.match(value):
             return tag
@@ -196,7 +214,7 @@ def _float(text: str, v11: bool) -> float:
 
 
 def _timestamp(text: str) -> str:
-    m = _TIMESTAMP_PARTS.match(text)
+    m = re.match(_TIMESTAMP_PARTS, text, re.X)  # compiled on first use (re keeps it)
     if m is None:
         raise ValueError(f'failed to construct timestamp from "{text}"')
     g = m.groupdict()
