@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, L7Verdict, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, parse_peer, proto_name
 from cilia.analyze.services import NO_BACKEND, ServiceTarget, service_target
-from cilia.policy.l7 import L7Decision, L7Parser, L7PortPolicy, L7Request
+from cilia.policy.l7parser import L7Parser
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
+
+if TYPE_CHECKING:  # values of the L7 model come from the policy (no import of it for a trace without L7)
+    from cilia.policy.l7 import L7Decision, L7PortPolicy, L7Request
 
 REPLY_NOTE = (
     "replies of an allowed connection are not policy-checked (conntrack), so no reverse allow is "

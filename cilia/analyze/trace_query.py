@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.deciding import decided_by
@@ -29,8 +29,10 @@ from cilia.analyze.services import _service as find_service  # (svc:NS/NAME or a
 from cilia.analyze.services import service_target
 from cilia.analyze.trace import REPLY_NOTE, TraceResult, trace_flow
 from cilia.k8s.objects import Service
-from cilia.policy.l7 import L7Request
 from cilia.policy.types import Proto
+
+if TYPE_CHECKING:
+    from cilia.policy.l7 import L7Request
 
 
 @dataclass(frozen=True)

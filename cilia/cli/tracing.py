@@ -8,12 +8,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cilia.analyze.peer_names import DEFAULT_NAMESPACE, LabelQuery, label_query, parse_port_query
 from cilia.cli.analysing import EXIT_FAIL, EXIT_OK, fail, guarded, load, node_dns
 from cilia.cli.render import print_json
-from cilia.policy.l7 import L7Request
 from cilia.policy.resolve import AllowLocalhost, EnforcementMode
+
+if TYPE_CHECKING:
+    from cilia.policy.l7 import L7Request
 
 
 def l7_request(
@@ -34,6 +37,8 @@ def l7_request(
         if not sep or not name.strip():
             raise fail(f"--http-header {h!r}: expected NAME:VALUE")
         parsed[name.strip()] = value.strip()
+    from cilia.policy.l7 import L7Request  # here: a trace without --http-*/--tls-sni/--dns-query needs none
+
     return L7Request(method or "", path or "", host or "", parsed, sni, dns)
 
 

@@ -22,27 +22,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from cilia.policy.l7parser import DEFAULT_PROXY_PORTS as DEFAULT_PROXY_PORTS  # re-exported
+from cilia.policy.l7parser import L7Parser
 from cilia.policy.types import Direction, RuleRef
-
-
-class L7Parser(StrEnum):
-    """Which proxy parses a redirected connection."""
-
-    HTTP = "http"
-    TLS = "tls"  # serverNames only: the ClientHello's SNI, TLS is not terminated
-    DNS = "dns"
-
-
-DEFAULT_PROXY_PORTS: dict[tuple[L7Parser, Direction], int] = {
-    (L7Parser.HTTP, Direction.INGRESS): 15001,
-    (L7Parser.HTTP, Direction.EGRESS): 15002,
-    (L7Parser.TLS, Direction.INGRESS): 15003,
-    (L7Parser.TLS, Direction.EGRESS): 15004,
-    (L7Parser.DNS, Direction.EGRESS): 15053,
-}
 
 # Mismatch actions of headerMatches (pkg/policy/api/http.go MismatchAction).
 MISMATCH_NONE = ""

@@ -20,12 +20,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cilia.policy.l7 import DEFAULT_PROXY_PORTS, HeaderMatch, HTTPRule, L7Parser, L7PortPolicy, L7Rule
+from cilia.policy.l7parser import DEFAULT_PROXY_PORTS, L7Parser
 from cilia.policy.rules import PeerRule, PortProto
 from cilia.policy.types import Direction, Proto
 
+# The L7 model (cilia.policy.l7) is imported by the functions that build its values: resolving a
+# policy without L7 rules needs none of its classes (start-up, issue 15).
 if TYPE_CHECKING:
     from cilia.policy.filters import Filter, NamedPorts
+    from cilia.policy.l7 import HTTPRule, L7PortPolicy, L7Rule
     from cilia.policy.selectorcache import SelectorCache
 
 # Secret values that headerMatches refer to: (namespace, name) -> value.
@@ -67,6 +70,8 @@ def parser_of(pr: Any, proto: int) -> L7Parser | None:
 
 def http_rule(h: Any, namespace: str, secrets: Secrets) -> HTTPRule:
     """One ``api.PortRuleHTTP`` as an :class:`HTTPRule` (headers as Cilium gives them to Envoy)."""
+    from cilia.policy.l7 import HeaderMatch, HTTPRule
+
     headers: list[HeaderMatch] = []
     for text in h.headers or ():
         name, sep, value = text.partition(" ")
@@ -145,6 +150,8 @@ def merge_parser(a: str, b: str) -> str:
 def _with_wildcard(s: L7Spec) -> L7Spec:
     """``s`` with the L7 wildcard rule of its kind appended (``appendL7WildcardRule``)."""
     if s.http:
+        from cilia.policy.l7 import HTTPRule
+
         wild = HTTPRule()
         return s if wild in s.http else L7Spec((*s.http, wild), s.server_names, s.dns, s.redirect)
     if s.dns:
@@ -226,6 +233,10 @@ def port_policies(
     """What the proxies enforce for one endpoint: one :class:`L7PortPolicy` per port whose filter
     has a parser, sorted by (direction, proto, port)."""
     filters = tuple(filters)
+    if not any(filter_proxy_port(f, ports) for f in filters):
+        return ()  # no port redirects to a proxy: nothing for one to enforce
+    from cilia.policy.l7 import L7PortPolicy, L7Rule
+
     wildcard_port: dict[int, list[L7Rule]] = {}
     for f in filters:
         if f.port != 0 or f.name or f.proto not in (Proto.ANY, Proto.TCP):

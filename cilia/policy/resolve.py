@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cilia.identity.labels import SOURCE_K8S, SOURCE_RESERVED, Label, Labels
 from cilia.identity.selector import Selector
 from cilia.policy.filters import Filter, NamedPorts
-from cilia.policy.l7 import L7PortPolicy
 from cilia.policy.l7resolve import (
     entry_l7,
     filter_proxy_port,
@@ -37,6 +36,9 @@ from cilia.policy.portrange import port_range_to_masked
 from cilia.policy.rules import PeerKind, PolicyRule, PortProto
 from cilia.policy.selectorcache import SelectorCache
 from cilia.policy.types import Direction, Proto, RuleRef
+
+if TYPE_CHECKING:  # the L7 model: built only for policies with L7 rules (cilia.policy.l7resolve)
+    from cilia.policy.l7 import L7PortPolicy
 
 NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 HOST_IDENTITY = 1
