@@ -175,12 +175,9 @@ def _new(text: str) -> dict[str, Any]:
     }
 
 
-# libyaml's wording of a problem ruamel words differently (same position): ruamel's → libyaml's.
-_WORDING = {
-    "mapping values are not allowed here": "mapping values are not allowed in this context",
-    "found character '\\t' that cannot start any token": "found character that cannot start any token",
-    "special characters are not allowed": "control characters are not allowed",
-}
+# libyaml's wording of a problem ruamel words differently (same position): ruamel's → libyaml's
+# (the reader puts "mapping values", "special characters" and "found character '\t'" as ruamel did).
+_WORDING: dict[str, str] = {}
 
 
 def _same(text: str) -> None:
@@ -195,7 +192,10 @@ def _same(text: str) -> None:
     for (*_, msg_old), (*_, msg_new) in zip(old["errors"], new["errors"], strict=True):
         for ruamel_words, libyaml_words in _WORDING.items():
             msg_old = msg_old.replace(ruamel_words, libyaml_words)
-        assert msg_new == msg_old or msg_new.startswith("invalid YAML"), (text, msg_old, msg_new)
+        # a duplicate key's message quotes the values: a timestamp or tagged scalar prints differently
+        msg_old, msg_new = msg_old.partition(" with value ")[0], msg_new.partition(" with value ")[0]
+        libyaml_words = "did not find expected" in msg_new or "could not find expected" in msg_new
+        assert msg_new == msg_old or libyaml_words, (text, msg_old, msg_new)
 
 
 def _nan_safe(value: Any) -> Any:

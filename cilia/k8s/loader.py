@@ -24,14 +24,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from cilia.k8s.errors import Error, Skipped
 from cilia.k8s.source import Document
+from cilia.k8s.source import new_yaml as new_yaml  # where fix.py and tests have it
 from cilia.k8s.yamlread import RawDocument, ReadError, read_documents
-
-if TYPE_CHECKING:
-    from ruamel.yaml import YAML
 
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -88,18 +86,6 @@ class LoadResult:
     errors: tuple[Error, ...] = ()
     warnings: tuple[str, ...] = field(default=())
     skipped: tuple[Skipped, ...] = field(default=())
-
-
-def new_yaml() -> YAML:
-    """The round-trip YAML instance cilia rewrites manifests with (``--fix``, rendering): imported
-    here, when first needed, since ruamel costs start-up time that reading manifests does without."""
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=2, offset=0)
-    return yaml
 
 
 def _excluded(path: Path, root: Path, patterns: Sequence[str]) -> bool:

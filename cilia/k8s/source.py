@@ -1,4 +1,5 @@
-"""Loaded YAML documents with their source positions, and YAML-style field paths.
+"""Loaded YAML documents with their source positions, YAML-style field paths, and :func:`new_yaml`
+(ruamel.yaml's round-trip instance, imported only when a file is rewritten).
 
 A field path is a tuple of keys (str) and list indexes (int); :func:`format_path` writes it as
 ``spec.egress[0].toPorts[0]`` and :func:`parse_path` reads that form back.
@@ -10,9 +11,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from cilia.k8s.errors import K8sError
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
 
 PathPart = str | int
 FieldPath = tuple[PathPart, ...]
@@ -43,6 +47,18 @@ def parse_path(text: str) -> FieldPath:
     for index, key in _PATH_TOKEN.findall(text):
         parts.append(int(index) if index else key)
     return tuple(parts)
+
+
+def new_yaml() -> YAML:
+    """The round-trip YAML instance cilia rewrites manifests with (``--fix``, rendering): imported
+    here, when first needed, since ruamel costs start-up time that reading manifests does without."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=2, offset=0)
+    return yaml
 
 
 MAX_NODES = 1_000_000
@@ -77,8 +93,6 @@ class Document:
         and ruamel costs start-up time every other command does without. ``None`` without a source."""
         if self.source is None:
             return None
-        from cilia.k8s.loader import new_yaml  # here: ruamel is imported only when a tree is needed
-
         for i, tree in enumerate(new_yaml().load_all(self.source)):
             if i == self.index:
                 return tree if self.item is None else tree["items"][self.item]

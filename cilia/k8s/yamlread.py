@@ -170,7 +170,8 @@ def _resolve(value: str, v11: bool) -> str:
 
 
 def _int(text: str, v11: bool) -> int:
-    # The same steps as ruamel's round-trip int constructor, so that odd input ("0b_", "-_") fails alike.
+    """An int scalar's value, by the steps of ruamel's round-trip constructor (odd input such as ``0b_``
+    or ``-_`` fails as it did: an error without a position)."""
     value = text.replace("_", "")
     sign = 1
     if value[0] in "+-":
@@ -179,23 +180,24 @@ def _int(text: str, v11: bool) -> int:
         value = value[1:]
     for prefix, base in (("0b", 2), ("0x", 16), ("0o", 8)):
         if value.startswith(prefix):
-            if not v11:
-                value[2]
+            if not v11 and len(value) == 2:
+                raise IndexError("string index out of range")
             return sign * int(value[2:], base)
+    if not value:
+        raise IndexError("string index out of range")
     if v11 and len(value) > 1 and value[0] == "0":
         return sign * int(value, 8)
-    if v11 and ":" in value:
+    if v11 and ":" in value:  # sexagesimal, 1.1 only
         total, unit = 0, 1
         for digit in reversed([int(part) for part in value.split(":")]):
             total += digit * unit
             unit *= 60
         return sign * total
-    if not v11 and value[0] == "0":
-        return sign * int(value)
-    return sign * int(value)
+    return sign * int(value)  # 1.2: a leading zero is no octal (0777 is 777)
 
 
 def _float(text: str, v11: bool) -> float:
+    """A float scalar's value (``.inf``, ``.nan``, underscores; 1.1's sexagesimal ``1:30.5``)."""
     value = text.replace("_", "").lower()
     sign = -1 if value[0] == "-" else 1
     if value[0] in "+-":
@@ -214,6 +216,7 @@ def _float(text: str, v11: bool) -> float:
 
 
 def _timestamp(text: str) -> str:
+    """A timestamp's ISO text, as ruamel's datetime gave it (fraction rounded to microseconds)."""
     m = re.match(_TIMESTAMP_PARTS, text, re.X)  # compiled on first use (re keeps it)
     if m is None:
         raise ValueError(f'failed to construct timestamp from "{text}"')
@@ -470,7 +473,7 @@ def read_documents(text: str) -> Iterator[RawDocument]:
         else:  # e.g. a control character (the reader's error, without a line)
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        raise ReadError(f"invalid YAML: {message}", line, col) from exc
+        raise ReadError(f"invalid YAML: {_as_before(message, text, line, col)}", line, col) from exc
     except TooManyNodes as exc:
         raise ReadError(f"document {builder.document}: {exc}") from exc
     except RecursionError as exc:
@@ -478,3 +481,16 @@ def read_documents(text: str) -> Iterator[RawDocument]:
     except (ValueError, IndexError, KeyError) as exc:  # a malformed scalar ("0b_", "!!int x", 2001-02-30)
         detail = f"'{exc.args[0]}'" if isinstance(exc, KeyError) else str(exc)
         raise ReadError(f"invalid YAML in document {builder.document}: {detail}") from exc
+
+
+def _as_before(message: str, text: str, line: int, col: int) -> str:
+    """libyaml's words for a problem, as ruamel.yaml put it where the meaning is the same (users and
+    documentation quote these); libyaml words others its own way (``did not find expected key``)."""
+    message = message.replace("are not allowed in this context", "are not allowed here")
+    message = message.replace("control characters are not allowed", "special characters are not allowed")
+    if message.endswith("found character that cannot start any token") and line:
+        lines = text.split("\n", line)
+        if len(lines) >= line and 0 < col <= len(lines[line - 1]):
+            char = lines[line - 1][col - 1]
+            message = message.replace("found character that", f"found character {char!r} that")
+    return message
