@@ -29,5 +29,8 @@ def test_trace_on_the_seed_imports_only_what_it_needs() -> None:
     heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2",
              "typer", "click", "rich")  # the fast path (cilia/cli/fastpath.py) parses trace's options
     assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
-    # stdlib modules only an unusual input needs, imported where used (a misspelt kind, a rule's log value)
-    assert not loaded & {"difflib", "unicodedata"}
+    # what only other inputs or questions need, imported where used: a misspelt kind, a rule's log value
+    # (stdlib); the L7 model (an L7 rule or request), port classes and deciding rules (no --port), the
+    # identity heap (identities given back)
+    assert not loaded & {"difflib", "unicodedata", "heapq", "cilia.policy.l7", "cilia.analyze.portclasses",
+                         "cilia.analyze.deciding"}

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.deciding import decided_by
 from cilia.analyze.flow import FlowEnd, FlowTrace
 from cilia.analyze.peer_names import (
     LabelQuery,
@@ -24,14 +23,14 @@ from cilia.analyze.peer_names import (
     resolve_peer,
 )
 from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_proto
-from cilia.analyze.portclasses import PortClass
 from cilia.analyze.services import _service as find_service  # (svc:NS/NAME or a ClusterIP)
 from cilia.analyze.services import service_target
 from cilia.analyze.trace import REPLY_NOTE, TraceResult, trace_flow
 from cilia.k8s.objects import Service
 from cilia.policy.types import Proto
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # port classes come from connectivity (every_port), L7 requests from the caller
+    from cilia.analyze.portclasses import PortClass
     from cilia.policy.l7 import L7Request
 
 
@@ -141,6 +140,8 @@ class PortVerdict:
         return next((f for f in flows if not f.allowed), flows[0] if flows else None)
 
     def to_dict(self) -> dict[str, Any]:
+        from cilia.analyze.deciding import decided_by  # the every-port answers name the deciding rule
+
         flow = self.first_deciding()
         return {
             "port_class": self.label,
@@ -220,6 +221,8 @@ def render_every_port(answer: EveryPort) -> str:
     """The verdict of each port class and the rule that decided it; classes with the same verdict
     and deciding rule share one block (the policies of a real repository cut dozens of classes)."""
     import textwrap  # here: only this rendering wraps (start-up, issue 15)
+
+    from cilia.analyze.deciding import decided_by
 
     what = "port of the Service" if answer.of_service else "port class the policies distinguish"
     lines = [f"{answer.src} -> {answer.dst}: every {what} ({len(answer.verdicts)})", ""]

@@ -16,7 +16,6 @@ that appears or disappears, so a selector cache can follow incrementally.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -127,6 +126,8 @@ class _Range:
 
     def take(self) -> int:
         while self.freed:
+            import heapq  # here: only a range that got identities back has a heap (start-up, issue 15)
+
             n = heapq.heappop(self.freed)
             if n not in self.used:
                 self.used.add(n)
@@ -145,6 +146,8 @@ class _Range:
 
     def give_back(self, n: int) -> None:
         self.used.discard(n)
+        import heapq
+
         heapq.heappush(self.freed, n)
 
     def __contains__(self, n: int) -> bool:
