@@ -6,7 +6,6 @@ print each verdict with the rule that decided it. Imports no typer, so the comma
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,33 +54,47 @@ def labels_of(
     return guarded(lambda: label_query(labels, ns))
 
 
-@dataclass
 class TraceArgs:
-    """``cilia trace``'s options, as parsed (names as the typer command's parameters)."""
+    """``cilia trace``'s options, as parsed (names and order as the typer command's parameters).
+    A plain class: creating a dataclass this size costs ~1 ms at every start here (issue 15)."""
 
-    filename: list[str] = field(default_factory=list)
-    src: str | None = None
-    dst: str | None = None
-    port: str | None = None
-    from_labels: str | None = None
-    to_labels: str | None = None
-    from_namespace: str | None = None
-    to_namespace: str | None = None
-    namespace: str | None = None
-    all_namespaces: bool = False
-    output: str = "text"  # text | json
-    enforcement_mode: EnforcementMode = EnforcementMode.DEFAULT
-    allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS
-    node_selector_labels: bool = False
-    local_node: str = ""
-    state_dir: Path | None = None
-    no_state: bool = False
-    http_method: str | None = None
-    http_path: str | None = None
-    http_host: str | None = None
-    http_header: list[str] | None = None
-    tls_sni: str | None = None
-    dns_query: str | None = None
+    def __init__(
+        self,
+        filename: list[str] | None = None,
+        src: str | None = None,
+        dst: str | None = None,
+        port: str | None = None,
+        from_labels: str | None = None,
+        to_labels: str | None = None,
+        from_namespace: str | None = None,
+        to_namespace: str | None = None,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+        output: str = "text",  # text | json
+        enforcement_mode: EnforcementMode = EnforcementMode.DEFAULT,
+        allow_localhost: AllowLocalhost = AllowLocalhost.ALWAYS,
+        node_selector_labels: bool = False,
+        local_node: str = "",
+        state_dir: Path | None = None,
+        no_state: bool = False,
+        http_method: str | None = None,
+        http_path: str | None = None,
+        http_host: str | None = None,
+        http_header: list[str] | None = None,
+        tls_sni: str | None = None,
+        dns_query: str | None = None,
+    ) -> None:
+        self.filename = filename if filename is not None else []
+        self.src, self.dst, self.port = src, dst, port
+        self.from_labels, self.to_labels = from_labels, to_labels
+        self.from_namespace, self.to_namespace = from_namespace, to_namespace
+        self.namespace, self.all_namespaces = namespace, all_namespaces
+        self.output = output
+        self.enforcement_mode, self.allow_localhost = enforcement_mode, allow_localhost
+        self.node_selector_labels, self.local_node = node_selector_labels, local_node
+        self.state_dir, self.no_state = state_dir, no_state
+        self.http_method, self.http_path, self.http_host = http_method, http_path, http_host
+        self.http_header, self.tls_sni, self.dns_query = http_header, tls_sni, dns_query
 
 
 def run_trace(a: TraceArgs) -> int:
