@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cilia.k8s import loader
+from cilia.k8s import loader, source
 from cilia.k8s.errors import Error
-from cilia.k8s.source import MAX_NODES, TooManyNodes
+from cilia.k8s.source import TooManyNodes
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "corpus"
@@ -39,7 +39,7 @@ def _to_plain(node: Any, budget: list[int]) -> Any:
 
     budget[0] -= 1
     if budget[0] < 0:
-        raise TooManyNodes(f"document expands to more than {MAX_NODES} nodes (YAML aliases?)")
+        raise TooManyNodes(f"document expands to more than {source.MAX_NODES} nodes (YAML aliases?)")
     if isinstance(node, Mapping):
         return {_to_plain(k, budget): _to_plain(v, budget) for k, v in node.items()}
     if isinstance(node, list | tuple):
@@ -65,7 +65,7 @@ def _ruamel_positions(node: Any) -> Any:
                 kl, kc = node.lc.key(key)
             except KeyError:
                 continue  # a key merged in with <<: no position of its own
-            out[_to_plain(key, [MAX_NODES])] = (kl + 1, kc + 1, _ruamel_positions(node[key]))
+            out[_to_plain(key, [source.MAX_NODES])] = (kl + 1, kc + 1, _ruamel_positions(node[key]))
         return out
     if isinstance(node, CommentedSeq):
         return [
@@ -108,7 +108,7 @@ def _oracle(text: str) -> dict[str, Any]:
                 notes.append(f"document {index + 1} is empty")
                 continue
             if not isinstance(node, CommentedMap):
-                plain = _to_plain(node, [MAX_NODES])
+                plain = _to_plain(node, [source.MAX_NODES])
                 what = "list" if isinstance(node, CommentedSeq) else type(plain).__name__
                 skipped.append((line, f"{index + 1} {what}"))
                 continue
@@ -126,10 +126,11 @@ def _oracle(text: str) -> dict[str, Any]:
                     if not isinstance(item, CommentedMap):
                         errors.append((il + 1, ic + 1, "list item is not an object"))
                         continue
-                    docs.append((index, i, _to_plain(item, [MAX_NODES]), *pos(item, (il + 1, ic + 1)),
+                    docs.append((index, i, _to_plain(item, [source.MAX_NODES]), *pos(item, (il + 1, ic + 1)),
                                  _ruamel_positions(item)))
                 continue
-            docs.append((index, None, _to_plain(node, [MAX_NODES]), line, col, _ruamel_positions(node)))
+            plain = _to_plain(node, [source.MAX_NODES])
+            docs.append((index, None, plain, line, col, _ruamel_positions(node)))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None)
@@ -315,11 +316,15 @@ def test_a_complex_key_is_an_error_of_its_document() -> None:
     assert error.message == "invalid YAML in document 2: unhashable type: 'list'"
 
 
-def test_an_alias_bomb_stops_at_the_node_budget() -> None:
+def test_an_alias_bomb_stops_at_the_node_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source, "MAX_NODES", 10_000)
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
-    _, [error], _, _ = loader._parse("\n".join(lines) + "\n", "f")
-    assert "document 1: document expands to more than" in error.message
+    text = "k: v\n---\n" + "\n".join(lines) + "\n"
+    [doc], [error], _, _ = loader._parse(text, "f")
+    assert doc.data == {"k": "v"}
+    assert error.message == "document 2: document expands to more than 10000 nodes (YAML aliases?)"
+    assert _new(text)["errors"] == _oracle(text)["errors"]  # the ruamel path stopped it too
 
 
 # ---------------------------------------------------------------- generated documents
