@@ -295,6 +295,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("text", ["a:\tb\n", "a: b\t# c\n", "a: 'b' \t\nc:\n  - d\t\n"])
+def test_tabs_between_tokens_are_accepted_as_kubectl_does(text: str) -> None:
+    # A known difference: ruamel.yaml refused a tab as separating white space; YAML and go-yaml allow it.
+    assert _oracle(text)["errors"]
+    [doc], errors, _, _ = loader._parse(text, "f")
+    assert not errors and doc.data["a"] == "b"
+
+
 def test_a_unicode_line_separator_outside_quotes_is_a_line_break() -> None:
     # A known difference: libyaml follows YAML 1.1, where NEL/LS/PS break lines (ruamel: YAML 1.2).
     _, [error], _, _ = loader._parse("a: x\u2028y\n", "f")
