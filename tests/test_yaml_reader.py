@@ -303,6 +303,29 @@ def test_tabs_between_tokens_are_accepted_as_kubectl_does(text: str) -> None:
     assert not errors and doc.data["a"] == "b"
 
 
+_DENY_WITH_TAB = (
+    "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: x\t\nspec:\n"
+    "  endpointSelector: {}\n  deny:\n  - toEndpoints:\n    - matchLabels: {app: b}\n"
+)
+
+
+def test_the_deny_hint_of_a_file_ruamel_refuses_is_built_from_the_data() -> None:
+    from cilia.k8s.validate import validate_result
+
+    report = validate_result(loader.load_text(_DENY_WITH_TAB, "tab.yaml"))
+    [error] = [e for e in report.errors if e.path == "spec.deny"]
+    assert (error.line, error.column) == (7, 3) and error.hint and "egressDeny:" in error.hint
+
+
+def test_fix_says_where_ruamel_cannot_read_what_the_reader_accepted() -> None:
+    from cilia.k8s.fix import fix_text
+
+    with pytest.raises(Error) as caught:
+        fix_text(_DENY_WITH_TAB, "tab.yaml")
+    error = caught.value
+    assert (error.line, error.column) == (4, 10) and error.hint == "replace the tab with spaces"
+
+
 def test_a_unicode_line_separator_outside_quotes_is_a_line_break() -> None:
     # A known difference: libyaml follows YAML 1.1, where NEL/LS/PS break lines (ruamel: YAML 1.2).
     _, [error], _, _ = loader._parse("a: x\u2028y\n", "f")

@@ -171,7 +171,18 @@ def fix_text(text: str, file: str = "<input>") -> FixResult:
     try:
         docs = list(yaml.load_all(text))
     except Exception as exc:  # the loader reports YAML errors with positions; here just refuse
-        raise Error(f"cannot fix: the file is not valid YAML ({exc.__class__.__name__})", file=file) from exc
+        # ruamel.yaml (kept for rewriting: it keeps comments) is stricter than the reader (libyaml) on
+        # tabs between tokens: say where, so that the user can fix what the reader accepted
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        tab = "'\\t'" in str(problem)
+        raise Error(
+            f"cannot fix: the YAML rewriter (ruamel.yaml, keeping comments) cannot read the file: {problem}",
+            file=file,
+            line=mark.line + 1 if mark is not None else 0,
+            column=mark.column + 1 if mark is not None else 0,
+            hint="replace the tab with spaces" if tab else None,
+        ) from exc
     changes: list[Change] = []
     for node in docs:
         if isinstance(node, CommentedMap) and str(node.get("kind", "")).endswith("List"):

@@ -61,6 +61,31 @@ def new_yaml() -> YAML:
     return yaml
 
 
+def _tree(value: Any, positions: Positions, line: int, column: int) -> Any:
+    """Plain data as a round-trip tree with the positions of its nodes (but no comments)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(value, dict):
+        tree = CommentedMap()
+        tree._yaml_set_line_col(line - 1, column - 1)
+        for k, v in value.items():
+            kl, kc, pos, vl, vc = positions[k] if isinstance(positions, dict) and k in positions else (
+                line, column, None, line, column)
+            tree[k] = _tree(v, pos, vl, vc)
+            tree._yaml_set_kv_line_col(k, [kl - 1, kc - 1, vl - 1, vc - 1])
+        return tree
+    if isinstance(value, list):
+        seq = CommentedSeq()
+        seq._yaml_set_line_col(line - 1, column - 1)
+        for i, v in enumerate(value):
+            known = isinstance(positions, list) and i < len(positions)
+            il, ic, pos = positions[i] if known else (line, column, None)
+            seq.append(_tree(v, pos, il, ic))
+            seq._yaml_set_idx_line_col(i, [il - 1, ic - 1])
+        return seq
+    return value
+
+
 MAX_NODES = 1_000_000
 
 
@@ -93,9 +118,14 @@ class Document:
         and ruamel costs start-up time every other command does without. ``None`` without a source."""
         if self.source is None:
             return None
-        for i, tree in enumerate(new_yaml().load_all(self.source)):
-            if i == self.index:
-                return tree if self.item is None else tree["items"][self.item]
+        from ruamel.yaml.error import YAMLError
+
+        try:
+            for i, tree in enumerate(new_yaml().load_all(self.source)):
+                if i == self.index:
+                    return tree if self.item is None else tree["items"][self.item]
+        except YAMLError:  # ruamel refuses what libyaml reads (a tab between tokens): the data's tree
+            return _tree(self.data, self.positions, self.line, self.column)
         return None
 
     @property
