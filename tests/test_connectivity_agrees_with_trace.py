@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.connectivity import cell_rule, connectivity, deciding_rules, group_end
 from cilia.analyze.deciding import decided_by
+from cilia.analyze.every_port import every_port
 from cilia.analyze.manifests import cluster_from_result
 from cilia.analyze.peer_names import PortQuery, label_query
 from cilia.analyze.peers import PortSpec
-from cilia.analyze.trace_query import every_port, side_of, trace_between
+from cilia.analyze.trace_query import side_of, trace_between
 from cilia.k8s.loader import load_text
 from cilia.policy.types import Proto
 from tests.conftest import REPO

@@ -100,7 +100,7 @@ class TraceArgs:
 def run_trace(a: TraceArgs) -> int:
     """``cilia trace``: print the verdict(s); the exit status (0 allowed, 1 denied; bad input exits 2)."""
     from cilia.analyze.trace import render_text
-    from cilia.analyze.trace_query import every_port, render_every_port, side_of, trace_between
+    from cilia.analyze.trace_query import side_of, trace_between
 
     if a.namespace is not None and a.all_namespaces:
         raise fail("-n and -A contradict each other: give one")
@@ -120,6 +120,8 @@ def run_trace(a: TraceArgs) -> int:
     source = guarded(lambda: side_of(analysis, a.src, src_labels, a.namespace, "from"))
     dest = guarded(lambda: side_of(analysis, a.dst, dst_labels, a.namespace, "to"))
     if query is None:
+        from cilia.analyze.every_port import every_port, render_every_port  # no --port: every port class
+
         answer = guarded(lambda: every_port(analysis, source, dest, request))
         if a.output == "json":
             print_json(answer.to_dict())
