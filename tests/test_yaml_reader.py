@@ -337,6 +337,13 @@ def test_chosen_cases_read_as_before(text: str) -> None:
     _same(text)
 
 
+def test_list_items_merged_in_have_the_positions_of_their_document() -> None:
+    text = "---\nkind: List\nbase: &b {items: [{kind: A}, 3]}\n<<: *b\n"
+    [doc], [error], _, _ = loader._parse(text, "f")
+    assert (doc.data, doc.index, doc.item, doc.line, doc.column) == ({"kind": "A"}, 0, 0, 2, 1)
+    assert (error.message, error.line, error.column) == ("list item is not an object", 2, 1)
+
+
 def test_scalar_tags_read_as_plain_values() -> None:
     [doc], errors, _, _ = loader._parse("a: !!str 123\nb: !custom x\nc: =\n", "f")
     assert not errors and doc.data == {"a": "123", "b": "x", "c": "="}

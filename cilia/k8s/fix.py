@@ -7,7 +7,7 @@
 * ``fromPorts`` (not a Cilium field) becomes ``toPorts``: ports always name the destination port.
 
 Comments and key order of the file are kept; each change carries a YAML comment saying why.
-ruamel.yaml is imported by the functions that run (not with this module: the CLI imports it at start-up).
+ruamel.yaml is imported inside the functions, not with the module (the CLI imports this one at start-up).
 """
 
 from __future__ import annotations

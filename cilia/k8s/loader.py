@@ -241,14 +241,14 @@ def _add_document(
     items = data["items"]
     if items is None:
         return
-    pos: Any = raw.positions
+    # (items merged in with "<<" have no positions of their own: the document's stand in)
+    entry: Any = raw.positions.get("items") if isinstance(raw.positions, dict) else None
+    vline, vcol, item_pos = (entry[3], entry[4], entry[2]) if entry else (raw.line, raw.column, None)
     if not isinstance(items, list):
-        _, _, _, line, col = pos["items"]
-        errors.append(Error("items must be a list", file=file, line=line, column=col, path="items"))
+        errors.append(Error("items must be a list", file=file, line=vline, column=vcol, path="items"))
         return
-    item_pos = pos["items"][2]
     for i, item in enumerate(items):
-        line, col, positions = item_pos[i]
+        line, col, positions = item_pos[i] if isinstance(item_pos, list) else (vline, vcol, None)
         if not isinstance(item, dict):
             errors.append(
                 Error("list item is not an object", file=file, line=line, column=col, path=f"items[{i}]")
