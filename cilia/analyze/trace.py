@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, L7Verdict, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, parse_peer, proto_name
-from cilia.analyze.services import NO_BACKEND, ServiceTarget, service_target
 from cilia.policy.l7parser import L7Parser
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
-if TYPE_CHECKING:  # values of the L7 model come from the policy (no import of it for a trace without L7)
+if TYPE_CHECKING:  # imported where used: a trace without a Service or L7 rules needs neither module
+    from cilia.analyze.services import ServiceTarget
     from cilia.policy.l7 import L7Decision, L7PortPolicy, L7Request
 
 REPLY_NOTE = (
@@ -298,6 +298,8 @@ def trace(
     """Trace every (source, destination) pair the PEER arguments stand for (a Deployment: each
     pod; ``fqdn:NAME``: each address the node learned for the name). With ``request`` the L7
     proxies on the way decide it too."""
+    from cilia.analyze.services import service_target  # here: most questions name no Service (start-up)
+
     sources = analysis.resolve(src)
     target = service_target(analysis, parse_peer(dst), port)
     if target is not None:  # translated to each backend first, as the datapath does
@@ -433,6 +435,8 @@ def render_service(result: TraceResult) -> tuple[list[str], list[str]]:
     head += [f"  backend {b.end.name} " + (f"{b.end.ip}:{b.port}" if b.end.ip else f"port {b.port}")
              for b in svc.backends]
     if not svc.backends:
+        from cilia.analyze.services import NO_BACKEND
+
         return head, ["", f"verdict: DENIED: no backend ({NO_BACKEND})"]
     denied = sum(1 for f in result.flows if not f.allowed)
     if not denied:

@@ -22,8 +22,6 @@ from cilia.analyze.peer_names import (
     resolve_peer,
 )
 from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_proto
-from cilia.analyze.services import _service as find_service  # (svc:NS/NAME or a ClusterIP)
-from cilia.analyze.services import service_target
 from cilia.analyze.trace import TraceResult, trace_flow
 from cilia.k8s.objects import Service
 
@@ -56,6 +54,9 @@ def side_of(
     if what == "to" and not canonical.startswith(("statefulset:", "daemonset:")):
         spec = parse_peer(canonical)
         if spec.kind in (PeerKind.SERVICE, PeerKind.IP):  # a Service, by name or ClusterIP
+            # here: most questions name no Service (start-up, issue 15)
+            from cilia.analyze.services import _service as find_service
+
             service = find_service(analysis, spec)
             if service is not None:
                 return Ends(peer, (), service, canonical)
@@ -104,6 +105,8 @@ def trace_between(
     """Every flow from ``src``'s ends to ``dst``'s on ``port`` (a Service: each backend on its
     target port; a port name: each destination pod's own number for it)."""
     if dst.service is not None:
+        from cilia.analyze.services import service_target
+
         sport = _service_port(dst.service, port)
         target = service_target(analysis, parse_peer(dst.peer), sport)
         assert target is not None  # dst.service was found by the same name
