@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROLS = r"[\x00-\x1f\x7f-\x9f]"  # compiled at the first error shown (re's cache), not at import
 # The schema of ``cilia validate -o json``; a new version when a field changes meaning or type.
 VALIDATE_REPORT_KIND = "cilia.io/ValidateReport/v1"
 
@@ -17,7 +17,7 @@ VALIDATE_REPORT_KIND = "cilia.io/ValidateReport/v1"
 def escape_controls(text: str) -> str:
     """``text`` with control characters written as escapes (``\\n``, ``\\x1b``): a value from a
     manifest must not move the cursor or recolour the terminal that shows an error about it."""
-    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+    return re.sub(_CONTROLS, lambda m: repr(m.group())[1:-1], text)
 
 
 class K8sError(Exception):
