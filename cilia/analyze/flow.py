@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.learned import LearnedAddress
 from cilia.identity.labels import Labels
 from cilia.policy.types import Direction, DropReason, Key, MatchType, RuleRef
+
+if TYPE_CHECKING:  # a side's L7 verdict exists only when its entry redirects to a proxy
+    from cilia.analyze.l7verdict import L7Verdict
 
 
 class EndKind(StrEnum):
@@ -58,38 +61,6 @@ class FlowEnd:
         return out
 
 
-@dataclass(frozen=True)
-class L7Verdict:
-    """What the L7 proxy of one side does with the flow: the side's entry redirects the connection
-    to the proxy of ``parser`` on ``proxy_port``. With a request (``decided``) the proxy's verdict
-    on it; without one, only that L7 rules apply (the side's verdict is then the L4 one)."""
-
-    parser: str  # http | tls | dns
-    proxy_port: int
-    decided: bool
-    allowed: bool  # the proxy's verdict on the request (True when not decided)
-    request: str = ""  # the request as decided ("GET /public host h", "SNI name")
-    rules: tuple[RuleRef, ...] = ()  # the policies whose L7 rules allowed it / refused it / apply
-    matched: str = ""  # the rule that matched (described)
-    actions: tuple[str, ...] = ()  # header actions of headerMatches mismatches
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "parser": self.parser,
-            "proxy_port": self.proxy_port,
-            "decided": self.decided,
-            "allowed": self.allowed,
-        }
-        if self.decided:
-            out["request"] = self.request
-            out["matched"] = self.matched or None
-            out["actions"] = list(self.actions)
-            out["reason"] = self.reason
-        out["rules"] = [_ref_dict(r) for r in self.rules]
-        return out
-
-
 class SideState(StrEnum):
     NO_POLICY = "no-policy"  # not a local endpoint: this side never drops
     UNENFORCED = "unenforced"  # a local endpoint whose direction no policy enforces
@@ -128,8 +99,8 @@ class SideVerdict:
             "drop_reason_desc": self.reason.description if dropped else None,
             "match_type": self.match_type.hubble_name,
             "key": _key_dict(self.key),
-            "rules": [_ref_dict(r) for r in self.rules],
-            "default_deny_by": [_ref_dict(r) for r in self.default_deny_by],
+            "rules": [ref_dict(r) for r in self.rules],
+            "default_deny_by": [ref_dict(r) for r in self.default_deny_by],
             "note": self.note,
         }
         if self.l7 is not None:
@@ -137,7 +108,8 @@ class SideVerdict:
         return out
 
 
-def _ref_dict(ref: RuleRef) -> dict[str, Any]:
+def ref_dict(ref: RuleRef) -> dict[str, Any]:
+    """A rule reference as the JSON outputs give it."""
     return {
         "kind": ref.kind,
         "namespace": ref.namespace,

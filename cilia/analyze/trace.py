@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.cluster import Analysis
-from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, L7Verdict, SideState, SideVerdict
+from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, parse_peer, proto_name
 from cilia.policy.l7parser import L7Parser
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
 if TYPE_CHECKING:  # imported where used: a trace without a Service or L7 rules needs neither module
+    from cilia.analyze.l7verdict import L7Verdict
     from cilia.analyze.services import ServiceTarget
     from cilia.policy.l7 import L7Decision, L7PortPolicy, L7Request
 
@@ -89,6 +90,8 @@ def l7_verdict(
     decided as the proxy would; without one, the result names the L7 rules that apply."""
     if entry is None or entry.deny or not entry.proxy_port:
         return None
+    from cilia.analyze.l7verdict import L7Verdict  # here: only a redirecting entry has one (start-up)
+
     pp = port_policy(analysis, owner.identity, direction, port, owner.node)
     peer_id = analysis.identity_seen_by(peer, owner)
     if pp is None:  # a redirect without rules for the port: the proxy refuses (fail closed)
