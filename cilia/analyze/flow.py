@@ -99,26 +99,13 @@ class SideVerdict:
             "drop_reason_desc": self.reason.description if dropped else None,
             "match_type": self.match_type.hubble_name,
             "key": _key_dict(self.key),
-            "rules": [ref_dict(r) for r in self.rules],
-            "default_deny_by": [ref_dict(r) for r in self.default_deny_by],
+            "rules": [r.to_dict() for r in self.rules],
+            "default_deny_by": [r.to_dict() for r in self.default_deny_by],
             "note": self.note,
         }
         if self.l7 is not None:
             out["l7"] = self.l7.to_dict()
         return out
-
-
-def ref_dict(ref: RuleRef) -> dict[str, Any]:
-    """A rule reference as the JSON outputs give it."""
-    return {
-        "kind": ref.kind,
-        "namespace": ref.namespace,
-        "name": ref.name,
-        "section": ref.section,
-        "index": ref.index,
-        "spec_index": ref.spec_index,
-        **({"log": ref.log} if ref.log else {}),
-    }
 
 
 def _key_dict(key: Key | None) -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cilia.analyze.flow import ref_dict
 from cilia.policy.types import RuleRef
 
 
@@ -41,5 +40,5 @@ class L7Verdict:
             out["matched"] = self.matched or None
             out["actions"] = list(self.actions)
             out["reason"] = self.reason
-        out["rules"] = [ref_dict(r) for r in self.rules]
+        out["rules"] = [r.to_dict() for r in self.rules]
         return out

@@ -17,7 +17,7 @@ Keys are plain ``NamedTuple``s so that hot loops can build them as tuples cheapl
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Direction(IntEnum):
@@ -135,6 +135,18 @@ class RuleRef(NamedTuple):
         if self.index < 0:
             return f"{self.kind} {where}"
         return f"{self.kind} {where} {self.section}[{self.index}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference as the JSON outputs give it (``log`` only when the rule has one)."""
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "section": self.section,
+            "index": self.index,
+            "spec_index": self.spec_index,
+            **({"log": self.log} if self.log else {}),
+        }
 
 
 class Entry(NamedTuple):
