@@ -1,6 +1,6 @@
 """cilia trace imports what the trace needs (issue 15 item 2): not the agent, the store, the proxies,
-numpy, the manifest fixer, typer or rich; the node's state directory is resolved only when a question
-needs it."""
+numpy, the manifest fixer, typer, rich, pydantic or ruamel; the node's state directory is resolved
+only when a question needs it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def test_trace_on_the_seed_imports_only_what_it_needs() -> None:
     loaded = set(json.loads(out.splitlines()[-1]))
     assert "DENIED" in out and "cilia.analyze.trace" in loaded  # it did trace
     heavy = ("cilia.agent", "cilia.store", "cilia.proxy", "cilia.lab", "cilia.k8s.fix", "numpy", "pyroute2",
-             "typer", "click", "rich")  # the fast path (cilia/cli/fastpath.py) parses trace's options
+             "typer", "click", "rich",  # the fast path (cilia/cli/fastpath.py) parses trace's options
+             "pydantic", "pydantic_core",  # the manifest models are records (cilia/k8s/record.py)
+             "ruamel")  # manifests are read with libyaml (cilia/k8s/yamlread.py)
     assert not [m for m in loaded if any(m == h or m.startswith(h + ".") for h in heavy)]
     # what only other inputs or questions need, imported where used: a misspelt kind, a rule's log value
     # (stdlib); the L7 model and verdicts (an L7 rule or request), Services (a Service peer), the
