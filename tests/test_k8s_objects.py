@@ -165,3 +165,12 @@ def test_ccnp_has_no_namespace() -> None:
         ("CiliumClusterwideNetworkPolicy", "", 1)
     ]
     assert cluster.namespaces == ()
+
+
+def test_pod_name_hashes_are_sha256() -> None:
+    import hashlib
+
+    from cilia.k8s.objects import _sha256
+
+    for data in (b"", b"app-a/abc/0", "é".encode()):
+        assert _sha256(data) == hashlib.sha256(data).digest()
