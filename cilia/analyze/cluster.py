@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import IO
@@ -33,6 +33,7 @@ from cilia.identity.labels import Labels
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.reserved import RESERVED_LABELS, ReservedIdentity
 from cilia.k8s.cilium_rules import Flags
+from cilia.k8s.frozen import frozen
 from cilia.k8s.objects import Cluster, Pod
 from cilia.policy.engine import rule_prefixes
 from cilia.policy.resolve import AllowLocalhost, EnforcementMode, EngineOptions
@@ -42,7 +43,7 @@ from cilia.policy.types import Direction
 _DS_SUFFIX = r"[bcdfghjklmnpqrstvwxz2456789]{5}"  # Kubernetes' random name suffix alphabet (re's cache)
 
 
-@dataclass(frozen=True)
+@frozen
 class Options:
     """Node settings that change verdicts (semantics.md "Choices")."""
 
@@ -74,7 +75,7 @@ class Options:
         return Flags(node_selector_labels=self.node_selector_labels)
 
 
-@dataclass(frozen=True)
+@frozen
 class PodEndpoint:
     """A pod as an endpoint: its identity number and label set."""
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.learned import LearnedAddress
 from cilia.identity.labels import Labels
+from cilia.k8s.frozen import frozen
 from cilia.policy.types import Direction, DropReason, Key, MatchType, RuleRef
 
 if TYPE_CHECKING:  # a side's L7 verdict exists only when its entry redirects to a proxy
@@ -21,7 +22,7 @@ class EndKind(StrEnum):
     NODE = "node"  # a node's host endpoint (and its hostNetwork pods): host policies decide for it
 
 
-@dataclass(frozen=True)
+@frozen
 class FlowEnd:
     """One end of a flow resolved against the cluster: who it is and which identity it has.
 
@@ -67,7 +68,7 @@ class SideState(StrEnum):
     ENFORCED = "enforced"
 
 
-@dataclass(frozen=True)
+@frozen
 class SideVerdict:
     """The verdict of one side: the source's egress or the destination's ingress."""
 
@@ -120,7 +121,7 @@ def _key_dict(key: Key | None) -> dict[str, Any] | None:
     }
 
 
-@dataclass(frozen=True)
+@frozen
 class FlowTrace:
     """A flow ``src → dst`` on one port and the verdict of each side; allowed iff both allow."""
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cilia.identity.fqdn import name_matches, normalize_fqdn
+from cilia.k8s.frozen import frozen
 
 if TYPE_CHECKING:
     from cilia.proxy.dns.cache import DnsCache
@@ -29,7 +29,7 @@ class NodeStateError(ValueError):
     """The node's saved DNS cache cannot be read (the file and what is wrong with it)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class LearnedAddress:
     """An address as a node's DNS cache knows it: its unexpired names and the toFQDNs selectors
     (of the loaded policies) one of them matches. No selector: the address stays a plain outside

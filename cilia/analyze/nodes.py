@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from cilia.identity.labelfilter import LabelFilter
 from cilia.identity.labels import Labels
@@ -39,6 +39,7 @@ from cilia.identity.reserved import (
     LABEL_KUBE_APISERVER,
     ReservedIdentity,
 )
+from cilia.k8s.frozen import frozen
 from cilia.k8s.objects import Cluster, Node
 
 # Cilium's IdentityScopeRemoteNode: node-local identities of remote nodes under node-selector labels.
@@ -55,7 +56,7 @@ def _norm(ip: str) -> str:
         return ip
 
 
-@dataclass(frozen=True)
+@frozen
 class NodeInfo:
     """One node as analysis sees it."""
 

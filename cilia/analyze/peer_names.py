@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd
 from cilia.analyze.peers import PeerError, PortSpec, parse_port, parse_proto
 from cilia.identity.podlabels import DEFAULT_SERVICE_ACCOUNT, pod_identity_labels
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
+from cilia.k8s.frozen import frozen
 from cilia.policy.types import Proto
 
 DEFAULT_NAMESPACE = "default"
@@ -111,7 +111,7 @@ def resolve_peer(analysis: Analysis, text: str, namespace: str | None = None) ->
 _PORT_NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"  # compiled at first use (re's cache), not at import
 
 
-@dataclass(frozen=True)
+@frozen
 class PortQuery:
     """A ``--port`` argument: a number (``spec``) or a container port name (``name``, with an
     optional protocol)."""
@@ -139,7 +139,7 @@ def parse_port_query(text: str) -> PortQuery:
 # --------------------------------------------------------------------------- labels
 
 
-@dataclass(frozen=True)
+@frozen
 class LabelQuery:
     """Pods chosen by labels: ``selector`` over identity labels, in ``namespace`` (None: every one)."""
 

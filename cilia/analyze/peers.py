@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 
 from cilia.identity.fqdn import normalize_fqdn
+from cilia.k8s.frozen import frozen
 from cilia.policy.types import Proto
 
 # Reserved peers a flow can name; the values are the reserved label each identity carries.
@@ -79,7 +79,7 @@ class PeerKind(StrEnum):
 _DNS_NAME = r"[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*"  # re's cache
 
 
-@dataclass(frozen=True)
+@frozen
 class PeerSpec:
     """A parsed PEER argument, not yet resolved against a cluster."""
 
@@ -90,7 +90,7 @@ class PeerSpec:
     ip: str = ""  # normalized address for IP peers
 
 
-@dataclass(frozen=True)
+@frozen
 class PortSpec:
     """A parsed PORT argument: protocol and port (ICMP type for ICMP/ICMPv6)."""
 

@@ -10,12 +10,12 @@ default-deny drop towards an address they did not apply to says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cilia.analyze.cluster import Analysis
 from cilia.analyze.flow import EndKind, FlowEnd, FlowTrace, SideState, SideVerdict
 from cilia.analyze.peers import PortSpec, parse_peer, proto_name
+from cilia.k8s.frozen import frozen
 from cilia.policy.l7parser import L7Parser
 from cilia.policy.types import Direction, DropReason, Entry, Key, RuleRef
 
@@ -272,7 +272,7 @@ def trace_flow(
     return FlowTrace(src, dst, port.proto, port.port, egress, ingress, tuple(n for n in notes if n))
 
 
-@dataclass(frozen=True)
+@frozen
 class TraceResult:
     """Every flow a trace question stands for (a Deployment peer means each of its pods; a Service
     each backend, ``service`` saying which Service port they stand for)."""

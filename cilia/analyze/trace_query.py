@@ -9,7 +9,6 @@ and rules as ``cilia trace --from NS/POD --to NS/POD --port N/PROTO``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cilia.analyze.cluster import Analysis
@@ -23,13 +22,14 @@ from cilia.analyze.peer_names import (
 )
 from cilia.analyze.peers import PeerError, PeerKind, PortSpec, parse_peer, parse_proto
 from cilia.analyze.trace import TraceResult, trace_flow
+from cilia.k8s.frozen import frozen
 from cilia.k8s.objects import Service
 
 if TYPE_CHECKING:  # L7 requests come from the caller
     from cilia.policy.l7 import L7Request
 
 
-@dataclass(frozen=True)
+@frozen
 class Ends:
     """A resolved side of a trace question: its flow ends and how it was named."""
 

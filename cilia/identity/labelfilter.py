@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from cilia.identity.errors import IdentityError
 from cilia.identity.labels import Label, Labels
+from cilia.k8s.frozen import frozen
 
 
 class LabelFilterError(IdentityError, ValueError):
@@ -45,7 +45,7 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class LabelPattern:
     """One filter pattern: ``[source:][!]regex``."""
 

@@ -9,11 +9,12 @@ Unknown fields are refused as ``kubectl apply`` with strict field validation ref
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from cilia.k8s import api
 from cilia.k8s.errors import Error
+from cilia.k8s.frozen import frozen
 from cilia.k8s.netaddr import parse_prefix
 from cilia.k8s.record import Field, Record
 from cilia.k8s.source import Document, FieldPath, format_path
@@ -38,7 +39,7 @@ class CIDRGroupModel(Record, extra="forbid"):
     status: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class CIDRGroup:
     """A CiliumCIDRGroup: its name, its own labels and its prefixes (masked, as the ipcache keys
     them). ``source`` is where it was read from (a :class:`cilia.k8s.objects.Source`)."""

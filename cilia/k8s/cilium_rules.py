@@ -8,10 +8,10 @@ relative to the rule. Ingress and egress go through the same code with a :class:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from cilia.k8s import api
+from cilia.k8s.frozen import frozen
 from cilia.k8s.l7checks import re2_problem
 from cilia.k8s.labelsel import Finding, selector_findings
 from cilia.k8s.names import (
@@ -44,7 +44,7 @@ ICMP_WITH_PORTS = "the ICMPs block may only be present without ToPorts. Define a
 NODES_FLAG = 'FromNodes/ToNodes rules can only be applied when the "enable-node-selector-labels" flag is set'
 
 
-@dataclass(frozen=True)
+@frozen
 class Flags:
     """The agent options that change validity (EXPECTED.yaml's assumptions are the defaults)."""
 
@@ -53,7 +53,7 @@ class Flags:
     node_selector_labels: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class Dir:
     """One of the four rule sections and the field names it uses."""
 

@@ -9,8 +9,8 @@ and says so with a warning naming both places.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
+from cilia.k8s.frozen import frozen
 from cilia.k8s.source import Document
 
 # Kinds without a namespace (a namespace written on them is ignored by the API server).
@@ -54,7 +54,7 @@ def where(doc: Document) -> str:
     return f"{doc.file}:{doc.line}"
 
 
-@dataclass(frozen=True)
+@frozen
 class Duplicate:
     """A document (``later``) that replaces an ``earlier`` one of the same object."""
 

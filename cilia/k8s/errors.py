@@ -6,8 +6,10 @@ Errors are raised or collected where they are detected and rendered once, at the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
+
+from cilia.k8s.frozen import frozen
 
 _CONTROLS = r"[\x00-\x1f\x7f-\x9f]"  # compiled at the first error shown (re's cache), not at import
 # The schema of ``cilia validate -o json``; a new version when a field changes meaning or type.
@@ -109,7 +111,7 @@ class ManifestError(Error):
         self.errors = errors
 
 
-@dataclass(frozen=True)
+@frozen
 class Skipped:
     """A document or file that was read but is not a Kubernetes object (a CI workflow, Helm values or
     template, an empty file): left out, as ``kubectl apply`` would never send it, and listed."""
@@ -125,7 +127,7 @@ class Skipped:
         return {"file": self.file, "line": self.line, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@frozen
 class ValidationReport:
     """The outcome of validating a set of files."""
 

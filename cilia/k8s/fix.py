@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cilia.k8s.errors import Error
+from cilia.k8s.frozen import frozen
 from cilia.k8s.loader import discover, is_template, new_yaml, read_text
 from cilia.k8s.source import FieldPath, format_path
 
@@ -41,7 +41,7 @@ _WHY_DEFAULT = (
 _WHY_PORTS = 'cilia fix: "fromPorts" is not a Cilium field; toPorts names the destination port'
 
 
-@dataclass(frozen=True)
+@frozen
 class Change:
     """One correction: where (field path in the object) and what was done."""
 
@@ -49,7 +49,7 @@ class Change:
     description: str
 
 
-@dataclass(frozen=True)
+@frozen
 class FixResult:
     """The corrected text of one file and the changes made (empty when nothing needed fixing)."""
 

@@ -17,10 +17,10 @@ line and field.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from cilia.k8s.errors import Error
+from cilia.k8s.frozen import frozen
 from cilia.k8s.source import Document, FieldPath, format_path
 
 L4_ONLY_ANNOTATION = "cilia.io/l4-only-l7"
@@ -31,7 +31,7 @@ _SNI_LABEL = r"([*]{1,2}|[*]?[-a-zA-Z0-9_]+([*][-a-zA-Z0-9_]+)*[*]?)"
 SNI_PATTERN = rf"({_SNI_LABEL}[.])*{_SNI_LABEL}"  # compiled at first use (re's cache), not at import
 
 
-@dataclass(frozen=True)
+@frozen
 class L7Problem:
     """One L7 part cilia cannot enforce. ``l4_only`` problems can be accepted as L4-only."""
 

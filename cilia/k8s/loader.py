@@ -22,11 +22,12 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import IO, Any
 
 from cilia.k8s.errors import Error, Skipped
+from cilia.k8s.frozen import frozen
 from cilia.k8s.source import Document
 from cilia.k8s.source import new_yaml as new_yaml  # where fix.py and tests have it
 from cilia.k8s.yamlread import RawDocument, ReadError, read_documents
@@ -43,7 +44,7 @@ STDIN = "-"
 KUSTOMIZE_GROUP = "kustomize.config.k8s.io"  # kustomization.yaml: build input, never sent to the API server
 
 
-@dataclass(frozen=True)
+@frozen
 class Selection:
     """Which files and documents are read: the command line's ``-R``, ``--exclude`` and ``--strict``.
 
@@ -77,7 +78,7 @@ def using_selection(selection: Selection) -> Iterator[None]:
         _SELECTION.reset(token)
 
 
-@dataclass(frozen=True)
+@frozen
 class LoadResult:
     """Everything read from a set of paths: the files, their objects, and what went wrong."""
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from cilia.k8s import api
+from cilia.k8s.frozen import frozen
 from cilia.k8s.kinds import (
     CCNP,
     DEFAULT_NAMESPACE,
@@ -43,7 +44,7 @@ SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True)
+@frozen
 class Source:
     """Where an object was read from (1-based line/column of its first key)."""
 
@@ -63,7 +64,7 @@ class Source:
 _NO_SOURCE = Source("", 0, 0, 0)
 
 
-@dataclass(frozen=True)
+@frozen
 class Namespace:
     """A namespace: declared in the input, or implied by an object in it (``declared=False``)."""
 
@@ -77,7 +78,7 @@ class Namespace:
         return dict(self.labels)
 
 
-@dataclass(frozen=True)
+@frozen
 class ContainerPort:
     """A port a container declares (``containerPort``, its name and protocol)."""
 
@@ -86,7 +87,7 @@ class ContainerPort:
     protocol: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Container:
     """One container of a pod: what cilia shows and runs of it."""
 
@@ -97,7 +98,7 @@ class Container:
     ports: tuple[ContainerPort, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Pod:
     """A pod: read from a Pod object or expanded from a workload's template (``owner``)."""
 
@@ -129,7 +130,7 @@ class Pod:
         return tuple(p for c in self.containers for p in c.ports)
 
 
-@dataclass(frozen=True)
+@frozen
 class Deployment:
     """A Deployment: its replicas, template hash and the pods it makes."""
 
@@ -141,7 +142,7 @@ class Deployment:
     source: Source = field(default=_NO_SOURCE, compare=False)
 
 
-@dataclass(frozen=True)
+@frozen
 class Workload:
     """A StatefulSet or DaemonSet (``kind``) and the pods it makes."""
 
@@ -152,7 +153,7 @@ class Workload:
     source: Source = field(default=_NO_SOURCE, compare=False)
 
 
-@dataclass(frozen=True)
+@frozen
 class ServicePort:
     """One port of a Service: its port, target port (number or name) and protocol."""
 
@@ -162,7 +163,7 @@ class ServicePort:
     protocol: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Service:
     """A Service: its selector, ports and cluster addresses."""
 
@@ -193,7 +194,7 @@ class Service:
         return tuple(ip for ip in ips if ip and ip != "None")
 
 
-@dataclass(frozen=True)
+@frozen
 class ServiceEndpoints:
     """Endpoints or EndpointSlice of a selector-less Service: the backend addresses and ports."""
 
@@ -204,7 +205,7 @@ class ServiceEndpoints:
     source: Source = field(default=_NO_SOURCE, compare=False)
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     """A CNP, CCNP or NetworkPolicy. ``namespace`` is ``""`` for a CCNP."""
 
@@ -223,7 +224,7 @@ class Policy:
         return tuple(out + list(self.model.specs or []))
 
 
-@dataclass(frozen=True)
+@frozen
 class Node:
     """A Kubernetes Node: its labels and addresses (``status.addresses``, ``(type, address)``)."""
 
@@ -242,7 +243,7 @@ class Node:
         return tuple(a for t, a in self.addresses if t in ("InternalIP", "ExternalIP"))
 
 
-@dataclass(frozen=True)
+@frozen
 class Ignored:
     """An object of a kind cilia does not use (ConfigMap, ServiceAccount, …)."""
 
@@ -252,7 +253,7 @@ class Ignored:
     source: Source = field(default=_NO_SOURCE, compare=False)
 
 
-@dataclass(frozen=True)
+@frozen
 class Cluster:
     """Everything loaded from a set of manifests."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cilia.k8s.frozen import frozen
 from cilia.k8s.record import Record, ValidationError
 from cilia.k8s.source import FieldPath, PathPart, format_path
 
@@ -34,7 +34,7 @@ _JSON_TYPES = {
 MAX_PRUNE_ROUNDS = 8
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     """A structural problem at a field path (before it is given a file position)."""
 

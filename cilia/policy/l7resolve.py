@@ -17,9 +17,9 @@ mergePortProto``, ``l4.go toMapState``, ``pkg/envoy/server.go getDirectionNetwor
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cilia.k8s.frozen import frozen
 from cilia.policy.l7parser import DEFAULT_PROXY_PORTS, L7Parser
 from cilia.policy.rules import PeerRule, PortProto
 from cilia.policy.types import Direction, Proto
@@ -38,7 +38,7 @@ Secrets = Mapping[tuple[str, str], str]
 _PROMOTES = {"": {"http", "tls", "dns"}, "tls": {"http"}}
 
 
-@dataclass(frozen=True)
+@frozen
 class L7Spec:
     """One selector's L7 policy on one port (the L7 part of Cilium's ``PerSelectorPolicy``)."""
 

@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cilia.identity.labels import SOURCE_K8S, SOURCE_RESERVED, Label, Labels
 from cilia.identity.selector import Selector
+from cilia.k8s.frozen import frozen
 from cilia.policy.filters import Filter, NamedPorts
 from cilia.policy.l7resolve import (
     entry_l7,
@@ -82,7 +83,7 @@ class AllowLocalhost(StrEnum):
     POLICY = "policy"
 
 
-@dataclass(frozen=True)
+@frozen
 class EngineOptions:
     """Node-level switches that change decisions (semantics.md "Choices")."""
 
@@ -100,7 +101,7 @@ class EngineOptions:
 AUTH_TYPES = {"": 0, "disabled": 0, "required": 1, "test-always-fail": 2}
 
 
-@dataclass(frozen=True)
+@frozen
 class RuleSelection:
     """The outcome of :func:`select_rules` for one identity."""
 
@@ -110,7 +111,7 @@ class RuleSelection:
     default_deny_by: tuple[tuple[RuleRef, ...], tuple[RuleRef, ...]]
 
 
-@dataclass(frozen=True)
+@frozen
 class EndpointPolicy:
     """The resolved policy of one identity: what the datapath enforces and why.
 

@@ -10,10 +10,11 @@ endpoint at resolution time), ICMP types are numeric. Attribution travels as :cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cilia.k8s.frozen import frozen
 from cilia.policy.types import Direction, RuleRef
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ class PortProto(NamedTuple):
     name: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class PeerRule:
     """One entry of an ingress / ingressDeny / egress / egressDeny section.
 
@@ -80,7 +81,7 @@ class PeerRule:
     auth_mode: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class PolicyRule:
     """One rule (``spec`` or one of ``specs``) of one policy object, ready for the repository.
 

@@ -25,6 +25,7 @@ from cilia.identity.podlabels import DEFAULT_CLUSTER, NAMESPACE_LABELS_PREFIX, P
 from cilia.identity.reserved import UnknownEntityError, entity_selectors
 from cilia.identity.selector import Operator, Requirement, Selector, SelectorError, extended_key
 from cilia.k8s import api
+from cilia.k8s.frozen import frozen
 from cilia.k8s.names import ICMP_V4_TYPES, ICMP_V6_TYPES, is_iana_svc_name, parse_go_uint16
 from cilia.k8s.policylog import rule_log
 from cilia.policy.errors import PolicyError
@@ -194,7 +195,7 @@ def scope_peer_selector(
 # --------------------------------------------------------------------------- services (§7)
 
 
-@dataclass(frozen=True)
+@frozen
 class ServiceInfo:
     """What toServices needs to know of a Kubernetes Service. ``selector`` None or empty means a
     selector-less (external) service whose ``backend_ips`` are its endpoints; ``labels`` are the
@@ -348,7 +349,7 @@ _SECTIONS: tuple[tuple[str, str, Direction, bool], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class _Context:
     """The policy a rule comes from, as its RuleRefs and derived labels name it."""
 
