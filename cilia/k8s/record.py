@@ -76,13 +76,14 @@ class ValidationError(K8sError, ValueError):
 class FieldSpec:
     """One declared field: its name, the key users write (``alias``), default and bounds."""
 
-    __slots__ = ("alias", "annotation", "default", "default_factory", "ge", "le", "module", "name")
+    __slots__ = ("alias", "annotation", "default", "default_factory", "ge", "le", "module", "name", "parsed")
 
     def __init__(self, default: Any, alias: str | None, default_factory: Callable[[], Any] | None,
                  ge: int | None, le: int | None) -> None:
         self.name = ""
         self.annotation = ""
         self.module = ""  # where the annotation's names are looked up
+        self.parsed: _Type | None = None  # the annotation, read at the first check
         self.alias = alias
         self.default = default
         self.default_factory = default_factory
@@ -131,6 +132,8 @@ class _Type:
 
 def _split(text: str, sep: str) -> list[str]:
     """``text`` split at ``sep`` outside brackets."""
+    if "[" not in text:
+        return [part.strip() for part in text.split(sep)]
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         if ch == "[":
@@ -358,7 +361,9 @@ class Record:
     def _compile(cls, strict: bool) -> Check:
         plan: list[tuple[str, str, Check, FieldSpec]] = []
         for f in cls.__record_fields__:
-            check = _compile(_parse(f.annotation, vars(sys.modules[f.module])), strict)
+            if f.parsed is None:  # read once for the strict and the lax checker
+                f.parsed = _parse(f.annotation, vars(sys.modules[f.module]))
+            check = _compile(f.parsed, strict)
             if f.ge is not None or f.le is not None:
                 check = _bounded(check, f.ge, f.le)
             plan.append((f.name, f.key, check, f))
