@@ -26,20 +26,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from yaml._yaml import CParser
-from yaml.error import MarkedYAMLError, YAMLError
-from yaml.events import (
+from cilia.k8s import source
+from cilia.k8s.errors import K8sError
+from cilia.k8s.libyaml import (
     AliasEvent,
+    CParser,
     DocumentEndEvent,
     DocumentStartEvent,
     MappingStartEvent,
+    MarkedYAMLError,
     ScalarEvent,
     SequenceStartEvent,
     StreamEndEvent,
+    YAMLError,
 )
-
-from cilia.k8s import source
-from cilia.k8s.errors import K8sError
 from cilia.k8s.source import Positions, TooManyNodes
 
 _TAG = "tag:yaml.org,2002:"
